@@ -1,0 +1,63 @@
+//! The `truststack` binary: argument parsing and printing over the library crates.
+
+use clap::{Parser, Subcommand};
+
+/// `println!` that stops quietly when stdout is closed (`truststack demo | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod demo;
+mod identity_cmd;
+mod ledger_cmd;
+mod policy_cmd;
+mod style;
+
+#[derive(Parser)]
+#[command(name = "truststack", version, about = "A deterministic control plane for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the GTG-1002 campaign against TrustStack, end to end, on the embedded defaults.
+    Demo(demo::DemoArgs),
+    /// Check, evaluate and test policies.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+    /// Verify, inspect and prove the tamper-evident decision ledger.
+    #[command(subcommand)]
+    Ledger(ledger_cmd::LedgerCommand),
+    /// Agent identities, credentials and delegation chains.
+    #[command(subcommand)]
+    Identity(identity_cmd::IdentityCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRUSTSTACK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Ledger(cmd) => ledger_cmd::run(cmd),
+        Command::Identity(cmd) => identity_cmd::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

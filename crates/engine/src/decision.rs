@@ -1,0 +1,107 @@
+//! What the engine answers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use truststack_policy::{Action, Mode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Allow,
+    Deny,
+    RequireApproval,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::RequireApproval => "require_approval",
+        }
+    }
+}
+
+/// A policy whose condition held for the call, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FiredPolicy {
+    pub id: String,
+    pub action: Action,
+    pub mode: Mode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Each predicate of the policy with its value for this call (counts, attributes).
+    pub monitors: BTreeMap<String, Value>,
+    /// Set when a REQUIRE_HITL policy was waved through by an approver's lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+}
+
+/// The engine's answer to one tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub decision: Verdict,
+    pub decision_id: String,
+    pub call_id: String,
+    /// Enforced policies that fired (shadow-mode ones are in `shadow`).
+    pub policies: Vec<FiredPolicy>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub shadow: Vec<FiredPolicy>,
+    /// A one-line explanation for the agent and the operator.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_index: Option<u64>,
+    pub policy_hash: String,
+    pub time: String,
+}
+
+impl Decision {
+    /// Ids of the enforced policies that fired.
+    pub fn policy_ids(&self) -> Vec<&str> {
+        self.policies.iter().map(|p| p.id.as_str()).collect()
+    }
+}
+
+/// What became of an answered approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalResult {
+    /// Granted and admitted.
+    Granted,
+    /// Granted, but a DENY policy fires at approval time (e.g. the rate limit filled meanwhile).
+    GrantedButDenied,
+    /// Refused by the approver.
+    Refused,
+    /// The deadline passed before an answer.
+    Expired,
+}
+
+/// The outcome of answering a held call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalOutcome {
+    pub approval_id: String,
+    pub call_id: String,
+    pub approver: String,
+    pub result: ApprovalResult,
+    /// The call's final decision.
+    pub decision: Verdict,
+    pub policies: Vec<FiredPolicy>,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_index: Option<u64>,
+    pub time: String,
+}
+
+/// Kept for explanations: which action a list of fired policies adds up to.
+pub fn strongest(policies: &[FiredPolicy]) -> Option<Action> {
+    [Action::Deny, Action::RequireHitl, Action::Allow]
+        .into_iter()
+        .find(|a| policies.iter().any(|p| p.action == *a && p.lease_until.is_none()))
+}

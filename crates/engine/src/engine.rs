@@ -1,0 +1,642 @@
+//! The decision core: per-scope monitor state, `decide`, observations and approvals.
+
+use crate::decision::{strongest, ApprovalOutcome, ApprovalResult, Decision, FiredPolicy, Verdict};
+use crate::event::{format_time, parse_time, ApprovalAnswer, Event, Observation, Principals, ToolCall};
+use crate::recorder::{NoRecorder, Recorder};
+use crate::settings::{DefaultDecision, Settings, TimeSource};
+use parking_lot::{Mutex, RwLock};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use truststack_policy::compile::CallContext;
+use truststack_policy::monitor::MonitorState;
+use truststack_policy::{Action, Bundle, Mode, Target, ToolInfo};
+
+type ScopeCell = Arc<Mutex<Vec<MonitorState>>>;
+type ScopeGuard = parking_lot::ArcMutexGuard<parking_lot::RawMutex, Vec<MonitorState>>;
+
+/// Why an approval answer was not applied. The held call stays pending unless said otherwise.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApprovalError {
+    #[error("no pending approval {0}")]
+    Unknown(String),
+    #[error("an approval answer must name `approval_id` or `call_id`")]
+    Unnamed,
+    #[error("approver `{0}` is not a human principal (`user:...`)")]
+    NotHuman(String),
+    #[error("separation of duties: `{approver}` is in the chain of command of call {call_id} and cannot approve it")]
+    InChain { approver: String, call_id: String },
+    #[error("`{approver}` is not in approver group `{group}` required by policy `{policy}`")]
+    NotInGroup {
+        approver: String,
+        group: String,
+        policy: String,
+    },
+    #[error("bad approval: {0}")]
+    Invalid(String),
+}
+
+/// A call held for a human.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PendingApproval {
+    pub approval_id: String,
+    pub call: ToolCall,
+    pub held_at: String,
+    pub deadline: String,
+    #[serde(skip)]
+    deadline_ms: i64,
+    pub policies: Vec<FiredPolicy>,
+    pub approvers: Vec<String>,
+}
+
+#[derive(Default)]
+struct Approvals {
+    by_id: HashMap<String, PendingApproval>,
+    by_call: HashMap<String, String>,
+}
+
+/// The decision engine. Cheap to share across threads (`Arc<Engine>`); decisions for one scope
+/// are linearizable because a decision locks every scope it reads and writes, in a fixed order.
+pub struct Engine {
+    bundle: RwLock<Arc<Bundle>>,
+    settings: Settings,
+    scopes: [RwLock<HashMap<Box<str>, ScopeCell>>; 4],
+    approvals: Mutex<Approvals>,
+    /// `(policy id, target, scope key)` → lease expiry.
+    leases: Mutex<HashMap<(String, Target, Box<str>), i64>>,
+    recorder: Arc<dyn Recorder>,
+    seq: AtomicU64,
+}
+
+/// Everything `evaluate` found.
+struct Evaluation {
+    fired: Vec<FiredPolicy>,
+    shadow: Vec<FiredPolicy>,
+}
+
+fn scope_key<'a>(target: Target, p: &Principals<'a>) -> &'a str {
+    match target {
+        Target::AgentIdentity => p.agent,
+        // A call without a session is its agent's session.
+        Target::Session if p.session.is_empty() => p.agent,
+        Target::Session => p.session,
+        Target::User => p.user,
+        Target::DelegationRoot => p.root,
+    }
+}
+
+impl Engine {
+    pub fn new(bundle: Bundle, settings: Settings) -> Self {
+        Engine {
+            bundle: RwLock::new(Arc::new(bundle)),
+            settings,
+            scopes: Default::default(),
+            approvals: Mutex::default(),
+            leases: Mutex::default(),
+            recorder: Arc::new(NoRecorder),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes every decision, observation and approval to `recorder` before answering.
+    pub fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn bundle(&self) -> Arc<Bundle> {
+        Arc::clone(&self.bundle.read())
+    }
+
+    fn now(&self, time: Option<&str>) -> Result<i64, String> {
+        match self.settings.time_source {
+            TimeSource::System => Ok(system_now()),
+            TimeSource::Event => match time {
+                Some(t) => parse_time(t),
+                None => Err("event has no `time` and the engine runs on event time".into()),
+            },
+        }
+    }
+
+    fn next_id(&self, prefix: &str, now: i64) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}-{now:x}-{n}")
+    }
+
+    fn scope(&self, target: Target, key: &str) -> ScopeCell {
+        let map = &self.scopes[target.index()];
+        if let Some(cell) = map.read().get(key) {
+            return Arc::clone(cell);
+        }
+        let bundle = self.bundle.read();
+        let mut w = map.write();
+        Arc::clone(
+            w.entry(key.into())
+                .or_insert_with(|| Arc::new(Mutex::new(bundle.new_states(target)))),
+        )
+    }
+
+    /// Locks every scope the bundle's policies use, in target order (deadlock-free).
+    fn lock_scopes(&self, bundle: &Bundle, p: &Principals) -> [Option<ScopeGuard>; 4] {
+        std::array::from_fn(|i| {
+            let target = Target::ALL[i];
+            bundle
+                .uses_target(target)
+                .then(|| self.scope(target, scope_key(target, p)).lock_arc())
+        })
+    }
+
+    fn lease_until(&self, policy: &str, target: Target, key: &str, now: i64) -> Option<i64> {
+        let leases = self.leases.lock();
+        leases
+            .get(&(policy.to_string(), target, key.into()))
+            .copied()
+            .filter(|until| *until > now)
+    }
+
+    fn evaluate(
+        &self,
+        bundle: &Bundle,
+        ctx: &CallContext,
+        p: &Principals,
+        info: &ToolInfo,
+        guards: &[Option<ScopeGuard>; 4],
+    ) -> Evaluation {
+        let mut eval = Evaluation {
+            fired: Vec::new(),
+            shadow: Vec::new(),
+        };
+        for &pid in &info.candidates {
+            let Some(cp) = bundle.policies.get(pid) else { continue };
+            let target = cp.policy.target;
+            let states = guards[target.index()].as_deref().map_or(&[][..], Vec::as_slice);
+            if !bundle.evaluate(pid, ctx, info, states) {
+                continue;
+            }
+            let mut fired = FiredPolicy {
+                id: cp.policy.id.clone(),
+                action: cp.policy.action,
+                mode: cp.policy.mode,
+                reason: cp.policy.reason.clone(),
+                monitors: bundle.explain(pid, ctx, info, states),
+                lease_until: None,
+            };
+            if cp.policy.mode == Mode::Shadow {
+                eval.shadow.push(fired);
+                continue;
+            }
+            if cp.policy.action == Action::RequireHitl {
+                fired.lease_until = self
+                    .lease_until(&cp.policy.id, target, scope_key(target, p), ctx.now)
+                    .map(format_time);
+            }
+            eval.fired.push(fired);
+        }
+        eval
+    }
+
+    fn verdict(&self, info: &ToolInfo, fired: &[FiredPolicy], hitl_granted: bool) -> Verdict {
+        if !info.known && self.settings.unknown_tools == DefaultDecision::Deny {
+            return Verdict::Deny;
+        }
+        match strongest(fired) {
+            Some(Action::Deny) => Verdict::Deny,
+            Some(Action::RequireHitl) if !hitl_granted => Verdict::RequireApproval,
+            Some(_) => Verdict::Allow,
+            None if hitl_granted || fired.iter().any(|f| f.lease_until.is_some()) => Verdict::Allow,
+            None => match self.settings.default_decision {
+                DefaultDecision::Allow => Verdict::Allow,
+                DefaultDecision::Deny => Verdict::Deny,
+            },
+        }
+    }
+
+    fn reason(&self, call: &ToolCall, info: &ToolInfo, verdict: Verdict, fired: &[FiredPolicy]) -> String {
+        let describe = |action: Action| {
+            fired
+                .iter()
+                .filter(|f| f.action == action && f.lease_until.is_none())
+                .map(|f| match &f.reason {
+                    Some(r) => format!("{} ({r})", f.id),
+                    None => format!("{} ({})", f.id, held_atoms(f)),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match verdict {
+            Verdict::Deny if !info.known && self.settings.unknown_tools == DefaultDecision::Deny => {
+                format!("tool `{}` is not in the catalog and unknown tools are denied", call.tool)
+            }
+            Verdict::Deny if fired.iter().any(|f| f.action == Action::Deny) => {
+                format!("denied by policy {}", describe(Action::Deny))
+            }
+            Verdict::Deny => "no policy allows this call and the default is deny".into(),
+            Verdict::RequireApproval => format!("held for human approval by policy {}", describe(Action::RequireHitl)),
+            Verdict::Allow if fired.iter().any(|f| f.lease_until.is_some()) => "allowed under an approver's lease".into(),
+            Verdict::Allow if fired.iter().any(|f| f.action == Action::Allow) => {
+                format!("allowed by policy {}", describe(Action::Allow))
+            }
+            Verdict::Allow => "allowed: no policy objects".into(),
+        }
+    }
+
+    /// Decides one tool call. On the system clock the call's own `time` is ignored.
+    pub fn decide(&self, call: &ToolCall) -> Decision {
+        let now = match self.now(call.time.as_deref()) {
+            Ok(now) => now,
+            Err(e) => return self.fail_closed(call, system_now(), format!("cannot decide: {e}")),
+        };
+        let bundle = self.bundle();
+        let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
+        let ctx = context(call, &p, now);
+        let info = bundle.tool(&call.tool);
+        let mut guards = self.lock_scopes(&bundle, &p);
+        let eval = self.evaluate(&bundle, &ctx, &p, info, &guards);
+        let verdict = self.verdict(info, &eval.fired, false);
+        let mut decision = Decision {
+            decision: verdict,
+            decision_id: self.next_id("d", now),
+            call_id: call.id.clone(),
+            reason: self.reason(call, info, verdict, &eval.fired),
+            policies: eval.fired,
+            shadow: eval.shadow,
+            approval_id: None,
+            deadline: None,
+            ledger_index: None,
+            policy_hash: bundle.hash.clone(),
+            time: format_time(now),
+        };
+        let mut pending = None;
+        if verdict == Verdict::RequireApproval {
+            let deadline_ms = now.saturating_add(self.deadline_for(&bundle, &decision.policies));
+            let approval_id = self.next_id("a", now);
+            decision.approval_id = Some(approval_id.clone());
+            decision.deadline = Some(format_time(deadline_ms));
+            pending = Some(PendingApproval {
+                approval_id,
+                call: call.clone(),
+                held_at: format_time(now),
+                deadline: format_time(deadline_ms),
+                deadline_ms,
+                approvers: approver_groups(&bundle, &decision.policies),
+                policies: decision.policies.clone(),
+            });
+        }
+        let record = json!({"kind": "decision", "call": call, "decision": &decision});
+        match self.recorder.record(record) {
+            Ok(index) => decision.ledger_index = index,
+            Err(e) => return self.fail_closed(call, now, format!("ledger unavailable, failing closed: {e}")),
+        }
+        if verdict == Verdict::Allow {
+            admit(&bundle, &ctx, info, &mut guards);
+        }
+        drop(guards);
+        if let Some(pending) = pending {
+            let mut approvals = self.approvals.lock();
+            approvals.by_call.insert(call.id.clone(), pending.approval_id.clone());
+            approvals.by_id.insert(pending.approval_id.clone(), pending);
+        }
+        decision
+    }
+
+    fn deadline_for(&self, bundle: &Bundle, fired: &[FiredPolicy]) -> i64 {
+        fired
+            .iter()
+            .filter(|f| f.action == Action::RequireHitl)
+            .filter_map(|f| bundle.policies.iter().find(|p| p.policy.id == f.id))
+            .filter_map(|p| p.policy.deadline_ms)
+            .min()
+            .unwrap_or(self.settings.approval_deadline_ms)
+    }
+
+    fn fail_closed(&self, call: &ToolCall, now: i64, reason: String) -> Decision {
+        tracing::warn!(call = %call.id, %reason, "failing closed");
+        Decision {
+            decision: Verdict::Deny,
+            decision_id: self.next_id("d", now),
+            call_id: call.id.clone(),
+            policies: Vec::new(),
+            shadow: Vec::new(),
+            reason,
+            approval_id: None,
+            deadline: None,
+            ledger_index: None,
+            policy_hash: self.bundle.read().hash.clone(),
+            time: format_time(now),
+        }
+    }
+
+    /// Records an observation: its data-source labels taint every scope of its agent.
+    pub fn observe(&self, obs: &Observation) -> Result<Option<u64>, String> {
+        let now = self.now(obs.time.as_deref())?;
+        let bundle = self.bundle();
+        let p = Principals::of(&obs.agent, obs.session.as_deref(), &obs.chain);
+        let index = self
+            .recorder
+            .record(json!({"kind": "observation", "time": format_time(now), "observation": obs}))?;
+        if obs.data_sources.is_empty() {
+            return Ok(index);
+        }
+        let mut guards = self.lock_scopes(&bundle, &p);
+        for (i, guard) in guards.iter_mut().enumerate() {
+            if let Some(states) = guard.as_deref_mut() {
+                for access in &obs.data_sources {
+                    bundle.observe_access(Target::ALL[i], &access.name, &access.mode, now, states);
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    /// Applies a human's answer to a held call.
+    pub fn answer(&self, ans: &ApprovalAnswer) -> Result<ApprovalOutcome, ApprovalError> {
+        let now = self.now(ans.time.as_deref()).map_err(ApprovalError::Invalid)?;
+        let lease_ms = ans
+            .lease
+            .as_deref()
+            .map(truststack_policy::duration::parse_duration)
+            .transpose()
+            .map_err(ApprovalError::Invalid)?;
+        let pending = {
+            let mut approvals = self.approvals.lock();
+            let id = match (&ans.approval_id, &ans.call_id) {
+                (Some(id), _) => id.clone(),
+                (None, Some(call)) => approvals
+                    .by_call
+                    .get(call)
+                    .cloned()
+                    .ok_or_else(|| ApprovalError::Unknown(format!("for call {call}")))?,
+                (None, None) => return Err(ApprovalError::Unnamed),
+            };
+            let pending = approvals.by_id.get(&id).ok_or_else(|| ApprovalError::Unknown(id.clone()))?;
+            if now <= pending.deadline_ms {
+                self.check_approver(&ans.approver, pending)?;
+            }
+            let pending = approvals.by_id.remove(&id).ok_or(ApprovalError::Unknown(id))?;
+            approvals.by_call.remove(&pending.call.id);
+            pending
+        };
+        let outcome = if now > pending.deadline_ms {
+            self.close(pending, &ans.approver, now, ApprovalResult::Expired, None)
+        } else if !ans.grant {
+            self.close(pending, &ans.approver, now, ApprovalResult::Refused, None)
+        } else {
+            self.grant(pending, &ans.approver, now, lease_ms)
+        };
+        Ok(outcome)
+    }
+
+    fn check_approver(&self, approver: &str, pending: &PendingApproval) -> Result<(), ApprovalError> {
+        if !approver.starts_with("user:") || approver.len() <= "user:".len() {
+            return Err(ApprovalError::NotHuman(approver.to_string()));
+        }
+        let call = &pending.call;
+        let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
+        if p.involves(approver) {
+            return Err(ApprovalError::InChain {
+                approver: approver.to_string(),
+                call_id: call.id.clone(),
+            });
+        }
+        if self.settings.approver_groups.is_empty() {
+            return Ok(());
+        }
+        for fired in &pending.policies {
+            let bundle = self.bundle();
+            let group = bundle
+                .policies
+                .iter()
+                .find(|p| p.policy.id == fired.id)
+                .and_then(|p| p.policy.approvers.clone());
+            if let Some(group) = group {
+                let member = self
+                    .settings
+                    .approver_groups
+                    .get(&group)
+                    .is_some_and(|members| members.iter().any(|m| m == approver));
+                if !member {
+                    return Err(ApprovalError::NotInGroup {
+                        approver: approver.to_string(),
+                        group,
+                        policy: fired.id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refusal or expiry: the call is denied; the refusal is recorded.
+    fn close(
+        &self,
+        pending: PendingApproval,
+        approver: &str,
+        now: i64,
+        result: ApprovalResult,
+        ledger_error: Option<String>,
+    ) -> ApprovalOutcome {
+        let reason = match (&ledger_error, result) {
+            (Some(e), _) => format!("approval not applied, failing closed: {e}"),
+            (None, ApprovalResult::Expired) => format!("no approver answered before the deadline {}", pending.deadline),
+            (None, _) => format!("refused by {approver}"),
+        };
+        let mut outcome = ApprovalOutcome {
+            approval_id: pending.approval_id,
+            call_id: pending.call.id,
+            approver: approver.to_string(),
+            result,
+            decision: Verdict::Deny,
+            policies: pending.policies,
+            reason,
+            lease_until: None,
+            ledger_index: None,
+            time: format_time(now),
+        };
+        if ledger_error.is_none() {
+            outcome.ledger_index = self
+                .recorder
+                .record(json!({"kind": "approval", "outcome": &outcome}))
+                .ok()
+                .flatten();
+        }
+        outcome
+    }
+
+    /// A grant: re-decide the call at approval time with its HITL gates passed; a DENY that
+    /// fires now (a rate limit that filled meanwhile) still wins. Admitted from now on.
+    fn grant(&self, pending: PendingApproval, approver: &str, now: i64, lease_ms: Option<i64>) -> ApprovalOutcome {
+        let bundle = self.bundle();
+        let call = pending.call.clone();
+        let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
+        let ctx = context(&call, &p, now);
+        let info = bundle.tool(&call.tool);
+        let mut guards = self.lock_scopes(&bundle, &p);
+        let eval = self.evaluate(&bundle, &ctx, &p, info, &guards);
+        let verdict = self.verdict(info, &eval.fired, true);
+        let result = if verdict == Verdict::Allow {
+            ApprovalResult::Granted
+        } else {
+            ApprovalResult::GrantedButDenied
+        };
+        let lease_until = lease_ms.filter(|_| verdict == Verdict::Allow).map(|ms| now.saturating_add(ms));
+        let mut outcome = ApprovalOutcome {
+            approval_id: pending.approval_id.clone(),
+            call_id: call.id.clone(),
+            approver: approver.to_string(),
+            result,
+            decision: verdict,
+            reason: match verdict {
+                Verdict::Allow => format!("approved by {approver}"),
+                _ => format!("approved by {approver}, but {}", self.reason(&call, info, verdict, &eval.fired)),
+            },
+            policies: eval.fired,
+            lease_until: lease_until.map(format_time),
+            ledger_index: None,
+            time: format_time(now),
+        };
+        match self.recorder.record(json!({"kind": "approval", "outcome": &outcome})) {
+            Ok(index) => outcome.ledger_index = index,
+            Err(e) => {
+                drop(guards);
+                return self.close(pending, approver, now, ApprovalResult::GrantedButDenied, Some(e));
+            }
+        }
+        if verdict == Verdict::Allow {
+            admit(&bundle, &ctx, info, &mut guards);
+            if let Some(until) = lease_until {
+                let mut leases = self.leases.lock();
+                for f in pending.policies.iter().filter(|f| f.action == Action::RequireHitl) {
+                    if let Some(cp) = bundle.policies.iter().find(|c| c.policy.id == f.id) {
+                        let target = cp.policy.target;
+                        leases.insert((f.id.clone(), target, scope_key(target, &p).into()), until);
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Refuses every held call whose deadline is before `now` (epoch ms).
+    pub fn expire(&self, now: i64) -> Vec<ApprovalOutcome> {
+        let expired: Vec<PendingApproval> = {
+            let mut approvals = self.approvals.lock();
+            let ids: Vec<String> = approvals
+                .by_id
+                .values()
+                .filter(|p| p.deadline_ms < now)
+                .map(|p| p.approval_id.clone())
+                .collect();
+            ids.iter()
+                .filter_map(|id| {
+                    let p = approvals.by_id.remove(id)?;
+                    approvals.by_call.remove(&p.call.id);
+                    Some(p)
+                })
+                .collect()
+        };
+        expired
+            .into_iter()
+            .map(|p| self.close(p, "deadline", now, ApprovalResult::Expired, None))
+            .collect()
+    }
+
+    /// Held calls, oldest first.
+    pub fn pending(&self) -> Vec<PendingApproval> {
+        let mut list: Vec<PendingApproval> = self.approvals.lock().by_id.values().cloned().collect();
+        list.sort_by(|a, b| a.held_at.cmp(&b.held_at).then(a.approval_id.cmp(&b.approval_id)));
+        list
+    }
+
+    /// Bytes held by the monitor state of one scope (`None` if the scope has no state).
+    pub fn scope_memory(&self, target: Target, key: &str) -> Option<usize> {
+        let cell = Arc::clone(self.scopes[target.index()].read().get(key)?);
+        let states = cell.lock();
+        Some(
+            states.iter().map(MonitorState::memory_bytes).sum::<usize>()
+                + std::mem::size_of::<Mutex<Vec<MonitorState>>>(),
+        )
+    }
+
+    /// Processes one event of a trace.
+    pub fn process(&self, event: &Event) -> Processed {
+        match event {
+            Event::ToolCall(call) => Processed::Decision(self.decide(call)),
+            Event::Observation(obs) => Processed::Observation(self.observe(obs)),
+            Event::Approval(ans) => Processed::Approval(self.answer(ans)),
+        }
+    }
+}
+
+/// The result of [`Engine::process`].
+#[derive(Debug)]
+pub enum Processed {
+    Decision(Decision),
+    Observation(Result<Option<u64>, String>),
+    Approval(Result<ApprovalOutcome, ApprovalError>),
+}
+
+fn context<'a>(call: &'a ToolCall, p: &Principals<'a>, now: i64) -> CallContext<'a> {
+    CallContext {
+        tool: &call.tool,
+        args: &call.args,
+        agent: p.agent,
+        session: p.session,
+        user: p.user,
+        root: p.root,
+        chain: &call.chain,
+        now,
+    }
+}
+
+fn admit(bundle: &Bundle, ctx: &CallContext, info: &ToolInfo, guards: &mut [Option<ScopeGuard>; 4]) {
+    for (i, guard) in guards.iter_mut().enumerate() {
+        if let Some(states) = guard.as_deref_mut() {
+            bundle.admit(Target::ALL[i], ctx, info, states);
+        }
+    }
+}
+
+fn approver_groups(bundle: &Bundle, fired: &[FiredPolicy]) -> Vec<String> {
+    let mut groups: Vec<String> = fired
+        .iter()
+        .filter_map(|f| bundle.policies.iter().find(|p| p.policy.id == f.id))
+        .filter_map(|p| p.policy.approvers.clone())
+        .collect();
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
+/// The predicates of a fired policy that held, with their values: `Count > 100 (= 101)`.
+fn held_atoms(f: &FiredPolicy) -> String {
+    let held: Vec<String> = f
+        .monitors
+        .iter()
+        .filter_map(|(label, v)| match v {
+            Value::Bool(true) => Some(label.clone()),
+            Value::Object(o) if o.get("holds") == Some(&Value::Bool(true)) => match o.get("value") {
+                Some(Value::Number(n)) => Some(format!("{label} [= {n}]")),
+                _ => Some(label.clone()),
+            },
+            _ => None,
+        })
+        .collect();
+    held.join(" and ")
+}
+
+/// Milliseconds since the Unix epoch on the system clock.
+pub fn system_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The JSON a decision record carries (for components that record decisions themselves).
+pub fn decision_record(call: &ToolCall, decision: &Decision) -> Value {
+    json!({"kind": "decision", "call": call, "decision": decision})
+}

@@ -1,0 +1,137 @@
+//! The event model shared by every component (DESIGN.md, "Event model").
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Anything an agent does, as it reaches the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    ToolCall(ToolCall),
+    Observation(Observation),
+    Approval(ApprovalAnswer),
+}
+
+/// A tool call that asks for a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    pub id: String,
+    /// RFC 3339; used only on the event clock (replay, simulation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    pub agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The delegation chain, root first: the human, then every delegating agent.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    pub tool: String,
+    #[serde(default)]
+    pub args: Value,
+}
+
+/// A data access reported to the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataAccess {
+    pub name: String,
+    pub mode: String,
+}
+
+/// A tool's result or a data access, reported after the fact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    pub agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// The call this observation is the result of, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// Data sources the result came from; they taint the scope.
+    #[serde(default)]
+    pub data_sources: Vec<DataAccess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+/// A human's answer to a held call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalAnswer {
+    /// The approval to answer; or name the held call by `call_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    pub approver: String,
+    pub grant: bool,
+    /// Grant the policies that held the call, in this scope, for this long (`"30min"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+}
+
+/// The identity context of an event: who acts, in which session, on whose authority.
+#[derive(Debug, Clone, Copy)]
+pub struct Principals<'a> {
+    pub agent: &'a str,
+    pub session: &'a str,
+    pub user: &'a str,
+    pub root: &'a str,
+    pub chain: &'a [String],
+}
+
+impl<'a> Principals<'a> {
+    /// Derives the user (the human at the head of the chain) and the delegation root (the first
+    /// agent in the chain, or the acting agent when the chain holds only the human).
+    pub fn of(agent: &'a str, session: Option<&'a str>, chain: &'a [String]) -> Self {
+        let user = chain
+            .iter()
+            .find(|p| p.starts_with("user:"))
+            .map_or(agent, String::as_str);
+        let root = chain
+            .iter()
+            .find(|p| !p.starts_with("user:"))
+            .map_or(agent, String::as_str);
+        Principals {
+            agent,
+            session: session.unwrap_or(""),
+            user,
+            root,
+            chain,
+        }
+    }
+
+    /// Whether `principal` is the acting agent or anywhere in its chain of command.
+    pub fn involves(&self, principal: &str) -> bool {
+        self.agent == principal || self.chain.iter().any(|c| c == principal)
+    }
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 timestamp.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp: {e}"))?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| format!("`{text}` is out of range"))
+}
+
+/// RFC 3339 (UTC, milliseconds) for epoch milliseconds.
+pub fn format_time(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).unwrap_or_else(|_| ms.to_string())
+}

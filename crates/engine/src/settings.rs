@@ -1,0 +1,61 @@
+//! Engine settings: defaults for what no policy speaks about, and where time comes from.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The answer for a call no enforced policy fired on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultDecision {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// Where "now" comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeSource {
+    /// The engine's own clock: enforcement. Event timestamps are ignored (an agent does not get
+    /// to say what time it is).
+    #[default]
+    System,
+    /// The events' timestamps: replay and simulation, reproducible. Events must carry `time`.
+    Event,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub default_decision: DefaultDecision,
+    /// Whether a tool missing from the catalog may be called at all (policies still apply).
+    pub unknown_tools: DefaultDecision,
+    /// How long a held call waits for an approver unless its policy sets `DEADLINE`.
+    pub approval_deadline_ms: i64,
+    pub time_source: TimeSource,
+    /// Approver groups: group name → human principals. Empty: any human outside the call's
+    /// chain of command may approve.
+    pub approver_groups: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_decision: DefaultDecision::Allow,
+            unknown_tools: DefaultDecision::Deny,
+            approval_deadline_ms: 15 * 60 * 1000,
+            time_source: TimeSource::System,
+            approver_groups: BTreeMap::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for replaying recorded events on their own clock.
+    pub fn replay() -> Self {
+        Settings {
+            time_source: TimeSource::Event,
+            ..Settings::default()
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The tool catalog: what each tool is, so policies can speak of classes, modes and data.
+//!
+//! ```toml
+//! [ip_ranges]
+//! Corp_DMZ = ["198.51.100.0/24"]
+//!
+//! [tools.nmap_scan]
+//! classes = ["ScanTool"]
+//! tactics = ["reconnaissance"]
+//! attributes.Target_IP_Range = { from = "/target", classify = "ip_range" }
+//!
+//! [tools.prod_db_query]
+//! data_source = { name = "Internal_Prod_DB", mode = "read" }
+//!
+//! [tools.http_upload]
+//! classes = ["DataExfiltration"]
+//! mode = "write_external"
+//! record = "hash"
+//! ```
+
+use crate::ip_class::{classify_value, NamedRanges};
+use crate::parser::parse_net;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The class every tool missing from the catalog gets.
+pub const UNKNOWN_CLASS: &str = "Unknown";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{file}: {message}")]
+    Toml { file: String, message: String },
+    #[error("{file}: tool `{tool}`: attribute `{attr}`: `{from}` is not a JSON pointer (it must start with `/`)")]
+    BadPointer {
+        file: String,
+        tool: String,
+        attr: String,
+        from: String,
+    },
+    #[error("{file}: ip range `{name}`: `{cidr}` is not an IP network (expected e.g. '10.0.0.0/8')")]
+    BadRange {
+        file: String,
+        name: String,
+        cidr: String,
+    },
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
+/// How an attribute's raw value is turned into what policies compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Classifier {
+    /// `External_Public`, `Internal_Private`, `Loopback`, `Link_Local`, a named range, or
+    /// `Unknown` for a value that is not an address, CIDR or range.
+    IpRange,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeSpec {
+    /// A JSON pointer (RFC 6901) into the call's arguments.
+    pub from: String,
+    #[serde(default)]
+    pub classify: Option<Classifier>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSourceSpec {
+    pub name: String,
+    pub mode: String,
+}
+
+/// How much of a tool's arguments and results the ledger keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordMode {
+    #[default]
+    Full,
+    Hash,
+    Redacted,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Risk taxonomy tags (MITRE ATT&CK tactics by name, e.g. `reconnaissance`).
+    #[serde(default)]
+    pub tactics: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, AttributeSpec>,
+    #[serde(default)]
+    pub data_source: Option<DataSourceSpec>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub record: RecordMode,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(default)]
+    ip_ranges: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    tools: BTreeMap<String, ToolSpec>,
+}
+
+/// A parsed, validated catalog.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub tools: BTreeMap<String, ToolSpec>,
+    pub ip_ranges: NamedRanges,
+}
+
+impl Catalog {
+    /// Parses a catalog from TOML text; `file` names it in errors.
+    pub fn from_toml(file: &str, text: &str) -> Result<Catalog, CatalogError> {
+        let raw: CatalogFile = toml::from_str(text).map_err(|e| CatalogError::Toml {
+            file: file.to_string(),
+            message: toml_message(text, &e),
+        })?;
+        let mut ranges = Vec::new();
+        for (name, cidrs) in raw.ip_ranges {
+            let mut nets = Vec::new();
+            for cidr in cidrs {
+                let net = parse_net(&cidr).ok_or_else(|| CatalogError::BadRange {
+                    file: file.to_string(),
+                    name: name.clone(),
+                    cidr: cidr.clone(),
+                })?;
+                nets.push(net);
+            }
+            ranges.push((name, nets));
+        }
+        for (tool, spec) in &raw.tools {
+            for (attr, a) in &spec.attributes {
+                if !a.from.is_empty() && !a.from.starts_with('/') {
+                    return Err(CatalogError::BadPointer {
+                        file: file.to_string(),
+                        tool: tool.clone(),
+                        attr: attr.clone(),
+                        from: a.from.clone(),
+                    });
+                }
+            }
+        }
+        Ok(Catalog {
+            tools: raw.tools,
+            ip_ranges: NamedRanges(ranges),
+        })
+    }
+
+    /// Reads and parses a catalog file.
+    pub fn load(path: &std::path::Path) -> Result<Catalog, CatalogError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        Catalog::from_toml(&file, &text)
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&ToolSpec> {
+        self.tools.get(name)
+    }
+
+    /// Every name a policy may use for a tool: tool names and classes.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tools
+            .iter()
+            .flat_map(|(name, spec)| std::iter::once(name.as_str()).chain(spec.classes.iter().map(String::as_str)))
+            .chain(std::iter::once(UNKNOWN_CLASS))
+    }
+
+    /// Every data source the catalog knows.
+    pub fn data_sources(&self) -> impl Iterator<Item = &str> {
+        self.tools
+            .values()
+            .filter_map(|s| s.data_source.as_ref().map(|d| d.name.as_str()))
+    }
+
+    /// The value of attribute `attr` of a call to `tool` with `args`: the catalog's extractor if
+    /// the tool declares one, else the argument of that name. `None` when absent.
+    pub fn attribute(&self, tool: Option<&ToolSpec>, attr: &str, args: &Value) -> Option<Value> {
+        match tool.and_then(|t| t.attributes.get(attr)) {
+            Some(spec) => {
+                let raw = args.pointer(&spec.from)?;
+                Some(match spec.classify {
+                    Some(Classifier::IpRange) => {
+                        Value::String(classify_value(raw, &self.ip_ranges).to_string())
+                    }
+                    None => raw.clone(),
+                })
+            }
+            None => args.get(attr).cloned(),
+        }
+    }
+}
+
+/// A TOML error as `line L, column C: message`.
+fn toml_message(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().to_string();
+    match err.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or("");
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {col}: {message}")
+        }
+        None => message,
+    }
+}

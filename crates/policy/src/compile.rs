@@ -1,0 +1,678 @@
+//! Compiling policies into a [`Bundle`]: symbols for tool names and classes, a per-tool index of
+//! the policies that can fire and the monitors that must be updated, and the evaluation of a
+//! policy for one call against its scope's monitor states.
+
+use crate::ast::{CallField, CmpOp, ContextField, Expr, Literal, Policy, Pred, Target, Test};
+use crate::catalog::{Catalog, ToolSpec, UNKNOWN_CLASS};
+use crate::glob::glob_match;
+use crate::ip_class;
+use crate::monitor::{MonitorId, MonitorSpec, MonitorState};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// An interned tool name or class.
+pub type Sym = u32;
+
+/// The call being decided, as the evaluator sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    pub tool: &'a str,
+    pub args: &'a Value,
+    pub agent: &'a str,
+    pub session: &'a str,
+    /// The human at the head of the chain.
+    pub user: &'a str,
+    /// The delegation root: the first agent in the chain, or the acting agent.
+    pub root: &'a str,
+    pub chain: &'a [String],
+    /// Milliseconds since the Unix epoch, on the engine's clock.
+    pub now: i64,
+}
+
+/// What the bundle knows about one tool name, precomputed so a decision does one lookup.
+#[derive(Debug, Clone)]
+pub struct ToolInfo {
+    /// The tool's own name and its classes (or `Unknown`), as symbols.
+    syms: Vec<Sym>,
+    /// Whether the catalog lists the tool.
+    pub known: bool,
+    spec: Option<ToolSpec>,
+    /// Policies whose condition can hold for a call to this tool, in bundle order.
+    pub candidates: Vec<usize>,
+    /// Per target, the monitors a call to this tool updates when admitted, with the sequence
+    /// steps it matches.
+    updates: [Vec<MonitorUpdate>; 4],
+}
+
+#[derive(Debug, Clone)]
+struct MonitorUpdate {
+    monitor: MonitorId,
+    /// For sequences: which steps the tool matches.
+    steps: Vec<bool>,
+    /// For distinct counts: the attribute to read.
+    attr: Option<String>,
+}
+
+impl ToolInfo {
+    fn matches(&self, sym: Sym) -> bool {
+        self.syms.contains(&sym)
+    }
+
+    pub fn spec(&self) -> Option<&ToolSpec> {
+        self.spec.as_ref()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Atom {
+    Call(Sym),
+    Count {
+        pattern: Sym,
+        monitor: MonitorId,
+        op: CmpOp,
+        n: u64,
+        window_ms: i64,
+    },
+    Distinct {
+        pattern: Sym,
+        monitor: MonitorId,
+        attr: String,
+        op: CmpOp,
+        n: u64,
+        window_ms: i64,
+    },
+    Field {
+        pattern: Sym,
+        field: CallField,
+        test: Test,
+    },
+    Contains {
+        pattern: Sym,
+        monitor: MonitorId,
+        window_ms: Option<i64>,
+    },
+    Sequence {
+        steps: Vec<Sym>,
+        monitor: MonitorId,
+        window_ms: Option<i64>,
+    },
+    Taint {
+        source: String,
+        mode: Option<String>,
+        monitor: MonitorId,
+        window_ms: Option<i64>,
+    },
+    ChainContains(String),
+    Context {
+        field: ContextField,
+        test: Test,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum CExpr {
+    And(Vec<CExpr>),
+    Or(Vec<CExpr>),
+    Not(Box<CExpr>),
+    /// An atom and its source text (for explanations).
+    Atom(Box<Atom>, String),
+}
+
+/// A policy ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    pub policy: Policy,
+    expr: CExpr,
+}
+
+/// Policies compiled against a catalog, with their monitor layout. Immutable once built; the
+/// engine keeps the per-scope states.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub policies: Vec<CompiledPolicy>,
+    pub catalog: Catalog,
+    /// `sha256:<hex>` over the policy sources and the catalog.
+    pub hash: String,
+    tools: HashMap<String, ToolInfo>,
+    unknown: ToolInfo,
+    /// Per target: the monitors and their capacities.
+    monitors: [Vec<(MonitorSpec, usize)>; 4],
+}
+
+struct Compiler<'c> {
+    catalog: &'c Catalog,
+    symbols: HashMap<String, Sym>,
+    monitors: [Vec<(MonitorSpec, usize)>; 4],
+}
+
+impl Compiler<'_> {
+    fn sym(&mut self, name: &str) -> Sym {
+        let next = self.symbols.len() as Sym;
+        *self.symbols.entry(name.to_string()).or_insert(next)
+    }
+
+    fn monitor(&mut self, target: Target, spec: MonitorSpec, capacity: usize) -> MonitorId {
+        let list = &mut self.monitors[target.index()];
+        if let Some(i) = list.iter().position(|(s, _)| *s == spec) {
+            if let Some(entry) = list.get_mut(i) {
+                entry.1 = entry.1.max(capacity);
+            }
+            return i;
+        }
+        list.push((spec, capacity));
+        list.len() - 1
+    }
+
+    /// `text` is the policy's text, which starts at byte `offset` of its source.
+    fn expr(&mut self, target: Target, e: &Expr, text: &str, offset: usize) -> CExpr {
+        match e {
+            Expr::And(items) => CExpr::And(items.iter().map(|i| self.expr(target, i, text, offset)).collect()),
+            Expr::Or(items) => CExpr::Or(items.iter().map(|i| self.expr(target, i, text, offset)).collect()),
+            Expr::Not(inner) => CExpr::Not(Box::new(self.expr(target, inner, text, offset))),
+            Expr::Pred(p, span) => {
+                let range = span.start.saturating_sub(offset)..span.end.saturating_sub(offset);
+                let label = text.get(range).unwrap_or("").to_string();
+                CExpr::Atom(Box::new(self.atom(target, p)), label)
+            }
+        }
+    }
+
+    /// Ring and distinct monitors keep N+1 entries for `> N`, enough to tell every comparison
+    /// with N apart.
+    fn capacity(op: CmpOp, n: u64) -> usize {
+        let needed = match op {
+            CmpOp::Gt | CmpOp::Le | CmpOp::Eq | CmpOp::Ne => n.saturating_add(1),
+            CmpOp::Ge | CmpOp::Lt => n,
+        };
+        usize::try_from(needed).unwrap_or(usize::MAX)
+    }
+
+    fn atom(&mut self, target: Target, p: &Pred) -> Atom {
+        match p {
+            Pred::Call { pattern } => Atom::Call(self.sym(pattern)),
+            Pred::Count {
+                pattern,
+                op,
+                n,
+                window_ms,
+            } => {
+                let pattern = self.sym(pattern);
+                let spec = MonitorSpec::Ring {
+                    pattern,
+                    window_ms: *window_ms,
+                };
+                // The call being decided is the +1; the ring holds the admitted ones.
+                let monitor = self.monitor(target, spec, Self::capacity(*op, *n));
+                Atom::Count {
+                    pattern,
+                    monitor,
+                    op: *op,
+                    n: *n,
+                    window_ms: *window_ms,
+                }
+            }
+            Pred::Distinct {
+                pattern,
+                attr,
+                op,
+                n,
+                window_ms,
+            } => {
+                let pattern = self.sym(pattern);
+                let spec = MonitorSpec::Distinct {
+                    pattern,
+                    attr: attr.clone(),
+                    window_ms: *window_ms,
+                };
+                let monitor = self.monitor(target, spec, Self::capacity(*op, *n));
+                Atom::Distinct {
+                    pattern,
+                    monitor,
+                    attr: attr.clone(),
+                    op: *op,
+                    n: *n,
+                    window_ms: *window_ms,
+                }
+            }
+            Pred::Field {
+                pattern,
+                field,
+                test,
+            } => Atom::Field {
+                pattern: self.sym(pattern),
+                field: field.clone(),
+                test: test.clone(),
+            },
+            Pred::Contains { pattern, window_ms } => {
+                let pattern = self.sym(pattern);
+                let monitor = self.monitor(target, MonitorSpec::Last { pattern }, 0);
+                Atom::Contains {
+                    pattern,
+                    monitor,
+                    window_ms: *window_ms,
+                }
+            }
+            Pred::Sequence { steps, window_ms } => {
+                let steps: Vec<Sym> = steps.iter().map(|s| self.sym(s)).collect();
+                let monitor = self.monitor(
+                    target,
+                    MonitorSpec::Sequence {
+                        steps: steps.clone(),
+                    },
+                    0,
+                );
+                Atom::Sequence {
+                    steps,
+                    monitor,
+                    window_ms: *window_ms,
+                }
+            }
+            Pred::DataSource {
+                source,
+                mode,
+                window_ms,
+            } => {
+                let spec = MonitorSpec::Taint {
+                    source: source.clone(),
+                    mode: mode.clone(),
+                };
+                let monitor = self.monitor(target, spec, 0);
+                Atom::Taint {
+                    source: source.clone(),
+                    mode: mode.clone(),
+                    monitor,
+                    window_ms: *window_ms,
+                }
+            }
+            Pred::ChainContains { principal } => Atom::ChainContains(principal.clone()),
+            Pred::Context { field, test } => Atom::Context {
+                field: *field,
+                test: test.clone(),
+            },
+        }
+    }
+
+    /// The tool symbols a call must match for the condition to hold; `None` when any call can.
+    fn trigger(e: &CExpr) -> Option<BTreeSet<Sym>> {
+        match e {
+            CExpr::And(items) => items
+                .iter()
+                .filter_map(Self::trigger)
+                .reduce(|a, b| a.intersection(&b).copied().collect()),
+            CExpr::Or(items) => items
+                .iter()
+                .map(Self::trigger)
+                .collect::<Option<Vec<_>>>()
+                .map(|sets| sets.into_iter().flatten().collect()),
+            CExpr::Not(_) => None,
+            CExpr::Atom(atom, _) => match &**atom {
+                Atom::Call(p)
+                | Atom::Count { pattern: p, .. }
+                | Atom::Distinct { pattern: p, .. }
+                | Atom::Field { pattern: p, .. } => Some(BTreeSet::from([*p])),
+                _ => None,
+            },
+        }
+    }
+
+    fn tool_info(
+        &self,
+        syms: Vec<Sym>,
+        spec: Option<ToolSpec>,
+        known: bool,
+        triggers: &[Option<BTreeSet<Sym>>],
+    ) -> ToolInfo {
+        let candidates = triggers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.as_ref().is_none_or(|set| syms.iter().any(|s| set.contains(s))))
+            .map(|(i, _)| i)
+            .collect();
+        let data_source = spec.as_ref().and_then(|s| s.data_source.clone());
+        let updates = std::array::from_fn(|t| {
+            self.monitors[t]
+                .iter()
+                .enumerate()
+                .filter_map(|(monitor, (m, _))| {
+                    let (applies, steps, attr) = match m {
+                        MonitorSpec::Last { pattern } | MonitorSpec::Ring { pattern, .. } => {
+                            (syms.contains(pattern), Vec::new(), None)
+                        }
+                        MonitorSpec::Distinct { pattern, attr, .. } => {
+                            (syms.contains(pattern), Vec::new(), Some(attr.clone()))
+                        }
+                        MonitorSpec::Sequence { steps } => {
+                            let hits: Vec<bool> = steps.iter().map(|s| syms.contains(s)).collect();
+                            (hits.iter().any(|h| *h), hits, None)
+                        }
+                        MonitorSpec::Taint { source, mode } => (
+                            data_source.as_ref().is_some_and(|d| taint_matches(source, mode, &d.name, &d.mode)),
+                            Vec::new(),
+                            None,
+                        ),
+                    };
+                    applies.then_some(MonitorUpdate {
+                        monitor,
+                        steps,
+                        attr,
+                    })
+                })
+                .collect()
+        });
+        ToolInfo {
+            syms,
+            known,
+            spec,
+            candidates,
+            updates,
+        }
+    }
+}
+
+fn taint_matches(source: &str, mode: &Option<String>, name: &str, access: &str) -> bool {
+    source == name && mode.as_deref().is_none_or(|m| m == access)
+}
+
+impl Bundle {
+    /// Compiles parsed policies against a catalog. `hash` identifies the bundle's sources.
+    pub fn compile(policies: Vec<Policy>, catalog: Catalog, hash: String) -> Bundle {
+        let mut c = Compiler {
+            catalog: &catalog,
+            symbols: HashMap::new(),
+            monitors: Default::default(),
+        };
+        let unknown_sym = c.sym(UNKNOWN_CLASS);
+        let compiled: Vec<CompiledPolicy> = policies
+            .into_iter()
+            .map(|policy| CompiledPolicy {
+                expr: c.expr(policy.target, &policy.condition, &policy.text, policy.span.start),
+                policy,
+            })
+            .collect();
+        let triggers: Vec<Option<BTreeSet<Sym>>> =
+            compiled.iter().map(|p| Compiler::trigger(&p.expr)).collect();
+        let mut tools = HashMap::new();
+        let catalog_tools: Vec<(String, ToolSpec)> = c
+            .catalog
+            .tools
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        for (name, spec) in catalog_tools {
+            let mut syms = vec![c.sym(&name)];
+            for class in &spec.classes {
+                let s = c.sym(class);
+                if !syms.contains(&s) {
+                    syms.push(s);
+                }
+            }
+            let info = c.tool_info(syms, Some(spec), true, &triggers);
+            tools.insert(name, info);
+        }
+        // Names that policies use but the catalog does not list: a call to such a tool still
+        // matches by name, and is also `Unknown`.
+        let phantom: Vec<(String, Sym)> = c
+            .symbols
+            .iter()
+            .filter(|(name, _)| !tools.contains_key(*name) && name.as_str() != UNKNOWN_CLASS)
+            .map(|(n, s)| (n.clone(), *s))
+            .collect();
+        for (name, sym) in phantom {
+            let info = c.tool_info(vec![sym, unknown_sym], None, false, &triggers);
+            tools.insert(name, info);
+        }
+        let unknown = c.tool_info(vec![unknown_sym], None, false, &triggers);
+        let monitors = c.monitors;
+        Bundle {
+            policies: compiled,
+            catalog,
+            hash,
+            tools,
+            unknown,
+            monitors,
+        }
+    }
+
+    /// What the bundle knows about a tool name (a shared `Unknown` entry for unlisted tools).
+    pub fn tool(&self, name: &str) -> &ToolInfo {
+        self.tools.get(name).unwrap_or(&self.unknown)
+    }
+
+    /// Whether any policy targets this scope kind (so the engine can skip its state).
+    pub fn uses_target(&self, target: Target) -> bool {
+        self.policies.iter().any(|p| p.policy.target == target)
+    }
+
+    /// Fresh monitor states for a scope of kind `target`.
+    pub fn new_states(&self, target: Target) -> Vec<MonitorState> {
+        self.monitors[target.index()]
+            .iter()
+            .map(|(spec, cap)| MonitorState::new(spec, *cap))
+            .collect()
+    }
+
+    /// Whether `policy`'s condition holds for `call`; `states` are the monitor states of the
+    /// policy's target scope.
+    pub fn evaluate(&self, policy: usize, call: &CallContext, info: &ToolInfo, states: &[MonitorState]) -> bool {
+        self.policies
+            .get(policy)
+            .is_some_and(|p| self.eval(&p.expr, call, info, states))
+    }
+
+    fn eval(&self, e: &CExpr, call: &CallContext, info: &ToolInfo, states: &[MonitorState]) -> bool {
+        match e {
+            CExpr::And(items) => items.iter().all(|i| self.eval(i, call, info, states)),
+            CExpr::Or(items) => items.iter().any(|i| self.eval(i, call, info, states)),
+            CExpr::Not(inner) => !self.eval(inner, call, info, states),
+            CExpr::Atom(atom, _) => self.atom(atom, call, info, states).0,
+        }
+    }
+
+    /// Every atom of a policy with its value for this call: what made it fire.
+    pub fn explain(
+        &self,
+        policy: usize,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &[MonitorState],
+    ) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        if let Some(p) = self.policies.get(policy) {
+            self.explain_expr(&p.expr, call, info, states, &mut out);
+        }
+        out
+    }
+
+    fn explain_expr(
+        &self,
+        e: &CExpr,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &[MonitorState],
+        out: &mut BTreeMap<String, Value>,
+    ) {
+        match e {
+            CExpr::And(items) | CExpr::Or(items) => {
+                for i in items {
+                    self.explain_expr(i, call, info, states, out);
+                }
+            }
+            CExpr::Not(inner) => self.explain_expr(inner, call, info, states, out),
+            CExpr::Atom(atom, label) => {
+                let (holds, value) = self.atom(atom, call, info, states);
+                let value = match value {
+                    Some(v) => serde_json::json!({ "holds": holds, "value": v }),
+                    None => Value::Bool(holds),
+                };
+                out.insert(label.clone(), value);
+            }
+        }
+    }
+
+    /// An atom's truth and, where it has one, the monitor value behind it.
+    fn atom(&self, atom: &Atom, call: &CallContext, info: &ToolInfo, states: &[MonitorState]) -> (bool, Option<Value>) {
+        let state = |m: &MonitorId| states.get(*m);
+        let in_window = |t: i64, w: Option<i64>| w.is_none_or(|w| t > call.now.saturating_sub(w));
+        match atom {
+            Atom::Call(p) => (info.matches(*p), None),
+            Atom::Count {
+                pattern,
+                monitor,
+                op,
+                n,
+                window_ms,
+            } => {
+                if !info.matches(*pattern) {
+                    return (false, None);
+                }
+                let count = state(monitor).map_or(0, |s| s.ring_count(call.now, *window_ms)) + 1;
+                (op.holds_u64(count, *n), Some(Value::from(count)))
+            }
+            Atom::Distinct {
+                pattern,
+                monitor,
+                attr,
+                op,
+                n,
+                window_ms,
+            } => {
+                if !info.matches(*pattern) {
+                    return (false, None);
+                }
+                let value = self.catalog.attribute(info.spec(), attr, call.args).map(|v| value_key(&v));
+                let count = state(monitor).map_or(0, |s| s.distinct_count(call.now, *window_ms, value.as_deref()));
+                (op.holds_u64(count, *n), Some(Value::from(count)))
+            }
+            Atom::Field { pattern, field, test } => {
+                if !info.matches(*pattern) {
+                    return (false, None);
+                }
+                let value = match field {
+                    CallField::Mode => info.spec().and_then(|s| s.mode.clone()).map(Value::String),
+                    CallField::Attr(name) => self.catalog.attribute(info.spec(), name, call.args),
+                };
+                (test_value(test, value.as_ref()), value)
+            }
+            Atom::Contains {
+                pattern,
+                monitor,
+                window_ms,
+            } => {
+                let earlier = state(monitor)
+                    .and_then(MonitorState::last_time)
+                    .is_some_and(|t| in_window(t, *window_ms));
+                (info.matches(*pattern) || earlier, None)
+            }
+            Atom::Sequence {
+                steps,
+                monitor,
+                window_ms,
+            } => {
+                let start = state(monitor).and_then(|s| {
+                    s.sequence_start(|k| steps.get(k).is_some_and(|sym| info.matches(*sym)))
+                });
+                (start.is_some_and(|s| in_window(s, *window_ms)), None)
+            }
+            Atom::Taint {
+                source,
+                mode,
+                monitor,
+                window_ms,
+            } => {
+                let current = info
+                    .spec()
+                    .and_then(|s| s.data_source.as_ref())
+                    .is_some_and(|d| taint_matches(source, mode, &d.name, &d.mode));
+                let earlier = state(monitor)
+                    .and_then(MonitorState::last_time)
+                    .is_some_and(|t| in_window(t, *window_ms));
+                (current || earlier, None)
+            }
+            Atom::ChainContains(p) => (call.agent == p || call.chain.iter().any(|c| c == p), None),
+            Atom::Context { field, test } => {
+                let value = match field {
+                    ContextField::Agent => Value::from(call.agent),
+                    ContextField::User => Value::from(call.user),
+                    ContextField::Session => Value::from(call.session),
+                    ContextField::Root => Value::from(call.root),
+                    ContextField::Tool => Value::from(call.tool),
+                    ContextField::Depth => Value::from(agent_depth(call.chain)),
+                };
+                (test_value(test, Some(&value)), Some(value))
+            }
+        }
+    }
+
+    /// Records an admitted call in one scope's monitor states.
+    pub fn admit(&self, target: Target, call: &CallContext, info: &ToolInfo, states: &mut [MonitorState]) {
+        for update in &info.updates[target.index()] {
+            let value = update
+                .attr
+                .as_ref()
+                .and_then(|a| self.catalog.attribute(info.spec(), a, call.args))
+                .map(|v| value_key(&v));
+            if let Some(state) = states.get_mut(update.monitor) {
+                state.admit(
+                    call.now,
+                    |k| update.steps.get(k).copied().unwrap_or(false),
+                    value.as_deref(),
+                );
+            }
+        }
+    }
+
+    /// Records a data access reported by an observation in one scope's states.
+    pub fn observe_access(&self, target: Target, source: &str, mode: &str, now: i64, states: &mut [MonitorState]) {
+        for (i, (spec, _)) in self.monitors[target.index()].iter().enumerate() {
+            if let MonitorSpec::Taint { source: s, mode: m } = spec {
+                if taint_matches(s, m, source, mode) {
+                    if let Some(state) = states.get_mut(i) {
+                        state.admit(now, |_| false, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The monitor layout of a target, for tooling and memory accounting.
+    pub fn monitor_specs(&self, target: Target) -> &[(MonitorSpec, usize)] {
+        &self.monitors[target.index()]
+    }
+}
+
+/// How many agents (non-human principals) delegated to the acting agent.
+pub fn agent_depth(chain: &[String]) -> u64 {
+    chain.iter().filter(|p| !p.starts_with("user:")).count() as u64
+}
+
+/// A JSON value as the string key used for equality and distinct counting.
+pub fn value_key(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn compare(value: &Value, lit: &Literal) -> Option<std::cmp::Ordering> {
+    match (value, lit) {
+        (Value::String(s), Literal::Str(l)) => Some(s.as_str().cmp(l.as_str())),
+        (Value::Number(n), Literal::Num(l)) => n.as_f64()?.partial_cmp(l),
+        (Value::String(s), Literal::Num(l)) => s.trim().parse::<f64>().ok()?.partial_cmp(l),
+        (Value::Bool(b), Literal::Str(l)) => Some(if *b { "true" } else { "false" }.cmp(l.as_str())),
+        _ => None,
+    }
+}
+
+/// Applies a test to a value; a missing value fails every test.
+pub fn test_value(test: &Test, value: Option<&Value>) -> bool {
+    let Some(value) = value else { return false };
+    match test {
+        Test::Cmp(CmpOp::Ne, lit) => compare(value, lit) != Some(std::cmp::Ordering::Equal),
+        Test::Cmp(op, lit) => compare(value, lit).is_some_and(|o| op.holds(o)),
+        Test::In(list) => list.iter().any(|l| compare(value, l) == Some(std::cmp::Ordering::Equal)),
+        Test::NotIn(list) => !list.iter().any(|l| compare(value, l) == Some(std::cmp::Ordering::Equal)),
+        Test::Matches(glob) => glob_match(glob, &value_key(value)),
+        Test::StartsWith(prefix) => value_key(value).starts_with(prefix.as_str()),
+        Test::InCidr(nets) => ip_class::within_any(&value_key(value), nets),
+    }
+}
