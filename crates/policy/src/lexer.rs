@@ -25,6 +25,8 @@ pub enum Tok {
     Le,
     Gt,
     Ge,
+    /// A character or string the lexer rejected (already reported).
+    Error,
     Eof,
 }
 
@@ -49,6 +51,7 @@ impl Tok {
             Tok::Le => "`<=`".into(),
             Tok::Gt => "`>`".into(),
             Tok::Ge => "`>=`".into(),
+            Tok::Error => "invalid input".into(),
             Tok::Eof => "end of input".into(),
         }
     }
@@ -76,9 +79,11 @@ fn is_ident_continue(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '-'
 }
 
-/// Splits a policy text into tokens, or returns the first lexical error.
-pub fn lex(text: &str) -> Result<Vec<Token>, Diagnostic> {
+/// Splits a policy text into tokens. Lexical errors are reported and leave a [`Tok::Error`] in
+/// the stream, so the parser can go on and report later problems too.
+pub fn lex(text: &str) -> (Vec<Token>, Vec<Diagnostic>) {
     let mut tokens = Vec::new();
+    let mut errors = Vec::new();
     let mut chars = text.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
         let single = |tok: Tok, len: usize| Token {
@@ -123,11 +128,12 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diagnostic> {
                     span: Span::new(start, end),
                 }),
                 None => {
-                    return Err(Diagnostic::error(
-                        Span::new(start, start + c.len_utf8()),
-                        "unterminated string",
-                    )
-                    .expected("a closing quote on the same line"))
+                    let span = Span::new(start, start + c.len_utf8());
+                    errors.push(
+                        Diagnostic::error(span, "unterminated string")
+                            .expected("a closing quote on the same line"),
+                    );
+                    tokens.push(Token { tok: Tok::Error, span });
                 }
             }
             continue;
@@ -149,13 +155,15 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diagnostic> {
                 }
             }
             let literal = text.get(start..end).unwrap_or("");
-            let value: f64 = literal.parse().map_err(|_| {
-                Diagnostic::error(Span::new(start, end), format!("bad number `{literal}`"))
-            })?;
-            tokens.push(Token {
-                tok: Tok::Number(value),
-                span: Span::new(start, end),
-            });
+            let span = Span::new(start, end);
+            let tok = match literal.parse::<f64>() {
+                Ok(value) => Tok::Number(value),
+                Err(_) => {
+                    errors.push(Diagnostic::error(span, format!("bad number `{literal}`")));
+                    Tok::Error
+                }
+            };
+            tokens.push(Token { tok, span });
             continue;
         }
         if is_ident_start(c) {
@@ -201,7 +209,11 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diagnostic> {
             ('<', _) => single(Tok::Lt, 1),
             ('>', _) => single(Tok::Gt, 1),
             _ => {
-                let span = Span::new(start, start + c.len_utf8());
+                let doubled = matches!((c, next), ('&', Some('&')) | ('|', Some('|')));
+                if doubled {
+                    chars.next();
+                }
+                let span = Span::new(start, start + c.len_utf8() * if doubled { 2 } else { 1 });
                 let hint = match (c, next) {
                     ('=', _) => Some("comparison is written `==`"),
                     ('&', _) => Some("conjunction is written `AND`"),
@@ -209,9 +221,12 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diagnostic> {
                     ('!', _) => Some("negation is written `NOT`"),
                     _ => None,
                 };
-                return Err(Diagnostic::error(span, format!("unexpected character `{c}`"))
-                    .expected("a predicate, an operator, a string or a number")
-                    .with_hint(hint.map(String::from)));
+                errors.push(
+                    Diagnostic::error(span, format!("unexpected character `{c}`"))
+                        .expected("a predicate, an operator, a string or a number")
+                        .with_hint(hint.map(String::from)),
+                );
+                Token { tok: Tok::Error, span }
             }
         };
         tokens.push(token);
@@ -220,5 +235,5 @@ pub fn lex(text: &str) -> Result<Vec<Token>, Diagnostic> {
         tok: Tok::Eof,
         span: Span::new(text.len(), text.len()),
     });
-    Ok(tokens)
+    (tokens, errors)
 }

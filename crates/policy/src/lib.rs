@@ -22,6 +22,7 @@ pub mod lexer;
 pub mod load;
 pub mod monitor;
 pub mod parser;
+pub mod print;
 pub mod source;
 
 pub use ast::{Action, Mode, Policy, Target};

@@ -58,15 +58,7 @@ type PResult<T> = Result<T, Diagnostic>;
 
 /// Parses every policy in `source`. Policies without a name get `<file stem>#<n>`.
 pub fn parse(source: &Source) -> Parsed {
-    let tokens = match lex(&source.text) {
-        Ok(tokens) => tokens,
-        Err(d) => {
-            return Parsed {
-                policies: Vec::new(),
-                diagnostics: vec![d],
-            }
-        }
-    };
+    let (tokens, lex_errors) = lex(&source.text);
     let stem = std::path::Path::new(&*source.name)
         .file_stem()
         .and_then(|s| s.to_str())
@@ -79,7 +71,14 @@ pub fn parse(source: &Source) -> Parsed {
         stem,
         count: 0,
     };
-    parser.file()
+    let mut parsed = parser.file();
+    // A parse error at a token the lexer already rejected says nothing new.
+    parsed
+        .diagnostics
+        .retain(|d| !lex_errors.iter().any(|l| l.span.start == d.span.start));
+    parsed.diagnostics.extend(lex_errors);
+    parsed.diagnostics.sort_by_key(|d| d.span.start);
+    parsed
 }
 
 struct Parser<'a> {
@@ -126,7 +125,15 @@ impl<'a> Parser<'a> {
 
     fn unexpected(&self, expected: &str) -> Diagnostic {
         let tok = self.peek();
-        Diagnostic::error(tok.span, format!("unexpected {}", tok.tok.describe())).expected(expected)
+        let d = Diagnostic::error(tok.span, format!("unexpected {}", tok.tok.describe())).expected(expected);
+        // `'ScanTool) AND Trajectory_Contains('x')`: a missing quote swallows code into a string.
+        let previous = self.pos.checked_sub(1).and_then(|i| self.tokens.get(i));
+        match previous.map(|t| &t.tok) {
+            Some(Tok::Str(s)) if s.contains(')') || s.contains('(') => {
+                d.hint("the string before this contains a parenthesis: is a closing quote missing?")
+            }
+            _ => d,
+        }
     }
 
     fn expect(&mut self, want: Tok, expected: &str) -> PResult<Token> {
@@ -164,23 +171,24 @@ impl<'a> Parser<'a> {
                     }
                 }
                 out.diagnostics.push(d);
-                self.recover();
+                self.recover(self.pos);
                 continue;
             }
+            let start = self.pos;
             match self.policy() {
                 Ok(p) => out.policies.push(p),
                 Err(d) => {
                     out.diagnostics.push(d);
-                    self.recover();
+                    self.recover(start);
                 }
             }
         }
         out
     }
 
-    /// Skips to the next `POLICY` keyword after an error.
-    fn recover(&mut self) {
-        self.bump();
+    /// After an error in the policy starting at token `start`, skips to the next `POLICY`.
+    fn recover(&mut self, start: usize) {
+        self.pos = self.pos.max(start + 1).min(self.tokens.len().saturating_sub(1));
         while self.peek().tok != Tok::Eof && !self.at_kw("POLICY") {
             self.bump();
         }
@@ -298,7 +306,8 @@ impl<'a> Parser<'a> {
                     deadline = Some(self.duration()?);
                 }
                 _ => {
-                    let hint = closest(&word, CLAUSES).map(|c| format!("did you mean `{c}`?"));
+                    let words = CLAUSES.iter().copied().chain(["AND", "OR", "NOT"]);
+                    let hint = closest(&word, words).map(|c| format!("did you mean `{c}`?"));
                     return Err(Diagnostic::error(tok.span, format!("unknown clause `{word}`"))
                         .expected("ACTION, TARGET, IF, REASON, APPROVERS, MODE, DEADLINE or the next POLICY")
                         .with_hint(hint));
@@ -335,7 +344,13 @@ impl<'a> Parser<'a> {
                 self.bump();
                 return Ok(*v);
             }
-            let hint = closest(word, options.iter().map(|(n, _)| *n));
+            let lower = word.to_ascii_lowercase();
+            let hint = closest(word, options.iter().map(|(n, _)| *n)).or_else(|| {
+                options
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .find(|n| n.to_ascii_lowercase().starts_with(&lower) && lower.len() >= 3)
+            });
             return Err(self
                 .unexpected(expected)
                 .with_hint(hint.map(|h| format!("did you mean `{h}`?"))));
@@ -375,8 +390,14 @@ impl<'a> Parser<'a> {
             return Ok(Expr::Not(Box::new(self.unary()?)));
         }
         if self.peek().tok == Tok::LParen {
-            self.bump();
+            let open = self.bump().span;
             let inner = self.expr()?;
+            let at_end = self.peek().tok == Tok::Eof
+                || self.at_kw("POLICY")
+                || CLAUSES.iter().any(|c| self.at_kw(c) && self.peek_at(1).tok == Tok::Colon);
+            if at_end {
+                return Err(Diagnostic::error(open, "unclosed `(`").expected("a matching `)`"));
+            }
             if self.peek().tok != Tok::RParen {
                 let mut d = self.unexpected("`)`, `AND` or `OR`");
                 if let Tok::Ident(w) = &self.peek().tok {
