@@ -137,18 +137,19 @@ fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     for step in replay(&engine, &events) {
         let line = match step {
-            Step::Decision(d) if args.explain => serde_json::to_value(&*d)?,
-            Step::Decision(d) => serde_json::to_value(EvalLine::from(&*d))?,
+            Step::Decision(d) if args.explain => serde_json::to_string(&*d)?,
+            Step::Decision(d) => serde_json::to_string(&EvalLine::from(&*d))?,
             Step::Approval(Ok(o)) if args.approvals => serde_json::json!({
                 "approval": o.call_id, "approver": o.approver, "result": o.result,
                 "decision": o.decision, "reason": o.reason,
-            }),
+            })
+            .to_string(),
             Step::Approval(Err(e)) => {
                 eprintln!("approval not applied: {e}");
                 if !args.approvals {
                     continue;
                 }
-                serde_json::json!({"approval_error": e})
+                serde_json::json!({"approval_error": e}).to_string()
             }
             Step::Observation(Err(e)) => {
                 eprintln!("observation not applied: {e}");

@@ -4,7 +4,7 @@ use crate::decision::{strongest, ApprovalOutcome, ApprovalResult, Decision, Fire
 use crate::event::{format_time, parse_time, ApprovalAnswer, Event, Observation, Principals, ToolCall};
 use crate::recorder::{NoRecorder, Recorder};
 use crate::settings::{DefaultDecision, Settings, TimeSource};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,11 +50,18 @@ pub struct PendingApproval {
     pub approvers: Vec<String>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Approvals {
     by_id: HashMap<String, PendingApproval>,
     by_call: HashMap<String, String>,
+    /// Recently answered approvals, by approval id, for callers waiting on them (bounded:
+    /// the oldest are forgotten first).
+    resolved: HashMap<String, ApprovalOutcome>,
+    resolved_order: std::collections::VecDeque<String>,
 }
+
+/// How many answered approvals are remembered for late waiters.
+const RESOLVED_KEPT: usize = 10_000;
 
 /// The decision engine. Cheap to share across threads (`Arc<Engine>`); decisions for one scope
 /// are linearizable because a decision locks every scope it reads and writes, in a fixed order.
@@ -67,6 +74,8 @@ pub struct Engine {
     leases: Mutex<HashMap<(String, Target, Box<str>), i64>>,
     recorder: Arc<dyn Recorder>,
     seq: AtomicU64,
+    /// Signalled whenever an approval is resolved.
+    resolved: Condvar,
 }
 
 /// Everything `evaluate` found.
@@ -96,7 +105,76 @@ impl Engine {
             leases: Mutex::default(),
             recorder: Arc::new(NoRecorder),
             seq: AtomicU64::new(0),
+            resolved: Condvar::new(),
         }
+    }
+
+    /// An independent copy of this engine's state (monitors, held calls, leases) sharing the
+    /// bundle and recorder: the proving ground explores alternative futures from one state.
+    pub fn fork(&self) -> Engine {
+        let copy = |map: &RwLock<HashMap<Box<str>, ScopeCell>>| {
+            RwLock::new(
+                map.read()
+                    .iter()
+                    .map(|(k, cell)| (k.clone(), Arc::new(Mutex::new(cell.lock().clone()))))
+                    .collect(),
+            )
+        };
+        Engine {
+            bundle: RwLock::new(self.bundle()),
+            settings: self.settings.clone(),
+            scopes: std::array::from_fn(|i| copy(&self.scopes[i])),
+            approvals: Mutex::new(self.approvals.lock().clone()),
+            leases: Mutex::new(self.leases.lock().clone()),
+            recorder: Arc::clone(&self.recorder),
+            seq: AtomicU64::new(self.seq.load(Ordering::Relaxed)),
+            resolved: Condvar::new(),
+        }
+    }
+
+    /// Every scope's monitor states, sorted by scope: two engines with equal snapshots decide
+    /// every future call alike (given equal held calls and leases).
+    pub fn snapshot(&self) -> Vec<(Target, String, Vec<MonitorState>)> {
+        let mut out = Vec::new();
+        for (i, map) in self.scopes.iter().enumerate() {
+            for (key, cell) in map.read().iter() {
+                out.push((Target::ALL[i], key.to_string(), cell.lock().clone()));
+            }
+        }
+        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out
+    }
+
+    /// Blocks until the approval is answered or expires, or `timeout` passes; returns its
+    /// outcome. Async callers run this on a blocking thread.
+    pub fn wait_outcome(&self, approval_id: &str, timeout: std::time::Duration) -> Option<ApprovalOutcome> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut approvals = self.approvals.lock();
+        loop {
+            if let Some(outcome) = approvals.resolved.get(approval_id) {
+                return Some(outcome.clone());
+            }
+            if !approvals.by_id.contains_key(approval_id) {
+                return None;
+            }
+            if self.resolved.wait_until(&mut approvals, deadline).timed_out() {
+                return approvals.resolved.get(approval_id).cloned();
+            }
+        }
+    }
+
+    /// Remembers an outcome for waiters and wakes them.
+    fn resolve(&self, outcome: &ApprovalOutcome) {
+        let mut approvals = self.approvals.lock();
+        approvals.resolved.insert(outcome.approval_id.clone(), outcome.clone());
+        approvals.resolved_order.push_back(outcome.approval_id.clone());
+        while approvals.resolved_order.len() > RESOLVED_KEPT {
+            if let Some(old) = approvals.resolved_order.pop_front() {
+                approvals.resolved.remove(&old);
+            }
+        }
+        drop(approvals);
+        self.resolved.notify_all();
     }
 
     /// Writes every decision, observation and approval to `recorder` before answering.
@@ -388,6 +466,7 @@ impl Engine {
         } else {
             self.grant(pending, &ans.approver, now, lease_ms)
         };
+        self.resolve(&outcome);
         Ok(outcome)
     }
 
@@ -541,7 +620,11 @@ impl Engine {
         };
         expired
             .into_iter()
-            .map(|p| self.close(p, "deadline", now, ApprovalResult::Expired, None))
+            .map(|p| {
+                let outcome = self.close(p, "deadline", now, ApprovalResult::Expired, None);
+                self.resolve(&outcome);
+                outcome
+            })
             .collect()
     }
 

@@ -279,3 +279,25 @@ proptest! {
         }
     }
 }
+
+/// Every policy example in docs/policy-language.md parses without errors against the example
+/// catalog, so the documentation cannot drift from the language.
+#[test]
+fn documented_examples_parse() {
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/policy-language.md")).unwrap();
+    let catalog_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002/catalog.toml");
+    let catalog = truststack_policy::Catalog::load(&catalog_path).unwrap();
+    let mut blocks = 0;
+    for block in doc.split("```text\n").skip(1) {
+        let body = block.split("```").next().unwrap();
+        if !body.trim_start().starts_with("POLICY") && !body.trim_start().starts_with('#') {
+            continue;
+        }
+        let sources = [Source::new("doc.tsp", body)];
+        let (policies, report) = truststack_policy::parse_and_check(&sources, &catalog);
+        assert!(!report.has_errors(), "{body}\n{}", report.render(&sources));
+        assert!(!policies.is_empty());
+        blocks += 1;
+    }
+    assert!(blocks >= 3, "found {blocks} policy blocks");
+}
