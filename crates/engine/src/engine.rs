@@ -1,7 +1,7 @@
 //! The decision core: per-scope monitor state, `decide`, observations and approvals.
 
 use crate::decision::{strongest, ApprovalOutcome, ApprovalResult, Decision, FiredPolicy, Verdict};
-use crate::event::{format_time, parse_time, ApprovalAnswer, Event, Observation, Principals, ToolCall};
+use crate::event::{format_time, parse_time, ApprovalAnswer, Caller, Event, Observation, Principals, ToolCall};
 use crate::recorder::{NoRecorder, Recorder};
 use crate::settings::{DefaultDecision, Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -323,6 +323,44 @@ impl Engine {
         }
     }
 
+    /// Decides a call on behalf of a verified caller: the call's `agent` and `chain` are
+    /// replaced by the credential's, and a tool outside the credential's allowed tools is denied
+    /// before any policy is evaluated.
+    pub fn decide_as(&self, caller: &Caller, call: &ToolCall) -> Decision {
+        let mut call = call.clone();
+        call.agent.clone_from(&caller.agent);
+        call.chain.clone_from(&caller.chain);
+        if let Some(allowed) = &caller.tools {
+            let bundle = self.bundle();
+            let classes = bundle.catalog.tool(&call.tool).map(|t| t.classes.as_slice()).unwrap_or(&[]);
+            let permitted = allowed
+                .iter()
+                .any(|a| a == "*" || *a == call.tool || classes.iter().any(|c| c == a));
+            if !permitted {
+                let now = self.now(call.time.as_deref()).unwrap_or_else(|_| system_now());
+                let reason = format!(
+                    "the credential{} of {} does not allow tool `{}` (allowed: {})",
+                    caller.credential_id.as_deref().map(|j| format!(" {j}")).unwrap_or_default(),
+                    caller.agent,
+                    call.tool,
+                    allowed.join(", ")
+                );
+                return self.deny_recorded(&call, now, reason);
+            }
+        }
+        self.decide(&call)
+    }
+
+    /// A denial decided before policy evaluation, written to the ledger like any decision.
+    fn deny_recorded(&self, call: &ToolCall, now: i64, reason: String) -> Decision {
+        let mut decision = self.fail_closed(call, now, reason);
+        match self.recorder.record(decision_record(call, &decision)) {
+            Ok(index) => decision.ledger_index = index,
+            Err(e) => decision.reason = format!("{}; ledger unavailable: {e}", decision.reason),
+        }
+        decision
+    }
+
     /// Decides one tool call. On the system clock the call's own `time` is ignored.
     pub fn decide(&self, call: &ToolCall) -> Decision {
         let now = match self.now(call.time.as_deref()) {
@@ -365,8 +403,7 @@ impl Engine {
                 policies: decision.policies.clone(),
             });
         }
-        let record = json!({"kind": "decision", "call": call, "decision": &decision});
-        match self.recorder.record(record) {
+        match self.recorder.record(decision_record(call, &decision)) {
             Ok(index) => decision.ledger_index = index,
             Err(e) => return self.fail_closed(call, now, format!("ledger unavailable, failing closed: {e}")),
         }
@@ -393,7 +430,7 @@ impl Engine {
     }
 
     fn fail_closed(&self, call: &ToolCall, now: i64, reason: String) -> Decision {
-        tracing::warn!(call = %call.id, %reason, "failing closed");
+        tracing::warn!(call = %call.id, %reason, "denied before policy evaluation");
         Decision {
             decision: Verdict::Deny,
             decision_id: self.next_id("d", now),
@@ -412,22 +449,10 @@ impl Engine {
     /// Records an observation: its data-source labels taint every scope of its agent.
     pub fn observe(&self, obs: &Observation) -> Result<Option<u64>, String> {
         let now = self.now(obs.time.as_deref())?;
-        let bundle = self.bundle();
-        let p = Principals::of(&obs.agent, obs.session.as_deref(), &obs.chain);
         let index = self
             .recorder
             .record(json!({"kind": "observation", "time": format_time(now), "observation": obs}))?;
-        if obs.data_sources.is_empty() {
-            return Ok(index);
-        }
-        let mut guards = self.lock_scopes(&bundle, &p);
-        for (i, guard) in guards.iter_mut().enumerate() {
-            if let Some(states) = guard.as_deref_mut() {
-                for access in &obs.data_sources {
-                    bundle.observe_access(Target::ALL[i], &access.name, &access.mode, now, states);
-                }
-            }
-        }
+        self.taint(obs, now);
         Ok(index)
     }
 
@@ -588,16 +613,116 @@ impl Engine {
         if verdict == Verdict::Allow {
             admit(&bundle, &ctx, info, &mut guards);
             if let Some(until) = lease_until {
-                let mut leases = self.leases.lock();
-                for f in pending.policies.iter().filter(|f| f.action == Action::RequireHitl) {
-                    if let Some(cp) = bundle.policies.iter().find(|c| c.policy.id == f.id) {
-                        let target = cp.policy.target;
-                        leases.insert((f.id.clone(), target, scope_key(target, &p).into()), until);
-                    }
-                }
+                self.add_leases(&pending, until);
             }
         }
         outcome
+    }
+
+    /// Rebuilds state from one record previously written to the recorder (a ledger entry):
+    /// admitted calls re-enter their scopes' monitors at their recorded time, held calls become
+    /// pending again, answered approvals admit their call and restore leases, observations taint.
+    /// Feeding every record of a ledger in order restores the engine a restart would otherwise
+    /// reset — a rate limit cannot be escaped by restarting the server. Records of other kinds
+    /// are ignored.
+    pub fn restore(&self, record: &Value) -> Result<(), String> {
+        let kind = record.get("kind").and_then(Value::as_str).unwrap_or("");
+        let field = |v: &Value, name: &str| -> Result<Value, String> {
+            v.get(name).cloned().ok_or_else(|| format!("{kind} record without `{name}`"))
+        };
+        match kind {
+            "decision" => {
+                let call: ToolCall = serde_json::from_value(field(record, "call")?).map_err(|e| e.to_string())?;
+                let decision: Decision =
+                    serde_json::from_value(field(record, "decision")?).map_err(|e| e.to_string())?;
+                let now = parse_time(&decision.time)?;
+                self.seq.fetch_add(1, Ordering::Relaxed);
+                match decision.decision {
+                    Verdict::Allow => self.admit_at(&call, now),
+                    Verdict::RequireApproval => {
+                        let (Some(approval_id), Some(deadline)) = (decision.approval_id, decision.deadline) else {
+                            return Err(format!("held call {} without approval id or deadline", call.id));
+                        };
+                        let bundle = self.bundle();
+                        let pending = PendingApproval {
+                            approval_id: approval_id.clone(),
+                            held_at: decision.time.clone(),
+                            deadline_ms: parse_time(&deadline)?,
+                            deadline,
+                            approvers: approver_groups(&bundle, &decision.policies),
+                            policies: decision.policies,
+                            call: call.clone(),
+                        };
+                        let mut approvals = self.approvals.lock();
+                        approvals.by_call.insert(call.id, approval_id.clone());
+                        approvals.by_id.insert(approval_id, pending);
+                    }
+                    Verdict::Deny => {}
+                }
+            }
+            "approval" => {
+                let outcome: ApprovalOutcome =
+                    serde_json::from_value(field(record, "outcome")?).map_err(|e| e.to_string())?;
+                let pending = {
+                    let mut approvals = self.approvals.lock();
+                    approvals.by_call.remove(&outcome.call_id);
+                    approvals.by_id.remove(&outcome.approval_id)
+                };
+                if let (Some(pending), Verdict::Allow) = (pending, outcome.decision) {
+                    let now = parse_time(&outcome.time)?;
+                    self.admit_at(&pending.call, now);
+                    if let Some(until) = outcome.lease_until.as_deref() {
+                        self.add_leases(&pending, parse_time(until)?);
+                    }
+                }
+            }
+            "observation" => {
+                let mut obs: Observation =
+                    serde_json::from_value(field(record, "observation")?).map_err(|e| e.to_string())?;
+                obs.time = record.get("time").and_then(Value::as_str).map(String::from);
+                let now = parse_time(obs.time.as_deref().unwrap_or(""))?;
+                self.taint(&obs, now);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn admit_at(&self, call: &ToolCall, now: i64) {
+        let bundle = self.bundle();
+        let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
+        let ctx = context(call, &p, now);
+        let mut guards = self.lock_scopes(&bundle, &p);
+        admit(&bundle, &ctx, bundle.tool(&call.tool), &mut guards);
+    }
+
+    fn add_leases(&self, pending: &PendingApproval, until: i64) {
+        let bundle = self.bundle();
+        let call = &pending.call;
+        let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
+        let mut leases = self.leases.lock();
+        for f in pending.policies.iter().filter(|f| f.action == Action::RequireHitl) {
+            if let Some(cp) = bundle.policies.iter().find(|c| c.policy.id == f.id) {
+                let target = cp.policy.target;
+                leases.insert((f.id.clone(), target, scope_key(target, &p).into()), until);
+            }
+        }
+    }
+
+    fn taint(&self, obs: &Observation, now: i64) {
+        if obs.data_sources.is_empty() {
+            return;
+        }
+        let bundle = self.bundle();
+        let p = Principals::of(&obs.agent, obs.session.as_deref(), &obs.chain);
+        let mut guards = self.lock_scopes(&bundle, &p);
+        for (i, guard) in guards.iter_mut().enumerate() {
+            if let Some(states) = guard.as_deref_mut() {
+                for access in &obs.data_sources {
+                    bundle.observe_access(Target::ALL[i], &access.name, &access.mode, now, states);
+                }
+            }
+        }
     }
 
     /// Refuses every held call whose deadline is before `now` (epoch ms).

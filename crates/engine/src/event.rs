@@ -82,6 +82,18 @@ pub struct ApprovalAnswer {
     pub time: Option<String>,
 }
 
+/// Who is calling, as established by a verified credential rather than the request body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    pub agent: String,
+    /// The delegation chain from the credential, root first.
+    pub chain: Vec<String>,
+    /// Tool names or classes the credential allows; `*` allows any. `None`: no restriction.
+    pub tools: Option<Vec<String>>,
+    /// The credential's id (`jti`), for the record.
+    pub credential_id: Option<String>,
+}
+
 /// The identity context of an event: who acts, in which session, on whose authority.
 #[derive(Debug, Clone, Copy)]
 pub struct Principals<'a> {

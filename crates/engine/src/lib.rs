@@ -16,6 +16,6 @@ pub mod settings;
 
 pub use decision::{ApprovalOutcome, ApprovalResult, Decision, FiredPolicy, Verdict};
 pub use engine::{ApprovalError, Engine, PendingApproval, Processed};
-pub use event::{ApprovalAnswer, DataAccess, Event, Observation, ToolCall};
+pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Observation, ToolCall};
 pub use recorder::{NoRecorder, Recorder};
 pub use settings::{DefaultDecision, Settings, TimeSource};
