@@ -478,7 +478,7 @@ impl Engine {
             };
             let pending = approvals.by_id.get(&id).ok_or_else(|| ApprovalError::Unknown(id.clone()))?;
             if now <= pending.deadline_ms {
-                self.check_approver(&ans.approver, pending)?;
+                self.check_approver(ans, pending)?;
             }
             let pending = approvals.by_id.remove(&id).ok_or(ApprovalError::Unknown(id))?;
             approvals.by_call.remove(&pending.call.id);
@@ -495,7 +495,8 @@ impl Engine {
         Ok(outcome)
     }
 
-    fn check_approver(&self, approver: &str, pending: &PendingApproval) -> Result<(), ApprovalError> {
+    fn check_approver(&self, ans: &ApprovalAnswer, pending: &PendingApproval) -> Result<(), ApprovalError> {
+        let approver = ans.approver.as_str();
         if !approver.starts_with("user:") || approver.len() <= "user:".len() {
             return Err(ApprovalError::NotHuman(approver.to_string()));
         }
@@ -507,29 +508,29 @@ impl Engine {
                 call_id: call.id.clone(),
             });
         }
-        if self.settings.approver_groups.is_empty() {
+        let enforce = self.settings.require_approver_group || !self.settings.approver_groups.is_empty();
+        if !enforce {
             return Ok(());
         }
+        let bundle = self.bundle();
         for fired in &pending.policies {
-            let bundle = self.bundle();
             let group = bundle
                 .policies
                 .iter()
                 .find(|p| p.policy.id == fired.id)
                 .and_then(|p| p.policy.approvers.clone());
-            if let Some(group) = group {
-                let member = self
-                    .settings
-                    .approver_groups
-                    .get(&group)
-                    .is_some_and(|members| members.iter().any(|m| m == approver));
-                if !member {
-                    return Err(ApprovalError::NotInGroup {
-                        approver: approver.to_string(),
-                        group,
-                        policy: fired.id.clone(),
-                    });
-                }
+            let Some(group) = group else { continue };
+            let listed = self
+                .settings
+                .approver_groups
+                .get(&group)
+                .is_some_and(|members| members.iter().any(|m| m == approver));
+            if !listed && !ans.groups.contains(&group) {
+                return Err(ApprovalError::NotInGroup {
+                    approver: approver.to_string(),
+                    group,
+                    policy: fired.id.clone(),
+                });
             }
         }
         Ok(())

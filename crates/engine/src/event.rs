@@ -74,6 +74,10 @@ pub struct ApprovalAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
     pub approver: String,
+    /// Approver groups the approver belongs to, from a verified credential (a server fills this
+    /// in; it is never taken from an agent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     pub grant: bool,
     /// Grant the policies that held the call, in this scope, for this long (`"30min"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -33,9 +33,12 @@ pub struct Settings {
     /// How long a held call waits for an approver unless its policy sets `DEADLINE`.
     pub approval_deadline_ms: i64,
     pub time_source: TimeSource,
-    /// Approver groups: group name → human principals. Empty: any human outside the call's
-    /// chain of command may approve.
+    /// Approver groups: group name → human principals.
     pub approver_groups: BTreeMap<String, Vec<String>>,
+    /// When set, a policy's `APPROVERS` group is always enforced: the approver must be listed in
+    /// `approver_groups` or carry the group in a verified credential. When unset (replay), the
+    /// group is enforced only if `approver_groups` is configured.
+    pub require_approver_group: bool,
 }
 
 impl Default for Settings {
@@ -46,6 +49,7 @@ impl Default for Settings {
             approval_deadline_ms: 15 * 60 * 1000,
             time_source: TimeSource::System,
             approver_groups: BTreeMap::new(),
+            require_approver_group: false,
         }
     }
 }

@@ -1,0 +1,566 @@
+//! The HTTP API, versioned under `/v1`. Every JSON response carries a `decision_id` (OPA's
+//! convention): the decision's own id for decisions, a fresh id otherwise.
+
+use crate::auth::{bearer, Human};
+use crate::error::{parse_body, ApiError};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use truststack_engine::event::Principals;
+use truststack_engine::{ApprovalAnswer, ApprovalError, Caller, DataAccess, Observation, ToolCall};
+
+type Shared = Arc<AppState>;
+type ApiResult = Result<Response, ApiError>;
+
+/// Every route of the API.
+pub fn router(state: Shared) -> Router {
+    let timeout = state.config.timeout().unwrap_or(Duration::from_secs(60));
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/decide", post(decide))
+        .route("/v1/observations", post(observe))
+        .route("/v1/outcomes", post(outcome))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}", get(show_approval))
+        .route("/v1/approvals/{id}/grant", post(grant))
+        .route("/v1/approvals/{id}/refuse", post(refuse))
+        .route("/v1/approvals/{id}/wait", get(wait))
+        .route("/v1/ledger/checkpoint", get(checkpoint))
+        .route("/v1/ledger/entries", get(entries))
+        .route("/v1/ledger/proofs/inclusion", get(inclusion))
+        .route("/v1/ledger/proofs/consistency", get(consistency))
+        .route("/v1/identities", post(issue))
+        .route("/v1/identities/delegate", post(delegate))
+        .route("/v1/identities/revoke", post(revoke))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/policies", get(policies))
+        .route("/v1/policies/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(state)
+}
+
+/// A JSON response with a `decision_id` added when the body is an object without one.
+fn reply(state: &AppState, mut body: Value) -> Response {
+    if let Value::Object(map) = &mut body {
+        map.entry("decision_id").or_insert_with(|| Value::String(state.response_id()));
+    }
+    Json(body).into_response()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))
+}
+
+// ---- identity of the caller ----
+
+impl AppState {
+    fn identity(&self) -> Result<&Arc<dyn crate::backend::IdentityService>, ApiError> {
+        self.identity
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("this server has no identity service configured"))
+    }
+
+    /// The verified agent behind a request, or, when credentials are not required, the agent
+    /// the body names.
+    fn caller(&self, headers: &HeaderMap, agent: Option<String>, chain: Vec<String>) -> Result<Caller, ApiError> {
+        if !self.config.require_credentials {
+            let agent = agent.ok_or_else(|| {
+                ApiError::bad_request("`agent` is required when the server does not require credentials")
+            })?;
+            return Ok(Caller {
+                agent,
+                chain,
+                tools: None,
+                credential_id: None,
+            });
+        }
+        if agent.is_some() || !chain.is_empty() {
+            return Err(ApiError::bad_request(
+                "`agent` and `chain` come from the credential; remove them from the request body",
+            ));
+        }
+        let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <agent credential>`"))?;
+        self.identity()?
+            .agent(token)
+            .map_err(|e| ApiError::unauthorized(format!("credential rejected: {e}")))
+    }
+
+    /// The verified human behind a request, who must hold `role`. Without required credentials
+    /// the body's `principal` stands in (local experiments only).
+    fn human(&self, headers: &HeaderMap, role: &str, claimed: Option<&str>) -> Result<Human, ApiError> {
+        if !self.config.require_credentials {
+            let principal = claimed.ok_or_else(|| {
+                ApiError::bad_request("`approver` is required when the server does not require credentials")
+            })?;
+            return Ok(Human {
+                principal: principal.to_string(),
+                roles: vec![role.to_string()],
+                groups: Vec::new(),
+            });
+        }
+        let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <credential>`"))?;
+        let human = self
+            .identity()?
+            .human(token)
+            .map_err(|e| ApiError::unauthorized(format!("credential rejected: {e}")))?;
+        if !human.has_role(role) {
+            return Err(ApiError::forbidden(format!("{} does not hold the `{role}` role", human.principal)));
+        }
+        Ok(human)
+    }
+}
+
+// ---- decisions and observations ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideRequest {
+    #[serde(default)]
+    id: Option<String>,
+    tool: String,
+    #[serde(default)]
+    args: Value,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    chain: Vec<String>,
+}
+
+async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let started = Instant::now();
+    let req: DecideRequest = parse_body(&body)?;
+    let caller = state.caller(&headers, req.agent, req.chain)?;
+    let call = ToolCall {
+        id: req.id.unwrap_or_else(|| state.response_id().replacen("r-", "c-", 1)),
+        time: None,
+        agent: caller.agent.clone(),
+        session: req.session,
+        chain: caller.chain.clone(),
+        tool: req.tool,
+        args: req.args,
+    };
+    let st = Arc::clone(&state);
+    let decision = blocking(move || st.engine.read().decide_as(&caller, &call)).await?;
+    let verdict = decision.decision.as_str();
+    state.metrics.decisions.with_label_values(&[verdict]).inc();
+    for p in &decision.policies {
+        state
+            .metrics
+            .policy_fired
+            .with_label_values(&[p.id.as_str(), p.action.as_str()])
+            .inc();
+    }
+    state
+        .metrics
+        .decide_latency
+        .with_label_values(&[verdict])
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .pending_approvals
+        .set(i64::try_from(state.engine().pending().len()).unwrap_or(0));
+    let body = serde_json::to_value(&decision).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObservationRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    tool: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    data_sources: Vec<DataAccess>,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    chain: Vec<String>,
+}
+
+async fn record_observation(state: Shared, headers: HeaderMap, req: ObservationRequest) -> ApiResult {
+    let caller = state.caller(&headers, req.agent, req.chain)?;
+    let obs = Observation {
+        id: req.id,
+        time: None,
+        agent: caller.agent,
+        session: req.session,
+        chain: caller.chain,
+        call_id: req.call_id,
+        tool: req.tool,
+        data_sources: req.data_sources,
+        result: req.result,
+    };
+    let st = Arc::clone(&state);
+    let index = blocking(move || st.engine.read().observe(&obs))
+        .await?
+        .map_err(|e| ApiError::unavailable(format!("observation not recorded: {e}")))?;
+    Ok(reply(&state, json!({"recorded": true, "ledger_index": index})))
+}
+
+async fn observe(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let req: ObservationRequest = parse_body(&body)?;
+    record_observation(state, headers, req).await
+}
+
+/// A call's outcome: an observation tied to the call, with the tool's data source (from the
+/// catalog) as its label so taint policies see it.
+async fn outcome(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let mut req: ObservationRequest = parse_body(&body)?;
+    if req.call_id.is_none() {
+        return Err(ApiError::bad_request("an outcome needs the `call_id` it reports on"));
+    }
+    if let Some(tool) = &req.tool {
+        if let Some(ds) = state.engine().bundle().catalog.tool(tool).and_then(|t| t.data_source.clone()) {
+            if !req.data_sources.iter().any(|d| d.name == ds.name && d.mode == ds.mode) {
+                req.data_sources.push(DataAccess {
+                    name: ds.name,
+                    mode: ds.mode,
+                });
+            }
+        }
+    }
+    record_observation(state, headers, req).await
+}
+
+// ---- approvals ----
+
+#[derive(Deserialize)]
+struct ApprovalFilter {
+    policy: Option<String>,
+    agent: Option<String>,
+    root: Option<String>,
+    approver: Option<String>,
+}
+
+async fn list_approvals(State(state): State<Shared>, headers: HeaderMap, Query(f): Query<ApprovalFilter>) -> ApiResult {
+    state.human(&headers, "approver", f.approver.as_deref())?;
+    let pending: Vec<Value> = state
+        .engine()
+        .pending()
+        .into_iter()
+        .filter(|p| f.policy.as_ref().is_none_or(|id| p.policies.iter().any(|x| &x.id == id)))
+        .filter(|p| f.agent.as_ref().is_none_or(|a| &p.call.agent == a))
+        .filter(|p| {
+            f.root.as_ref().is_none_or(|r| {
+                Principals::of(&p.call.agent, p.call.session.as_deref(), &p.call.chain).root == r
+            })
+        })
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    Ok(reply(&state, json!({"pending": pending})))
+}
+
+/// The most recent recorded decisions of the held call's orchestration: what led here.
+const CONTEXT_ENTRIES: usize = 50;
+
+async fn show_approval(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    state.human(&headers, "approver", q.get("approver").map(String::as_str))?;
+    let pending = state
+        .engine()
+        .pending()
+        .into_iter()
+        .find(|p| p.approval_id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no pending approval {id}")))?;
+    let call = pending.call.clone();
+    let st = Arc::clone(&state);
+    let trajectory = blocking(move || {
+        let root = Principals::of(&call.agent, call.session.as_deref(), &call.chain).root.to_string();
+        let records = st.ledger.records().unwrap_or_default();
+        let mut matching: Vec<Value> = records
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| r.get("kind").and_then(Value::as_str) == Some("decision"))
+            .filter(|(_, r)| {
+                let call = &r["call"];
+                let chain: Vec<String> = serde_json::from_value(call["chain"].clone()).unwrap_or_default();
+                let agent = call["agent"].as_str().unwrap_or("");
+                Principals::of(agent, None, &chain).root == root
+            })
+            .map(|(i, r)| {
+                json!({
+                    "ledger_index": i, "call_id": r["call"]["id"], "agent": r["call"]["agent"],
+                    "tool": r["call"]["tool"], "decision": r["decision"]["decision"], "time": r["decision"]["time"],
+                })
+            })
+            .collect();
+        let skip = matching.len().saturating_sub(CONTEXT_ENTRIES);
+        matching.drain(..skip);
+        matching
+    })
+    .await?;
+    let mut body = serde_json::to_value(&pending).map_err(|e| ApiError::internal(e.to_string()))?;
+    body["trajectory"] = Value::Array(trajectory);
+    Ok(reply(&state, body))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AnswerRequest {
+    #[serde(default)]
+    lease: Option<String>,
+    /// Only when the server does not require credentials.
+    #[serde(default)]
+    approver: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+async fn answer(state: Shared, headers: HeaderMap, id: String, body: Bytes, grant: bool) -> ApiResult {
+    let req: AnswerRequest = if body.is_empty() { AnswerRequest::default() } else { parse_body(&body)? };
+    let human = state.human(&headers, "approver", req.approver.as_deref())?;
+    if let Some(comment) = &req.comment {
+        tracing::info!(approval = %id, approver = %human.principal, %comment, "approval comment");
+    }
+    let ans = ApprovalAnswer {
+        approval_id: Some(id),
+        call_id: None,
+        approver: human.principal,
+        groups: human.groups,
+        grant,
+        lease: req.lease,
+        time: None,
+    };
+    let st = Arc::clone(&state);
+    let outcome = blocking(move || st.engine.read().answer(&ans)).await?.map_err(|e| match e {
+        ApprovalError::Unknown(_) => ApiError::not_found(e.to_string()),
+        ApprovalError::Invalid(_) | ApprovalError::Unnamed => ApiError::bad_request(e.to_string()),
+        _ => ApiError::forbidden(e.to_string()),
+    })?;
+    state
+        .metrics
+        .pending_approvals
+        .set(i64::try_from(state.engine().pending().len()).unwrap_or(0));
+    let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(reply(&state, body))
+}
+
+async fn grant(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    answer(state, headers, id, body, true).await
+}
+
+async fn refuse(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    answer(state, headers, id, body, false).await
+}
+
+/// Long-poll: blocks until the held call is answered or `timeout` (default 30s, capped below the
+/// request timeout) passes.
+async fn wait(State(state): State<Shared>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let cap = state
+        .config
+        .timeout()
+        .unwrap_or(Duration::from_secs(60))
+        .saturating_sub(Duration::from_secs(1));
+    let timeout = match q.get("timeout") {
+        Some(t) => truststack_policy::duration::parse_duration(t)
+            .map(|ms| Duration::from_millis(ms.unsigned_abs()))
+            .map_err(ApiError::bad_request)?,
+        None => Duration::from_secs(30),
+    }
+    .min(cap);
+    let engine = state.engine();
+    let known = engine.pending().iter().any(|p| p.approval_id == id);
+    let waited_id = id.clone();
+    let outcome = blocking(move || engine.wait_outcome(&waited_id, timeout)).await?;
+    match outcome {
+        Some(o) => {
+            let body = serde_json::to_value(&o).map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(reply(&state, json!({"status": "answered", "outcome": body})))
+        }
+        None if known => Ok(reply(&state, json!({"status": "pending", "approval_id": id}))),
+        None => Err(ApiError::not_found(format!("no pending or recently answered approval {id}"))),
+    }
+}
+
+// ---- ledger ----
+
+async fn checkpoint(State(state): State<Shared>) -> ApiResult {
+    let st = Arc::clone(&state);
+    let note = blocking(move || st.ledger.checkpoint()).await?.map_err(ApiError::unavailable)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+#[derive(Deserialize)]
+struct Range {
+    start: Option<u64>,
+    end: Option<u64>,
+}
+
+/// Most entries one request returns.
+const MAX_ENTRIES: u64 = 1000;
+
+async fn entries(State(state): State<Shared>, Query(r): Query<Range>) -> ApiResult {
+    let len = state.ledger.len();
+    let start = r.start.unwrap_or(0);
+    let end = r.end.unwrap_or(len).min(len).min(start.saturating_add(MAX_ENTRIES));
+    if start > end {
+        return Err(ApiError::bad_request(format!("start {start} is past end {end} (ledger has {len} entries)")));
+    }
+    let st = Arc::clone(&state);
+    let list = blocking(move || st.ledger.entries(start, end)).await?.map_err(ApiError::unavailable)?;
+    Ok(reply(&state, json!({"start": start, "end": end, "size": len, "entries": list})))
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: Option<u64>,
+}
+
+async fn inclusion(State(state): State<Shared>, Query(q): Query<InclusionQuery>) -> ApiResult {
+    let st = Arc::clone(&state);
+    let proof = blocking(move || st.ledger.inclusion_proof(q.index, q.size))
+        .await?
+        .map_err(ApiError::bad_request)?;
+    Ok(reply(&state, proof))
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    old: u64,
+    new: Option<u64>,
+}
+
+async fn consistency(State(state): State<Shared>, Query(q): Query<ConsistencyQuery>) -> ApiResult {
+    let st = Arc::clone(&state);
+    let proof = blocking(move || st.ledger.consistency_proof(q.old, q.new))
+        .await?
+        .map_err(ApiError::bad_request)?;
+    Ok(reply(&state, proof))
+}
+
+// ---- identities ----
+
+async fn issue(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let admin = state.human(&headers, "admin", Some("user:local-admin"))?;
+    let req: Value = parse_body(&body)?;
+    let issued = state.identity()?.issue(&req).map_err(ApiError::bad_request)?;
+    record_identity(&state, "identity_issued", &admin.principal, &issued)?;
+    Ok(reply(&state, issued))
+}
+
+async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("delegation needs the parent's credential as `Authorization: Bearer`"))?;
+    let req: Value = parse_body(&body)?;
+    let issued = state.identity()?.delegate(token, &req).map_err(ApiError::forbidden)?;
+    let by = issued.get("delegated_by").and_then(Value::as_str).unwrap_or("").to_string();
+    record_identity(&state, "identity_issued", &by, &issued)?;
+    Ok(reply(&state, issued))
+}
+
+async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let admin = state.human(&headers, "admin", Some("user:local-admin"))?;
+    let req: Value = parse_body(&body)?;
+    let record = state.identity()?.revoke(&req).map_err(ApiError::bad_request)?;
+    record_identity(&state, "identity_revoked", &admin.principal, &record)?;
+    Ok(reply(&state, record))
+}
+
+/// Identity events go to the ledger like every decision: who was given what authority, by whom.
+fn record_identity(state: &AppState, kind: &str, by: &str, detail: &Value) -> Result<(), ApiError> {
+    let mut detail = detail.clone();
+    if let Value::Object(map) = &mut detail {
+        map.remove("token");
+    }
+    state
+        .ledger
+        .append(json!({"kind": kind, "by": by, "time": truststack_engine::event::format_time(truststack_engine::engine::system_now()), "detail": detail}))
+        .map(|_| ())
+        .map_err(|e| ApiError::unavailable(format!("ledger unavailable: {e}")))
+}
+
+async fn jwks(State(state): State<Shared>) -> ApiResult {
+    Ok(Json(state.identity()?.jwks()).into_response())
+}
+
+// ---- policies ----
+
+async fn policies(State(state): State<Shared>) -> ApiResult {
+    let bundle = state.engine().bundle();
+    let list: Vec<Value> = bundle
+        .policies
+        .iter()
+        .map(|p| {
+            let p = &p.policy;
+            json!({"id": p.id, "action": p.action, "target": p.target, "mode": p.mode, "source": &*p.source, "reason": p.reason, "text": p.text})
+        })
+        .collect();
+    Ok(reply(&state, json!({"policy_hash": bundle.hash, "policies": list})))
+}
+
+async fn reload(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
+    let admin = state.human(&headers, "admin", Some("user:local-admin"))?;
+    let st = Arc::clone(&state);
+    let by = admin.principal.clone();
+    let result = blocking(move || st.reload(&by)).await?;
+    match result {
+        Ok(body) => Ok(reply(&state, body)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("bundle rejected, the active bundle is unchanged:\n{e}"),
+        )),
+    }
+}
+
+// ---- operations ----
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}

@@ -1,0 +1,32 @@
+//! What the server needs from the ledger and the identity service, as traits, so the HTTP layer
+//! does not depend on their storage or key formats.
+
+use crate::auth::Authenticator;
+use serde_json::Value;
+
+/// The tamper-evident ledger behind the server.
+pub trait LedgerBackend: Send + Sync {
+    /// Appends a record; returns its index once it is durable.
+    fn append(&self, record: Value) -> Result<u64, String>;
+    fn len(&self) -> u64;
+    /// Every record, in order (to rebuild the engine's state at start-up).
+    fn records(&self) -> Result<Vec<Value>, String>;
+    /// Records `[start, end)` with their index and leaf hash.
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Value>, String>;
+    /// The latest signed checkpoint (a C2SP signed note), signing one if the log has grown.
+    fn checkpoint(&self) -> Result<String, String>;
+    fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<Value, String>;
+    fn consistency_proof(&self, old: u64, new: Option<u64>) -> Result<Value, String>;
+}
+
+/// Issuing and verifying identities.
+pub trait IdentityService: Authenticator {
+    /// Issues a credential (admin): body `{agent | user, owner, tools, ttl, roles, groups}`.
+    fn issue(&self, request: &Value) -> Result<Value, String>;
+    /// Mints a narrower credential for a sub-agent from the caller's own token.
+    fn delegate(&self, parent_token: &str, request: &Value) -> Result<Value, String>;
+    /// Revokes a credential (`jti`) or an identity (`agent`); returns the revocation record.
+    fn revoke(&self, request: &Value) -> Result<Value, String>;
+    /// The JWKS document of the issuer's public keys.
+    fn jwks(&self) -> Value;
+}

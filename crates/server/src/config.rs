@@ -1,0 +1,137 @@
+//! `truststack.toml`: everything the server needs, each setting with a default so that
+//! `truststack serve` alone starts on the embedded SQLite ledger.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use truststack_engine::{DefaultDecision, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Policy files, relative to the config file.
+    pub policies: Vec<PathBuf>,
+    /// The tool catalog.
+    pub catalog: Option<PathBuf>,
+    /// The ledger's SQLite file.
+    pub ledger: PathBuf,
+    /// Where the issuer's keys and revocation list live.
+    pub issuer_dir: PathBuf,
+    /// The trust domain of agent identities issued by this server.
+    pub trust_domain: String,
+    /// Accepted credential audience.
+    pub audience: String,
+    /// Take the agent and its chain only from a verified credential (the default). Turning this
+    /// off trusts the request body: for local experiments only.
+    pub require_credentials: bool,
+    pub default_decision: DefaultDecision,
+    pub unknown_tools: DefaultDecision,
+    /// How long a held call waits for an approver unless its policy says otherwise.
+    pub approval_deadline: String,
+    /// Approver groups: group → human principals (tokens may also carry groups).
+    pub approver_groups: BTreeMap<String, Vec<String>>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a request may take (approval waits are capped below it).
+    pub request_timeout: String,
+    /// Sign a ledger checkpoint every this many records (and on demand).
+    pub checkpoint_every: u64,
+    /// The directory relative paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8181".into(),
+            policies: Vec::new(),
+            catalog: None,
+            ledger: "truststack.db".into(),
+            issuer_dir: ".truststack/issuer".into(),
+            trust_domain: "truststack.local".into(),
+            audience: "truststack".into(),
+            require_credentials: true,
+            default_decision: DefaultDecision::Allow,
+            unknown_tools: DefaultDecision::Deny,
+            approval_deadline: "15min".into(),
+            approver_groups: BTreeMap::new(),
+            max_body_bytes: 1 << 20,
+            request_timeout: "60s".into(),
+            checkpoint_every: 1000,
+            base: PathBuf::from("."),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a config file; relative paths in it are relative to the file.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: ServerConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        self.deadline_ms().map_err(|e| invalid(format!("approval_deadline: {e}")))?;
+        self.timeout().map_err(|e| invalid(format!("request_timeout: {e}")))?;
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| invalid(format!("listen: `{}` is not an address like 127.0.0.1:8181: {e}", self.listen)))?;
+        Ok(())
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    pub fn deadline_ms(&self) -> Result<i64, String> {
+        truststack_policy::duration::parse_duration(&self.approval_deadline)
+    }
+
+    pub fn timeout(&self) -> Result<std::time::Duration, String> {
+        truststack_policy::duration::parse_duration(&self.request_timeout)
+            .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
+    }
+
+    /// Engine settings for enforcement: the system clock, approver groups always enforced.
+    pub fn engine_settings(&self) -> Settings {
+        Settings {
+            default_decision: self.default_decision,
+            unknown_tools: self.unknown_tools,
+            approval_deadline_ms: self.deadline_ms().unwrap_or(15 * 60 * 1000),
+            time_source: truststack_engine::TimeSource::System,
+            approver_groups: self.approver_groups.clone(),
+            require_approver_group: self.require_credentials,
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The TrustStack enforcement server: an HTTP API over the decision engine.
+//!
+//! Any agent framework asks `POST /v1/decide` before every tool call and gets a deterministic
+//! answer; held calls wait for a human approver on the defender's side; every decision,
+//! observation, approval and identity event is written to the ledger before it is answered.
+//! Identities and the ledger are reached through the [`backend`] traits.
+
+pub mod api;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod state;
+
+pub use config::ServerConfig;
+pub use state::AppState;
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often held calls are checked against their deadlines.
+const EXPIRY_TICK: Duration = Duration::from_millis(500);
+
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting, drains the
+/// requests in flight and returns (the ledger flushes when the state is dropped).
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let expiry = tokio::spawn(expire_held_calls(Arc::clone(&state)));
+    let draining = Arc::clone(&state);
+    let result = axum::serve(listener, api::router(Arc::clone(&state)))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.ready.store(false, Ordering::Relaxed);
+            tracing::info!("shutting down: draining requests in flight");
+        })
+        .await;
+    expiry.abort();
+    result
+}
+
+/// Turns held calls whose deadline passed into refusals (recorded in the ledger).
+async fn expire_held_calls(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    loop {
+        tick.tick().await;
+        let st = Arc::clone(&state);
+        let expired = tokio::task::spawn_blocking(move || {
+            st.engine.read().expire(truststack_engine::engine::system_now())
+        })
+        .await
+        .unwrap_or_default();
+        for outcome in &expired {
+            tracing::info!(approval = %outcome.approval_id, call = %outcome.call_id, "held call expired: refused");
+        }
+        if !expired.is_empty() {
+            state
+                .metrics
+                .pending_approvals
+                .set(i64::try_from(state.engine().pending().len()).unwrap_or(0));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The server's shared state: the engine (swapped atomically on policy reload), the ledger, the
+//! identity service and the metrics.
+
+use crate::backend::{IdentityService, LedgerBackend};
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use parking_lot::RwLock;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use truststack_engine::event::format_time;
+use truststack_engine::{Engine, Recorder};
+use truststack_policy::load::{load_files, LoadError, Loaded};
+
+/// Writes engine records to the ledger, timing each append.
+struct LedgerRecorder {
+    ledger: Arc<dyn LedgerBackend>,
+    metrics: Arc<Metrics>,
+}
+
+impl Recorder for LedgerRecorder {
+    fn record(&self, record: Value) -> Result<Option<u64>, String> {
+        let kind = record.get("kind").and_then(Value::as_str).unwrap_or("other").to_string();
+        let started = Instant::now();
+        let index = self.ledger.append(record)?;
+        self.metrics
+            .ledger_append_latency
+            .with_label_values(&[kind.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .ledger_size
+            .set(i64::try_from(index.saturating_add(1)).unwrap_or(i64::MAX));
+        Ok(Some(index))
+    }
+}
+
+pub struct AppState {
+    pub config: ServerConfig,
+    /// Decisions hold the read side for their whole duration; a reload takes the write side,
+    /// so no decision is made on a bundle that is being replaced.
+    pub engine: RwLock<Arc<Engine>>,
+    pub ledger: Arc<dyn LedgerBackend>,
+    pub identity: Option<Arc<dyn IdentityService>>,
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+    responses: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Policies(#[from] LoadError),
+    #[error("ledger: {0}")]
+    Ledger(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl AppState {
+    /// Loads the policies, rebuilds the engine's state from the ledger and records the bundle
+    /// activation.
+    pub fn new(
+        config: ServerConfig,
+        ledger: Arc<dyn LedgerBackend>,
+        identity: Option<Arc<dyn IdentityService>>,
+    ) -> Result<AppState, StateError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let loaded = load_bundle(&config)?;
+        let engine = build_engine(&config, loaded, &ledger, &metrics)?;
+        metrics
+            .ledger_size
+            .set(i64::try_from(ledger.len()).unwrap_or(i64::MAX));
+        Ok(AppState {
+            config,
+            engine: RwLock::new(Arc::new(engine)),
+            ledger,
+            identity,
+            metrics,
+            ready: AtomicBool::new(true),
+            responses: AtomicU64::new(0),
+        })
+    }
+
+    /// The active engine.
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine.read())
+    }
+
+    /// Atomically replaces the policy bundle: a bundle that fails to load is rejected whole and
+    /// the old one stays active. The new engine's state is rebuilt from the ledger.
+    pub fn reload(&self, by: &str) -> Result<Value, StateError> {
+        let loaded = load_bundle(&self.config)?;
+        let mut active = self.engine.write();
+        let engine = build_engine(&self.config, loaded, &self.ledger, &self.metrics)?;
+        let hash = engine.bundle().hash.clone();
+        *active = Arc::new(engine);
+        tracing::info!(%hash, %by, "policy bundle reloaded");
+        Ok(json!({"policy_hash": hash, "activated_by": by}))
+    }
+
+    /// A fresh id for a response that is not itself a decision.
+    pub fn response_id(&self) -> String {
+        let n = self.responses.fetch_add(1, Ordering::Relaxed);
+        format!("r-{:x}-{n}", truststack_engine::engine::system_now())
+    }
+}
+
+fn load_bundle(config: &ServerConfig) -> Result<Loaded, LoadError> {
+    let policies: Vec<_> = config.policies.iter().map(|p| config.resolve(p)).collect();
+    let catalog = config.catalog.as_ref().map(|c| config.resolve(c));
+    load_files(&policies, catalog.as_deref())
+}
+
+fn build_engine(
+    config: &ServerConfig,
+    loaded: Loaded,
+    ledger: &Arc<dyn LedgerBackend>,
+    metrics: &Arc<Metrics>,
+) -> Result<Engine, StateError> {
+    let warnings = loaded.render_warnings();
+    if !warnings.is_empty() {
+        tracing::warn!("policy warnings:\n{warnings}");
+    }
+    let sources: Vec<Value> = loaded
+        .sources
+        .iter()
+        .map(|s| json!({"name": &*s.name, "bytes": s.text.len()}))
+        .collect();
+    let recorder = Arc::new(LedgerRecorder {
+        ledger: Arc::clone(ledger),
+        metrics: Arc::clone(metrics),
+    });
+    let engine = Engine::new(loaded.bundle, config.engine_settings()).with_recorder(recorder);
+    let records = ledger.records().map_err(StateError::Ledger)?;
+    let mut restored = 0usize;
+    for record in &records {
+        match engine.restore(record) {
+            Ok(()) => restored += 1,
+            Err(e) => tracing::warn!(error = %e, "ledger record not restored"),
+        }
+    }
+    tracing::info!(restored, "engine state rebuilt from the ledger");
+    let hash = engine.bundle().hash.clone();
+    ledger
+        .append(json!({
+            "kind": "policy_activation",
+            "time": format_time(truststack_engine::engine::system_now()),
+            "policy_hash": hash,
+            "sources": sources,
+            "policies": engine.bundle().policies.iter().map(|p| &p.policy.id).collect::<Vec<_>>(),
+        }))
+        .map_err(StateError::Ledger)?;
+    Ok(engine)
+}
