@@ -93,7 +93,11 @@ fn check(files: &[PathBuf], catalog: Option<&Path>) -> anyhow::Result<ExitCode> 
     if !rendered.is_empty() {
         eprintln!("{rendered}");
     }
-    let errors = report.diagnostics.iter().filter(|(_, d)| d.is_error()).count();
+    let errors = report
+        .diagnostics
+        .iter()
+        .filter(|(_, d)| d.is_error())
+        .count();
     let warnings = report.diagnostics.len() - errors;
     if errors > 0 {
         eprintln!("{errors} error(s), {warnings} warning(s)");
@@ -108,7 +112,11 @@ fn check(files: &[PathBuf], catalog: Option<&Path>) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_engine(policies: &[PathBuf], catalog: Option<&Path>, settings: Settings) -> anyhow::Result<Engine> {
+fn load_engine(
+    policies: &[PathBuf],
+    catalog: Option<&Path>,
+    settings: Settings,
+) -> anyhow::Result<Engine> {
     let loaded = match load_files(policies, catalog) {
         Ok(l) => l,
         Err(LoadError::Invalid { rendered, errors }) => {
@@ -206,7 +214,8 @@ fn test(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in files {
         let text = read(file)?;
-        let spec: TestFile = toml::from_str(&text).with_context(|| format!("{}: not a policy test file", file.display()))?;
+        let spec: TestFile = toml::from_str(&text)
+            .with_context(|| format!("{}: not a policy test file", file.display()))?;
         let dir = file.parent().unwrap_or(Path::new("."));
         let policies: Vec<PathBuf> = spec.policies.iter().map(|p| dir.join(p)).collect();
         let catalog = spec.catalog.as_ref().map(|c| dir.join(c));
@@ -222,7 +231,11 @@ fn test(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
                     (path.display().to_string(), read(&path)?)
                 }
                 (None, Some(e)) => (format!("{} [{}]", file.display(), case.name), e.clone()),
-                _ => bail!("{}: case `{}` needs exactly one of `trace` and `events`", file.display(), case.name),
+                _ => bail!(
+                    "{}: case `{}` needs exactly one of `trace` and `events`",
+                    file.display(),
+                    case.name
+                ),
             };
             let events = parse_trace(&name, &events_text)?;
             let mut got: BTreeMap<String, EvalLine> = BTreeMap::new();
@@ -245,7 +258,11 @@ fn test(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     }
     say!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn compare(case: &TestCase, got: &BTreeMap<String, EvalLine>) -> Vec<String> {
@@ -269,7 +286,10 @@ fn compare(case: &TestCase, got: &BTreeMap<String, EvalLine>) -> Vec<String> {
             want.sort();
             have.sort();
             if want != have {
-                failures.push(format!("{}: expected policies {want:?}, got {have:?}", e.id));
+                failures.push(format!(
+                    "{}: expected policies {want:?}, got {have:?}",
+                    e.id
+                ));
             }
         }
     }

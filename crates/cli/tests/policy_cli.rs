@@ -32,20 +32,30 @@ fn check_accepts_the_examples() {
         "examples/gtg1002/catalog.toml",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), "ok: 6 policies in 2 file(s), 0 warning(s)");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "ok: 6 policies in 2 file(s), 0 warning(s)"
+    );
 }
 
 #[test]
 fn check_rejects_a_malformed_policy_with_position_caret_and_hint() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.tsp");
-    std::fs::write(&file, "POLICY: ACTION: DENY IF (Tool_Call('ScanTool').Count > 100 requests/5 mins)\n").unwrap();
+    std::fs::write(
+        &file,
+        "POLICY: ACTION: DENY IF (Tool_Call('ScanTool').Count > 100 requests/5 mins)\n",
+    )
+    .unwrap();
     let out = truststack(&["policy", "check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("error: unknown time unit `mins`"), "{err}");
     assert!(err.contains("bad.tsp:1:71"), "{err}");
-    assert!(err.contains("^^^^ expected one of ms, s, min, h, d"), "{err}");
+    assert!(
+        err.contains("^^^^ expected one of ms, s, min, h, d"),
+        "{err}"
+    );
     assert!(err.contains("hint: did you mean `min`?"), "{err}");
 }
 
@@ -53,7 +63,11 @@ fn check_rejects_a_malformed_policy_with_position_caret_and_hint() {
 fn check_reports_a_missing_file_precisely() {
     let out = truststack(&["policy", "check", "no/such/file.tsp"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no/such/file.tsp: cannot read"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no/such/file.tsp: cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -69,9 +83,17 @@ fn eval_prints_one_decision_per_tool_call() {
         "examples/gtg1002/traces/campaign-single-agent.jsonl",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let trace = std::fs::read_to_string(root().join("examples/gtg1002/traces/campaign-single-agent.jsonl")).unwrap();
-    let calls = trace.lines().filter(|l| l.contains("\"tool_call\"")).count();
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let trace =
+        std::fs::read_to_string(root().join("examples/gtg1002/traces/campaign-single-agent.jsonl"))
+            .unwrap();
+    let calls = trace
+        .lines()
+        .filter(|l| l.contains("\"tool_call\""))
+        .count();
     assert_eq!(lines.len(), calls, "one line per tool_call");
     let find = |id: &str| lines.iter().find(|l| l["id"] == id).unwrap().clone();
     assert_eq!(find("scan-100")["decision"], "allow");
@@ -80,7 +102,11 @@ fn eval_prints_one_decision_per_tool_call() {
     assert_eq!(find("exploit-1")["decision"], "require_approval");
     assert_eq!(find("exfil-1")["decision"], "deny");
     // The separation-of-duties refusal is reported on stderr, not mixed into the decisions.
-    assert!(text(&out.stderr).contains("separation of duties"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("separation of duties"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -104,9 +130,23 @@ fn eval_reports_a_malformed_trace_line_with_its_position() {
 
 #[test]
 fn test_runs_the_example_suites_and_fails_on_a_wrong_expectation() {
-    let out = truststack(&["policy", "test", "examples/gtg1002/tests/seed.toml", "examples/gtg1002/tests/delegation-root.toml"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).lines().any(|l| l == "7 passed, 0 failed"), "{}", text(&out.stdout));
+    let out = truststack(&[
+        "policy",
+        "test",
+        "examples/gtg1002/tests/seed.toml",
+        "examples/gtg1002/tests/delegation-root.toml",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).lines().any(|l| l == "7 passed, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("wrong.toml");
@@ -124,14 +164,25 @@ fn test_runs_the_example_suites_and_fails_on_a_wrong_expectation() {
     let out = truststack(&["policy", "test", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("scan-101: expected allow, got deny"), "{stdout}");
-    assert!(stdout.lines().any(|l| l == "0 passed, 1 failed"), "{stdout}");
+    assert!(
+        stdout.contains("scan-101: expected allow, got deny"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l == "0 passed, 1 failed"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn demo_json_reports_every_control_fired() {
     let out = truststack(&["demo", "--json"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["passed"], true);
     assert_eq!(summary["benign_calls_blocked"], 0);

@@ -103,5 +103,9 @@ pub struct ApprovalOutcome {
 pub fn strongest(policies: &[FiredPolicy]) -> Option<Action> {
     [Action::Deny, Action::RequireHitl, Action::Allow]
         .into_iter()
-        .find(|a| policies.iter().any(|p| p.action == *a && p.lease_until.is_none()))
+        .find(|a| {
+            policies
+                .iter()
+                .any(|p| p.action == *a && p.lease_until.is_none())
+        })
 }

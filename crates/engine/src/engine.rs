@@ -1,7 +1,9 @@
 //! The decision core: per-scope monitor state, `decide`, observations and approvals.
 
 use crate::decision::{strongest, ApprovalOutcome, ApprovalResult, Decision, FiredPolicy, Verdict};
-use crate::event::{format_time, parse_time, ApprovalAnswer, Caller, Event, Observation, Principals, ToolCall};
+use crate::event::{
+    format_time, parse_time, ApprovalAnswer, Caller, Event, Observation, Principals, ToolCall,
+};
 use crate::recorder::{NoRecorder, Recorder};
 use crate::settings::{DefaultDecision, Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -14,6 +16,8 @@ use truststack_policy::monitor::MonitorState;
 use truststack_policy::{Action, Bundle, Mode, Target, ToolInfo};
 
 type ScopeCell = Arc<Mutex<Vec<MonitorState>>>;
+/// A lease: `(policy id, target, scope key)`.
+type LeaseKey = (String, Target, Box<str>);
 type ScopeGuard = parking_lot::ArcMutexGuard<parking_lot::RawMutex, Vec<MonitorState>>;
 
 /// Why an approval answer was not applied. The held call stays pending unless said otherwise.
@@ -71,7 +75,7 @@ pub struct Engine {
     scopes: [RwLock<HashMap<Box<str>, ScopeCell>>; 4],
     approvals: Mutex<Approvals>,
     /// `(policy id, target, scope key)` → lease expiry.
-    leases: Mutex<HashMap<(String, Target, Box<str>), i64>>,
+    leases: Mutex<HashMap<LeaseKey, i64>>,
     recorder: Arc<dyn Recorder>,
     seq: AtomicU64,
     /// Signalled whenever an approval is resolved.
@@ -147,7 +151,11 @@ impl Engine {
 
     /// Blocks until the approval is answered or expires, or `timeout` passes; returns its
     /// outcome. Async callers run this on a blocking thread.
-    pub fn wait_outcome(&self, approval_id: &str, timeout: std::time::Duration) -> Option<ApprovalOutcome> {
+    pub fn wait_outcome(
+        &self,
+        approval_id: &str,
+        timeout: std::time::Duration,
+    ) -> Option<ApprovalOutcome> {
         let deadline = std::time::Instant::now() + timeout;
         let mut approvals = self.approvals.lock();
         loop {
@@ -157,7 +165,11 @@ impl Engine {
             if !approvals.by_id.contains_key(approval_id) {
                 return None;
             }
-            if self.resolved.wait_until(&mut approvals, deadline).timed_out() {
+            if self
+                .resolved
+                .wait_until(&mut approvals, deadline)
+                .timed_out()
+            {
                 return approvals.resolved.get(approval_id).cloned();
             }
         }
@@ -166,8 +178,12 @@ impl Engine {
     /// Remembers an outcome for waiters and wakes them.
     fn resolve(&self, outcome: &ApprovalOutcome) {
         let mut approvals = self.approvals.lock();
-        approvals.resolved.insert(outcome.approval_id.clone(), outcome.clone());
-        approvals.resolved_order.push_back(outcome.approval_id.clone());
+        approvals
+            .resolved
+            .insert(outcome.approval_id.clone(), outcome.clone());
+        approvals
+            .resolved_order
+            .push_back(outcome.approval_id.clone());
         while approvals.resolved_order.len() > RESOLVED_KEPT {
             if let Some(old) = approvals.resolved_order.pop_front() {
                 approvals.resolved.remove(&old);
@@ -250,9 +266,13 @@ impl Engine {
             shadow: Vec::new(),
         };
         for &pid in &info.candidates {
-            let Some(cp) = bundle.policies.get(pid) else { continue };
+            let Some(cp) = bundle.policies.get(pid) else {
+                continue;
+            };
             let target = cp.policy.target;
-            let states = guards[target.index()].as_deref().map_or(&[][..], Vec::as_slice);
+            let states = guards[target.index()]
+                .as_deref()
+                .map_or(&[][..], Vec::as_slice);
             if !bundle.evaluate(pid, ctx, info, states) {
                 continue;
             }
@@ -294,7 +314,13 @@ impl Engine {
         }
     }
 
-    fn reason(&self, call: &ToolCall, info: &ToolInfo, verdict: Verdict, fired: &[FiredPolicy]) -> String {
+    fn reason(
+        &self,
+        call: &ToolCall,
+        info: &ToolInfo,
+        verdict: Verdict,
+        fired: &[FiredPolicy],
+    ) -> String {
         let describe = |action: Action| {
             fired
                 .iter()
@@ -307,15 +333,25 @@ impl Engine {
                 .join(", ")
         };
         match verdict {
-            Verdict::Deny if !info.known && self.settings.unknown_tools == DefaultDecision::Deny => {
-                format!("tool `{}` is not in the catalog and unknown tools are denied", call.tool)
+            Verdict::Deny
+                if !info.known && self.settings.unknown_tools == DefaultDecision::Deny =>
+            {
+                format!(
+                    "tool `{}` is not in the catalog and unknown tools are denied",
+                    call.tool
+                )
             }
             Verdict::Deny if fired.iter().any(|f| f.action == Action::Deny) => {
                 format!("denied by policy {}", describe(Action::Deny))
             }
             Verdict::Deny => "no policy allows this call and the default is deny".into(),
-            Verdict::RequireApproval => format!("held for human approval by policy {}", describe(Action::RequireHitl)),
-            Verdict::Allow if fired.iter().any(|f| f.lease_until.is_some()) => "allowed under an approver's lease".into(),
+            Verdict::RequireApproval => format!(
+                "held for human approval by policy {}",
+                describe(Action::RequireHitl)
+            ),
+            Verdict::Allow if fired.iter().any(|f| f.lease_until.is_some()) => {
+                "allowed under an approver's lease".into()
+            }
             Verdict::Allow if fired.iter().any(|f| f.action == Action::Allow) => {
                 format!("allowed by policy {}", describe(Action::Allow))
             }
@@ -332,15 +368,25 @@ impl Engine {
         call.chain.clone_from(&caller.chain);
         if let Some(allowed) = &caller.tools {
             let bundle = self.bundle();
-            let classes = bundle.catalog.tool(&call.tool).map(|t| t.classes.as_slice()).unwrap_or(&[]);
+            let classes = bundle
+                .catalog
+                .tool(&call.tool)
+                .map(|t| t.classes.as_slice())
+                .unwrap_or(&[]);
             let permitted = allowed
                 .iter()
                 .any(|a| a == "*" || *a == call.tool || classes.iter().any(|c| c == a));
             if !permitted {
-                let now = self.now(call.time.as_deref()).unwrap_or_else(|_| system_now());
+                let now = self
+                    .now(call.time.as_deref())
+                    .unwrap_or_else(|_| system_now());
                 let reason = format!(
                     "the credential{} of {} does not allow tool `{}` (allowed: {})",
-                    caller.credential_id.as_deref().map(|j| format!(" {j}")).unwrap_or_default(),
+                    caller
+                        .credential_id
+                        .as_deref()
+                        .map(|j| format!(" {j}"))
+                        .unwrap_or_default(),
                     caller.agent,
                     call.tool,
                     allowed.join(", ")
@@ -405,7 +451,13 @@ impl Engine {
         }
         match self.recorder.record(decision_record(call, &decision)) {
             Ok(index) => decision.ledger_index = index,
-            Err(e) => return self.fail_closed(call, now, format!("ledger unavailable, failing closed: {e}")),
+            Err(e) => {
+                return self.fail_closed(
+                    call,
+                    now,
+                    format!("ledger unavailable, failing closed: {e}"),
+                )
+            }
         }
         if verdict == Verdict::Allow {
             admit(&bundle, &ctx, info, &mut guards);
@@ -413,7 +465,9 @@ impl Engine {
         drop(guards);
         if let Some(pending) = pending {
             let mut approvals = self.approvals.lock();
-            approvals.by_call.insert(call.id.clone(), pending.approval_id.clone());
+            approvals
+                .by_call
+                .insert(call.id.clone(), pending.approval_id.clone());
             approvals.by_id.insert(pending.approval_id.clone(), pending);
         }
         decision
@@ -458,7 +512,9 @@ impl Engine {
 
     /// Applies a human's answer to a held call.
     pub fn answer(&self, ans: &ApprovalAnswer) -> Result<ApprovalOutcome, ApprovalError> {
-        let now = self.now(ans.time.as_deref()).map_err(ApprovalError::Invalid)?;
+        let now = self
+            .now(ans.time.as_deref())
+            .map_err(ApprovalError::Invalid)?;
         let lease_ms = ans
             .lease
             .as_deref()
@@ -476,11 +532,17 @@ impl Engine {
                     .ok_or_else(|| ApprovalError::Unknown(format!("for call {call}")))?,
                 (None, None) => return Err(ApprovalError::Unnamed),
             };
-            let pending = approvals.by_id.get(&id).ok_or_else(|| ApprovalError::Unknown(id.clone()))?;
+            let pending = approvals
+                .by_id
+                .get(&id)
+                .ok_or_else(|| ApprovalError::Unknown(id.clone()))?;
             if now <= pending.deadline_ms {
                 self.check_approver(ans, pending)?;
             }
-            let pending = approvals.by_id.remove(&id).ok_or(ApprovalError::Unknown(id))?;
+            let pending = approvals
+                .by_id
+                .remove(&id)
+                .ok_or(ApprovalError::Unknown(id))?;
             approvals.by_call.remove(&pending.call.id);
             pending
         };
@@ -495,7 +557,11 @@ impl Engine {
         Ok(outcome)
     }
 
-    fn check_approver(&self, ans: &ApprovalAnswer, pending: &PendingApproval) -> Result<(), ApprovalError> {
+    fn check_approver(
+        &self,
+        ans: &ApprovalAnswer,
+        pending: &PendingApproval,
+    ) -> Result<(), ApprovalError> {
         let approver = ans.approver.as_str();
         if !approver.starts_with("user:") || approver.len() <= "user:".len() {
             return Err(ApprovalError::NotHuman(approver.to_string()));
@@ -508,7 +574,8 @@ impl Engine {
                 call_id: call.id.clone(),
             });
         }
-        let enforce = self.settings.require_approver_group || !self.settings.approver_groups.is_empty();
+        let enforce =
+            self.settings.require_approver_group || !self.settings.approver_groups.is_empty();
         if !enforce {
             return Ok(());
         }
@@ -547,7 +614,10 @@ impl Engine {
     ) -> ApprovalOutcome {
         let reason = match (&ledger_error, result) {
             (Some(e), _) => format!("approval not applied, failing closed: {e}"),
-            (None, ApprovalResult::Expired) => format!("no approver answered before the deadline {}", pending.deadline),
+            (None, ApprovalResult::Expired) => format!(
+                "no approver answered before the deadline {}",
+                pending.deadline
+            ),
             (None, _) => format!("refused by {approver}"),
         };
         let mut outcome = ApprovalOutcome {
@@ -574,7 +644,13 @@ impl Engine {
 
     /// A grant: re-decide the call at approval time with its HITL gates passed; a DENY that
     /// fires now (a rate limit that filled meanwhile) still wins. Admitted from now on.
-    fn grant(&self, pending: PendingApproval, approver: &str, now: i64, lease_ms: Option<i64>) -> ApprovalOutcome {
+    fn grant(
+        &self,
+        pending: PendingApproval,
+        approver: &str,
+        now: i64,
+        lease_ms: Option<i64>,
+    ) -> ApprovalOutcome {
         let bundle = self.bundle();
         let call = pending.call.clone();
         let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
@@ -588,7 +664,9 @@ impl Engine {
         } else {
             ApprovalResult::GrantedButDenied
         };
-        let lease_until = lease_ms.filter(|_| verdict == Verdict::Allow).map(|ms| now.saturating_add(ms));
+        let lease_until = lease_ms
+            .filter(|_| verdict == Verdict::Allow)
+            .map(|ms| now.saturating_add(ms));
         let mut outcome = ApprovalOutcome {
             approval_id: pending.approval_id.clone(),
             call_id: call.id.clone(),
@@ -597,18 +675,30 @@ impl Engine {
             decision: verdict,
             reason: match verdict {
                 Verdict::Allow => format!("approved by {approver}"),
-                _ => format!("approved by {approver}, but {}", self.reason(&call, info, verdict, &eval.fired)),
+                _ => format!(
+                    "approved by {approver}, but {}",
+                    self.reason(&call, info, verdict, &eval.fired)
+                ),
             },
             policies: eval.fired,
             lease_until: lease_until.map(format_time),
             ledger_index: None,
             time: format_time(now),
         };
-        match self.recorder.record(json!({"kind": "approval", "outcome": &outcome})) {
+        match self
+            .recorder
+            .record(json!({"kind": "approval", "outcome": &outcome}))
+        {
             Ok(index) => outcome.ledger_index = index,
             Err(e) => {
                 drop(guards);
-                return self.close(pending, approver, now, ApprovalResult::GrantedButDenied, Some(e));
+                return self.close(
+                    pending,
+                    approver,
+                    now,
+                    ApprovalResult::GrantedButDenied,
+                    Some(e),
+                );
             }
         }
         if verdict == Verdict::Allow {
@@ -629,20 +719,28 @@ impl Engine {
     pub fn restore(&self, record: &Value) -> Result<(), String> {
         let kind = record.get("kind").and_then(Value::as_str).unwrap_or("");
         let field = |v: &Value, name: &str| -> Result<Value, String> {
-            v.get(name).cloned().ok_or_else(|| format!("{kind} record without `{name}`"))
+            v.get(name)
+                .cloned()
+                .ok_or_else(|| format!("{kind} record without `{name}`"))
         };
         match kind {
             "decision" => {
-                let call: ToolCall = serde_json::from_value(field(record, "call")?).map_err(|e| e.to_string())?;
-                let decision: Decision =
-                    serde_json::from_value(field(record, "decision")?).map_err(|e| e.to_string())?;
+                let call: ToolCall =
+                    serde_json::from_value(field(record, "call")?).map_err(|e| e.to_string())?;
+                let decision: Decision = serde_json::from_value(field(record, "decision")?)
+                    .map_err(|e| e.to_string())?;
                 let now = parse_time(&decision.time)?;
                 self.seq.fetch_add(1, Ordering::Relaxed);
                 match decision.decision {
                     Verdict::Allow => self.admit_at(&call, now),
                     Verdict::RequireApproval => {
-                        let (Some(approval_id), Some(deadline)) = (decision.approval_id, decision.deadline) else {
-                            return Err(format!("held call {} without approval id or deadline", call.id));
+                        let (Some(approval_id), Some(deadline)) =
+                            (decision.approval_id, decision.deadline)
+                        else {
+                            return Err(format!(
+                                "held call {} without approval id or deadline",
+                                call.id
+                            ));
                         };
                         let bundle = self.bundle();
                         let pending = PendingApproval {
@@ -678,8 +776,8 @@ impl Engine {
                 }
             }
             "observation" => {
-                let mut obs: Observation =
-                    serde_json::from_value(field(record, "observation")?).map_err(|e| e.to_string())?;
+                let mut obs: Observation = serde_json::from_value(field(record, "observation")?)
+                    .map_err(|e| e.to_string())?;
                 obs.time = record.get("time").and_then(Value::as_str).map(String::from);
                 let now = parse_time(obs.time.as_deref().unwrap_or(""))?;
                 self.taint(&obs, now);
@@ -702,7 +800,11 @@ impl Engine {
         let call = &pending.call;
         let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
         let mut leases = self.leases.lock();
-        for f in pending.policies.iter().filter(|f| f.action == Action::RequireHitl) {
+        for f in pending
+            .policies
+            .iter()
+            .filter(|f| f.action == Action::RequireHitl)
+        {
             if let Some(cp) = bundle.policies.iter().find(|c| c.policy.id == f.id) {
                 let target = cp.policy.target;
                 leases.insert((f.id.clone(), target, scope_key(target, &p).into()), until);
@@ -756,8 +858,13 @@ impl Engine {
 
     /// Held calls, oldest first.
     pub fn pending(&self) -> Vec<PendingApproval> {
-        let mut list: Vec<PendingApproval> = self.approvals.lock().by_id.values().cloned().collect();
-        list.sort_by(|a, b| a.held_at.cmp(&b.held_at).then(a.approval_id.cmp(&b.approval_id)));
+        let mut list: Vec<PendingApproval> =
+            self.approvals.lock().by_id.values().cloned().collect();
+        list.sort_by(|a, b| {
+            a.held_at
+                .cmp(&b.held_at)
+                .then(a.approval_id.cmp(&b.approval_id))
+        });
         list
     }
 
@@ -802,7 +909,12 @@ fn context<'a>(call: &'a ToolCall, p: &Principals<'a>, now: i64) -> CallContext<
     }
 }
 
-fn admit(bundle: &Bundle, ctx: &CallContext, info: &ToolInfo, guards: &mut [Option<ScopeGuard>; 4]) {
+fn admit(
+    bundle: &Bundle,
+    ctx: &CallContext,
+    info: &ToolInfo,
+    guards: &mut [Option<ScopeGuard>; 4],
+) {
     for (i, guard) in guards.iter_mut().enumerate() {
         if let Some(states) = guard.as_deref_mut() {
             bundle.admit(Target::ALL[i], ctx, info, states);
@@ -828,10 +940,12 @@ fn held_atoms(f: &FiredPolicy) -> String {
         .iter()
         .filter_map(|(label, v)| match v {
             Value::Bool(true) => Some(label.clone()),
-            Value::Object(o) if o.get("holds") == Some(&Value::Bool(true)) => match o.get("value") {
-                Some(Value::Number(n)) => Some(format!("{label} [= {n}]")),
-                _ => Some(label.clone()),
-            },
+            Value::Object(o) if o.get("holds") == Some(&Value::Bool(true)) => {
+                match o.get("value") {
+                    Some(Value::Number(n)) => Some(format!("{label} [= {n}]")),
+                    _ => Some(label.clone()),
+                }
+            }
             _ => None,
         })
         .collect();

@@ -139,7 +139,8 @@ impl<'a> Principals<'a> {
 pub fn parse_time(text: &str) -> Result<i64, String> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp: {e}"))?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| format!("`{text}` is out of range"))
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| format!("`{text}` is out of range"))
 }
 
 /// RFC 3339 (UTC, milliseconds) for epoch milliseconds.

@@ -8,7 +8,9 @@ use truststack_engine::{ApprovalResult, Engine, Settings, Verdict};
 use truststack_policy::load::load_files;
 
 fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/gtg1002")
+        .join(rel)
 }
 
 fn engine(policy: &str) -> Engine {
@@ -25,7 +27,11 @@ struct Run {
 fn run(policy: &str, trace: &str) -> Run {
     let engine = engine(policy);
     let path = example(trace);
-    let events = parse_trace(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let events = parse_trace(
+        &path.display().to_string(),
+        &std::fs::read_to_string(&path).unwrap(),
+    )
+    .unwrap();
     let mut run = Run {
         decisions: BTreeMap::new(),
         order: Vec::new(),
@@ -35,8 +41,13 @@ fn run(policy: &str, trace: &str) -> Run {
         match step {
             Step::Decision(d) => {
                 run.order.push(d.call_id.clone());
-                run.decisions
-                    .insert(d.call_id.clone(), (d.decision, d.policies.iter().map(|p| p.id.clone()).collect()));
+                run.decisions.insert(
+                    d.call_id.clone(),
+                    (
+                        d.decision,
+                        d.policies.iter().map(|p| p.id.clone()).collect(),
+                    ),
+                );
             }
             Step::Approval(a) => run.approvals.push(a.map(|o| (o.call_id, o.result))),
             Step::Observation(_) => {}
@@ -47,7 +58,10 @@ fn run(policy: &str, trace: &str) -> Run {
 
 impl Run {
     fn verdict(&self, id: &str) -> Verdict {
-        self.decisions.get(id).unwrap_or_else(|| panic!("no decision for {id}")).0
+        self.decisions
+            .get(id)
+            .unwrap_or_else(|| panic!("no decision for {id}"))
+            .0
     }
     fn policies(&self, id: &str) -> Vec<String> {
         self.decisions[id].1.clone()
@@ -58,25 +72,74 @@ impl Run {
 fn single_agent_campaign_under_seed_policies() {
     let r = run("policies/seed.tsp", "traces/campaign-single-agent.jsonl");
     for i in 1..=100 {
-        assert_eq!(r.verdict(&format!("scan-{i:03}")), Verdict::Allow, "scan {i} of 100 is within the limit");
+        assert_eq!(
+            r.verdict(&format!("scan-{i:03}")),
+            Verdict::Allow,
+            "scan {i} of 100 is within the limit"
+        );
     }
-    assert_eq!(r.verdict("scan-101"), Verdict::Deny, "the 101st scan in 5 minutes is denied");
+    assert_eq!(
+        r.verdict("scan-101"),
+        Verdict::Deny,
+        "the 101st scan in 5 minutes is denied"
+    );
     assert_eq!(r.policies("scan-101"), ["seed#1"]);
-    assert_eq!(r.verdict("probe-102"), Verdict::Deny, "a differently named ScanTool is counted too");
-    assert_eq!(r.verdict("ext-scan"), Verdict::Deny, "external-public target denied");
+    assert_eq!(
+        r.verdict("probe-102"),
+        Verdict::Deny,
+        "a differently named ScanTool is counted too"
+    );
+    assert_eq!(
+        r.verdict("ext-scan"),
+        Verdict::Deny,
+        "external-public target denied"
+    );
     assert_eq!(r.policies("ext-scan"), ["seed#1"]);
-    assert_eq!(r.verdict("scan-after-window"), Verdict::Allow, "outside the window scanning is allowed again");
+    assert_eq!(
+        r.verdict("scan-after-window"),
+        Verdict::Allow,
+        "outside the window scanning is allowed again"
+    );
     assert_eq!(r.verdict("code-1"), Verdict::Allow);
-    assert_eq!(r.verdict("exploit-1"), Verdict::RequireApproval, "Scan + CodeAnalysis + Exploitation is held");
+    assert_eq!(
+        r.verdict("exploit-1"),
+        Verdict::RequireApproval,
+        "Scan + CodeAnalysis + Exploitation is held"
+    );
     assert_eq!(r.policies("exploit-1"), ["seed#2"]);
     let first = r.approvals[0].as_ref().unwrap_err();
-    assert!(first.contains("separation of duties"), "the launching operator cannot approve: {first}");
-    assert_eq!(r.approvals[1], Ok(("exploit-1".to_string(), ApprovalResult::Granted)));
-    assert_eq!(r.verdict("db-read-1"), Verdict::Allow, "covered by the on-call approver's lease");
-    assert_eq!(r.verdict("exfil-1"), Verdict::Deny, "exfiltration after a prod DB read is denied");
+    assert!(
+        first.contains("separation of duties"),
+        "the launching operator cannot approve: {first}"
+    );
+    assert_eq!(
+        r.approvals[1],
+        Ok(("exploit-1".to_string(), ApprovalResult::Granted))
+    );
+    assert_eq!(
+        r.verdict("db-read-1"),
+        Verdict::Allow,
+        "covered by the on-call approver's lease"
+    );
+    assert_eq!(
+        r.verdict("exfil-1"),
+        Verdict::Deny,
+        "exfiltration after a prod DB read is denied"
+    );
     assert!(r.policies("exfil-1").contains(&"seed#3".to_string()));
-    for id in ["docs-25", "docs-50", "docs-75", "docs-100", "ticket-1", "docs-after"] {
-        assert_eq!(r.verdict(id), Verdict::Allow, "benign call {id} stays allowed");
+    for id in [
+        "docs-25",
+        "docs-50",
+        "docs-75",
+        "docs-100",
+        "ticket-1",
+        "docs-after",
+    ] {
+        assert_eq!(
+            r.verdict(id),
+            Verdict::Allow,
+            "benign call {id} stays allowed"
+        );
     }
 }
 
@@ -84,18 +147,47 @@ fn single_agent_campaign_under_seed_policies() {
 fn context_split_campaign_evades_agent_scope_and_is_stopped_at_delegation_root() {
     let seed = run("policies/seed.tsp", "traces/campaign-split.jsonl");
     for id in &seed.order {
-        assert_eq!(seed.verdict(id), Verdict::Allow, "{id}: per-agent policies see nothing wrong");
+        assert_eq!(
+            seed.verdict(id),
+            Verdict::Allow,
+            "{id}: per-agent policies see nothing wrong"
+        );
     }
-    let root = run("policies/delegation-root.tsp", "traces/campaign-split.jsonl");
-    let scans: Vec<&String> = root.order.iter().filter(|id| id.starts_with("split-scan-")).collect();
-    let allowed = scans.iter().filter(|id| root.verdict(id) == Verdict::Allow).count();
-    assert_eq!(allowed, 100, "the orchestration as a whole gets 100 scans per 5 minutes");
+    let root = run(
+        "policies/delegation-root.tsp",
+        "traces/campaign-split.jsonl",
+    );
+    let scans: Vec<&String> = root
+        .order
+        .iter()
+        .filter(|id| id.starts_with("split-scan-"))
+        .collect();
+    let allowed = scans
+        .iter()
+        .filter(|id| root.verdict(id) == Verdict::Allow)
+        .count();
+    assert_eq!(
+        allowed, 100,
+        "the orchestration as a whole gets 100 scans per 5 minutes"
+    );
     assert_eq!(root.verdict("split-scan-101"), Verdict::Deny);
     assert_eq!(root.verdict("split-exploit-1"), Verdict::RequireApproval);
-    assert!(root.approvals[0].as_ref().unwrap_err().contains("separation of duties"));
-    assert_eq!(root.approvals[1], Ok(("split-exploit-1".to_string(), ApprovalResult::Granted)));
-    assert_eq!(root.verdict("split-exfil"), Verdict::Deny, "the courier is tainted by the collector's read");
-    assert!(root.policies("split-exfil").contains(&"no-exfiltration-after-prod-read".to_string()));
+    assert!(root.approvals[0]
+        .as_ref()
+        .unwrap_err()
+        .contains("separation of duties"));
+    assert_eq!(
+        root.approvals[1],
+        Ok(("split-exploit-1".to_string(), ApprovalResult::Granted))
+    );
+    assert_eq!(
+        root.verdict("split-exfil"),
+        Verdict::Deny,
+        "the courier is tainted by the collector's read"
+    );
+    assert!(root
+        .policies("split-exfil")
+        .contains(&"no-exfiltration-after-prod-read".to_string()));
 }
 
 #[test]
@@ -105,6 +197,10 @@ fn benign_work_stays_allowed_under_every_policy_set() {
         for id in &r.order {
             assert_eq!(r.verdict(id), Verdict::Allow, "{policy}: benign call {id}");
         }
-        assert_eq!(r.verdict("b-upload-1"), Verdict::Allow, "an identity that never read prod data may upload");
+        assert_eq!(
+            r.verdict("b-upload-1"),
+            Verdict::Allow,
+            "an identity that never read prod data may upload"
+        );
     }
 }

@@ -22,7 +22,9 @@ impl Recorder for Memory {
 }
 
 fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/gtg1002")
+        .join(rel)
 }
 
 fn engine(policy: &str) -> Engine {
@@ -45,12 +47,23 @@ fn decisions(steps: Vec<Step>) -> Vec<String> {
 fn restoring_from_records_at_any_point_gives_the_same_decisions() {
     for (policy, trace) in [
         ("policies/seed.tsp", "traces/campaign-single-agent.jsonl"),
-        ("policies/delegation-root.tsp", "traces/campaign-split.jsonl"),
+        (
+            "policies/delegation-root.tsp",
+            "traces/campaign-split.jsonl",
+        ),
     ] {
         let text = std::fs::read_to_string(example(trace)).unwrap();
         let events: Vec<Event> = parse_trace(trace, &text).unwrap();
         let reference = decisions(replay(&engine(policy), &events));
-        for cut in [1, 50, 100, 103, events.len() - 8, events.len() - 5, events.len() - 3] {
+        for cut in [
+            1,
+            50,
+            100,
+            103,
+            events.len() - 8,
+            events.len() - 5,
+            events.len() - 3,
+        ] {
             let memory = Arc::new(Memory::default());
             let first = engine(policy).with_recorder(memory.clone());
             let mut got = decisions(replay(&first, &events[..cut]));

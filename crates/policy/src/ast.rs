@@ -24,7 +24,9 @@ impl Action {
 }
 
 /// Whose trajectory a policy looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     AgentIdentity,
@@ -224,7 +226,10 @@ pub enum Pred {
         test: Test,
     },
     /// `Trajectory_Contains('X') [WITHIN W]`.
-    Contains { pattern: String, window_ms: Option<i64> },
+    Contains {
+        pattern: String,
+        window_ms: Option<i64>,
+    },
     /// `Sequence('A', 'B', 'C') [WITHIN W]`: calls matching A, then B, then C, in that order.
     Sequence {
         steps: Vec<String>,

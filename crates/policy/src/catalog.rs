@@ -38,7 +38,9 @@ pub enum CatalogError {
         attr: String,
         from: String,
     },
-    #[error("{file}: ip range `{name}`: `{cidr}` is not an IP network (expected e.g. '10.0.0.0/8')")]
+    #[error(
+        "{file}: ip range `{name}`: `{cidr}` is not an IP network (expected e.g. '10.0.0.0/8')"
+    )]
     BadRange {
         file: String,
         name: String,
@@ -178,7 +180,9 @@ impl Catalog {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tools
             .iter()
-            .flat_map(|(name, spec)| std::iter::once(name.as_str()).chain(spec.classes.iter().map(String::as_str)))
+            .flat_map(|(name, spec)| {
+                std::iter::once(name.as_str()).chain(spec.classes.iter().map(String::as_str))
+            })
             .chain(std::iter::once(UNKNOWN_CLASS))
     }
 

@@ -13,19 +13,34 @@ pub fn check(policies: &[Policy], catalog: &Catalog) -> Vec<(usize, Diagnostic)>
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, p) in policies.iter().enumerate() {
         if let Some(first) = seen.insert(&p.id, i) {
-            let other = policies.get(first).map_or(String::new(), |o| o.source.to_string());
+            let other = policies
+                .get(first)
+                .map_or(String::new(), |o| o.source.to_string());
             out.push((
                 i,
-                Diagnostic::error(p.span, format!("duplicate policy id `{}`", p.id))
-                    .hint(format!("the first is in {other}; policy ids must be unique in a bundle")),
+                Diagnostic::error(p.span, format!("duplicate policy id `{}`", p.id)).hint(format!(
+                    "the first is in {other}; policy ids must be unique in a bundle"
+                )),
             ));
         }
         if p.action != Action::RequireHitl {
             if p.approvers.is_some() {
-                out.push((i, Diagnostic::warning(p.span, "APPROVERS has no effect unless ACTION is REQUIRE_HITL")));
+                out.push((
+                    i,
+                    Diagnostic::warning(
+                        p.span,
+                        "APPROVERS has no effect unless ACTION is REQUIRE_HITL",
+                    ),
+                ));
             }
             if p.deadline_ms.is_some() {
-                out.push((i, Diagnostic::warning(p.span, "DEADLINE has no effect unless ACTION is REQUIRE_HITL")));
+                out.push((
+                    i,
+                    Diagnostic::warning(
+                        p.span,
+                        "DEADLINE has no effect unless ACTION is REQUIRE_HITL",
+                    ),
+                ));
             }
         }
         let mut ctx = Ctx {
@@ -75,7 +90,10 @@ impl Ctx<'_> {
                 self.name(pattern, span);
                 // The call being decided is counted, so the count is at least 1.
                 let never = matches!((op, n), (CmpOp::Lt, 0..=1) | (CmpOp::Le | CmpOp::Eq, 0));
-                let always = matches!((op, n), (CmpOp::Gt, 0) | (CmpOp::Ge, 0..=1) | (CmpOp::Ne, 0));
+                let always = matches!(
+                    (op, n),
+                    (CmpOp::Gt, 0) | (CmpOp::Ge, 0..=1) | (CmpOp::Ne, 0)
+                );
                 if never {
                     self.out.push(Diagnostic::warning(span, "this count can never hold: the call being decided is always counted, so the count is at least 1"));
                 } else if always {
@@ -94,10 +112,16 @@ impl Ctx<'_> {
             Pred::Sequence { steps, .. } => steps.iter().for_each(|s| self.name(s, span)),
             Pred::DataSource { source, .. } => {
                 if self.has_catalog() && !self.catalog.data_sources().any(|d| d == source) {
-                    let hint = closest(source, self.catalog.data_sources()).map(|c| format!("did you mean `{c}`?"));
+                    let hint = closest(source, self.catalog.data_sources())
+                        .map(|c| format!("did you mean `{c}`?"));
                     self.out.push(
-                        Diagnostic::warning(span, format!("no catalog tool reads data source `{source}`"))
-                            .with_hint(hint.or_else(|| Some("only observations labelled with it can taint a scope".into()))),
+                        Diagnostic::warning(
+                            span,
+                            format!("no catalog tool reads data source `{source}`"),
+                        )
+                        .with_hint(hint.or_else(|| {
+                            Some("only observations labelled with it can taint a scope".into())
+                        })),
                     );
                 }
             }
@@ -120,9 +144,11 @@ impl Ctx<'_> {
         if tools.is_empty() {
             return;
         }
-        let declared = tools
-            .iter()
-            .any(|t| self.catalog.tool(t).is_some_and(|s| s.attributes.contains_key(attr)));
+        let declared = tools.iter().any(|t| {
+            self.catalog
+                .tool(t)
+                .is_some_and(|s| s.attributes.contains_key(attr))
+        });
         if !declared {
             self.out.push(Diagnostic::warning(
                 span,
@@ -140,10 +166,14 @@ impl Ctx<'_> {
         for item in items {
             let Expr::Pred(p, span) = item else { continue };
             match p {
-                Pred::Call { pattern } | Pred::Count { pattern, .. } | Pred::Distinct { pattern, .. } => {
-                    required.push((pattern, *span))
-                }
-                Pred::Field { pattern, field, test } => {
+                Pred::Call { pattern }
+                | Pred::Count { pattern, .. }
+                | Pred::Distinct { pattern, .. } => required.push((pattern, *span)),
+                Pred::Field {
+                    pattern,
+                    field,
+                    test,
+                } => {
                     required.push((pattern, *span));
                     if let Test::Cmp(CmpOp::Eq, lit) = test {
                         let key = (pattern.clone(), format!("{field:?}"));
@@ -179,7 +209,10 @@ impl Ctx<'_> {
                 let names: Vec<&str> = required.iter().map(|(n, _)| *n).collect();
                 self.out.push(Diagnostic::warning(
                     *span,
-                    format!("condition can never hold: no catalog tool matches all of {}", names.join(", ")),
+                    format!(
+                        "condition can never hold: no catalog tool matches all of {}",
+                        names.join(", ")
+                    ),
                 ));
                 return;
             }

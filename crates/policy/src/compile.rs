@@ -166,8 +166,18 @@ impl Compiler<'_> {
     /// `text` is the policy's text, which starts at byte `offset` of its source.
     fn expr(&mut self, target: Target, e: &Expr, text: &str, offset: usize) -> CExpr {
         match e {
-            Expr::And(items) => CExpr::And(items.iter().map(|i| self.expr(target, i, text, offset)).collect()),
-            Expr::Or(items) => CExpr::Or(items.iter().map(|i| self.expr(target, i, text, offset)).collect()),
+            Expr::And(items) => CExpr::And(
+                items
+                    .iter()
+                    .map(|i| self.expr(target, i, text, offset))
+                    .collect(),
+            ),
+            Expr::Or(items) => CExpr::Or(
+                items
+                    .iter()
+                    .map(|i| self.expr(target, i, text, offset))
+                    .collect(),
+            ),
             Expr::Not(inner) => CExpr::Not(Box::new(self.expr(target, inner, text, offset))),
             Expr::Pred(p, span) => {
                 let range = span.start.saturating_sub(offset)..span.end.saturating_sub(offset);
@@ -325,7 +335,10 @@ impl Compiler<'_> {
         let candidates = triggers
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.as_ref().is_none_or(|set| syms.iter().any(|s| set.contains(s))))
+            .filter(|(_, t)| {
+                t.as_ref()
+                    .is_none_or(|set| syms.iter().any(|s| set.contains(s)))
+            })
             .map(|(i, _)| i)
             .collect();
         let data_source = spec.as_ref().and_then(|s| s.data_source.clone());
@@ -346,7 +359,9 @@ impl Compiler<'_> {
                             (hits.iter().any(|h| *h), hits, None)
                         }
                         MonitorSpec::Taint { source, mode } => (
-                            data_source.as_ref().is_some_and(|d| taint_matches(source, mode, &d.name, &d.mode)),
+                            data_source
+                                .as_ref()
+                                .is_some_and(|d| taint_matches(source, mode, &d.name, &d.mode)),
                             Vec::new(),
                             None,
                         ),
@@ -385,12 +400,19 @@ impl Bundle {
         let compiled: Vec<CompiledPolicy> = policies
             .into_iter()
             .map(|policy| CompiledPolicy {
-                expr: c.expr(policy.target, &policy.condition, &policy.text, policy.span.start),
+                expr: c.expr(
+                    policy.target,
+                    &policy.condition,
+                    &policy.text,
+                    policy.span.start,
+                ),
                 policy,
             })
             .collect();
-        let triggers: Vec<Option<BTreeSet<Sym>>> =
-            compiled.iter().map(|p| Compiler::trigger(&p.expr)).collect();
+        let triggers: Vec<Option<BTreeSet<Sym>>> = compiled
+            .iter()
+            .map(|p| Compiler::trigger(&p.expr))
+            .collect();
         let mut tools = HashMap::new();
         let catalog_tools: Vec<(String, ToolSpec)> = c
             .catalog
@@ -453,13 +475,25 @@ impl Bundle {
 
     /// Whether `policy`'s condition holds for `call`; `states` are the monitor states of the
     /// policy's target scope.
-    pub fn evaluate(&self, policy: usize, call: &CallContext, info: &ToolInfo, states: &[MonitorState]) -> bool {
+    pub fn evaluate(
+        &self,
+        policy: usize,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &[MonitorState],
+    ) -> bool {
         self.policies
             .get(policy)
             .is_some_and(|p| self.eval(&p.expr, call, info, states))
     }
 
-    fn eval(&self, e: &CExpr, call: &CallContext, info: &ToolInfo, states: &[MonitorState]) -> bool {
+    fn eval(
+        &self,
+        e: &CExpr,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &[MonitorState],
+    ) -> bool {
         match e {
             CExpr::And(items) => items.iter().all(|i| self.eval(i, call, info, states)),
             CExpr::Or(items) => items.iter().any(|i| self.eval(i, call, info, states)),
@@ -510,7 +544,13 @@ impl Bundle {
     }
 
     /// An atom's truth and, where it has one, the monitor value behind it.
-    fn atom(&self, atom: &Atom, call: &CallContext, info: &ToolInfo, states: &[MonitorState]) -> (bool, Option<Value>) {
+    fn atom(
+        &self,
+        atom: &Atom,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &[MonitorState],
+    ) -> (bool, Option<Value>) {
         let state = |m: &MonitorId| states.get(*m);
         let in_window = |t: i64, w: Option<i64>| w.is_none_or(|w| t > call.now.saturating_sub(w));
         match atom {
@@ -539,11 +579,20 @@ impl Bundle {
                 if !info.matches(*pattern) {
                     return (false, None);
                 }
-                let value = self.catalog.attribute(info.spec(), attr, call.args).map(|v| value_key(&v));
-                let count = state(monitor).map_or(0, |s| s.distinct_count(call.now, *window_ms, value.as_deref()));
+                let value = self
+                    .catalog
+                    .attribute(info.spec(), attr, call.args)
+                    .map(|v| value_key(&v));
+                let count = state(monitor).map_or(0, |s| {
+                    s.distinct_count(call.now, *window_ms, value.as_deref())
+                });
                 (op.holds_u64(count, *n), Some(Value::from(count)))
             }
-            Atom::Field { pattern, field, test } => {
+            Atom::Field {
+                pattern,
+                field,
+                test,
+            } => {
                 if !info.matches(*pattern) {
                     return (false, None);
                 }
@@ -604,7 +653,13 @@ impl Bundle {
     }
 
     /// Records an admitted call in one scope's monitor states.
-    pub fn admit(&self, target: Target, call: &CallContext, info: &ToolInfo, states: &mut [MonitorState]) {
+    pub fn admit(
+        &self,
+        target: Target,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &mut [MonitorState],
+    ) {
         for update in &info.updates[target.index()] {
             let value = update
                 .attr
@@ -622,7 +677,14 @@ impl Bundle {
     }
 
     /// Records a data access reported by an observation in one scope's states.
-    pub fn observe_access(&self, target: Target, source: &str, mode: &str, now: i64, states: &mut [MonitorState]) {
+    pub fn observe_access(
+        &self,
+        target: Target,
+        source: &str,
+        mode: &str,
+        now: i64,
+        states: &mut [MonitorState],
+    ) {
         for (i, (spec, _)) in self.monitors[target.index()].iter().enumerate() {
             if let MonitorSpec::Taint { source: s, mode: m } = spec {
                 if taint_matches(s, m, source, mode) {
@@ -658,7 +720,9 @@ fn compare(value: &Value, lit: &Literal) -> Option<std::cmp::Ordering> {
         (Value::String(s), Literal::Str(l)) => Some(s.as_str().cmp(l.as_str())),
         (Value::Number(n), Literal::Num(l)) => n.as_f64()?.partial_cmp(l),
         (Value::String(s), Literal::Num(l)) => s.trim().parse::<f64>().ok()?.partial_cmp(l),
-        (Value::Bool(b), Literal::Str(l)) => Some(if *b { "true" } else { "false" }.cmp(l.as_str())),
+        (Value::Bool(b), Literal::Str(l)) => {
+            Some(if *b { "true" } else { "false" }.cmp(l.as_str()))
+        }
         _ => None,
     }
 }
@@ -669,8 +733,12 @@ pub fn test_value(test: &Test, value: Option<&Value>) -> bool {
     match test {
         Test::Cmp(CmpOp::Ne, lit) => compare(value, lit) != Some(std::cmp::Ordering::Equal),
         Test::Cmp(op, lit) => compare(value, lit).is_some_and(|o| op.holds(o)),
-        Test::In(list) => list.iter().any(|l| compare(value, l) == Some(std::cmp::Ordering::Equal)),
-        Test::NotIn(list) => !list.iter().any(|l| compare(value, l) == Some(std::cmp::Ordering::Equal)),
+        Test::In(list) => list
+            .iter()
+            .any(|l| compare(value, l) == Some(std::cmp::Ordering::Equal)),
+        Test::NotIn(list) => !list
+            .iter()
+            .any(|l| compare(value, l) == Some(std::cmp::Ordering::Equal)),
         Test::Matches(glob) => glob_match(glob, &value_key(value)),
         Test::StartsWith(prefix) => value_key(value).starts_with(prefix.as_str()),
         Test::InCidr(nets) => ip_class::within_any(&value_key(value), nets),

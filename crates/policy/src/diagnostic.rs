@@ -88,7 +88,11 @@ impl Diagnostic {
         let _ = writeln!(out, "{pad} |");
         let _ = writeln!(out, "{} | {}", pos.line, line);
         let line_chars = line.chars().count();
-        let span_chars = source.slice(self.span).chars().take_while(|c| *c != '\n').count();
+        let span_chars = source
+            .slice(self.span)
+            .chars()
+            .take_while(|c| *c != '\n')
+            .count();
         let width = span_chars.clamp(1, (line_chars + 1).saturating_sub(pos.column - 1).max(1));
         let mut caret_line = format!(
             "{pad} | {}{}",

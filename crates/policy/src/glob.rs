@@ -28,7 +28,8 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
 #[cfg(test)]
@@ -37,13 +38,22 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob_match("spiffe://acme.example/agent/*", "spiffe://acme.example/agent/recon"));
+        assert!(glob_match(
+            "spiffe://acme.example/agent/*",
+            "spiffe://acme.example/agent/recon"
+        ));
         assert!(glob_match("*", ""));
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("a?c", "ac"));
-        assert!(!glob_match("https://*.acme.example/*", "https://evil.example/acme.example"));
-        assert!(glob_match("https://*.acme.example/*", "https://api.acme.example/v1"));
+        assert!(!glob_match(
+            "https://*.acme.example/*",
+            "https://evil.example/acme.example"
+        ));
+        assert!(glob_match(
+            "https://*.acme.example/*",
+            "https://api.acme.example/v1"
+        ));
         assert!(!glob_match("abc", "abcd"));
     }
 }

@@ -25,7 +25,13 @@ fn builtin() -> [(&'static str, &'static [&'static str]); 3] {
         (LINK_LOCAL, &["169.254.0.0/16", "fe80::/10"]),
         (
             INTERNAL_PRIVATE,
-            &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"],
+            &[
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "fc00::/7",
+            ],
         ),
     ]
 }
@@ -101,7 +107,10 @@ mod tests {
 
     #[test]
     fn classes() {
-        let named = NamedRanges(vec![("Corp_DMZ".into(), vec!["198.51.100.0/24".parse().unwrap()])]);
+        let named = NamedRanges(vec![(
+            "Corp_DMZ".into(),
+            vec!["198.51.100.0/24".parse().unwrap()],
+        )]);
         let c = |s: &str| classify_str(s, &named).to_string();
         assert_eq!(c("10.0.3.0/24"), INTERNAL_PRIVATE);
         assert_eq!(c("10.0.3.7"), INTERNAL_PRIVATE);
@@ -119,8 +128,14 @@ mod tests {
         assert_eq!(c("198.51.100.7"), "Corp_DMZ");
         assert_eq!(c("db.internal"), UNKNOWN);
         let v = |j: Value| classify_value(&j, &named).to_string();
-        assert_eq!(v(serde_json::json!(["10.0.0.1", "8.8.8.8"])), EXTERNAL_PUBLIC);
-        assert_eq!(v(serde_json::json!(["10.0.0.1", "10.0.0.2"])), INTERNAL_PRIVATE);
+        assert_eq!(
+            v(serde_json::json!(["10.0.0.1", "8.8.8.8"])),
+            EXTERNAL_PUBLIC
+        );
+        assert_eq!(
+            v(serde_json::json!(["10.0.0.1", "10.0.0.2"])),
+            INTERNAL_PRIVATE
+        );
         assert_eq!(v(serde_json::json!(["10.0.0.1", "x"])), UNKNOWN);
         assert_eq!(v(serde_json::json!(7)), UNKNOWN);
     }

@@ -133,7 +133,10 @@ pub fn lex(text: &str) -> (Vec<Token>, Vec<Diagnostic>) {
                         Diagnostic::error(span, "unterminated string")
                             .expected("a closing quote on the same line"),
                     );
-                    tokens.push(Token { tok: Tok::Error, span });
+                    tokens.push(Token {
+                        tok: Tok::Error,
+                        span,
+                    });
                 }
             }
             continue;
@@ -226,7 +229,10 @@ pub fn lex(text: &str) -> (Vec<Token>, Vec<Diagnostic>) {
                         .expected("a predicate, an operator, a string or a number")
                         .with_hint(hint.map(String::from)),
                 );
-                Token { tok: Tok::Error, span }
+                Token {
+                    tok: Tok::Error,
+                    span,
+                }
             }
         };
         tokens.push(token);

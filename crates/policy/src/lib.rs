@@ -61,12 +61,16 @@ pub fn parse_and_check(sources: &[Source], catalog: &Catalog) -> (Vec<Policy>, R
     let mut origin = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         let parsed = parser::parse(source);
-        report.diagnostics.extend(parsed.diagnostics.into_iter().map(|d| (i, d)));
+        report
+            .diagnostics
+            .extend(parsed.diagnostics.into_iter().map(|d| (i, d)));
         origin.extend(std::iter::repeat_n(i, parsed.policies.len()));
         policies.extend(parsed.policies);
     }
     for (policy, d) in check::check(&policies, catalog) {
-        report.diagnostics.push((origin.get(policy).copied().unwrap_or(0), d));
+        report
+            .diagnostics
+            .push((origin.get(policy).copied().unwrap_or(0), d));
     }
     (policies, report)
 }

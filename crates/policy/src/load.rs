@@ -47,7 +47,10 @@ pub fn load_files(policies: &[PathBuf], catalog: Option<&Path>) -> Result<Loaded
     let (catalog, catalog_text) = match catalog {
         Some(path) => {
             let text = read(path)?;
-            (Catalog::from_toml(&path.display().to_string(), &text)?, text)
+            (
+                Catalog::from_toml(&path.display().to_string(), &text)?,
+                text,
+            )
         }
         None => (Catalog::default(), String::new()),
     };
@@ -55,7 +58,11 @@ pub fn load_files(policies: &[PathBuf], catalog: Option<&Path>) -> Result<Loaded
 }
 
 /// Compiles in-memory sources against a parsed catalog.
-pub fn load_sources(sources: Vec<Source>, catalog: Catalog, catalog_text: &str) -> Result<Loaded, LoadError> {
+pub fn load_sources(
+    sources: Vec<Source>,
+    catalog: Catalog,
+    catalog_text: &str,
+) -> Result<Loaded, LoadError> {
     match build_bundle(&sources, catalog, catalog_text) {
         Ok((bundle, warnings)) => Ok(Loaded {
             bundle,
@@ -64,7 +71,11 @@ pub fn load_sources(sources: Vec<Source>, catalog: Catalog, catalog_text: &str) 
         }),
         Err(report) => Err(LoadError::Invalid {
             rendered: report.render(&sources),
-            errors: report.diagnostics.iter().filter(|(_, d)| d.is_error()).count(),
+            errors: report
+                .diagnostics
+                .iter()
+                .filter(|(_, d)| d.is_error())
+                .count(),
         }),
     }
 }

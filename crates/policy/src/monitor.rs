@@ -20,11 +20,25 @@ pub type MonitorId = usize;
 /// What a monitor watches. Equal specs share one state per scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MonitorSpec {
-    Last { pattern: Sym },
-    Ring { pattern: Sym, window_ms: i64 },
-    Distinct { pattern: Sym, attr: String, window_ms: i64 },
-    Sequence { steps: Vec<Sym> },
-    Taint { source: String, mode: Option<String> },
+    Last {
+        pattern: Sym,
+    },
+    Ring {
+        pattern: Sym,
+        window_ms: i64,
+    },
+    Distinct {
+        pattern: Sym,
+        attr: String,
+        window_ms: i64,
+    },
+    Sequence {
+        steps: Vec<Sym>,
+    },
+    Taint {
+        source: String,
+        mode: Option<String>,
+    },
 }
 
 /// The state of one monitor in one scope. Sizes are bounded by the policies, never by history.
@@ -32,7 +46,10 @@ pub enum MonitorSpec {
 pub enum MonitorState {
     Last(Option<i64>),
     /// Admitted times, oldest first, at most `capacity` of them.
-    Ring { times: VecDeque<i64>, capacity: usize },
+    Ring {
+        times: VecDeque<i64>,
+        capacity: usize,
+    },
     /// `(value, last time seen)`, at most `capacity` of them.
     Distinct {
         seen: Vec<(Box<str>, i64)>,
@@ -127,7 +144,9 @@ impl MonitorState {
     /// matches step k; for distinct counts `value` is the event's attribute value.
     pub fn admit(&mut self, now: i64, matches: impl Fn(usize) -> bool, value: Option<&str>) {
         match self {
-            MonitorState::Last(t) | MonitorState::Taint(t) => *t = Some(t.map_or(now, |t| t.max(now))),
+            MonitorState::Last(t) | MonitorState::Taint(t) => {
+                *t = Some(t.map_or(now, |t| t.max(now)))
+            }
             MonitorState::Ring { times, capacity } => {
                 let now = times.back().map_or(now, |last| now.max(*last));
                 if times.len() >= *capacity {
@@ -144,7 +163,8 @@ impl MonitorState {
                     return;
                 }
                 if seen.len() >= *capacity {
-                    if let Some((oldest, _)) = seen.iter().enumerate().min_by_key(|(_, (_, t))| *t) {
+                    if let Some((oldest, _)) = seen.iter().enumerate().min_by_key(|(_, (_, t))| *t)
+                    {
                         seen.swap_remove(oldest);
                     }
                 }

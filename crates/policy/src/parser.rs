@@ -52,7 +52,8 @@ const PREDICATES: [&str; 11] = [
     "Tool",
     "Depth",
 ];
-const TEST_OPERATORS: &str = "`==`, `!=`, `<`, `<=`, `>`, `>=`, `IN`, `NOT IN`, `MATCHES`, `STARTS_WITH` or `IN_CIDR`";
+const TEST_OPERATORS: &str =
+    "`==`, `!=`, `<`, `<=`, `>`, `>=`, `IN`, `NOT IN`, `MATCHES`, `STARTS_WITH` or `IN_CIDR`";
 
 type PResult<T> = Result<T, Diagnostic>;
 
@@ -125,7 +126,8 @@ impl<'a> Parser<'a> {
 
     fn unexpected(&self, expected: &str) -> Diagnostic {
         let tok = self.peek();
-        let d = Diagnostic::error(tok.span, format!("unexpected {}", tok.tok.describe())).expected(expected);
+        let d = Diagnostic::error(tok.span, format!("unexpected {}", tok.tok.describe()))
+            .expected(expected);
         // `'ScanTool) AND Trajectory_Contains('x')`: a missing quote swallows code into a string.
         let previous = self.pos.checked_sub(1).and_then(|i| self.tokens.get(i));
         match previous.map(|t| &t.tok) {
@@ -150,9 +152,7 @@ impl<'a> Parser<'a> {
                 let span = self.bump().span;
                 Ok((s, span))
             }
-            Tok::Ident(s) => Err(self
-                .unexpected(what)
-                .hint(format!("quote it: '{s}'"))),
+            Tok::Ident(s) => Err(self.unexpected(what).hint(format!("quote it: '{s}'"))),
             _ => Err(self.unexpected(what)),
         }
     }
@@ -188,7 +188,10 @@ impl<'a> Parser<'a> {
 
     /// After an error in the policy starting at token `start`, skips to the next `POLICY`.
     fn recover(&mut self, start: usize) {
-        self.pos = self.pos.max(start + 1).min(self.tokens.len().saturating_sub(1));
+        self.pos = self
+            .pos
+            .max(start + 1)
+            .min(self.tokens.len().saturating_sub(1));
         while self.peek().tok != Tok::Eof && !self.at_kw("POLICY") {
             self.bump();
         }
@@ -231,7 +234,10 @@ impl<'a> Parser<'a> {
             };
             let duplicate = |present: bool| -> PResult<()> {
                 if present {
-                    Err(Diagnostic::error(tok.span, format!("`{word}` given twice in one policy")))
+                    Err(Diagnostic::error(
+                        tok.span,
+                        format!("`{word}` given twice in one policy"),
+                    ))
                 } else {
                     Ok(())
                 }
@@ -340,7 +346,10 @@ impl<'a> Parser<'a> {
 
     fn one_of<T: Copy>(&mut self, options: &[(&str, T)], expected: &str) -> PResult<T> {
         if let Tok::Ident(word) = &self.peek().tok {
-            if let Some((_, v)) = options.iter().find(|(name, _)| name.eq_ignore_ascii_case(word)) {
+            if let Some((_, v)) = options
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(word))
+            {
                 self.bump();
                 return Ok(*v);
             }
@@ -394,7 +403,9 @@ impl<'a> Parser<'a> {
             let inner = self.expr()?;
             let at_end = self.peek().tok == Tok::Eof
                 || self.at_kw("POLICY")
-                || CLAUSES.iter().any(|c| self.at_kw(c) && self.peek_at(1).tok == Tok::Colon);
+                || CLAUSES
+                    .iter()
+                    .any(|c| self.at_kw(c) && self.peek_at(1).tok == Tok::Colon);
             if at_end {
                 return Err(Diagnostic::error(open, "unclosed `(`").expected("a matching `)`"));
             }
@@ -424,14 +435,18 @@ impl<'a> Parser<'a> {
         let tok = self.peek().clone();
         let name = match &tok.tok {
             Tok::Ident(name) => name.clone(),
-            _ => return Err(self.unexpected("a predicate such as Tool_Call('X'), Trajectory_Contains('X') or DataSource('D')")),
+            _ => return Err(self.unexpected(
+                "a predicate such as Tool_Call('X'), Trajectory_Contains('X') or DataSource('D')",
+            )),
         };
         let canonical = PREDICATES.iter().find(|p| p.eq_ignore_ascii_case(&name));
         let Some(canonical) = canonical else {
             let hint = closest(&name, PREDICATES).map(|p| format!("did you mean `{p}`?"));
-            return Err(Diagnostic::error(tok.span, format!("unknown predicate `{name}`"))
-                .expected(format!("one of {}", PREDICATES.join(", ")))
-                .with_hint(hint));
+            return Err(
+                Diagnostic::error(tok.span, format!("unknown predicate `{name}`"))
+                    .expected(format!("one of {}", PREDICATES.join(", ")))
+                    .with_hint(hint),
+            );
         };
         self.bump();
         let pred = match *canonical {
@@ -467,7 +482,10 @@ impl<'a> Parser<'a> {
                 let (source, _) = self.paren_string("a data source name in quotes")?;
                 let mode = if self.peek().tok == Tok::Eq {
                     self.bump();
-                    Some(self.expect_string("an access mode in quotes, e.g. 'read'")?.0)
+                    Some(
+                        self.expect_string("an access mode in quotes, e.g. 'read'")?
+                            .0,
+                    )
                 } else {
                     None
                 };
@@ -478,7 +496,9 @@ impl<'a> Parser<'a> {
                 }
             }
             "Chain_Contains" => Pred::ChainContains {
-                principal: self.paren_string("a principal in quotes, e.g. 'user:bob'")?.0,
+                principal: self
+                    .paren_string("a principal in quotes, e.g. 'user:bob'")?
+                    .0,
             },
             other => {
                 let field = match other {
@@ -504,8 +524,11 @@ impl<'a> Parser<'a> {
             self.bump();
             let member = self.bump();
             let Tok::Ident(name) = member.tok else {
-                return Err(Diagnostic::error(member.span, format!("unexpected {}", member.tok.describe()))
-                    .expected("`Count`, `Distinct('attr')` or an attribute name"));
+                return Err(Diagnostic::error(
+                    member.span,
+                    format!("unexpected {}", member.tok.describe()),
+                )
+                .expected("`Count`, `Distinct('attr')` or an attribute name"));
             };
             if name.eq_ignore_ascii_case("Count") {
                 let (op, n, window_ms) = self.count_test(member.span)?;
@@ -575,7 +598,9 @@ impl<'a> Parser<'a> {
     /// `> 100 requests/5min`: an operator, a whole number, an optional noun and a window.
     fn count_test(&mut self, member: Span) -> PResult<(CmpOp, u64, i64)> {
         let Some(op) = self.cmp_op() else {
-            return Err(self.unexpected("a comparison (`>`, `>=`, `<`, `<=`, `==`, `!=`) after Count"));
+            return Err(
+                self.unexpected("a comparison (`>`, `>=`, `<`, `<=`, `==`, `!=`) after Count")
+            );
         };
         let n = self.whole_number("a whole number")?;
         if matches!(self.peek().tok, Tok::Ident(_)) && self.peek_at(1).tok == Tok::Slash {
@@ -627,14 +652,19 @@ impl<'a> Parser<'a> {
                 .hint(format!("write e.g. `{n}min`")));
         };
         let Some(ms) = unit_ms(unit) else {
-            return Err(Diagnostic::error(unit_tok.span, format!("unknown time unit `{unit}`"))
-                .expected("one of ms, s, min, h, d")
-                .with_hint(unit_hint(unit).map(|h| format!("did you mean `{h}`? (`{n}{h}`)"))));
+            return Err(
+                Diagnostic::error(unit_tok.span, format!("unknown time unit `{unit}`"))
+                    .expected("one of ms, s, min, h, d")
+                    .with_hint(unit_hint(unit).map(|h| format!("did you mean `{h}`? (`{n}{h}`)"))),
+            );
         };
         self.bump();
         let total = (n as i64).checked_mul(ms).filter(|v| *v > 0);
         total.ok_or_else(|| {
-            Diagnostic::error(Span::new(start.start, self.prev_end()), "duration must be positive and not absurdly long")
+            Diagnostic::error(
+                Span::new(start.start, self.prev_end()),
+                "duration must be positive and not absurdly long",
+            )
         })
     }
 
@@ -684,11 +714,15 @@ impl<'a> Parser<'a> {
         }
         if self.at_kw("MATCHES") {
             self.bump();
-            return Ok(Test::Matches(self.expect_string("a glob pattern in quotes")?.0));
+            return Ok(Test::Matches(
+                self.expect_string("a glob pattern in quotes")?.0,
+            ));
         }
         if self.at_kw("STARTS_WITH") {
             self.bump();
-            return Ok(Test::StartsWith(self.expect_string("a prefix in quotes")?.0));
+            return Ok(Test::StartsWith(
+                self.expect_string("a prefix in quotes")?.0,
+            ));
         }
         if self.at_kw("IN_CIDR") {
             self.bump();

@@ -14,7 +14,11 @@ fn quote(s: &str) -> String {
 }
 
 fn list(items: &[Literal]) -> String {
-    items.iter().map(Literal::to_string).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(Literal::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Display for Test {
@@ -34,7 +38,8 @@ impl Display for Test {
 }
 
 fn within(w: &Option<i64>) -> String {
-    w.map(|w| format!(" WITHIN {}", format_duration(w))).unwrap_or_default()
+    w.map(|w| format!(" WITHIN {}", format_duration(w)))
+        .unwrap_or_default()
 }
 
 impl Display for Pred {
@@ -78,7 +83,12 @@ impl Display for Pred {
                 test,
             } => write!(f, "Tool_Call({}).{a} {test}", quote(pattern)),
             Pred::Contains { pattern, window_ms } => {
-                write!(f, "Trajectory_Contains({}){}", quote(pattern), within(window_ms))
+                write!(
+                    f,
+                    "Trajectory_Contains({}){}",
+                    quote(pattern),
+                    within(window_ms)
+                )
             }
             Pred::Sequence { steps, window_ms } => {
                 let steps: Vec<String> = steps.iter().map(|s| quote(s)).collect();
@@ -119,9 +129,20 @@ impl Display for Expr {
 impl Display for Policy {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
-        let plain = self.id.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-            && self.id.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_');
-        let id = if plain { self.id.clone() } else { quote(&self.id) };
+        let plain = self
+            .id
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            && self
+                .id
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_');
+        let id = if plain {
+            self.id.clone()
+        } else {
+            quote(&self.id)
+        };
         let _ = writeln!(out, "POLICY {id}:");
         let _ = writeln!(out, "  ACTION: {}", self.action.as_str());
         let _ = writeln!(out, "  TARGET: {}", self.target.as_str());

@@ -3,13 +3,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::prelude::*;
-use truststack_policy::ast::{Action, CallField, CmpOp, ContextField, Expr, Literal, Mode, Pred, Target, Test};
+use truststack_policy::ast::{
+    Action, CallField, CmpOp, ContextField, Expr, Literal, Mode, Pred, Target, Test,
+};
 use truststack_policy::parser::parse;
 use truststack_policy::{fuzz_entry, Source};
 
 fn parse_ok(text: &str) -> Vec<truststack_policy::Policy> {
     let parsed = parse(&Source::new("t.tsp", text));
-    assert!(parsed.diagnostics.is_empty(), "{text}\n{:?}", parsed.diagnostics);
+    assert!(
+        parsed.diagnostics.is_empty(),
+        "{text}\n{:?}",
+        parsed.diagnostics
+    );
     parsed.policies
 }
 
@@ -29,7 +35,10 @@ const SEED: &str = include_str!("../../../examples/gtg1002/policies/seed.tsp");
 
 #[test]
 fn seed_policies_parse_exactly_as_printed() {
-    assert!(SEED.contains('’') && SEED.contains('‘'), "the example keeps the typographic quotes");
+    assert!(
+        SEED.contains('’') && SEED.contains('‘'),
+        "the example keeps the typographic quotes"
+    );
     let parsed = parse(&Source::new("examples/gtg1002/policies/seed.tsp", SEED));
     assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
     let policies = parsed.policies;
@@ -38,34 +47,63 @@ fn seed_policies_parse_exactly_as_printed() {
     assert_eq!(ids, ["seed#1", "seed#2", "seed#3"]);
 
     let p1 = &policies[0];
-    assert_eq!((p1.action, p1.target, p1.mode), (Action::Deny, Target::AgentIdentity, Mode::Enforce));
-    let Expr::Or(items) = &p1.condition else { panic!("{:?}", p1.condition) };
-    assert!(matches!(&items[0], Expr::Pred(Pred::Count { pattern, op: CmpOp::Gt, n: 100, window_ms: 300_000 }, _) if pattern == "ScanTool"));
-    assert!(matches!(&items[1], Expr::Pred(Pred::Field { pattern, field: CallField::Attr(a), test: Test::Cmp(CmpOp::Eq, Literal::Str(v)) }, _)
-        if pattern == "ScanTool" && a == "Target_IP_Range" && v == "External_Public"));
+    assert_eq!(
+        (p1.action, p1.target, p1.mode),
+        (Action::Deny, Target::AgentIdentity, Mode::Enforce)
+    );
+    let Expr::Or(items) = &p1.condition else {
+        panic!("{:?}", p1.condition)
+    };
+    assert!(
+        matches!(&items[0], Expr::Pred(Pred::Count { pattern, op: CmpOp::Gt, n: 100, window_ms: 300_000 }, _) if pattern == "ScanTool")
+    );
+    assert!(
+        matches!(&items[1], Expr::Pred(Pred::Field { pattern, field: CallField::Attr(a), test: Test::Cmp(CmpOp::Eq, Literal::Str(v)) }, _)
+        if pattern == "ScanTool" && a == "Target_IP_Range" && v == "External_Public")
+    );
 
     let p2 = &policies[1];
     assert_eq!(p2.action, Action::RequireHitl);
-    let Expr::And(items) = &p2.condition else { panic!() };
+    let Expr::And(items) = &p2.condition else {
+        panic!()
+    };
     let names: Vec<&str> = items
         .iter()
         .map(|i| match i {
-            Expr::Pred(Pred::Contains { pattern, window_ms: None }, _) => pattern.as_str(),
+            Expr::Pred(
+                Pred::Contains {
+                    pattern,
+                    window_ms: None,
+                },
+                _,
+            ) => pattern.as_str(),
             other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(names, ["ScanTool", "CodeAnalysisTool", "ExploitationTool"]);
 
     let p3 = &policies[2];
-    let Expr::And(items) = &p3.condition else { panic!() };
-    assert!(matches!(&items[0], Expr::Pred(Pred::DataSource { source, mode: Some(m), window_ms: None }, _) if source == "Internal_Prod_DB" && m == "read"));
-    assert!(matches!(&items[1], Expr::Pred(Pred::Field { pattern, field: CallField::Mode, test: Test::Cmp(CmpOp::Eq, Literal::Str(m)) }, _) if pattern == "DataExfiltration" && m == "write_external"));
+    let Expr::And(items) = &p3.condition else {
+        panic!()
+    };
+    assert!(
+        matches!(&items[0], Expr::Pred(Pred::DataSource { source, mode: Some(m), window_ms: None }, _) if source == "Internal_Prod_DB" && m == "read")
+    );
+    assert!(
+        matches!(&items[1], Expr::Pred(Pred::Field { pattern, field: CallField::Mode, test: Test::Cmp(CmpOp::Eq, Literal::Str(m)) }, _) if pattern == "DataExfiltration" && m == "write_external")
+    );
 }
 
 #[test]
 fn every_quote_style_is_a_string() {
     for q in ["'X'", "‘X’", "’X’", "\"X\"", "“X”", "”X”"] {
-        assert_eq!(pred(&format!("Trajectory_Contains({q})")), Pred::Contains { pattern: "X".into(), window_ms: None });
+        assert_eq!(
+            pred(&format!("Trajectory_Contains({q})")),
+            Pred::Contains {
+                pattern: "X".into(),
+                window_ms: None
+            }
+        );
     }
 }
 
@@ -81,56 +119,242 @@ fn clauses_names_and_comments() {
     assert_eq!(p[0].approvers.as_deref(), Some("security-oncall"));
     assert_eq!(p[0].mode, Mode::Shadow);
     assert_eq!(p[0].deadline_ms, Some(600_000));
-    assert_eq!((p[1].id.as_str(), p[1].action, p[1].target), ("quoted id", Action::Allow, Target::Session));
+    assert_eq!(
+        (p[1].id.as_str(), p[1].action, p[1].target),
+        ("quoted id", Action::Allow, Target::Session)
+    );
     assert_eq!(p[2].target, Target::User);
     // AND binds tighter than OR; NOT tighter than AND.
-    let Expr::Or(items) = &p[2].condition else { panic!("{:?}", p[2].condition) };
+    let Expr::Or(items) = &p[2].condition else {
+        panic!("{:?}", p[2].condition)
+    };
     assert!(matches!(&items[0], Expr::And(a) if matches!(&a[1], Expr::Not(_))));
-    assert!(parse_ok("POLICY: ACTION: DENY IF Tool_Call('x')")[0].target == Target::AgentIdentity, "TARGET defaults to agent_identity");
+    assert!(
+        parse_ok("POLICY: ACTION: DENY IF Tool_Call('x')")[0].target == Target::AgentIdentity,
+        "TARGET defaults to agent_identity"
+    );
 }
 
 #[test]
 fn every_predicate_and_test() {
     let cases: &[(&str, Pred)] = &[
-        ("Tool_Call('X')", Pred::Call { pattern: "X".into() }),
-        ("Tool_Call('X').Count >= 3 calls/30s", Pred::Count { pattern: "X".into(), op: CmpOp::Ge, n: 3, window_ms: 30_000 }),
-        ("Tool_Call('X').Count > 10 /1h", Pred::Count { pattern: "X".into(), op: CmpOp::Gt, n: 10, window_ms: 3_600_000 }),
-        ("Tool_Call('X').Count > 10 requests/min", Pred::Count { pattern: "X".into(), op: CmpOp::Gt, n: 10, window_ms: 60_000 }),
-        ("Tool_Call('X').Count < 2 requests/500ms", Pred::Count { pattern: "X".into(), op: CmpOp::Lt, n: 2, window_ms: 500 }),
+        (
+            "Tool_Call('X')",
+            Pred::Call {
+                pattern: "X".into(),
+            },
+        ),
+        (
+            "Tool_Call('X').Count >= 3 calls/30s",
+            Pred::Count {
+                pattern: "X".into(),
+                op: CmpOp::Ge,
+                n: 3,
+                window_ms: 30_000,
+            },
+        ),
+        (
+            "Tool_Call('X').Count > 10 /1h",
+            Pred::Count {
+                pattern: "X".into(),
+                op: CmpOp::Gt,
+                n: 10,
+                window_ms: 3_600_000,
+            },
+        ),
+        (
+            "Tool_Call('X').Count > 10 requests/min",
+            Pred::Count {
+                pattern: "X".into(),
+                op: CmpOp::Gt,
+                n: 10,
+                window_ms: 60_000,
+            },
+        ),
+        (
+            "Tool_Call('X').Count < 2 requests/500ms",
+            Pred::Count {
+                pattern: "X".into(),
+                op: CmpOp::Lt,
+                n: 2,
+                window_ms: 500,
+            },
+        ),
         (
             "Tool_Call('ScanTool').Distinct('target') > 20 values/10min",
-            Pred::Distinct { pattern: "ScanTool".into(), attr: "target".into(), op: CmpOp::Gt, n: 20, window_ms: 600_000 },
+            Pred::Distinct {
+                pattern: "ScanTool".into(),
+                attr: "target".into(),
+                op: CmpOp::Gt,
+                n: 20,
+                window_ms: 600_000,
+            },
         ),
         (
             "Tool_Call('ScanTool').Distinct('target').Count > 20 /2d",
-            Pred::Distinct { pattern: "ScanTool".into(), attr: "target".into(), op: CmpOp::Gt, n: 20, window_ms: 172_800_000 },
+            Pred::Distinct {
+                pattern: "ScanTool".into(),
+                attr: "target".into(),
+                op: CmpOp::Gt,
+                n: 20,
+                window_ms: 172_800_000,
+            },
         ),
-        ("Tool_Call('X').size <= 1.5", Pred::Field { pattern: "X".into(), field: CallField::Attr("size".into()), test: Test::Cmp(CmpOp::Le, Literal::Num(1.5)) }),
-        ("Tool_Call('X').env != 'prod'", Pred::Field { pattern: "X".into(), field: CallField::Attr("env".into()), test: Test::Cmp(CmpOp::Ne, Literal::Str("prod".into())) }),
+        (
+            "Tool_Call('X').size <= 1.5",
+            Pred::Field {
+                pattern: "X".into(),
+                field: CallField::Attr("size".into()),
+                test: Test::Cmp(CmpOp::Le, Literal::Num(1.5)),
+            },
+        ),
+        (
+            "Tool_Call('X').env != 'prod'",
+            Pred::Field {
+                pattern: "X".into(),
+                field: CallField::Attr("env".into()),
+                test: Test::Cmp(CmpOp::Ne, Literal::Str("prod".into())),
+            },
+        ),
         (
             "Tool_Call('X').env IN ['prod', 'staging']",
-            Pred::Field { pattern: "X".into(), field: CallField::Attr("env".into()), test: Test::In(vec![Literal::Str("prod".into()), Literal::Str("staging".into())]) },
+            Pred::Field {
+                pattern: "X".into(),
+                field: CallField::Attr("env".into()),
+                test: Test::In(vec![
+                    Literal::Str("prod".into()),
+                    Literal::Str("staging".into()),
+                ]),
+            },
         ),
-        ("Tool_Call('X').env NOT IN ['dev']", Pred::Field { pattern: "X".into(), field: CallField::Attr("env".into()), test: Test::NotIn(vec![Literal::Str("dev".into())]) }),
-        ("Tool_Call('X').url MATCHES 'https://*.acme.example/*'", Pred::Field { pattern: "X".into(), field: CallField::Attr("url".into()), test: Test::Matches("https://*.acme.example/*".into()) }),
-        ("Tool_Call('X').path STARTS_WITH '/etc/'", Pred::Field { pattern: "X".into(), field: CallField::Attr("path".into()), test: Test::StartsWith("/etc/".into()) }),
+        (
+            "Tool_Call('X').env NOT IN ['dev']",
+            Pred::Field {
+                pattern: "X".into(),
+                field: CallField::Attr("env".into()),
+                test: Test::NotIn(vec![Literal::Str("dev".into())]),
+            },
+        ),
+        (
+            "Tool_Call('X').url MATCHES 'https://*.acme.example/*'",
+            Pred::Field {
+                pattern: "X".into(),
+                field: CallField::Attr("url".into()),
+                test: Test::Matches("https://*.acme.example/*".into()),
+            },
+        ),
+        (
+            "Tool_Call('X').path STARTS_WITH '/etc/'",
+            Pred::Field {
+                pattern: "X".into(),
+                field: CallField::Attr("path".into()),
+                test: Test::StartsWith("/etc/".into()),
+            },
+        ),
         (
             "Tool_Call('X').target IN_CIDR ['10.0.0.0/8', '192.168.1.7']",
-            Pred::Field { pattern: "X".into(), field: CallField::Attr("target".into()), test: Test::InCidr(vec!["10.0.0.0/8".parse().unwrap(), "192.168.1.7/32".parse().unwrap()]) },
+            Pred::Field {
+                pattern: "X".into(),
+                field: CallField::Attr("target".into()),
+                test: Test::InCidr(vec![
+                    "10.0.0.0/8".parse().unwrap(),
+                    "192.168.1.7/32".parse().unwrap(),
+                ]),
+            },
         ),
-        ("Tool_Call('X') == 'write_external'", Pred::Field { pattern: "X".into(), field: CallField::Mode, test: Test::Cmp(CmpOp::Eq, Literal::Str("write_external".into())) }),
-        ("Trajectory_Contains('X') WITHIN 10min", Pred::Contains { pattern: "X".into(), window_ms: Some(600_000) }),
-        ("Sequence('A', 'B', 'C')", Pred::Sequence { steps: vec!["A".into(), "B".into(), "C".into()], window_ms: None }),
-        ("Sequence('A', 'B') WITHIN 1h", Pred::Sequence { steps: vec!["A".into(), "B".into()], window_ms: Some(3_600_000) }),
-        ("DataSource('D')", Pred::DataSource { source: "D".into(), mode: None, window_ms: None }),
-        ("DataSource('D') == 'read' WITHIN 1d", Pred::DataSource { source: "D".into(), mode: Some("read".into()), window_ms: Some(86_400_000) }),
-        ("Chain_Contains('user:bob')", Pred::ChainContains { principal: "user:bob".into() }),
-        ("Agent MATCHES 'spiffe://acme.example/agent/recon-*'", Pred::Context { field: ContextField::Agent, test: Test::Matches("spiffe://acme.example/agent/recon-*".into()) }),
-        ("User == 'user:alice'", Pred::Context { field: ContextField::User, test: Test::Cmp(CmpOp::Eq, Literal::Str("user:alice".into())) }),
-        ("Session STARTS_WITH 'ci-'", Pred::Context { field: ContextField::Session, test: Test::StartsWith("ci-".into()) }),
-        ("Root == 'spiffe://a/agent/o'", Pred::Context { field: ContextField::Root, test: Test::Cmp(CmpOp::Eq, Literal::Str("spiffe://a/agent/o".into())) }),
-        ("Tool IN ['a', 'b']", Pred::Context { field: ContextField::Tool, test: Test::In(vec![Literal::Str("a".into()), Literal::Str("b".into())]) }),
-        ("Depth > 2", Pred::Context { field: ContextField::Depth, test: Test::Cmp(CmpOp::Gt, Literal::Num(2.0)) }),
+        (
+            "Tool_Call('X') == 'write_external'",
+            Pred::Field {
+                pattern: "X".into(),
+                field: CallField::Mode,
+                test: Test::Cmp(CmpOp::Eq, Literal::Str("write_external".into())),
+            },
+        ),
+        (
+            "Trajectory_Contains('X') WITHIN 10min",
+            Pred::Contains {
+                pattern: "X".into(),
+                window_ms: Some(600_000),
+            },
+        ),
+        (
+            "Sequence('A', 'B', 'C')",
+            Pred::Sequence {
+                steps: vec!["A".into(), "B".into(), "C".into()],
+                window_ms: None,
+            },
+        ),
+        (
+            "Sequence('A', 'B') WITHIN 1h",
+            Pred::Sequence {
+                steps: vec!["A".into(), "B".into()],
+                window_ms: Some(3_600_000),
+            },
+        ),
+        (
+            "DataSource('D')",
+            Pred::DataSource {
+                source: "D".into(),
+                mode: None,
+                window_ms: None,
+            },
+        ),
+        (
+            "DataSource('D') == 'read' WITHIN 1d",
+            Pred::DataSource {
+                source: "D".into(),
+                mode: Some("read".into()),
+                window_ms: Some(86_400_000),
+            },
+        ),
+        (
+            "Chain_Contains('user:bob')",
+            Pred::ChainContains {
+                principal: "user:bob".into(),
+            },
+        ),
+        (
+            "Agent MATCHES 'spiffe://acme.example/agent/recon-*'",
+            Pred::Context {
+                field: ContextField::Agent,
+                test: Test::Matches("spiffe://acme.example/agent/recon-*".into()),
+            },
+        ),
+        (
+            "User == 'user:alice'",
+            Pred::Context {
+                field: ContextField::User,
+                test: Test::Cmp(CmpOp::Eq, Literal::Str("user:alice".into())),
+            },
+        ),
+        (
+            "Session STARTS_WITH 'ci-'",
+            Pred::Context {
+                field: ContextField::Session,
+                test: Test::StartsWith("ci-".into()),
+            },
+        ),
+        (
+            "Root == 'spiffe://a/agent/o'",
+            Pred::Context {
+                field: ContextField::Root,
+                test: Test::Cmp(CmpOp::Eq, Literal::Str("spiffe://a/agent/o".into())),
+            },
+        ),
+        (
+            "Tool IN ['a', 'b']",
+            Pred::Context {
+                field: ContextField::Tool,
+                test: Test::In(vec![Literal::Str("a".into()), Literal::Str("b".into())]),
+            },
+        ),
+        (
+            "Depth > 2",
+            Pred::Context {
+                field: ContextField::Depth,
+                test: Test::Cmp(CmpOp::Gt, Literal::Num(2.0)),
+            },
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(&pred(text), want, "{text}");
@@ -149,12 +373,19 @@ fn diagnostics(name: &str, text: &str, catalog: &truststack_policy::Catalog) -> 
 #[test]
 fn golden_diagnostics() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let catalog_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002/catalog.toml");
+    let catalog_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/gtg1002/catalog.toml");
     let catalog = truststack_policy::Catalog::load(&catalog_path).unwrap();
     let mut checked = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
-    for path in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "tsp")) {
+    for path in entries
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tsp"))
+    {
         let text = std::fs::read_to_string(&path).unwrap();
         let name = format!("golden/{}", path.file_name().unwrap().to_string_lossy());
         let got = diagnostics(&name, &text, &catalog);
@@ -163,8 +394,17 @@ fn golden_diagnostics() {
             std::fs::write(&expected_path, &got).unwrap();
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        assert_eq!(got, expected, "{} (run with UPDATE_GOLDEN=1 to accept)", path.display());
-        assert!(!got.is_empty(), "{}: a golden case must produce a diagnostic", path.display());
+        assert_eq!(
+            got,
+            expected,
+            "{} (run with UPDATE_GOLDEN=1 to accept)",
+            path.display()
+        );
+        assert!(
+            !got.is_empty(),
+            "{}: a golden case must produce a diagnostic",
+            path.display()
+        );
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} golden cases");
@@ -173,15 +413,32 @@ fn golden_diagnostics() {
 // ---- property tests ----
 
 fn name() -> impl Strategy<Value = String> {
-    prop::sample::select(vec!["ScanTool", "CodeAnalysisTool", "nmap_scan", "http_upload", "Unknown", "x"]).prop_map(String::from)
+    prop::sample::select(vec![
+        "ScanTool",
+        "CodeAnalysisTool",
+        "nmap_scan",
+        "http_upload",
+        "Unknown",
+        "x",
+    ])
+    .prop_map(String::from)
 }
 
 fn window() -> impl Strategy<Value = i64> {
-    prop::sample::select(vec![500i64, 1_000, 30_000, 60_000, 300_000, 3_600_000, 86_400_000])
+    prop::sample::select(vec![
+        500i64, 1_000, 30_000, 60_000, 300_000, 3_600_000, 86_400_000,
+    ])
 }
 
 fn op() -> impl Strategy<Value = CmpOp> {
-    prop::sample::select(vec![CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge])
+    prop::sample::select(vec![
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ])
 }
 
 fn literal() -> impl Strategy<Value = Literal> {
@@ -205,19 +462,65 @@ fn test_strategy() -> impl Strategy<Value = Test> {
 fn pred_strategy() -> impl Strategy<Value = Pred> {
     prop_oneof![
         name().prop_map(|pattern| Pred::Call { pattern }),
-        (name(), op(), 0u64..200, window()).prop_map(|(pattern, op, n, window_ms)| Pred::Count { pattern, op, n, window_ms }),
-        (name(), "[a-z_]{1,8}", op(), 0u64..50, window())
-            .prop_map(|(pattern, attr, op, n, window_ms)| Pred::Distinct { pattern, attr, op, n, window_ms }),
+        (name(), op(), 0u64..200, window()).prop_map(|(pattern, op, n, window_ms)| Pred::Count {
+            pattern,
+            op,
+            n,
+            window_ms
+        }),
+        (name(), "[a-z_]{1,8}", op(), 0u64..50, window()).prop_map(
+            |(pattern, attr, op, n, window_ms)| Pred::Distinct {
+                pattern,
+                attr,
+                op,
+                n,
+                window_ms
+            }
+        ),
         (name(), "[A-Za-z][A-Za-z_]{0,8}", test_strategy())
-            .prop_filter("member names Count and Distinct are reserved", |(_, a, _)| !a.eq_ignore_ascii_case("count") && !a.eq_ignore_ascii_case("distinct"))
-            .prop_map(|(pattern, a, test)| Pred::Field { pattern, field: CallField::Attr(a), test }),
-        (name(), test_strategy()).prop_map(|(pattern, test)| Pred::Field { pattern, field: CallField::Mode, test }),
-        (name(), prop::option::of(window())).prop_map(|(pattern, window_ms)| Pred::Contains { pattern, window_ms }),
-        (prop::collection::vec(name(), 2..4), prop::option::of(window())).prop_map(|(steps, window_ms)| Pred::Sequence { steps, window_ms }),
-        ("[A-Za-z_]{1,10}", prop::option::of(prop::sample::select(vec!["read", "write"])), prop::option::of(window()))
-            .prop_map(|(source, mode, window_ms)| Pred::DataSource { source, mode: mode.map(String::from), window_ms }),
+            .prop_filter(
+                "member names Count and Distinct are reserved",
+                |(_, a, _)| !a.eq_ignore_ascii_case("count") && !a.eq_ignore_ascii_case("distinct")
+            )
+            .prop_map(|(pattern, a, test)| Pred::Field {
+                pattern,
+                field: CallField::Attr(a),
+                test
+            }),
+        (name(), test_strategy()).prop_map(|(pattern, test)| Pred::Field {
+            pattern,
+            field: CallField::Mode,
+            test
+        }),
+        (name(), prop::option::of(window()))
+            .prop_map(|(pattern, window_ms)| Pred::Contains { pattern, window_ms }),
+        (
+            prop::collection::vec(name(), 2..4),
+            prop::option::of(window())
+        )
+            .prop_map(|(steps, window_ms)| Pred::Sequence { steps, window_ms }),
+        (
+            "[A-Za-z_]{1,10}",
+            prop::option::of(prop::sample::select(vec!["read", "write"])),
+            prop::option::of(window())
+        )
+            .prop_map(|(source, mode, window_ms)| Pred::DataSource {
+                source,
+                mode: mode.map(String::from),
+                window_ms
+            }),
         "user:[a-z]{1,6}".prop_map(|principal| Pred::ChainContains { principal }),
-        (prop::sample::select(vec![ContextField::Agent, ContextField::User, ContextField::Session, ContextField::Root, ContextField::Tool, ContextField::Depth]), test_strategy())
+        (
+            prop::sample::select(vec![
+                ContextField::Agent,
+                ContextField::User,
+                ContextField::Session,
+                ContextField::Root,
+                ContextField::Tool,
+                ContextField::Depth
+            ]),
+            test_strategy()
+        )
             .prop_map(|(field, test)| Pred::Context { field, test }),
     ]
 }
@@ -284,8 +587,12 @@ proptest! {
 /// catalog, so the documentation cannot drift from the language.
 #[test]
 fn documented_examples_parse() {
-    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/policy-language.md")).unwrap();
-    let catalog_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002/catalog.toml");
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/policy-language.md"),
+    )
+    .unwrap();
+    let catalog_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/gtg1002/catalog.toml");
     let catalog = truststack_policy::Catalog::load(&catalog_path).unwrap();
     let mut blocks = 0;
     for block in doc.split("```text\n").skip(1) {

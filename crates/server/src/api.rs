@@ -60,12 +60,15 @@ pub fn router(state: Shared) -> Router {
 /// A JSON response with a `decision_id` added when the body is an object without one.
 fn reply(state: &AppState, mut body: Value) -> Response {
     if let Value::Object(map) = &mut body {
-        map.entry("decision_id").or_insert_with(|| Value::String(state.response_id()));
+        map.entry("decision_id")
+            .or_insert_with(|| Value::String(state.response_id()));
     }
     Json(body).into_response()
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))
@@ -82,10 +85,17 @@ impl AppState {
 
     /// The verified agent behind a request, or, when credentials are not required, the agent
     /// the body names.
-    fn caller(&self, headers: &HeaderMap, agent: Option<String>, chain: Vec<String>) -> Result<Caller, ApiError> {
+    fn caller(
+        &self,
+        headers: &HeaderMap,
+        agent: Option<String>,
+        chain: Vec<String>,
+    ) -> Result<Caller, ApiError> {
         if !self.config.require_credentials {
             let agent = agent.ok_or_else(|| {
-                ApiError::bad_request("`agent` is required when the server does not require credentials")
+                ApiError::bad_request(
+                    "`agent` is required when the server does not require credentials",
+                )
             })?;
             return Ok(Caller {
                 agent,
@@ -99,7 +109,9 @@ impl AppState {
                 "`agent` and `chain` come from the credential; remove them from the request body",
             ));
         }
-        let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <agent credential>`"))?;
+        let token = bearer(headers).ok_or_else(|| {
+            ApiError::unauthorized("missing `Authorization: Bearer <agent credential>`")
+        })?;
         self.identity()?
             .agent(token)
             .map_err(|e| ApiError::unauthorized(format!("credential rejected: {e}")))
@@ -107,10 +119,17 @@ impl AppState {
 
     /// The verified human behind a request, who must hold `role`. Without required credentials
     /// the body's `principal` stands in (local experiments only).
-    fn human(&self, headers: &HeaderMap, role: &str, claimed: Option<&str>) -> Result<Human, ApiError> {
+    fn human(
+        &self,
+        headers: &HeaderMap,
+        role: &str,
+        claimed: Option<&str>,
+    ) -> Result<Human, ApiError> {
         if !self.config.require_credentials {
             let principal = claimed.ok_or_else(|| {
-                ApiError::bad_request("`approver` is required when the server does not require credentials")
+                ApiError::bad_request(
+                    "`approver` is required when the server does not require credentials",
+                )
             })?;
             return Ok(Human {
                 principal: principal.to_string(),
@@ -118,13 +137,18 @@ impl AppState {
                 groups: Vec::new(),
             });
         }
-        let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <credential>`"))?;
+        let token = bearer(headers).ok_or_else(|| {
+            ApiError::unauthorized("missing `Authorization: Bearer <credential>`")
+        })?;
         let human = self
             .identity()?
             .human(token)
             .map_err(|e| ApiError::unauthorized(format!("credential rejected: {e}")))?;
         if !human.has_role(role) {
-            return Err(ApiError::forbidden(format!("{} does not hold the `{role}` role", human.principal)));
+            return Err(ApiError::forbidden(format!(
+                "{} does not hold the `{role}` role",
+                human.principal
+            )));
         }
         Ok(human)
     }
@@ -153,7 +177,9 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     let req: DecideRequest = parse_body(&body)?;
     let caller = state.caller(&headers, req.agent, req.chain)?;
     let call = ToolCall {
-        id: req.id.unwrap_or_else(|| state.response_id().replacen("r-", "c-", 1)),
+        id: req
+            .id
+            .unwrap_or_else(|| state.response_id().replacen("r-", "c-", 1)),
         time: None,
         agent: caller.agent.clone(),
         session: req.session,
@@ -206,7 +232,11 @@ struct ObservationRequest {
     chain: Vec<String>,
 }
 
-async fn record_observation(state: Shared, headers: HeaderMap, req: ObservationRequest) -> ApiResult {
+async fn record_observation(
+    state: Shared,
+    headers: HeaderMap,
+    req: ObservationRequest,
+) -> ApiResult {
     let caller = state.caller(&headers, req.agent, req.chain)?;
     let obs = Observation {
         id: req.id,
@@ -223,7 +253,10 @@ async fn record_observation(state: Shared, headers: HeaderMap, req: ObservationR
     let index = blocking(move || st.engine.read().observe(&obs))
         .await?
         .map_err(|e| ApiError::unavailable(format!("observation not recorded: {e}")))?;
-    Ok(reply(&state, json!({"recorded": true, "ledger_index": index})))
+    Ok(reply(
+        &state,
+        json!({"recorded": true, "ledger_index": index}),
+    ))
 }
 
 async fn observe(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -236,11 +269,23 @@ async fn observe(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
 async fn outcome(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let mut req: ObservationRequest = parse_body(&body)?;
     if req.call_id.is_none() {
-        return Err(ApiError::bad_request("an outcome needs the `call_id` it reports on"));
+        return Err(ApiError::bad_request(
+            "an outcome needs the `call_id` it reports on",
+        ));
     }
     if let Some(tool) = &req.tool {
-        if let Some(ds) = state.engine().bundle().catalog.tool(tool).and_then(|t| t.data_source.clone()) {
-            if !req.data_sources.iter().any(|d| d.name == ds.name && d.mode == ds.mode) {
+        if let Some(ds) = state
+            .engine()
+            .bundle()
+            .catalog
+            .tool(tool)
+            .and_then(|t| t.data_source.clone())
+        {
+            if !req
+                .data_sources
+                .iter()
+                .any(|d| d.name == ds.name && d.mode == ds.mode)
+            {
                 req.data_sources.push(DataAccess {
                     name: ds.name,
                     mode: ds.mode,
@@ -261,13 +306,21 @@ struct ApprovalFilter {
     approver: Option<String>,
 }
 
-async fn list_approvals(State(state): State<Shared>, headers: HeaderMap, Query(f): Query<ApprovalFilter>) -> ApiResult {
+async fn list_approvals(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(f): Query<ApprovalFilter>,
+) -> ApiResult {
     state.human(&headers, "approver", f.approver.as_deref())?;
     let pending: Vec<Value> = state
         .engine()
         .pending()
         .into_iter()
-        .filter(|p| f.policy.as_ref().is_none_or(|id| p.policies.iter().any(|x| &x.id == id)))
+        .filter(|p| {
+            f.policy
+                .as_ref()
+                .is_none_or(|id| p.policies.iter().any(|x| &x.id == id))
+        })
         .filter(|p| f.agent.as_ref().is_none_or(|a| &p.call.agent == a))
         .filter(|p| {
             f.root.as_ref().is_none_or(|r| {
@@ -339,8 +392,18 @@ struct AnswerRequest {
     comment: Option<String>,
 }
 
-async fn answer(state: Shared, headers: HeaderMap, id: String, body: Bytes, grant: bool) -> ApiResult {
-    let req: AnswerRequest = if body.is_empty() { AnswerRequest::default() } else { parse_body(&body)? };
+async fn answer(
+    state: Shared,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    grant: bool,
+) -> ApiResult {
+    let req: AnswerRequest = if body.is_empty() {
+        AnswerRequest::default()
+    } else {
+        parse_body(&body)?
+    };
     let human = state.human(&headers, "approver", req.approver.as_deref())?;
     if let Some(comment) = &req.comment {
         tracing::info!(approval = %id, approver = %human.principal, %comment, "approval comment");
@@ -355,11 +418,15 @@ async fn answer(state: Shared, headers: HeaderMap, id: String, body: Bytes, gran
         time: None,
     };
     let st = Arc::clone(&state);
-    let outcome = blocking(move || st.engine.read().answer(&ans)).await?.map_err(|e| match e {
-        ApprovalError::Unknown(_) => ApiError::not_found(e.to_string()),
-        ApprovalError::Invalid(_) | ApprovalError::Unnamed => ApiError::bad_request(e.to_string()),
-        _ => ApiError::forbidden(e.to_string()),
-    })?;
+    let outcome = blocking(move || st.engine.read().answer(&ans))
+        .await?
+        .map_err(|e| match e {
+            ApprovalError::Unknown(_) => ApiError::not_found(e.to_string()),
+            ApprovalError::Invalid(_) | ApprovalError::Unnamed => {
+                ApiError::bad_request(e.to_string())
+            }
+            _ => ApiError::forbidden(e.to_string()),
+        })?;
     state
         .metrics
         .pending_approvals
@@ -368,17 +435,31 @@ async fn answer(state: Shared, headers: HeaderMap, id: String, body: Bytes, gran
     Ok(reply(&state, body))
 }
 
-async fn grant(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn grant(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     answer(state, headers, id, body, true).await
 }
 
-async fn refuse(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn refuse(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     answer(state, headers, id, body, false).await
 }
 
 /// Long-poll: blocks until the held call is answered or `timeout` (default 30s, capped below the
 /// request timeout) passes.
-async fn wait(State(state): State<Shared>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn wait(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let cap = state
         .config
         .timeout()
@@ -398,10 +479,18 @@ async fn wait(State(state): State<Shared>, Path(id): Path<String>, Query(q): Que
     match outcome {
         Some(o) => {
             let body = serde_json::to_value(&o).map_err(|e| ApiError::internal(e.to_string()))?;
-            Ok(reply(&state, json!({"status": "answered", "outcome": body})))
+            Ok(reply(
+                &state,
+                json!({"status": "answered", "outcome": body}),
+            ))
         }
-        None if known => Ok(reply(&state, json!({"status": "pending", "approval_id": id}))),
-        None => Err(ApiError::not_found(format!("no pending or recently answered approval {id}"))),
+        None if known => Ok(reply(
+            &state,
+            json!({"status": "pending", "approval_id": id}),
+        )),
+        None => Err(ApiError::not_found(format!(
+            "no pending or recently answered approval {id}"
+        ))),
     }
 }
 
@@ -409,7 +498,9 @@ async fn wait(State(state): State<Shared>, Path(id): Path<String>, Query(q): Que
 
 async fn checkpoint(State(state): State<Shared>) -> ApiResult {
     let st = Arc::clone(&state);
-    let note = blocking(move || st.ledger.checkpoint()).await?.map_err(ApiError::unavailable)?;
+    let note = blocking(move || st.ledger.checkpoint())
+        .await?
+        .map_err(ApiError::unavailable)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
 
@@ -423,15 +514,26 @@ struct Range {
 const MAX_ENTRIES: u64 = 1000;
 
 async fn entries(State(state): State<Shared>, Query(r): Query<Range>) -> ApiResult {
-    let len = state.ledger.len();
+    let len = state.ledger.size();
     let start = r.start.unwrap_or(0);
-    let end = r.end.unwrap_or(len).min(len).min(start.saturating_add(MAX_ENTRIES));
+    let end = r
+        .end
+        .unwrap_or(len)
+        .min(len)
+        .min(start.saturating_add(MAX_ENTRIES));
     if start > end {
-        return Err(ApiError::bad_request(format!("start {start} is past end {end} (ledger has {len} entries)")));
+        return Err(ApiError::bad_request(format!(
+            "start {start} is past end {end} (ledger has {len} entries)"
+        )));
     }
     let st = Arc::clone(&state);
-    let list = blocking(move || st.ledger.entries(start, end)).await?.map_err(ApiError::unavailable)?;
-    Ok(reply(&state, json!({"start": start, "end": end, "size": len, "entries": list})))
+    let list = blocking(move || st.ledger.entries(start, end))
+        .await?
+        .map_err(ApiError::unavailable)?;
+    Ok(reply(
+        &state,
+        json!({"start": start, "end": end, "size": len, "entries": list}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -467,16 +569,30 @@ async fn consistency(State(state): State<Shared>, Query(q): Query<ConsistencyQue
 async fn issue(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let admin = state.human(&headers, "admin", Some("user:local-admin"))?;
     let req: Value = parse_body(&body)?;
-    let issued = state.identity()?.issue(&req).map_err(ApiError::bad_request)?;
+    let issued = state
+        .identity()?
+        .issue(&req)
+        .map_err(ApiError::bad_request)?;
     record_identity(&state, "identity_issued", &admin.principal, &issued)?;
     Ok(reply(&state, issued))
 }
 
 async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("delegation needs the parent's credential as `Authorization: Bearer`"))?;
+    let token = bearer(&headers).ok_or_else(|| {
+        ApiError::unauthorized(
+            "delegation needs the parent's credential as `Authorization: Bearer`",
+        )
+    })?;
     let req: Value = parse_body(&body)?;
-    let issued = state.identity()?.delegate(token, &req).map_err(ApiError::forbidden)?;
-    let by = issued.get("delegated_by").and_then(Value::as_str).unwrap_or("").to_string();
+    let issued = state
+        .identity()?
+        .delegate(token, &req)
+        .map_err(ApiError::forbidden)?;
+    let by = issued
+        .get("delegated_by")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     record_identity(&state, "identity_issued", &by, &issued)?;
     Ok(reply(&state, issued))
 }
@@ -484,7 +600,10 @@ async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) 
 async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let admin = state.human(&headers, "admin", Some("user:local-admin"))?;
     let req: Value = parse_body(&body)?;
-    let record = state.identity()?.revoke(&req).map_err(ApiError::bad_request)?;
+    let record = state
+        .identity()?
+        .revoke(&req)
+        .map_err(ApiError::bad_request)?;
     record_identity(&state, "identity_revoked", &admin.principal, &record)?;
     Ok(reply(&state, record))
 }
@@ -518,7 +637,10 @@ async fn policies(State(state): State<Shared>) -> ApiResult {
             json!({"id": p.id, "action": p.action, "target": p.target, "mode": p.mode, "source": &*p.source, "reason": p.reason, "text": p.text})
         })
         .collect();
-    Ok(reply(&state, json!({"policy_hash": bundle.hash, "policies": list})))
+    Ok(reply(
+        &state,
+        json!({"policy_hash": bundle.hash, "policies": list}),
+    ))
 }
 
 async fn reload(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {

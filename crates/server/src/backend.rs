@@ -8,7 +8,8 @@ use serde_json::Value;
 pub trait LedgerBackend: Send + Sync {
     /// Appends a record; returns its index once it is durable.
     fn append(&self, record: Value) -> Result<u64, String>;
-    fn len(&self) -> u64;
+    /// The number of entries.
+    fn size(&self) -> u64;
     /// Every record, in order (to rebuild the engine's state at start-up).
     fn records(&self) -> Result<Vec<Value>, String>;
     /// Records `[start, end)` with their index and leaf hash.

@@ -88,7 +88,10 @@ impl ServerConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        config.base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         config.validate(path)?;
         Ok(config)
     }
@@ -98,11 +101,16 @@ impl ServerConfig {
             path: path.to_path_buf(),
             message,
         };
-        self.deadline_ms().map_err(|e| invalid(format!("approval_deadline: {e}")))?;
-        self.timeout().map_err(|e| invalid(format!("request_timeout: {e}")))?;
-        self.listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| invalid(format!("listen: `{}` is not an address like 127.0.0.1:8181: {e}", self.listen)))?;
+        self.deadline_ms()
+            .map_err(|e| invalid(format!("approval_deadline: {e}")))?;
+        self.timeout()
+            .map_err(|e| invalid(format!("request_timeout: {e}")))?;
+        self.listen.parse::<std::net::SocketAddr>().map_err(|e| {
+            invalid(format!(
+                "listen: `{}` is not an address like 127.0.0.1:8181: {e}",
+                self.listen
+            ))
+        })?;
         Ok(())
     }
 

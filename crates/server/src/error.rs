@@ -48,7 +48,11 @@ impl IntoResponse for ApiError {
             ERRORS.fetch_add(1, Ordering::Relaxed)
         );
         tracing::debug!(status = %self.status, error = %self.message, "request failed");
-        (self.status, axum::Json(json!({"error": self.message, "decision_id": id}))).into_response()
+        (
+            self.status,
+            axum::Json(json!({"error": self.message, "decision_id": id})),
+        )
+            .into_response()
     }
 }
 

@@ -51,7 +51,9 @@ async fn expire_held_calls(state: Arc<AppState>) {
         tick.tick().await;
         let st = Arc::clone(&state);
         let expired = tokio::task::spawn_blocking(move || {
-            st.engine.read().expire(truststack_engine::engine::system_now())
+            st.engine
+                .read()
+                .expire(truststack_engine::engine::system_now())
         })
         .await
         .unwrap_or_default();

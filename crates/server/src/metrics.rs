@@ -1,6 +1,8 @@
 //! Prometheus metrics.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -14,8 +16,8 @@ pub struct Metrics {
 
 fn buckets() -> Vec<f64> {
     vec![
-        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-        0.05, 0.1, 0.25,
+        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
     ]
 }
 
@@ -27,18 +29,29 @@ impl Metrics {
             &["decision"],
         )?;
         let policy_fired = IntCounterVec::new(
-            Opts::new("truststack_policy_fired_total", "Policies that fired, by policy and action"),
+            Opts::new(
+                "truststack_policy_fired_total",
+                "Policies that fired, by policy and action",
+            ),
             &["policy", "action"],
         )?;
         let decide_latency = HistogramVec::new(
-            HistogramOpts::new("truststack_decide_seconds", "Time to decide a call, ledger write included")
-                .buckets(buckets()),
+            HistogramOpts::new(
+                "truststack_decide_seconds",
+                "Time to decide a call, ledger write included",
+            )
+            .buckets(buckets()),
             &["decision"],
         )?;
-        let pending_approvals = IntGauge::new("truststack_pending_approvals", "Calls held for a human")?;
+        let pending_approvals =
+            IntGauge::new("truststack_pending_approvals", "Calls held for a human")?;
         let ledger_size = IntGauge::new("truststack_ledger_entries", "Entries in the ledger")?;
         let ledger_append_latency = HistogramVec::new(
-            HistogramOpts::new("truststack_ledger_append_seconds", "Durable ledger append latency").buckets(buckets()),
+            HistogramOpts::new(
+                "truststack_ledger_append_seconds",
+                "Durable ledger append latency",
+            )
+            .buckets(buckets()),
             &["kind"],
         )?;
         registry.register(Box::new(decisions.clone()))?;

@@ -21,7 +21,11 @@ struct LedgerRecorder {
 
 impl Recorder for LedgerRecorder {
     fn record(&self, record: Value) -> Result<Option<u64>, String> {
-        let kind = record.get("kind").and_then(Value::as_str).unwrap_or("other").to_string();
+        let kind = record
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("other")
+            .to_string();
         let started = Instant::now();
         let index = self.ledger.append(record)?;
         self.metrics
@@ -70,7 +74,7 @@ impl AppState {
         let engine = build_engine(&config, loaded, &ledger, &metrics)?;
         metrics
             .ledger_size
-            .set(i64::try_from(ledger.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(ledger.size()).unwrap_or(i64::MAX));
         Ok(AppState {
             config,
             engine: RwLock::new(Arc::new(engine)),

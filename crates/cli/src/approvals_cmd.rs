@@ -1,0 +1,187 @@
+//! `truststack approvals list|show|grant|refuse`: the on-call engineer's client of a running
+//! `truststack serve`.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct ApprovalsArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "TRUSTSTACK_SERVER",
+        default_value = "http://127.0.0.1:8181",
+        global = true
+    )]
+    server: String,
+    /// The approver's credential (a token, `@file`, or `-` for stdin).
+    #[arg(long, env = "TRUSTSTACK_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print raw JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: ApprovalsCommand,
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Held calls waiting for a human.
+    List {
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        root: Option<String>,
+    },
+    /// One held call with the trajectory that led to it.
+    Show { id: String },
+    /// Grant a held call, once or with a lease (`--lease 30min`).
+    Grant {
+        id: String,
+        #[arg(long)]
+        lease: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Refuse a held call.
+    Refuse {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+/// Reads a credential given inline, as `@file`, or `-` for stdin.
+pub fn read_token(arg: &str) -> anyhow::Result<String> {
+    let token = if arg == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the token from stdin")?
+    } else if let Some(path) = arg.strip_prefix('@') {
+        std::fs::read_to_string(path).with_context(|| format!("reading the token from {path}"))?
+    } else {
+        arg.to_string()
+    };
+    Ok(token.trim().to_string())
+}
+
+fn request(
+    args: &ApprovalsArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let url = format!("{}{path}", args.server.trim_end_matches('/'));
+    let client = reqwest::blocking::Client::new();
+    let mut req = client.request(method, &url);
+    if let Some(token) = &args.token {
+        req = req.bearer_auth(read_token(token)?);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status();
+    let value: Value = resp
+        .json()
+        .with_context(|| format!("{url}: the answer is not JSON"))?;
+    if !status.is_success() {
+        bail!(
+            "{url}: {status}: {}",
+            value["error"].as_str().unwrap_or("unknown error")
+        );
+    }
+    Ok(value)
+}
+
+pub fn run(args: &ApprovalsArgs) -> anyhow::Result<ExitCode> {
+    let out = match &args.command {
+        ApprovalsCommand::List {
+            policy,
+            agent,
+            root,
+        } => {
+            let mut query = Vec::new();
+            for (k, v) in [("policy", policy), ("agent", agent), ("root", root)] {
+                if let Some(v) = v {
+                    query.push(format!("{k}={}", urlencode(v)));
+                }
+            }
+            let path = if query.is_empty() {
+                "/v1/approvals".to_string()
+            } else {
+                format!("/v1/approvals?{}", query.join("&"))
+            };
+            let value = request(args, reqwest::Method::GET, &path, None)?;
+            if !args.json {
+                print_pending(&value);
+                return Ok(ExitCode::SUCCESS);
+            }
+            value
+        }
+        ApprovalsCommand::Show { id } => request(
+            args,
+            reqwest::Method::GET,
+            &format!("/v1/approvals/{}", urlencode(id)),
+            None,
+        )?,
+        ApprovalsCommand::Grant { id, lease, comment } => request(
+            args,
+            reqwest::Method::POST,
+            &format!("/v1/approvals/{}/grant", urlencode(id)),
+            Some(json!({"lease": lease, "comment": comment})),
+        )?,
+        ApprovalsCommand::Refuse { id, comment } => request(
+            args,
+            reqwest::Method::POST,
+            &format!("/v1/approvals/{}/refuse", urlencode(id)),
+            Some(json!({"comment": comment})),
+        )?,
+    };
+    say!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_pending(value: &Value) {
+    let pending = value["pending"].as_array().cloned().unwrap_or_default();
+    if pending.is_empty() {
+        say!("no calls are waiting for approval");
+        return;
+    }
+    say!(
+        "{:<28} {:<18} {:<44} {:<24} {}",
+        "APPROVAL",
+        "TOOL",
+        "AGENT",
+        "DEADLINE",
+        "POLICIES"
+    );
+    for p in pending {
+        let policies: Vec<&str> = p["policies"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["id"].as_str()).collect())
+            .unwrap_or_default();
+        say!(
+            "{:<28} {:<18} {:<44} {:<24} {}",
+            p["approval_id"].as_str().unwrap_or(""),
+            p["call"]["tool"].as_str().unwrap_or(""),
+            p["call"]["agent"].as_str().unwrap_or(""),
+            p["deadline"].as_str().unwrap_or(""),
+            policies.join(",")
+        );
+    }
+}
+
+/// Percent-encodes a path or query component.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
