@@ -4,7 +4,7 @@ use crate::decision::{strongest, ApprovalOutcome, ApprovalResult, Decision, Fire
 use crate::event::{
     format_time, parse_time, ApprovalAnswer, Caller, Event, Observation, Principals, ToolCall,
 };
-use crate::recorder::{NoRecorder, Recorder};
+use crate::recorder::{private_payload, NoRecorder, Recorder};
 use crate::settings::{DefaultDecision, Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::{json, Value};
@@ -400,7 +400,7 @@ impl Engine {
     /// A denial decided before policy evaluation, written to the ledger like any decision.
     fn deny_recorded(&self, call: &ToolCall, now: i64, reason: String) -> Decision {
         let mut decision = self.fail_closed(call, now, reason);
-        match self.recorder.record(decision_record(call, &decision)) {
+        match self.recorder.record(decision_record(&self.bundle(), call, &decision)) {
             Ok(index) => decision.ledger_index = index,
             Err(e) => decision.reason = format!("{}; ledger unavailable: {e}", decision.reason),
         }
@@ -449,7 +449,7 @@ impl Engine {
                 policies: decision.policies.clone(),
             });
         }
-        match self.recorder.record(decision_record(call, &decision)) {
+        match self.recorder.record(decision_record(&self.bundle(), call, &decision)) {
             Ok(index) => decision.ledger_index = index,
             Err(e) => {
                 return self.fail_closed(
@@ -503,9 +503,18 @@ impl Engine {
     /// Records an observation: its data-source labels taint every scope of its agent.
     pub fn observe(&self, obs: &Observation) -> Result<Option<u64>, String> {
         let now = self.now(obs.time.as_deref())?;
+        let mut recorded = json!(obs);
+        let mode = obs
+            .tool
+            .as_deref()
+            .and_then(|t| self.bundle().catalog.tool(t).map(|s| s.record))
+            .unwrap_or_default();
+        if let (Some(result), true) = (recorded.get_mut("result"), mode != truststack_policy::RecordMode::Full) {
+            *result = private_payload(mode, result);
+        }
         let index = self
             .recorder
-            .record(json!({"kind": "observation", "time": format_time(now), "observation": obs}))?;
+            .record(json!({"kind": "observation", "time": format_time(now), "observation": recorded}))?;
         self.taint(obs, now);
         Ok(index)
     }
@@ -959,7 +968,16 @@ pub fn system_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The JSON a decision record carries (for components that record decisions themselves).
-pub fn decision_record(call: &ToolCall, decision: &Decision) -> Value {
+/// The ledger record of a decision: the call (its arguments kept as the catalog's `record` mode
+/// says), the decision with the bundle hash, the policies that fired and why, the agent and its
+/// full delegation chain.
+pub fn decision_record(bundle: &Bundle, call: &ToolCall, decision: &Decision) -> Value {
+    let mode = bundle.catalog.tool(&call.tool).map(|t| t.record).unwrap_or_default();
+    let mut call = json!(call);
+    if mode != truststack_policy::RecordMode::Full {
+        if let Some(args) = call.get_mut("args") {
+            *args = private_payload(mode, args);
+        }
+    }
     json!({"kind": "decision", "call": call, "decision": decision})
 }

@@ -7,6 +7,10 @@
 //! [`Recorder`] and only then updates the monitors, so denied calls never count and a ledger
 //! failure fails closed.
 
+/// The ledger and identity crates, for components that depend on the engine alone.
+pub use truststack_identity as identity;
+pub use truststack_ledger as ledger;
+
 pub mod decision;
 pub mod engine;
 pub mod event;

@@ -81,3 +81,105 @@ pub fn replay(engine: &Engine, events: &[Event]) -> Vec<Step> {
         })
         .collect()
 }
+
+/// A recorded decision that another bundle decides differently.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Divergence {
+    pub ledger_index: u64,
+    pub call_id: String,
+    pub agent: String,
+    pub tool: String,
+    pub time: String,
+    pub recorded: Verdict,
+    pub replayed: Verdict,
+    pub recorded_policies: Vec<String>,
+    pub replayed_policies: Vec<String>,
+}
+
+/// Reconstructs the event stream from ledger records (`(index, record)`, in order): decisions
+/// become tool calls at their decision time, approval outcomes become answers at theirs,
+/// observations stay observations. Each tool call carries its recorded decision. Calls whose
+/// arguments were recorded as a hash replay with the digest in place of the arguments.
+pub fn events_from_records(records: &[(u64, serde_json::Value)]) -> Vec<(u64, Event, Option<Decision>)> {
+    use serde_json::Value;
+    let mut out = Vec::new();
+    for (index, record) in records {
+        match record.get("kind").and_then(Value::as_str) {
+            Some("decision") => {
+                let call = serde_json::from_value::<crate::event::ToolCall>(record["call"].clone());
+                let decision = serde_json::from_value::<Decision>(record["decision"].clone());
+                if let (Ok(mut call), Ok(decision)) = (call, decision) {
+                    call.time = Some(decision.time.clone());
+                    out.push((*index, Event::ToolCall(call), Some(decision)));
+                }
+            }
+            Some("approval") => {
+                let Ok(o) = serde_json::from_value::<ApprovalOutcome>(record["outcome"].clone()) else {
+                    continue;
+                };
+                let grant = match o.result {
+                    crate::decision::ApprovalResult::Granted | crate::decision::ApprovalResult::GrantedButDenied => true,
+                    crate::decision::ApprovalResult::Refused => false,
+                    // Nobody answered: in the replay the call stays held, as it did.
+                    crate::decision::ApprovalResult::Expired => continue,
+                };
+                let lease = o.lease_until.as_deref().and_then(|until| {
+                    let ms = crate::event::parse_time(until).ok()? - crate::event::parse_time(&o.time).ok()?;
+                    (ms > 0).then(|| format!("{ms}ms"))
+                });
+                out.push((
+                    *index,
+                    Event::Approval(crate::event::ApprovalAnswer {
+                        approval_id: None,
+                        call_id: Some(o.call_id),
+                        approver: o.approver,
+                        groups: Vec::new(),
+                        grant,
+                        lease,
+                        time: Some(o.time),
+                    }),
+                    None,
+                ));
+            }
+            Some("observation") => {
+                if let Ok(mut obs) = serde_json::from_value::<crate::event::Observation>(record["observation"].clone()) {
+                    obs.time = record.get("time").and_then(Value::as_str).map(String::from);
+                    out.push((*index, Event::Observation(obs), None));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Re-decides every recorded call with `engine` (which must run on event time) and returns the
+/// calls it decides differently: "what would this policy change have done last week".
+pub fn divergences(engine: &Engine, records: &[(u64, serde_json::Value)]) -> (usize, Vec<Divergence>) {
+    let mut calls = 0;
+    let mut out = Vec::new();
+    for (index, event, recorded) in events_from_records(records) {
+        let Processed::Decision(replayed) = engine.process(&event) else {
+            continue;
+        };
+        calls += 1;
+        let (Some(recorded), Event::ToolCall(call)) = (recorded, &event) else {
+            continue;
+        };
+        let ids = |d: &Decision| d.policies.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+        if recorded.decision != replayed.decision {
+            out.push(Divergence {
+                ledger_index: index,
+                call_id: call.id.clone(),
+                agent: call.agent.clone(),
+                tool: call.tool.clone(),
+                time: recorded.time.clone(),
+                recorded: recorded.decision,
+                replayed: replayed.decision,
+                recorded_policies: ids(&recorded),
+                replayed_policies: ids(&replayed),
+            });
+        }
+    }
+    (calls, out)
+}

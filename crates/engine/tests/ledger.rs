@@ -1,0 +1,111 @@
+//! Decisions are written ahead to a real SQLite ledger; a ledger that cannot be written fails
+//! closed; the ledger can be replayed under another policy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use truststack_engine::ledger::{verify_file, Ledger, LedgerConfig};
+use truststack_engine::replay::{divergences, parse_trace, replay, Step};
+use truststack_engine::{Engine, Settings, ToolCall, Verdict};
+use truststack_policy::load::load_files;
+
+fn example(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002").join(rel)
+}
+
+fn bundle(policy: &str) -> truststack_policy::Bundle {
+    load_files(&[example(policy)], Some(&example("catalog.toml"))).unwrap().bundle
+}
+
+fn campaign() -> Vec<truststack_engine::Event> {
+    let path = example("traces/campaign-single-agent.jsonl");
+    parse_trace("campaign", &std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn every_decision_is_durable_before_it_is_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let ledger = Arc::new(Ledger::open(&db, &LedgerConfig::new(dir.path().join("log.key"))).unwrap());
+    let engine = Engine::new(bundle("policies/seed.tsp"), Settings::replay()).with_recorder(ledger.clone());
+    let steps = replay(&engine, &campaign());
+    let mut last_index = None;
+    for step in &steps {
+        if let Step::Decision(d) = step {
+            let index = d.ledger_index.expect("every decision names its ledger entry");
+            let entry = ledger.entry(index).unwrap().record().unwrap();
+            assert_eq!(entry["kind"], "decision");
+            assert_eq!(entry["call"]["id"], d.call_id.as_str());
+            assert_eq!(entry["decision"]["decision"], d.decision.as_str());
+            assert_eq!(entry["decision"]["policy_hash"], d.policy_hash.as_str());
+            assert_eq!(entry["call"]["chain"][0], "user:operator@acme.example", "the chain of command is recorded");
+            assert!(last_index < Some(index));
+            last_index = Some(index);
+        }
+    }
+    // Approvals (granted and refused) are records too; the refused self-approval is not, since
+    // it never reached a held call's decision.
+    let approvals = (0..ledger.len())
+        .filter(|i| ledger.entry(*i).unwrap().record().unwrap()["kind"] == "approval")
+        .count();
+    assert_eq!(approvals, 1);
+    // The catalog says prod_db_query arguments are recorded as a hash only.
+    let db_read = (0..ledger.len())
+        .map(|i| ledger.entry(i).unwrap().record().unwrap())
+        .find(|r| r["call"]["id"] == "db-read-1")
+        .unwrap();
+    assert!(db_read["call"]["args"]["sha256"].is_string(), "{db_read}");
+    assert!(!db_read.to_string().contains("SELECT"), "the query text is not in the ledger");
+    drop(engine);
+    ledger.checkpoint().unwrap();
+    drop(ledger);
+    verify_file(&db, None).unwrap();
+}
+
+#[test]
+fn a_ledger_that_cannot_be_written_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    drop(Ledger::open(&db, &LedgerConfig::new(dir.path().join("log.key"))).unwrap());
+    let read_only = Arc::new(Ledger::open_read_only(&db).unwrap());
+    let engine = Engine::new(bundle("policies/seed.tsp"), Settings::default()).with_recorder(read_only);
+    let call = ToolCall {
+        id: "c-1".into(),
+        time: None,
+        agent: "spiffe://acme.example/agent/a".into(),
+        session: None,
+        chain: vec!["user:alice@acme.example".into()],
+        tool: "read_docs".into(),
+        args: serde_json::json!({}),
+    };
+    let d = engine.decide(&call);
+    assert_eq!(d.decision, Verdict::Deny, "a benign call is denied when it cannot be recorded");
+    assert!(d.reason.contains("ledger unavailable"), "{}", d.reason);
+    assert_eq!(d.ledger_index, None);
+}
+
+#[test]
+fn replaying_the_ledger_under_another_bundle_reports_what_would_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Ledger::open(&dir.path().join("l.db"), &LedgerConfig::new(dir.path().join("k"))).unwrap());
+    let engine = Engine::new(bundle("policies/seed.tsp"), Settings::replay()).with_recorder(ledger.clone());
+    replay(&engine, &campaign());
+    let records: Vec<(u64, serde_json::Value)> =
+        (0..ledger.len()).map(|i| (i, ledger.entry(i).unwrap().record().unwrap())).collect();
+
+    // The same bundle re-decides every call the same way.
+    let same = Engine::new(bundle("policies/seed.tsp"), Settings::replay());
+    let (calls, diff) = divergences(&same, &records);
+    assert_eq!(calls, 114);
+    assert!(diff.is_empty(), "{diff:?}");
+
+    // With no policies at all, every stopped step would have gone through.
+    let none = Engine::new(truststack_policy::Bundle::compile(vec![], Default::default(), "sha256:none".into()), Settings {
+        unknown_tools: truststack_engine::DefaultDecision::Allow,
+        ..Settings::replay()
+    });
+    let (_, diff) = divergences(&none, &records);
+    let changed: Vec<&str> = diff.iter().map(|d| d.call_id.as_str()).collect();
+    assert_eq!(changed, ["ext-scan", "scan-101", "probe-102", "exploit-1", "exfil-1"]);
+    assert!(diff.iter().all(|d| d.replayed == Verdict::Allow));
+}

@@ -1,0 +1,80 @@
+//! The embedded SQLite ledger as the server's [`LedgerBackend`].
+
+use crate::backend::LedgerBackend;
+use serde_json::{json, Value};
+use truststack_engine::ledger::{base64_hash, Ledger, SignedCheckpoint};
+
+/// The checkpoint covering the whole log, signing a new one when entries came after the last.
+fn current_checkpoint(ledger: &Ledger) -> Result<SignedCheckpoint, String> {
+    match ledger.latest_checkpoint() {
+        Some(c) if c.checkpoint.size == ledger.len() && !ledger.is_empty() => Ok(c),
+        _ => ledger.checkpoint().map_err(|e| e.to_string()),
+    }
+}
+
+impl LedgerBackend for Ledger {
+    fn append(&self, record: Value) -> Result<u64, String> {
+        Ledger::append(self, &record).map_err(|e| e.to_string())
+    }
+
+    fn size(&self) -> u64 {
+        self.len()
+    }
+
+    fn records(&self) -> Result<Vec<Value>, String> {
+        self.entries(0..self.len())
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|e| e.record().map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Value>, String> {
+        Ledger::entries(self, start..end)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|e| e.to_json().map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn checkpoint(&self) -> Result<String, String> {
+        current_checkpoint(self).map(|c| c.note)
+    }
+
+    /// The proof, the leaf hash, the root, and the signed checkpoint it verifies against (the
+    /// latest, signed now if needed, when `size` is not given).
+    fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<Value, String> {
+        let (size, note) = match size {
+            Some(size) => (size, None),
+            None => {
+                let c = current_checkpoint(self)?;
+                (c.checkpoint.size, Some(c.note))
+            }
+        };
+        let proof = Ledger::inclusion_proof(self, index, size).map_err(|e| e.to_string())?;
+        let entry = self.entry(index).map_err(|e| e.to_string())?;
+        let root = self.root_at(size).map_err(|e| e.to_string())?;
+        Ok(json!({
+            "leaf_index": proof.leaf_index,
+            "tree_size": proof.tree_size,
+            "leaf_hash": base64_hash(&entry.leaf),
+            "root_hash": base64_hash(&root),
+            "path": serde_json::to_value(&proof).map_err(|e| e.to_string())?["path"].take(),
+            "checkpoint": note,
+        }))
+    }
+
+    fn consistency_proof(&self, old: u64, new: Option<u64>) -> Result<Value, String> {
+        let new = new.unwrap_or_else(|| self.len());
+        let proof = Ledger::consistency_proof(self, old, new).map_err(|e| e.to_string())?;
+        let old_root = self.root_at(old).map_err(|e| e.to_string())?;
+        let new_root = self.root_at(new).map_err(|e| e.to_string())?;
+        Ok(json!({
+            "old_size": old,
+            "new_size": new,
+            "old_root": base64_hash(&old_root),
+            "new_root": base64_hash(&new_root),
+            "path": serde_json::to_value(&proof).map_err(|e| e.to_string())?["path"].take(),
+        }))
+    }
+}
