@@ -170,6 +170,9 @@ struct DecideRequest {
     agent: Option<String>,
     #[serde(default)]
     chain: Vec<String>,
+    /// Used only when the server runs on the event clock.
+    #[serde(default)]
+    time: Option<String>,
 }
 
 async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -180,7 +183,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         id: req
             .id
             .unwrap_or_else(|| state.response_id().replacen("r-", "c-", 1)),
-        time: None,
+        time: req.time,
         agent: caller.agent.clone(),
         session: req.session,
         chain: caller.chain.clone(),
@@ -230,6 +233,9 @@ struct ObservationRequest {
     agent: Option<String>,
     #[serde(default)]
     chain: Vec<String>,
+    /// Used only when the server runs on the event clock.
+    #[serde(default)]
+    time: Option<String>,
 }
 
 async fn record_observation(
@@ -240,7 +246,7 @@ async fn record_observation(
     let caller = state.caller(&headers, req.agent, req.chain)?;
     let obs = Observation {
         id: req.id,
-        time: None,
+        time: req.time,
         agent: caller.agent,
         session: req.session,
         chain: caller.chain,
@@ -390,6 +396,9 @@ struct AnswerRequest {
     approver: Option<String>,
     #[serde(default)]
     comment: Option<String>,
+    /// Used only when the server runs on the event clock.
+    #[serde(default)]
+    time: Option<String>,
 }
 
 async fn answer(
@@ -415,7 +424,7 @@ async fn answer(
         groups: human.groups,
         grant,
         lease: req.lease,
-        time: None,
+        time: req.time,
     };
     let st = Arc::clone(&state);
     let outcome = blocking(move || st.engine.read().answer(&ans))

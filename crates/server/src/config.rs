@@ -49,6 +49,10 @@ pub struct ServerConfig {
     pub request_timeout: String,
     /// Sign a ledger checkpoint every this many records (and on demand).
     pub checkpoint_every: u64,
+    /// Where `now` comes from: `system` (enforcement) or `event` (the request's `time`, for
+    /// replaying recorded traces through the API; never for enforcement, since the caller would
+    /// choose the time).
+    pub clock: truststack_engine::TimeSource,
     /// The directory relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base: PathBuf,
@@ -72,6 +76,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             request_timeout: "60s".into(),
             checkpoint_every: 1000,
+            clock: truststack_engine::TimeSource::System,
             base: PathBuf::from("."),
         }
     }
@@ -137,7 +142,7 @@ impl ServerConfig {
             default_decision: self.default_decision,
             unknown_tools: self.unknown_tools,
             approval_deadline_ms: self.deadline_ms().unwrap_or(15 * 60 * 1000),
-            time_source: truststack_engine::TimeSource::System,
+            time_source: self.clock,
             approver_groups: self.approver_groups.clone(),
             require_approver_group: self.require_credentials,
         }

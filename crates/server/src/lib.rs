@@ -42,6 +42,8 @@ pub async fn serve(
         })
         .await;
     expiry.abort();
+    // Wait for the task to go, so the state (and the ledger's writer) can be released.
+    let _ = expiry.await;
     result
 }
 

@@ -1,0 +1,80 @@
+//! A real server on a loopback port, over a real SQLite ledger.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use truststack_engine::ledger::{Ledger, LedgerConfig};
+use truststack_server::backend::IdentityService;
+use truststack_server::{AppState, ServerConfig};
+
+pub fn example(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002").join(rel)
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn start(config: ServerConfig, dir: &Path, identity: Option<Arc<dyn IdentityService>>) -> TestServer {
+    let ledger = Arc::new(Ledger::open(&dir.join("ledger.db"), &LedgerConfig::new(dir.join("ledger.key"))).unwrap());
+    let state = Arc::new(AppState::new(config, ledger, identity).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(truststack_server::serve(state, listener, async {
+        let _ = rx.await;
+    }));
+    TestServer {
+        base,
+        client: reqwest::Client::new(),
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestServer {
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+/// A config over the GTG-1002 example, with credentials off (the body names the agent).
+pub fn open_config(policies: &[&str]) -> ServerConfig {
+    ServerConfig {
+        policies: policies.iter().map(|p| example(p)).collect(),
+        catalog: Some(example("catalog.toml")),
+        require_credentials: false,
+        ..ServerConfig::default()
+    }
+}
