@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub catalog: Option<PathBuf>,
     /// The ledger's SQLite file.
     pub ledger: PathBuf,
+    /// The ledger's checkpoint signing key (created on first start, mode 0600).
+    pub ledger_key: PathBuf,
+    /// The checkpoint origin and key name.
+    pub ledger_origin: String,
     /// Where the issuer's keys and revocation list live.
     pub issuer_dir: PathBuf,
     /// The trust domain of agent identities issued by this server.
@@ -65,6 +69,8 @@ impl Default for ServerConfig {
             policies: Vec::new(),
             catalog: None,
             ledger: "truststack.db".into(),
+            ledger_key: "truststack-ledger.key".into(),
+            ledger_origin: truststack_engine::ledger::DEFAULT_ORIGIN.into(),
             issuer_dir: ".truststack/issuer".into(),
             trust_domain: "truststack.local".into(),
             audience: "truststack".into(),

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Load benchmark of `truststack serve`: decisions per second and latency percentiles with 1 and
+# 50 connections, with the durable SQLite ledger on, beside the same server's /healthz as the
+# raw-HTTP baseline, in one run. Needs `wrk` (Debian: apt-get install wrk).
+#
+#   bash crates/server/benches/load.sh [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+secs="${1:-10}"
+command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
+cargo build --release -p truststack >&2
+work="$(mktemp -d)"
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+port=$((20000 + RANDOM % 20000))
+cat > "$work/truststack.toml" <<TOML
+listen = "127.0.0.1:$port"
+policies = ["$PWD/examples/gtg1002/policies/seed.tsp"]
+catalog = "$PWD/examples/gtg1002/catalog.toml"
+ledger = "$work/ledger.db"
+ledger_key = "$work/ledger.key"
+require_credentials = ${REQUIRE_CREDENTIALS:-false}
+TOML
+./target/release/truststack serve --config "$work/truststack.toml" 2> "$work/server.log" &
+server=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+
+# Each request decides a benign call for one of 1000 agents (so no limit interferes), in a
+# different session: the full decision path, ledger write included.
+cat > "$work/decide.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  local body = string.format('{"tool":"read_docs","args":{"page":"p%d"},"session":"s-%d","agent":"spiffe://acme.example/agent/a%d","chain":["user:load@acme.example"]}', n, n % 97, n % 1000)
+  return wrk.format(nil, "/v1/decide", nil, body)
+end
+LUA
+
+run() { # name connections path [script]
+  local out
+  if [ -n "${4:-}" ]; then
+    out=$(wrk -t1 -c"$2" -d"${secs}s" --latency -s "$4" "http://127.0.0.1:$port$3")
+  else
+    out=$(wrk -t1 -c"$2" -d"${secs}s" --latency "http://127.0.0.1:$port$3")
+  fi
+  local rps p50 p99
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  printf "%-26s c=%-3s %12s req/s   p50 %-9s p99 %s\n" "$1" "$2" "$rps" "$p50" "$p99"
+}
+
+echo "truststack serve load benchmark (${secs}s per run, $(nproc) cores, durable ledger on)"
+run "healthz (baseline)" 1 /healthz
+run "decide" 1 /v1/decide "$work/decide.lua"
+run "healthz (baseline)" 50 /healthz
+run "decide" 50 /v1/decide "$work/decide.lua"
+entries=$(curl -sf "http://127.0.0.1:$port/v1/ledger/entries?start=0&end=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')
+echo "ledger entries written: $entries"
