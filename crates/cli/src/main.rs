@@ -10,14 +10,23 @@ macro_rules! say {
     }};
 }
 
+mod approvals_cmd;
 mod demo;
+mod gateway_cmd;
 mod identity_cmd;
+mod identity_service;
 mod ledger_cmd;
 mod policy_cmd;
+mod prove_cmd;
+mod serve_cmd;
 mod style;
 
 #[derive(Parser)]
-#[command(name = "truststack", version, about = "A deterministic control plane for AI agents")]
+#[command(
+    name = "truststack",
+    version,
+    about = "A deterministic control plane for AI agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,12 +39,20 @@ enum Command {
     /// Check, evaluate and test policies.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Run the enforcement server (HTTP API, approvals, ledger, identities).
+    Serve(serve_cmd::ServeArgs),
+    /// Answer held calls on a running server: list, show, grant, refuse.
+    Approvals(approvals_cmd::ApprovalsArgs),
     /// Verify, inspect and prove the tamper-evident decision ledger.
     #[command(subcommand)]
     Ledger(ledger_cmd::LedgerCommand),
     /// Agent identities, credentials and delegation chains.
     #[command(subcommand)]
     Identity(identity_cmd::IdentityCommand),
+    /// Put MCP servers behind TrustStack: a proxy (stdio or Streamable HTTP) that decides every tool call.
+    Gateway(gateway_cmd::GatewayArgs),
+    /// Proving ground: explore what the agents of a manifest can reach, find toxic tool combinations, prove the fix.
+    Prove(prove_cmd::ProveArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,8 +67,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Serve(args) => serve_cmd::run(&args),
+        Command::Approvals(args) => approvals_cmd::run(&args),
         Command::Ledger(cmd) => ledger_cmd::run(cmd),
         Command::Identity(cmd) => identity_cmd::run(cmd),
+        Command::Gateway(args) => gateway_cmd::run(&args),
+        Command::Prove(args) => prove_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

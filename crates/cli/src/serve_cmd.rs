@@ -21,7 +21,9 @@ pub struct ServeArgs {
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<ServerConfig> {
     Ok(match path {
         Some(p) => ServerConfig::load(p)?,
-        None if Path::new("truststack.toml").exists() => ServerConfig::load(Path::new("truststack.toml"))?,
+        None if Path::new("truststack.toml").exists() => {
+            ServerConfig::load(Path::new("truststack.toml"))?
+        }
         None => ServerConfig::default(),
     })
 }
@@ -43,7 +45,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("opening the ledger {}", ledger_path.display()))?;
     let identity = crate::identity_service::open(&config)?;
     let state = Arc::new(AppState::new(config.clone(), Arc::new(ledger), identity)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
@@ -53,7 +57,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             listener.local_addr()?,
             ledger_path.display(),
             state.engine().bundle().policies.len(),
-            if config.require_credentials { "required" } else { "NOT required" }
+            if config.require_credentials {
+                "required"
+            } else {
+                "NOT required"
+            }
         );
         truststack_server::serve(state, listener, shutdown_signal()).await?;
         eprintln!("truststack: stopped; the ledger is flushed");

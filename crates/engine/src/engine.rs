@@ -400,7 +400,10 @@ impl Engine {
     /// A denial decided before policy evaluation, written to the ledger like any decision.
     fn deny_recorded(&self, call: &ToolCall, now: i64, reason: String) -> Decision {
         let mut decision = self.fail_closed(call, now, reason);
-        match self.recorder.record(decision_record(&self.bundle(), call, &decision)) {
+        match self
+            .recorder
+            .record(decision_record(&self.bundle(), call, &decision))
+        {
             Ok(index) => decision.ledger_index = index,
             Err(e) => decision.reason = format!("{}; ledger unavailable: {e}", decision.reason),
         }
@@ -449,14 +452,19 @@ impl Engine {
                 policies: decision.policies.clone(),
             });
         }
-        match self.recorder.record(decision_record(&self.bundle(), call, &decision)) {
-            Ok(index) => decision.ledger_index = index,
-            Err(e) => {
-                return self.fail_closed(
-                    call,
-                    now,
-                    format!("ledger unavailable, failing closed: {e}"),
-                )
+        if self.recorder.enabled() {
+            match self
+                .recorder
+                .record(decision_record(&self.bundle(), call, &decision))
+            {
+                Ok(index) => decision.ledger_index = index,
+                Err(e) => {
+                    return self.fail_closed(
+                        call,
+                        now,
+                        format!("ledger unavailable, failing closed: {e}"),
+                    )
+                }
             }
         }
         if verdict == Verdict::Allow {
@@ -473,10 +481,12 @@ impl Engine {
         decision
     }
 
+    /// The deadline of a held call: the shortest `DEADLINE` among the policies that hold it (a
+    /// REQUIRE_HITL policy waved through by a lease does not hold it).
     fn deadline_for(&self, bundle: &Bundle, fired: &[FiredPolicy]) -> i64 {
         fired
             .iter()
-            .filter(|f| f.action == Action::RequireHitl)
+            .filter(|f| f.action == Action::RequireHitl && f.lease_until.is_none())
             .filter_map(|f| bundle.policies.iter().find(|p| p.policy.id == f.id))
             .filter_map(|p| p.policy.deadline_ms)
             .min()
@@ -509,12 +519,15 @@ impl Engine {
             .as_deref()
             .and_then(|t| self.bundle().catalog.tool(t).map(|s| s.record))
             .unwrap_or_default();
-        if let (Some(result), true) = (recorded.get_mut("result"), mode != truststack_policy::RecordMode::Full) {
+        if let (Some(result), true) = (
+            recorded.get_mut("result"),
+            mode != truststack_policy::RecordMode::Full,
+        ) {
             *result = private_payload(mode, result);
         }
-        let index = self
-            .recorder
-            .record(json!({"kind": "observation", "time": format_time(now), "observation": recorded}))?;
+        let index = self.recorder.record(
+            json!({"kind": "observation", "time": format_time(now), "observation": recorded}),
+        )?;
         self.taint(obs, now);
         Ok(index)
     }
@@ -809,10 +822,12 @@ impl Engine {
         let call = &pending.call;
         let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
         let mut leases = self.leases.lock();
+        // Only the policies that held the call: one already under a lease did not, and must not
+        // have that lease replaced by this grant's.
         for f in pending
             .policies
             .iter()
-            .filter(|f| f.action == Action::RequireHitl)
+            .filter(|f| f.action == Action::RequireHitl && f.lease_until.is_none())
         {
             if let Some(cp) = bundle.policies.iter().find(|c| c.policy.id == f.id) {
                 let target = cp.policy.target;
@@ -972,7 +987,11 @@ pub fn system_now() -> i64 {
 /// says), the decision with the bundle hash, the policies that fired and why, the agent and its
 /// full delegation chain.
 pub fn decision_record(bundle: &Bundle, call: &ToolCall, decision: &Decision) -> Value {
-    let mode = bundle.catalog.tool(&call.tool).map(|t| t.record).unwrap_or_default();
+    let mode = bundle
+        .catalog
+        .tool(&call.tool)
+        .map(|t| t.record)
+        .unwrap_or_default();
     let mut call = json!(call);
     if mode != truststack_policy::RecordMode::Full {
         if let Some(args) = call.get_mut("args") {

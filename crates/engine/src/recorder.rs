@@ -6,6 +6,12 @@ use serde_json::Value;
 /// with its index; an error makes the engine fail closed.
 pub trait Recorder: Send + Sync {
     fn record(&self, record: Value) -> Result<Option<u64>, String>;
+
+    /// Whether records are kept at all. A recorder that drops them says so, and the engine
+    /// skips building decision records (the proving ground decides millions of calls).
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Records nothing: for replay, simulation and tests of the decision logic alone.
@@ -15,6 +21,10 @@ pub struct NoRecorder;
 impl Recorder for NoRecorder {
     fn record(&self, _record: Value) -> Result<Option<u64>, String> {
         Ok(None)
+    }
+
+    fn enabled(&self) -> bool {
+        false
     }
 }
 

@@ -100,7 +100,9 @@ pub struct Divergence {
 /// become tool calls at their decision time, approval outcomes become answers at theirs,
 /// observations stay observations. Each tool call carries its recorded decision. Calls whose
 /// arguments were recorded as a hash replay with the digest in place of the arguments.
-pub fn events_from_records(records: &[(u64, serde_json::Value)]) -> Vec<(u64, Event, Option<Decision>)> {
+pub fn events_from_records(
+    records: &[(u64, serde_json::Value)],
+) -> Vec<(u64, Event, Option<Decision>)> {
     use serde_json::Value;
     let mut out = Vec::new();
     for (index, record) in records {
@@ -114,17 +116,20 @@ pub fn events_from_records(records: &[(u64, serde_json::Value)]) -> Vec<(u64, Ev
                 }
             }
             Some("approval") => {
-                let Ok(o) = serde_json::from_value::<ApprovalOutcome>(record["outcome"].clone()) else {
+                let Ok(o) = serde_json::from_value::<ApprovalOutcome>(record["outcome"].clone())
+                else {
                     continue;
                 };
                 let grant = match o.result {
-                    crate::decision::ApprovalResult::Granted | crate::decision::ApprovalResult::GrantedButDenied => true,
+                    crate::decision::ApprovalResult::Granted
+                    | crate::decision::ApprovalResult::GrantedButDenied => true,
                     crate::decision::ApprovalResult::Refused => false,
                     // Nobody answered: in the replay the call stays held, as it did.
                     crate::decision::ApprovalResult::Expired => continue,
                 };
                 let lease = o.lease_until.as_deref().and_then(|until| {
-                    let ms = crate::event::parse_time(until).ok()? - crate::event::parse_time(&o.time).ok()?;
+                    let ms = crate::event::parse_time(until).ok()?
+                        - crate::event::parse_time(&o.time).ok()?;
                     (ms > 0).then(|| format!("{ms}ms"))
                 });
                 out.push((
@@ -142,7 +147,9 @@ pub fn events_from_records(records: &[(u64, serde_json::Value)]) -> Vec<(u64, Ev
                 ));
             }
             Some("observation") => {
-                if let Ok(mut obs) = serde_json::from_value::<crate::event::Observation>(record["observation"].clone()) {
+                if let Ok(mut obs) = serde_json::from_value::<crate::event::Observation>(
+                    record["observation"].clone(),
+                ) {
                     obs.time = record.get("time").and_then(Value::as_str).map(String::from);
                     out.push((*index, Event::Observation(obs), None));
                 }
@@ -155,7 +162,10 @@ pub fn events_from_records(records: &[(u64, serde_json::Value)]) -> Vec<(u64, Ev
 
 /// Re-decides every recorded call with `engine` (which must run on event time) and returns the
 /// calls it decides differently: "what would this policy change have done last week".
-pub fn divergences(engine: &Engine, records: &[(u64, serde_json::Value)]) -> (usize, Vec<Divergence>) {
+pub fn divergences(
+    engine: &Engine,
+    records: &[(u64, serde_json::Value)],
+) -> (usize, Vec<Divergence>) {
     let mut calls = 0;
     let mut out = Vec::new();
     for (index, event, recorded) in events_from_records(records) {

@@ -10,11 +10,15 @@ use truststack_engine::{Engine, Settings, ToolCall, Verdict};
 use truststack_policy::load::load_files;
 
 fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/gtg1002")
+        .join(rel)
 }
 
 fn bundle(policy: &str) -> truststack_policy::Bundle {
-    load_files(&[example(policy)], Some(&example("catalog.toml"))).unwrap().bundle
+    load_files(&[example(policy)], Some(&example("catalog.toml")))
+        .unwrap()
+        .bundle
 }
 
 fn campaign() -> Vec<truststack_engine::Event> {
@@ -26,19 +30,26 @@ fn campaign() -> Vec<truststack_engine::Event> {
 fn every_decision_is_durable_before_it_is_returned() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
-    let ledger = Arc::new(Ledger::open(&db, &LedgerConfig::new(dir.path().join("log.key"))).unwrap());
-    let engine = Engine::new(bundle("policies/seed.tsp"), Settings::replay()).with_recorder(ledger.clone());
+    let ledger =
+        Arc::new(Ledger::open(&db, &LedgerConfig::new(dir.path().join("log.key"))).unwrap());
+    let engine =
+        Engine::new(bundle("policies/seed.tsp"), Settings::replay()).with_recorder(ledger.clone());
     let steps = replay(&engine, &campaign());
     let mut last_index = None;
     for step in &steps {
         if let Step::Decision(d) = step {
-            let index = d.ledger_index.expect("every decision names its ledger entry");
+            let index = d
+                .ledger_index
+                .expect("every decision names its ledger entry");
             let entry = ledger.entry(index).unwrap().record().unwrap();
             assert_eq!(entry["kind"], "decision");
             assert_eq!(entry["call"]["id"], d.call_id.as_str());
             assert_eq!(entry["decision"]["decision"], d.decision.as_str());
             assert_eq!(entry["decision"]["policy_hash"], d.policy_hash.as_str());
-            assert_eq!(entry["call"]["chain"][0], "user:operator@acme.example", "the chain of command is recorded");
+            assert_eq!(
+                entry["call"]["chain"][0], "user:operator@acme.example",
+                "the chain of command is recorded"
+            );
             assert!(last_index < Some(index));
             last_index = Some(index);
         }
@@ -55,7 +66,10 @@ fn every_decision_is_durable_before_it_is_returned() {
         .find(|r| r["call"]["id"] == "db-read-1")
         .unwrap();
     assert!(db_read["call"]["args"]["sha256"].is_string(), "{db_read}");
-    assert!(!db_read.to_string().contains("SELECT"), "the query text is not in the ledger");
+    assert!(
+        !db_read.to_string().contains("SELECT"),
+        "the query text is not in the ledger"
+    );
     drop(engine);
     ledger.checkpoint().unwrap();
     drop(ledger);
@@ -68,7 +82,8 @@ fn a_ledger_that_cannot_be_written_fails_closed() {
     let db = dir.path().join("ledger.db");
     drop(Ledger::open(&db, &LedgerConfig::new(dir.path().join("log.key"))).unwrap());
     let read_only = Arc::new(Ledger::open_read_only(&db).unwrap());
-    let engine = Engine::new(bundle("policies/seed.tsp"), Settings::default()).with_recorder(read_only);
+    let engine =
+        Engine::new(bundle("policies/seed.tsp"), Settings::default()).with_recorder(read_only);
     let call = ToolCall {
         id: "c-1".into(),
         time: None,
@@ -79,7 +94,11 @@ fn a_ledger_that_cannot_be_written_fails_closed() {
         args: serde_json::json!({}),
     };
     let d = engine.decide(&call);
-    assert_eq!(d.decision, Verdict::Deny, "a benign call is denied when it cannot be recorded");
+    assert_eq!(
+        d.decision,
+        Verdict::Deny,
+        "a benign call is denied when it cannot be recorded"
+    );
     assert!(d.reason.contains("ledger unavailable"), "{}", d.reason);
     assert_eq!(d.ledger_index, None);
 }
@@ -87,11 +106,19 @@ fn a_ledger_that_cannot_be_written_fails_closed() {
 #[test]
 fn replaying_the_ledger_under_another_bundle_reports_what_would_change() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(Ledger::open(&dir.path().join("l.db"), &LedgerConfig::new(dir.path().join("k"))).unwrap());
-    let engine = Engine::new(bundle("policies/seed.tsp"), Settings::replay()).with_recorder(ledger.clone());
+    let ledger = Arc::new(
+        Ledger::open(
+            &dir.path().join("l.db"),
+            &LedgerConfig::new(dir.path().join("k")),
+        )
+        .unwrap(),
+    );
+    let engine =
+        Engine::new(bundle("policies/seed.tsp"), Settings::replay()).with_recorder(ledger.clone());
     replay(&engine, &campaign());
-    let records: Vec<(u64, serde_json::Value)> =
-        (0..ledger.len()).map(|i| (i, ledger.entry(i).unwrap().record().unwrap())).collect();
+    let records: Vec<(u64, serde_json::Value)> = (0..ledger.len())
+        .map(|i| (i, ledger.entry(i).unwrap().record().unwrap()))
+        .collect();
 
     // The same bundle re-decides every call the same way.
     let same = Engine::new(bundle("policies/seed.tsp"), Settings::replay());
@@ -100,12 +127,18 @@ fn replaying_the_ledger_under_another_bundle_reports_what_would_change() {
     assert!(diff.is_empty(), "{diff:?}");
 
     // With no policies at all, every stopped step would have gone through.
-    let none = Engine::new(truststack_policy::Bundle::compile(vec![], Default::default(), "sha256:none".into()), Settings {
-        unknown_tools: truststack_engine::DefaultDecision::Allow,
-        ..Settings::replay()
-    });
+    let none = Engine::new(
+        truststack_policy::Bundle::compile(vec![], Default::default(), "sha256:none".into()),
+        Settings {
+            unknown_tools: truststack_engine::DefaultDecision::Allow,
+            ..Settings::replay()
+        },
+    );
     let (_, diff) = divergences(&none, &records);
     let changed: Vec<&str> = diff.iter().map(|d| d.call_id.as_str()).collect();
-    assert_eq!(changed, ["ext-scan", "scan-101", "probe-102", "exploit-1", "exfil-1"]);
+    assert_eq!(
+        changed,
+        ["ext-scan", "scan-101", "probe-102", "exploit-1", "exfil-1"]
+    );
     assert!(diff.iter().all(|d| d.replayed == Verdict::Allow));
 }

@@ -302,13 +302,17 @@ impl Compiler<'_> {
         }
     }
 
-    /// The tool symbols a call must match for the condition to hold; `None` when any call can.
+    /// The tool symbols a call must match (at least one of) for the condition to hold; `None`
+    /// when any call can.
     fn trigger(e: &CExpr) -> Option<BTreeSet<Sym>> {
         match e {
+            // Every conjunct's set is necessary on its own. Intersecting the sets would be wrong:
+            // a call matches several symbols (its name and its classes), so `Tool_Call('NetTool')
+            // AND Tool_Call('exploit_runner')` must still trigger on exploit_runner.
             CExpr::And(items) => items
                 .iter()
                 .filter_map(Self::trigger)
-                .reduce(|a, b| a.intersection(&b).copied().collect()),
+                .min_by_key(BTreeSet::len),
             CExpr::Or(items) => items
                 .iter()
                 .map(Self::trigger)

@@ -576,14 +576,13 @@ async fn consistency(State(state): State<Shared>, Query(q): Query<ConsistencyQue
 // ---- identities ----
 
 async fn issue(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let admin = state.human(&headers, "admin", Some("user:local-admin"))?;
+    state.human(&headers, "admin", Some("user:local-admin"))?;
     let req: Value = parse_body(&body)?;
     let issued = state
         .identity()?
         .issue(&req)
         .map_err(ApiError::bad_request)?;
-    record_identity(&state, "identity_issued", &admin.principal, &issued)?;
-    Ok(reply(&state, issued))
+    Ok(reply(&state, recorded(&state, issued)?))
 }
 
 async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -597,36 +596,42 @@ async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) 
         .identity()?
         .delegate(token, &req)
         .map_err(ApiError::forbidden)?;
-    let by = issued
-        .get("delegated_by")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    record_identity(&state, "identity_issued", &by, &issued)?;
-    Ok(reply(&state, issued))
+    Ok(reply(&state, recorded(&state, issued)?))
 }
 
 async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let admin = state.human(&headers, "admin", Some("user:local-admin"))?;
-    let req: Value = parse_body(&body)?;
+    let mut req: Value = parse_body(&body)?;
+    if let Value::Object(map) = &mut req {
+        map.insert("by".into(), Value::String(admin.principal));
+    }
     let record = state
         .identity()?
         .revoke(&req)
         .map_err(ApiError::bad_request)?;
-    record_identity(&state, "identity_revoked", &admin.principal, &record)?;
-    Ok(reply(&state, record))
+    append_record(&state, record.clone())?;
+    Ok(reply(&state, json!({"revoked": record})))
 }
 
-/// Identity events go to the ledger like every decision: who was given what authority, by whom.
-fn record_identity(state: &AppState, kind: &str, by: &str, detail: &Value) -> Result<(), ApiError> {
-    let mut detail = detail.clone();
-    if let Value::Object(map) = &mut detail {
-        map.remove("token");
+/// Identity events go to the ledger like every decision: who was given what authority.
+/// Takes the `record` out of an issuance answer and appends it.
+fn recorded(state: &AppState, mut issued: Value) -> Result<Value, ApiError> {
+    let record = issued
+        .get_mut("record")
+        .map(Value::take)
+        .unwrap_or(Value::Null);
+    let index = append_record(state, record)?;
+    issued["ledger_index"] = json!(index);
+    if let Value::Object(map) = &mut issued {
+        map.remove("record");
     }
+    Ok(issued)
+}
+
+fn append_record(state: &AppState, record: Value) -> Result<u64, ApiError> {
     state
         .ledger
-        .append(json!({"kind": kind, "by": by, "time": truststack_engine::event::format_time(truststack_engine::engine::system_now()), "detail": detail}))
-        .map(|_| ())
+        .append(record)
         .map_err(|e| ApiError::unavailable(format!("ledger unavailable: {e}")))
 }
 

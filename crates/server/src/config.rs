@@ -36,8 +36,6 @@ pub struct ServerConfig {
     pub issuer_dir: PathBuf,
     /// The trust domain of agent identities issued by this server.
     pub trust_domain: String,
-    /// Accepted credential audience.
-    pub audience: String,
     /// Take the agent and its chain only from a verified credential (the default). Turning this
     /// off trusts the request body: for local experiments only.
     pub require_credentials: bool,
@@ -73,7 +71,6 @@ impl Default for ServerConfig {
             ledger_origin: truststack_engine::ledger::DEFAULT_ORIGIN.into(),
             issuer_dir: ".truststack/issuer".into(),
             trust_domain: "truststack.local".into(),
-            audience: "truststack".into(),
             require_credentials: true,
             default_decision: DefaultDecision::Allow,
             unknown_tools: DefaultDecision::Deny,

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod identity_backend;
 pub mod ledger_backend;
 pub mod metrics;
 pub mod state;

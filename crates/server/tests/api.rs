@@ -14,7 +14,10 @@ use truststack_policy::load::load_files;
 async fn traces_through_the_api_match_policy_eval() {
     for (policy, trace) in [
         ("policies/seed.tsp", "traces/campaign-single-agent.jsonl"),
-        ("policies/delegation-root.tsp", "traces/campaign-split.jsonl"),
+        (
+            "policies/delegation-root.tsp",
+            "traces/campaign-split.jsonl",
+        ),
         ("policies/delegation-root.tsp", "traces/benign.jsonl"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -24,13 +27,14 @@ async fn traces_through_the_api_match_policy_eval() {
         let events = parse_trace(trace, &std::fs::read_to_string(example(trace)).unwrap()).unwrap();
 
         let loaded = load_files(&[example(policy)], Some(&example("catalog.toml"))).unwrap();
-        let expected: Vec<(String, String)> = replay(&Engine::new(loaded.bundle, Settings::replay()), &events)
-            .into_iter()
-            .filter_map(|s| match s {
-                Step::Decision(d) => Some((d.call_id.clone(), d.decision.as_str().to_string())),
-                _ => None,
-            })
-            .collect();
+        let expected: Vec<(String, String)> =
+            replay(&Engine::new(loaded.bundle, Settings::replay()), &events)
+                .into_iter()
+                .filter_map(|s| match s {
+                    Step::Decision(d) => Some((d.call_id.clone(), d.decision.as_str().to_string())),
+                    _ => None,
+                })
+                .collect();
 
         let mut got = Vec::new();
         let mut held: std::collections::HashMap<String, String> = Default::default();
@@ -64,7 +68,10 @@ async fn traces_through_the_api_match_policy_eval() {
                         .await;
                     if a.approver.starts_with("user:operator") {
                         assert_eq!(status, 403, "the launching operator cannot approve: {body}");
-                        assert!(body["error"].as_str().unwrap().contains("separation of duties"));
+                        assert!(body["error"]
+                            .as_str()
+                            .unwrap()
+                            .contains("separation of duties"));
                     } else {
                         assert_eq!(status, 200, "{body}");
                         assert_eq!(body["result"], "granted");
@@ -81,7 +88,12 @@ async fn traces_through_the_api_match_policy_eval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_call_waits_for_an_approver_and_is_then_admitted() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(open_config(&["policies/delegation-root.tsp"]), dir.path(), None).await;
+    let server = start(
+        open_config(&["policies/delegation-root.tsp"]),
+        dir.path(),
+        None,
+    )
+    .await;
     let chain = json!(["user:operator@acme.example"]);
     for (id, tool) in [("s", "nmap_scan"), ("c", "code_review")] {
         let (_, d) = server
@@ -96,30 +108,57 @@ async fn a_held_call_waits_for_an_approver_and_is_then_admitted() {
     let approval = held["approval_id"].as_str().unwrap().to_string();
 
     // The approver sees it, with the trajectory that led to it.
-    let (status, list) = server.get("/v1/approvals?approver=user:oncall@acme.example", None).await;
+    let (status, list) = server
+        .get("/v1/approvals?approver=user:oncall@acme.example", None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(list["pending"][0]["approval_id"], approval.as_str());
     let (_, shown) = server
-        .get(&format!("/v1/approvals/{approval}?approver=user:oncall@acme.example"), None)
+        .get(
+            &format!("/v1/approvals/{approval}?approver=user:oncall@acme.example"),
+            None,
+        )
         .await;
-    let tools: Vec<&str> = shown["trajectory"].as_array().unwrap().iter().map(|t| t["tool"].as_str().unwrap()).collect();
+    let tools: Vec<&str> = shown["trajectory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tool"].as_str().unwrap())
+        .collect();
     assert_eq!(tools, ["nmap_scan", "code_review", "exploit_runner"]);
 
     // A client long-polls while the approver decides.
     let waiter = {
         let client = server.client.clone();
         let url = format!("{}/v1/approvals/{approval}/wait?timeout=20s", server.base);
-        tokio::spawn(async move { client.get(url).send().await.unwrap().json::<Value>().await.unwrap() })
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // The operator who launched the agent is refused...
     let (status, body) = server
-        .post(&format!("/v1/approvals/{approval}/grant"), None, json!({"approver": "user:operator@acme.example"}))
+        .post(
+            &format!("/v1/approvals/{approval}/grant"),
+            None,
+            json!({"approver": "user:operator@acme.example"}),
+        )
         .await;
     assert_eq!(status, 403, "{body}");
     // ...a member of the policy's approver group is not.
     let (status, body) = server
-        .post(&format!("/v1/approvals/{approval}/grant"), None, json!({"approver": "user:oncall@acme.example"}))
+        .post(
+            &format!("/v1/approvals/{approval}/grant"),
+            None,
+            json!({"approver": "user:oncall@acme.example"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["decision"], "allow");
@@ -128,7 +167,11 @@ async fn a_held_call_waits_for_an_approver_and_is_then_admitted() {
     assert_eq!(waited["outcome"]["result"], "granted");
     // An approval is used once.
     let (status, _) = server
-        .post(&format!("/v1/approvals/{approval}/grant"), None, json!({"approver": "user:oncall@acme.example"}))
+        .post(
+            &format!("/v1/approvals/{approval}/grant"),
+            None,
+            json!({"approver": "user:oncall@acme.example"}),
+        )
         .await;
     assert_eq!(status, 404);
     server.stop().await;
@@ -138,7 +181,11 @@ async fn a_held_call_waits_for_an_approver_and_is_then_admitted() {
 async fn a_deadline_turns_a_held_call_into_a_refusal() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("gate.tsp");
-    std::fs::write(&policy, "POLICY gate: ACTION: REQUIRE_HITL IF Tool_Call('ExploitationTool') DEADLINE: 1s\n").unwrap();
+    std::fs::write(
+        &policy,
+        "POLICY gate: ACTION: REQUIRE_HITL IF Tool_Call('ExploitationTool') DEADLINE: 1s\n",
+    )
+    .unwrap();
     let mut config = open_config(&[]);
     config.policies = vec![policy];
     let server = start(config, dir.path(), None).await;
@@ -146,12 +193,18 @@ async fn a_deadline_turns_a_held_call_into_a_refusal() {
         .post("/v1/decide", None, json!({"tool": "exploit_runner", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
         .await;
     let approval = held["approval_id"].as_str().unwrap();
-    let (_, waited) = server.get(&format!("/v1/approvals/{approval}/wait?timeout=10s"), None).await;
+    let (_, waited) = server
+        .get(&format!("/v1/approvals/{approval}/wait?timeout=10s"), None)
+        .await;
     assert_eq!(waited["status"], "answered", "{waited}");
     assert_eq!(waited["outcome"]["result"], "expired");
     assert_eq!(waited["outcome"]["decision"], "deny");
     let (status, _) = server
-        .post(&format!("/v1/approvals/{approval}/grant"), None, json!({"approver": "user:oncall@acme.example"}))
+        .post(
+            &format!("/v1/approvals/{approval}/grant"),
+            None,
+            json!({"approver": "user:oncall@acme.example"}),
+        )
         .await;
     assert_eq!(status, 404, "a late answer finds nothing to approve");
     server.stop().await;
@@ -161,28 +214,51 @@ async fn a_deadline_turns_a_held_call_into_a_refusal() {
 async fn a_bad_reload_leaves_the_old_bundle_active() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("p.tsp");
-    std::fs::write(&policy, "POLICY no-upload: ACTION: DENY IF Tool_Call('DataExfiltration')\n").unwrap();
+    std::fs::write(
+        &policy,
+        "POLICY no-upload: ACTION: DENY IF Tool_Call('DataExfiltration')\n",
+    )
+    .unwrap();
     let mut config = open_config(&[]);
     config.policies = vec![policy.clone()];
     let server = start(config, dir.path(), None).await;
     let (_, before) = server.get("/v1/policies", None).await;
     let call = json!({"tool": "http_upload", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]});
-    assert_eq!(server.post("/v1/decide", None, call.clone()).await.1["decision"], "deny");
+    assert_eq!(
+        server.post("/v1/decide", None, call.clone()).await.1["decision"],
+        "deny"
+    );
 
-    std::fs::write(&policy, "POLICY no-upload: ACTION: DENY IF Tool_Call('DataExfiltration').Count > 1\n").unwrap();
+    std::fs::write(
+        &policy,
+        "POLICY no-upload: ACTION: DENY IF Tool_Call('DataExfiltration').Count > 1\n",
+    )
+    .unwrap();
     let (status, body) = server.post("/v1/policies/reload", None, json!({})).await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("a Count needs a window"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("a Count needs a window"),
+        "{body}"
+    );
     let (_, after) = server.get("/v1/policies", None).await;
     assert_eq!(before["policy_hash"], after["policy_hash"]);
-    assert_eq!(server.post("/v1/decide", None, call.clone()).await.1["decision"], "deny");
+    assert_eq!(
+        server.post("/v1/decide", None, call.clone()).await.1["decision"],
+        "deny"
+    );
 
     // A good bundle replaces it atomically.
     std::fs::write(&policy, "POLICY uploads-limited: ACTION: DENY IF Tool_Call('DataExfiltration').Count > 5 requests/1h\n").unwrap();
     let (status, body) = server.post("/v1/policies/reload", None, json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_ne!(body["policy_hash"], before["policy_hash"]);
-    assert_eq!(server.post("/v1/decide", None, call).await.1["decision"], "allow");
+    assert_eq!(
+        server.post("/v1/decide", None, call).await.1["decision"],
+        "allow"
+    );
     server.stop().await;
 }
 
@@ -190,19 +266,29 @@ async fn a_bad_reload_leaves_the_old_bundle_active() {
 async fn a_restart_does_not_reset_a_rate_limit() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("p.tsp");
-    std::fs::write(&policy, "POLICY scans: ACTION: DENY IF Tool_Call('ScanTool').Count > 3 requests/1h\n").unwrap();
+    std::fs::write(
+        &policy,
+        "POLICY scans: ACTION: DENY IF Tool_Call('ScanTool').Count > 3 requests/1h\n",
+    )
+    .unwrap();
     let mut config = open_config(&[]);
     config.policies = vec![policy];
     let call = json!({"tool": "nmap_scan", "args": {"target": "10.0.0.1"}, "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]});
     let server = start(config.clone(), dir.path(), None).await;
     for _ in 0..3 {
-        assert_eq!(server.post("/v1/decide", None, call.clone()).await.1["decision"], "allow");
+        assert_eq!(
+            server.post("/v1/decide", None, call.clone()).await.1["decision"],
+            "allow"
+        );
     }
     server.stop().await;
 
     let server = start(config, dir.path(), None).await;
     let (_, d) = server.post("/v1/decide", None, call).await;
-    assert_eq!(d["decision"], "deny", "the fourth scan in the hour is denied after a restart: {d}");
+    assert_eq!(
+        d["decision"], "deny",
+        "the fourth scan in the hour is denied after a restart: {d}"
+    );
     server.stop().await;
 }
 
@@ -232,8 +318,15 @@ async fn racing_clients_never_exceed_a_rate_limit() {
             allowed
         }));
     }
-    let allowed: i32 = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).sum();
-    assert_eq!(allowed, 50, "exactly the limit is admitted across 10 racing clients");
+    let allowed: i32 = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    assert_eq!(
+        allowed, 50,
+        "exactly the limit is admitted across 10 racing clients"
+    );
     server.stop().await;
 }
 
@@ -251,14 +344,31 @@ async fn ledger_endpoints_prove_what_was_decided() {
     let note = note.as_str().unwrap().to_string();
     assert!(note.starts_with("truststack"), "{note}");
     assert!(note.contains("\n\n— "), "a signed note: {note}");
-    let (_, proof) = server.get(&format!("/v1/ledger/proofs/inclusion?index={index}"), None).await;
+    let (_, proof) = server
+        .get(&format!("/v1/ledger/proofs/inclusion?index={index}"), None)
+        .await;
     assert_eq!(proof["leaf_index"], index);
-    assert!(proof["checkpoint"].as_str().unwrap().contains(proof["root_hash"].as_str().unwrap()));
-    let (_, entries) = server.get(&format!("/v1/ledger/entries?start={index}&end={}", index + 1), None).await;
-    assert_eq!(entries["entries"][0]["record"]["decision"]["decision"], "deny");
-    let (_, consistency) = server.get("/v1/ledger/proofs/consistency?old=1", None).await;
+    assert!(proof["checkpoint"]
+        .as_str()
+        .unwrap()
+        .contains(proof["root_hash"].as_str().unwrap()));
+    let (_, entries) = server
+        .get(
+            &format!("/v1/ledger/entries?start={index}&end={}", index + 1),
+            None,
+        )
+        .await;
+    assert_eq!(
+        entries["entries"][0]["record"]["decision"]["decision"],
+        "deny"
+    );
+    let (_, consistency) = server
+        .get("/v1/ledger/proofs/consistency?old=1", None)
+        .await;
     assert_eq!(consistency["old_size"], 1);
-    let (status, err) = server.get("/v1/ledger/proofs/inclusion?index=999999", None).await;
+    let (status, err) = server
+        .get("/v1/ledger/proofs/inclusion?index=999999", None)
+        .await;
     assert_eq!(status, 400, "{err}");
     server.stop().await;
 }
@@ -273,7 +383,13 @@ async fn operations_endpoints_and_bad_input() {
     assert_eq!(server.get("/readyz", None).await.0, 200);
     let (_, openapi) = server.get("/openapi.json", None).await;
     assert_eq!(openapi["openapi"], "3.1.0");
-    for path in ["/v1/decide", "/v1/approvals/{id}/grant", "/v1/ledger/proofs/inclusion", "/v1/policies/reload", "/.well-known/jwks.json"] {
+    for path in [
+        "/v1/decide",
+        "/v1/approvals/{id}/grant",
+        "/v1/ledger/proofs/inclusion",
+        "/v1/policies/reload",
+        "/.well-known/jwks.json",
+    ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} documented");
     }
     server
@@ -281,21 +397,43 @@ async fn operations_endpoints_and_bad_input() {
         .await;
     let (_, metrics) = server.get("/metrics", None).await;
     let metrics = metrics.as_str().unwrap().to_string();
-    for name in ["truststack_decisions_total{decision=\"allow\"} 1", "truststack_decide_seconds_bucket", "truststack_pending_approvals", "truststack_ledger_entries", "truststack_ledger_append_seconds"] {
+    for name in [
+        "truststack_decisions_total{decision=\"allow\"} 1",
+        "truststack_decide_seconds_bucket",
+        "truststack_pending_approvals",
+        "truststack_ledger_entries",
+        "truststack_ledger_append_seconds",
+    ] {
         assert!(metrics.contains(name), "{name} in\n{metrics}");
     }
     // Malformed JSON: a precise 400, not a crash.
-    let resp = server.client.post(format!("{}/v1/decide", server.base)).body("{\"tool\": ").header("content-type", "application/json").send().await.unwrap();
+    let resp = server
+        .client
+        .post(format!("{}/v1/decide", server.base))
+        .body("{\"tool\": ")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("line 1 column"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("line 1 column"),
+        "{body}"
+    );
     assert!(body["decision_id"].is_string());
     // Oversized bodies are refused.
     let big = json!({"tool": "read_docs", "agent": "spiffe://a/agent/b", "args": {"x": "y".repeat(10_000)}});
     let (status, _) = server.post("/v1/decide", None, big).await;
     assert_eq!(status, 413);
     // Unknown fields are rejected rather than silently ignored.
-    let (status, body) = server.post("/v1/decide", None, json!({"tool": "read_docs", "agent": "spiffe://a/agent/b", "agnet": "x"})).await;
+    let (status, body) = server
+        .post(
+            "/v1/decide",
+            None,
+            json!({"tool": "read_docs", "agent": "spiffe://a/agent/b", "agnet": "x"}),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
     server.stop().await;
 }

@@ -10,7 +10,9 @@ use truststack_server::backend::IdentityService;
 use truststack_server::{AppState, ServerConfig};
 
 pub fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/gtg1002")
+        .join(rel)
 }
 
 pub struct TestServer {
@@ -20,8 +22,18 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-pub async fn start(config: ServerConfig, dir: &Path, identity: Option<Arc<dyn IdentityService>>) -> TestServer {
-    let ledger = Arc::new(Ledger::open(&dir.join("ledger.db"), &LedgerConfig::new(dir.join("ledger.key"))).unwrap());
+pub async fn start(
+    config: ServerConfig,
+    dir: &Path,
+    identity: Option<Arc<dyn IdentityService>>,
+) -> TestServer {
+    let ledger = Arc::new(
+        Ledger::open(
+            &dir.join("ledger.db"),
+            &LedgerConfig::new(dir.join("ledger.key")),
+        )
+        .unwrap(),
+    );
     let state = Arc::new(AppState::new(config, ledger, identity).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -65,7 +77,10 @@ impl TestServer {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 }
 

@@ -1,0 +1,148 @@
+//! `truststack gateway`: the MCP gateway in front of one or more MCP servers.
+
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use truststack_gateway::config::{parse_upstream_arg, UpstreamConfig};
+use truststack_gateway::{Gateway, GatewayConfig};
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+truststack gateway --config gateway.toml -- npx -y @modelcontextprotocol/server-everything\n  \
+truststack gateway --config gateway.toml --listen 127.0.0.1:8808 --upstream http://127.0.0.1:3001/mcp\n  \
+truststack gateway --config gateway.toml --upstream 'fs=stdio:npx -y @modelcontextprotocol/server-filesystem /srv' --upstream web=http://127.0.0.1:3001/mcp")]
+pub struct GatewayArgs {
+    /// The gateway configuration (TOML): policies, catalog, engine settings, identities,
+    /// approvals endpoint, upstreams, limits. Flags below add to it or override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A policy file (`.tsp`), in addition to the configuration's; repeat for several.
+    #[arg(long = "policy")]
+    policies: Vec<PathBuf>,
+    /// The tool catalog (TOML), instead of the configuration's.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Serve Streamable HTTP on this address (`127.0.0.1:8808`, endpoint `/mcp`) instead of stdio.
+    #[arg(long)]
+    listen: Option<String>,
+    /// An upstream MCP server: `[NAME=]stdio:COMMAND ARGS…` or `[NAME=]http://HOST:PORT/mcp`.
+    /// Repeat for several; their tools and prompts are then namespaced `NAME__tool`.
+    #[arg(long = "upstream", value_name = "SPEC")]
+    upstreams: Vec<String>,
+    /// Serve the approvals endpoint (`GET /approvals`, `POST /approvals/{id}`) on this address.
+    #[arg(long)]
+    approvals_listen: Option<String>,
+    /// Serve callers without a credential (as the configuration's anonymous identity).
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// The largest JSON-RPC message accepted from either side, in bytes (default 4 MiB).
+    #[arg(long)]
+    max_message_bytes: Option<usize>,
+    /// A stdio upstream server: the command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn build_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
+    let mut config = match &args.config {
+        Some(path) => GatewayConfig::load(path)?,
+        None => GatewayConfig::default(),
+    };
+    config.policies.extend(args.policies.iter().cloned());
+    if let Some(c) = &args.catalog {
+        config.catalog = Some(c.clone());
+    }
+    if let Some(l) = &args.listen {
+        config.listen = Some(l.clone());
+    }
+    if let Some(a) = &args.approvals_listen {
+        config.approvals.listen = Some(a.clone());
+    }
+    if args.allow_anonymous {
+        config.identity.allow_anonymous = true;
+    }
+    if let Some(m) = args.max_message_bytes {
+        config.limits.max_message_bytes = m;
+    }
+    let mut extra: Vec<UpstreamConfig> = Vec::new();
+    for spec in &args.upstreams {
+        extra.push(parse_upstream_arg(spec)?);
+    }
+    if !args.command.is_empty() {
+        extra.push(UpstreamConfig {
+            command: Some(args.command.clone()),
+            ..UpstreamConfig::default()
+        });
+    }
+    if !extra.is_empty() {
+        // Upstreams given on the command line replace the configuration's.
+        config.upstreams = extra;
+    }
+    Ok(config)
+}
+
+pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
+    let config = build_config(args)?;
+    if config.policies.is_empty() {
+        tracing::warn!("no policy files: every call follows the default decision");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("truststack-gateway")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {
+    let gateway = Arc::new(Gateway::from_config(config)?);
+    gateway.spawn_expiry(Duration::from_millis(500));
+    let listen = gateway.config().listen.clone();
+    let approvals = gateway.config().approvals.listen.clone();
+    match listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            eprintln!("truststack gateway: MCP endpoint http://{local}/mcp (approvals: http://{local}/approvals)");
+            if let Some(a) = approvals {
+                spawn_approvals(&gateway, &a).await?;
+            }
+            gateway.serve_http(listener).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            if let Some(a) = approvals {
+                spawn_approvals(&gateway, &a).await?;
+            }
+            let token = std::env::var("TRUSTSTACK_TOKEN").ok();
+            if gateway.resolver().resolve(token.as_deref()).is_err() && token.is_none() {
+                bail!("{}", truststack_gateway::IdentityError::Missing);
+            }
+            gateway
+                .serve_stdio(tokio::io::stdin(), tokio::io::stdout(), token.as_deref())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn spawn_approvals(gateway: &Arc<Gateway>, addr: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for approvals"))?;
+    eprintln!(
+        "truststack gateway: approvals endpoint http://{}/approvals",
+        listener.local_addr()?
+    );
+    let gw = Arc::clone(gateway);
+    tokio::spawn(async move {
+        if let Err(e) = gw.serve_approvals(listener).await {
+            tracing::error!("approvals endpoint stopped: {e}");
+        }
+    });
+    Ok(())
+}

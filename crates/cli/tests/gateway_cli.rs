@@ -1,0 +1,836 @@
+//! `truststack gateway` end to end, against real MCP servers and real SDK clients:
+//! `@modelcontextprotocol/server-everything` (stdio and Streamable HTTP) and
+//! `@modelcontextprotocol/server-filesystem`, driven by the official Python SDK client and the
+//! TypeScript SDK client; the GTG-1002 scenario through the example FastMCP server; a
+//! differential test (directly vs. through an allow-all gateway); stdout hygiene.
+//!
+//! The peers are installed by `.ci/install-peers.sh` (npm packages under `.ci/peers`, the
+//! Python `mcp` package). Without them these tests are skipped with a note, except under CI
+//! (`CI` set), where a missing peer is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_truststack");
+const TOKEN: &str = "e2e-token";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn clients() -> PathBuf {
+    root().join("crates/gateway/tests/clients")
+}
+
+/// Where the npm peers are, if installed (and the Python SDK is importable).
+fn peers() -> Option<PathBuf> {
+    let modules = root().join(".ci/peers/node_modules");
+    let npm_ok = modules
+        .join("@modelcontextprotocol/server-everything/dist/index.js")
+        .exists()
+        && modules
+            .join("@modelcontextprotocol/server-filesystem/dist/index.js")
+            .exists()
+        && modules
+            .join("@modelcontextprotocol/sdk/package.json")
+            .exists();
+    let py_ok = Command::new("python3")
+        .args(["-c", "import mcp"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if npm_ok && py_ok {
+        return Some(modules);
+    }
+    let why = format!(
+        "MCP peers missing (npm: {npm_ok}, python mcp: {py_ok}); run `bash .ci/install-peers.sh`"
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
+
+fn everything(modules: &Path) -> String {
+    modules
+        .join("@modelcontextprotocol/server-everything/dist/index.js")
+        .display()
+        .to_string()
+}
+
+fn filesystem(modules: &Path) -> String {
+    modules
+        .join("@modelcontextprotocol/server-filesystem/dist/index.js")
+        .display()
+        .to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// Kills a background process when the test ends.
+struct Bg(Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 exchange with a local server: (status, body).
+fn http(method: &str, port: u16, path: &str, body: Option<&Value>) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// In the background: waits for a held call at the approvals endpoint and grants it as
+/// `approver`. Returns the pending approval it saw and the answer.
+fn approve_when_held(
+    port: u16,
+    approver: &'static str,
+) -> std::thread::JoinHandle<(Value, u16, Value)> {
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < until, "no call was held");
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let (status, body) = http("GET", port, "/approvals", None);
+                if status == 200 {
+                    let list: Value = serde_json::from_str(&body).unwrap_or(json!([]));
+                    if let Some(p) = list.as_array().and_then(|l| l.first()) {
+                        let id = p["approval_id"].as_str().unwrap().to_string();
+                        let (status, body) = http(
+                            "POST",
+                            port,
+                            &format!("/approvals/{id}"),
+                            Some(&json!({"approver": approver, "grant": true})),
+                        );
+                        return (
+                            p.clone(),
+                            status,
+                            serde_json::from_str(&body).unwrap_or(Value::Null),
+                        );
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+const CATALOG: &str = r#"
+[tools.echo]
+classes = ["Benign"]
+[tools."get-sum"]
+classes = ["Compute"]
+[tools."get-env"]
+classes = ["SecretsAccess"]
+[tools.write_file]
+classes = ["FileWrite"]
+[tools.edit_file]
+classes = ["FileWrite"]
+[tools.fs__write_file]
+classes = ["FileWrite"]
+[tools.fs__edit_file]
+classes = ["FileWrite"]
+[tools.everything__get-env]
+classes = ["SecretsAccess"]
+"#;
+
+const POLICIES: &str = r#"
+POLICY no-env:
+  ACTION: DENY
+  TARGET: agent_identity
+  IF Tool_Call('SecretsAccess')
+  REASON: "the environment holds secrets"
+
+POLICY no-writes:
+  ACTION: DENY
+  TARGET: agent_identity
+  IF Tool_Call('FileWrite')
+  REASON: "this agent only reads files"
+
+POLICY sums-need-a-human:
+  ACTION: REQUIRE_HITL
+  TARGET: agent_identity
+  IF Tool_Call('Compute')
+  REASON: "arithmetic is a human decision here"
+"#;
+
+/// A gateway configuration in `dir`: the policies above (or none: allow-all), the test token.
+fn gateway_config(dir: &Path, policies: bool, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("catalog.toml"), CATALOG).unwrap();
+    std::fs::write(dir.join("policies.tsp"), POLICIES).unwrap();
+    let policies = if policies {
+        "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "{policies}{extra}\n[settings]\nunknown_tools = \"allow\"\n\
+         [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"spiffe://e2e.example/agent/client\"\nchain = [\"user:alice@e2e.example\"]\n\
+         [limits]\nprogress_interval_ms = 200\n"
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs a client script; returns its JSON output.
+fn run_client(mut cmd: Command) -> Value {
+    let out = cmd.stderr(Stdio::inherit()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed ({}): {stdout}",
+        out.status
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("client output is not JSON: {e}: {stdout}"))
+}
+
+fn python(args: &[&str]) -> Command {
+    let mut c = Command::new("python3");
+    c.arg(clients().join("py_session.py")).args(args);
+    c
+}
+
+fn node(modules: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("node");
+    c.env("NODE_PATH", modules)
+        .arg(clients().join("ts_session.cjs"))
+        .args(args);
+    c
+}
+
+/// The gateway in front of `upstream` as a stdio command line (JSON, for the clients).
+fn stdio_gateway(config: &Path, approvals: u16, upstream: &[String]) -> String {
+    let mut cmd = vec![
+        BIN.to_string(),
+        "gateway".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--approvals-listen".into(),
+        format!("127.0.0.1:{approvals}"),
+        "--".into(),
+    ];
+    cmd.extend(upstream.iter().cloned());
+    serde_json::to_string(&cmd).unwrap()
+}
+
+fn spawn_everything_http(modules: &Path) -> (Bg, u16) {
+    let port = free_port();
+    let child = Command::new("node")
+        .arg(everything(modules))
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    (Bg(child), port)
+}
+
+fn spawn_http_gateway(config: &Path, upstream: &str) -> (Bg, u16) {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["gateway", "--config"])
+        .arg(config)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            upstream,
+        ])
+        // A configuration may name its own approvals port; tests keep to free ones.
+        .args(["--approvals-listen", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    (Bg(child), port)
+}
+
+/// What every policy scenario must show: listing (filtered), allowed, denied with the reason,
+/// held and released, resources and prompts.
+fn check_policy_scenario(out: &Value, held: &(Value, u16, Value)) {
+    assert_eq!(out["server"], "mcp-servers/everything", "{out}");
+    let tools: Vec<&str> = out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tools.contains(&"echo") && tools.contains(&"get-sum"),
+        "{tools:?}"
+    );
+    assert!(
+        !tools.contains(&"get-env"),
+        "get-env is denied unconditionally, so it is not listed: {tools:?}"
+    );
+    assert_eq!(out["echo"]["isError"], false);
+    assert!(
+        out["echo"]["text"].as_str().unwrap().contains("Echo:"),
+        "{out}"
+    );
+    assert_eq!(out["get_env"]["isError"], true);
+    let denial = out["get_env"]["text"].as_str().unwrap();
+    assert!(
+        denial.contains("no-env") && denial.contains("the environment holds secrets"),
+        "{denial}"
+    );
+    assert_eq!(out["get_sum"]["isError"], false, "{out}");
+    assert!(
+        out["get_sum"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("The sum of"),
+        "{out}"
+    );
+    let progress = match &out["get_sum"]["progress"] {
+        Value::Array(a) => a.len() as u64,
+        v => v.as_u64().unwrap_or(0),
+    };
+    assert!(progress >= 1, "progress notifications while held: {out}");
+    let (pending, status, answer) = held;
+    assert_eq!(pending["call"]["tool"], "get-sum");
+    assert_eq!(pending["policies"][0]["id"], "sums-need-a-human");
+    assert_eq!(*status, 200, "{answer}");
+    assert_eq!(answer["result"], "granted");
+}
+
+#[test]
+fn python_sdk_through_the_stdio_gateway_to_server_everything() {
+    let Some(modules) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), true, "");
+    let approvals = free_port();
+    let held = approve_when_held(approvals, "user:bob@e2e.example");
+    let cmd = stdio_gateway(
+        &config,
+        approvals,
+        &["node".into(), everything(&modules), "stdio".into()],
+    );
+    let out = run_client(python(&[
+        "--scenario",
+        "policy",
+        "--token",
+        TOKEN,
+        "--stdio",
+        &cmd,
+    ]));
+    check_policy_scenario(&out, &held.join().unwrap());
+    // Resources and prompts pass through untouched.
+    assert!(out["read"]["contents"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Everything Server"));
+    assert_eq!(
+        out["prompt"]["messages"][0]["content"]["text"],
+        "This is a simple prompt without arguments."
+    );
+    assert_eq!(
+        out["prompts"],
+        json!([
+            "args-prompt",
+            "completable-prompt",
+            "resource-prompt",
+            "simple-prompt"
+        ])
+    );
+}
+
+#[test]
+fn python_sdk_through_the_http_gateway_to_server_everything_over_http() {
+    let Some(modules) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), true, "");
+    let (_everything, ev_port) = spawn_everything_http(&modules);
+    let (_gateway, gw_port) =
+        spawn_http_gateway(&config, &format!("http://127.0.0.1:{ev_port}/mcp"));
+    let held = approve_when_held(gw_port, "user:bob@e2e.example");
+    let url = format!("http://127.0.0.1:{gw_port}/mcp");
+    let out = run_client(python(&[
+        "--scenario",
+        "policy",
+        "--token",
+        TOKEN,
+        "--url",
+        &url,
+    ]));
+    check_policy_scenario(&out, &held.join().unwrap());
+    assert_eq!(out["protocol"], "2025-11-25");
+}
+
+#[test]
+fn typescript_sdk_through_the_gateway_over_stdio_and_http() {
+    let Some(modules) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), true, "");
+    // stdio: the client starts the gateway, which starts the server.
+    let approvals = free_port();
+    let held = approve_when_held(approvals, "user:bob@e2e.example");
+    let cmd = stdio_gateway(
+        &config,
+        approvals,
+        &["node".into(), everything(&modules), "stdio".into()],
+    );
+    let out = run_client(node(&modules, &["--token", TOKEN, "--stdio", &cmd]));
+    check_policy_scenario(&out, &held.join().unwrap());
+    assert_eq!(out["prompt"], "What's weather in Lyon?");
+    // Streamable HTTP in front of a stdio server (one server process per client session).
+    let (_gateway, gw_port) = spawn_http_gateway(
+        &config,
+        &format!("stdio:node {} stdio", everything(&modules)),
+    );
+    let held = approve_when_held(gw_port, "user:bob@e2e.example");
+    let url = format!("http://127.0.0.1:{gw_port}/mcp");
+    let out = run_client(node(&modules, &["--token", TOKEN, "--url", &url]));
+    check_policy_scenario(&out, &held.join().unwrap());
+    assert!(out["resource_count"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn server_filesystem_reads_are_allowed_and_writes_denied_and_hidden() {
+    let Some(modules) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), true, "");
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().canonicalize().unwrap();
+    let file = data_dir.join("notes.txt");
+    std::fs::write(&file, "the original text\n").unwrap();
+    let cmd = stdio_gateway(
+        &config,
+        free_port(),
+        &[
+            "node".into(),
+            filesystem(&modules),
+            data_dir.display().to_string(),
+        ],
+    );
+    let out = run_client(python(&[
+        "--scenario",
+        "fs",
+        "--token",
+        TOKEN,
+        "--file",
+        &file.display().to_string(),
+        "--dir",
+        &data_dir.display().to_string(),
+        "--stdio",
+        &cmd,
+    ]));
+    let tools: Vec<&str> = out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tools.contains(&"read_text_file") && tools.contains(&"list_directory"),
+        "{tools:?}"
+    );
+    assert!(
+        !tools.contains(&"write_file") && !tools.contains(&"edit_file"),
+        "{tools:?}"
+    );
+    assert_eq!(out["read"]["text"], "the original text\n");
+    assert_eq!(out["write"]["isError"], true);
+    assert!(
+        out["write"]["text"].as_str().unwrap().contains("no-writes"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "the original text\n",
+        "the write never reached the server"
+    );
+    assert!(out["list"]["text"].as_str().unwrap().contains("notes.txt"));
+}
+
+#[test]
+fn several_upstreams_behind_one_gateway_are_namespaced() {
+    let Some(modules) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().canonicalize().unwrap();
+    let file = data_dir.join("a.txt");
+    std::fs::write(&file, "namespaced\n").unwrap();
+    let upstreams = format!(
+        "[[upstream]]\nname = \"everything\"\ncommand = [\"node\", \"{}\", \"stdio\"]\n\
+         [[upstream]]\nname = \"fs\"\ncommand = [\"node\", \"{}\", \"{}\"]\n",
+        everything(&modules),
+        filesystem(&modules),
+        data_dir.display()
+    );
+    std::fs::write(dir.path().join("catalog.toml"), CATALOG).unwrap();
+    std::fs::write(dir.path().join("policies.tsp"), POLICIES).unwrap();
+    let config = gateway_config(dir.path(), true, "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&upstreams);
+    std::fs::write(&config, text).unwrap();
+    let cmd = serde_json::to_string(&[BIN, "gateway", "--config", &config.display().to_string()])
+        .unwrap();
+    let out = run_client(python(&[
+        "--scenario",
+        "multi",
+        "--token",
+        TOKEN,
+        "--file",
+        &file.display().to_string(),
+        "--stdio",
+        &cmd,
+    ]));
+    assert_eq!(out["server"], "truststack-gateway");
+    let tools: Vec<&str> = out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tools.contains(&"everything__echo") && tools.contains(&"fs__read_text_file"),
+        "{tools:?}"
+    );
+    assert!(
+        !tools.contains(&"fs__write_file") && !tools.contains(&"everything__get-env"),
+        "{tools:?}"
+    );
+    assert_eq!(out["echo"]["text"], "Echo: ns");
+    assert_eq!(out["read"]["text"], "namespaced\n");
+    assert_eq!(out["write"]["isError"], true);
+    assert!(out["prompts"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("everything__simple-prompt")));
+    assert_eq!(
+        out["prompt"]["messages"][0]["content"]["text"],
+        "This is a simple prompt without arguments."
+    );
+    assert!(out["resource_count"].as_u64().unwrap() > 0);
+}
+
+/// Runs a scripted raw session (one JSON-RPC message per line) against a stdio command and
+/// returns what came back, one line per message, waiting for each request's answer.
+fn raw_session(cmd: &mut Command, messages: &[Value]) -> Vec<String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut out = Vec::new();
+    for m in messages {
+        writeln!(stdin, "{m}").unwrap();
+        stdin.flush().unwrap();
+        if m.get("id").is_some() {
+            loop {
+                let mut line = String::new();
+                assert!(stdout.read_line(&mut line).unwrap() > 0, "output ended");
+                let v: Value = serde_json::from_str(&line).unwrap();
+                out.push(line.trim_end().to_string());
+                if v.get("id") == m.get("id") && v.get("method").is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    out
+}
+
+#[test]
+fn differential_the_same_session_directly_and_through_an_allow_all_gateway() {
+    let Some(modules) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), false, "");
+    // Raw bytes over stdio: every answer identical, byte for byte.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "diff", "version": "1"}}});
+    let messages = vec![
+        init,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        json!({"jsonrpc": "2.0", "id": "three", "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "é ☃ \"quoted\""}}}),
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "get-sum", "arguments": {"a": 1.5, "b": -2}}}),
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "get-tiny-image", "arguments": {}}}),
+        json!({"jsonrpc": "2.0", "id": 6, "method": "resources/list"}),
+        json!({"jsonrpc": "2.0", "id": 7, "method": "resources/templates/list"}),
+        json!({"jsonrpc": "2.0", "id": 8, "method": "prompts/list"}),
+        json!({"jsonrpc": "2.0", "id": 9, "method": "prompts/get", "params": {"name": "args-prompt", "arguments": {"city": "Oslo"}}}),
+        json!({"jsonrpc": "2.0", "id": 10, "method": "ping"}),
+        json!({"jsonrpc": "2.0", "id": 11, "method": "no/such/method"}),
+        json!({"jsonrpc": "2.0", "id": 12, "method": "tools/call", "params": {"name": "get-sum", "arguments": {"a": "x"}}}),
+        json!({"jsonrpc": "2.0", "id": 13, "method": "completion/complete",
+            "params": {"ref": {"type": "ref/prompt", "name": "completable-prompt"}, "argument": {"name": "department", "value": "E"}}}),
+    ];
+    let direct = raw_session(
+        Command::new("node").arg(everything(&modules)).arg("stdio"),
+        &messages,
+    );
+    let via = raw_session(
+        Command::new(BIN)
+            .args(["gateway", "--config"])
+            .arg(&config)
+            .env("TRUSTSTACK_TOKEN", TOKEN)
+            .args(["--", "node", &everything(&modules), "stdio"]),
+        &messages,
+    );
+    assert_eq!(
+        direct.len(),
+        via.len(),
+        "direct: {direct:#?}\nvia: {via:#?}"
+    );
+    for (d, v) in direct.iter().zip(&via) {
+        assert_eq!(d, v);
+    }
+    // Through the SDK over Streamable HTTP (gateway → server over HTTP): identical results.
+    let (_everything, ev_port) = spawn_everything_http(&modules);
+    let direct = run_client(python(&[
+        "--scenario",
+        "diff",
+        "--url",
+        &format!("http://127.0.0.1:{ev_port}/mcp"),
+    ]));
+    let (_gateway, gw_port) =
+        spawn_http_gateway(&config, &format!("http://127.0.0.1:{ev_port}/mcp"));
+    let via = run_client(python(&[
+        "--scenario",
+        "diff",
+        "--token",
+        TOKEN,
+        "--url",
+        &format!("http://127.0.0.1:{gw_port}/mcp"),
+    ]));
+    let steps = |v: &Value| v["steps"].as_array().unwrap().clone();
+    assert_eq!(steps(&direct).len(), steps(&via).len());
+    for (d, v) in steps(&direct).iter().zip(steps(&via).iter()) {
+        assert_eq!(d, v);
+    }
+    assert_eq!(direct["server"], via["server"]);
+}
+
+#[test]
+fn the_gtg1002_campaign_is_stopped_at_the_gateway_over_stdio_and_http() {
+    if peers().is_none() {
+        return;
+    }
+    let example = root().join("examples/gtg1002/mcp");
+    // stdio: the replay starts the gateway, which starts the simulated server.
+    let approvals = free_port();
+    let out = Command::new("python3")
+        .arg(example.join("replay.py"))
+        .args([
+            "--truststack",
+            BIN,
+            "--json",
+            "--approvals",
+            &format!("http://127.0.0.1:{approvals}"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    check_campaign(&summary);
+    // Streamable HTTP: the gateway in front of the simulated server running over HTTP too.
+    let sim_port = free_port();
+    let _sim = Bg(Command::new("python3")
+        .arg(example.join("server.py"))
+        .args([
+            "--transport",
+            "streamable-http",
+            "--port",
+            &sim_port.to_string(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    wait_port(sim_port);
+    let (_gateway, gw_port) = spawn_http_gateway(
+        &example.join("gateway.toml"),
+        &format!("http://127.0.0.1:{sim_port}/mcp"),
+    );
+    let out = Command::new("python3")
+        .arg(example.join("replay.py"))
+        .args([
+            "--json",
+            "--url",
+            &format!("http://127.0.0.1:{gw_port}/mcp"),
+        ])
+        .args(["--approvals", &format!("http://127.0.0.1:{gw_port}")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_campaign(&serde_json::from_str(&stdout).unwrap());
+}
+
+fn check_campaign(summary: &Value) {
+    assert_eq!(summary["failures"], json!([]), "{summary:#}");
+    let d = &summary["decisions"];
+    assert!(
+        d["ext-scan"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("External_Public"),
+        "{d:#}"
+    );
+    assert!(
+        d["scan-101"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Count > 100"),
+        "{d:#}"
+    );
+    assert_eq!(d["exploit-1"]["outcome"], "allow");
+    assert!(
+        d["exfil-1"]["text"].as_str().unwrap().contains("seed#3"),
+        "{d:#}"
+    );
+    let approvals = summary["approvals"].as_array().unwrap();
+    assert!(
+        approvals.iter().any(|a| a["status"] == 403),
+        "the operator's own approval is refused"
+    );
+    assert!(
+        approvals.iter().any(|a| a["status"] == 200),
+        "the on-call engineer's is accepted"
+    );
+    assert!(summary["progress_notifications"].as_u64().unwrap() >= 1);
+    assert_eq!(summary["calls"], 114);
+}
+
+#[test]
+fn stdout_carries_only_protocol_messages_even_with_debug_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), true, "");
+    let fake = root().join("crates/gateway/tests/fixtures/fake_server.py");
+    let mut child = Command::new(BIN)
+        .args(["gateway", "--config"])
+        .arg(&config)
+        .env("TRUSTSTACK_TOKEN", TOKEN)
+        .env("TRUSTSTACK_LOG", "debug")
+        .args(["--", "python3", "-u"])
+        .arg(&fake)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        "garbage that is not json",
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"garbage","arguments":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get-env","arguments":{}}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
+    ];
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let messages: Vec<Value> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not a JSON-RPC message on stdout: {l}: {e}"))
+        })
+        .collect();
+    assert!(messages.iter().all(|m| m["jsonrpc"] == "2.0"));
+    assert_eq!(messages.len(), 5, "{stdout}");
+    assert!(messages.iter().any(|m| m["error"]["code"] == -32700));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).is_empty(),
+        "logs go to stderr"
+    );
+}
+
+#[test]
+fn gateway_command_line_errors_are_clear() {
+    let out = Command::new(BIN).args(["gateway"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no upstream server"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), true, "");
+    let out = Command::new(BIN)
+        .args(["gateway", "--config"])
+        .arg(&config)
+        .args(["--", "python3", "-c", "pass"])
+        .env_remove("TRUSTSTACK_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("anonymous") && err.contains("TRUSTSTACK_TOKEN"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = Command::new(BIN)
+        .args(["gateway", "--upstream", "ftp://x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ftp://x"));
+}

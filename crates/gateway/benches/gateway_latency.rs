@@ -1,0 +1,473 @@
+//! Added latency and throughput of the gateway, measured in one run against a tiny Rust echo MCP
+//! server (so the gateway is measured, not the server): every `tools/call` is made directly to
+//! the server and through the gateway (real processes, real pipes and sockets), alternating in
+//! rounds so both see the same machine state.
+//!
+//! ```sh
+//! cargo bench -p truststack-gateway --bench gateway_latency            # full run
+//! TS_BENCH_CALLS=2000 cargo bench -p truststack-gateway --bench gateway_latency   # quick
+//! ```
+//!
+//! The gateway decides every call under the GTG-1002 seed policies and catalog (the echo tool is
+//! the catalog's `read_docs`), for a credential-resolved identity.
+//!
+//! The bench binary plays every role: with `TS_BENCH_ROLE` set it is the stdio echo server, the
+//! HTTP echo server or the gateway.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-token";
+
+fn echo_answer(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let id = v.get("id")?.clone();
+    let result = match v["method"].as_str()? {
+        "initialize" => json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "echo", "version": "1"}}),
+        "tools/list" => {
+            json!({"tools": [{"name": "read_docs", "inputSchema": {"type": "object"}}]})
+        }
+        "tools/call" => {
+            json!({"content": [{"type": "text", "text": v["params"]["arguments"]["page"]}], "isError": false})
+        }
+        _ => json!({}),
+    };
+    Some(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())
+}
+
+/// The stdio echo MCP server.
+fn echo_stdio() {
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let mut reader = BufReader::new(stdin.lock());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(a) = echo_answer(&line) {
+            out.write_all(a.as_bytes()).unwrap();
+            out.write_all(b"\n").unwrap();
+            // Answer at once unless more input is already waiting (pipelined calls).
+            if reader.buffer().is_empty() {
+                out.flush().unwrap();
+            }
+        }
+    }
+}
+
+/// The Streamable HTTP echo MCP server (JSON answers, no sessions).
+fn echo_http(port: u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(|body: String| async move {
+                match echo_answer(&body) {
+                    Some(a) => ([("content-type", "application/json")], a).into_response(),
+                    None => axum::http::StatusCode::ACCEPTED.into_response(),
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+}
+
+use axum::response::IntoResponse;
+
+fn config_for(upstream: &str) -> truststack_gateway::GatewayConfig {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002");
+    let exe = std::env::current_exe().unwrap();
+    let upstream = if let Some(port) = upstream.strip_prefix("http:") {
+        format!("url = \"http://127.0.0.1:{port}/mcp\"")
+    } else {
+        format!(
+            "command = [\"{}\"]\nenv = {{ TS_BENCH_ROLE = \"echo-stdio\" }}",
+            exe.display()
+        )
+    };
+    let text = format!(
+        "policies = [\"{}\"]\ncatalog = \"{}\"\n[[identity.tokens]]\ntoken = \"{TOKEN}\"\n\
+         agent = \"spiffe://acme.example/agent/bench\"\nchain = [\"user:dana@acme.example\"]\n\
+         [[upstream]]\n{upstream}\n",
+        examples.join("policies/seed.tsp").display(),
+        examples.join("catalog.toml").display()
+    );
+    toml::from_str(&text).unwrap()
+}
+
+/// The gateway, as its own process.
+fn gateway(mode: &str, upstream: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let gw = truststack_gateway::Gateway::from_config(config_for(upstream)).unwrap();
+        if let Some(port) = mode.strip_prefix("http:") {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap()))
+                .await
+                .unwrap();
+            gw.serve_http(l).await.unwrap();
+        } else {
+            gw.serve_stdio(tokio::io::stdin(), tokio::io::stdout(), Some(TOKEN))
+                .await
+                .unwrap();
+        }
+    });
+}
+
+fn me(role: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.env("TS_BENCH_ROLE", role).stderr(Stdio::null());
+    c
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A client over a child's stdio.
+struct StdioPeer {
+    _child: Proc,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    line: String,
+}
+
+impl StdioPeer {
+    fn start(mut cmd: Command) -> StdioPeer {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut p = StdioPeer {
+            _child: Proc(child),
+            stdin,
+            stdout,
+            line: String::new(),
+        };
+        p.call(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}})
+        .to_string());
+        writeln!(
+            p.stdin,
+            "{}",
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        )
+        .unwrap();
+        p
+    }
+
+    fn call(&mut self, msg: &str) -> &str {
+        self.stdin.write_all(msg.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+        self.line.clear();
+        self.stdout.read_line(&mut self.line).unwrap();
+        &self.line
+    }
+
+    /// `n` calls written without waiting, then all answers read: calls per second.
+    fn pipelined(&mut self, n: usize) -> f64 {
+        let msgs: Vec<String> = (0..n).map(call_msg).collect();
+        let start = Instant::now();
+        let mut stdin = dup(&self.stdin);
+        let writer = std::thread::spawn(move || {
+            for m in msgs {
+                stdin.write_all(m.as_bytes()).unwrap();
+                stdin.write_all(b"\n").unwrap();
+            }
+            stdin.flush().unwrap();
+            stdin
+        });
+        for _ in 0..n {
+            self.line.clear();
+            self.stdout.read_line(&mut self.line).unwrap();
+        }
+        let elapsed = start.elapsed();
+        self.stdin = writer.join().unwrap();
+        n as f64 / elapsed.as_secs_f64()
+    }
+}
+
+/// A second handle on a child's input pipe, for a writer thread.
+fn dup(stdin: &std::process::ChildStdin) -> std::process::ChildStdin {
+    let fd = std::os::fd::AsFd::as_fd(stdin)
+        .try_clone_to_owned()
+        .unwrap();
+    std::process::ChildStdin::from(fd)
+}
+
+fn call_msg(i: usize) -> String {
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{{\"name\":\"read_docs\",\"arguments\":{{\"page\":\"p{i}\"}}}}}}",
+        i + 1
+    )
+}
+
+/// A keep-alive HTTP/1.1 client for one endpoint.
+struct HttpPeer {
+    stream: BufReader<TcpStream>,
+    port: u16,
+    session: Option<String>,
+}
+
+impl HttpPeer {
+    fn start(port: u16) -> HttpPeer {
+        let until = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        stream.set_nodelay(true).unwrap();
+        let mut p = HttpPeer {
+            stream: BufReader::new(stream),
+            port,
+            session: None,
+        };
+        p.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}})
+        .to_string());
+        p.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
+        p
+    }
+
+    fn post(&mut self, body: &str) -> String {
+        let session = self
+            .session
+            .as_ref()
+            .map(|s| format!("mcp-session-id: {s}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{}\r\naccept: application/json\r\ncontent-type: application/json\r\n\
+             authorization: Bearer {TOKEN}\r\n{session}content-length: {}\r\n\r\n{body}",
+            self.port,
+            body.len()
+        );
+        self.stream.get_mut().write_all(req.as_bytes()).unwrap();
+        let mut len = 0usize;
+        let mut chunked = false;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let lower = l.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            } else if lower.starts_with("mcp-session-id:") {
+                self.session = Some(l.split_once(':').unwrap().1.trim().to_string());
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.stream.read_line(&mut line).unwrap();
+                let n = usize::from_str_radix(line.trim(), 16).unwrap();
+                let mut chunk = vec![0; n + 2];
+                self.stream.read_exact(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            body.resize(len, 0);
+            self.stream.read_exact(&mut body).unwrap();
+        }
+        String::from_utf8(body).unwrap()
+    }
+}
+
+struct Stats {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    mean: f64,
+}
+
+fn stats(mut v: Vec<f64>) -> Stats {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    Stats {
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        p999: at(0.999),
+        mean: v.iter().sum::<f64>() / v.len() as f64,
+    }
+}
+
+fn report(transport: &str, direct: Vec<f64>, via: Vec<f64>) {
+    let n = direct.len();
+    let (d, g) = (stats(direct), stats(via));
+    println!("\n{transport}: round trip of one tools/call, µs ({n} calls each)");
+    println!(
+        "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "p50", "p90", "p99", "p99.9", "mean"
+    );
+    println!(
+        "  {:<10} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+        "direct", d.p50, d.p90, d.p99, d.p999, d.mean
+    );
+    println!(
+        "  {:<10} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+        "gateway", g.p50, g.p90, g.p99, g.p999, g.mean
+    );
+    println!(
+        "  {:<10} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+        "added",
+        g.p50 - d.p50,
+        g.p90 - d.p90,
+        g.p99 - d.p99,
+        g.p999 - d.p999,
+        g.mean - d.mean
+    );
+    println!(
+        "  ratio gateway/direct: p50 {:.2}x, p99 {:.2}x;  targets: added p50 <= 200 µs: {}, added p99 <= 1000 µs: {}",
+        g.p50 / d.p50,
+        g.p99 / d.p99,
+        if g.p50 - d.p50 <= 200.0 { "met" } else { "MISSED" },
+        if g.p99 - d.p99 <= 1000.0 { "met" } else { "MISSED" }
+    );
+}
+
+fn main() {
+    match std::env::var("TS_BENCH_ROLE").as_deref() {
+        Ok("echo-stdio") => return echo_stdio(),
+        Ok(r) if r.starts_with("echo-http:") => {
+            return echo_http(r["echo-http:".len()..].parse().unwrap())
+        }
+        Ok(r) if r.starts_with("gateway:") => {
+            let rest = &r["gateway:".len()..];
+            let (mode, upstream) = rest.split_once('|').unwrap();
+            return gateway(mode, upstream);
+        }
+        _ => {}
+    }
+    // `cargo test --benches` runs benches with `--bench` absent: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let calls: usize = std::env::var("TS_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 200 } else { 20_000 });
+    let rounds = 10;
+    let per_round = (calls / rounds).max(1);
+    println!("TrustStack gateway: added latency per tools/call ({calls} calls per path, {rounds} alternating rounds)");
+
+    // stdio
+    let mut direct = StdioPeer::start(me("echo-stdio"));
+    let mut via = StdioPeer::start(me("gateway:stdio|stdio"));
+    for i in 0..500.min(calls) {
+        direct.call(&call_msg(i));
+        via.call(&call_msg(i));
+    }
+    let probe = via.call(&call_msg(1)).to_string();
+    assert!(
+        probe.contains("\"p1\""),
+        "the gateway allowed and answered the call: {probe}"
+    );
+    let (mut d, mut g) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (peer, out) in [(&mut direct, &mut d), (&mut via, &mut g)] {
+            for i in 0..per_round {
+                let m = call_msg(i);
+                let t = Instant::now();
+                peer.call(&m);
+                out.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    report("stdio", d, g);
+    let n = if quick { 500 } else { 20_000 };
+    let td = direct.pipelined(n);
+    let tg = via.pipelined(n);
+    println!("  pipelined throughput ({n} calls in flight): direct {td:.0} calls/s, gateway {tg:.0} calls/s ({:.2}x)", tg / td);
+
+    // Streamable HTTP (JSON answers; one keep-alive connection per client)
+    let up = free_port();
+    let gw = free_port();
+    let _echo = Proc(me(&format!("echo-http:{up}")).spawn().unwrap());
+    let _gateway = Proc(me(&format!("gateway:http:{gw}|http:{up}")).spawn().unwrap());
+    let mut direct = HttpPeer::start(up);
+    let mut via = HttpPeer::start(gw);
+    for i in 0..500.min(calls) {
+        direct.post(&call_msg(i));
+        via.post(&call_msg(i));
+    }
+    let probe = via.post(&call_msg(1));
+    assert!(
+        probe.contains("\"p1\""),
+        "the gateway allowed and answered the call: {probe}"
+    );
+    let (mut d, mut g) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (peer, out) in [(&mut direct, &mut d), (&mut via, &mut g)] {
+            for i in 0..per_round {
+                let m = call_msg(i);
+                let t = Instant::now();
+                peer.post(&m);
+                out.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    report("Streamable HTTP", d, g);
+    // Throughput: 16 concurrent keep-alive clients.
+    let clients = 16;
+    let each = if quick { 50 } else { 1_000 };
+    for (label, port) in [("direct", up), ("gateway", gw)] {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut p = HttpPeer::start(port);
+                    for i in 0..each {
+                        p.post(&call_msg(i));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        let rate = (clients * each) as f64 / start.elapsed().as_secs_f64();
+        println!("  concurrent throughput ({clients} clients): {label} {rate:.0} calls/s");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,374 @@
+//! The gateway configuration file (TOML) and the `--upstream` argument syntax.
+//!
+//! ```toml
+//! policies = ["../policies/seed.tsp"]        # relative to this file
+//! catalog = "../catalog.toml"
+//! listen = "127.0.0.1:8808"                  # Streamable HTTP mode (else stdio)
+//!
+//! [settings]                                 # the engine's settings
+//! default_decision = "allow"
+//! unknown_tools = "deny"
+//! approval_deadline_ms = 900000
+//!
+//! [identity]
+//! allow_anonymous = false
+//! [[identity.tokens]]
+//! token_sha256 = "…"
+//! agent = "spiffe://acme.example/agent/claude-ops"
+//! chain = ["user:operator@acme.example"]
+//!
+//! [approvals]
+//! listen = "127.0.0.1:7391"
+//!
+//! [limits]
+//! max_message_bytes = 4194304
+//!
+//! [[upstream]]
+//! name = "fs"
+//! command = ["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
+//! ```
+
+use crate::identity::StaticResolver;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use truststack_engine::{Settings, TimeSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("upstream `{spec}`: {message}")]
+    Upstream { spec: String, message: String },
+    #[error("no upstream server: give `-- <command> [args]`, `--upstream`, or `[[upstream]]` in the configuration")]
+    NoUpstream,
+    #[error("{0}")]
+    Policy(String),
+}
+
+/// Size and timing limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The largest JSON-RPC message accepted from either side, in bytes.
+    pub max_message_bytes: usize,
+    /// How often a held call sends `notifications/progress` while it waits (when the client
+    /// asked for progress).
+    pub progress_interval_ms: u64,
+    /// How long the gateway waits for an upstream's answer to a request it makes itself
+    /// (aggregating `tools/list` of several upstreams, initializing a restarted server).
+    pub internal_timeout_ms: u64,
+    /// How many times a stdio upstream that exits is restarted before it is reported down.
+    pub max_restarts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 4 * 1024 * 1024,
+            progress_interval_ms: 1000,
+            internal_timeout_ms: 30_000,
+            max_restarts: 3,
+        }
+    }
+}
+
+/// The local approvals endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Where to serve `GET /approvals` and `POST /approvals/{id}`. In HTTP mode they are also
+    /// served on the main listener.
+    pub listen: Option<String>,
+    /// When set, approvers must send `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// One upstream MCP server as written in the configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The namespace of its tools and prompts when several upstreams are configured.
+    pub name: Option<String>,
+    /// A stdio server: the program and its arguments.
+    pub command: Option<Vec<String>>,
+    /// A Streamable HTTP server: its MCP endpoint.
+    pub url: Option<String>,
+    /// Extra environment for a stdio server.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of a stdio server.
+    pub cwd: Option<PathBuf>,
+    /// Extra HTTP headers for a Streamable HTTP server (e.g. its own `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The gateway configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub policies: Vec<PathBuf>,
+    pub catalog: Option<PathBuf>,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub identity: StaticResolver,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Serve Streamable HTTP on this address instead of stdio.
+    pub listen: Option<String>,
+    /// Origins allowed to call the HTTP endpoint (browsers send `Origin`); requests without an
+    /// `Origin` header are always accepted. Default: `http://localhost`, `http://127.0.0.1`
+    /// and `http://[::1]` on any port.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl GatewayConfig {
+    /// Reads a configuration file; relative paths in it are resolved against its directory.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: GatewayConfig = toml::from_str(&text).map_err(|e| ConfigError::Toml {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        config.policies.iter_mut().for_each(rel);
+        config.catalog.iter_mut().for_each(rel);
+        for u in &mut config.upstreams {
+            u.cwd.iter_mut().for_each(rel);
+        }
+        Ok(config)
+    }
+
+    /// The engine settings the gateway runs with: always on the system clock (an agent does not
+    /// get to say what time it is).
+    pub fn engine_settings(&self) -> Settings {
+        Settings {
+            time_source: TimeSource::System,
+            ..self.settings.clone()
+        }
+    }
+
+    /// The upstreams, validated: names are unique and usable as namespaces when there are
+    /// several.
+    pub fn resolved_upstreams(&self) -> Result<Vec<Upstream>, ConfigError> {
+        if self.upstreams.is_empty() {
+            return Err(ConfigError::NoUpstream);
+        }
+        let several = self.upstreams.len() > 1;
+        let mut out: Vec<Upstream> = Vec::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let spec = u
+                .name
+                .clone()
+                .or_else(|| u.url.clone())
+                .or_else(|| u.command.as_ref().map(|c| c.join(" ")))
+                .unwrap_or_default();
+            let err = |message: String| ConfigError::Upstream {
+                spec: spec.clone(),
+                message,
+            };
+            let target = match (&u.command, &u.url) {
+                (Some(cmd), None) => {
+                    let Some((program, args)) = cmd.split_first() else {
+                        return Err(err("`command` is empty".into()));
+                    };
+                    Target::Stdio {
+                        program: program.clone(),
+                        args: args.to_vec(),
+                        env: u.env.clone(),
+                        cwd: u.cwd.clone(),
+                    }
+                }
+                (None, Some(url)) => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(err(format!("`{url}` is not an http:// or https:// URL")));
+                    }
+                    Target::Http {
+                        url: url.clone(),
+                        headers: u.headers.clone(),
+                    }
+                }
+                _ => {
+                    return Err(err(
+                        "give exactly one of `command` (stdio) and `url` (Streamable HTTP)".into(),
+                    ))
+                }
+            };
+            let name =
+                match &u.name {
+                    Some(n) => {
+                        check_name(n).map_err(err)?;
+                        n.clone()
+                    }
+                    None if several => return Err(err(
+                        "several upstreams need names: their tools are namespaced `<name>__<tool>`"
+                            .into(),
+                    )),
+                    None => format!("upstream{i}"),
+                };
+            if out.iter().any(|o| o.name == name) {
+                return Err(err(format!("the name `{name}` is used twice")));
+            }
+            out.push(Upstream { name, target });
+        }
+        Ok(out)
+    }
+}
+
+/// A namespace: letters, digits, `-` and `_`, without `__` (the separator).
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.contains(crate::NAMESPACE_SEPARATOR)
+        && !name.ends_with('_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the name `{name}` must be letters, digits, `-` and `_`, without `__` and not ending in `_`"
+        ))
+    }
+}
+
+/// How to reach an upstream server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Stdio {
+        program: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<PathBuf>,
+    },
+    Http {
+        url: String,
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// A validated upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    pub target: Target,
+}
+
+/// Parses an `--upstream` argument: `[NAME=]stdio:COMMAND ARGS…` (split on whitespace) or
+/// `[NAME=]http(s)://…`.
+pub fn parse_upstream_arg(arg: &str) -> Result<UpstreamConfig, ConfigError> {
+    let err = |message: &str| ConfigError::Upstream {
+        spec: arg.to_string(),
+        message: message.to_string(),
+    };
+    let (name, rest) = match arg.split_once('=') {
+        Some((n, r))
+            if !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && (r.starts_with("stdio:")
+                    || r.starts_with("http://")
+                    || r.starts_with("https://")) =>
+        {
+            (Some(n.to_string()), r)
+        }
+        _ => (None, arg),
+    };
+    if let Some(cmd) = rest.strip_prefix("stdio:") {
+        let command: Vec<String> = cmd.split_whitespace().map(String::from).collect();
+        if command.is_empty() {
+            return Err(err("`stdio:` needs a command"));
+        }
+        return Ok(UpstreamConfig {
+            name,
+            command: Some(command),
+            ..UpstreamConfig::default()
+        });
+    }
+    if rest.starts_with("http://") || rest.starts_with("https://") {
+        return Ok(UpstreamConfig {
+            name,
+            url: Some(rest.to_string()),
+            ..UpstreamConfig::default()
+        });
+    }
+    Err(err(
+        "expected `[NAME=]stdio:COMMAND [ARGS]` or `[NAME=]http://HOST/PATH`",
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_arguments() {
+        let u = parse_upstream_arg("fs=stdio:npx -y @modelcontextprotocol/server-filesystem /tmp")
+            .unwrap();
+        assert_eq!(u.name.as_deref(), Some("fs"));
+        assert_eq!(u.command.unwrap()[3], "/tmp");
+        let u = parse_upstream_arg("http://127.0.0.1:3001/mcp?x=a=b").unwrap();
+        assert_eq!(u.name, None);
+        assert_eq!(u.url.as_deref(), Some("http://127.0.0.1:3001/mcp?x=a=b"));
+        assert!(parse_upstream_arg("ftp://x").is_err());
+    }
+
+    #[test]
+    fn several_upstreams_need_distinct_names() {
+        let mut c = GatewayConfig::default();
+        c.upstreams.push(parse_upstream_arg("stdio:a").unwrap());
+        assert_eq!(c.resolved_upstreams().unwrap()[0].name, "upstream0");
+        c.upstreams.push(parse_upstream_arg("b=stdio:b").unwrap());
+        assert!(c.resolved_upstreams().is_err());
+        c.upstreams[0].name = Some("b".into());
+        assert!(c
+            .resolved_upstreams()
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        c.upstreams[0].name = Some("a__x".into());
+        assert!(c.resolved_upstreams().is_err());
+    }
+
+    #[test]
+    fn config_file_paths_are_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(
+            &path,
+            "policies = [\"p.tsp\"]\ncatalog = \"c.toml\"\n[limits]\nmax_message_bytes = 10\n[[upstream]]\nurl = \"http://127.0.0.1:1/mcp\"\n",
+        )
+        .unwrap();
+        let c = GatewayConfig::load(&path).unwrap();
+        assert_eq!(c.policies[0], dir.path().join("p.tsp"));
+        assert_eq!(c.limits.max_message_bytes, 10);
+        assert_eq!(c.limits.progress_interval_ms, 1000);
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        assert!(GatewayConfig::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
+    }
+}

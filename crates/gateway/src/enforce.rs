@@ -1,0 +1,140 @@
+//! From MCP to the engine and back: a `tools/call` becomes a `tool_call` event decided for the
+//! caller's verified identity; an allowed call's result becomes an observation labelled with the
+//! catalog's data source; a denial becomes a tool result the model can read.
+
+use crate::identity::CallerIdentity;
+use crate::visibility;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use truststack_engine::{ApprovalOutcome, DataAccess, Decision, Engine, Observation, ToolCall};
+use truststack_policy::RecordMode;
+
+/// The `_meta` key under which denials carry the decision.
+pub const META_KEY: &str = "io.truststack/decision";
+
+/// The engine as the gateway uses it.
+pub struct Enforcer {
+    engine: Arc<Engine>,
+    /// Whether observations carry the result (a recorder is attached); without one, the result
+    /// is not parsed at all.
+    record_results: bool,
+}
+
+impl Enforcer {
+    pub fn new(engine: Arc<Engine>, record_results: bool) -> Enforcer {
+        Enforcer {
+            engine,
+            record_results,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Decides a call for a verified caller.
+    pub fn decide(&self, who: &CallerIdentity, call: &ToolCall) -> Decision {
+        self.engine.decide_as(&who.caller(), call)
+    }
+
+    /// Why `who` may never call `tool`, or `None` if it may (see [`visibility`]).
+    pub fn never_allowed(&self, who: &CallerIdentity, session: &str, tool: &str) -> Option<String> {
+        let bundle = self.engine.bundle();
+        visibility::never_allowed(&bundle, self.engine.settings(), who, session, tool)
+    }
+
+    /// Reports an allowed call's result (`result_text`: the JSON-RPC response) as an observation
+    /// with the tool's catalog data source.
+    pub fn observe(&self, call: &ToolCall, result_text: &str) {
+        let bundle = self.engine.bundle();
+        let spec = bundle.catalog.tool(&call.tool);
+        let data_sources: Vec<DataAccess> = spec
+            .and_then(|s| s.data_source.as_ref())
+            .map(|d| {
+                vec![DataAccess {
+                    name: d.name.clone(),
+                    mode: d.mode.clone(),
+                }]
+            })
+            .unwrap_or_default();
+        let result = if self.record_results {
+            match spec.map(|s| s.record).unwrap_or_default() {
+                RecordMode::Full => serde_json::from_str::<Value>(result_text)
+                    .ok()
+                    .and_then(|v| v.get("result").cloned()),
+                RecordMode::Hash => {
+                    Some(json!({"sha256": hex::encode(Sha256::digest(result_text.as_bytes()))}))
+                }
+                RecordMode::Redacted => None,
+            }
+        } else {
+            None
+        };
+        let obs = Observation {
+            id: None,
+            time: None,
+            agent: call.agent.clone(),
+            session: call.session.clone(),
+            chain: call.chain.clone(),
+            call_id: Some(call.id.clone()),
+            tool: Some(call.tool.clone()),
+            data_sources,
+            result,
+        };
+        if let Err(e) = self.engine.observe(&obs) {
+            tracing::warn!(call = %call.id, error = %e, "observation not recorded");
+        }
+    }
+}
+
+/// The policies that fired, as `id (reason)`.
+fn policy_list(decision: &Decision) -> Vec<String> {
+    decision
+        .policy_ids()
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// The text and `_meta` of a denied call.
+pub fn denial(tool: &str, decision: &Decision) -> (String, Value) {
+    let text = format!(
+        "TrustStack denied this call to `{tool}`: {}. (decision {})",
+        decision.reason, decision.decision_id
+    );
+    let meta = json!({ META_KEY: {
+        "decision": "deny",
+        "decision_id": decision.decision_id,
+        "policies": policy_list(decision),
+        "reason": decision.reason,
+    }});
+    (text, meta)
+}
+
+/// The text and `_meta` of a held call that was not released.
+pub fn refusal(tool: &str, held: &Decision, outcome: &ApprovalOutcome) -> (String, Value) {
+    let text = format!(
+        "TrustStack denied this call to `{tool}`: {}; {}. (approval {})",
+        held.reason, outcome.reason, outcome.approval_id
+    );
+    let meta = json!({ META_KEY: {
+        "decision": "deny",
+        "decision_id": held.decision_id,
+        "approval_id": outcome.approval_id,
+        "approval": outcome.result,
+        "policies": policy_list(held),
+        "reason": outcome.reason,
+    }});
+    (text, meta)
+}
+
+/// The progress message of a held call.
+pub fn held_message(decision: &Decision) -> String {
+    format!(
+        "{}; waiting for an approver (approval {}, deadline {})",
+        decision.reason,
+        decision.approval_id.as_deref().unwrap_or("?"),
+        decision.deadline.as_deref().unwrap_or("?")
+    )
+}

@@ -1,0 +1,174 @@
+//! Who is calling: a credential (the `TRUSTSTACK_TOKEN` of a stdio gateway, the
+//! `Authorization: Bearer` token of an HTTP request) becomes a [`CallerIdentity`] through an
+//! [`IdentityResolver`].
+//!
+//! The gateway ships a [`StaticResolver`] (tokens listed in the configuration, each mapped to an
+//! agent, its delegation chain and its allowed tools; an anonymous identity only where the
+//! configuration allows it). A verifier of signed credentials implements the same trait.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use truststack_engine::Caller;
+
+/// The verified identity a call is decided for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerIdentity {
+    /// The agent identity (`spiffe://<trust-domain>/agent/<name>`).
+    pub agent: String,
+    /// The delegation chain, root first: the human principal, then every delegating agent.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// Tool names or classes the credential allows (`*` for any); `None`: no restriction.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    /// The credential's id, for the record.
+    #[serde(default)]
+    pub credential_id: Option<String>,
+}
+
+impl CallerIdentity {
+    /// The engine's view of this caller.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            agent: self.agent.clone(),
+            chain: self.chain.clone(),
+            tools: self.tools.clone(),
+            credential_id: self.credential_id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("no credential was presented and this gateway does not allow anonymous callers (set TRUSTSTACK_TOKEN for stdio, `Authorization: Bearer` for HTTP)")]
+    Missing,
+    #[error("the credential is not valid: {0}")]
+    Invalid(String),
+}
+
+/// Turns a presented credential (or its absence) into a verified identity.
+pub trait IdentityResolver: Send + Sync {
+    fn resolve(&self, credential: Option<&str>) -> Result<CallerIdentity, IdentityError>;
+}
+
+/// One token of a [`StaticResolver`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    /// The token itself (for development), or
+    #[serde(default)]
+    pub token: Option<String>,
+    /// its SHA-256 in hex (so the configuration holds no secret).
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    #[serde(flatten)]
+    pub identity: CallerIdentity,
+}
+
+/// Identities from configuration: a fixed list of tokens, and optionally an anonymous identity.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticResolver {
+    /// Whether a caller without a credential is served, as `anonymous`.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// The identity of callers without a credential (when allowed).
+    #[serde(default)]
+    pub anonymous: Option<CallerIdentity>,
+    #[serde(default)]
+    pub tokens: Vec<StaticToken>,
+}
+
+/// The identity anonymous callers get when the configuration allows them but names none.
+pub fn default_anonymous() -> CallerIdentity {
+    CallerIdentity {
+        agent: "spiffe://truststack.local/agent/anonymous".into(),
+        chain: vec!["user:anonymous".into()],
+        tools: None,
+        credential_id: None,
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Compares two strings in time independent of where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl IdentityResolver for StaticResolver {
+    fn resolve(&self, credential: Option<&str>) -> Result<CallerIdentity, IdentityError> {
+        let Some(token) = credential.map(str::trim).filter(|t| !t.is_empty()) else {
+            return if self.allow_anonymous {
+                Ok(self.anonymous.clone().unwrap_or_else(default_anonymous))
+            } else {
+                Err(IdentityError::Missing)
+            };
+        };
+        let digest = sha256_hex(token);
+        for t in &self.tokens {
+            let hit = t.token.as_deref().is_some_and(|x| same(x, token))
+                || t.token_sha256
+                    .as_deref()
+                    .is_some_and(|h| same(&h.to_ascii_lowercase(), &digest));
+            if hit {
+                let mut id = t.identity.clone();
+                if id.credential_id.is_none() {
+                    id.credential_id = Some(format!("sha256:{}", digest.get(..16).unwrap_or("")));
+                }
+                return Ok(id);
+            }
+        }
+        Err(IdentityError::Invalid("unknown token".into()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn resolver() -> StaticResolver {
+        toml::from_str(
+            r#"
+            allow_anonymous = false
+            [[tokens]]
+            token = "dev-token"
+            agent = "spiffe://acme.example/agent/recon"
+            chain = ["user:alice@acme.example"]
+            tools = ["ScanTool"]
+            [[tokens]]
+            token_sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            agent = "spiffe://acme.example/agent/empty"
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tokens_map_to_identities() {
+        let r = resolver();
+        let id = r.resolve(Some("dev-token")).unwrap();
+        assert_eq!(id.agent, "spiffe://acme.example/agent/recon");
+        assert_eq!(id.tools.as_deref(), Some(&["ScanTool".to_string()][..]));
+        assert!(id.credential_id.unwrap().starts_with("sha256:"));
+        assert_eq!(
+            r.resolve(Some("nope")),
+            Err(IdentityError::Invalid("unknown token".into()))
+        );
+    }
+
+    #[test]
+    fn anonymous_only_when_allowed() {
+        let mut r = resolver();
+        assert_eq!(r.resolve(None), Err(IdentityError::Missing));
+        r.allow_anonymous = true;
+        assert_eq!(r.resolve(Some("  ")).unwrap(), default_anonymous());
+    }
+}

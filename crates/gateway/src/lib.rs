@@ -1,0 +1,160 @@
+//! The TrustStack MCP gateway: put every tool call of an unmodified MCP client under TrustStack
+//! decisions.
+//!
+//! The gateway is a JSON-RPC-level proxy between an MCP client and one or more MCP servers,
+//! over stdio (the client starts the gateway as if it were the server; the gateway starts the
+//! real server) or Streamable HTTP (sessions, SSE streams, the GET stream). It acts on two
+//! messages only:
+//!
+//! - `tools/call` becomes a `tool_call` event for the caller's verified identity and is decided
+//!   by the embedded [`Engine`](truststack_engine::Engine): allowed calls are forwarded and
+//!   their results reported as observations; denied calls are answered with a tool result
+//!   (`isError: true`) naming the policy and the reason; held calls wait for an approver (with
+//!   `notifications/progress` while they wait).
+//! - `tools/list` answers lose the tools the identity may never call ([`visibility`]).
+//!
+//! Every other message passes through as the text it arrived as, ids preserved. With several
+//! upstreams, tool and prompt names are namespaced `<upstream>__<name>`.
+//!
+//! Identity and recording plug in through [`IdentityResolver`] and the engine's
+//! [`Recorder`](truststack_engine::Recorder) (build the engine with `with_recorder` and pass it
+//! to [`Gateway::with_engine`]).
+
+pub mod approvals;
+pub mod config;
+pub mod enforce;
+pub mod framing;
+pub mod http;
+pub mod identity;
+pub mod jsonrpc;
+pub mod session;
+pub mod stdio;
+pub mod upstream;
+pub mod visibility;
+
+pub use config::{GatewayConfig, Limits, Upstream};
+pub use identity::{CallerIdentity, IdentityError, IdentityResolver, StaticResolver};
+
+use std::sync::Arc;
+use std::time::Duration;
+use truststack_engine::Engine;
+
+/// Separates an upstream's name from its tool and prompt names: `fs__read_file`.
+pub const NAMESPACE_SEPARATOR: &str = "__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Policy(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// What every session of a gateway shares.
+pub struct Core {
+    pub enforcer: enforce::Enforcer,
+    pub limits: Limits,
+    pub upstreams: Vec<Upstream>,
+    pub http: reqwest::Client,
+    /// Run observations on blocking threads (a recorder that writes to disk is attached).
+    pub offload: bool,
+}
+
+/// A configured gateway. Serve it with [`Gateway::serve_stdio`] or [`Gateway::serve_http`].
+pub struct Gateway {
+    core: Arc<Core>,
+    resolver: Arc<dyn IdentityResolver>,
+    config: GatewayConfig,
+}
+
+impl Gateway {
+    /// A gateway from its configuration: compiles the policies and catalog it names.
+    pub fn from_config(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let loaded =
+            truststack_policy::load::load_files(&config.policies, config.catalog.as_deref())
+                .map_err(|e| GatewayError::Policy(e.to_string()))?;
+        if !loaded.warnings.diagnostics.is_empty() {
+            tracing::warn!("{}", loaded.render_warnings());
+        }
+        let engine = Engine::new(loaded.bundle, config.engine_settings());
+        Gateway::with_engine(config, Arc::new(engine), false)
+    }
+
+    /// A gateway around an engine built elsewhere (e.g. with a ledger recorder attached;
+    /// `recording`: observations carry results and run on blocking threads).
+    pub fn with_engine(
+        config: GatewayConfig,
+        engine: Arc<Engine>,
+        recording: bool,
+    ) -> Result<Gateway, GatewayError> {
+        let upstreams = config.resolved_upstreams()?;
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| GatewayError::Policy(format!("cannot build the HTTP client: {e}")))?;
+        let core = Arc::new(Core {
+            enforcer: enforce::Enforcer::new(engine, recording),
+            limits: config.limits.clone(),
+            upstreams,
+            http,
+            offload: recording,
+        });
+        let resolver = Arc::new(config.identity.clone());
+        Ok(Gateway {
+            core,
+            resolver,
+            config,
+        })
+    }
+
+    /// Replaces the identity resolver (e.g. a verifier of signed credentials).
+    pub fn with_resolver(mut self, resolver: Arc<dyn IdentityResolver>) -> Gateway {
+        self.resolver = resolver;
+        self
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        self.core.enforcer.engine()
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    pub fn resolver(&self) -> &Arc<dyn IdentityResolver> {
+        &self.resolver
+    }
+
+    /// Refuses held calls whose deadline passed, every `period`, until the runtime stops.
+    pub fn spawn_expiry(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = Arc::clone(self.engine());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let expired = engine.expire(truststack_engine::engine::system_now());
+                for o in expired {
+                    tracing::info!(approval = %o.approval_id, call = %o.call_id, "approval expired: {}", o.reason);
+                }
+            }
+        })
+    }
+}
+
+/// A random session id: 128 bits, hex (visible ASCII, as the transport requires).
+pub fn new_session_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}

@@ -1,0 +1,1436 @@
+//! One client session: the proxy between one MCP client and its upstream servers.
+//!
+//! With one upstream the session is transparent: every message passes through as the text it
+//! arrived as, ids untouched, except the two it acts on — `tools/call` (decided; denied and held
+//! calls are answered by the gateway) and the `tools/list` result (tools the identity may never
+//! call are removed). With several upstreams the session aggregates: the gateway answers
+//! `initialize`, merges `tools/list`, `prompts/list` and `resources/list` with namespaced
+//! names (`<upstream>__<name>`), routes each request to its upstream, and renumbers ids between
+//! the client and each upstream so they cannot collide.
+//!
+//! Nothing here blocks: a held call waits in its own task, so other requests keep flowing.
+
+use crate::enforce::{self, Enforcer};
+use crate::identity::CallerIdentity;
+use crate::jsonrpc::{self, code, Kind, RawId, RawObject};
+use crate::upstream::{Link, UpEvent};
+use crate::{Core, NAMESPACE_SEPARATOR};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use truststack_engine::{Decision, ToolCall, Verdict};
+
+/// Where a message for the client belongs (HTTP clients have one stream per request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The answer to this client request: ends its stream.
+    Response(RawId),
+    /// Related to this client request (progress, a server request made while serving it).
+    Related(RawId),
+    /// Not related to any request.
+    Unrelated,
+}
+
+/// The client side of a session.
+pub trait ClientSink: Send + Sync + 'static {
+    fn send(&self, text: String, route: Route);
+}
+
+/// Why a request was forwarded, i.e. what to do with its answer.
+enum Purpose {
+    Plain,
+    Initialize,
+    ToolsList,
+    ToolsCall(Box<ToolCall>),
+}
+
+enum Inflight {
+    /// A client request: answer the client (id `client_id`).
+    Client { client_id: RawId, purpose: Purpose },
+    /// A request the gateway made itself.
+    Internal(oneshot::Sender<Result<String, (i64, String)>>),
+    /// A request whose answer nobody needs (re-initializing a restarted server).
+    Swallow,
+}
+
+/// Responses to a JSON-RPC batch, sent together when complete.
+struct Batch {
+    waiting: usize,
+    first: RawId,
+    responses: Vec<String>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Requests sent upstream, by (upstream, id as the upstream saw it).
+    inflight: HashMap<(usize, RawId), Inflight>,
+    /// Held calls, by client id.
+    held: HashMap<RawId, tokio::task::AbortHandle>,
+    /// Progress tokens (as JSON text) of in-flight client requests.
+    progress: HashMap<String, RawId>,
+    /// Several upstreams: client request id → (upstream, upstream id).
+    client_requests: HashMap<RawId, (usize, RawId)>,
+    /// Several upstreams: server request id as the client sees it → (upstream, original id).
+    server_requests: HashMap<RawId, (usize, RawId)>,
+    /// The client's `initialize` request (one upstream) or its params (several).
+    initialize: Option<String>,
+    initialized: bool,
+    protocol_version: Option<String>,
+    restarts: HashMap<usize, u32>,
+    /// Several upstreams: which upstream listed a resource URI.
+    resource_owner: HashMap<String, usize>,
+    batches: HashMap<RawId, Arc<Mutex<Batch>>>,
+}
+
+/// One client session.
+pub struct Session {
+    pub id: String,
+    core: Arc<Core>,
+    identity: CallerIdentity,
+    links: Vec<Arc<Link>>,
+    client: Arc<dyn ClientSink>,
+    multi: bool,
+    state: Mutex<State>,
+    seq: AtomicU64,
+    closed: AtomicBool,
+    pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct CallParams {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+impl Session {
+    /// Opens the session's upstream links and starts relaying their messages.
+    pub fn start(
+        core: Arc<Core>,
+        identity: CallerIdentity,
+        id: String,
+        client: Arc<dyn ClientSink>,
+    ) -> Arc<Session> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let links: Vec<Arc<Link>> = core
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                Arc::new(Link::open(
+                    i,
+                    u.clone(),
+                    tx.clone(),
+                    core.limits.max_message_bytes,
+                    &core.http,
+                ))
+            })
+            .collect();
+        drop(tx);
+        let multi = links.len() > 1;
+        let session = Arc::new(Session {
+            id,
+            core,
+            identity,
+            links,
+            client,
+            multi,
+            state: Mutex::new(State::default()),
+            seq: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            pump: Mutex::new(None),
+        });
+        let me = Arc::clone(&session);
+        *session.pump.lock() = Some(tokio::spawn(me.pump(rx)));
+        session
+    }
+
+    pub fn identity(&self) -> &CallerIdentity {
+        &self.identity
+    }
+
+    /// Ends the session: held calls are dropped, upstreams closed.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let held: Vec<_> = self.state.lock().held.drain().map(|(_, h)| h).collect();
+        held.iter().for_each(tokio::task::AbortHandle::abort);
+        for link in &self.links {
+            link.close().await;
+        }
+        if let Some(p) = self.pump.lock().take() {
+            p.abort();
+        }
+    }
+
+    /// Waits (at most `timeout`) until no client request is pending or held.
+    pub async fn drain(&self, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            let busy = {
+                let st = self.state.lock();
+                !st.held.is_empty()
+                    || st
+                        .inflight
+                        .values()
+                        .any(|f| !matches!(f, Inflight::Swallow))
+            };
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn next(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn enforcer(&self) -> &Enforcer {
+        &self.core.enforcer
+    }
+
+    /// The negotiated protocol version, once `initialize` was answered.
+    pub fn protocol_version(&self) -> Option<String> {
+        self.state.lock().protocol_version.clone()
+    }
+
+    // ---------------------------------------------------------------- client → upstream
+
+    /// Handles one message (or batch) from the client.
+    pub fn on_client(self: &Arc<Self>, text: &str) {
+        if jsonrpc::is_batch(text) {
+            return self.on_client_batch(text);
+        }
+        match jsonrpc::parse(text) {
+            Ok(m) => self.on_client_message(text, m),
+            Err(inv) => {
+                tracing::debug!(session = %self.id, error = %inv.message, "invalid message from the client");
+                let route = inv.id.clone().map_or(Route::Unrelated, Route::Response);
+                self.client.send(
+                    jsonrpc::error_response(inv.id.as_ref(), inv.code, &inv.message),
+                    route,
+                );
+            }
+        }
+    }
+
+    /// JSON-RPC batches exist in protocol version 2025-03-26 only; later versions removed them.
+    fn on_client_batch(self: &Arc<Self>, text: &str) {
+        let version = self.protocol_version();
+        if version.as_deref() != Some("2025-03-26") {
+            let message = format!(
+                "JSON-RPC batches are not part of MCP protocol version {}",
+                version.as_deref().unwrap_or("(not negotiated yet)")
+            );
+            return self.client.send(
+                jsonrpc::error_response(None, code::INVALID_REQUEST, &message),
+                Route::Unrelated,
+            );
+        }
+        let elements = match jsonrpc::batch_elements(text) {
+            Ok(e) if !e.is_empty() => e,
+            Ok(_) => {
+                return self.client.send(
+                    jsonrpc::error_response(None, code::INVALID_REQUEST, "an empty batch"),
+                    Route::Unrelated,
+                )
+            }
+            Err(inv) => {
+                return self.client.send(
+                    jsonrpc::error_response(None, inv.code, &inv.message),
+                    Route::Unrelated,
+                )
+            }
+        };
+        let mut requests = Vec::new();
+        let mut errors = Vec::new();
+        let mut valid = Vec::new();
+        for el in &elements {
+            match jsonrpc::parse(el.get()) {
+                Ok(m) => {
+                    if let (Kind::Request, Some(id)) = (m.kind, &m.id) {
+                        requests.push(id.clone());
+                    }
+                    valid.push((el.get(), m));
+                }
+                Err(inv) => errors.push(jsonrpc::error_response(
+                    inv.id.as_ref(),
+                    inv.code,
+                    &inv.message,
+                )),
+            }
+        }
+        if let Some(first) = requests.first() {
+            let batch = Arc::new(Mutex::new(Batch {
+                waiting: requests.len(),
+                first: first.clone(),
+                responses: errors,
+            }));
+            let mut st = self.state.lock();
+            for id in &requests {
+                st.batches.insert(id.clone(), Arc::clone(&batch));
+            }
+        } else if !errors.is_empty() {
+            self.client
+                .send(format!("[{}]", errors.join(",")), Route::Unrelated);
+        }
+        for (text, m) in valid {
+            self.on_client_message(text, m);
+        }
+    }
+
+    fn on_client_message(self: &Arc<Self>, text: &str, m: jsonrpc::Message<'_>) {
+        match (m.kind, m.id.clone()) {
+            (Kind::Request, Some(id)) => self.on_client_request(text, id, &m),
+            (Kind::Notification, _) => self.on_client_notification(text, &m),
+            (Kind::Response, Some(id)) => self.on_client_response(text, id),
+            _ => {}
+        }
+    }
+
+    fn on_client_request(self: &Arc<Self>, text: &str, id: RawId, m: &jsonrpc::Message<'_>) {
+        let method = m.method.as_deref().unwrap_or("");
+        let progress = progress_token(m.params);
+        match method {
+            "tools/call" => return self.tools_call(text, id, m.params, progress),
+            "tools/list" if !self.multi => {
+                return self.forward_request(
+                    0,
+                    id,
+                    Cow::Borrowed(text),
+                    method,
+                    Purpose::ToolsList,
+                    progress,
+                )
+            }
+            "initialize" if !self.multi => {
+                self.state.lock().initialize = Some(text.to_string());
+                return self.forward_request(
+                    0,
+                    id,
+                    Cow::Borrowed(text),
+                    method,
+                    Purpose::Initialize,
+                    progress,
+                );
+            }
+            _ if !self.multi => {
+                return self.forward_request(
+                    0,
+                    id,
+                    Cow::Borrowed(text),
+                    method,
+                    Purpose::Plain,
+                    progress,
+                )
+            }
+            _ => {}
+        }
+        // Several upstreams.
+        let params = m.params.map(|p| p.get().to_string());
+        match method {
+            "initialize" => {
+                let me = Arc::clone(self);
+                tokio::spawn(async move { me.multi_initialize(id, params).await });
+            }
+            "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
+                let me = Arc::clone(self);
+                let method = method.to_string();
+                tokio::spawn(async move { me.multi_list(id, &method, params).await });
+            }
+            "ping" => self.respond(&id, jsonrpc::result_response(&id, &json!({}))),
+            "logging/setLevel" => {
+                for up in 0..self.links.len() {
+                    self.send_internal(up, "logging/setLevel", params.as_deref());
+                }
+                self.respond(&id, jsonrpc::result_response(&id, &json!({})));
+            }
+            "prompts/get" => self.route_by_name(text, id, method, m.params, progress),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let uri: Option<String> = jsonrpc::param(m.params, "uri");
+                let up = uri
+                    .and_then(|u| self.state.lock().resource_owner.get(&u).copied())
+                    .unwrap_or(0);
+                self.forward_request(
+                    up,
+                    id,
+                    Cow::Borrowed(text),
+                    method,
+                    Purpose::Plain,
+                    progress,
+                );
+            }
+            "completion/complete" => {
+                let r: Option<Value> = jsonrpc::param(m.params, "ref");
+                match r
+                    .as_ref()
+                    .and_then(|r| r.get("name"))
+                    .and_then(Value::as_str)
+                {
+                    Some(name) => match self.split_name(name) {
+                        Some((up, local)) => {
+                            let mut r = r.clone().unwrap_or_default();
+                            r["name"] = Value::from(local);
+                            let text = edit_params(text, |p| p.set_json("ref", &r));
+                            self.forward_request(
+                                up,
+                                id,
+                                Cow::Owned(text),
+                                method,
+                                Purpose::Plain,
+                                progress,
+                            );
+                        }
+                        None => self.respond(
+                            &id,
+                            jsonrpc::error_response(
+                                Some(&id),
+                                code::INVALID_PARAMS,
+                                &format!("unknown prompt `{name}`"),
+                            ),
+                        ),
+                    },
+                    None => {
+                        let uri = r
+                            .as_ref()
+                            .and_then(|r| r.get("uri"))
+                            .and_then(Value::as_str);
+                        let up = uri
+                            .and_then(|u| self.state.lock().resource_owner.get(u).copied())
+                            .unwrap_or(0);
+                        self.forward_request(
+                            up,
+                            id,
+                            Cow::Borrowed(text),
+                            method,
+                            Purpose::Plain,
+                            progress,
+                        );
+                    }
+                }
+            }
+            _ => self.forward_request(0, id, Cow::Borrowed(text), method, Purpose::Plain, progress),
+        }
+    }
+
+    fn on_client_notification(self: &Arc<Self>, text: &str, m: &jsonrpc::Message<'_>) {
+        let method = m.method.as_deref().unwrap_or("");
+        if method == "notifications/cancelled" {
+            let target: Option<Box<RawValue>> = jsonrpc::param(m.params, "requestId");
+            if let Some(target) = target.map(|r| RawId::from_raw(&r)) {
+                let held = self.state.lock().held.remove(&target);
+                if let Some(h) = held {
+                    // A held call was never sent upstream; it ends here, unanswered, as the
+                    // client asked.
+                    h.abort();
+                    tracing::info!(session = %self.id, request = %target, "held call cancelled by the client");
+                    return;
+                }
+                if self.multi {
+                    let routed = self.state.lock().client_requests.get(&target).cloned();
+                    if let Some((up, upstream_id)) = routed {
+                        let text = edit_params(text, |p| {
+                            p.set("requestId", jsonrpc::raw(upstream_id.0.to_string()))
+                        });
+                        let _ = self.links.get(up).map(|l| l.send(text, None, Some(method)));
+                    }
+                    return;
+                }
+            }
+        }
+        if method == "notifications/initialized" {
+            self.state.lock().initialized = true;
+        }
+        if self.multi {
+            for link in &self.links {
+                let _ = link.send(text.to_string(), None, Some(method));
+            }
+        } else if let Err(e) = self.links[0].send(text.to_string(), None, Some(method)) {
+            tracing::debug!(session = %self.id, error = %e, "notification not delivered");
+        }
+    }
+
+    fn on_client_response(self: &Arc<Self>, text: &str, id: RawId) {
+        if !self.multi {
+            let _ = self.links[0].send(text.to_string(), None, None);
+            return;
+        }
+        let target = self.state.lock().server_requests.remove(&id);
+        match target {
+            Some((up, original)) => {
+                if let (Some(link), Some(text)) =
+                    (self.links.get(up), jsonrpc::with_id(text, &original))
+                {
+                    let _ = link.send(text, None, None);
+                }
+            }
+            None => {
+                tracing::debug!(session = %self.id, %id, "response to an unknown server request")
+            }
+        }
+    }
+
+    /// Several upstreams: a request naming a namespaced prompt goes to its upstream, renamed.
+    fn route_by_name(
+        self: &Arc<Self>,
+        text: &str,
+        id: RawId,
+        method: &str,
+        params: Option<&RawValue>,
+        progress: Option<String>,
+    ) {
+        let name: Option<String> = jsonrpc::param(params, "name");
+        match name.as_deref().and_then(|n| self.split_name(n)) {
+            Some((up, local)) => {
+                let text = edit_params(text, |p| p.set_json("name", &Value::from(local)));
+                self.forward_request(up, id, Cow::Owned(text), method, Purpose::Plain, progress);
+            }
+            None => self.respond(
+                &id,
+                jsonrpc::error_response(
+                    Some(&id),
+                    code::INVALID_PARAMS,
+                    &format!("unknown name `{}`", name.unwrap_or_default()),
+                ),
+            ),
+        }
+    }
+
+    /// `fs__read_file` → (the `fs` upstream, `read_file`).
+    fn split_name<'a>(&self, name: &'a str) -> Option<(usize, &'a str)> {
+        let (ns, local) = name.split_once(NAMESPACE_SEPARATOR)?;
+        let up = self.links.iter().position(|l| l.spec.name == ns)?;
+        Some((up, local))
+    }
+
+    /// Sends a client request upstream and remembers what to do with its answer.
+    fn forward_request(
+        self: &Arc<Self>,
+        up: usize,
+        client_id: RawId,
+        text: Cow<'_, str>,
+        method: &str,
+        purpose: Purpose,
+        progress: Option<String>,
+    ) {
+        let upstream_id = if self.multi {
+            RawId::number(self.next())
+        } else {
+            client_id.clone()
+        };
+        let text = if self.multi {
+            jsonrpc::with_id(&text, &upstream_id).unwrap_or_else(|| text.into_owned())
+        } else {
+            text.into_owned()
+        };
+        {
+            let mut st = self.state.lock();
+            if let Some(p) = progress {
+                st.progress.insert(p, client_id.clone());
+            }
+            if self.multi {
+                st.client_requests
+                    .insert(client_id.clone(), (up, upstream_id.clone()));
+            }
+            st.inflight.insert(
+                (up, upstream_id.clone()),
+                Inflight::Client { client_id, purpose },
+            );
+        }
+        let sent = match self.links.get(up) {
+            Some(link) => link.send(text, Some(upstream_id.clone()), Some(method)),
+            None => Err("no such upstream".into()),
+        };
+        if let Err(reason) = sent {
+            self.fail_inflight(up, &upstream_id, code::UPSTREAM_UNAVAILABLE, &reason);
+        }
+    }
+
+    /// Sends the gateway's own request; the answer is discarded.
+    fn send_internal(&self, up: usize, method: &str, params: Option<&str>) {
+        let id = self.internal_id();
+        self.state
+            .lock()
+            .inflight
+            .insert((up, id.clone()), Inflight::Swallow);
+        let params = params
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(json!({}));
+        if let Some(link) = self.links.get(up) {
+            let _ = link.send(
+                jsonrpc::request(&id, method, &params),
+                Some(id),
+                Some(method),
+            );
+        }
+    }
+
+    fn internal_id(&self) -> RawId {
+        let n = self.next();
+        if self.multi {
+            RawId::number(n)
+        } else {
+            // One upstream keeps the client's ids; the gateway's own stay out of their way.
+            RawId(format!("\"truststack-gateway-{n}\"").into())
+        }
+    }
+
+    /// Makes a request of an upstream and waits for its result.
+    async fn internal_request(
+        &self,
+        up: usize,
+        method: &str,
+        params: &Value,
+    ) -> Result<Box<RawValue>, (i64, String)> {
+        let id = self.internal_id();
+        let (tx, rx) = oneshot::channel();
+        self.state
+            .lock()
+            .inflight
+            .insert((up, id.clone()), Inflight::Internal(tx));
+        let link = self
+            .links
+            .get(up)
+            .ok_or((code::INTERNAL_ERROR, "no such upstream".to_string()))?;
+        if let Err(reason) = link.send(
+            jsonrpc::request(&id, method, params),
+            Some(id.clone()),
+            Some(method),
+        ) {
+            self.state.lock().inflight.remove(&(up, id));
+            return Err((code::UPSTREAM_UNAVAILABLE, reason));
+        }
+        let timeout = Duration::from_millis(self.core.limits.internal_timeout_ms);
+        let text = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err((code::INTERNAL_ERROR, "request dropped".into())),
+            Err(_) => {
+                self.state.lock().inflight.remove(&(up, id));
+                return Err((
+                    code::UPSTREAM_UNAVAILABLE,
+                    format!(
+                        "upstream `{}` did not answer `{method}` in time",
+                        link.spec.name
+                    ),
+                ));
+            }
+        };
+        result_of(&text)
+    }
+
+    // ---------------------------------------------------------------- tools/call
+
+    fn tools_call(
+        self: &Arc<Self>,
+        text: &str,
+        id: RawId,
+        params: Option<&RawValue>,
+        progress: Option<String>,
+    ) {
+        let parsed: Option<CallParams> = params.and_then(|p| serde_json::from_str(p.get()).ok());
+        let Some(CallParams { name, arguments }) = parsed else {
+            return self.respond(
+                &id,
+                jsonrpc::error_response(
+                    Some(&id),
+                    code::INVALID_PARAMS,
+                    "tools/call needs `params.name`",
+                ),
+            );
+        };
+        let call = ToolCall {
+            id: format!("{}#{}", self.id, id.display()),
+            time: None,
+            agent: self.identity.agent.clone(),
+            session: Some(self.id.clone()),
+            chain: self.identity.chain.clone(),
+            tool: name.clone(),
+            args: arguments.unwrap_or_else(|| json!({})),
+        };
+        let decision = self.enforcer().decide(&self.identity, &call);
+        // The upstream and the request it gets (renamed when namespaced).
+        let (up, text) = if self.multi {
+            match self.split_name(&name) {
+                Some((up, local)) => (
+                    up,
+                    Cow::Owned(edit_params(text, |p| {
+                        p.set_json("name", &Value::from(local))
+                    })),
+                ),
+                None if decision.decision == Verdict::Deny => (usize::MAX, Cow::Borrowed(text)),
+                None => {
+                    return self.respond(
+                        &id,
+                        jsonrpc::error_response(
+                            Some(&id),
+                            code::INVALID_PARAMS,
+                            &format!("unknown tool `{name}`"),
+                        ),
+                    )
+                }
+            }
+        } else {
+            (0, Cow::Borrowed(text))
+        };
+        tracing::debug!(session = %self.id, tool = %name, decision = decision.decision.as_str(), "tools/call");
+        match decision.decision {
+            Verdict::Allow => {
+                let call = Box::new(ToolCall { tool: name, ..call });
+                self.forward_request(
+                    up,
+                    id,
+                    text,
+                    "tools/call",
+                    Purpose::ToolsCall(call),
+                    progress,
+                );
+            }
+            Verdict::Deny => {
+                let (message, meta) = enforce::denial(&name, &decision);
+                self.respond(&id, jsonrpc::tool_error_result(&id, &message, &meta));
+            }
+            Verdict::RequireApproval => {
+                let token: Option<Box<RawValue>> = progress
+                    .as_deref()
+                    .and_then(|p| RawValue::from_string(p.to_string()).ok());
+                self.hold(up, id, text.into_owned(), call, decision, token, progress);
+            }
+        }
+    }
+
+    /// Waits for an approver without blocking anything else; sends progress while waiting.
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        self: &Arc<Self>,
+        up: usize,
+        id: RawId,
+        text: String,
+        call: ToolCall,
+        decision: Decision,
+        token: Option<Box<RawValue>>,
+        progress: Option<String>,
+    ) {
+        let me = Arc::clone(self);
+        let client_id = id.clone();
+        let mut st = self.state.lock();
+        let task = tokio::spawn(async move {
+            let engine = Arc::clone(me.enforcer().engine());
+            let approval = decision.approval_id.clone().unwrap_or_default();
+            let interval = Duration::from_millis(me.core.limits.progress_interval_ms.max(10));
+            let note = enforce::held_message(&decision);
+            let mut n = 0u64;
+            if let Some(t) = &token {
+                me.send_progress(&client_id, t, n, &note);
+            }
+            let outcome = loop {
+                let (e, a) = (Arc::clone(&engine), approval.clone());
+                let started = Instant::now();
+                let got = tokio::task::spawn_blocking(move || e.wait_outcome(&a, interval))
+                    .await
+                    .ok()
+                    .flatten();
+                if got.is_some() {
+                    break got;
+                }
+                if started.elapsed() < interval / 2
+                    && !engine.pending().iter().any(|p| p.approval_id == approval)
+                {
+                    break None;
+                }
+                n += 1;
+                if let Some(t) = &token {
+                    me.send_progress(&client_id, t, n, &note);
+                }
+            };
+            me.state.lock().held.remove(&client_id);
+            match outcome {
+                Some(o) if o.decision == Verdict::Allow => {
+                    tracing::info!(session = %me.id, tool = %call.tool, approval = %o.approval_id, "held call released");
+                    let tool = call.tool.clone();
+                    let purpose = Purpose::ToolsCall(Box::new(call));
+                    if up == usize::MAX {
+                        let msg = format!("unknown tool `{tool}`");
+                        return me.respond(
+                            &client_id,
+                            jsonrpc::error_response(Some(&client_id), code::INVALID_PARAMS, &msg),
+                        );
+                    }
+                    me.forward_request(
+                        up,
+                        client_id,
+                        Cow::Owned(text),
+                        "tools/call",
+                        purpose,
+                        progress,
+                    );
+                }
+                Some(o) => {
+                    let (message, meta) = enforce::refusal(&call.tool, &decision, &o);
+                    me.respond(
+                        &client_id,
+                        jsonrpc::tool_error_result(&client_id, &message, &meta),
+                    );
+                }
+                None => {
+                    let mut lost = decision.clone();
+                    lost.reason = format!("{}; the approval is no longer pending", decision.reason);
+                    let (message, meta) = enforce::denial(&call.tool, &lost);
+                    me.respond(
+                        &client_id,
+                        jsonrpc::tool_error_result(&client_id, &message, &meta),
+                    );
+                }
+            }
+        });
+        st.held.insert(id, task.abort_handle());
+    }
+
+    fn send_progress(&self, id: &RawId, token: &RawValue, n: u64, message: &str) {
+        let text = format!(
+            "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progressToken\":{},\"progress\":{n},\"message\":{}}}}}",
+            token.get(),
+            Value::from(message)
+        );
+        self.client.send(text, Route::Related(id.clone()));
+    }
+
+    /// Sends the answer to a client request (collecting batch answers).
+    fn respond(&self, id: &RawId, text: String) {
+        let batch = {
+            let mut st = self.state.lock();
+            st.client_requests.remove(id);
+            st.batches.remove(id)
+        };
+        match batch {
+            None => self.client.send(text, Route::Response(id.clone())),
+            Some(batch) => {
+                let mut b = batch.lock();
+                b.responses.push(text);
+                b.waiting = b.waiting.saturating_sub(1);
+                if b.waiting == 0 {
+                    let all = format!("[{}]", b.responses.join(","));
+                    self.client.send(all, Route::Response(b.first.clone()));
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- upstream → client
+
+    async fn pump(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<UpEvent>) {
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                UpEvent::Message {
+                    upstream,
+                    text,
+                    via,
+                } => self.on_upstream(upstream, &text, via),
+                UpEvent::Oversized {
+                    upstream,
+                    prefix,
+                    len,
+                    via,
+                } => {
+                    let max = self.core.limits.max_message_bytes;
+                    let message = format!(
+                        "the upstream's message of {len} bytes exceeds the gateway's limit of {max} bytes"
+                    );
+                    tracing::warn!(session = %self.id, upstream, "{message}");
+                    let id = jsonrpc::sniff_id(&prefix).filter(|id| {
+                        self.state
+                            .lock()
+                            .inflight
+                            .contains_key(&(upstream, id.clone()))
+                    });
+                    match id.or(via) {
+                        Some(id) => self.fail_inflight(upstream, &id, code::INTERNAL_ERROR, &message),
+                        None => self.client.send(
+                            jsonrpc::notification(
+                                "notifications/message",
+                                &json!({"level": "error", "logger": "truststack-gateway", "data": message}),
+                            ),
+                            Route::Unrelated,
+                        ),
+                    }
+                }
+                UpEvent::Failed {
+                    upstream,
+                    id,
+                    code,
+                    message,
+                } => self.fail_inflight(upstream, &id, code, &message),
+                UpEvent::Closed {
+                    upstream,
+                    generation,
+                    reason,
+                } => {
+                    let me = Arc::clone(&self);
+                    me.upstream_closed(upstream, generation, reason).await;
+                }
+            }
+        }
+    }
+
+    fn on_upstream(self: &Arc<Self>, up: usize, text: &str, via: Option<RawId>) {
+        if jsonrpc::is_batch(text) {
+            match jsonrpc::batch_elements(text) {
+                Ok(elements) => {
+                    for el in elements {
+                        self.on_upstream(up, el.get(), via.clone());
+                    }
+                }
+                Err(inv) => self.upstream_invalid(up, inv),
+            }
+            return;
+        }
+        let m = match jsonrpc::parse(text) {
+            Ok(m) => m,
+            Err(inv) => return self.upstream_invalid(up, inv),
+        };
+        match (m.kind, m.id.clone()) {
+            (Kind::Response, Some(id)) => {
+                self.on_upstream_response(up, id, text, m.error.is_some())
+            }
+            (Kind::Request, Some(id)) => {
+                let route = via.map_or(Route::Unrelated, Route::Related);
+                if self.multi {
+                    let gid =
+                        RawId(format!("\"{}-{}\"", self.links[up].spec.name, self.next()).into());
+                    self.state
+                        .lock()
+                        .server_requests
+                        .insert(gid.clone(), (up, id));
+                    if let Some(text) = jsonrpc::with_id(text, &gid) {
+                        self.client.send(text, route);
+                    }
+                } else {
+                    self.client.send(text.to_string(), route);
+                }
+            }
+            (Kind::Notification, _) => {
+                let method = m.method.as_deref().unwrap_or("");
+                let mut route = via.map_or(Route::Unrelated, Route::Related);
+                if method == "notifications/progress" {
+                    let token: Option<Box<RawValue>> = jsonrpc::param(m.params, "progressToken");
+                    if let Some(client_id) =
+                        token.and_then(|t| self.state.lock().progress.get(t.get().trim()).cloned())
+                    {
+                        route = Route::Related(client_id);
+                    }
+                }
+                if self.multi && method == "notifications/cancelled" {
+                    // The server withdrew one of its own requests: name it as the client knows it.
+                    let target: Option<Box<RawValue>> = jsonrpc::param(m.params, "requestId");
+                    let known = target.and_then(|t| {
+                        let t = RawId::from_raw(&t);
+                        let st = self.state.lock();
+                        st.server_requests
+                            .iter()
+                            .find(|(_, (u, orig))| *u == up && *orig == t)
+                            .map(|(gid, _)| gid.clone())
+                    });
+                    if let Some(gid) = known {
+                        let text = edit_params(text, |p| {
+                            p.set("requestId", jsonrpc::raw(gid.0.to_string()))
+                        });
+                        return self.client.send(text, route);
+                    }
+                }
+                self.client.send(text.to_string(), route);
+            }
+            _ => {}
+        }
+    }
+
+    fn upstream_invalid(&self, up: usize, inv: jsonrpc::Invalid) {
+        let name = self
+            .links
+            .get(up)
+            .map(|l| l.spec.name.clone())
+            .unwrap_or_default();
+        tracing::warn!(session = %self.id, upstream = %name, error = %inv.message, "invalid message from the upstream");
+        let pending = inv
+            .id
+            .clone()
+            .filter(|id| self.state.lock().inflight.contains_key(&(up, id.clone())));
+        match pending {
+            Some(id) => {
+                let message = format!("upstream `{name}` sent an invalid answer: {}", inv.message);
+                self.fail_inflight(up, &id, code::INTERNAL_ERROR, &message);
+            }
+            None => {
+                // Tell the server, as JSON-RPC asks of a receiver.
+                if let Some(link) = self.links.get(up) {
+                    if link.is_stdio() {
+                        let _ = link.send(
+                            jsonrpc::error_response(inv.id.as_ref(), inv.code, &inv.message),
+                            None,
+                            None,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_upstream_response(self: &Arc<Self>, up: usize, id: RawId, text: &str, is_error: bool) {
+        let entry = self.state.lock().inflight.remove(&(up, id.clone()));
+        let Some(entry) = entry else {
+            tracing::debug!(session = %self.id, %id, "response to no pending request");
+            return;
+        };
+        let (client_id, purpose) = match entry {
+            Inflight::Internal(tx) => {
+                let _ = tx.send(Ok(text.to_string()));
+                return;
+            }
+            Inflight::Swallow => return,
+            Inflight::Client { client_id, purpose } => (client_id, purpose),
+        };
+        let text: Cow<str> = if self.multi {
+            jsonrpc::with_id(text, &client_id).map_or(Cow::Borrowed(text), Cow::Owned)
+        } else {
+            Cow::Borrowed(text)
+        };
+        self.state.lock().progress.retain(|_, v| *v != client_id);
+        match purpose {
+            Purpose::Plain => self.respond(&client_id, text.into_owned()),
+            Purpose::Initialize => {
+                let version = result_of(&text)
+                    .ok()
+                    .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+                    .and_then(|r| {
+                        r.get("protocolVersion")
+                            .and_then(Value::as_str)
+                            .map(String::from)
+                    });
+                if let Some(v) = version {
+                    self.links.iter().for_each(|l| l.set_protocol_version(&v));
+                    self.state.lock().protocol_version = Some(v);
+                }
+                self.respond(&client_id, text.into_owned());
+            }
+            Purpose::ToolsList => {
+                let filtered = self.filter_tools_response(&text);
+                self.respond(&client_id, filtered.unwrap_or_else(|| text.into_owned()));
+            }
+            Purpose::ToolsCall(call) => {
+                let observe = !is_error;
+                let text = text.into_owned();
+                if observe {
+                    // The answer goes first; the observation follows (it only adds taint).
+                    self.respond(&client_id, text.clone());
+                    if self.core.offload {
+                        let me = Arc::clone(self);
+                        tokio::task::spawn_blocking(move || me.enforcer().observe(&call, &text));
+                    } else {
+                        self.enforcer().observe(&call, &text);
+                    }
+                } else {
+                    self.respond(&client_id, text);
+                }
+            }
+        }
+    }
+
+    /// Answers a pending request with an error (the upstream failed it or is gone).
+    fn fail_inflight(&self, up: usize, id: &RawId, code: i64, message: &str) {
+        let entry = self.state.lock().inflight.remove(&(up, id.clone()));
+        match entry {
+            Some(Inflight::Client { client_id, .. }) => {
+                self.respond(
+                    &client_id,
+                    jsonrpc::error_response(Some(&client_id), code, message),
+                );
+            }
+            Some(Inflight::Internal(tx)) => {
+                let _ = tx.send(Err((code, message.to_string())));
+            }
+            Some(Inflight::Swallow) | None => {}
+        }
+    }
+
+    /// An upstream went away: its pending requests fail; a stdio server is restarted (and
+    /// re-initialized with the client's `initialize`) up to the configured number of times.
+    async fn upstream_closed(self: Arc<Self>, up: usize, generation: u64, reason: String) {
+        let Some(link) = self.links.get(up).cloned() else {
+            return;
+        };
+        if generation != link.generation() || self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let pending: Vec<RawId> = {
+            let st = self.state.lock();
+            st.inflight
+                .keys()
+                .filter(|(u, _)| *u == up)
+                .map(|(_, id)| id.clone())
+                .collect()
+        };
+        let message = format!("{reason} before answering");
+        for id in &pending {
+            self.fail_inflight(up, id, code::UPSTREAM_UNAVAILABLE, &message);
+        }
+        let (restarts, init, initialized) = {
+            let mut st = self.state.lock();
+            st.server_requests.retain(|_, (u, _)| *u != up);
+            let n = st.restarts.entry(up).or_insert(0);
+            *n += 1;
+            (*n, st.initialize.clone(), st.initialized)
+        };
+        let max = self.core.limits.max_restarts;
+        if !link.is_stdio() || restarts > max {
+            let why = format!(
+                "{reason}; not restarted (restarted {} times already)",
+                restarts.saturating_sub(1)
+            );
+            tracing::error!(session = %self.id, upstream = %link.spec.name, "{why}");
+            link.mark_down(why.clone());
+            self.client.send(
+                jsonrpc::notification(
+                    "notifications/message",
+                    &json!({"level": "error", "logger": "truststack-gateway", "data": why}),
+                ),
+                Route::Unrelated,
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(restarts))).await;
+        if let Err(e) = link.restart() {
+            link.mark_down(e.clone());
+            tracing::error!(session = %self.id, "{e}");
+            return;
+        }
+        tracing::warn!(session = %self.id, upstream = %link.spec.name, restart = restarts, "upstream restarted");
+        if let Some(init) = init {
+            // Replay the client's initialize so the new server is in the same protocol state.
+            let id = self.internal_id();
+            let request = if self.multi {
+                let params: Value = serde_json::from_str(&init).unwrap_or(json!({}));
+                jsonrpc::request(&id, "initialize", &params)
+            } else {
+                jsonrpc::with_id(&init, &id).unwrap_or(init)
+            };
+            self.state
+                .lock()
+                .inflight
+                .insert((up, id.clone()), Inflight::Swallow);
+            let _ = link.send(request, Some(id), Some("initialize"));
+            if initialized {
+                let _ = link.send(
+                    jsonrpc::notification("notifications/initialized", &json!({})),
+                    None,
+                    Some("notifications/initialized"),
+                );
+            }
+        }
+        let note = format!(
+            "{reason}; restarted it (restart {restarts} of {max}): its session state was reset"
+        );
+        self.client.send(
+            jsonrpc::notification(
+                "notifications/message",
+                &json!({"level": "warning", "logger": "truststack-gateway", "data": note}),
+            ),
+            Route::Unrelated,
+        );
+    }
+
+    // ---------------------------------------------------------------- tools/list
+
+    /// One upstream: removes the tools the identity may never call from a `tools/list` answer,
+    /// leaving every other byte as it was.
+    fn filter_tools_response(&self, text: &str) -> Option<String> {
+        let mut msg = RawObject::parse(text).ok()?;
+        let mut result = RawObject::parse(msg.get("result")?.get()).ok()?;
+        let tools: Vec<Box<RawValue>> = serde_json::from_str(result.get("tools")?.get()).ok()?;
+        let before = tools.len();
+        let kept: Vec<Box<RawValue>> = tools
+            .into_iter()
+            .filter(|t| {
+                serde_json::from_str::<Named>(t.get())
+                    .map(|n| self.visible(&n.name))
+                    .unwrap_or(true)
+            })
+            .collect();
+        if kept.len() == before {
+            return None;
+        }
+        result.set("tools", jsonrpc::raw(join_raw(&kept)));
+        msg.set("result", result.into_raw());
+        Some(msg.to_text())
+    }
+
+    fn visible(&self, tool: &str) -> bool {
+        match self
+            .enforcer()
+            .never_allowed(&self.identity, &self.id, tool)
+        {
+            None => true,
+            Some(why) => {
+                tracing::debug!(session = %self.id, %tool, %why, "hidden from tools/list");
+                false
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- several upstreams
+
+    async fn multi_initialize(self: Arc<Self>, id: RawId, params: Option<String>) {
+        let params_value: Value = params
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(json!({}));
+        self.state.lock().initialize = Some(params_value.to_string());
+        let wanted = params_value
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .map(String::from);
+        let results = futures_util::future::join_all(
+            (0..self.links.len()).map(|up| self.internal_request(up, "initialize", &params_value)),
+        )
+        .await;
+        let mut versions = Vec::new();
+        let mut capabilities = serde_json::Map::new();
+        let mut instructions = Vec::new();
+        let mut failures = Vec::new();
+        for (up, r) in results.into_iter().enumerate() {
+            let name = &self.links[up].spec.name;
+            match r.map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap_or_default()) {
+                Ok(v) => {
+                    if let Some(pv) = v.get("protocolVersion").and_then(Value::as_str) {
+                        versions.push(pv.to_string());
+                    }
+                    if let Some(Value::Object(caps)) = v.get("capabilities") {
+                        merge_capabilities(&mut capabilities, caps);
+                    }
+                    if let Some(i) = v.get("instructions").and_then(Value::as_str) {
+                        instructions.push(format!("[{name}] {i}"));
+                    }
+                }
+                Err((_, message)) => failures.push(format!("{name}: {message}")),
+            }
+        }
+        if versions.is_empty() {
+            let message = format!("no upstream could be initialized ({})", failures.join("; "));
+            return self.respond(
+                &id,
+                jsonrpc::error_response(Some(&id), code::UPSTREAM_UNAVAILABLE, &message),
+            );
+        }
+        for f in &failures {
+            tracing::error!(session = %self.id, "upstream not initialized: {f}");
+        }
+        let version = match &wanted {
+            Some(w) if versions.iter().all(|v| v == w) => w.clone(),
+            _ => versions.iter().min().cloned().unwrap_or_default(),
+        };
+        for l in &self.links {
+            l.set_protocol_version(&version);
+        }
+        self.state.lock().protocol_version = Some(version.clone());
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": capabilities,
+            "serverInfo": {"name": "truststack-gateway", "version": env!("CARGO_PKG_VERSION")},
+        });
+        if !instructions.is_empty() {
+            result["instructions"] = Value::from(instructions.join("\n\n"));
+        }
+        self.respond(&id, jsonrpc::result_response(&id, &result));
+    }
+
+    /// Merges a list method over every upstream, all pages, namespacing tool and prompt names.
+    async fn multi_list(self: Arc<Self>, id: RawId, method: &str, params: Option<String>) {
+        let cursor: Option<String> = params
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<Value>(p).ok())
+            .and_then(|p| p.get("cursor").and_then(Value::as_str).map(String::from));
+        if cursor.is_some() {
+            let message = "invalid cursor: the gateway returns the merged list in one page";
+            return self.respond(
+                &id,
+                jsonrpc::error_response(Some(&id), code::INVALID_PARAMS, message),
+            );
+        }
+        let key = match method {
+            "tools/list" => "tools",
+            "prompts/list" => "prompts",
+            "resources/list" => "resources",
+            _ => "resourceTemplates",
+        };
+        let rename = matches!(method, "tools/list" | "prompts/list");
+        let mut items: Vec<Box<RawValue>> = Vec::new();
+        let mut answered = false;
+        let mut last_error = None;
+        for up in 0..self.links.len() {
+            let mut cursor: Option<String> = None;
+            for _page in 0..1000 {
+                let params = match &cursor {
+                    Some(c) => json!({"cursor": c}),
+                    None => json!({}),
+                };
+                let result = match self.internal_request(up, method, &params).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        last_error = Some(e);
+                        break;
+                    }
+                };
+                answered = true;
+                let Ok(obj) = RawObject::parse(result.get()) else {
+                    break;
+                };
+                let list: Vec<Box<RawValue>> = obj
+                    .get(key)
+                    .and_then(|l| serde_json::from_str(l.get()).ok())
+                    .unwrap_or_default();
+                for item in list {
+                    if !rename {
+                        if key == "resources" {
+                            if let Ok(v) = serde_json::from_str::<Value>(item.get()) {
+                                if let Some(uri) = v.get("uri").and_then(Value::as_str) {
+                                    self.state.lock().resource_owner.insert(uri.to_string(), up);
+                                }
+                            }
+                        }
+                        items.push(item);
+                        continue;
+                    }
+                    let Ok(mut o) = RawObject::parse(item.get()) else {
+                        continue;
+                    };
+                    let Some(name) = o
+                        .get("name")
+                        .and_then(|n| serde_json::from_str::<String>(n.get()).ok())
+                    else {
+                        continue;
+                    };
+                    let full = format!("{}{NAMESPACE_SEPARATOR}{name}", self.links[up].spec.name);
+                    if key == "tools" && !self.visible(&full) {
+                        continue;
+                    }
+                    o.set_json("name", &Value::from(full));
+                    items.push(o.into_raw());
+                }
+                cursor = obj
+                    .get("nextCursor")
+                    .and_then(|c| serde_json::from_str::<Option<String>>(c.get()).ok())
+                    .flatten();
+                if cursor.is_none() {
+                    break;
+                }
+            }
+        }
+        if !answered {
+            if let Some((c, m)) = last_error {
+                return self.respond(&id, jsonrpc::error_response(Some(&id), c, &m));
+            }
+        }
+        let result = format!("{{\"{key}\":{}}}", join_raw(&items));
+        self.respond(
+            &id,
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
+                id.0
+            ),
+        );
+    }
+}
+
+/// `[a,b,c]` from raw values.
+fn join_raw(items: &[Box<RawValue>]) -> String {
+    let mut s = String::from("[");
+    for (i, t) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(t.get());
+    }
+    s.push(']');
+    s
+}
+
+/// The result of a response text, or its error.
+fn result_of(text: &str) -> Result<Box<RawValue>, (i64, String)> {
+    let obj = RawObject::parse(text).map_err(|e| (code::INTERNAL_ERROR, e.to_string()))?;
+    if let Some(err) = obj.get("error") {
+        let v: Value = serde_json::from_str(err.get()).unwrap_or_default();
+        return Err((
+            v.get("code")
+                .and_then(Value::as_i64)
+                .unwrap_or(code::INTERNAL_ERROR),
+            v.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("error")
+                .to_string(),
+        ));
+    }
+    obj.get("result").map(|r| r.to_owned()).ok_or((
+        code::INTERNAL_ERROR,
+        "a response without result".to_string(),
+    ))
+}
+
+/// `params._meta.progressToken` as JSON text.
+fn progress_token(params: Option<&RawValue>) -> Option<String> {
+    let p = params?;
+    if !p.get().contains("progressToken") {
+        return None;
+    }
+    let meta: Value = jsonrpc::param(Some(p), "_meta")?;
+    meta.get("progressToken").map(Value::to_string)
+}
+
+/// Edits the `params` object of a message, keeping everything else verbatim.
+fn edit_params(text: &str, edit: impl FnOnce(&mut RawObject)) -> String {
+    let Ok(mut msg) = RawObject::parse(text) else {
+        return text.to_string();
+    };
+    let mut params = msg
+        .get("params")
+        .and_then(|p| RawObject::parse(p.get()).ok())
+        .unwrap_or_default();
+    edit(&mut params);
+    msg.set("params", params.into_raw());
+    msg.to_text()
+}
+
+/// Unions server capabilities (`{"tools": {"listChanged": true}}`, ...).
+fn merge_capabilities(
+    into: &mut serde_json::Map<String, Value>,
+    from: &serde_json::Map<String, Value>,
+) {
+    for (k, v) in from {
+        match (into.get_mut(k), v) {
+            (Some(Value::Object(a)), Value::Object(b)) => {
+                for (bk, bv) in b {
+                    let merged = match (a.get(bk), bv) {
+                        (Some(Value::Bool(x)), Value::Bool(y)) => Value::Bool(*x || *y),
+                        (Some(existing), _) => existing.clone(),
+                        (None, _) => bv.clone(),
+                    };
+                    a.insert(bk.clone(), merged);
+                }
+            }
+            (Some(_), _) => {}
+            (None, _) => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Which tools `tools/list` shows an identity: every tool it could ever be allowed to call.
+//!
+//! A tool is hidden when the identity *may never* call it, whatever the arguments and whatever
+//! it did before:
+//!
+//! - the credential's allowed tools (names or classes) do not include it;
+//! - it is not in the catalog and unknown tools are denied;
+//! - an enforced `DENY` policy fires on every call of it by this identity: its condition is true
+//!   under three-valued logic where everything about the call's identity (agent, user, delegation
+//!   root, chain, depth, session) and the tool (name, classes, catalog mode, data source) is
+//!   known, and everything about the arguments and the history (counts, attributes, trajectory,
+//!   taint) is unknown — e.g. `DENY IF Tool_Call('DataExfiltration')` or
+//!   `DENY IF Tool_Call('http_upload') AND Agent MATCHES '*/recon-*'`;
+//! - the default decision is deny and no enforced `ALLOW` or `REQUIRE_HITL` policy can fire on
+//!   it (a granted approval allows a call even under a default deny).
+//!
+//! A tool that some history could deny (a rate limit, a taint rule) stays listed: the call is
+//! decided when it is made, and a denial tells the model why.
+
+use crate::identity::CallerIdentity;
+use serde_json::Value;
+use truststack_engine::event::Principals;
+use truststack_engine::DefaultDecision;
+use truststack_policy::ast::{CallField, CmpOp, ContextField, Expr, Pred};
+use truststack_policy::catalog::UNKNOWN_CLASS;
+use truststack_policy::compile::{agent_depth, test_value};
+use truststack_policy::{Action, Bundle, Mode, ToolSpec};
+
+/// A truth value that may be unknown before the call is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tri {
+    True,
+    False,
+    Unknown,
+}
+
+impl From<bool> for Tri {
+    fn from(b: bool) -> Tri {
+        if b {
+            Tri::True
+        } else {
+            Tri::False
+        }
+    }
+}
+
+struct Facts<'a> {
+    tool: &'a str,
+    spec: Option<&'a ToolSpec>,
+    known: bool,
+    p: Principals<'a>,
+}
+
+impl Facts<'_> {
+    fn matches(&self, pattern: &str) -> bool {
+        pattern == self.tool
+            || self
+                .spec
+                .is_some_and(|s| s.classes.iter().any(|c| c == pattern))
+            || (!self.known && pattern == UNKNOWN_CLASS)
+    }
+}
+
+fn eval(e: &Expr, f: &Facts) -> Tri {
+    match e {
+        Expr::And(items) => {
+            let mut out = Tri::True;
+            for i in items {
+                match eval(i, f) {
+                    Tri::False => return Tri::False,
+                    Tri::Unknown => out = Tri::Unknown,
+                    Tri::True => {}
+                }
+            }
+            out
+        }
+        Expr::Or(items) => {
+            let mut out = Tri::False;
+            for i in items {
+                match eval(i, f) {
+                    Tri::True => return Tri::True,
+                    Tri::Unknown => out = Tri::Unknown,
+                    Tri::False => {}
+                }
+            }
+            out
+        }
+        Expr::Not(inner) => match eval(inner, f) {
+            Tri::True => Tri::False,
+            Tri::False => Tri::True,
+            Tri::Unknown => Tri::Unknown,
+        },
+        Expr::Pred(pred, _) => atom(pred, f),
+    }
+}
+
+fn atom(pred: &Pred, f: &Facts) -> Tri {
+    match pred {
+        Pred::Call { pattern } => f.matches(pattern).into(),
+        Pred::Count { pattern, op, n, .. } => {
+            if !f.matches(pattern) {
+                return Tri::False;
+            }
+            // The count includes the call being decided, so it is at least 1.
+            match op {
+                CmpOp::Gt if *n == 0 => Tri::True,
+                CmpOp::Ge if *n <= 1 => Tri::True,
+                _ => Tri::Unknown,
+            }
+        }
+        Pred::Distinct { pattern, .. } => {
+            if f.matches(pattern) {
+                Tri::Unknown
+            } else {
+                Tri::False
+            }
+        }
+        Pred::Field {
+            pattern,
+            field,
+            test,
+        } => {
+            if !f.matches(pattern) {
+                return Tri::False;
+            }
+            match field {
+                CallField::Mode => {
+                    let mode = f.spec.and_then(|s| s.mode.clone()).map(Value::String);
+                    test_value(test, mode.as_ref()).into()
+                }
+                CallField::Attr(_) => Tri::Unknown,
+            }
+        }
+        Pred::Contains { pattern, .. } => {
+            if f.matches(pattern) {
+                Tri::True
+            } else {
+                Tri::Unknown
+            }
+        }
+        Pred::Sequence { .. } => Tri::Unknown,
+        Pred::DataSource { source, mode, .. } => {
+            let own = f
+                .spec
+                .and_then(|s| s.data_source.as_ref())
+                .is_some_and(|d| d.name == *source && mode.as_deref().is_none_or(|m| m == d.mode));
+            if own {
+                Tri::True
+            } else {
+                Tri::Unknown
+            }
+        }
+        Pred::ChainContains { principal } => f.p.involves(principal).into(),
+        Pred::Context { field, test } => {
+            let value = match field {
+                ContextField::Agent => Value::from(f.p.agent),
+                ContextField::User => Value::from(f.p.user),
+                ContextField::Session => Value::from(f.p.session),
+                ContextField::Root => Value::from(f.p.root),
+                ContextField::Tool => Value::from(f.tool),
+                ContextField::Depth => Value::from(agent_depth(f.p.chain)),
+            };
+            test_value(test, Some(&value)).into()
+        }
+    }
+}
+
+/// Whether the credential's allowed tools include `tool` (by name or class).
+pub fn credential_allows(who: &CallerIdentity, tool: &str, spec: Option<&ToolSpec>) -> bool {
+    match &who.tools {
+        None => true,
+        Some(allowed) => allowed.iter().any(|a| {
+            a == "*" || a == tool || spec.is_some_and(|s| s.classes.iter().any(|c| c == a))
+        }),
+    }
+}
+
+/// Why `who` may never call `tool` in `session`, or `None` when some call of it could be
+/// allowed (see the module documentation).
+pub fn never_allowed(
+    bundle: &Bundle,
+    settings: &truststack_engine::Settings,
+    who: &CallerIdentity,
+    session: &str,
+    tool: &str,
+) -> Option<String> {
+    let spec = bundle.catalog.tool(tool);
+    if !credential_allows(who, tool, spec) {
+        return Some("outside the credential's allowed tools".into());
+    }
+    let known = spec.is_some();
+    if !known && settings.unknown_tools == DefaultDecision::Deny {
+        return Some("not in the catalog, and unknown tools are denied".into());
+    }
+    let facts = Facts {
+        tool,
+        spec,
+        known,
+        p: Principals::of(&who.agent, Some(session), &who.chain),
+    };
+    let enforced = bundle
+        .policies
+        .iter()
+        .filter(|p| p.policy.mode == Mode::Enforce);
+    let mut may_allow = false;
+    for cp in enforced {
+        let truth = eval(&cp.policy.condition, &facts);
+        match cp.policy.action {
+            Action::Deny if truth == Tri::True => {
+                return Some(format!("policy {} denies every call of it", cp.policy.id));
+            }
+            Action::Allow | Action::RequireHitl if truth != Tri::False => may_allow = true,
+            _ => {}
+        }
+    }
+    if settings.default_decision == DefaultDecision::Deny && !may_allow {
+        return Some("the default is deny and no policy can allow it".into());
+    }
+    None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use truststack_engine::Settings;
+    use truststack_policy::load::load_sources;
+    use truststack_policy::{Catalog, Source};
+
+    const CATALOG: &str = r#"
+        [tools.nmap_scan]
+        classes = ["ScanTool"]
+        attributes.Target_IP_Range = { from = "/target", classify = "ip_range" }
+        [tools.http_upload]
+        classes = ["DataExfiltration"]
+        mode = "write_external"
+        [tools.prod_db_query]
+        data_source = { name = "Internal_Prod_DB", mode = "read" }
+        [tools.read_docs]
+        classes = ["Benign"]
+    "#;
+
+    fn bundle(policies: &str) -> Bundle {
+        let catalog = Catalog::from_toml("c.toml", CATALOG).unwrap();
+        load_sources(vec![Source::new("p.tsp", policies)], catalog, CATALOG)
+            .map_err(|e| e.to_string())
+            .unwrap()
+            .bundle
+    }
+
+    fn who(agent: &str, tools: Option<&[&str]>) -> CallerIdentity {
+        CallerIdentity {
+            agent: agent.into(),
+            chain: vec!["user:alice@acme.example".into()],
+            tools: tools.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            credential_id: None,
+        }
+    }
+
+    #[test]
+    fn history_dependent_policies_keep_tools_visible() {
+        let b = bundle(
+            "POLICY: ACTION: DENY TARGET: agent_identity IF (Tool_Call('ScanTool').Count > 100 requests/5min) OR (Tool_Call('ScanTool').Target_IP_Range == 'External_Public')\n\
+             POLICY: ACTION: DENY TARGET: agent_identity IF (DataSource('Internal_Prod_DB') == 'read') AND (Tool_Call('DataExfiltration') == 'write_external')",
+        );
+        let s = Settings::default();
+        let w = who("spiffe://acme.example/agent/a", None);
+        for tool in ["nmap_scan", "http_upload", "prod_db_query", "read_docs"] {
+            assert_eq!(never_allowed(&b, &s, &w, "s", tool), None, "{tool}");
+        }
+        assert!(never_allowed(&b, &s, &w, "s", "mystery").is_some());
+    }
+
+    #[test]
+    fn unconditional_denials_and_credentials_hide_tools() {
+        let b = bundle(
+            "POLICY no-upload: ACTION: DENY TARGET: agent_identity IF Tool_Call('DataExfiltration') == 'write_external' AND Agent MATCHES 'spiffe://acme.example/agent/recon-*'\n\
+             POLICY shadowed: ACTION: DENY TARGET: agent_identity IF Tool_Call('read_docs') MODE: shadow",
+        );
+        let s = Settings::default();
+        let recon = who("spiffe://acme.example/agent/recon-1", None);
+        let other = who("spiffe://acme.example/agent/writer", None);
+        assert!(never_allowed(&b, &s, &recon, "s", "http_upload")
+            .unwrap()
+            .contains("no-upload"));
+        assert_eq!(never_allowed(&b, &s, &other, "s", "http_upload"), None);
+        assert_eq!(never_allowed(&b, &s, &recon, "s", "read_docs"), None);
+        let scoped = who("spiffe://acme.example/agent/x", Some(&["ScanTool"]));
+        assert_eq!(never_allowed(&b, &s, &scoped, "s", "nmap_scan"), None);
+        assert!(never_allowed(&b, &s, &scoped, "s", "read_docs").is_some());
+    }
+
+    #[test]
+    fn default_deny_hides_what_no_policy_can_allow() {
+        let b = bundle("POLICY ok: ACTION: ALLOW TARGET: agent_identity IF Tool_Call('Benign')");
+        let s = Settings {
+            default_decision: DefaultDecision::Deny,
+            ..Settings::default()
+        };
+        let w = who("spiffe://acme.example/agent/a", None);
+        assert_eq!(never_allowed(&b, &s, &w, "s", "read_docs"), None);
+        assert!(never_allowed(&b, &s, &w, "s", "nmap_scan").is_some());
+    }
+}

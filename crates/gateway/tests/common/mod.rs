@@ -1,0 +1,225 @@
+//! Shared test harness: a gateway served in-process over a pipe, in front of the scripted
+//! server `fixtures/fake_server.py` (real child processes).
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{
+    AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines, ReadHalf, WriteHalf,
+};
+use truststack_engine::{ApprovalAnswer, Engine};
+use truststack_gateway::{Gateway, GatewayConfig};
+
+pub const CATALOG: &str = r#"
+[tools.echo]
+classes = ["Benign"]
+[tools.nmap_scan]
+classes = ["ScanTool"]
+attributes.Target_IP_Range = { from = "/target", classify = "ip_range" }
+[tools.http_upload]
+classes = ["DataExfiltration"]
+mode = "write_external"
+[tools.read_docs]
+classes = ["Benign"]
+data_source = { name = "Internal_Docs", mode = "read" }
+"#;
+
+pub const POLICIES: &str = r#"
+POLICY no-upload:
+  ACTION: DENY
+  TARGET: agent_identity
+  IF Tool_Call('DataExfiltration')
+  REASON: "uploads leave the company"
+
+POLICY external-scan:
+  ACTION: DENY
+  TARGET: agent_identity
+  IF Tool_Call('ScanTool').Target_IP_Range == 'External_Public'
+  REASON: "scans stay inside our network"
+
+POLICY no-echo-after-docs:
+  ACTION: DENY
+  TARGET: agent_identity
+  IF DataSource('Internal_Docs') == 'read' AND Tool_Call('echo')
+  REASON: "nothing is echoed after reading the docs"
+
+POLICY scan-needs-human:
+  ACTION: REQUIRE_HITL
+  TARGET: agent_identity
+  IF Tool_Call('ScanTool')
+  REASON: "every scan needs a human"
+"#;
+
+pub const TOKEN: &str = "test-token";
+pub const AGENT: &str = "spiffe://test.example/agent/a";
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A gateway configuration with the test policies and `upstreams` (name, FAKE_NAME) of the
+/// scripted server; `extra` is appended to the TOML.
+pub fn config(dir: &tempfile::TempDir, upstreams: &[&str], extra: &str) -> GatewayConfig {
+    std::fs::write(dir.path().join("catalog.toml"), CATALOG).unwrap();
+    std::fs::write(dir.path().join("policies.tsp"), POLICIES).unwrap();
+    let mut toml = format!(
+        "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\n{extra}\n\
+         [settings]\nunknown_tools = \"allow\"\n\
+         [identity]\nallow_anonymous = false\n\
+         [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"{AGENT}\"\nchain = [\"user:alice@test.example\"]\n\
+         [limits]\nmax_message_bytes = 65536\nprogress_interval_ms = 50\nmax_restarts = 1\n"
+    );
+    for name in upstreams {
+        toml.push_str(&format!(
+            "[[upstream]]\nname = \"{name}\"\ncommand = [\"python3\", \"-u\", \"{}\"]\nenv = {{ FAKE_NAME = \"{name}\" }}\n",
+            fixture("fake_server.py").display()
+        ));
+    }
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    GatewayConfig::load(&path).unwrap()
+}
+
+/// A client talking newline-delimited JSON-RPC to a gateway served in this process.
+pub struct Client {
+    pub writer: WriteHalf<DuplexStream>,
+    pub lines: Lines<BufReader<ReadHalf<DuplexStream>>>,
+    /// Messages read while waiting for others.
+    pub seen: Vec<Value>,
+    pub engine: Arc<Engine>,
+    pub task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Client {
+    pub async fn start(config: GatewayConfig, token: Option<&str>) -> Client {
+        let gateway = Arc::new(Gateway::from_config(config).unwrap());
+        gateway.spawn_expiry(Duration::from_millis(50));
+        let engine = Arc::clone(gateway.engine());
+        let (client_end, gateway_end) = tokio::io::duplex(1 << 20);
+        let (gr, gw) = tokio::io::split(gateway_end);
+        let token = token.map(String::from);
+        let task = tokio::spawn(async move {
+            gateway
+                .serve_stdio(gr, gw, token.as_deref())
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let (cr, cw) = tokio::io::split(client_end);
+        Client {
+            writer: cw,
+            lines: BufReader::new(cr).lines(),
+            seen: Vec::new(),
+            engine,
+            task,
+        }
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).await.unwrap();
+        self.writer.write_all(b"\n").await.unwrap();
+        self.writer.flush().await.unwrap();
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_raw(&v.to_string()).await;
+    }
+
+    /// The next line from the gateway, raw.
+    pub async fn line(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .expect("the gateway answered in time")
+            .unwrap()
+            .expect("the gateway's output is open")
+    }
+
+    /// Reads until a message satisfies `pred` (others are kept in `seen`).
+    pub async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.seen.iter().position(&pred) {
+            return self.seen.remove(i);
+        }
+        loop {
+            let line = self.line().await;
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not JSON from the gateway: {line}: {e}"));
+            if pred(&v) {
+                return v;
+            }
+            self.seen.push(v);
+        }
+    }
+
+    pub async fn response(&mut self, id: Value) -> Value {
+        self.until(|v| v.get("id") == Some(&id) && v.get("method").is_none())
+            .await
+    }
+
+    pub async fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        self.response(json!(id)).await
+    }
+
+    pub async fn initialize(&mut self, version: &str) -> Value {
+        let r = self
+            .request(
+                0,
+                "initialize",
+                json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}),
+            )
+            .await;
+        self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        r
+    }
+
+    pub async fn call(&mut self, id: i64, tool: &str, args: Value) -> Value {
+        self.request(id, "tools/call", json!({"name": tool, "arguments": args}))
+            .await
+    }
+
+    /// Answers the oldest held call.
+    pub async fn answer(
+        &self,
+        approver: &str,
+        grant: bool,
+    ) -> Result<truststack_engine::ApprovalOutcome, String> {
+        let mut pending = Vec::new();
+        for _ in 0..400 {
+            pending = self.engine.pending();
+            if !pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let p = pending.first().ok_or("nothing held")?;
+        self.engine
+            .answer(&ApprovalAnswer {
+                approval_id: Some(p.approval_id.clone()),
+                call_id: None,
+                approver: approver.into(),
+                groups: vec![],
+                grant,
+                lease: None,
+                time: None,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn close(mut self) {
+        self.writer.shutdown().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// The text of a tool result.
+pub fn text(v: &Value) -> String {
+    v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,183 @@
+//! Ledger benchmarks: durable appends (group commit vs. one fsync per record), full
+//! verification, and proof generation and verification.
+//!
+//! Run: `cargo bench -p truststack-ledger -- --warm-up-time 1 --measurement-time 3`.
+//! The verification and proof fixtures (`LEDGER_BENCH_ENTRIES`, default 1,000,000 entries) are
+//! built once per run in a temporary directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rand::Rng;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use truststack_ledger::merkle::verify_inclusion;
+use truststack_ledger::{verify_file, Ledger, LedgerConfig};
+
+/// A decision record of the size the engine writes (about 400 bytes).
+fn record(i: u64) -> Value {
+    json!({
+        "kind": "decision",
+        "call": {"id": format!("c-{i}"), "agent": "spiffe://acme.example/agent/recon",
+                 "session": "s-42", "tool": "nmap_scan", "time": "2026-11-13T09:00:00.250Z",
+                 "chain": ["user:alice@acme.example", "spiffe://acme.example/agent/orchestrator"],
+                 "args": {"target": "10.0.3.0/24", "ports": [22, 80, 443]}},
+        "decision": {"decision": "allow", "decision_id": format!("d-{i:016x}"),
+                     "call_id": format!("c-{i}"), "policies": [], "reason": "no policy applies",
+                     "policy_hash": "sha256:9f86d081884c7d659a2feb1b",
+                     "time": "2026-11-13T09:00:00.251Z"}
+    })
+}
+
+fn fresh_ledger(dir: &tempfile::TempDir) -> Ledger {
+    let config = LedgerConfig {
+        checkpoint_every: 10_000,
+        ..LedgerConfig::new(dir.path().join("log.key"))
+    };
+    Ledger::open(&dir.path().join("ledger.db"), &config).unwrap()
+}
+
+/// Appends `total` records from up to `threads` threads, each calling `append` (one record at
+/// a time) or `append_batch` of `batch` records; returns the elapsed time.
+fn concurrent_appends(ledger: &Arc<Ledger>, threads: u64, total: u64, batch: u64) -> Duration {
+    let threads = threads.min(total).max(1);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let ledger = Arc::clone(ledger);
+            let mine = total / threads + u64::from(t < total % threads);
+            s.spawn(move || {
+                let mut i = 0;
+                while i < mine {
+                    let n = batch.min(mine - i);
+                    if n == 1 {
+                        ledger.append(&record(t << 32 | i)).unwrap();
+                    } else {
+                        let rs: Vec<Value> = (i..i + n).map(|k| record(t << 32 | k)).collect();
+                        ledger.append_batch(&rs).unwrap();
+                    }
+                    i += n;
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+fn appends(c: &mut Criterion) {
+    let mut g = c.benchmark_group("durable_append");
+    g.throughput(Throughput::Elements(1));
+    for (name, threads, batch) in [
+        ("one_fsync_per_record_1_thread", 1, 1),
+        ("group_commit_8_threads", 8, 1),
+        ("group_commit_64_threads", 64, 1),
+        ("group_commit_256_threads", 256, 1),
+        ("group_commit_8_threads_batches_of_64", 8, 64),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(fresh_ledger(&dir));
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| concurrent_appends(&ledger, threads, iters, batch));
+        });
+    }
+    g.finish();
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    entries: u64,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let entries: u64 = std::env::var("LEDGER_BENCH_ENTRIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.db");
+        let started = Instant::now();
+        {
+            let ledger = fresh_ledger(&dir);
+            let mut i = 0;
+            while i < entries {
+                let n = 16_384.min(entries - i);
+                let rs: Vec<Value> = (i..i + n).map(record).collect();
+                ledger.append_batch(&rs).unwrap();
+                i += n;
+            }
+            ledger.checkpoint().unwrap();
+        }
+        eprintln!(
+            "fixture: {entries} entries written in {:.1?} ({} MB)",
+            started.elapsed(),
+            std::fs::metadata(&db).map(|m| m.len() >> 20).unwrap_or(0)
+        );
+        Fixture {
+            _dir: dir,
+            db,
+            entries,
+        }
+    })
+}
+
+fn verification(c: &mut Criterion) {
+    let f = fixture();
+    let mut g = c.benchmark_group("verify");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(f.entries));
+    g.bench_function(format!("whole_ledger_{}_entries", f.entries), |b| {
+        b.iter(|| {
+            let report = verify_file(&f.db, None).unwrap();
+            assert_eq!(report.entries, f.entries);
+        });
+    });
+    g.finish();
+}
+
+fn proofs(c: &mut Criterion) {
+    let f = fixture();
+    let ledger = Ledger::open_read_only(&f.db).unwrap();
+    let size = ledger.len();
+    let root = ledger.root();
+    let mut g = c.benchmark_group("proof");
+    let mut rng = rand::thread_rng();
+    g.bench_function(format!("inclusion_generate_{size}"), |b| {
+        b.iter_batched(
+            || rng.gen_range(0..size),
+            |i| ledger.inclusion_proof(i, size).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+    let samples: Vec<_> = (0..1024)
+        .map(|_| {
+            let i = rng.gen_range(0..size);
+            (
+                ledger.entry(i).unwrap().leaf,
+                ledger.inclusion_proof(i, size).unwrap(),
+            )
+        })
+        .collect();
+    let mut k = 0;
+    g.bench_function(format!("inclusion_verify_{size}"), |b| {
+        b.iter(|| {
+            let (leaf, proof) = &samples[k % samples.len()];
+            k += 1;
+            verify_inclusion(proof.leaf_index, size, leaf, &proof.path, &root).unwrap();
+        });
+    });
+    g.bench_function(format!("consistency_generate_{size}"), |b| {
+        b.iter_batched(
+            || rng.gen_range(1..size),
+            |old| ledger.consistency_proof(old, size).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+    g.finish();
+}
+
+criterion_group!(benches, appends, verification, proofs);
+criterion_main!(benches);

@@ -1,0 +1,713 @@
+//! The ledger: durable appends with group commit, proofs, and signed checkpoints.
+//!
+//! One writer thread owns the store's write side. Appenders canonicalize and hash their records
+//! on their own threads, hand them to the writer and wait; the writer takes everything queued
+//! (up to [`MAX_BATCH`] records), writes it in one transaction — one fsync — and only then
+//! answers each appender with its index. So `append` returns only when the record is durable,
+//! and concurrent appenders share the cost of a commit.
+//!
+//! Reads (entries, proofs, checkpoints) go through a second, read-only connection and see only
+//! committed data.
+
+use crate::canonical::{canonicalize, CanonicalError};
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::merkle::{self, Frontier, Hash, MerkleError};
+use crate::note::{LogKey, NoteError, VerifierKey};
+use crate::sqlite::SqliteStore;
+use crate::store::{LedgerStore, Nodes, StoreError, StoredCheckpoint, StoredEntry};
+use crate::{base64_hash, format_time_us};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// The origin (and key name) used when none is configured.
+pub const DEFAULT_ORIGIN: &str = "truststack.local/ledger";
+
+/// How many appends trigger an automatic checkpoint when none is configured.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+
+/// The most records one group commit takes from the queue (a single larger `append_batch` is
+/// still committed whole).
+pub const MAX_BATCH: usize = 16_384;
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("log key: {0}")]
+    Key(#[from] NoteError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Proof(#[from] MerkleError),
+    #[error("record {position} of the batch: {source}")]
+    Record {
+        position: usize,
+        #[source]
+        source: CanonicalError,
+    },
+    #[error("the ledger was created with key {stored}, but the configured key is {configured}")]
+    WrongKey { stored: String, configured: String },
+    #[error("the ledger has entries but records no verifier key")]
+    NoVerifierKey,
+    #[error("the ledger is open read-only")]
+    ReadOnly,
+    #[error("write failed, nothing of this request was stored: {0}")]
+    Write(String),
+    #[error("the ledger's writer thread has stopped")]
+    WriterGone,
+    #[error("entry {index} does not exist (the log has {size} entries)")]
+    NoSuchEntry { index: u64, size: u64 },
+    #[error("tree size {size} is beyond the end of the log ({len} entries)")]
+    SizeBeyondLog { size: u64, len: u64 },
+    #[error("entry {index}: store returned entry {found}")]
+    StoreOrder { index: u64, found: u64 },
+}
+
+/// How to open a writable ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The log's Ed25519 key file (signer key string, mode 0600); created when absent.
+    pub key_file: PathBuf,
+    /// The key name, which is also the checkpoint origin.
+    pub origin: String,
+    /// Sign a checkpoint automatically once this many entries were appended since the last one
+    /// (0: only when [`Ledger::checkpoint`] is called).
+    pub checkpoint_every: u64,
+}
+
+impl LedgerConfig {
+    /// The defaults: origin [`DEFAULT_ORIGIN`], a checkpoint every
+    /// [`DEFAULT_CHECKPOINT_EVERY`] appends.
+    pub fn new(key_file: impl Into<PathBuf>) -> Self {
+        LedgerConfig {
+            key_file: key_file.into(),
+            origin: DEFAULT_ORIGIN.to_string(),
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+        }
+    }
+}
+
+/// One entry of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Position in the log, from 0.
+    pub index: u64,
+    /// The record's canonical JSON bytes.
+    pub data: Vec<u8>,
+    /// `SHA-256(0x00 ‖ data)`.
+    pub leaf: Hash,
+    /// Commit time, microseconds since the Unix epoch.
+    pub time_us: i64,
+}
+
+impl Entry {
+    /// The record as JSON.
+    pub fn record(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_slice(&self.data)
+    }
+
+    /// `{"index", "record", "leaf_hash" (base64), "committed" (RFC 3339)}`.
+    pub fn to_json(&self) -> Result<Value, serde_json::Error> {
+        Ok(json!({
+            "index": self.index,
+            "record": self.record()?,
+            "leaf_hash": base64_hash(&self.leaf),
+            "committed": format_time_us(self.time_us),
+        }))
+    }
+}
+
+/// Serializes hashes as standard base64.
+mod b64 {
+    use crate::merkle::Hash;
+    use serde::ser::SerializeSeq as _;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(path: &[Hash], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(path.len()))?;
+        for h in path {
+            seq.serialize_element(&crate::base64_hash(h))?;
+        }
+        seq.end()
+    }
+}
+
+/// An RFC 9162 inclusion proof: `leaf_index` is in the tree of `tree_size` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InclusionProof {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// The audit path, lowest level first (base64 in JSON).
+    #[serde(serialize_with = "b64::serialize")]
+    pub path: Vec<Hash>,
+}
+
+impl InclusionProof {
+    /// Checks the proof for the leaf hash `leaf` against `root`.
+    pub fn verify(&self, leaf: &Hash, root: &Hash) -> Result<(), MerkleError> {
+        merkle::verify_inclusion(self.leaf_index, self.tree_size, leaf, &self.path, root)
+    }
+}
+
+/// An RFC 9162 consistency proof: the tree of `old_size` entries is a prefix of the tree of
+/// `new_size` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsistencyProof {
+    pub old_size: u64,
+    pub new_size: u64,
+    /// The proof nodes, lowest level first (base64 in JSON).
+    #[serde(serialize_with = "b64::serialize")]
+    pub path: Vec<Hash>,
+}
+
+impl ConsistencyProof {
+    /// Checks the proof against the two roots.
+    pub fn verify(&self, old_root: &Hash, new_root: &Hash) -> Result<(), MerkleError> {
+        merkle::verify_consistency(self.old_size, self.new_size, &self.path, old_root, new_root)
+    }
+}
+
+/// A checkpoint with its signed note, as the log stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// Sequence number, from 1.
+    pub seq: u64,
+    /// The parsed note text.
+    pub checkpoint: Checkpoint,
+    /// The signed note, verbatim (what to give to a verifier).
+    pub note: String,
+    /// When it was signed, microseconds since the Unix epoch.
+    pub time_us: i64,
+}
+
+impl SignedCheckpoint {
+    fn from_stored(stored: StoredCheckpoint, key: &VerifierKey) -> Result<Self, CheckpointError> {
+        Ok(SignedCheckpoint {
+            seq: stored.seq,
+            checkpoint: Checkpoint::open(&stored.note, key)?,
+            note: stored.note,
+            time_us: stored.time_us,
+        })
+    }
+}
+
+/// What the writer has committed: readers never see more than this.
+#[derive(Debug, Clone)]
+struct Committed {
+    size: u64,
+    root: Hash,
+    latest: Option<SignedCheckpoint>,
+}
+
+type Reply<T> = SyncSender<Result<T, String>>;
+
+enum Request {
+    Append {
+        records: Vec<(Vec<u8>, Hash)>,
+        reply: Reply<u64>,
+    },
+    Checkpoint {
+        reply: Reply<SignedCheckpoint>,
+    },
+}
+
+impl Request {
+    fn records(&self) -> usize {
+        match self {
+            Request::Append { records, .. } => records.len(),
+            Request::Checkpoint { .. } => 0,
+        }
+    }
+}
+
+struct Writer {
+    queue: Option<Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// An append-only, tamper-evident log of JSON records.
+///
+/// `Ledger` is `Sync`: share it (e.g. in an `Arc`) between threads that append concurrently.
+/// Dropping it finishes the queued appends and stops the writer thread.
+pub struct Ledger {
+    reader: Mutex<Box<dyn LedgerStore>>,
+    verifier: VerifierKey,
+    committed: Arc<Mutex<Committed>>,
+    writer: Option<Writer>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.committed.lock();
+        f.debug_struct("Ledger")
+            .field("key", &self.verifier.label())
+            .field("size", &c.size)
+            .field("writable", &self.writer.is_some())
+            .finish()
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+impl Ledger {
+    /// Opens (or creates) the SQLite ledger at `path` for appending, with the log key from
+    /// `config.key_file` (created if absent). A ledger stays bound to the key it was created
+    /// with: opening it with another key fails with [`LedgerError::WrongKey`].
+    pub fn open(path: &Path, config: &LedgerConfig) -> Result<Self, LedgerError> {
+        let key = LogKey::load_or_create(&config.key_file, &config.origin)?;
+        let writer = SqliteStore::open(path)?;
+        let reader = SqliteStore::open_reader(path)?;
+        Ledger::with_stores(
+            Box::new(writer),
+            Box::new(reader),
+            key,
+            config.checkpoint_every,
+        )
+    }
+
+    /// Opens an existing SQLite ledger read-only, as of now: `len`, `root` and every read see
+    /// the entries committed when it was opened. Appending fails with [`LedgerError::ReadOnly`].
+    pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
+        let store = SqliteStore::open_read_only(path)?.with_mmap();
+        Ledger::read_only(Box::new(store))
+    }
+
+    /// A read-only ledger over any store.
+    pub fn read_only(store: Box<dyn LedgerStore>) -> Result<Self, LedgerError> {
+        let size = store.size()?;
+        let verifier = match store.verifier_key()? {
+            Some(k) => VerifierKey::parse(&k)?,
+            None => return Err(LedgerError::NoVerifierKey),
+        };
+        let root = merkle::root(&Nodes(store.as_ref()), size)?;
+        let latest = store
+            .latest_checkpoint()?
+            .filter(|c| c.size <= size)
+            .map(|c| SignedCheckpoint::from_stored(c, &verifier))
+            .transpose()?;
+        Ok(Ledger {
+            reader: Mutex::new(store),
+            verifier,
+            committed: Arc::new(Mutex::new(Committed { size, root, latest })),
+            writer: None,
+        })
+    }
+
+    /// A writable ledger over any store: `writer` is used only by the writer thread, `reader`
+    /// for reads (both must be views of the same log).
+    pub fn with_stores(
+        mut writer: Box<dyn LedgerStore>,
+        reader: Box<dyn LedgerStore>,
+        key: LogKey,
+        checkpoint_every: u64,
+    ) -> Result<Self, LedgerError> {
+        let size = writer.size()?;
+        let configured = key.verifier().to_string();
+        match writer.verifier_key()? {
+            Some(stored) if stored == configured => {}
+            Some(stored) => return Err(LedgerError::WrongKey { stored, configured }),
+            None if size == 0 => writer.set_verifier_key(&configured)?,
+            None => return Err(LedgerError::NoVerifierKey),
+        }
+        let frontier = Frontier::from_source(&Nodes(writer.as_ref()), size)?;
+        let latest = writer
+            .latest_checkpoint()?
+            .map(|c| SignedCheckpoint::from_stored(c, key.verifier()))
+            .transpose()?;
+        let committed = Arc::new(Mutex::new(Committed {
+            size,
+            root: frontier.root(),
+            latest: latest.clone(),
+        }));
+        let verifier = key.verifier().clone();
+        let (queue, requests) = mpsc::channel();
+        let state = WriterState {
+            store: writer,
+            key,
+            frontier,
+            latest,
+            checkpoint_every,
+            committed: Arc::clone(&committed),
+            failed: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || state.run(&requests))
+            .map_err(|e| LedgerError::Write(format!("cannot start the writer thread: {e}")))?;
+        Ok(Ledger {
+            reader: Mutex::new(reader),
+            verifier,
+            committed,
+            writer: Some(Writer {
+                queue: Some(queue),
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    fn send(&self, request: Request) -> Result<(), LedgerError> {
+        let queue = self
+            .writer
+            .as_ref()
+            .ok_or(LedgerError::ReadOnly)?
+            .queue
+            .as_ref()
+            .ok_or(LedgerError::WriterGone)?;
+        queue.send(request).map_err(|_| LedgerError::WriterGone)
+    }
+
+    /// Appends one record and returns its index once it is durable. The record is stored as
+    /// its RFC 8785 canonical JSON.
+    pub fn append(&self, record: &Value) -> Result<u64, LedgerError> {
+        let data = canonicalize(record).map_err(|source| LedgerError::Record {
+            position: 0,
+            source,
+        })?;
+        let leaf = merkle::leaf_hash(&data);
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Request::Append {
+            records: vec![(data, leaf)],
+            reply,
+        })?;
+        answer
+            .recv()
+            .map_err(|_| LedgerError::WriterGone)?
+            .map_err(LedgerError::Write)
+    }
+
+    /// Appends records atomically, at consecutive indices; returns their index range once all
+    /// are durable. Nothing is stored if any record cannot be canonicalized.
+    pub fn append_batch(&self, records: &[Value]) -> Result<Range<u64>, LedgerError> {
+        let mut prepared = Vec::with_capacity(records.len());
+        for (position, record) in records.iter().enumerate() {
+            let data =
+                canonicalize(record).map_err(|source| LedgerError::Record { position, source })?;
+            let leaf = merkle::leaf_hash(&data);
+            prepared.push((data, leaf));
+        }
+        if prepared.is_empty() {
+            let len = self.len();
+            return Ok(len..len);
+        }
+        let n = prepared.len() as u64;
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Request::Append {
+            records: prepared,
+            reply,
+        })?;
+        let first = answer
+            .recv()
+            .map_err(|_| LedgerError::WriterGone)?
+            .map_err(LedgerError::Write)?;
+        Ok(first..first + n)
+    }
+
+    /// Signs a checkpoint of everything committed so far and stores it; when the latest
+    /// checkpoint already covers the whole log, returns that one instead.
+    pub fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Request::Checkpoint { reply })?;
+        answer
+            .recv()
+            .map_err(|_| LedgerError::WriterGone)?
+            .map_err(LedgerError::Write)
+    }
+
+    /// The number of committed entries.
+    pub fn len(&self) -> u64 {
+        self.committed.lock().size
+    }
+
+    /// Whether the log has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The root hash over all committed entries.
+    pub fn root(&self) -> Hash {
+        self.committed.lock().root
+    }
+
+    /// The key that signs this log's checkpoints.
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.verifier
+    }
+
+    /// The most recent signed checkpoint.
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.committed.lock().latest.clone()
+    }
+
+    /// Every stored checkpoint, in signing order, each checked against the log key.
+    pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, LedgerError> {
+        let stored = self.reader.lock().checkpoints()?;
+        let size = self.len();
+        stored
+            .into_iter()
+            .filter(|c| c.size <= size)
+            .map(|c| Ok(SignedCheckpoint::from_stored(c, &self.verifier)?))
+            .collect()
+    }
+
+    /// The entry at `index`.
+    pub fn entry(&self, index: u64) -> Result<Entry, LedgerError> {
+        let mut entries = self.entries(index..index.saturating_add(1))?;
+        entries.pop().ok_or(LedgerError::NoSuchEntry {
+            index,
+            size: self.len(),
+        })
+    }
+
+    /// The entries in `range` (which must lie within the log), in order.
+    pub fn entries(&self, range: Range<u64>) -> Result<Vec<Entry>, LedgerError> {
+        let size = self.len();
+        if range.end > size {
+            return Err(LedgerError::NoSuchEntry {
+                index: range.end - 1,
+                size,
+            });
+        }
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+        let stored = self.reader.lock().scan(range.start, count)?;
+        let mut out = Vec::with_capacity(stored.len());
+        for (expected, e) in range.clone().zip(stored) {
+            if e.index != expected {
+                return Err(LedgerError::StoreOrder {
+                    index: expected,
+                    found: e.index,
+                });
+            }
+            out.push(Entry {
+                index: e.index,
+                data: e.data,
+                leaf: e.leaf,
+                time_us: e.time_us,
+            });
+        }
+        if (out.len() as u64) < range.end - range.start {
+            return Err(StoreError::MissingEntry {
+                index: range.start + out.len() as u64,
+            }
+            .into());
+        }
+        Ok(out)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), LedgerError> {
+        let len = self.len();
+        if size > len {
+            return Err(LedgerError::SizeBeyondLog { size, len });
+        }
+        Ok(())
+    }
+
+    /// The inclusion proof of entry `index` in the tree of the first `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<InclusionProof, LedgerError> {
+        self.check_size(size)?;
+        let store = self.reader.lock();
+        let path = merkle::inclusion_proof(&Nodes(store.as_ref()), index, size)?;
+        Ok(InclusionProof {
+            leaf_index: index,
+            tree_size: size,
+            path,
+        })
+    }
+
+    /// The consistency proof between the trees of the first `old` and `new` entries.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<ConsistencyProof, LedgerError> {
+        self.check_size(new)?;
+        let store = self.reader.lock();
+        let path = merkle::consistency_proof(&Nodes(store.as_ref()), old, new)?;
+        Ok(ConsistencyProof {
+            old_size: old,
+            new_size: new,
+            path,
+        })
+    }
+
+    /// The root of the tree of the first `size` entries.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        self.check_size(size)?;
+        let store = self.reader.lock();
+        Ok(merkle::root(&Nodes(store.as_ref()), size)?)
+    }
+
+    /// Finishes the queued appends and stops the writer thread.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            drop(w.queue.take());
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The writer thread's state.
+struct WriterState {
+    store: Box<dyn LedgerStore>,
+    key: LogKey,
+    frontier: Frontier,
+    latest: Option<SignedCheckpoint>,
+    checkpoint_every: u64,
+    committed: Arc<Mutex<Committed>>,
+    /// Set when the store may disagree with `frontier`; every later request fails with it.
+    failed: Option<String>,
+}
+
+impl WriterState {
+    fn run(mut self, requests: &Receiver<Request>) {
+        while let Ok(first) = requests.recv() {
+            let mut queued = first.records();
+            let mut batch = vec![first];
+            while queued < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(r) => {
+                        queued += r.records();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Request>) {
+        let mut appended: Vec<(Reply<u64>, u64)> = Vec::new();
+        let mut checkpoint_replies: Vec<Reply<SignedCheckpoint>> = Vec::new();
+        let before = self.frontier.clone();
+        let time_us = now_us();
+        let mut entries = Vec::new();
+        for request in batch {
+            match request {
+                Request::Append { records, reply } => {
+                    appended.push((reply, self.frontier.size()));
+                    for (data, leaf) in records {
+                        let index = self.frontier.size();
+                        let mut nodes = Vec::new();
+                        self.frontier.push(leaf, &mut nodes);
+                        entries.push(StoredEntry {
+                            index,
+                            data,
+                            leaf,
+                            time_us,
+                            nodes,
+                        });
+                    }
+                }
+                Request::Checkpoint { reply } => checkpoint_replies.push(reply),
+            }
+        }
+        let result = self.write(&entries, !checkpoint_replies.is_empty(), time_us);
+        match result {
+            Ok(()) => {
+                for (reply, first) in appended {
+                    let _ = reply.send(Ok(first));
+                }
+                for reply in checkpoint_replies {
+                    let answer = self
+                        .latest
+                        .clone()
+                        .ok_or_else(|| "no checkpoint".to_string());
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(message) => {
+                self.frontier = before;
+                for (reply, _) in appended {
+                    let _ = reply.send(Err(message.clone()));
+                }
+                for reply in checkpoint_replies {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes the entries and, if one is due or requested, a checkpoint, in one transaction.
+    fn write(
+        &mut self,
+        entries: &[StoredEntry],
+        requested: bool,
+        time_us: i64,
+    ) -> Result<(), String> {
+        if let Some(failed) = &self.failed {
+            return Err(failed.clone());
+        }
+        let size = self.frontier.size();
+        let last = self.latest.as_ref().map(|c| c.checkpoint.size);
+        let due = self.checkpoint_every > 0
+            && size - last.unwrap_or(0) >= self.checkpoint_every
+            && last != Some(size);
+        let checkpoint = if (requested && last != Some(size)) || due {
+            let checkpoint = Checkpoint {
+                origin: self.key.name().to_string(),
+                size,
+                root: self.frontier.root(),
+            };
+            let note = checkpoint.sign(&self.key).map_err(|e| e.to_string())?;
+            Some(SignedCheckpoint {
+                seq: self.latest.as_ref().map_or(1, |c| c.seq + 1),
+                checkpoint,
+                note,
+                time_us,
+            })
+        } else {
+            None
+        };
+        if entries.is_empty() && checkpoint.is_none() {
+            return Ok(());
+        }
+        let stored = checkpoint.as_ref().map(|c| StoredCheckpoint {
+            seq: c.seq,
+            size: c.checkpoint.size,
+            note: c.note.clone(),
+            time_us: c.time_us,
+        });
+        if let Err(e) = self.store.append(entries, stored.as_ref()) {
+            let message = e.to_string();
+            // The transaction should have rolled back; if the store disagrees, stop writing.
+            let start = entries.first().map_or(size, |e| e.index);
+            if !matches!(self.store.size(), Ok(s) if s == start) {
+                self.failed = Some(format!(
+                    "the ledger's storage is in an unknown state after a failed write \
+                     ({message}); reopen the ledger"
+                ));
+            }
+            return Err(message);
+        }
+        if checkpoint.is_some() {
+            self.latest = checkpoint;
+        }
+        let mut committed = self.committed.lock();
+        committed.size = size;
+        committed.root = self.frontier.root();
+        committed.latest.clone_from(&self.latest);
+        Ok(())
+    }
+}

@@ -1,0 +1,373 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`, so a committed
+//! transaction has reached the disk (one fsync of the write-ahead log per commit).
+//!
+//! ```sql
+//! CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+//!   -- 'format' = 'truststack-ledger/1', 'verifier_key' = '<name>+<hex8>+<base64>'
+//! CREATE TABLE entries (
+//!   idx    INTEGER PRIMARY KEY, -- position in the log, from 0
+//!   record TEXT    NOT NULL,    -- canonical JSON (RFC 8785)
+//!   leaf   BLOB    NOT NULL,    -- SHA-256(0x00 || record)
+//!   nodes  BLOB    NOT NULL,    -- 32-byte hashes of the perfect subtrees this entry completes,
+//!                               -- level 1 first (idx.trailing_ones() of them)
+//!   time   INTEGER NOT NULL     -- commit time, microseconds since the Unix epoch
+//! );
+//! CREATE TABLE checkpoints (
+//!   seq  INTEGER PRIMARY KEY,   -- 1, 2, ... in signing order
+//!   size INTEGER NOT NULL,      -- tree size (also in the note)
+//!   note TEXT    NOT NULL,      -- the signed note, verbatim
+//!   time INTEGER NOT NULL
+//! );
+//! ```
+//!
+//! The perfect subtree (level `l ≥ 1`, index `j`) covers entries `[j·2^l, (j+1)·2^l)`; it is
+//! completed by the last of them, so it is stored in the `nodes` of entry `(j+1)·2^l − 1` at
+//! offset `32·(l−1)`. Every perfect subtree is therefore one primary-key lookup away, which keeps
+//! proofs at O(log n) lookups, and a verifier reads everything in one pass over `entries`.
+
+use crate::merkle::Hash;
+use crate::store::{LedgerStore, StoreError, StoredCheckpoint, StoredEntry};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use std::path::Path;
+
+/// The value of `meta.format` this code reads and writes.
+pub const FORMAT: &str = "truststack-ledger/1";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+  idx INTEGER PRIMARY KEY,
+  record TEXT NOT NULL,
+  leaf BLOB NOT NULL,
+  nodes BLOB NOT NULL,
+  time INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  seq INTEGER PRIMARY KEY,
+  size INTEGER NOT NULL,
+  note TEXT NOT NULL,
+  time INTEGER NOT NULL
+);
+";
+
+/// A ledger in one SQLite file.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens the ledger at `path` for writing, creating the file and schema if needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let opened = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(opened)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(opened)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(opened)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NotALedger {
+                path: path.display().to_string(),
+                reason: format!("cannot switch to WAL mode (journal mode is {mode})"),
+            });
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL;")
+            .map_err(opened)?;
+        conn.execute_batch(SCHEMA).map_err(opened)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?1)",
+            [FORMAT],
+        )?;
+        let store = SqliteStore { conn };
+        store.check_format(path)?;
+        Ok(store)
+    }
+
+    /// Opens an existing ledger read-only (for verification, proofs and inspection).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        if !path.is_file() {
+            return Err(StoreError::NotALedger {
+                path: shown,
+                reason: "no such file".into(),
+            });
+        }
+        let opened = |source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(opened)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(opened)?;
+        let store = SqliteStore { conn };
+        store.check_format(path)?;
+        Ok(store)
+    }
+
+    /// Opens an existing ledger for the reads of a writable [`crate::Ledger`]: the connection
+    /// refuses writes (`query_only`) but, unlike a read-only one, may checkpoint the write-ahead
+    /// log into the database file when it is the last to close.
+    pub(crate) fn open_reader(path: &Path) -> Result<Self, StoreError> {
+        let opened = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(opened)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(opened)?;
+        conn.execute_batch("PRAGMA query_only=1;").map_err(opened)?;
+        let store = SqliteStore { conn };
+        store.check_format(path)?;
+        Ok(store.with_mmap())
+    }
+
+    /// Maps the file into memory for reads (faster proofs and verification).
+    pub(crate) fn with_mmap(self) -> Self {
+        // Best effort: SQLite falls back to read() when mapping is unavailable.
+        let _ = self.conn.execute_batch("PRAGMA mmap_size=17179869184;");
+        self
+    }
+
+    fn check_format(&self, path: &Path) -> Result<(), StoreError> {
+        let format: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| StoreError::NotALedger {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        match format {
+            Some(f) if f == FORMAT => Ok(()),
+            Some(f) => Err(StoreError::UnsupportedFormat {
+                found: f,
+                expected: FORMAT.into(),
+            }),
+            None => Err(StoreError::NotALedger {
+                path: path.display().to_string(),
+                reason: "no format marker".into(),
+            }),
+        }
+    }
+
+    /// The underlying connection (tests use it to tamper with a ledger).
+    #[doc(hidden)]
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// One more than the highest index (0 when empty).
+fn size_of(conn: &Connection) -> Result<u64, StoreError> {
+    let max: Option<u64> = conn
+        .prepare_cached("SELECT max(idx) FROM entries")?
+        .query_row([], |r| r.get(0))?;
+    Ok(max.map_or(0, |m| m.saturating_add(1)))
+}
+
+fn hash_at(bytes: &[u8], at: usize) -> Option<Hash> {
+    bytes.get(at..at.checked_add(32)?)?.try_into().ok()
+}
+
+fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
+    let index: u64 = row.get(0)?;
+    let bytes = |col: usize, what: &'static str| -> Result<Vec<u8>, StoreError> {
+        match row.get_ref(col)? {
+            ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b.to_vec()),
+            other => Err(StoreError::Malformed {
+                index,
+                what,
+                detail: format!("holds {:?}, not bytes", other.data_type()),
+            }),
+        }
+    };
+    let data = bytes(1, "record")?;
+    let leaf = bytes(2, "leaf hash")?;
+    let leaf = hash_at(&leaf, 0)
+        .filter(|_| leaf.len() == 32)
+        .ok_or_else(|| StoreError::Malformed {
+            index,
+            what: "leaf hash",
+            detail: format!("{} bytes, expected 32", leaf.len()),
+        })?;
+    let nodes = bytes(3, "tree nodes")?;
+    if nodes.len() % 32 != 0 {
+        return Err(StoreError::Malformed {
+            index,
+            what: "tree nodes",
+            detail: format!("{} bytes, not a multiple of 32", nodes.len()),
+        });
+    }
+    let nodes = (0..nodes.len() / 32)
+        .filter_map(|k| hash_at(&nodes, k * 32))
+        .collect();
+    let time_us: i64 = row.get(4)?;
+    Ok(StoredEntry {
+        index,
+        data,
+        leaf,
+        time_us,
+        nodes,
+    })
+}
+
+fn read_checkpoint(row: &Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        seq: row.get(0)?,
+        size: row.get(1)?,
+        note: row.get(2)?,
+        time_us: row.get(3)?,
+    })
+}
+
+impl LedgerStore for SqliteStore {
+    fn size(&self) -> Result<u64, StoreError> {
+        size_of(&self.conn)
+    }
+
+    fn append(
+        &mut self,
+        entries: &[StoredEntry],
+        checkpoint: Option<&StoredCheckpoint>,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(first) = entries.first() {
+            let found = size_of(&tx)?;
+            if found != first.index {
+                return Err(StoreError::Conflict {
+                    expected: first.index,
+                    found,
+                });
+            }
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO entries (idx, record, leaf, nodes, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut nodes = Vec::with_capacity(64 * 32);
+            for e in entries {
+                let record = std::str::from_utf8(&e.data).map_err(|err| StoreError::Malformed {
+                    index: e.index,
+                    what: "record",
+                    detail: err.to_string(),
+                })?;
+                nodes.clear();
+                for n in &e.nodes {
+                    nodes.extend_from_slice(n);
+                }
+                insert.execute(params![e.index, record, &e.leaf[..], &nodes[..], e.time_us])?;
+            }
+        }
+        if let Some(c) = checkpoint {
+            tx.prepare_cached(
+                "INSERT INTO checkpoints (seq, size, note, time) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![c.seq, c.size, c.note, c.time_us])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn scan(&self, from: u64, limit: usize) -> Result<Vec<StoredEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT idx, record, leaf, nodes, time FROM entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![from, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(read_entry(row)?);
+        }
+        Ok(out)
+    }
+
+    fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
+        let missing = || StoreError::MissingNode { level, index };
+        let last = index
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(1u64.checked_shl(level)?))
+            .and_then(|n| n.checked_sub(1))
+            .ok_or_else(missing)?;
+        let (column, offset) = if level == 0 {
+            ("leaf", 0)
+        } else {
+            ("nodes", 32 * (level as usize - 1))
+        };
+        let sql = if level == 0 {
+            "SELECT leaf FROM entries WHERE idx = ?1"
+        } else {
+            "SELECT nodes FROM entries WHERE idx = ?1"
+        };
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query([last])?;
+        let row = rows.next()?.ok_or_else(missing)?;
+        match row.get_ref(0)? {
+            ValueRef::Blob(b) | ValueRef::Text(b) => {
+                hash_at(b, offset).ok_or_else(|| StoreError::Malformed {
+                    index: last,
+                    what: column,
+                    detail: format!("{} bytes, too short for level {level}", b.len()),
+                })
+            }
+            _ => Err(StoreError::Malformed {
+                index: last,
+                what: column,
+                detail: "not bytes".into(),
+            }),
+        }
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, size, note, time FROM checkpoints ORDER BY seq")?;
+        let rows = stmt.query_map([], read_checkpoint)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT seq, size, note, time FROM checkpoints ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row([], read_checkpoint)
+            .optional()?)
+    }
+
+    fn verifier_key(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'verifier_key'")?
+            .query_row([], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_verifier_key(&mut self, key: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('verifier_key', ?1)",
+            [key],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! The issuer directory (`truststack identity init`) as the server's identity service.
+
+use crate::auth::{Authenticator, Human};
+use crate::backend::IdentityService;
+use serde_json::{json, Value};
+use truststack_engine::identity::issuer::{AgentRequest, DelegationRequest, Issued, UserRequest};
+use truststack_engine::identity::ttl::parse_ttl;
+use truststack_engine::identity::{AgentId, Issuer, Principal, ToolSet, UserId};
+use truststack_engine::Caller;
+
+/// Verifies and mints credentials with one issuer.
+pub struct IssuerService {
+    issuer: Issuer,
+}
+
+impl IssuerService {
+    pub fn new(issuer: Issuer) -> Self {
+        IssuerService { issuer }
+    }
+}
+
+fn text<'a>(request: &'a Value, field: &str) -> Result<&'a str, String> {
+    request
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("`{field}` is required (a string)"))
+}
+
+fn strings(request: &Value, field: &str) -> Result<Vec<String>, String> {
+    match request.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(s
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect()),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|_| format!("`{field}` must be a list of strings")),
+    }
+}
+
+fn ttl(request: &Value, default: &str) -> Result<std::time::Duration, String> {
+    parse_ttl(
+        request
+            .get("ttl")
+            .and_then(Value::as_str)
+            .unwrap_or(default),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// `{token, credential, record}`: the record is what the ledger keeps (no token).
+fn issued(i: Issued) -> Value {
+    json!({"token": i.token, "credential": i.credential, "record": i.record})
+}
+
+impl Authenticator for IssuerService {
+    fn agent(&self, token: &str) -> Result<Caller, String> {
+        let v = self.issuer.verify(token).map_err(|e| e.to_string())?;
+        let agent = v
+            .agent()
+            .ok_or_else(|| format!("{} is a human's credential, not an agent's", v.subject))?;
+        Ok(Caller {
+            agent: agent.as_str().to_string(),
+            chain: v.chain_strings(),
+            tools: (!v.tools.is_any()).then(|| v.tools.as_slice().to_vec()),
+            credential_id: Some(v.jti.clone()),
+        })
+    }
+
+    fn human(&self, token: &str) -> Result<Human, String> {
+        let v = self.issuer.verify(token).map_err(|e| e.to_string())?;
+        if v.subject.as_user().is_none() {
+            return Err(format!(
+                "{} is an agent's credential; a human must answer",
+                v.subject
+            ));
+        }
+        Ok(Human {
+            principal: v.subject.to_string(),
+            roles: v.roles.clone(),
+            groups: v.groups.clone(),
+        })
+    }
+}
+
+impl IdentityService for IssuerService {
+    fn issue(&self, request: &Value) -> Result<Value, String> {
+        let td = &self.issuer.config().trust_domain;
+        if let Some(agent) = request.get("agent").and_then(Value::as_str) {
+            let tools = ToolSet::new(strings(request, "tools")?).map_err(|e| e.to_string())?;
+            let i = self
+                .issuer
+                .issue_agent(&AgentRequest {
+                    agent: AgentId::expand(agent, td).map_err(|e| e.to_string())?,
+                    owner: UserId::parse(text(request, "owner")?).map_err(|e| e.to_string())?,
+                    tools,
+                    ttl: ttl(request, "1h")?,
+                    audience: None,
+                })
+                .map_err(|e| e.to_string())?;
+            return Ok(issued(i));
+        }
+        let i = self
+            .issuer
+            .issue_user(&UserRequest {
+                user: UserId::parse(text(request, "user")?).map_err(|e| e.to_string())?,
+                roles: strings(request, "roles")?,
+                groups: strings(request, "groups")?,
+                ttl: ttl(request, "8h")?,
+                audience: None,
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(issued(i))
+    }
+
+    fn delegate(&self, parent_token: &str, request: &Value) -> Result<Value, String> {
+        let td = &self.issuer.config().trust_domain;
+        let ttl = match request.get("ttl").and_then(Value::as_str) {
+            Some(t) => Some(parse_ttl(t).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let i = self
+            .issuer
+            .delegate(
+                parent_token,
+                &DelegationRequest {
+                    agent: AgentId::expand(text(request, "agent")?, td)
+                        .map_err(|e| e.to_string())?,
+                    tools: ToolSet::new(strings(request, "tools")?).map_err(|e| e.to_string())?,
+                    ttl,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(issued(i))
+    }
+
+    fn revoke(&self, request: &Value) -> Result<Value, String> {
+        let by = request
+            .get("by")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        let reason = request
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(String::from);
+        let revocation = match (
+            request.get("jti").and_then(Value::as_str),
+            request.get("agent").and_then(Value::as_str),
+        ) {
+            (Some(jti), None) => self.issuer.revoke_jti(jti, by, reason),
+            (None, Some(who)) => {
+                let principal = Principal::expand(who, &self.issuer.config().trust_domain)
+                    .map_err(|e| e.to_string())?;
+                self.issuer.revoke_identity(&principal, by, reason)
+            }
+            _ => return Err("give exactly one of `jti` and `agent`".into()),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(revocation.record())
+    }
+
+    fn jwks(&self) -> Value {
+        self.issuer.jwks()
+    }
+}

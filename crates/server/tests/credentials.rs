@@ -1,0 +1,206 @@
+//! The API with credentials required (the default): identity comes only from verified tokens.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{open_config, start};
+use serde_json::json;
+use std::sync::Arc;
+use truststack_engine::identity::{Issuer, TrustDomain};
+use truststack_server::backend::IdentityService;
+use truststack_server::identity_backend::IssuerService;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::init(
+        &dir.path().join("issuer"),
+        &TrustDomain::new("acme.example").unwrap(),
+    )
+    .unwrap();
+    let service: Arc<dyn IdentityService> = Arc::new(IssuerService::new(issuer));
+    let admin = service
+        .issue(&json!({"user": "user:root@acme.example", "roles": ["admin"]}))
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut config = open_config(&["policies/delegation-root.tsp"]);
+    config.require_credentials = true;
+    let server = start(config, dir.path(), Some(service)).await;
+
+    // Issue an orchestrator for the operator, and delegate a narrower credential to recon.
+    let (status, orch) = server
+        .post("/v1/identities", Some(&admin), json!({"agent": "orchestrator", "owner": "user:operator@acme.example", "tools": ["ScanTool", "CodeAnalysisTool", "ExploitationTool"], "ttl": "1h"}))
+        .await;
+    assert_eq!(status, 200, "{orch}");
+    assert!(orch["ledger_index"].is_u64(), "issuance is a ledger record");
+    let orch = orch["token"].as_str().unwrap().to_string();
+    let (status, recon) = server
+        .post(
+            "/v1/identities/delegate",
+            Some(&orch),
+            json!({"agent": "recon", "tools": ["ScanTool"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{recon}");
+    let recon = recon["token"].as_str().unwrap().to_string();
+    let (status, wider) = server
+        .post(
+            "/v1/identities/delegate",
+            Some(&recon),
+            json!({"agent": "sneaky", "tools": ["ScanTool", "ExploitationTool"]}),
+        )
+        .await;
+    assert_eq!(status, 403, "a delegation cannot widen tools: {wider}");
+
+    // No credential, or an identity claimed in the body: refused.
+    let (status, _) = server
+        .post("/v1/decide", None, json!({"tool": "nmap_scan"}))
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = server
+        .post(
+            "/v1/decide",
+            Some(&recon),
+            json!({"tool": "nmap_scan", "agent": "spiffe://acme.example/agent/admin"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // The agent and chain come from the token.
+    let (status, d) = server
+        .post(
+            "/v1/decide",
+            Some(&recon),
+            json!({"id": "s1", "tool": "nmap_scan", "args": {"target": "10.0.0.1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["decision"], "allow");
+    let (_, entries) = server
+        .get(
+            &format!(
+                "/v1/ledger/entries?start={}&end={}",
+                d["ledger_index"],
+                d["ledger_index"].as_u64().unwrap() + 1
+            ),
+            None,
+        )
+        .await;
+    let call = &entries["entries"][0]["record"]["call"];
+    assert_eq!(call["agent"], "spiffe://acme.example/agent/recon");
+    assert_eq!(
+        call["chain"],
+        json!([
+            "user:operator@acme.example",
+            "spiffe://acme.example/agent/orchestrator"
+        ])
+    );
+
+    // A tool outside the credential is denied before any policy.
+    let (_, d) = server
+        .post(
+            "/v1/decide",
+            Some(&recon),
+            json!({"tool": "exploit_runner", "args": {}}),
+        )
+        .await;
+    assert_eq!(d["decision"], "deny");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not allow tool `exploit_runner`"),
+        "{d}"
+    );
+
+    // The orchestration's escalation is held.
+    server
+        .post("/v1/decide", Some(&orch), json!({"tool": "code_review"}))
+        .await;
+    let (_, held) = server
+        .post(
+            "/v1/decide",
+            Some(&orch),
+            json!({"tool": "exploit_runner", "args": {"target": "10.0.0.1"}}),
+        )
+        .await;
+    assert_eq!(held["decision"], "require_approval", "{held}");
+    let approval = held["approval_id"].as_str().unwrap();
+
+    let token = |v: serde_json::Value| v["token"].as_str().unwrap().to_string();
+    let operator = token(server.post("/v1/identities", Some(&admin), json!({"user": "user:operator@acme.example", "roles": ["approver"], "groups": ["security-oncall"]})).await.1);
+    let outsider = token(
+        server
+            .post(
+                "/v1/identities",
+                Some(&admin),
+                json!({"user": "user:dev@acme.example", "roles": ["approver"]}),
+            )
+            .await
+            .1,
+    );
+    let no_role = token(
+        server
+            .post(
+                "/v1/identities",
+                Some(&admin),
+                json!({"user": "user:intern@acme.example", "groups": ["security-oncall"]}),
+            )
+            .await
+            .1,
+    );
+    let oncall = token(server.post("/v1/identities", Some(&admin), json!({"user": "user:oncall@acme.example", "roles": ["approver"], "groups": ["security-oncall"]})).await.1);
+
+    let grant = format!("/v1/approvals/{approval}/grant");
+    let (status, body) = server.post(&grant, Some(&orch), json!({})).await;
+    assert_eq!(status, 401, "an agent cannot approve: {body}");
+    let (status, body) = server.post(&grant, Some(&no_role), json!({})).await;
+    assert_eq!(status, 403, "no approver role: {body}");
+    let (status, body) = server.post(&grant, Some(&operator), json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("separation of duties"));
+    let (status, body) = server.post(&grant, Some(&outsider), json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("security-oncall"),
+        "not in the policy's approver group: {body}"
+    );
+    let (status, body) = server
+        .post(&grant, Some(&oncall), json!({"lease": "10min"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["approver"], "user:oncall@acme.example");
+    assert_eq!(body["result"], "granted");
+
+    // Revoking the orchestrator cuts off what was delegated from it, on the next call.
+    let (status, body) = server
+        .post(
+            "/v1/identities/revoke",
+            Some(&admin),
+            json!({"agent": "orchestrator"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .post(
+            "/v1/decide",
+            Some(&recon),
+            json!({"tool": "nmap_scan", "args": {"target": "10.0.0.2"}}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("revoked"),
+        "{body}"
+    );
+
+    let (_, jwks) = server.get("/.well-known/jwks.json", None).await;
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    server.stop().await;
+}

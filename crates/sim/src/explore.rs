@@ -1,0 +1,388 @@
+//! Exhaustive exploration: every order in which the agents, acting adversarially and through
+//! every permitted delegation chain, can call their tools — each call decided by the real engine
+//! ([`Engine::decide`] on a [`Engine::fork`] of the state), on a simulated clock.
+//!
+//! Breadth-first over abstract states (see [`crate::abstraction`]): a state is the engine's
+//! canonical snapshot, the goal automata's progress and the approvers' running leases. From each
+//! state the adversary may
+//!
+//! - call any tool any of its actors holds, with any argument variant, `step` after the previous
+//!   call; a call the engine holds for approval branches twice: **refused** (the gate as a stop)
+//!   and **granted** by the first approver the engine accepts (the path becomes *gated*);
+//! - wait until a monitor entry leaves a window some policy reads (only when some policy reads
+//!   a window).
+//!
+//! A goal is *unguarded* when a path without any grant reaches it, *gated* when only paths with
+//! a grant do, *unreachable* when no explored path does and the exploration was exhaustive.
+//! Breadth-first order makes every reported trajectory a shortest one.
+
+use crate::world::{Lease, Move, World};
+use std::collections::HashMap;
+use truststack_engine::{ApprovalAnswer, Engine, Verdict};
+use truststack_policy::duration::format_duration;
+use truststack_policy::Action as PolicyAction;
+
+/// One step of an explored trajectory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathStep {
+    /// A call at `time`, and what became of it.
+    Call {
+        mv: Move,
+        time: i64,
+        /// The engine held the call for approval.
+        held: bool,
+        /// Who granted it (when held and granted).
+        granted_by: Option<String>,
+        /// Whether the call was admitted (allowed, or granted and then allowed).
+        admitted: bool,
+    },
+    /// The adversary waited this long.
+    Wait { ms: i64 },
+}
+
+#[derive(Debug, Clone)]
+struct Rec {
+    parent: u32,
+    step: Option<PathStep>,
+}
+
+struct Frontier {
+    engine: Engine,
+    progress: Vec<u8>,
+    leases: Vec<Lease>,
+    now: i64,
+    rec: u32,
+    gated: bool,
+}
+
+/// When to stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Explore everything (within the bounds).
+    Never,
+    /// Stop as soon as every tracked goal has an unguarded witness.
+    AllUnguarded,
+}
+
+/// What to explore.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// The moves the adversary may make (a subset of the world's, for toxic-combination checks).
+    pub moves: Vec<Move>,
+    /// The goals to report on (indices into the world's goals).
+    pub goals: Vec<usize>,
+    pub stop: Stop,
+    pub max_depth: usize,
+    pub max_states: usize,
+}
+
+impl Search {
+    /// Every move, every goal, the manifest's bounds.
+    pub fn full(world: &World) -> Search {
+        Search {
+            moves: world.moves.clone(),
+            goals: (0..world.goals.len()).collect(),
+            stop: Stop::Never,
+            max_depth: world.manifest.settings.max_depth,
+            max_states: world.manifest.settings.max_states,
+        }
+    }
+}
+
+/// The shortest paths found to one goal.
+#[derive(Debug, Clone, Default)]
+pub struct Witnesses {
+    pub unguarded: Option<Vec<PathStep>>,
+    pub gated: Option<Vec<PathStep>>,
+}
+
+/// What an exploration found.
+#[derive(Debug, Clone)]
+pub struct Explored {
+    /// Distinct abstract states kept.
+    pub states: usize,
+    /// Engine decisions taken.
+    pub decisions: usize,
+    /// The deepest layer expanded.
+    pub depth: usize,
+    /// Every reachable abstract state was expanded (a fixpoint before the bounds).
+    pub exhaustive: bool,
+    /// Why the exploration stopped before a fixpoint, if it did.
+    pub bound: Option<String>,
+    /// Stopped because every tracked goal had an unguarded witness ([`Stop::AllUnguarded`]).
+    pub early: bool,
+    /// Per tracked goal (same order as `Search::goals`).
+    pub witnesses: Vec<Witnesses>,
+    pub elapsed: std::time::Duration,
+}
+
+fn path(arena: &[Rec], mut rec: u32) -> Vec<PathStep> {
+    let mut out = Vec::new();
+    while let Some(r) = arena.get(rec as usize) {
+        match &r.step {
+            Some(s) => out.push(s.clone()),
+            None => break,
+        }
+        rec = r.parent;
+    }
+    out.reverse();
+    out
+}
+
+/// Runs an exploration.
+pub fn explore(world: &World, search: &Search) -> Explored {
+    let started = std::time::Instant::now();
+    let settings = &world.manifest.settings;
+    let step_ms = settings.step_ms;
+    let lease_ms = settings.approval_lease_ms;
+    let mut arena = vec![Rec {
+        parent: 0,
+        step: None,
+    }];
+    let mut witnesses = vec![Witnesses::default(); search.goals.len()];
+    let tracked: Vec<Option<usize>> = (0..world.goals.len())
+        .map(|g| search.goals.iter().position(|x| *x == g))
+        .collect();
+    let mut visited: HashMap<Vec<u8>, bool> = HashMap::new();
+    let mut decisions = 0usize;
+    let root = Frontier {
+        engine: world.base.fork(),
+        progress: vec![0; world.progress_len],
+        leases: Vec::new(),
+        now: settings.start_ms,
+        rec: 0,
+        gated: false,
+    };
+    let key = |f: &Frontier, remaining: usize| {
+        let mut k = Vec::with_capacity(64);
+        world
+            .abstraction
+            .key(&f.engine.snapshot(), f.now, remaining, step_ms, &mut k);
+        crate::abstraction::Abstraction::lease_key(&f.leases, f.now, &mut k);
+        k.extend_from_slice(&f.progress);
+        k
+    };
+    visited.insert(key(&root, search.max_depth), true);
+    let mut frontier = vec![root];
+    let mut depth = 0;
+    let mut bound = None;
+    let mut done = false;
+    let waits_enabled = settings.waits && world.abstraction.has_windows();
+    let mut completed = Vec::new();
+    while !frontier.is_empty() && !done {
+        if depth >= search.max_depth {
+            bound = Some(format!(
+                "depth bound: trajectories longer than {} steps were not explored",
+                search.max_depth
+            ));
+            break;
+        }
+        let remaining = search.max_depth - depth - 1;
+        let mut next = Vec::new();
+        'states: for f in frontier.drain(..) {
+            let mut children: Vec<(Frontier, Vec<usize>)> = Vec::new();
+            for &mv in &search.moves {
+                let engine = f.engine.fork();
+                let id = format!("c{}", depth + 1);
+                let call = world.call(mv, f.now, id);
+                let decision = engine.decide(&call);
+                decisions += 1;
+                let base_step = |held, granted_by, admitted| PathStep::Call {
+                    mv,
+                    time: f.now,
+                    held,
+                    granted_by,
+                    admitted,
+                };
+                let mut outcomes: Vec<(Engine, PathStep, bool, Vec<Lease>)> = Vec::new();
+                match decision.decision {
+                    Verdict::Allow => outcomes.push((
+                        engine,
+                        base_step(false, None, true),
+                        false,
+                        f.leases.clone(),
+                    )),
+                    Verdict::Deny => outcomes.push((
+                        engine,
+                        base_step(false, None, false),
+                        false,
+                        f.leases.clone(),
+                    )),
+                    Verdict::RequireApproval => {
+                        let granted = engine.fork();
+                        let mut grant = None;
+                        for approver in &world.approvers {
+                            let ans = ApprovalAnswer {
+                                approval_id: decision.approval_id.clone(),
+                                call_id: None,
+                                approver: approver.clone(),
+                                groups: Vec::new(),
+                                grant: true,
+                                lease: lease_ms.map(format_duration),
+                                time: call.time.clone(),
+                            };
+                            if let Ok(outcome) = granted.answer(&ans) {
+                                grant = Some((approver.clone(), outcome));
+                                break;
+                            }
+                        }
+                        // The gate as a stop: refused (the engine keeps it pending; a pending
+                        // call changes no decision).
+                        outcomes.push((
+                            engine,
+                            base_step(true, None, false),
+                            false,
+                            f.leases.clone(),
+                        ));
+                        if let Some((approver, outcome)) = grant {
+                            decisions += 1;
+                            let admitted = outcome.decision == Verdict::Allow;
+                            let mut leases = f.leases.clone();
+                            if let (true, Some(ms)) = (admitted, lease_ms) {
+                                let p = truststack_engine::event::Principals::of(
+                                    &call.agent,
+                                    call.session.as_deref(),
+                                    &call.chain,
+                                );
+                                let bundle = world.base.bundle();
+                                for fired in decision
+                                    .policies
+                                    .iter()
+                                    .filter(|x| x.action == PolicyAction::RequireHitl)
+                                {
+                                    if let Some(cp) =
+                                        bundle.policies.iter().find(|c| c.policy.id == fired.id)
+                                    {
+                                        let target = cp.policy.target;
+                                        let scope = match target {
+                                            truststack_policy::Target::AgentIdentity => p.agent,
+                                            truststack_policy::Target::Session => p.session,
+                                            truststack_policy::Target::User => p.user,
+                                            truststack_policy::Target::DelegationRoot => p.root,
+                                        };
+                                        leases.retain(|l| {
+                                            !(l.policy == fired.id
+                                                && l.target == target
+                                                && l.scope == scope)
+                                        });
+                                        leases.push(Lease {
+                                            policy: fired.id.clone(),
+                                            target,
+                                            scope: scope.to_string(),
+                                            until: f.now + ms,
+                                        });
+                                    }
+                                }
+                            }
+                            outcomes.push((
+                                granted,
+                                base_step(true, Some(approver), admitted),
+                                admitted,
+                                leases,
+                            ));
+                        }
+                    }
+                }
+                for (engine, step, granted, leases) in outcomes {
+                    let admitted = matches!(step, PathStep::Call { admitted: true, .. });
+                    let mut progress = f.progress.clone();
+                    completed.clear();
+                    if admitted {
+                        world.advance(&mut progress, mv.actor, mv.tool, &mut completed);
+                    }
+                    let child = Frontier {
+                        engine,
+                        progress,
+                        leases,
+                        now: f.now + step_ms,
+                        rec: 0,
+                        gated: f.gated || granted,
+                    };
+                    let step_rec = Rec {
+                        parent: f.rec,
+                        step: Some(step),
+                    };
+                    let reached = completed.clone();
+                    children.push((child, reached));
+                    let last = children.len() - 1;
+                    if let Some((c, _)) = children.get_mut(last) {
+                        arena.push(step_rec);
+                        c.rec = (arena.len() - 1) as u32;
+                    }
+                }
+            }
+            if waits_enabled {
+                let snap = f.engine.snapshot();
+                for w in world.abstraction.waits(&snap, f.now, remaining) {
+                    arena.push(Rec {
+                        parent: f.rec,
+                        step: Some(PathStep::Wait { ms: w }),
+                    });
+                    children.push((
+                        Frontier {
+                            engine: f.engine.fork(),
+                            progress: f.progress.clone(),
+                            leases: f.leases.clone(),
+                            now: f.now + w,
+                            rec: (arena.len() - 1) as u32,
+                            gated: f.gated,
+                        },
+                        Vec::new(),
+                    ));
+                }
+            }
+            for (child, reached) in children {
+                for g in reached {
+                    if let Some(Some(t)) = tracked.get(g) {
+                        let w = &mut witnesses[*t];
+                        if !child.gated && w.unguarded.is_none() {
+                            w.unguarded = Some(path(&arena, child.rec));
+                        } else if child.gated && w.gated.is_none() && w.unguarded.is_none() {
+                            w.gated = Some(path(&arena, child.rec));
+                        }
+                    }
+                }
+                if search.stop == Stop::AllUnguarded
+                    && witnesses.iter().all(|w| w.unguarded.is_some())
+                {
+                    done = true;
+                    break 'states;
+                }
+                let k = key(&child, remaining);
+                match visited.get_mut(&k) {
+                    None => {
+                        visited.insert(k, !child.gated);
+                        next.push(child);
+                    }
+                    Some(ungated) if !*ungated && !child.gated => {
+                        *ungated = true;
+                        next.push(child);
+                    }
+                    Some(_) => {}
+                }
+                if visited.len() >= search.max_states {
+                    bound = Some(format!(
+                        "state bound: more than {} distinct states",
+                        search.max_states
+                    ));
+                    done = true;
+                    break 'states;
+                }
+            }
+        }
+        frontier = next;
+        depth += 1;
+    }
+    let early = done && bound.is_none();
+    let exhaustive = bound.is_none() && !done;
+    Explored {
+        states: visited.len(),
+        decisions,
+        depth,
+        exhaustive,
+        bound,
+        early,
+        witnesses,
+        elapsed: started.elapsed(),
+    }
+}

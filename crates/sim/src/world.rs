@@ -1,0 +1,403 @@
+//! A manifest compiled for simulation: the policy bundle and a fresh engine to fork, the actors
+//! (every agent reachable through every permitted delegation chain), the tools with their
+//! tactics and argument variants, and the goal automata.
+
+use crate::abstraction::Abstraction;
+use crate::goal::{Effect, Goal};
+use crate::manifest::{Manifest, ManifestError};
+use crate::taxonomy::Tactic;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use truststack_engine::{Engine, Settings, ToolCall};
+use truststack_policy::load::{load_sources, LoadError};
+use truststack_policy::{Action as PolicyAction, Target};
+
+/// The approver assumed when the manifest lists none: any human outside the call's chain.
+pub const DEFAULT_APPROVER: &str = "user:approver@truststack.sim";
+
+/// A tool some agent holds.
+#[derive(Debug, Clone)]
+pub struct ToolEntry {
+    pub name: String,
+    pub classes: Vec<String>,
+    pub tactics: Vec<Tactic>,
+    /// Whether the catalog lists it.
+    pub known: bool,
+    /// The argument variants the adversary tries (at least one; `{}` by default).
+    pub variants: Vec<Value>,
+    /// How many calls a real campaign makes of it (the manifest's `workload`, else 1).
+    pub volume: u64,
+}
+
+/// An agent as it can act: its identity and the delegation chain it was reached through.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// Index into the manifest's agents.
+    pub agent: usize,
+    pub identity: String,
+    /// Root first: the human, then every delegating agent.
+    pub chain: Vec<String>,
+    /// Index of the top-level agent (the delegation root).
+    pub root: usize,
+    pub user: String,
+    pub session: String,
+    /// Indices into the world's tools.
+    pub tools: Vec<usize>,
+    /// `orchestrator → recon`, for reports.
+    pub label: String,
+    /// Per goal scope (root, user, agent): the slot of this actor's progress.
+    pub(crate) slots: [usize; 3],
+}
+
+/// One thing the adversary can do: an actor calls a tool with an argument variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Move {
+    pub actor: usize,
+    pub tool: usize,
+    pub variant: usize,
+}
+
+/// An approver's lease, tracked beside the engine (which does not expose its leases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub policy: String,
+    pub target: Target,
+    pub scope: String,
+    pub until: i64,
+}
+
+/// A compiled manifest.
+pub struct World {
+    pub manifest: Manifest,
+    /// A fresh engine over the manifest's bundle; every simulation forks it.
+    pub base: Engine,
+    pub tools: Vec<ToolEntry>,
+    pub actors: Vec<Actor>,
+    pub goals: Vec<Goal>,
+    /// `effects[tool][goal]`.
+    pub effects: Vec<Vec<Effect>>,
+    /// Per goal: where its slots start in a progress vector.
+    pub(crate) offsets: Vec<usize>,
+    pub progress_len: usize,
+    /// Humans who may answer held calls, in the order they are tried.
+    pub approvers: Vec<String>,
+    pub abstraction: Abstraction,
+    /// Every move, in a fixed order.
+    pub moves: Vec<Move>,
+    pub warnings: Vec<String>,
+}
+
+impl World {
+    /// Compiles a manifest: its policies against its catalog, its delegation graph into actors.
+    pub fn build(manifest: Manifest) -> Result<World, ManifestError> {
+        let file = manifest.path.display().to_string();
+        let loaded = load_sources(
+            manifest.sources.clone(),
+            manifest.catalog.clone(),
+            &manifest.catalog_text,
+        )
+        .map_err(|e| match e {
+            LoadError::Invalid { rendered, errors } => ManifestError::Policies {
+                file: file.clone(),
+                rendered,
+                errors,
+            },
+            other => ManifestError::Invalid {
+                file: file.clone(),
+                message: other.to_string(),
+            },
+        })?;
+        let mut warnings = manifest.warnings.clone();
+        let rendered = loaded.render_warnings();
+        if !rendered.is_empty() {
+            warnings.push(format!("policy warnings:\n{rendered}"));
+        }
+        let bundle = loaded.bundle;
+        let abstraction = Abstraction::new(&bundle);
+        if bundle.uses_target(Target::Session) {
+            warnings.push(
+                "policies with TARGET: session are evaluated with one session per agent per \
+                 orchestration; an agent that opens a fresh session for every call evades them"
+                    .into(),
+            );
+        }
+        let s = &manifest.settings;
+        let settings = Settings {
+            default_decision: s.default_decision,
+            unknown_tools: s.unknown_tools,
+            approver_groups: manifest.approvers.clone(),
+            ..Settings::replay()
+        };
+
+        // Tools.
+        let names: BTreeSet<&str> = manifest
+            .agents
+            .iter()
+            .flat_map(|a| a.tools.iter().map(String::as_str))
+            .collect();
+        let mut tools = Vec::new();
+        for name in names {
+            let spec = manifest.catalog.tool(name);
+            let mut tactics = Vec::new();
+            for t in spec.map(|s| s.tactics.as_slice()).unwrap_or(&[]) {
+                match Tactic::parse(t) {
+                    Some(t) => tactics.push(t),
+                    None => warnings.push(format!(
+                        "catalog: tool `{name}`: `{t}` is not a tactic of the taxonomy{}; it is \
+                         ignored",
+                        Tactic::suggest(t)
+                            .map(|h| format!(" (did you mean `{h}`?)"))
+                            .unwrap_or_default()
+                    )),
+                }
+            }
+            tactics.sort();
+            tactics.dedup();
+            let classes = spec.map(|s| s.classes.clone()).unwrap_or_default();
+            let volume = manifest
+                .workload
+                .get(name)
+                .or_else(|| classes.iter().find_map(|c| manifest.workload.get(c)))
+                .copied()
+                .unwrap_or(1);
+            tools.push(ToolEntry {
+                name: name.to_string(),
+                classes,
+                tactics,
+                known: spec.is_some(),
+                variants: manifest
+                    .arguments
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| vec![Value::Object(Default::default())]),
+                volume,
+            });
+        }
+        let tool_index: BTreeMap<&str, usize> = tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
+
+        // Actors: every simple delegation path from every top-level agent.
+        let agents = &manifest.agents;
+        let index: BTreeMap<&str, usize> = agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.as_str(), i))
+            .collect();
+        let delegated: BTreeSet<&str> = agents
+            .iter()
+            .flat_map(|a| a.delegates_to.iter().map(String::as_str))
+            .collect();
+        let mut actors = Vec::new();
+        let mut reached = BTreeSet::new();
+        const MAX_ACTORS: usize = 256;
+        for (r, root) in agents.iter().enumerate() {
+            let top = root.launched_by.is_some() || !delegated.contains(root.name.as_str());
+            if !top {
+                continue;
+            }
+            let user = root
+                .launched_by
+                .clone()
+                .unwrap_or_else(|| s.operator.clone());
+            // (agent, path of agent indices above it)
+            let mut stack: Vec<(usize, Vec<usize>)> = vec![(r, Vec::new())];
+            while let Some((a, above)) = stack.pop() {
+                if actors.len() >= MAX_ACTORS {
+                    return Err(ManifestError::Invalid {
+                        file,
+                        message: format!(
+                            "the delegation graph yields more than {MAX_ACTORS} delegation chains; \
+                             lower settings.max_delegation_depth"
+                        ),
+                    });
+                }
+                reached.insert(a);
+                let agent = &agents[a];
+                let mut chain = vec![user.clone()];
+                chain.extend(above.iter().map(|i| agents[*i].identity.clone()));
+                let mut label: Vec<&str> = above.iter().map(|i| agents[*i].name.as_str()).collect();
+                label.push(&agent.name);
+                actors.push(Actor {
+                    agent: a,
+                    identity: agent.identity.clone(),
+                    chain,
+                    root: r,
+                    user: user.clone(),
+                    session: format!("s-{}-{}", root.name, agent.name),
+                    tools: agent
+                        .tools
+                        .iter()
+                        .filter_map(|t| tool_index.get(t.as_str()).copied())
+                        .collect(),
+                    label: label.join(" → "),
+                    slots: [0; 3],
+                });
+                if above.len() < s.max_delegation_depth {
+                    let mut path = above.clone();
+                    path.push(a);
+                    for d in agent.delegates_to.iter().rev() {
+                        if let Some(&di) = index.get(d.as_str()) {
+                            if di != r && !path.contains(&di) {
+                                stack.push((di, path.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (i, a) in agents.iter().enumerate() {
+            if !reached.contains(&i) {
+                warnings.push(format!(
+                    "agent `{}` is never reached from a top-level agent within {} delegation(s)",
+                    a.name, s.max_delegation_depth
+                ));
+            }
+        }
+
+        // Goal slots per scope kind.
+        let mut slot_maps: [BTreeMap<String, usize>; 3] = Default::default();
+        for actor in &mut actors {
+            let keys = [
+                agents[actor.root].name.clone(),
+                actor.user.clone(),
+                actor.identity.clone(),
+            ];
+            for (k, key) in keys.into_iter().enumerate() {
+                let next = slot_maps[k].len();
+                actor.slots[k] = *slot_maps[k].entry(key).or_insert(next);
+            }
+        }
+        let goals = manifest.goals.clone();
+        let mut offsets = Vec::new();
+        let mut progress_len = 0;
+        for g in &goals {
+            offsets.push(progress_len);
+            progress_len += slot_maps[g.scope.index()].len().max(1);
+        }
+        let effects = tools
+            .iter()
+            .map(|t| {
+                goals
+                    .iter()
+                    .map(|g| g.effect(&manifest.catalog, &t.name, &t.tactics))
+                    .collect()
+            })
+            .collect();
+
+        // Approvers.
+        let mut approvers: Vec<String> = manifest
+            .approvers
+            .values()
+            .flatten()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if approvers.is_empty() {
+            approvers.push(DEFAULT_APPROVER.into());
+        }
+        for cp in &bundle.policies {
+            if cp.policy.action != PolicyAction::RequireHitl {
+                continue;
+            }
+            if let Some(group) = &cp.policy.approvers {
+                if !manifest.approvers.is_empty() && !manifest.approvers.contains_key(group) {
+                    warnings.push(format!(
+                        "policy `{}` names approver group `{group}`, which the manifest's \
+                         [approvers] does not list: its gate can never be granted",
+                        cp.policy.id
+                    ));
+                }
+            }
+        }
+
+        let moves = actors
+            .iter()
+            .enumerate()
+            .flat_map(|(a, actor)| {
+                let tools = &tools;
+                actor.tools.iter().flat_map(move |&t| {
+                    (0..tools[t].variants.len()).map(move |variant| Move {
+                        actor: a,
+                        tool: t,
+                        variant,
+                    })
+                })
+            })
+            .collect();
+
+        Ok(World {
+            base: Engine::new(bundle, settings),
+            manifest,
+            tools,
+            actors,
+            goals,
+            effects,
+            offsets,
+            progress_len,
+            approvers,
+            abstraction,
+            moves,
+            warnings,
+        })
+    }
+
+    /// The progress slot of goal `g` for `actor`.
+    pub fn slot(&self, g: usize, actor: usize) -> usize {
+        let scope = self.goals[g].scope.index();
+        self.offsets[g] + self.actors[actor].slots[scope]
+    }
+
+    /// Advances `progress` by an admitted move; returns the goals it completed.
+    pub fn advance(&self, progress: &mut [u8], actor: usize, tool: usize, out: &mut Vec<usize>) {
+        for (g, goal) in self.goals.iter().enumerate() {
+            let effect = self.effects[tool][g];
+            if effect.is_none() {
+                continue;
+            }
+            let i = self.slot(g, actor);
+            if let Some(p) = progress.get_mut(i) {
+                let target = goal.target();
+                if *p < target {
+                    *p = goal.advance(*p, effect);
+                    if *p >= target {
+                        out.push(g);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The tool call for a move at `now`, with id `id`.
+    pub fn call(&self, m: Move, now: i64, id: String) -> ToolCall {
+        let actor = &self.actors[m.actor];
+        let tool = &self.tools[m.tool];
+        ToolCall {
+            id,
+            time: Some(crate::clock::rfc3339(now)),
+            agent: actor.identity.clone(),
+            session: Some(actor.session.clone()),
+            chain: actor.chain.clone(),
+            tool: tool.name.clone(),
+            args: tool.variants.get(m.variant).cloned().unwrap_or(Value::Null),
+        }
+    }
+
+    /// The engine settings `truststack policy eval` uses for this manifest (no approver groups:
+    /// eval has none), for replaying trajectories exactly as eval does.
+    pub fn eval_settings(&self) -> Settings {
+        Settings {
+            default_decision: self.manifest.settings.default_decision,
+            unknown_tools: self.manifest.settings.unknown_tools,
+            ..Settings::replay()
+        }
+    }
+
+    /// The short name of an agent.
+    pub fn agent_name(&self, agent: usize) -> &str {
+        &self.manifest.agents[agent].name
+    }
+}

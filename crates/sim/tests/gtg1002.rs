@@ -1,0 +1,308 @@
+//! The GTG-1002 manifests of `examples/gtg1002`: what `truststack prove` must find in each, and
+//! that `--fix` output is proved safe.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use truststack_engine::Verdict;
+use truststack_sim::toxic::HolderKind;
+use truststack_sim::{
+    analyse, prove, remediate, Analysis, Manifest, Options, ProveOptions, Status, World,
+};
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/gtg1002")
+        .join(name)
+}
+
+fn world(name: &str) -> World {
+    World::build(Manifest::load(&example(name)).unwrap()).unwrap()
+}
+
+fn analysis(name: &str) -> Analysis {
+    analyse(&world(name), &Options::default())
+}
+
+fn status(a: &Analysis, goal: &str) -> Status {
+    a.goal(goal)
+        .unwrap_or_else(|| panic!("no goal {goal}"))
+        .status
+}
+
+fn classes(a: &Analysis, goal: &str, kind: HolderKind) -> Vec<Vec<String>> {
+    a.toxic
+        .iter()
+        .filter(|t| t.goal == goal && t.holder == kind)
+        .map(|t| t.classes.clone())
+        .collect()
+}
+
+const GOALS: [&str; 3] = [
+    "gtg1002-escalation",
+    "gtg1002-chain",
+    "data-exfiltration:Internal_Prod_DB",
+];
+
+#[test]
+fn naive_manifest_reaches_the_whole_campaign_unguarded() {
+    let a = analysis("manifest-naive.toml");
+    assert!(!a.safe);
+    for g in GOALS {
+        assert_eq!(status(&a, g), Status::Unguarded, "{g}");
+        let t = a.goal(g).unwrap().trajectory.as_ref().unwrap();
+        assert!(t.replay_consistent, "{g}");
+        assert!(t.gates.is_empty());
+        assert!(t.steps.iter().all(|s| s.decision == Verdict::Allow));
+    }
+    // Shortest evidence: one call per phase.
+    let chain = a
+        .goal("gtg1002-chain")
+        .unwrap()
+        .trajectory
+        .as_ref()
+        .unwrap();
+    let tools: Vec<&str> = chain.steps.iter().map(|s| s.tool.as_str()).collect();
+    assert_eq!(
+        tools,
+        [
+            "nmap_scan",
+            "code_review",
+            "exploit_runner",
+            "prod_db_query",
+            "http_upload"
+        ]
+    );
+    // The toxic combination of the article.
+    assert_eq!(
+        classes(&a, "gtg1002-escalation", HolderKind::AgentIdentity),
+        vec![vec!["ScanTool", "CodeAnalysisTool", "ExploitationTool"]]
+    );
+    let esc = a
+        .toxic
+        .iter()
+        .find(|t| t.goal == "gtg1002-escalation")
+        .unwrap();
+    assert_eq!(esc.holder_name, "operator");
+    assert_eq!(
+        esc.tool_sets.len(),
+        2,
+        "nmap_scan or service_probe: {:?}",
+        esc.tool_sets
+    );
+    assert_eq!(
+        classes(
+            &a,
+            "data-exfiltration:Internal_Prod_DB",
+            HolderKind::AgentIdentity
+        ),
+        vec![vec!["DatabaseQuery", "DataExfiltration"]]
+    );
+}
+
+#[test]
+fn the_scan_rate_limit_only_slows_the_naive_campaign_down() {
+    let a = analysis("manifest-naive.toml");
+    let sweep = a.sweeps.iter().find(|s| s.tool == "nmap_scan").unwrap();
+    assert_eq!(sweep.calls, 65_536);
+    // 65,535 gaps of 250 ms unlimited; 655 full windows of 5 minutes plus 35 gaps limited.
+    assert_eq!(sweep.unlimited_ms, 65_535.0 * 250.0);
+    assert_eq!(sweep.limited_ms, Some(655.0 * 300_000.0 + 35.0 * 250.0));
+    let t = a
+        .goal("gtg1002-escalation")
+        .unwrap()
+        .time_to_goal
+        .as_ref()
+        .unwrap();
+    assert_eq!(t.calls, 65_538);
+    assert!(t.limited_ms.unwrap() > 2.0 * 86_400_000.0);
+    assert!(t.unlimited_ms < 5.0 * 3_600_000.0);
+    assert_eq!(t.limits[0].limit.policy, "scan-rate-limit#1");
+}
+
+#[test]
+fn split_manifest_is_still_unguarded_through_the_orchestrator() {
+    let a = analysis("manifest-split.toml");
+    assert!(!a.safe);
+    let orchestrator = a.agents.iter().find(|x| x.name == "orchestrator").unwrap();
+    assert!(orchestrator.tools.is_empty());
+    for g in GOALS {
+        assert_eq!(status(&a, g), Status::Unguarded, "{g}");
+    }
+    // The evidence uses both sub-agents, each delegated by the orchestrator.
+    let t = a
+        .goal("gtg1002-escalation")
+        .unwrap()
+        .trajectory
+        .as_ref()
+        .unwrap();
+    let actors: std::collections::BTreeSet<&str> =
+        t.steps.iter().map(|s| s.actor.as_str()).collect();
+    assert_eq!(
+        actors.into_iter().collect::<Vec<_>>(),
+        ["orchestrator → patch", "orchestrator → recon"]
+    );
+    assert!(t.steps.iter().all(|s| s
+        .chain
+        .contains(&"spiffe://acme.example/agent/orchestrator".to_string())));
+    // No single identity holds a toxic combination; the orchestration does (context splitting).
+    assert!(classes(&a, "gtg1002-escalation", HolderKind::AgentIdentity).is_empty());
+    assert_eq!(
+        classes(&a, "gtg1002-escalation", HolderKind::DelegationRoot),
+        vec![vec!["ScanTool", "CodeAnalysisTool", "ExploitationTool"]]
+    );
+    let root = a
+        .toxic
+        .iter()
+        .find(|t| t.holder == HolderKind::DelegationRoot)
+        .unwrap();
+    assert_eq!(root.holder_name, "orchestrator");
+    assert_eq!(root.held_by, ["patch", "recon"]);
+}
+
+#[test]
+fn fixed_manifest_is_proved_safe() {
+    let a = analysis("manifest-fixed.toml");
+    assert!(
+        a.safe,
+        "{:?}",
+        a.goals
+            .iter()
+            .map(|g| (&g.id, g.status))
+            .collect::<Vec<_>>()
+    );
+    assert!(a.exploration.exhaustive);
+    assert_eq!(status(&a, "gtg1002-escalation"), Status::Gated);
+    assert_eq!(status(&a, "gtg1002-chain"), Status::Unreachable);
+    assert_eq!(
+        status(&a, "data-exfiltration:Internal_Prod_DB"),
+        Status::Unreachable
+    );
+    let t = a
+        .goal("gtg1002-escalation")
+        .unwrap()
+        .trajectory
+        .as_ref()
+        .unwrap();
+    assert_eq!(t.gates, ["chain-of-command"]);
+    let held = t.steps.last().unwrap();
+    assert_eq!(held.decision, Verdict::RequireApproval);
+    assert_eq!(
+        held.approval.as_ref().unwrap().approver,
+        "user:oncall@acme.example"
+    );
+    assert!(a.toxic.is_empty());
+}
+
+fn assert_fix_is_safe(name: &str) {
+    let w = world(name);
+    let a = analyse(&w, &Options::default());
+    // In memory.
+    let fix = remediate(&w, &a, None).unwrap();
+    assert!(
+        fix.safe,
+        "{name}: {:#?}",
+        fix.proof
+            .goals
+            .iter()
+            .map(|g| (&g.id, g.status))
+            .collect::<Vec<_>>()
+    );
+    assert!(fix.proof.safe);
+    assert!(fix.unresolved.is_empty(), "{:?}", fix.unresolved);
+    // Written, loaded back from disk and proved again.
+    let dir = tempfile::tempdir().unwrap();
+    let fix = remediate(&w, &a, Some(dir.path())).unwrap();
+    assert!(fix.safe);
+    let stem = name.trim_end_matches(".toml");
+    let fixed = dir.path().join(format!("{stem}.fixed.toml"));
+    assert!(fix
+        .written
+        .iter()
+        .any(|p| p.ends_with(&format!("{stem}.fixed.toml"))));
+    let again = prove(
+        &fixed,
+        &ProveOptions {
+            runs: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(again.safe, "{}", std::fs::read_to_string(&fixed).unwrap());
+}
+
+#[test]
+fn fix_of_the_naive_manifest_splits_the_identity_and_is_proved_safe() {
+    assert_fix_is_safe("manifest-naive.toml");
+    let w = world("manifest-naive.toml");
+    let a = analyse(&w, &Options::default());
+    let fix = remediate(&w, &a, None).unwrap();
+    let split = fix
+        .changes
+        .iter()
+        .find_map(|c| match c {
+            truststack_sim::fix::Change::SplitIdentity { parts, .. } => Some(parts.clone()),
+            _ => None,
+        })
+        .expect("a split");
+    assert_eq!(split.len(), 2);
+    for p in &split {
+        let t = &p.tools;
+        let all3 = ["code_review", "exploit_runner"]
+            .iter()
+            .all(|x| t.iter().any(|y| y == x))
+            && t.iter().any(|y| y == "nmap_scan" || y == "service_probe");
+        assert!(!all3, "{p:?} still holds the toxic combination");
+    }
+    // Splitting alone is defeated by a shared orchestrator: the fix gates the delegation root.
+    assert!(fix.policy_text.contains("TARGET: delegation_root"));
+    assert!(fix.shared_orchestrator.as_ref().unwrap().safe);
+}
+
+#[test]
+fn fix_of_the_split_manifest_gates_the_orchestration_and_is_proved_safe() {
+    assert_fix_is_safe("manifest-split.toml");
+}
+
+#[test]
+fn gtg1002_analyses_terminate_fast() {
+    for name in [
+        "manifest-naive.toml",
+        "manifest-split.toml",
+        "manifest-fixed.toml",
+    ] {
+        let w = world(name);
+        let started = std::time::Instant::now();
+        let _ = analyse(&w, &Options::default());
+        // The benchmark measures release builds (well under 1 s); debug builds are slower.
+        assert!(
+            started.elapsed().as_secs_f64() < 10.0,
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn monte_carlo_is_deterministic_given_a_seed() {
+    let w = world("manifest-fixed.toml");
+    let run = |threads| {
+        let mut o = truststack_sim::McOptions::from_world(&w);
+        o.runs = 300;
+        o.seed = 42;
+        o.threads = threads;
+        truststack_sim::montecarlo::monte_carlo(&w, &o, &|_| {})
+    };
+    let (a, b) = (run(1), run(2));
+    assert_eq!(a.decisions, b.decisions);
+    for (x, y) in a.goals.iter().zip(&b.goals) {
+        assert_eq!((x.reached, x.unguarded), (y.reached, y.unguarded));
+        assert_eq!(
+            x.steps.as_ref().map(|s| s.mean),
+            y.steps.as_ref().map(|s| s.mean)
+        );
+    }
+    // Gated goals are reached only through grants; the other two never.
+    let esc = &a.goals[0];
+    assert!(esc.reached > 0 && esc.unguarded == 0);
+    assert!(a.goals[1..].iter().all(|g| g.reached == 0));
+}
