@@ -732,6 +732,32 @@ impl Engine {
         outcome
     }
 
+    /// Feeds every record of a ledger, in order, to [`Engine::restore`]; returns how many were
+    /// restored. A record that cannot be restored is logged and skipped: it was written by this
+    /// engine, so only a record of a kind the engine does not keep state for ends up here.
+    pub fn restore_all<'a>(&self, records: impl IntoIterator<Item = &'a Value>) -> usize {
+        let mut restored = 0;
+        for record in records {
+            match self.restore(record) {
+                Ok(()) => restored += 1,
+                Err(e) => tracing::warn!(error = %e, "ledger record not restored"),
+            }
+        }
+        restored
+    }
+
+    /// The record that says this engine's bundle became active (`sources`: the policy files).
+    pub fn activation_record(&self, sources: &[(String, usize)]) -> Value {
+        let bundle = self.bundle();
+        json!({
+            "kind": "policy_activation",
+            "time": format_time(system_now()),
+            "policy_hash": bundle.hash,
+            "sources": sources.iter().map(|(name, bytes)| json!({"name": name, "bytes": bytes})).collect::<Vec<_>>(),
+            "policies": bundle.policies.iter().map(|p| &p.policy.id).collect::<Vec<_>>(),
+        })
+    }
+
     /// Rebuilds state from one record previously written to the recorder (a ledger entry):
     /// admitted calls re-enter their scopes' monitors at their recorded time, held calls become
     /// pending again, answered approvals admit their call and restore leases, observations taint.

@@ -98,6 +98,27 @@ pub struct Caller {
     pub credential_id: Option<String>,
 }
 
+impl Caller {
+    /// The caller a verified agent credential establishes (`Err` for a human's credential:
+    /// humans approve, agents call tools).
+    pub fn from_credential(
+        credential: &truststack_identity::VerifiedCredential,
+    ) -> Result<Caller, String> {
+        let agent = credential.agent().ok_or_else(|| {
+            format!(
+                "{} is a human's credential, not an agent's",
+                credential.subject
+            )
+        })?;
+        Ok(Caller {
+            agent: agent.as_str().to_string(),
+            chain: credential.chain_strings(),
+            tools: (!credential.tools.is_any()).then(|| credential.tools.as_slice().to_vec()),
+            credential_id: Some(credential.jti.clone()),
+        })
+    }
+}
+
 /// The identity context of an event: who acts, in which session, on whose authority.
 #[derive(Debug, Clone, Copy)]
 pub struct Principals<'a> {

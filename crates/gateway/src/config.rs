@@ -11,6 +11,7 @@
 //! approval_deadline_ms = 900000
 //!
 //! [identity]
+//! issuer = "../issuer"                       # verify signed credentials (`truststack identity init`)
 //! allow_anonymous = false
 //! [[identity.tokens]]
 //! token_sha256 = "…"
@@ -19,6 +20,10 @@
 //!
 //! [approvals]
 //! listen = "127.0.0.1:7391"
+//!
+//! [ledger]                                   # write every decision ahead to a ledger
+//! path = "truststack.db"
+//! key = "truststack-ledger.key"
 //!
 //! [limits]
 //! max_message_bytes = 4194304
@@ -89,6 +94,39 @@ pub struct ApprovalsConfig {
     pub token: Option<String>,
 }
 
+/// The ledger every decision, observation and approval is written to before it takes effect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// The SQLite file (created on first use).
+    pub path: PathBuf,
+    /// The checkpoint signing key (created on first use, mode 0600). Default: the ledger's path
+    /// with the extension `.key`.
+    pub key: Option<PathBuf>,
+    /// The checkpoint origin (the log's name).
+    #[serde(default = "default_origin")]
+    pub origin: String,
+    /// Sign a checkpoint every this many records (and on demand).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_origin() -> String {
+    truststack_engine::ledger::DEFAULT_ORIGIN.to_string()
+}
+
+fn default_checkpoint_every() -> u64 {
+    truststack_engine::ledger::DEFAULT_CHECKPOINT_EVERY
+}
+
+impl LedgerSection {
+    pub fn key_file(&self) -> PathBuf {
+        self.key
+            .clone()
+            .unwrap_or_else(|| self.path.with_extension("key"))
+    }
+}
+
 /// One upstream MCP server as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +162,8 @@ pub struct GatewayConfig {
     pub approvals: ApprovalsConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// Write decisions ahead to a ledger (none: decisions are not recorded).
+    pub ledger: Option<LedgerSection>,
     /// Serve Streamable HTTP on this address instead of stdio.
     pub listen: Option<String>,
     /// Origins allowed to call the HTTP endpoint (browsers send `Origin`); requests without an
@@ -154,6 +194,11 @@ impl GatewayConfig {
         };
         config.policies.iter_mut().for_each(rel);
         config.catalog.iter_mut().for_each(rel);
+        config.identity.issuer.iter_mut().for_each(rel);
+        if let Some(l) = &mut config.ledger {
+            rel(&mut l.path);
+            l.key.iter_mut().for_each(rel);
+        }
         for u in &mut config.upstreams {
             u.cwd.iter_mut().for_each(rel);
         }

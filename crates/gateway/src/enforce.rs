@@ -112,6 +112,15 @@ pub fn denial(tool: &str, decision: &Decision) -> (String, Value) {
     (text, meta)
 }
 
+/// The text and `_meta` of a call refused because the session's credential no longer verifies
+/// (revoked or expired since the session began).
+pub fn credential_denial(tool: &str, error: &str) -> (String, Value) {
+    let reason = format!("the session's credential is no longer valid: {error}");
+    let text = format!("TrustStack denied this call to `{tool}`: {reason}.");
+    let meta = json!({ META_KEY: { "decision": "deny", "reason": reason }});
+    (text, meta)
+}
+
 /// The text and `_meta` of a held call that was not released.
 pub fn refusal(tool: &str, held: &Decision, outcome: &ApprovalOutcome) -> (String, Value) {
     let text = format!(

@@ -320,6 +320,9 @@ async fn handle_post(
             id.clone(),
             Arc::clone(&sink) as Arc<dyn ClientSink>,
         );
+        if let Some(t) = &token {
+            session.bind_credential(Arc::clone(&gw.resolver), t.clone());
+        }
         let hs = Arc::new(HttpSession {
             session,
             sink,
@@ -455,6 +458,7 @@ impl Gateway {
         approvals::router(
             Arc::clone(self.engine()),
             self.config().approvals.token.clone(),
+            self.issuer().cloned(),
         )
     }
 

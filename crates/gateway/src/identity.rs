@@ -2,12 +2,18 @@
 //! `Authorization: Bearer` token of an HTTP request) becomes a [`CallerIdentity`] through an
 //! [`IdentityResolver`].
 //!
-//! The gateway ships a [`StaticResolver`] (tokens listed in the configuration, each mapped to an
-//! agent, its delegation chain and its allowed tools; an anonymous identity only where the
-//! configuration allows it). A verifier of signed credentials implements the same trait.
+//! Two resolvers ship: [`CredentialResolver`] verifies the signed credentials (JWTs) of an
+//! issuer directory (`truststack identity init`), so the agent, its delegation chain and its
+//! tools come from the issuer's signature; [`StaticResolver`] maps tokens listed in the
+//! configuration to identities (for development), and serves anonymous callers only where the
+//! configuration allows it. With an issuer configured, a token that is not a credential of that
+//! issuer falls through to the static list.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use truststack_engine::identity::Issuer;
 use truststack_engine::Caller;
 
 /// The verified identity a call is decided for.
@@ -69,6 +75,9 @@ pub struct StaticToken {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticResolver {
+    /// An issuer directory whose signed credentials are verified (by [`CredentialResolver`]).
+    #[serde(default)]
+    pub issuer: Option<PathBuf>,
     /// Whether a caller without a credential is served, as `anonymous`.
     #[serde(default)]
     pub allow_anonymous: bool,
@@ -126,6 +135,47 @@ impl IdentityResolver for StaticResolver {
             }
         }
         Err(IdentityError::Invalid("unknown token".into()))
+    }
+}
+
+/// Verifies signed credentials of one issuer; other tokens go to the static list.
+pub struct CredentialResolver {
+    issuer: Arc<Issuer>,
+    fallback: StaticResolver,
+}
+
+impl CredentialResolver {
+    pub fn new(issuer: Arc<Issuer>, fallback: StaticResolver) -> Self {
+        CredentialResolver { issuer, fallback }
+    }
+}
+
+/// Whether `token` has the shape of a JWT (three base64url parts), so that its rejection by the
+/// issuer is the answer rather than a reason to try the static list.
+fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}
+
+impl IdentityResolver for CredentialResolver {
+    fn resolve(&self, credential: Option<&str>) -> Result<CallerIdentity, IdentityError> {
+        let Some(token) = credential.map(str::trim).filter(|t| looks_like_jwt(t)) else {
+            return self.fallback.resolve(credential);
+        };
+        // Revocations written by another process take effect on the next call.
+        self.issuer
+            .refresh_revocations()
+            .map_err(|e| IdentityError::Invalid(format!("cannot read revocations: {e}")))?;
+        let verified = self
+            .issuer
+            .verify(token)
+            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
+        let caller = Caller::from_credential(&verified).map_err(IdentityError::Invalid)?;
+        Ok(CallerIdentity {
+            agent: caller.agent,
+            chain: caller.chain,
+            tools: caller.tools,
+            credential_id: caller.credential_id,
+        })
     }
 }
 

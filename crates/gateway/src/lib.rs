@@ -16,9 +16,11 @@
 //! Every other message passes through as the text it arrived as, ids preserved. With several
 //! upstreams, tool and prompt names are namespaced `<upstream>__<name>`.
 //!
-//! Identity and recording plug in through [`IdentityResolver`] and the engine's
-//! [`Recorder`](truststack_engine::Recorder) (build the engine with `with_recorder` and pass it
-//! to [`Gateway::with_engine`]).
+//! Identity and recording come from the configuration: `[identity] issuer` verifies signed
+//! credentials ([`identity::CredentialResolver`]) and authenticates approvers; `[ledger]` writes
+//! every decision ahead to a tamper-evident ledger and, on start, rebuilds the monitors from it
+//! (a restart does not reset a rate limit). Both also plug in through [`IdentityResolver`] and
+//! [`Gateway::with_engine`].
 
 pub mod approvals;
 pub mod config;
@@ -33,10 +35,14 @@ pub mod upstream;
 pub mod visibility;
 
 pub use config::{GatewayConfig, Limits, Upstream};
-pub use identity::{CallerIdentity, IdentityError, IdentityResolver, StaticResolver};
+pub use identity::{
+    CallerIdentity, CredentialResolver, IdentityError, IdentityResolver, StaticResolver,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
+use truststack_engine::identity::Issuer;
+use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_engine::Engine;
 
 /// Separates an upstream's name from its tool and prompt names: `fs__read_file`.
@@ -50,6 +56,16 @@ pub enum GatewayError {
     Identity(#[from] IdentityError),
     #[error("{0}")]
     Policy(String),
+    #[error("ledger {path}: {detail}")]
+    Ledger {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("issuer {path}: {detail}")]
+    Issuer {
+        path: std::path::PathBuf,
+        detail: String,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -71,11 +87,14 @@ pub struct Core {
 pub struct Gateway {
     core: Arc<Core>,
     resolver: Arc<dyn IdentityResolver>,
+    /// Authenticates approvers when configured.
+    issuer: Option<Arc<Issuer>>,
     config: GatewayConfig,
 }
 
 impl Gateway {
-    /// A gateway from its configuration: compiles the policies and catalog it names.
+    /// A gateway from its configuration: compiles the policies and catalog it names, opens the
+    /// ledger (rebuilding the engine's state from it) and the issuer when they are configured.
     pub fn from_config(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         let loaded =
             truststack_policy::load::load_files(&config.policies, config.catalog.as_deref())
@@ -83,8 +102,59 @@ impl Gateway {
         if !loaded.warnings.diagnostics.is_empty() {
             tracing::warn!("{}", loaded.render_warnings());
         }
-        let engine = Engine::new(loaded.bundle, config.engine_settings());
-        Gateway::with_engine(config, Arc::new(engine), false)
+        let sources: Vec<(String, usize)> = loaded
+            .sources
+            .iter()
+            .map(|s| (s.name.to_string(), s.text.len()))
+            .collect();
+        let mut engine = Engine::new(loaded.bundle, config.engine_settings());
+        let recording = config.ledger.is_some();
+        if let Some(section) = &config.ledger {
+            let ledger_err = |detail: String| GatewayError::Ledger {
+                path: section.path.clone(),
+                detail,
+            };
+            let ledger = Ledger::open(
+                &section.path,
+                &LedgerConfig {
+                    key_file: section.key_file(),
+                    origin: section.origin.clone(),
+                    checkpoint_every: section.checkpoint_every,
+                },
+            )
+            .map_err(|e| ledger_err(e.to_string()))?;
+            let records = ledger
+                .entries(0..ledger.len())
+                .map_err(|e| ledger_err(e.to_string()))?
+                .iter()
+                .map(|e| e.record().map_err(|e| ledger_err(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ledger = Arc::new(ledger);
+            engine = engine.with_recorder(ledger.clone());
+            let restored = engine.restore_all(&records);
+            tracing::info!(restored, "engine state rebuilt from the ledger");
+            ledger
+                .append(&engine.activation_record(&sources))
+                .map_err(|e| ledger_err(e.to_string()))?;
+        }
+        let issuer = match &config.identity.issuer {
+            Some(dir) => Some(Arc::new(Issuer::open(dir).map_err(|e| {
+                GatewayError::Issuer {
+                    path: dir.clone(),
+                    detail: e.to_string(),
+                }
+            })?)),
+            None => None,
+        };
+        let mut gateway = Gateway::with_engine(config, Arc::new(engine), recording)?;
+        if let Some(issuer) = issuer {
+            gateway.resolver = Arc::new(CredentialResolver::new(
+                Arc::clone(&issuer),
+                gateway.config.identity.clone(),
+            ));
+            gateway.issuer = Some(issuer);
+        }
+        Ok(gateway)
     }
 
     /// A gateway around an engine built elsewhere (e.g. with a ledger recorder attached;
@@ -111,6 +181,7 @@ impl Gateway {
         Ok(Gateway {
             core,
             resolver,
+            issuer: None,
             config,
         })
     }
@@ -131,6 +202,11 @@ impl Gateway {
 
     pub fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// The issuer whose credentials are verified, when one is configured.
+    pub fn issuer(&self) -> Option<&Arc<Issuer>> {
+        self.issuer.as_ref()
     }
 
     pub fn resolver(&self) -> &Arc<dyn IdentityResolver> {

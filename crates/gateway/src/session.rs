@@ -11,7 +11,7 @@
 //! Nothing here blocks: a held call waits in its own task, so other requests keep flowing.
 
 use crate::enforce::{self, Enforcer};
-use crate::identity::CallerIdentity;
+use crate::identity::{CallerIdentity, IdentityResolver};
 use crate::jsonrpc::{self, code, Kind, RawId, RawObject};
 use crate::upstream::{Link, UpEvent};
 use crate::{Core, NAMESPACE_SEPARATOR};
@@ -101,6 +101,9 @@ pub struct Session {
     seq: AtomicU64,
     closed: AtomicBool,
     pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The credential the session began with, re-verified before every `tools/call` so that a
+    /// revocation or an expiry takes effect on the next call.
+    credential: std::sync::OnceLock<(Arc<dyn IdentityResolver>, String)>,
 }
 
 #[derive(Deserialize)]
@@ -151,10 +154,16 @@ impl Session {
             seq: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             pump: Mutex::new(None),
+            credential: std::sync::OnceLock::new(),
         });
         let me = Arc::clone(&session);
         *session.pump.lock() = Some(tokio::spawn(me.pump(rx)));
         session
+    }
+
+    /// Re-verifies `credential` with `resolver` before every `tools/call` of this session.
+    pub fn bind_credential(&self, resolver: Arc<dyn IdentityResolver>, credential: String) {
+        let _ = self.credential.set((resolver, credential));
     }
 
     pub fn identity(&self) -> &CallerIdentity {
@@ -652,6 +661,12 @@ impl Session {
                 ),
             );
         };
+        if let Some((resolver, credential)) = self.credential.get() {
+            if let Err(e) = resolver.resolve(Some(credential)) {
+                let (message, meta) = enforce::credential_denial(&name, &e.to_string());
+                return self.respond(&id, jsonrpc::tool_error_result(&id, &message, &meta));
+            }
+        }
         let call = ToolCall {
             id: format!("{}#{}", self.id, id.display()),
             time: None,

@@ -57,6 +57,9 @@ impl Gateway {
         let id = crate::new_session_id();
         tracing::info!(session = %id, agent = %identity.agent, "stdio session started");
         let session = Session::start(Arc::clone(self.core()), identity, id, sink);
+        if let Some(c) = credential {
+            session.bind_credential(Arc::clone(self.resolver()), c.to_string());
+        }
         let max = self.core().limits.max_message_bytes;
         let mut reader = BufReader::with_capacity(64 * 1024, input);
         loop {

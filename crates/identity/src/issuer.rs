@@ -200,6 +200,8 @@ pub struct Issuer {
     clock: Arc<dyn Clock>,
     /// Serializes read-modify-write of the revocation list.
     revocation_lock: Mutex<()>,
+    /// The revocation file's modification time and length when last read.
+    revocations_seen: Mutex<Option<(std::time::SystemTime, u64)>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -232,6 +234,11 @@ fn check_label(what: &'static str, value: &str) -> Result<(), IssuerError> {
         });
     }
     Ok(())
+}
+
+fn revocations_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 fn new_jti() -> String {
@@ -302,6 +309,7 @@ impl Issuer {
             verifier,
             clock,
             revocation_lock: Mutex::new(()),
+            revocations_seen: Mutex::new(revocations_stamp(&dir.join(REVOCATIONS_FILE))),
         })
     }
 
@@ -477,6 +485,19 @@ impl Issuer {
         let _guard = self.revocation_lock.lock();
         let list = RevocationList::load(&self.dir.join(REVOCATIONS_FILE))?;
         self.verifier.set_revocations(list);
+        Ok(())
+    }
+
+    /// Re-reads `revocations.json` if it changed since it was last read (one `stat`), so a
+    /// revocation made by another process (`truststack identity revoke`) takes effect on the
+    /// next call a long-running verifier checks.
+    pub fn refresh_revocations(&self) -> Result<(), IssuerError> {
+        let stamp = revocations_stamp(&self.dir.join(REVOCATIONS_FILE));
+        let mut seen = self.revocations_seen.lock();
+        if *seen != stamp {
+            self.reload_revocations()?;
+            *seen = stamp;
+        }
         Ok(())
     }
 

@@ -37,7 +37,7 @@ pub mod verify;
 pub use checkpoint::Checkpoint;
 pub use ledger::{
     ConsistencyProof, Entry, InclusionProof, Ledger, LedgerConfig, LedgerError, SignedCheckpoint,
-    DEFAULT_ORIGIN,
+    DEFAULT_CHECKPOINT_EVERY, DEFAULT_ORIGIN,
 };
 pub use merkle::Hash;
 pub use note::{LogKey, VerifierKey};

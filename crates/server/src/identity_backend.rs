@@ -54,22 +54,27 @@ fn issued(i: Issued) -> Value {
     json!({"token": i.token, "credential": i.credential, "record": i.record})
 }
 
+impl IssuerService {
+    /// Verifies `token`, first picking up revocations another process wrote.
+    fn verified(
+        &self,
+        token: &str,
+    ) -> Result<std::sync::Arc<truststack_engine::identity::VerifiedCredential>, String> {
+        self.issuer
+            .refresh_revocations()
+            .map_err(|e| format!("cannot read revocations: {e}"))?;
+        self.issuer.verify(token).map_err(|e| e.to_string())
+    }
+}
+
 impl Authenticator for IssuerService {
     fn agent(&self, token: &str) -> Result<Caller, String> {
-        let v = self.issuer.verify(token).map_err(|e| e.to_string())?;
-        let agent = v
-            .agent()
-            .ok_or_else(|| format!("{} is a human's credential, not an agent's", v.subject))?;
-        Ok(Caller {
-            agent: agent.as_str().to_string(),
-            chain: v.chain_strings(),
-            tools: (!v.tools.is_any()).then(|| v.tools.as_slice().to_vec()),
-            credential_id: Some(v.jti.clone()),
-        })
+        let v = self.verified(token)?;
+        Caller::from_credential(&v)
     }
 
     fn human(&self, token: &str) -> Result<Human, String> {
-        let v = self.issuer.verify(token).map_err(|e| e.to_string())?;
+        let v = self.verified(token)?;
         if v.subject.as_user().is_none() {
             return Err(format!(
                 "{} is an agent's credential; a human must answer",

@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use truststack_engine::event::format_time;
 use truststack_engine::{Engine, Recorder};
 use truststack_policy::load::{load_files, LoadError, Loaded};
 
@@ -126,10 +125,10 @@ fn build_engine(
     if !warnings.is_empty() {
         tracing::warn!("policy warnings:\n{warnings}");
     }
-    let sources: Vec<Value> = loaded
+    let sources: Vec<(String, usize)> = loaded
         .sources
         .iter()
-        .map(|s| json!({"name": &*s.name, "bytes": s.text.len()}))
+        .map(|s| (s.name.to_string(), s.text.len()))
         .collect();
     let recorder = Arc::new(LedgerRecorder {
         ledger: Arc::clone(ledger),
@@ -137,23 +136,10 @@ fn build_engine(
     });
     let engine = Engine::new(loaded.bundle, config.engine_settings()).with_recorder(recorder);
     let records = ledger.records().map_err(StateError::Ledger)?;
-    let mut restored = 0usize;
-    for record in &records {
-        match engine.restore(record) {
-            Ok(()) => restored += 1,
-            Err(e) => tracing::warn!(error = %e, "ledger record not restored"),
-        }
-    }
+    let restored = engine.restore_all(&records);
     tracing::info!(restored, "engine state rebuilt from the ledger");
-    let hash = engine.bundle().hash.clone();
     ledger
-        .append(json!({
-            "kind": "policy_activation",
-            "time": format_time(truststack_engine::engine::system_now()),
-            "policy_hash": hash,
-            "sources": sources,
-            "policies": engine.bundle().policies.iter().map(|p| &p.policy.id).collect::<Vec<_>>(),
-        }))
+        .append(engine.activation_record(&sources))
         .map_err(StateError::Ledger)?;
     Ok(engine)
 }

@@ -1,0 +1,269 @@
+//! The gateway with an issuer and a ledger configured: the agent comes from a signed credential,
+//! tools outside it are refused, approvers authenticate with their own credentials, a revocation
+//! made by another process takes effect on the next call, every decision is in a ledger that
+//! verifies, and a restarted gateway keeps the monitors' state.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{fixture, text, Client, CATALOG, POLICIES};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use truststack_engine::identity::{
+    AgentId, AgentRequest, DelegationRequest, Issuer, ToolSet, TrustDomain, UserId, UserRequest,
+};
+use truststack_engine::ledger::Ledger;
+use truststack_gateway::{approvals, GatewayConfig};
+
+struct Tokens {
+    recon: String,
+    recon_jti: String,
+    orchestrator_jti: String,
+    alice: String,
+    bob: String,
+    carol: String,
+}
+
+fn issue(dir: &Path) -> Tokens {
+    let td = TrustDomain::new("acme.example").unwrap();
+    let issuer = Issuer::init(&dir.join("issuer"), &td).unwrap();
+    let orchestrator = issuer
+        .issue_agent(&AgentRequest {
+            agent: AgentId::new(&td, "orchestrator").unwrap(),
+            owner: UserId::parse("user:alice@acme.example").unwrap(),
+            tools: ToolSet::parse_list("Benign,ScanTool").unwrap(),
+            ttl: Duration::from_secs(3600),
+            audience: None,
+        })
+        .unwrap();
+    let recon = issuer
+        .delegate(
+            &orchestrator.token,
+            &DelegationRequest {
+                agent: AgentId::new(&td, "recon").unwrap(),
+                tools: ToolSet::parse_list("ScanTool").unwrap(),
+                ttl: None,
+            },
+        )
+        .unwrap();
+    let user = |name: &str, roles: &[&str]| {
+        issuer
+            .issue_user(&UserRequest {
+                user: UserId::parse(name).unwrap(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                groups: vec![],
+                ttl: Duration::from_secs(3600),
+                audience: None,
+            })
+            .unwrap()
+            .token
+    };
+    Tokens {
+        recon_jti: recon.credential.jti.clone(),
+        recon: recon.token,
+        orchestrator_jti: orchestrator.credential.jti.clone(),
+        alice: user("user:alice@acme.example", &["approver"]),
+        bob: user("user:bob@acme.example", &["approver"]),
+        carol: user("user:carol@acme.example", &[]),
+    }
+}
+
+fn config(dir: &Path) -> GatewayConfig {
+    std::fs::write(dir.join("catalog.toml"), CATALOG).unwrap();
+    std::fs::write(dir.join("policies.tsp"), POLICIES).unwrap();
+    let toml = format!(
+        "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\n\
+         [settings]\nunknown_tools = \"allow\"\n\
+         [identity]\nissuer = \"issuer\"\nallow_anonymous = false\n\
+         [ledger]\npath = \"ledger.db\"\n\
+         [limits]\nprogress_interval_ms = 50\n\
+         [[upstream]]\nname = \"fake\"\ncommand = [\"python3\", \"-u\", \"{}\"]\n",
+        fixture("fake_server.py").display()
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    GatewayConfig::load(&path).unwrap()
+}
+
+/// Serves the approvals endpoint of `client`'s engine, authenticating with the issuer in `dir`.
+async fn approvals_endpoint(client: &Client, dir: &Path) -> String {
+    let issuer = Arc::new(Issuer::open(&dir.join("issuer")).unwrap());
+    let router = approvals::router(Arc::clone(&client.engine), None, Some(issuer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
+
+async fn answer(base: &str, id: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut r = reqwest::Client::new()
+        .post(format!("{base}/approvals/{id}"))
+        .json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_credentials_authenticated_approvers_revocation_and_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = issue(dir.path());
+
+    // A token that is not one of the issuer's is refused before the session starts.
+    let forged = format!("{}x", tokens.recon);
+    let gw = truststack_gateway::Gateway::from_config(config(dir.path())).unwrap();
+    let (_, sink) = tokio::io::duplex(64);
+    let err = gw
+        .serve_stdio(tokio::io::empty(), sink, Some(&forged))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not valid"), "{err}");
+    drop(gw);
+
+    let mut c = Client::start(config(dir.path()), Some(&tokens.recon)).await;
+    c.initialize("2025-11-25").await;
+    let base = approvals_endpoint(&c, dir.path()).await;
+
+    // The credential names ScanTool only: echo is refused before any policy is evaluated.
+    let r = c.call(1, "echo", json!({"text": "hi"})).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(text(&r).contains("credential"), "{}", text(&r));
+
+    // A scan is held for a human; the agent and chain come from the credential.
+    let id = 2;
+    c.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "nmap_scan", "arguments": {"target": "10.0.0.5"}}}))
+        .await;
+    let mut pending = Vec::new();
+    for _ in 0..400 {
+        pending = c.engine.pending();
+        if !pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let held = pending.first().expect("the scan is held");
+    assert_eq!(held.call.agent, "spiffe://acme.example/agent/recon");
+    assert_eq!(
+        held.call.chain,
+        [
+            "user:alice@acme.example",
+            "spiffe://acme.example/agent/orchestrator"
+        ]
+    );
+    let aid = held.approval_id.clone();
+    let grant = json!({"grant": true});
+    let (status, body) = answer(&base, &aid, None, grant.clone()).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = answer(
+        &base,
+        &aid,
+        None,
+        json!({"approver": "user:bob@acme.example", "grant": true}),
+    )
+    .await;
+    assert_eq!(
+        status, 401,
+        "a name in the body is not a credential: {body}"
+    );
+    let (status, body) = answer(&base, &aid, Some(&tokens.recon), grant.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("agent"), "{body}");
+    let (status, body) = answer(&base, &aid, Some(&tokens.carol), grant.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("approver"),
+        "{body}"
+    );
+    let (status, body) = answer(&base, &aid, Some(&tokens.alice), grant.clone()).await;
+    assert_eq!(status, 403, "the launching human may not approve: {body}");
+    let (status, body) = answer(
+        &base,
+        &aid,
+        Some(&tokens.bob),
+        json!({"approver": "user:alice@acme.example", "grant": true}),
+    )
+    .await;
+    assert_eq!(status, 403, "the body may not name someone else: {body}");
+    let (status, body) = answer(&base, &aid, Some(&tokens.bob), grant.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["approver"], "user:bob@acme.example");
+    let r = c.response(json!(id)).await;
+    assert_eq!(text(&r), "fake called nmap_scan");
+
+    // Revoking the orchestrator's credential in another process (the CLI) revokes what was
+    // delegated from it, on the recon agent's very next call.
+    let other = Issuer::open(&dir.path().join("issuer")).unwrap();
+    other
+        .revoke_jti(&tokens.orchestrator_jti, "user:secops@acme.example", None)
+        .unwrap();
+    let r = c.call(3, "nmap_scan", json!({"target": "10.0.0.6"})).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(text(&r).contains("revoked"), "{}", text(&r));
+    c.close().await;
+
+    // Every decision and approval is in the ledger, which verifies.
+    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let kinds: Vec<String> = ledger
+        .entries(0..ledger.len())
+        .unwrap()
+        .iter()
+        .map(|e| e.record().unwrap()["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("policy_activation"));
+    assert!(kinds.iter().filter(|k| *k == "decision").count() >= 2);
+    assert!(kinds.iter().any(|k| k == "approval"), "{kinds:?}");
+    let records: Vec<Value> = ledger
+        .entries(0..ledger.len())
+        .unwrap()
+        .iter()
+        .map(|e| e.record().unwrap())
+        .collect();
+    assert!(records.iter().any(
+        |r| r["credential_id"] == tokens.recon_jti || r.to_string().contains(&tokens.recon_jti)
+    ));
+    drop(ledger);
+    let report = truststack_engine::ledger::verify_file(&dir.path().join("ledger.db"), None);
+    assert!(report.is_ok(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_remembers_what_the_ledger_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = issue(dir.path());
+    // A credential with Benign tools: reading the docs taints the agent, so a later echo is
+    // denied, also by a gateway started afresh on the same ledger.
+    let issuer = Issuer::open(&dir.path().join("issuer")).unwrap();
+    let td = TrustDomain::new("acme.example").unwrap();
+    let reader = issuer
+        .issue_agent(&AgentRequest {
+            agent: AgentId::new(&td, "reader").unwrap(),
+            owner: UserId::parse("user:alice@acme.example").unwrap(),
+            tools: ToolSet::parse_list("Benign").unwrap(),
+            ttl: Duration::from_secs(3600),
+            audience: None,
+        })
+        .unwrap()
+        .token;
+    drop(tokens);
+    let mut c = Client::start(config(dir.path()), Some(&reader)).await;
+    c.initialize("2025-11-25").await;
+    let r = c.call(1, "echo", json!({"text": "before"})).await;
+    assert_eq!(text(&r), "fake: before");
+    let r = c.call(2, "read_docs", json!({})).await;
+    assert_ne!(r["result"]["isError"], true, "{r}");
+    c.close().await;
+
+    let mut c = Client::start(config(dir.path()), Some(&reader)).await;
+    c.initialize("2025-11-25").await;
+    let r = c.call(3, "echo", json!({"text": "after"})).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(text(&r).contains("no-echo-after-docs"), "{}", text(&r));
+    c.close().await;
+}
