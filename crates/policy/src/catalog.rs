@@ -212,8 +212,9 @@ impl Catalog {
 }
 
 /// A TOML error as `line L, column C: message`.
-fn toml_message(text: &str, err: &toml::de::Error) -> String {
-    let message = err.message().to_string();
+/// A TOML error as `line L, column C: message` (shared by every TOML format of ours).
+pub fn toml_message(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().to_string();
     match err.span() {
         Some(span) => {
             let before = text.get(..span.start).unwrap_or("");

@@ -347,20 +347,6 @@ struct RawMonteCarlo {
     transitions: Option<BTreeMap<String, BTreeMap<String, f64>>>,
 }
 
-/// A TOML error as `line L, column C: message`.
-fn toml_message(text: &str, err: &toml::de::Error) -> String {
-    let message = err.message().trim().to_string();
-    match err.span() {
-        Some(span) => {
-            let before = text.get(..span.start).unwrap_or("");
-            let line = before.matches('\n').count() + 1;
-            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {col}: {message}")
-        }
-        None => message,
-    }
-}
-
 /// The 1-based line of the first line of `text` that `pred` accepts.
 pub fn find_line(text: &str, pred: impl Fn(&str) -> bool) -> Option<usize> {
     text.lines().position(|l| pred(l.trim())).map(|i| i + 1)
@@ -448,7 +434,7 @@ impl Manifest {
         let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Toml {
             file: file.clone(),
-            message: toml_message(text, &e),
+            message: truststack_policy::catalog::toml_message(text, &e),
         })?;
         let mut warnings = Vec::new();
 

@@ -7,27 +7,8 @@ use truststack_engine::Verdict;
 use truststack_sim::toxic::HolderKind;
 use truststack_sim::{analyse, Analysis, Manifest, Options, Status, World};
 
-const CATALOG: &str = r#"
-[catalog.tools.scan]
-classes = ["ScanTool"]
-tactics = ["reconnaissance"]
-[catalog.tools.code]
-classes = ["CodeAnalysisTool"]
-tactics = ["vulnerability_discovery"]
-[catalog.tools.exploit]
-classes = ["ExploitationTool"]
-tactics = ["initial_access"]
-[catalog.tools.db]
-classes = ["DatabaseQuery"]
-tactics = ["collection"]
-data_source = { name = "DB", mode = "read" }
-[catalog.tools.up]
-classes = ["DataExfiltration"]
-tactics = ["exfiltration"]
-mode = "write_external"
-[catalog.tools.docs]
-classes = ["Benign"]
-"#;
+mod common;
+use common::CATALOG;
 
 fn run(text: &str) -> Analysis {
     let m = Manifest::parse(Path::new("hand.toml"), &format!("{text}\n{CATALOG}")).unwrap();

@@ -12,27 +12,8 @@ use truststack_engine::replay::{parse_trace, replay, Step};
 use truststack_engine::{ApprovalAnswer, ApprovalResult, Engine, Verdict};
 use truststack_sim::{analyse, Manifest, Options, Status, World};
 
-const CATALOG: &str = r#"
-[catalog.tools.scan]
-classes = ["ScanTool"]
-tactics = ["reconnaissance"]
-[catalog.tools.code]
-classes = ["CodeAnalysisTool"]
-tactics = ["vulnerability_discovery"]
-[catalog.tools.exploit]
-classes = ["ExploitationTool"]
-tactics = ["initial_access"]
-[catalog.tools.db]
-classes = ["DatabaseQuery"]
-tactics = ["collection"]
-data_source = { name = "DB", mode = "read" }
-[catalog.tools.up]
-classes = ["DataExfiltration"]
-tactics = ["exfiltration"]
-mode = "write_external"
-[catalog.tools.docs]
-classes = ["Benign"]
-"#;
+mod common;
+use common::CATALOG;
 
 const TOOLS: [&str; 6] = ["scan", "code", "exploit", "db", "up", "docs"];
 const NAMES: [&str; 8] = [
