@@ -3,8 +3,8 @@
 
 use super::svg::{self, esc};
 use super::{
-    change_line, exploration_line, grouped, pct, status_word, time_cell, trajectory_file,
-    verdict_line, METHOD,
+    change_line, exploration_line, grouped, pct, status_word, time_cell, trajectory_cell,
+    trajectory_file, verdict_line, METHOD,
 };
 use crate::analysis::{Analysis, Status};
 use crate::quant::human_duration;
@@ -92,18 +92,7 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: u8) {
 
     let _ = write!(o, "<{h2}>Risk goals</{h2}><table><thead><tr><th>goal</th><th>what</th><th>scope</th><th>status</th><th>shortest trajectory</th><th>time to goal</th></tr></thead><tbody>");
     for g in &a.goals {
-        let traj = g
-            .trajectory
-            .as_ref()
-            .map(|t| {
-                let gates = if t.gates.is_empty() {
-                    String::new()
-                } else {
-                    format!(", gate {}", t.gates.join(", "))
-                };
-                format!("{} call(s){}", t.calls(), esc(&gates))
-            })
-            .unwrap_or_else(|| "—".into());
+        let traj = esc(&trajectory_cell(g));
         let tactics: Vec<String> = g
             .tactics
             .iter()

@@ -3,7 +3,7 @@
 
 use super::{
     change_line, decision_word, exploration_line, grouped, pct, status_word, time_cell,
-    trajectory_file, verdict_line, METHOD,
+    trajectory_cell, trajectory_file, verdict_line, METHOD,
 };
 use crate::analysis::{Analysis, GoalReport};
 use crate::quant::human_duration;
@@ -135,18 +135,7 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|");
     for g in &a.goals {
-        let traj = g
-            .trajectory
-            .as_ref()
-            .map(|t| {
-                let gates = if t.gates.is_empty() {
-                    String::new()
-                } else {
-                    format!(", gate {}", t.gates.join(", "))
-                };
-                format!("{} call(s){gates}", t.calls())
-            })
-            .unwrap_or_else(|| "—".into());
+        let traj = trajectory_cell(g);
         let _ = writeln!(
             o,
             "| `{}` | {} | {} | **{}** | {} | {} |",

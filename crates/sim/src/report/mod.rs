@@ -97,6 +97,20 @@ pub(crate) fn exploration_line(a: &Analysis) -> String {
     )
 }
 
+/// A goal's shortest trajectory in a table cell: `3 call(s), gate chain-of-command`, or `—`.
+pub(crate) fn trajectory_cell(g: &GoalReport) -> String {
+    g.trajectory.as_ref().map_or_else(
+        || "—".into(),
+        |t| {
+            if t.gates.is_empty() {
+                format!("{} call(s)", t.calls())
+            } else {
+                format!("{} call(s), gate {}", t.calls(), t.gates.join(", "))
+            }
+        },
+    )
+}
+
 pub(crate) fn time_cell(g: &GoalReport) -> String {
     match &g.time_to_goal {
         Some(t) => match t.limited_ms {
