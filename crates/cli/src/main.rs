@@ -47,8 +47,7 @@ enum Command {
     #[command(subcommand)]
     Ledger(ledger_cmd::LedgerCommand),
     /// Agent identities, credentials and delegation chains.
-    #[command(subcommand)]
-    Identity(identity_cmd::IdentityCommand),
+    Identity(identity_cmd::IdentityArgs),
     /// Put MCP servers behind TrustStack: a proxy (stdio or Streamable HTTP) that decides every tool call.
     Gateway(gateway_cmd::GatewayArgs),
     /// Proving ground: explore what the agents of a manifest can reach, find toxic tool combinations, prove the fix.
@@ -70,7 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve_cmd::run(&args),
         Command::Approvals(args) => approvals_cmd::run(&args),
         Command::Ledger(cmd) => ledger_cmd::run(cmd),
-        Command::Identity(cmd) => identity_cmd::run(cmd),
+        Command::Identity(args) => identity_cmd::run(&args),
         Command::Gateway(args) => gateway_cmd::run(&args),
         Command::Prove(args) => prove_cmd::run(&args),
     };
