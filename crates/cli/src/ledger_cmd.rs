@@ -1,10 +1,14 @@
-//! `truststack ledger verify|show|proof|checkpoint|export|key`: read-only views of a ledger file.
+//! `truststack ledger verify|show|proof|checkpoint|export|key|replay`: read-only views of a
+//! ledger file.
 
+use crate::policy_cmd::{load_engine, Choice};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use truststack_engine::replay::divergences;
+use truststack_engine::Settings;
 use truststack_ledger::query::{field, parse_time, RecordFilter};
 use truststack_ledger::{base64_hash, Entry, Ledger, LogKey, VerifierKey};
 
@@ -47,6 +51,30 @@ pub enum LedgerCommand {
         /// The ledger file.
         file: PathBuf,
     },
+    /// Re-decide every recorded call under other policies and report the decisions that would
+    /// change: what this policy change would have done to last week's traffic.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// The ledger file.
+    file: PathBuf,
+    /// A policy file of the candidate bundle; repeat for several (none: no policies at all).
+    #[arg(long = "policy")]
+    policies: Vec<PathBuf>,
+    /// The tool catalog (TOML).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// The decision for calls no policy fires on.
+    #[arg(long, value_enum, default_value = "allow")]
+    default: Choice,
+    /// Whether tools missing from the catalog may be called.
+    #[arg(long, value_enum, default_value = "deny")]
+    unknown_tools: Choice,
+    /// One JSON line per changed decision instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -120,6 +148,7 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<ExitCode> {
             key_file,
         } => verify(&file, key.as_deref(), key_file.as_deref()),
         LedgerCommand::Show(args) => show(&args),
+        LedgerCommand::Replay(args) => replay(&args),
         LedgerCommand::Proof(ProofCommand::Inclusion { file, index, size }) => {
             let ledger = open(&file)?;
             let size = size.unwrap_or(ledger.len());
@@ -216,6 +245,64 @@ fn for_each_entry(
         start = stop;
     }
     Ok(())
+}
+
+fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings {
+        default_decision: args.default.into(),
+        unknown_tools: args.unknown_tools.into(),
+        ..Settings::replay()
+    };
+    let engine = load_engine(&args.policies, args.catalog.as_deref(), settings)?;
+    let ledger = open(&args.file)?;
+    let mut records = Vec::new();
+    for_each_entry(&ledger, ledger.len(), |entry| {
+        records.push((entry.index, entry.record()?));
+        Ok(())
+    })?;
+    let (calls, changed) = divergences(&engine, &records);
+    if args.json {
+        for d in &changed {
+            println!("{}", serde_json::to_string(d)?);
+        }
+    } else {
+        if !changed.is_empty() {
+            println!(
+                "{:>7}  {:<24}  {:<38}  {:<16}  {:<35}  policies now",
+                "index", "time", "agent", "tool", "recorded → replayed"
+            );
+        }
+        for d in &changed {
+            println!(
+                "{:>7}  {:<24}  {:<38}  {:<16}  {:<35}  {}",
+                d.ledger_index,
+                d.time,
+                d.agent,
+                d.tool,
+                format!("{} → {}", d.recorded.as_str(), d.replayed.as_str()),
+                if d.replayed_policies.is_empty() {
+                    "-".to_string()
+                } else {
+                    d.replayed_policies.join(", ")
+                }
+            );
+        }
+    }
+    eprintln!(
+        "{} of {calls} recorded call(s) would be decided differently under {} (bundle {})",
+        changed.len(),
+        if args.policies.is_empty() {
+            "no policies".to_string()
+        } else {
+            args.policies
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        engine.bundle().hash
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {

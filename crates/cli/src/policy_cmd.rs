@@ -54,6 +54,10 @@ pub struct EvalArgs {
     /// Include each fired policy's monitor values.
     #[arg(long)]
     explain: bool,
+    /// Write every decision, observation and approval ahead to this ledger (created if absent;
+    /// its signing key is the same path with `.key`), as the server would.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,7 +116,7 @@ fn check(files: &[PathBuf], catalog: Option<&Path>) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_engine(
+pub(crate) fn load_engine(
     policies: &[PathBuf],
     catalog: Option<&Path>,
     settings: Settings,
@@ -138,7 +142,32 @@ fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         unknown_tools: args.unknown_tools.into(),
         ..Settings::replay()
     };
-    let engine = load_engine(&args.policies, args.catalog.as_deref(), settings)?;
+    let mut engine = load_engine(&args.policies, args.catalog.as_deref(), settings)?;
+    let ledger = match &args.ledger {
+        Some(path) => {
+            let ledger = truststack_engine::ledger::Ledger::open(
+                path,
+                &truststack_engine::ledger::LedgerConfig::new(path.with_extension("key")),
+            )
+            .with_context(|| format!("ledger {}", path.display()))?;
+            let ledger = std::sync::Arc::new(ledger);
+            let sources: Vec<(String, usize)> = args
+                .policies
+                .iter()
+                .map(|p| {
+                    let bytes = std::fs::metadata(p).map_or(0, |m| m.len());
+                    (
+                        p.display().to_string(),
+                        usize::try_from(bytes).unwrap_or(usize::MAX),
+                    )
+                })
+                .collect();
+            ledger.append(&engine.activation_record(&sources))?;
+            engine = engine.with_recorder(ledger.clone());
+            Some(ledger)
+        }
+        None => None,
+    };
     let text = read(&args.trace)?;
     let events = parse_trace(&args.trace.display().to_string(), &text)?;
     let mut out = std::io::stdout().lock();
@@ -166,6 +195,10 @@ fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             _ => continue,
         };
         writeln!(out, "{line}")?;
+    }
+    if let Some(ledger) = ledger {
+        // A signed checkpoint over everything this run recorded.
+        ledger.checkpoint()?;
     }
     Ok(ExitCode::SUCCESS)
 }
