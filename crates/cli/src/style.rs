@@ -37,7 +37,4 @@ impl Style {
     pub fn yellow(&self, t: &str) -> String {
         self.paint("33", t)
     }
-    pub fn cyan(&self, t: &str) -> String {
-        self.paint("36", t)
-    }
 }

@@ -1,4 +1,4 @@
-//! `truststack policy check|eval|test` and `truststack demo` as a user runs them.
+//! `truststack policy check|eval|test` as a user runs them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
@@ -172,32 +172,4 @@ fn test_runs_the_example_suites_and_fails_on_a_wrong_expectation() {
         stdout.lines().any(|l| l == "0 passed, 1 failed"),
         "{stdout}"
     );
-}
-
-#[test]
-fn demo_json_reports_every_control_fired() {
-    let out = truststack(&["demo", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["passed"], true);
-    assert_eq!(summary["benign_calls_blocked"], 0);
-    let controls = summary["controls"].as_array().unwrap();
-    assert!(controls.len() >= 12);
-    assert!(controls.iter().all(|c| c["passed"] == true), "{controls:?}");
-}
-
-#[test]
-fn demo_story_is_plain_when_piped() {
-    let out = truststack(&["demo"]);
-    assert!(out.status.success());
-    let story = text(&out.stdout);
-    assert!(!story.contains('\u{1b}'), "no colour codes when piped");
-    assert!(story.contains("DENIED"));
-    assert!(story.contains("HELD"));
-    assert!(story.contains("Summary"));
 }

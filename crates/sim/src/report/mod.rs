@@ -126,7 +126,7 @@ pub(crate) fn time_cell(g: &GoalReport) -> String {
     }
 }
 
-pub(crate) fn change_line(c: &Change) -> String {
+pub fn change_line(c: &Change) -> String {
     match c {
         Change::SplitIdentity { agent, parts, .. } => {
             let ps: Vec<String> = parts
