@@ -111,7 +111,14 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {
             if let Some(a) = approvals {
                 spawn_approvals(&gateway, &a).await?;
             }
-            gateway.serve_http(listener).await?;
+            // On SIGTERM or Ctrl-C the runtime ends with its sessions, which closes the ledger
+            // (its writer signs a final checkpoint).
+            tokio::select! {
+                served = gateway.serve_http(listener) => served?,
+                () = crate::serve_cmd::shutdown_signal() => {
+                    eprintln!("truststack gateway: stopped");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         None => {
@@ -122,9 +129,10 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {
             if gateway.resolver().resolve(token.as_deref()).is_err() && token.is_none() {
                 bail!("{}", truststack_gateway::IdentityError::Missing);
             }
-            gateway
-                .serve_stdio(tokio::io::stdin(), tokio::io::stdout(), token.as_deref())
-                .await?;
+            tokio::select! {
+                served = gateway.serve_stdio(tokio::io::stdin(), tokio::io::stdout(), token.as_deref()) => served?,
+                () = crate::serve_cmd::shutdown_signal() => {}
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
