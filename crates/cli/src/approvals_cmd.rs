@@ -121,12 +121,19 @@ pub fn run(args: &ApprovalsArgs) -> anyhow::Result<ExitCode> {
             }
             value
         }
-        ApprovalsCommand::Show { id } => request(
-            args,
-            reqwest::Method::GET,
-            &format!("/v1/approvals/{}", urlencode(id)),
-            None,
-        )?,
+        ApprovalsCommand::Show { id } => {
+            let value = request(
+                args,
+                reqwest::Method::GET,
+                &format!("/v1/approvals/{}", urlencode(id)),
+                None,
+            )?;
+            if !args.json {
+                print_held(&value);
+                return Ok(ExitCode::SUCCESS);
+            }
+            value
+        }
         ApprovalsCommand::Grant { id, lease, comment } => request(
             args,
             reqwest::Method::POST,
@@ -171,6 +178,58 @@ fn print_pending(value: &Value) {
             p["deadline"].as_str().unwrap_or(""),
             policies.join(",")
         );
+    }
+}
+
+/// One held call for an approver's terminal: what, who on whose authority, why, and what the
+/// orchestration did before.
+fn print_held(v: &Value) {
+    let call = &v["call"];
+    let text = |x: &Value| x.as_str().unwrap_or("-").to_string();
+    say!("approval   {}", text(&v["approval_id"]));
+    say!("tool       {}  {}", text(&call["tool"]), call["args"]);
+    say!("agent      {}", text(&call["agent"]));
+    let chain: Vec<String> = call["chain"]
+        .as_array()
+        .map(|c| c.iter().map(text).collect())
+        .unwrap_or_default();
+    say!("chain      {}", chain.join(" → "));
+    say!(
+        "held at    {}   deadline {}",
+        text(&v["held_at"]),
+        text(&v["deadline"])
+    );
+    for p in v["policies"].as_array().into_iter().flatten() {
+        say!(
+            "policy     {} ({}): {}",
+            text(&p["id"]),
+            text(&p["action"]),
+            p["reason"].as_str().unwrap_or("")
+        );
+        for (monitor, value) in p["monitors"].as_object().into_iter().flatten() {
+            say!("             {monitor} = {value}");
+        }
+    }
+    let approvers: Vec<String> = v["approvers"]
+        .as_array()
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default();
+    if !approvers.is_empty() {
+        say!("approvers  {}", approvers.join(", "));
+    }
+    let trajectory = v["trajectory"].as_array().cloned().unwrap_or_default();
+    if !trajectory.is_empty() {
+        say!("\nthe orchestration's recent calls (from the ledger):");
+        for t in trajectory {
+            say!(
+                "  {:>6}  {:<24}  {:<44}  {:<18}  {}",
+                t["ledger_index"].as_u64().unwrap_or_default(),
+                text(&t["time"]),
+                text(&t["agent"]),
+                text(&t["tool"]),
+                text(&t["decision"])
+            );
+        }
     }
 }
 
