@@ -371,17 +371,7 @@ impl Session {
             "prompts/get" => self.route_by_name(text, id, method, m.params, progress),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 let uri: Option<String> = jsonrpc::param(m.params, "uri");
-                let up = uri
-                    .and_then(|u| self.state.lock().resource_owner.get(&u).copied())
-                    .unwrap_or(0);
-                self.forward_request(
-                    up,
-                    id,
-                    Cow::Borrowed(text),
-                    method,
-                    Purpose::Plain,
-                    progress,
-                );
+                self.forward_to_resource_owner(uri.as_deref(), text, id, method, progress);
             }
             "completion/complete" => {
                 let r: Option<Value> = jsonrpc::param(m.params, "ref");
@@ -418,17 +408,7 @@ impl Session {
                             .as_ref()
                             .and_then(|r| r.get("uri"))
                             .and_then(Value::as_str);
-                        let up = uri
-                            .and_then(|u| self.state.lock().resource_owner.get(u).copied())
-                            .unwrap_or(0);
-                        self.forward_request(
-                            up,
-                            id,
-                            Cow::Borrowed(text),
-                            method,
-                            Purpose::Plain,
-                            progress,
-                        );
+                        self.forward_to_resource_owner(uri, text, id, method, progress);
                     }
                 }
             }
@@ -639,6 +619,29 @@ impl Session {
             }
         };
         result_of(&text)
+    }
+
+    /// Forwards a request about a resource to the upstream that listed its URI (the first
+    /// upstream when none did).
+    fn forward_to_resource_owner(
+        self: &Arc<Self>,
+        uri: Option<&str>,
+        text: &str,
+        id: RawId,
+        method: &str,
+        progress: Option<String>,
+    ) {
+        let up = uri
+            .and_then(|u| self.state.lock().resource_owner.get(u).copied())
+            .unwrap_or(0);
+        self.forward_request(
+            up,
+            id,
+            Cow::Borrowed(text),
+            method,
+            Purpose::Plain,
+            progress,
+        );
     }
 
     // ---------------------------------------------------------------- tools/call
