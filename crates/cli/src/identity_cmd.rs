@@ -1,5 +1,5 @@
-//! `truststack identity init|issue|delegate|inspect|revoke|jwks|rotate`: the issuer directory
-//! from the command line.
+//! `truststack identity init|issue|delegate|inspect|revoke|jwks|rotate|retire`: the issuer
+//! directory from the command line.
 //!
 //! Tokens go to stdout alone (so `TOKEN=$(truststack identity issue …)` works); what was minted
 //! is described on stderr.
@@ -75,6 +75,12 @@ pub enum IdentityCommand {
     Jwks,
     /// Make a new signing key; old public keys stay trusted for the tokens they signed.
     Rotate,
+    /// Stop trusting an old public key (after `rotate`): every token it signed is rejected.
+    Retire {
+        /// The key id (`kid`, as `jwks` lists it).
+        #[arg(long)]
+        kid: String,
+    },
 }
 
 #[derive(Args)]
@@ -124,18 +130,22 @@ pub struct RevokeArgs {
 }
 
 pub fn run(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
-    let open = || {
-        Issuer::open(&args.dir).with_context(|| format!("issuer directory {}", args.dir.display()))
-    };
+    // Every issuer error names the file or directory it is about.
+    let open = || Issuer::open(&args.dir);
     match &args.command {
         IdentityCommand::Init { trust_domain } => {
             let td = TrustDomain::new(trust_domain)
                 .map_err(|e| anyhow::anyhow!("--trust-domain: {e}"))?;
-            let issuer = Issuer::init(&args.dir, &td)
-                .with_context(|| format!("issuer directory {}", args.dir.display()))?;
-            println!(
-                "issuer {} ready in {} (key {}, private key {})",
+            let existed = args.dir.join("issuer.json").exists();
+            let issuer = Issuer::init(&args.dir, &td)?;
+            say!(
+                "issuer {} {} {} (key {}, private key {})",
                 issuer.config().issuer,
+                if existed {
+                    "already exists in"
+                } else {
+                    "created in"
+                },
                 args.dir.display(),
                 issuer.active_kid(),
                 issuer.private_key_path().display()
@@ -145,7 +155,7 @@ pub fn run(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
             let issuer = open()?;
             let issued = issue(&issuer, a)?;
             eprintln!("{}", describe(&issued.credential));
-            println!("{}", issued.token);
+            say!("{}", issued.token);
         }
         IdentityCommand::Delegate {
             from,
@@ -165,7 +175,7 @@ pub fn run(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
                 },
             )?;
             eprintln!("{}", describe(&issued.credential));
-            println!("{}", issued.token);
+            say!("{}", issued.token);
         }
         IdentityCommand::Inspect { token, json } => {
             let issuer = open()?;
@@ -176,7 +186,12 @@ pub fn run(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
             let revocation = if let Some(identity) = &r.identity {
                 let p = Principal::expand(identity, &issuer.config().trust_domain)
                     .map_err(|e| anyhow::anyhow!("--identity: {e}"))?;
-                issuer.revoke_identity(&p, &r.by, r.reason.clone())?
+                let revocation = issuer.revoke_identity(&p, &r.by, r.reason.clone())?;
+                eprintln!(
+                    "revoked {p}: every credential it holds, and every one with it in its \
+                     chain, is rejected from now on"
+                );
+                revocation
             } else {
                 let jti = match (&r.jti, &r.token) {
                     (Some(j), _) => j.clone(),
@@ -189,18 +204,31 @@ pub fn run(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
                     }
                     (None, None) => bail!("give --jti, --token or --identity"),
                 };
-                issuer.revoke_jti(&jti, &r.by, r.reason.clone())?
+                let revocation = issuer.revoke_jti(&jti, &r.by, r.reason.clone())?;
+                eprintln!(
+                    "revoked credential {jti}: it, and every credential delegated from it, is \
+                     rejected from now on"
+                );
+                revocation
             };
-            println!("{}", serde_json::to_string(&revocation.record())?);
+            say!("{}", serde_json::to_string(&revocation.record())?);
         }
         IdentityCommand::Jwks => {
             let issuer = open()?;
-            println!("{}", serde_json::to_string_pretty(&issuer.jwks())?);
+            say!("{}", serde_json::to_string_pretty(&issuer.jwks())?);
         }
         IdentityCommand::Rotate => {
             let issuer = open()?;
             let kid = issuer.rotate()?;
-            println!("new signing key {kid}; earlier keys still verify the tokens they signed");
+            say!(
+                "new signing key {kid}; earlier keys still verify the tokens they signed \
+                 (`identity retire --kid KID` stops trusting one)"
+            );
+        }
+        IdentityCommand::Retire { kid } => {
+            let issuer = open()?;
+            issuer.retire_key(kid)?;
+            say!("key {kid} retired: the tokens it signed are rejected from now on");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -344,37 +372,40 @@ fn inspect(issuer: &Issuer, token: &str, json: bool) -> anyhow::Result<ExitCode>
     match issuer.verify(token) {
         Ok(c) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&*c)?);
+                say!("{}", serde_json::to_string_pretty(&*c)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            say!(
                 "{} signed by {} (key {}), audience {}",
                 style.green("valid"),
                 c.issuer,
                 c.kid,
                 c.audience
             );
-            println!("  jti        {}", c.jti);
-            println!("  issued     {}", when(c.issued_at));
-            println!("  expires    {}", when(c.expires_at));
+            say!("  jti        {}", c.jti);
+            say!("  issued     {}", when(c.issued_at));
+            say!("  expires    {}", when(c.expires_at));
             if c.agent().is_some() {
-                println!("  owner      {}", c.owner);
+                say!("  owner      {}", c.owner);
                 if let Some(root) = c.delegation_root() {
-                    println!("  root       {root}  (TARGET: delegation_root scopes by this)");
+                    say!("  root       {root}  (TARGET: delegation_root scopes by this)");
                 }
             } else {
-                println!("  roles      {}", list_or_none(&c.roles));
-                println!("  groups     {}", list_or_none(&c.groups));
+                say!("  roles      {}", list_or_none(&c.roles));
+                say!("  groups     {}", list_or_none(&c.groups));
             }
             if !c.ancestors.is_empty() {
-                println!("  delegated from credentials {}", c.ancestors.join(" → "));
+                say!("  delegated from credentials {}", c.ancestors.join(" → "));
             }
-            println!("\nchain of command\n{}", chain_tree(&c, style));
+            // A human's own credential (an approver's) has no chain of command and no tools.
+            if c.agent().is_some() {
+                say!("\nchain of command\n{}", chain_tree(&c, style));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!("{} {e}", style.red("NOT VALID:"));
-            println!(
+            say!("{} {e}", style.red("NOT VALID:"));
+            say!(
                 "\ndecoded without verification:\nheader {}\nclaims {}",
                 serde_json::to_string_pretty(&header)?,
                 serde_json::to_string_pretty(&claims)?

@@ -7,18 +7,22 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use truststack_engine::replay::divergences;
-use truststack_engine::Settings;
+use std::sync::{Arc, Mutex, PoisonError};
+use truststack_engine::replay::{divergences, Divergence};
+use truststack_engine::{Recorder, Settings};
 use truststack_ledger::query::{field, parse_time, RecordFilter};
 use truststack_ledger::{base64_hash, Entry, Ledger, LogKey, VerifierKey};
 
 /// Entries read per store call when walking the whole log.
 const PAGE: u64 = 1024;
 
+/// The verdicts `--decision` accepts.
+const VERDICTS: [&str; 3] = ["allow", "deny", "require_approval"];
+
 #[derive(Subcommand)]
 pub enum LedgerCommand {
     /// Recompute every hash and check every checkpoint; exit 0 if all is well, 1 naming the
-    /// first bad index otherwise.
+    /// first bad index otherwise (2 if the file cannot be read at all).
     Verify {
         /// The ledger file.
         file: PathBuf,
@@ -53,6 +57,10 @@ pub enum LedgerCommand {
     },
     /// Re-decide every recorded call under other policies and report the decisions that would
     /// change: what this policy change would have done to last week's traffic.
+    #[command(after_help = "Examples:\n  \
+        truststack ledger replay ledger.db --policy new.tsp --catalog catalog.toml\n  \
+        truststack ledger replay ledger.db --catalog catalog.toml          # no policies at all\n\n\
+        Exit status: 0 when the report was made (whether or not decisions change), 2 on bad input.")]
     Replay(ReplayArgs),
 }
 
@@ -63,7 +71,7 @@ pub struct ReplayArgs {
     /// A policy file of the candidate bundle; repeat for several (none: no policies at all).
     #[arg(long = "policy")]
     policies: Vec<PathBuf>,
-    /// The tool catalog (TOML).
+    /// The tool catalog (TOML) the calls were decided with. Without it every tool is unknown.
     #[arg(long)]
     catalog: Option<PathBuf>,
     /// The decision for calls no policy fires on.
@@ -72,7 +80,7 @@ pub struct ReplayArgs {
     /// Whether tools missing from the catalog may be called.
     #[arg(long, value_enum, default_value = "deny")]
     unknown_tools: Choice,
-    /// One JSON line per changed decision instead of a table.
+    /// One JSON line per changed decision instead of a table (the summary goes to stderr).
     #[arg(long)]
     json: bool,
 }
@@ -96,7 +104,8 @@ pub struct ShowArgs {
     /// Only records with this decision (allow, deny, require_approval).
     #[arg(long)]
     decision: Option<String>,
-    /// Only records of this kind (tool_call, decision, observation, approval, ...).
+    /// Only records of this kind (decision, observation, approval, policy_activation,
+    /// identity_issued, identity_revoked).
     #[arg(long)]
     kind: Option<String>,
     /// Only records whose `time` is at or after this RFC 3339 timestamp.
@@ -108,6 +117,9 @@ pub struct ShowArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// One JSON line per record (the same as `--format jsonl`).
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -118,13 +130,16 @@ pub enum Format {
 
 #[derive(Subcommand)]
 pub enum ProofCommand {
-    /// Prove that entry INDEX is in the tree of the first SIZE entries.
+    /// Prove that entry INDEX is in the tree of the first SIZE entries. The output carries the
+    /// record's canonical JSON and, when SIZE is a checkpoint's, the signed checkpoint: with
+    /// the log's published key, that is all an independent verifier needs.
     Inclusion {
         /// The ledger file.
         file: PathBuf,
         #[arg(long)]
         index: u64,
-        /// The tree size (default: the whole log).
+        /// The tree size (default: the latest checkpoint's, if it covers the entry; else the
+        /// whole log).
         #[arg(long)]
         size: Option<u64>,
     },
@@ -134,7 +149,8 @@ pub enum ProofCommand {
         file: PathBuf,
         #[arg(long)]
         old: u64,
-        /// The newer tree size (default: the whole log).
+        /// The newer tree size (default: the latest checkpoint's, if it is at least OLD; else
+        /// the whole log).
         #[arg(long)]
         new: Option<u64>,
     },
@@ -150,37 +166,27 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<ExitCode> {
         LedgerCommand::Show(args) => show(&args),
         LedgerCommand::Replay(args) => replay(&args),
         LedgerCommand::Proof(ProofCommand::Inclusion { file, index, size }) => {
-            let ledger = open(&file)?;
-            let size = size.unwrap_or(ledger.len());
-            let proof = ledger.inclusion_proof(index, size)?;
-            let leaf = ledger.entry(index)?.leaf;
-            let out = json!({
-                "leaf_index": proof.leaf_index,
-                "tree_size": proof.tree_size,
-                "leaf_hash": base64_hash(&leaf),
-                "root": base64_hash(&ledger.root_at(size)?),
-                "path": proof.path.iter().map(base64_hash).collect::<Vec<_>>(),
-            });
-            print_json(&out)
+            inclusion(&file, index, size)
         }
         LedgerCommand::Proof(ProofCommand::Consistency { file, old, new }) => {
-            let ledger = open(&file)?;
-            let new = new.unwrap_or(ledger.len());
-            let proof = ledger.consistency_proof(old, new)?;
-            let out = json!({
-                "old_size": proof.old_size,
-                "new_size": proof.new_size,
-                "old_root": base64_hash(&ledger.root_at(old)?),
-                "new_root": base64_hash(&ledger.root_at(new)?),
-                "path": proof.path.iter().map(base64_hash).collect::<Vec<_>>(),
-            });
-            print_json(&out)
+            consistency(&file, old, new)
         }
         LedgerCommand::Checkpoint { file } => {
             let ledger = open(&file)?;
             let Some(c) = ledger.latest_checkpoint() else {
-                bail!("{} has no checkpoint yet", file.display());
+                bail!(
+                    "{} has no checkpoint yet (one is signed every `checkpoint_every` records \
+                     and when a `policy eval --ledger` run ends)",
+                    file.display()
+                );
             };
+            if ledger.len() > c.checkpoint.size {
+                eprintln!(
+                    "note: the log has {} entries; entries {}.. are newer than this checkpoint",
+                    ledger.len(),
+                    c.checkpoint.size
+                );
+            }
             say!("{}", c.note.strip_suffix('\n').unwrap_or(&c.note));
             Ok(ExitCode::SUCCESS)
         }
@@ -201,9 +207,94 @@ fn print_json(value: &Value) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The signed note of the stored checkpoint of exactly `size` entries, if there is one.
+fn checkpoint_at(ledger: &Ledger, size: u64) -> anyhow::Result<Option<String>> {
+    Ok(ledger
+        .checkpoints()?
+        .into_iter()
+        .rev()
+        .find(|c| c.checkpoint.size == size)
+        .map(|c| c.note))
+}
+
+fn inclusion(file: &Path, index: u64, size: Option<u64>) -> anyhow::Result<ExitCode> {
+    let ledger = open(file)?;
+    if index >= ledger.len() {
+        bail!(
+            "--index {index}: the log has {} entries (0..{})",
+            ledger.len(),
+            ledger.len()
+        );
+    }
+    let size = size.unwrap_or_else(|| {
+        ledger
+            .latest_checkpoint()
+            .map(|c| c.checkpoint.size)
+            .filter(|&s| s > index)
+            .unwrap_or(ledger.len())
+    });
+    if index >= size {
+        bail!("--index {index} is not in a tree of --size {size}: the size must exceed the index");
+    }
+    let proof = ledger.inclusion_proof(index, size)?;
+    let entry = ledger.entry(index)?;
+    let checkpoint = checkpoint_at(&ledger, size)?;
+    if checkpoint.is_none() {
+        eprintln!(
+            "note: no signed checkpoint has size {size}; the root below is computed, not signed"
+        );
+    }
+    let mut out = json!({
+        "leaf_index": proof.leaf_index,
+        "tree_size": proof.tree_size,
+        "leaf_hash": base64_hash(&entry.leaf),
+        "root": base64_hash(&ledger.root_at(size)?),
+        "path": proof.path.iter().map(base64_hash).collect::<Vec<_>>(),
+        "record": String::from_utf8_lossy(&entry.data),
+    });
+    if let Some(note) = checkpoint {
+        out["checkpoint"] = json!(note);
+    }
+    print_json(&out)
+}
+
+fn consistency(file: &Path, old: u64, new: Option<u64>) -> anyhow::Result<ExitCode> {
+    let ledger = open(file)?;
+    if old > ledger.len() {
+        bail!("--old {old}: the log has only {} entries", ledger.len());
+    }
+    let new = new.unwrap_or_else(|| {
+        ledger
+            .latest_checkpoint()
+            .map(|c| c.checkpoint.size)
+            .filter(|&s| s >= old)
+            .unwrap_or(ledger.len())
+    });
+    if old > new {
+        bail!("--old {old} is larger than --new {new}: a log only grows");
+    }
+    let proof = ledger.consistency_proof(old, new)?;
+    let mut out = json!({
+        "old_size": proof.old_size,
+        "new_size": proof.new_size,
+        "old_root": base64_hash(&ledger.root_at(old)?),
+        "new_root": base64_hash(&ledger.root_at(new)?),
+        "path": proof.path.iter().map(base64_hash).collect::<Vec<_>>(),
+    });
+    if let Some(note) = checkpoint_at(&ledger, old)? {
+        out["old_checkpoint"] = json!(note);
+    }
+    if let Some(note) = checkpoint_at(&ledger, new)? {
+        out["new_checkpoint"] = json!(note);
+    }
+    print_json(&out)
+}
+
 fn trusted_key(key: Option<&str>, key_file: Option<&Path>) -> anyhow::Result<Option<VerifierKey>> {
     if let Some(k) = key {
-        return Ok(Some(VerifierKey::parse(k)?));
+        return Ok(Some(
+            VerifierKey::parse(k.trim()).map_err(|e| anyhow::anyhow!("--key: {e}"))?,
+        ));
     }
     let Some(path) = key_file else {
         return Ok(None);
@@ -213,11 +304,16 @@ fn trusted_key(key: Option<&str>, key_file: Option<&Path>) -> anyhow::Result<Opt
     if text.starts_with("PRIVATE+KEY+") {
         return Ok(Some(LogKey::load(path)?.verifier().clone()));
     }
-    Ok(Some(VerifierKey::parse(text.trim())?))
+    Ok(Some(VerifierKey::parse(text.trim()).map_err(|e| {
+        anyhow::anyhow!("--key-file {}: {e}", path.display())
+    })?))
 }
 
 fn verify(file: &Path, key: Option<&str>, key_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let trusted = trusted_key(key, key_file)?;
+    if !file.is_file() {
+        bail!("{}: no such file", file.display());
+    }
     match truststack_ledger::verify_file(file, trusted.as_ref()) {
         Ok(report) => {
             say!("{report}");
@@ -247,50 +343,170 @@ fn for_each_entry(
     Ok(())
 }
 
+/// Prints rows under a header, each column as wide as its widest cell; the first column is
+/// right-aligned (indices), the last is not padded.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
+            if i == 0 {
+                out += &pad;
+                out += cell;
+            } else if i + 1 == widths.len() {
+                out += "  ";
+                out += cell;
+            } else {
+                out += "  ";
+                out += cell;
+                out += &pad;
+            }
+        }
+        out
+    };
+    say!("{}", line(&mut header.iter().copied()));
+    for row in rows {
+        say!("{}", line(&mut row.iter().map(String::as_str)));
+    }
+}
+
+/// Keeps the decision of every call a replay decides (the engine's write-ahead interface,
+/// with nothing written anywhere), for the reasons of the decisions that change.
+#[derive(Default)]
+struct Replayed(Mutex<Vec<(String, Value)>>);
+
+impl Recorder for Replayed {
+    fn record(&self, record: Value) -> Result<Option<u64>, String> {
+        if record.get("kind").and_then(Value::as_str) == Some("decision") {
+            let call = record["call"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((call, record["decision"].clone()));
+        }
+        Ok(None)
+    }
+}
+
+/// A changed decision with the reasons on both sides.
+struct Change {
+    divergence: Divergence,
+    recorded_reason: String,
+    reason: String,
+}
+
 fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         default_decision: args.default.into(),
         unknown_tools: args.unknown_tools.into(),
         ..Settings::replay()
     };
-    let engine = load_engine(&args.policies, args.catalog.as_deref(), settings)?;
     let ledger = open(&args.file)?;
+    let replayed = Arc::new(Replayed::default());
+    let engine = load_engine(&args.policies, args.catalog.as_deref(), settings)?
+        .with_recorder(replayed.clone());
+    if args.catalog.is_none() && matches!(args.unknown_tools, Choice::Deny) {
+        eprintln!(
+            "warning: no --catalog: every tool is unknown to the replay, and unknown tools are \
+             denied; give the catalog the calls were decided with"
+        );
+    }
     let mut records = Vec::new();
     for_each_entry(&ledger, ledger.len(), |entry| {
-        records.push((entry.index, entry.record()?));
+        let record = entry
+            .record()
+            .with_context(|| format!("entry {} is not JSON", entry.index))?;
+        records.push((entry.index, record));
         Ok(())
     })?;
     let (calls, changed) = divergences(&engine, &records);
-    if args.json {
-        for d in &changed {
-            println!("{}", serde_json::to_string(d)?);
-        }
-    } else {
-        if !changed.is_empty() {
-            println!(
-                "{:>7}  {:<24}  {:<38}  {:<16}  {:<35}  policies now",
-                "index", "time", "agent", "tool", "recorded → replayed"
-            );
-        }
-        for d in &changed {
-            println!(
-                "{:>7}  {:<24}  {:<38}  {:<16}  {:<35}  {}",
-                d.ledger_index,
-                d.time,
-                d.agent,
-                d.tool,
-                format!("{} → {}", d.recorded.as_str(), d.replayed.as_str()),
-                if d.replayed_policies.is_empty() {
-                    "-".to_string()
-                } else {
-                    d.replayed_policies.join(", ")
+
+    // The replayed decisions come in call order, as the divergences do.
+    let decided = std::mem::take(&mut *replayed.0.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut next = 0;
+    let text = |v: &Value| v["reason"].as_str().unwrap_or_default().to_string();
+    let changes: Vec<Change> = changed
+        .into_iter()
+        .map(|d| {
+            let reason = match decided[next..].iter().position(|(id, _)| *id == d.call_id) {
+                Some(at) => {
+                    next += at + 1;
+                    text(&decided[next - 1].1)
                 }
-            );
+                None => String::new(),
+            };
+            let recorded_reason = records
+                .binary_search_by_key(&d.ledger_index, |(i, _)| *i)
+                .map(|at| text(&records[at].1["decision"]))
+                .unwrap_or_default();
+            Change {
+                divergence: d,
+                recorded_reason,
+                reason,
+            }
+        })
+        .collect();
+
+    if args.json {
+        for c in &changes {
+            let mut line = serde_json::to_value(&c.divergence)?;
+            line["recorded_reason"] = json!(c.recorded_reason);
+            line["reason"] = json!(c.reason);
+            say!("{}", serde_json::to_string(&line)?);
         }
+    } else if !changes.is_empty() {
+        let list = |ids: &[String]| {
+            if ids.is_empty() {
+                "-".to_string()
+            } else {
+                ids.join(",")
+            }
+        };
+        let rows: Vec<Vec<String>> = changes
+            .iter()
+            .map(|c| {
+                let d = &c.divergence;
+                vec![
+                    d.ledger_index.to_string(),
+                    d.time.clone(),
+                    d.agent.clone(),
+                    d.tool.clone(),
+                    format!("{} → {}", d.recorded.as_str(), d.replayed.as_str()),
+                    format!(
+                        "{} → {}",
+                        list(&d.recorded_policies),
+                        list(&d.replayed_policies)
+                    ),
+                    c.reason.clone(),
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "index",
+                "time",
+                "agent",
+                "tool",
+                "recorded → replayed",
+                "policies",
+                "reason now",
+            ],
+            &rows,
+        );
     }
-    eprintln!(
-        "{} of {calls} recorded call(s) would be decided differently under {} (bundle {})",
-        changed.len(),
+    let summary = format!(
+        "{} of {calls} recorded call{} would be decided differently under {} (bundle {})",
+        changes.len(),
+        if calls == 1 { "" } else { "s" },
         if args.policies.is_empty() {
             "no policies".to_string()
         } else {
@@ -302,10 +518,25 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         },
         engine.bundle().hash
     );
+    if args.json {
+        eprintln!("{summary}");
+    } else {
+        say!("{summary}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
+    if let Some(d) = &args.decision {
+        if !VERDICTS.contains(&d.as_str()) {
+            bail!("--decision {d:?}: expected one of {}", VERDICTS.join(", "));
+        }
+    }
+    let time_arg = |flag: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| parse_time(t).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+            .transpose()
+    };
     let filter = RecordFilter {
         agent: args.agent.clone(),
         session: args.session.clone(),
@@ -313,21 +544,13 @@ fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         tool: args.tool.clone(),
         decision: args.decision.clone(),
         kind: args.kind.clone(),
-        since: args.since.as_deref().map(parse_time).transpose()?,
-        until: args.until.as_deref().map(parse_time).transpose()?,
+        since: time_arg("--since", &args.since)?,
+        until: time_arg("--until", &args.until)?,
     };
     let ledger = open(&args.file)?;
-    if matches!(args.format, Format::Table) {
-        say!(
-            "{:>7}  {:<24}  {:<12}  {:<16}  {:<36}  {:<18}  session",
-            "index",
-            "time",
-            "kind",
-            "decision",
-            "agent",
-            "tool"
-        );
-    }
+    let jsonl = args.json || matches!(args.format, Format::Jsonl);
+    let mut rows = Vec::new();
+    let mut matched = 0u64;
     for_each_entry(&ledger, ledger.len(), |entry| {
         let record = entry
             .record()
@@ -335,24 +558,40 @@ fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         if !filter.matches(&record) {
             return Ok(());
         }
-        match args.format {
-            Format::Jsonl => say!("{}", serde_json::to_string(&entry.to_json()?)?),
-            Format::Table => {
-                let text = |name: &str| field(&record, name).and_then(Value::as_str).unwrap_or("-");
-                say!(
-                    "{:>7}  {:<24}  {:<12}  {:<16}  {:<36}  {:<18}  {}",
-                    entry.index,
-                    text("time"),
-                    text("kind"),
-                    text("decision"),
-                    text("agent"),
-                    text("tool"),
-                    text("session")
-                );
-            }
+        matched += 1;
+        if jsonl {
+            say!("{}", serde_json::to_string(&entry.to_json()?)?);
+            return Ok(());
         }
+        let text = |name: &str| {
+            field(&record, name)
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_string()
+        };
+        rows.push(vec![
+            entry.index.to_string(),
+            text("time"),
+            text("kind"),
+            text("decision"),
+            text("agent"),
+            text("tool"),
+            text("call_id"),
+            text("session"),
+        ]);
         Ok(())
     })?;
+    if !jsonl {
+        print_table(
+            &[
+                "index", "time", "kind", "decision", "agent", "tool", "call", "session",
+            ],
+            &rows,
+        );
+    }
+    if matched == 0 {
+        eprintln!("no record matches ({} records in the log)", ledger.len());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
