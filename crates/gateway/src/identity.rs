@@ -10,11 +10,12 @@
 //! issuer falls through to the static list.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 use truststack_engine::identity::Issuer;
-use truststack_engine::Caller;
+use truststack_engine::{Caller, Recorder};
 
 /// The verified identity a call is decided for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,11 +143,62 @@ impl IdentityResolver for StaticResolver {
 pub struct CredentialResolver {
     issuer: Arc<Issuer>,
     fallback: StaticResolver,
+    /// Where revocations made by other processes are recorded (the gateway's ledger).
+    revocation_log: Option<RevocationLog>,
+}
+
+/// Writes each revocation of the issuer's list to a recorder once: revocations made elsewhere
+/// (`truststack identity revoke`) become ledger records when the gateway notices them.
+pub struct RevocationLog {
+    recorder: Arc<dyn Recorder>,
+    recorded: parking_lot::Mutex<std::collections::HashSet<String>>,
+}
+
+impl RevocationLog {
+    /// `already`: the `identity_revoked` records the ledger holds, so none is written twice.
+    pub fn new<'a>(
+        recorder: Arc<dyn Recorder>,
+        already: impl IntoIterator<Item = &'a Value>,
+    ) -> Self {
+        let recorded = already
+            .into_iter()
+            .filter(|r| r.get("kind").and_then(Value::as_str) == Some("identity_revoked"))
+            .map(ToString::to_string)
+            .collect();
+        RevocationLog {
+            recorder,
+            recorded: parking_lot::Mutex::new(recorded),
+        }
+    }
+
+    /// Records the revocations of `issuer`'s list not recorded yet.
+    pub fn sync(&self, issuer: &Issuer) -> Result<(), String> {
+        let mut recorded = self.recorded.lock();
+        for record in issuer.verifier().revocations().records() {
+            let key = record.to_string();
+            if !recorded.contains(&key) {
+                self.recorder.record(record)?;
+                recorded.insert(key);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl CredentialResolver {
     pub fn new(issuer: Arc<Issuer>, fallback: StaticResolver) -> Self {
-        CredentialResolver { issuer, fallback }
+        CredentialResolver {
+            issuer,
+            fallback,
+            revocation_log: None,
+        }
+    }
+
+    /// Records revocations in `log` as they are noticed (and those not recorded yet, now).
+    pub fn with_revocation_log(mut self, log: RevocationLog) -> Result<Self, String> {
+        log.sync(&self.issuer)?;
+        self.revocation_log = Some(log);
+        Ok(self)
     }
 }
 
@@ -162,9 +214,15 @@ impl IdentityResolver for CredentialResolver {
             return self.fallback.resolve(credential);
         };
         // Revocations written by another process take effect on the next call.
-        self.issuer
+        let changed = self
+            .issuer
             .refresh_revocations()
             .map_err(|e| IdentityError::Invalid(format!("cannot read revocations: {e}")))?;
+        if let (true, Some(log)) = (changed, &self.revocation_log) {
+            // Fail closed: a revocation that cannot be recorded refuses the call.
+            log.sync(&self.issuer)
+                .map_err(|e| IdentityError::Invalid(format!("cannot record a revocation: {e}")))?;
+        }
         let verified = self
             .issuer
             .verify(token)

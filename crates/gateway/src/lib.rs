@@ -109,6 +109,7 @@ impl Gateway {
             .collect();
         let mut engine = Engine::new(loaded.bundle, config.engine_settings());
         let recording = config.ledger.is_some();
+        let mut revocation_log = None;
         if let Some(section) = &config.ledger {
             let ledger_err = |detail: String| GatewayError::Ledger {
                 path: section.path.clone(),
@@ -136,6 +137,7 @@ impl Gateway {
             ledger
                 .append(&engine.activation_record(&sources))
                 .map_err(|e| ledger_err(e.to_string()))?;
+            revocation_log = Some(identity::RevocationLog::new(ledger, &records));
         }
         let issuer = match &config.identity.issuer {
             Some(dir) => Some(Arc::new(Issuer::open(dir).map_err(|e| {
@@ -148,10 +150,18 @@ impl Gateway {
         };
         let mut gateway = Gateway::with_engine(config, Arc::new(engine), recording)?;
         if let Some(issuer) = issuer {
-            gateway.resolver = Arc::new(CredentialResolver::new(
-                Arc::clone(&issuer),
-                gateway.config.identity.clone(),
-            ));
+            let mut resolver =
+                CredentialResolver::new(Arc::clone(&issuer), gateway.config.identity.clone());
+            if let Some(log) = revocation_log {
+                resolver =
+                    resolver
+                        .with_revocation_log(log)
+                        .map_err(|detail| GatewayError::Issuer {
+                            path: issuer.dir().to_path_buf(),
+                            detail,
+                        })?;
+            }
+            gateway.resolver = Arc::new(resolver);
             gateway.issuer = Some(issuer);
         }
         Ok(gateway)

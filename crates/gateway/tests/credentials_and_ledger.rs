@@ -1,7 +1,7 @@
 //! The gateway with an issuer and a ledger configured: the agent comes from a signed credential,
 //! tools outside it are refused, approvers authenticate with their own credentials, a revocation
-//! made by another process takes effect on the next call, every decision is in a ledger that
-//! verifies, and a restarted gateway keeps the monitors' state.
+//! made by another process takes effect on the next call and is recorded, every decision is in a
+//! ledger that verifies, and a restarted gateway keeps the monitors' state.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -219,6 +219,12 @@ async fn signed_credentials_authenticated_approvers_revocation_and_the_ledger() 
     assert_eq!(kinds.first().map(String::as_str), Some("policy_activation"));
     assert!(kinds.iter().filter(|k| *k == "decision").count() >= 2);
     assert!(kinds.iter().any(|k| k == "approval"), "{kinds:?}");
+    // The revocation made by the other process is in the ledger too, once.
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "identity_revoked").count(),
+        1,
+        "{kinds:?}"
+    );
     let records: Vec<Value> = ledger
         .entries(0..ledger.len())
         .unwrap()

@@ -491,14 +491,16 @@ impl Issuer {
     /// Re-reads `revocations.json` if it changed since it was last read (one `stat`), so a
     /// revocation made by another process (`truststack identity revoke`) takes effect on the
     /// next call a long-running verifier checks.
-    pub fn refresh_revocations(&self) -> Result<(), IssuerError> {
+    /// Returns whether the list was re-read.
+    pub fn refresh_revocations(&self) -> Result<bool, IssuerError> {
         let stamp = revocations_stamp(&self.dir.join(REVOCATIONS_FILE));
         let mut seen = self.revocations_seen.lock();
-        if *seen != stamp {
-            self.reload_revocations()?;
-            *seen = stamp;
+        if *seen == stamp {
+            return Ok(false);
         }
-        Ok(())
+        self.reload_revocations()?;
+        *seen = stamp;
+        Ok(true)
     }
 
     fn update_revocations(
