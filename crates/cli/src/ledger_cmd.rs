@@ -7,9 +7,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
-use truststack_engine::replay::{divergences, Divergence};
-use truststack_engine::{Recorder, Settings};
+use truststack_engine::replay::divergences;
+use truststack_engine::Settings;
 use truststack_ledger::query::{field, parse_time, RecordFilter};
 use truststack_ledger::{base64_hash, Entry, Ledger, LogKey, VerifierKey};
 
@@ -376,34 +375,6 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// Keeps the decision of every call a replay decides (the engine's write-ahead interface,
-/// with nothing written anywhere), for the reasons of the decisions that change.
-#[derive(Default)]
-struct Replayed(Mutex<Vec<(String, Value)>>);
-
-impl Recorder for Replayed {
-    fn record(&self, record: Value) -> Result<Option<u64>, String> {
-        if record.get("kind").and_then(Value::as_str) == Some("decision") {
-            let call = record["call"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((call, record["decision"].clone()));
-        }
-        Ok(None)
-    }
-}
-
-/// A changed decision with the reasons on both sides.
-struct Change {
-    divergence: Divergence,
-    recorded_reason: String,
-    reason: String,
-}
-
 fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         default_decision: args.default.into(),
@@ -411,9 +382,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         ..Settings::replay()
     };
     let ledger = open(&args.file)?;
-    let replayed = Arc::new(Replayed::default());
-    let engine = load_engine(&args.policies, args.catalog.as_deref(), settings)?
-        .with_recorder(replayed.clone());
+    let engine = load_engine(&args.policies, args.catalog.as_deref(), settings)?;
     if args.catalog.is_none() && matches!(args.unknown_tools, Choice::Deny) {
         eprintln!(
             "warning: no --catalog: every tool is unknown to the replay, and unknown tools are \
@@ -428,40 +397,11 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         records.push((entry.index, record));
         Ok(())
     })?;
-    let (calls, changed) = divergences(&engine, &records);
-
-    // The replayed decisions come in call order, as the divergences do.
-    let decided = std::mem::take(&mut *replayed.0.lock().unwrap_or_else(PoisonError::into_inner));
-    let mut next = 0;
-    let text = |v: &Value| v["reason"].as_str().unwrap_or_default().to_string();
-    let changes: Vec<Change> = changed
-        .into_iter()
-        .map(|d| {
-            let reason = match decided[next..].iter().position(|(id, _)| *id == d.call_id) {
-                Some(at) => {
-                    next += at + 1;
-                    text(&decided[next - 1].1)
-                }
-                None => String::new(),
-            };
-            let recorded_reason = records
-                .binary_search_by_key(&d.ledger_index, |(i, _)| *i)
-                .map(|at| text(&records[at].1["decision"]))
-                .unwrap_or_default();
-            Change {
-                divergence: d,
-                recorded_reason,
-                reason,
-            }
-        })
-        .collect();
+    let (calls, changes) = divergences(&engine, &records);
 
     if args.json {
-        for c in &changes {
-            let mut line = serde_json::to_value(&c.divergence)?;
-            line["recorded_reason"] = json!(c.recorded_reason);
-            line["reason"] = json!(c.reason);
-            say!("{}", serde_json::to_string(&line)?);
+        for d in &changes {
+            say!("{}", serde_json::to_string(d)?);
         }
     } else if !changes.is_empty() {
         let list = |ids: &[String]| {
@@ -473,8 +413,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         };
         let rows: Vec<Vec<String>> = changes
             .iter()
-            .map(|c| {
-                let d = &c.divergence;
+            .map(|d| {
                 vec![
                     d.ledger_index.to_string(),
                     d.time.clone(),
@@ -486,7 +425,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
                         list(&d.recorded_policies),
                         list(&d.replayed_policies)
                     ),
-                    c.reason.clone(),
+                    d.reason.clone(),
                 ]
             })
             .collect();

@@ -94,6 +94,10 @@ pub struct Divergence {
     pub replayed: Verdict,
     pub recorded_policies: Vec<String>,
     pub replayed_policies: Vec<String>,
+    /// The recorded decision's reason.
+    pub recorded_reason: String,
+    /// The replayed decision's reason.
+    pub reason: String,
 }
 
 /// Reconstructs the event stream from ledger records (`(index, record)`, in order): decisions
@@ -188,6 +192,8 @@ pub fn divergences(
                 replayed: replayed.decision,
                 recorded_policies: ids(&recorded),
                 replayed_policies: ids(&replayed),
+                recorded_reason: recorded.reason.clone(),
+                reason: replayed.reason.clone(),
             });
         }
     }
