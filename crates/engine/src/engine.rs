@@ -732,18 +732,27 @@ impl Engine {
         outcome
     }
 
-    /// Feeds every record of a ledger, in order, to [`Engine::restore`]; returns how many were
-    /// restored. A record that cannot be restored is logged and skipped: it was written by this
-    /// engine, so only a record of a kind the engine does not keep state for ends up here.
-    pub fn restore_all<'a>(&self, records: impl IntoIterator<Item = &'a Value>) -> usize {
-        let mut restored = 0;
+    /// Resumes on a ledger, as the server and the gateway do at start: rebuilds the state from
+    /// `records` (every record the ledger holds, in order, fed to [`Engine::restore`]), writes
+    /// ahead to `recorder` from now on, and records that this bundle became active (`sources`:
+    /// the policy files and their sizes). A record that cannot be restored is logged and
+    /// skipped: it was written by an engine, so only a kind without state ends up there.
+    pub fn resume(
+        self,
+        recorder: Arc<dyn Recorder>,
+        records: &[Value],
+        sources: &[(String, usize)],
+    ) -> Result<Engine, String> {
+        let mut restored = 0usize;
         for record in records {
             match self.restore(record) {
                 Ok(()) => restored += 1,
                 Err(e) => tracing::warn!(error = %e, "ledger record not restored"),
             }
         }
-        restored
+        tracing::info!(restored, "engine state rebuilt from the ledger");
+        recorder.record(self.activation_record(sources))?;
+        Ok(self.with_recorder(recorder))
     }
 
     /// The record that says this engine's bundle became active (`sources`: the policy files).

@@ -102,11 +102,7 @@ impl Gateway {
         if !loaded.warnings.diagnostics.is_empty() {
             tracing::warn!("{}", loaded.render_warnings());
         }
-        let sources: Vec<(String, usize)> = loaded
-            .sources
-            .iter()
-            .map(|s| (s.name.to_string(), s.text.len()))
-            .collect();
+        let sources = loaded.source_sizes();
         let mut engine = Engine::new(loaded.bundle, config.engine_settings());
         let recording = config.ledger.is_some();
         let mut revocation_log = None;
@@ -124,19 +120,11 @@ impl Gateway {
                 },
             )
             .map_err(|e| ledger_err(e.to_string()))?;
-            let records = ledger
-                .entries(0..ledger.len())
-                .map_err(|e| ledger_err(e.to_string()))?
-                .iter()
-                .map(|e| e.record().map_err(|e| ledger_err(e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
+            let records = ledger.records().map_err(|e| ledger_err(e.to_string()))?;
             let ledger = Arc::new(ledger);
-            engine = engine.with_recorder(ledger.clone());
-            let restored = engine.restore_all(&records);
-            tracing::info!(restored, "engine state rebuilt from the ledger");
-            ledger
-                .append(&engine.activation_record(&sources))
-                .map_err(|e| ledger_err(e.to_string()))?;
+            engine = engine
+                .resume(ledger.clone(), &records, &sources)
+                .map_err(ledger_err)?;
             revocation_log = Some(identity::RevocationLog::new(ledger, &records));
         }
         let issuer = match &config.identity.issuer {

@@ -68,6 +68,12 @@ pub enum LedgerError {
     SizeBeyondLog { size: u64, len: u64 },
     #[error("entry {index}: store returned entry {found}")]
     StoreOrder { index: u64, found: u64 },
+    #[error("entry {index} is not a JSON record: {source}")]
+    NotJson {
+        index: u64,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// How to open a writable ledger.
@@ -467,6 +473,19 @@ impl Ledger {
             index,
             size: self.len(),
         })
+    }
+
+    /// Every record of the log, in order (what a restarting engine rebuilds its state from).
+    pub fn records(&self) -> Result<Vec<Value>, LedgerError> {
+        self.entries(0..self.len())?
+            .iter()
+            .map(|e| {
+                e.record().map_err(|source| LedgerError::NotJson {
+                    index: e.index,
+                    source,
+                })
+            })
+            .collect()
     }
 
     /// The entries in `range` (which must lie within the log), in order.

@@ -28,6 +28,14 @@ impl Loaded {
     pub fn render_warnings(&self) -> String {
         self.warnings.render(&self.sources)
     }
+
+    /// Each policy source's name and size, for the `policy_activation` record.
+    pub fn source_sizes(&self) -> Vec<(String, usize)> {
+        self.sources
+            .iter()
+            .map(|s| (s.name.to_string(), s.text.len()))
+            .collect()
+    }
 }
 
 /// Reads a text file with a precise error.

@@ -22,11 +22,7 @@ impl LedgerBackend for Ledger {
     }
 
     fn records(&self) -> Result<Vec<Value>, String> {
-        self.entries(0..self.len())
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|e| e.record().map_err(|e| e.to_string()))
-            .collect()
+        Ledger::records(self).map_err(|e| e.to_string())
     }
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<Value>, String> {

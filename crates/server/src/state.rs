@@ -125,21 +125,14 @@ fn build_engine(
     if !warnings.is_empty() {
         tracing::warn!("policy warnings:\n{warnings}");
     }
-    let sources: Vec<(String, usize)> = loaded
-        .sources
-        .iter()
-        .map(|s| (s.name.to_string(), s.text.len()))
-        .collect();
+    let sources = loaded.source_sizes();
     let recorder = Arc::new(LedgerRecorder {
         ledger: Arc::clone(ledger),
         metrics: Arc::clone(metrics),
     });
-    let engine = Engine::new(loaded.bundle, config.engine_settings()).with_recorder(recorder);
     let records = ledger.records().map_err(StateError::Ledger)?;
-    let restored = engine.restore_all(&records);
-    tracing::info!(restored, "engine state rebuilt from the ledger");
-    ledger
-        .append(engine.activation_record(&sources))
+    let engine = Engine::new(loaded.bundle, config.engine_settings())
+        .resume(recorder, &records, &sources)
         .map_err(StateError::Ledger)?;
     Ok(engine)
 }
