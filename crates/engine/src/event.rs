@@ -91,10 +91,13 @@ pub struct ApprovalAnswer {
 pub struct Caller {
     pub agent: String,
     /// The delegation chain from the credential, root first.
+    #[serde(default)]
     pub chain: Vec<String>,
     /// Tool names or classes the credential allows; `*` allows any. `None`: no restriction.
+    #[serde(default)]
     pub tools: Option<Vec<String>>,
     /// The credential's id (`jti`), for the record.
+    #[serde(default)]
     pub credential_id: Option<String>,
 }
 

@@ -35,7 +35,7 @@ impl Enforcer {
 
     /// Decides a call for a verified caller.
     pub fn decide(&self, who: &CallerIdentity, call: &ToolCall) -> Decision {
-        self.engine.decide_as(&who.caller(), call)
+        self.engine.decide_as(who, call)
     }
 
     /// Why `who` may never call `tool`, or `None` if it may (see [`visibility`]).

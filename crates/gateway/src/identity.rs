@@ -17,33 +17,9 @@ use std::sync::Arc;
 use truststack_engine::identity::Issuer;
 use truststack_engine::{Caller, Recorder};
 
-/// The verified identity a call is decided for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallerIdentity {
-    /// The agent identity (`spiffe://<trust-domain>/agent/<name>`).
-    pub agent: String,
-    /// The delegation chain, root first: the human principal, then every delegating agent.
-    #[serde(default)]
-    pub chain: Vec<String>,
-    /// Tool names or classes the credential allows (`*` for any); `None`: no restriction.
-    #[serde(default)]
-    pub tools: Option<Vec<String>>,
-    /// The credential's id, for the record.
-    #[serde(default)]
-    pub credential_id: Option<String>,
-}
-
-impl CallerIdentity {
-    /// The engine's view of this caller.
-    pub fn caller(&self) -> Caller {
-        Caller {
-            agent: self.agent.clone(),
-            chain: self.chain.clone(),
-            tools: self.tools.clone(),
-            credential_id: self.credential_id.clone(),
-        }
-    }
-}
+/// The verified identity a call is decided for: the engine's caller, so a decision needs no
+/// conversion (in configuration, `chain`, `tools` and `credential_id` may be left out).
+pub type CallerIdentity = Caller;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
@@ -227,13 +203,7 @@ impl IdentityResolver for CredentialResolver {
             .issuer
             .verify(token)
             .map_err(|e| IdentityError::Invalid(e.to_string()))?;
-        let caller = Caller::from_credential(&verified).map_err(IdentityError::Invalid)?;
-        Ok(CallerIdentity {
-            agent: caller.agent,
-            chain: caller.chain,
-            tools: caller.tools,
-            credential_id: caller.credential_id,
-        })
+        Caller::from_credential(&verified).map_err(IdentityError::Invalid)
     }
 }
 
