@@ -77,8 +77,8 @@ pub enum IdentityCommand {
     Rotate,
     /// Stop trusting an old public key (after `rotate`): every token it signed is rejected.
     Retire {
-        /// The key id (`kid`, as `jwks` lists it).
-        #[arg(long)]
+        /// The key id (`kid`, as `jwks` lists it). A thumbprint can begin with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         kid: String,
     },
 }
@@ -111,8 +111,8 @@ pub struct IssueArgs {
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).multiple(false)))]
 pub struct RevokeArgs {
-    /// A credential id (`jti`).
-    #[arg(long, group = "what")]
+    /// A credential id (`jti`). An id can begin with `-`.
+    #[arg(long, group = "what", allow_hyphen_values = true)]
     jti: Option<String>,
     /// A credential: its `jti` is revoked.
     #[arg(long, group = "what")]
@@ -412,5 +412,31 @@ fn inspect(issuer: &Issuer, token: &str, json: bool) -> anyhow::Result<ExitCode>
             );
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        identity: IdentityArgs,
+    }
+
+    /// Key ids and credential ids are base64url: one in 64 begins with `-`.
+    #[test]
+    fn ids_that_begin_with_a_hyphen_are_values() {
+        let cli = Cli::try_parse_from(["t", "retire", "--kid", "-Hx3"]).expect("parses");
+        assert!(
+            matches!(cli.identity.command, IdentityCommand::Retire { ref kid } if kid == "-Hx3")
+        );
+        let cli = Cli::try_parse_from(["t", "revoke", "--jti", "-a_b"]).expect("parses");
+        let IdentityCommand::Revoke(revoke) = cli.identity.command else {
+            panic!("not a revoke");
+        };
+        assert_eq!(revoke.jti.as_deref(), Some("-a_b"));
     }
 }
