@@ -168,12 +168,13 @@ fn truststack_accepts_a_token_pyjwt_signed_with_the_issuer_key() {
     std::fs::write(&claims_path, serde_json::to_vec(&claims).unwrap()).unwrap();
     let kid = issuer.active_kid();
     let sign = |kid: &str| {
+        // `--kid=…`: a thumbprint can begin with `-`, which argparse would read as an option.
+        let kid = format!("--kid={kid}");
         let out = python(&[
             "sign",
             "--key",
             issuer.private_key_path().to_str().unwrap(),
-            "--kid",
-            kid,
+            &kid,
             "--claims",
             claims_path.to_str().unwrap(),
         ]);

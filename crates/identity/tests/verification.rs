@@ -255,6 +255,37 @@ fn rejects_wrong_signature_with_the_same_kid() {
     );
 }
 
+/// RFC 8032 §5.1.7: S must be below the group order L. A signature with L added to S satisfies
+/// the verification equation yet is a second encoding (malleability); it is refused.
+#[test]
+fn rejects_a_malleated_signature() {
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let f = fixture();
+    let orch = f.issue("orchestrator", "ScanTool", 3600);
+    assert!(f.verify(&orch.token).is_ok());
+    let (signed, signature) = orch.token.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    // S (little-endian, bytes 32..64) + L: S < L < 2^253, so the sum fits in 32 bytes.
+    let mut carry = 0u16;
+    for (s, l) in sig[32..].iter_mut().zip(L) {
+        let sum = u16::from(*s) + u16::from(l) + carry;
+        *s = sum as u8;
+        carry = sum >> 8;
+    }
+    assert_eq!(carry, 0);
+    let malleated = format!("{signed}.{}", b64(&sig));
+    // A different token (the cache is keyed by its hash): the signature is checked again.
+    assert_eq!(
+        f.verify(&malleated),
+        Err(VerifyError::BadSignature {
+            kid: f.issuer.active_kid()
+        })
+    );
+}
+
 #[test]
 fn rejects_unknown_and_missing_kid() {
     let f = fixture();
