@@ -927,6 +927,16 @@ impl Engine {
         list
     }
 
+    /// How many calls are held (without copying them, as `pending` does).
+    pub fn pending_count(&self) -> usize {
+        self.approvals.lock().by_id.len()
+    }
+
+    /// Whether the approval `id` is held, waiting for an answer.
+    pub fn is_pending(&self, id: &str) -> bool {
+        self.approvals.lock().by_id.contains_key(id)
+    }
+
     /// Bytes held by the monitor state of one scope (`None` if the scope has no state).
     pub fn scope_memory(&self, target: Target, key: &str) -> Option<usize> {
         let cell = Arc::clone(self.scopes[target.index()].read().get(key)?);

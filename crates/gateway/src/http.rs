@@ -465,7 +465,7 @@ impl Gateway {
     /// Serves Streamable HTTP on `listener` until the process ends.
     pub async fn serve_http(&self, listener: tokio::net::TcpListener) -> Result<(), GatewayError> {
         let app = self.http_router();
-        axum::serve(no_delay(listener), app)
+        axum::serve(truststack_server::no_delay(listener), app)
             .await
             .map_err(|source| GatewayError::Io {
                 what: "HTTP server".into(),
@@ -478,26 +478,14 @@ impl Gateway {
         &self,
         listener: tokio::net::TcpListener,
     ) -> Result<(), GatewayError> {
-        axum::serve(no_delay(listener), self.approvals_router())
-            .await
-            .map_err(|source| GatewayError::Io {
-                what: "approvals endpoint".into(),
-                source,
-            })
+        axum::serve(
+            truststack_server::no_delay(listener),
+            self.approvals_router(),
+        )
+        .await
+        .map_err(|source| GatewayError::Io {
+            what: "approvals endpoint".into(),
+            source,
+        })
     }
-}
-
-/// Disables Nagle's algorithm on every accepted connection. An SSE answer is written in
-/// several small pieces (the headers, each event, the end of the stream); with Nagle on, each
-/// piece after the first waits for the client's delayed ACK, and a keep-alive client waits
-/// about 40 ms for every call.
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt as _;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
-        }
-    })
 }

@@ -764,9 +764,7 @@ impl Session {
                 if got.is_some() {
                     break got;
                 }
-                if started.elapsed() < interval / 2
-                    && !engine.pending().iter().any(|p| p.approval_id == approval)
-                {
+                if started.elapsed() < interval / 2 && !engine.is_pending(&approval) {
                     break None;
                 }
                 n += 1;

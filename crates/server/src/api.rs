@@ -209,7 +209,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     state
         .metrics
         .pending_approvals
-        .set(i64::try_from(state.engine().pending().len()).unwrap_or(0));
+        .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
     let body = serde_json::to_value(&decision).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(body).into_response())
 }
@@ -439,7 +439,7 @@ async fn answer(
     state
         .metrics
         .pending_approvals
-        .set(i64::try_from(state.engine().pending().len()).unwrap_or(0));
+        .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
     let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(reply(&state, body))
 }
@@ -482,7 +482,7 @@ async fn wait(
     }
     .min(cap);
     let engine = state.engine();
-    let known = engine.pending().iter().any(|p| p.approval_id == id);
+    let known = engine.is_pending(&id);
     let waited_id = id.clone();
     let outcome = blocking(move || engine.wait_outcome(&waited_id, timeout)).await?;
     match outcome {

@@ -23,6 +23,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Disables Nagle's algorithm on every accepted connection. An answer written in more than one
+/// piece (headers then body, or an SSE stream's events) would otherwise wait for the client's
+/// delayed ACK after the first piece: about 40 ms per call on a keep-alive connection.
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+        }
+    })
+}
+
 /// How often held calls are checked against their deadlines.
 const EXPIRY_TICK: Duration = Duration::from_millis(500);
 
@@ -35,7 +49,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let expiry = tokio::spawn(expire_held_calls(Arc::clone(&state)));
     let draining = Arc::clone(&state);
-    let result = axum::serve(listener, api::router(Arc::clone(&state)))
+    let result = axum::serve(no_delay(listener), api::router(Arc::clone(&state)))
         .with_graceful_shutdown(async move {
             shutdown.await;
             draining.ready.store(false, Ordering::Relaxed);
@@ -68,7 +82,7 @@ async fn expire_held_calls(state: Arc<AppState>) {
             state
                 .metrics
                 .pending_approvals
-                .set(i64::try_from(state.engine().pending().len()).unwrap_or(0));
+                .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
         }
     }
 }
