@@ -22,6 +22,7 @@ use serde_json::json;
 use std::sync::Arc;
 use truststack_engine::identity::Issuer;
 use truststack_engine::{ApprovalAnswer, ApprovalError, Engine};
+use truststack_server::auth::bearer;
 
 /// The role a human credential needs to answer held calls.
 pub const APPROVER_ROLE: &str = "approver";
@@ -62,14 +63,6 @@ pub fn router(engine: Arc<Engine>, token: Option<String>, issuer: Option<Arc<Iss
             token: token.map(Arc::from),
             issuer,
         })
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
 }
 
 fn refuse(status: StatusCode, message: String) -> Response {

@@ -31,6 +31,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use truststack_server::{auth::bearer, no_delay};
 
 /// Messages kept for a GET stream that is not open yet.
 const BACKLOG: usize = 1000;
@@ -138,14 +139,6 @@ fn rpc_error(status: StatusCode, id: Option<&RawId>, code: i64, message: &str) -
     r
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get("authorization")?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
-}
-
 fn digest(token: Option<&str>) -> Option<String> {
     token.map(|t| hex::encode(Sha256::digest(t.as_bytes())))
 }
@@ -193,7 +186,7 @@ impl HttpState {
                 "Session not found: start a new one with `initialize`",
             ));
         };
-        if digest(bearer(headers).as_deref()) != s.credential {
+        if digest(bearer(headers)) != s.credential {
             return Err(rpc_error(
                 StatusCode::FORBIDDEN,
                 None,
@@ -297,7 +290,7 @@ async fn handle_post(
     }
     let token = bearer(&headers);
     let (hs, new_session) = if headers.get("mcp-session-id").is_none() && is_initialize {
-        let identity = match gw.resolver.resolve(token.as_deref()) {
+        let identity = match gw.resolver.resolve(token) {
             Ok(i) => i,
             Err(e) => {
                 let mut r = rpc_error(
@@ -320,13 +313,13 @@ async fn handle_post(
             id.clone(),
             Arc::clone(&sink) as Arc<dyn ClientSink>,
         );
-        if let Some(t) = &token {
-            session.bind_credential(Arc::clone(&gw.resolver), t.clone());
+        if let Some(t) = token {
+            session.bind_credential(Arc::clone(&gw.resolver), t.to_string());
         }
         let hs = Arc::new(HttpSession {
             session,
             sink,
-            credential: digest(token.as_deref()),
+            credential: digest(token),
         });
         state.sessions.lock().insert(id.clone(), Arc::clone(&hs));
         (hs, Some(id))
@@ -465,7 +458,7 @@ impl Gateway {
     /// Serves Streamable HTTP on `listener` until the process ends.
     pub async fn serve_http(&self, listener: tokio::net::TcpListener) -> Result<(), GatewayError> {
         let app = self.http_router();
-        axum::serve(truststack_server::no_delay(listener), app)
+        axum::serve(no_delay(listener), app)
             .await
             .map_err(|source| GatewayError::Io {
                 what: "HTTP server".into(),
@@ -478,14 +471,11 @@ impl Gateway {
         &self,
         listener: tokio::net::TcpListener,
     ) -> Result<(), GatewayError> {
-        axum::serve(
-            truststack_server::no_delay(listener),
-            self.approvals_router(),
-        )
-        .await
-        .map_err(|source| GatewayError::Io {
-            what: "approvals endpoint".into(),
-            source,
-        })
+        axum::serve(no_delay(listener), self.approvals_router())
+            .await
+            .map_err(|source| GatewayError::Io {
+                what: "approvals endpoint".into(),
+                source,
+            })
     }
 }
