@@ -9,6 +9,7 @@ cd "$(dirname "$0")/../../.."
 secs="${1:-10}"
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
 cargo build --release -p truststack >&2
+bin="${CARGO_TARGET_DIR:-target}/release/truststack"
 work="$(mktemp -d)"
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))
@@ -20,7 +21,7 @@ ledger = "$work/ledger.db"
 ledger_key = "$work/ledger.key"
 require_credentials = ${REQUIRE_CREDENTIALS:-false}
 TOML
-./target/release/truststack serve --config "$work/truststack.toml" 2> "$work/server.log" &
+"$bin" serve --config "$work/truststack.toml" 2> "$work/server.log" &
 server=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 

@@ -210,8 +210,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         .metrics
         .pending_approvals
         .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
-    let body = serde_json::to_value(&decision).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(body).into_response())
+    Ok(Json(decision).into_response())
 }
 
 #[derive(Deserialize)]
