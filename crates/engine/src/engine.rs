@@ -55,7 +55,7 @@ pub struct PendingApproval {
     pub approvers: Vec<String>,
 }
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Approvals {
     by_id: HashMap<String, PendingApproval>,
     by_call: HashMap<String, String>,
@@ -72,7 +72,8 @@ const RESOLVED_KEPT: usize = 10_000;
 /// are linearizable because a decision locks every scope it reads and writes, in a fixed order.
 pub struct Engine {
     bundle: RwLock<Arc<Bundle>>,
-    settings: Settings,
+    /// Shared by forks: the proving ground forks an engine for every step it explores.
+    settings: Arc<Settings>,
     scopes: [RwLock<HashMap<Box<str>, ScopeCell>>; 4],
     approvals: Mutex<Approvals>,
     /// `(policy id, target, scope key)` → lease expiry.
@@ -153,7 +154,7 @@ impl Engine {
     pub fn new(bundle: Bundle, settings: Settings) -> Self {
         Engine {
             bundle: RwLock::new(Arc::new(bundle)),
-            settings,
+            settings: Arc::new(settings),
             scopes: Default::default(),
             approvals: Mutex::default(),
             leases: Mutex::default(),
@@ -176,9 +177,17 @@ impl Engine {
         };
         Engine {
             bundle: RwLock::new(self.bundle()),
-            settings: self.settings.clone(),
+            settings: Arc::clone(&self.settings),
             scopes: std::array::from_fn(|i| copy(&self.scopes[i])),
-            approvals: Mutex::new(self.approvals.lock().clone()),
+            approvals: Mutex::new({
+                // Answered approvals are remembered for this engine's waiters; a fork has none.
+                let approvals = self.approvals.lock();
+                Approvals {
+                    by_id: approvals.by_id.clone(),
+                    by_call: approvals.by_call.clone(),
+                    ..Approvals::default()
+                }
+            }),
             leases: Mutex::new(self.leases.lock().clone()),
             recorder: Arc::clone(&self.recorder),
             seq: AtomicU64::new(self.seq.load(Ordering::Relaxed)),
