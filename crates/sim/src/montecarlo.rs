@@ -346,15 +346,8 @@ pub fn monte_carlo(world: &World, opts: &McOptions, progress: &(dyn Fn(u64) + Sy
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
-                // Decided on the simulated clock by number: no timestamp to format and parse.
-                let mut calls: Vec<ToolCall> = world
-                    .moves
-                    .iter()
-                    .map(|m| ToolCall {
-                        time: None,
-                        ..world.call(*m, world.manifest.settings.start_ms, String::new())
-                    })
-                    .collect();
+                let mut calls: Vec<ToolCall> =
+                    world.moves.iter().map(|m| world.untimed_call(*m)).collect();
                 let mut local = Vec::new();
                 let mut decisions = 0u64;
                 loop {
