@@ -60,6 +60,14 @@ pub struct Decision {
     pub time: String,
 }
 
+/// What [`Engine::decide_brief`](crate::Engine::decide_brief) answers: the verdict, and the
+/// approval id of a held call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Brief {
+    pub decision: Verdict,
+    pub approval_id: Option<String>,
+}
+
 impl Decision {
     /// Ids of the enforced policies that fired.
     pub fn policy_ids(&self) -> Vec<&str> {
@@ -97,15 +105,4 @@ pub struct ApprovalOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger_index: Option<u64>,
     pub time: String,
-}
-
-/// Kept for explanations: which action a list of fired policies adds up to.
-pub fn strongest(policies: &[FiredPolicy]) -> Option<Action> {
-    [Action::Deny, Action::RequireHitl, Action::Allow]
-        .into_iter()
-        .find(|a| {
-            policies
-                .iter()
-                .any(|p| p.action == *a && p.lease_until.is_none())
-        })
 }

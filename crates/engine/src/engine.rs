@@ -1,6 +1,6 @@
 //! The decision core: per-scope monitor state, `decide`, observations and approvals.
 
-use crate::decision::{strongest, ApprovalOutcome, ApprovalResult, Decision, FiredPolicy, Verdict};
+use crate::decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
 use crate::event::{
     format_time, parse_time, ApprovalAnswer, Caller, Event, Observation, Principals, ToolCall,
 };
@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use truststack_policy::compile::CallContext;
+use truststack_policy::compile::CompiledPolicy;
 use truststack_policy::monitor::MonitorState;
 use truststack_policy::{Action, Bundle, Mode, Target, ToolInfo};
 
@@ -54,7 +55,7 @@ pub struct PendingApproval {
     pub approvers: Vec<String>,
 }
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Approvals {
     by_id: HashMap<String, PendingApproval>,
     by_call: HashMap<String, String>,
@@ -71,7 +72,8 @@ const RESOLVED_KEPT: usize = 10_000;
 /// are linearizable because a decision locks every scope it reads and writes, in a fixed order.
 pub struct Engine {
     bundle: RwLock<Arc<Bundle>>,
-    settings: Settings,
+    /// Shared by forks: the proving ground forks an engine for every step it explores.
+    settings: Arc<Settings>,
     scopes: [RwLock<HashMap<Box<str>, ScopeCell>>; 4],
     approvals: Mutex<Approvals>,
     /// `(policy id, target, scope key)` → lease expiry.
@@ -86,6 +88,55 @@ pub struct Engine {
 struct Evaluation {
     fired: Vec<FiredPolicy>,
     shadow: Vec<FiredPolicy>,
+}
+
+/// What the enforced policies that fired add up to: all a verdict depends on.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    deny: bool,
+    /// A REQUIRE_HITL policy holds the call (no lease waves it through).
+    hitl: bool,
+    allow: bool,
+    /// A REQUIRE_HITL policy was waved through by an approver's lease.
+    leased: bool,
+}
+
+impl Tally {
+    fn add(&mut self, action: Action, leased: bool) {
+        match action {
+            Action::Deny => self.deny = true,
+            Action::RequireHitl if leased => self.leased = true,
+            Action::RequireHitl => self.hitl = true,
+            Action::Allow => self.allow = true,
+        }
+    }
+
+    fn of(fired: &[FiredPolicy]) -> Tally {
+        let mut t = Tally::default();
+        for f in fired {
+            t.add(f.action, f.lease_until.is_some());
+        }
+        t
+    }
+}
+
+/// The policies (enforced and shadow) whose condition holds for the call, in bundle order,
+/// with the monitor states of their target scope.
+fn firing<'e>(
+    bundle: &'e Bundle,
+    ctx: &'e CallContext<'e>,
+    info: &'e ToolInfo,
+    guards: &'e [Option<ScopeGuard>; 4],
+) -> impl Iterator<Item = (&'e CompiledPolicy, &'e [MonitorState], usize)> + 'e {
+    info.candidates.iter().filter_map(move |&pid| {
+        let cp = bundle.policies.get(pid)?;
+        let states = guards[cp.policy.target.index()]
+            .as_deref()
+            .map_or(&[][..], Vec::as_slice);
+        bundle
+            .evaluate(pid, ctx, info, states)
+            .then_some((cp, states, pid))
+    })
 }
 
 fn scope_key<'a>(target: Target, p: &Principals<'a>) -> &'a str {
@@ -103,7 +154,7 @@ impl Engine {
     pub fn new(bundle: Bundle, settings: Settings) -> Self {
         Engine {
             bundle: RwLock::new(Arc::new(bundle)),
-            settings,
+            settings: Arc::new(settings),
             scopes: Default::default(),
             approvals: Mutex::default(),
             leases: Mutex::default(),
@@ -126,9 +177,17 @@ impl Engine {
         };
         Engine {
             bundle: RwLock::new(self.bundle()),
-            settings: self.settings.clone(),
+            settings: Arc::clone(&self.settings),
             scopes: std::array::from_fn(|i| copy(&self.scopes[i])),
-            approvals: Mutex::new(self.approvals.lock().clone()),
+            approvals: Mutex::new({
+                // Answered approvals are remembered for this engine's waiters; a fork has none.
+                let approvals = self.approvals.lock();
+                Approvals {
+                    by_id: approvals.by_id.clone(),
+                    by_call: approvals.by_call.clone(),
+                    ..Approvals::default()
+                }
+            }),
             leases: Mutex::new(self.leases.lock().clone()),
             recorder: Arc::clone(&self.recorder),
             seq: AtomicU64::new(self.seq.load(Ordering::Relaxed)),
@@ -247,6 +306,10 @@ impl Engine {
 
     fn lease_until(&self, policy: &str, target: Target, key: &str, now: i64) -> Option<i64> {
         let leases = self.leases.lock();
+        // Most engines never see a lease: spare the key's allocations.
+        if leases.is_empty() {
+            return None;
+        }
         leases
             .get(&(policy.to_string(), target, key.into()))
             .copied()
@@ -265,17 +328,8 @@ impl Engine {
             fired: Vec::new(),
             shadow: Vec::new(),
         };
-        for &pid in &info.candidates {
-            let Some(cp) = bundle.policies.get(pid) else {
-                continue;
-            };
+        for (cp, states, pid) in firing(bundle, ctx, info, guards) {
             let target = cp.policy.target;
-            let states = guards[target.index()]
-                .as_deref()
-                .map_or(&[][..], Vec::as_slice);
-            if !bundle.evaluate(pid, ctx, info, states) {
-                continue;
-            }
             let mut fired = FiredPolicy {
                 id: cp.policy.id.clone(),
                 action: cp.policy.action,
@@ -298,19 +352,51 @@ impl Engine {
         eval
     }
 
-    fn verdict(&self, info: &ToolInfo, fired: &[FiredPolicy], hitl_granted: bool) -> Verdict {
+    /// What `evaluate` would tally, without building the fired policies' explanations.
+    fn tally(
+        &self,
+        bundle: &Bundle,
+        ctx: &CallContext,
+        p: &Principals,
+        info: &ToolInfo,
+        guards: &[Option<ScopeGuard>; 4],
+    ) -> Tally {
+        let mut t = Tally::default();
+        for (cp, _, _) in firing(bundle, ctx, info, guards) {
+            let policy = &cp.policy;
+            if policy.mode == Mode::Shadow {
+                continue;
+            }
+            let leased = policy.action == Action::RequireHitl
+                && self
+                    .lease_until(
+                        &policy.id,
+                        policy.target,
+                        scope_key(policy.target, p),
+                        ctx.now,
+                    )
+                    .is_some();
+            t.add(policy.action, leased);
+        }
+        t
+    }
+
+    /// Deny > require approval (unless granted) > allow > a lease > the default.
+    fn verdict(&self, info: &ToolInfo, t: Tally, hitl_granted: bool) -> Verdict {
         if !info.known && self.settings.unknown_tools == DefaultDecision::Deny {
             return Verdict::Deny;
         }
-        match strongest(fired) {
-            Some(Action::Deny) => Verdict::Deny,
-            Some(Action::RequireHitl) if !hitl_granted => Verdict::RequireApproval,
-            Some(_) => Verdict::Allow,
-            None if hitl_granted || fired.iter().any(|f| f.lease_until.is_some()) => Verdict::Allow,
-            None => match self.settings.default_decision {
+        if t.deny {
+            Verdict::Deny
+        } else if t.hitl && !hitl_granted {
+            Verdict::RequireApproval
+        } else if t.hitl || t.allow || t.leased || hitl_granted {
+            Verdict::Allow
+        } else {
+            match self.settings.default_decision {
                 DefaultDecision::Allow => Verdict::Allow,
                 DefaultDecision::Deny => Verdict::Deny,
-            },
+            }
         }
     }
 
@@ -412,17 +498,22 @@ impl Engine {
 
     /// Decides one tool call. On the system clock the call's own `time` is ignored.
     pub fn decide(&self, call: &ToolCall) -> Decision {
-        let now = match self.now(call.time.as_deref()) {
-            Ok(now) => now,
-            Err(e) => return self.fail_closed(call, system_now(), format!("cannot decide: {e}")),
-        };
+        match self.now(call.time.as_deref()) {
+            Ok(now) => self.decide_at(call, now),
+            Err(e) => self.fail_closed(call, system_now(), format!("cannot decide: {e}")),
+        }
+    }
+
+    /// Decides a call at `now` (epoch ms), whatever the engine's time source and the call's
+    /// `time`: a simulated clock that need not format a timestamp for the engine to parse back.
+    pub fn decide_at(&self, call: &ToolCall, now: i64) -> Decision {
         let bundle = self.bundle();
         let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
         let ctx = context(call, &p, now);
         let info = bundle.tool(&call.tool);
         let mut guards = self.lock_scopes(&bundle, &p);
         let eval = self.evaluate(&bundle, &ctx, &p, info, &guards);
-        let verdict = self.verdict(info, &eval.fired, false);
+        let verdict = self.verdict(info, Tally::of(&eval.fired), false);
         let mut decision = Decision {
             decision: verdict,
             decision_id: self.next_id("d", now),
@@ -438,19 +529,10 @@ impl Engine {
         };
         let mut pending = None;
         if verdict == Verdict::RequireApproval {
-            let deadline_ms = now.saturating_add(self.deadline_for(&bundle, &decision.policies));
-            let approval_id = self.next_id("a", now);
-            decision.approval_id = Some(approval_id.clone());
-            decision.deadline = Some(format_time(deadline_ms));
-            pending = Some(PendingApproval {
-                approval_id,
-                call: call.clone(),
-                held_at: format_time(now),
-                deadline: format_time(deadline_ms),
-                deadline_ms,
-                approvers: approver_groups(&bundle, &decision.policies),
-                policies: decision.policies.clone(),
-            });
+            let held = self.hold(&bundle, call, now, &decision.policies);
+            decision.approval_id = Some(held.approval_id.clone());
+            decision.deadline = Some(held.deadline.clone());
+            pending = Some(held);
         }
         if self.recorder.enabled() {
             match self
@@ -472,13 +554,76 @@ impl Engine {
         }
         drop(guards);
         if let Some(pending) = pending {
-            let mut approvals = self.approvals.lock();
-            approvals
-                .by_call
-                .insert(call.id.clone(), pending.approval_id.clone());
-            approvals.by_id.insert(pending.approval_id.clone(), pending);
+            self.park(pending);
         }
         decision
+    }
+
+    /// [`Engine::decide_at`] without the explanation, for the proving ground's millions of
+    /// simulated calls: the same verdict, and the same effects on the engine's state (monitors,
+    /// held calls, ids). A held call is still explained in full, as its pending approval keeps
+    /// the policies that hold it; so is every call when the recorder keeps records.
+    pub fn decide_brief(&self, call: &ToolCall, now: i64) -> Brief {
+        if self.recorder.enabled() {
+            let d = self.decide_at(call, now);
+            return Brief {
+                decision: d.decision,
+                approval_id: d.approval_id,
+            };
+        }
+        let bundle = self.bundle();
+        let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
+        let ctx = context(call, &p, now);
+        let info = bundle.tool(&call.tool);
+        let mut guards = self.lock_scopes(&bundle, &p);
+        let verdict = self.verdict(info, self.tally(&bundle, &ctx, &p, info, &guards), false);
+        // The decision id `decide_at` would have taken.
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut approval_id = None;
+        match verdict {
+            Verdict::Allow => admit(&bundle, &ctx, info, &mut guards),
+            Verdict::RequireApproval => {
+                let eval = self.evaluate(&bundle, &ctx, &p, info, &guards);
+                let held = self.hold(&bundle, call, now, &eval.fired);
+                drop(guards);
+                approval_id = Some(held.approval_id.clone());
+                self.park(held);
+            }
+            Verdict::Deny => {}
+        }
+        Brief {
+            decision: verdict,
+            approval_id,
+        }
+    }
+
+    /// A call held at `now` by the REQUIRE_HITL policies among `fired`.
+    fn hold(
+        &self,
+        bundle: &Bundle,
+        call: &ToolCall,
+        now: i64,
+        fired: &[FiredPolicy],
+    ) -> PendingApproval {
+        let deadline_ms = now.saturating_add(self.deadline_for(bundle, fired));
+        PendingApproval {
+            approval_id: self.next_id("a", now),
+            call: call.clone(),
+            held_at: format_time(now),
+            deadline: format_time(deadline_ms),
+            deadline_ms,
+            approvers: approver_groups(bundle, fired),
+            policies: fired.to_vec(),
+        }
+    }
+
+    /// Keeps a held call until it is answered or expires.
+    fn park(&self, pending: PendingApproval) {
+        let mut approvals = self.approvals.lock();
+        approvals
+            .by_call
+            .insert(pending.call.id.clone(), pending.approval_id.clone());
+        approvals.by_id.insert(pending.approval_id.clone(), pending);
     }
 
     /// The deadline of a held call: the shortest `DEADLINE` among the policies that hold it (a
@@ -680,7 +825,7 @@ impl Engine {
         let info = bundle.tool(&call.tool);
         let mut guards = self.lock_scopes(&bundle, &p);
         let eval = self.evaluate(&bundle, &ctx, &p, info, &guards);
-        let verdict = self.verdict(info, &eval.fired, true);
+        let verdict = self.verdict(info, Tally::of(&eval.fired), true);
         let result = if verdict == Verdict::Allow {
             ApprovalResult::Granted
         } else {

@@ -18,7 +18,7 @@ pub mod recorder;
 pub mod replay;
 pub mod settings;
 
-pub use decision::{ApprovalOutcome, ApprovalResult, Decision, FiredPolicy, Verdict};
+pub use decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
 pub use engine::{ApprovalError, Engine, PendingApproval, Processed};
 pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Observation, ToolCall};
 pub use recorder::{NoRecorder, Recorder};

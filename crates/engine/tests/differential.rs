@@ -10,6 +10,10 @@
 //! policy ids) and every approval outcome must agree. Finally the whole trace is serialized to
 //! JSONL, parsed back and replayed through a fresh engine with `replay::replay`, which must give
 //! the same answers again.
+//!
+//! A third engine decides the calls with `Engine::decide_brief` (no explanation, the time as a
+//! number): its verdicts and approval ids, its answers to the same approvals, and at the end its
+//! monitor states and held calls must be exactly the full engine's.
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -1229,6 +1233,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let text = policy_text(case);
     let engine = build_engine(case, &text);
+    let brief = build_engine(case, &text);
     let mut reference = Reference::new(case);
     let mut now = T0;
     let mut events: Vec<Event> = Vec::new();
@@ -1254,7 +1259,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                     tool,
                     args: args.json(),
                 };
-                let event = Event::ToolCall(ToolCall {
+                let call = ToolCall {
                     id: rec.id.clone(),
                     time: Some(format_time(now)),
                     agent: AGENTS[*agent].0.to_string(),
@@ -1262,10 +1267,18 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                     chain: AGENTS[*agent].1.iter().map(|s| s.to_string()).collect(),
                     tool: tool.to_string(),
                     args: rec.args.clone(),
-                });
+                };
+                let b = brief.decide_brief(&call, now);
+                let event = Event::ToolCall(call);
                 let Processed::Decision(d) = engine.process(&event) else {
                     panic!("a tool call gives a decision")
                 };
+                prop_assert_eq!(
+                    (b.decision, &b.approval_id),
+                    (d.decision, &d.approval_id),
+                    "decide_brief (left) and decide (right) disagree on {}",
+                    ctx()
+                );
                 let want = reference.decide(&rec, now);
                 let got = RefDecision {
                     verdict: d.decision,
@@ -1311,6 +1324,9 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                     result: None,
                 });
                 let Processed::Observation(r) = engine.process(&event) else {
+                    panic!("an observation gives an observation result")
+                };
+                let Processed::Observation(_) = brief.process(&event) else {
                     panic!("an observation gives an observation result")
                 };
                 prop_assert!(r.is_ok(), "observation rejected: {:?}", r);
@@ -1359,6 +1375,15 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 let Processed::Approval(r) = engine.process(&event) else {
                     panic!("an approval gives an approval result")
                 };
+                let Processed::Approval(b) = brief.process(&event) else {
+                    panic!("an approval gives an approval result")
+                };
+                prop_assert_eq!(
+                    &b,
+                    &r,
+                    "after decide_brief (left) and decide (right), answers differ at {}",
+                    ctx()
+                );
                 let want = reference.answer(&call_id, approver, *grant, *lease_s, now);
                 let got = match &r {
                     Ok(o) => match o.result {
@@ -1388,6 +1413,17 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             }
         }
     }
+
+    prop_assert_eq!(
+        brief.snapshot(),
+        engine.snapshot(),
+        "decide_brief (left) and decide (right) leave different monitor states"
+    );
+    prop_assert_eq!(
+        serde_json::to_value(brief.pending()).unwrap(),
+        serde_json::to_value(engine.pending()).unwrap(),
+        "decide_brief (left) and decide (right) leave different held calls"
+    );
 
     // The same trace as JSONL, parsed back and replayed through a fresh engine: same answers.
     let jsonl: String = events

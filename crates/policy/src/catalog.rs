@@ -198,7 +198,7 @@ impl Catalog {
     pub fn attribute(&self, tool: Option<&ToolSpec>, attr: &str, args: &Value) -> Option<Value> {
         match tool.and_then(|t| t.attributes.get(attr)) {
             Some(spec) => {
-                let raw = args.pointer(&spec.from)?;
+                let raw = pointer(args, &spec.from)?;
                 Some(match spec.classify {
                     Some(Classifier::IpRange) => {
                         Value::String(classify_value(raw, &self.ip_ranges).to_string())
@@ -209,6 +209,22 @@ impl Catalog {
             None => args.get(attr).cloned(),
         }
     }
+}
+
+/// `args.pointer(from)`, without serde_json's fresh `String` for every token: attributes are
+/// read on every call, through objects, with pointers that escape nothing.
+fn pointer<'v>(args: &'v Value, from: &str) -> Option<&'v Value> {
+    let Some(path) = from.strip_prefix('/').filter(|p| !p.contains('~')) else {
+        return args.pointer(from);
+    };
+    let mut value = args;
+    for token in path.split('/') {
+        match value {
+            Value::Object(map) => value = map.get(token)?,
+            _ => return args.pointer(from),
+        }
+    }
+    Some(value)
 }
 
 /// A TOML error as `line L, column C: message`.
@@ -223,5 +239,38 @@ pub fn toml_message(text: &str, err: &toml::de::Error) -> String {
             format!("line {line}, column {col}: {message}")
         }
         None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pointer;
+    use serde_json::json;
+
+    #[test]
+    fn pointer_agrees_with_serde_json() {
+        let args = json!({
+            "target": "10.0.0.1",
+            "net": {"hosts": ["a", {"ip": "b"}], "a/b": 1, "m~n": 2, "": 3},
+            "list": [1, 2, 3]
+        });
+        for from in [
+            "",
+            "/",
+            "/target",
+            "/missing",
+            "/net/hosts",
+            "/net/hosts/1/ip",
+            "/net/hosts/01",
+            "/net/a~1b",
+            "/net/m~0n",
+            "/net/",
+            "/list/2",
+            "/list/x",
+            "/target/x",
+            "target",
+        ] {
+            assert_eq!(pointer(&args, from), args.pointer(from), "{from}");
+        }
     }
 }

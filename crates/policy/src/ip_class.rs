@@ -8,6 +8,7 @@
 use ipnet::IpNet;
 use serde_json::Value;
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 /// Named ranges from the catalog, checked before the built-in classes, in order.
 #[derive(Debug, Clone, Default)]
@@ -19,28 +20,40 @@ pub const LOOPBACK: &str = "Loopback";
 pub const LINK_LOCAL: &str = "Link_Local";
 pub const UNKNOWN: &str = "Unknown";
 
-fn builtin() -> [(&'static str, &'static [&'static str]); 3] {
-    [
-        (LOOPBACK, &["127.0.0.0/8", "::1/128"]),
-        (LINK_LOCAL, &["169.254.0.0/16", "fe80::/10"]),
-        (
-            INTERNAL_PRIVATE,
-            &[
-                "10.0.0.0/8",
-                "172.16.0.0/12",
-                "192.168.0.0/16",
-                "100.64.0.0/10",
-                "fc00::/7",
-            ],
-        ),
-    ]
+/// The built-in classes, parsed once: classification runs on every call that reads an
+/// `ip_range` attribute.
+fn builtin() -> &'static [(&'static str, Vec<IpNet>)] {
+    static CLASSES: LazyLock<Vec<(&'static str, Vec<IpNet>)>> = LazyLock::new(|| {
+        let classes: [(&str, &[&str]); 3] = [
+            (LOOPBACK, &["127.0.0.0/8", "::1/128"]),
+            (LINK_LOCAL, &["169.254.0.0/16", "fe80::/10"]),
+            (
+                INTERNAL_PRIVATE,
+                &[
+                    "10.0.0.0/8",
+                    "172.16.0.0/12",
+                    "192.168.0.0/16",
+                    "100.64.0.0/10",
+                    "fc00::/7",
+                ],
+            ),
+        ];
+        classes
+            .into_iter()
+            .map(|(class, nets)| (class, nets.iter().filter_map(|n| n.parse().ok()).collect()))
+            .collect()
+    });
+    &CLASSES
 }
 
 /// The span of addresses a target denotes: an address, a CIDR, or `first-last`.
 fn parse_target(text: &str) -> Option<(IpAddr, IpAddr)> {
     let text = text.trim();
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Some((net.network(), net.broadcast()));
+    // Only a CIDR has a `/`; trying the (slow) CIDR parser on everything else is wasted.
+    if text.contains('/') {
+        if let Ok(net) = text.parse::<IpNet>() {
+            return Some((net.network(), net.broadcast()));
+        }
     }
     if let Ok(addr) = text.parse::<IpAddr>() {
         return Some((addr, addr));
@@ -65,11 +78,7 @@ pub fn classify_str<'a>(text: &str, named: &'a NamedRanges) -> &'a str {
         }
     }
     for (class, nets) in builtin() {
-        if nets
-            .iter()
-            .filter_map(|n| n.parse::<IpNet>().ok())
-            .any(|n| covers(&n, range))
-        {
+        if nets.iter().any(|n| covers(n, range)) {
             return class;
         }
     }

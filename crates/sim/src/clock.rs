@@ -1,5 +1,6 @@
 //! The simulated clock's timestamps: RFC 3339 in UTC with milliseconds, the engine's format
-//! (`2026-11-13T09:00:00.250Z`), written without allocation for the Monte Carlo hot loop.
+//! (`2026-11-13T09:00:00.250Z`), written faster than the engine's general formatter for the
+//! exploration, which builds a call for every move of every state.
 
 use std::fmt::Write as _;
 
@@ -17,9 +18,9 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Writes `ms` (epoch milliseconds) into `out`, replacing its contents.
-pub fn write_rfc3339(ms: i64, out: &mut String) {
-    out.clear();
+/// `ms` (epoch milliseconds) as RFC 3339.
+pub fn rfc3339(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
     let days = ms.div_euclid(86_400_000);
     let rest = ms.rem_euclid(86_400_000);
     let (y, mo, d) = civil(days);
@@ -33,13 +34,7 @@ pub fn write_rfc3339(ms: i64, out: &mut String) {
         out,
         "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z"
     );
-}
-
-/// `ms` as RFC 3339.
-pub fn rfc3339(ms: i64) -> String {
-    let mut s = String::with_capacity(24);
-    write_rfc3339(ms, &mut s);
-    s
+    out
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 
 use crate::world::{Lease, Move, World};
 use std::collections::HashMap;
-use truststack_engine::{ApprovalAnswer, Engine, Verdict};
+use std::fmt::Write as _;
+use truststack_engine::{ApprovalAnswer, Engine, ToolCall, Verdict};
 use truststack_policy::duration::format_duration;
 use truststack_policy::Action as PolicyAction;
 
@@ -164,6 +165,11 @@ pub fn explore(world: &World, search: &Search) -> Explored {
     };
     visited.insert(key(&root, search.max_depth), true);
     let mut frontier = vec![root];
+    let mut calls: Vec<ToolCall> = search
+        .moves
+        .iter()
+        .map(|m| world.untimed_call(*m))
+        .collect();
     let mut depth = 0;
     let mut bound = None;
     let mut done = false;
@@ -178,14 +184,16 @@ pub fn explore(world: &World, search: &Search) -> Explored {
             break;
         }
         let remaining = search.max_depth - depth - 1;
+        for call in &mut calls {
+            call.id.clear();
+            let _ = write!(call.id, "c{}", depth + 1);
+        }
         let mut next = Vec::new();
         'states: for f in frontier.drain(..) {
             let mut children: Vec<(Frontier, Vec<usize>)> = Vec::new();
-            for &mv in &search.moves {
+            for (&mv, call) in search.moves.iter().zip(&calls) {
                 let engine = f.engine.fork();
-                let id = format!("c{}", depth + 1);
-                let call = world.call(mv, f.now, id);
-                let decision = engine.decide(&call);
+                let decision = engine.decide_brief(call, f.now);
                 decisions += 1;
                 let base_step = |held, granted_by, admitted| PathStep::Call {
                     mv,
@@ -219,7 +227,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                                 groups: Vec::new(),
                                 grant: true,
                                 lease: lease_ms.map(format_duration),
-                                time: call.time.clone(),
+                                time: Some(crate::clock::rfc3339(f.now)),
                             };
                             if let Ok(outcome) = granted.answer(&ans) {
                                 grant = Some((approver.clone(), outcome));
@@ -245,7 +253,9 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                                     &call.chain,
                                 );
                                 let bundle = world.base.bundle();
-                                for fired in decision
+                                // Granted at the time it was held, in the same state: the
+                                // policies that fire are the held decision's.
+                                for fired in outcome
                                     .policies
                                     .iter()
                                     .filter(|x| x.action == PolicyAction::RequireHitl)

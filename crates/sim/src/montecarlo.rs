@@ -279,8 +279,7 @@ fn run_one(
             if let Some(call) = calls.get_mut(idx) {
                 call.id.clear();
                 let _ = write!(call.id, "m{step}");
-                crate::clock::write_rfc3339(now, call.time.get_or_insert_with(String::new));
-                let d = engine.decide(call);
+                let d = engine.decide_brief(call, now);
                 *decisions += 1;
                 let admitted = match d.decision {
                     Verdict::Allow => true,
@@ -296,7 +295,7 @@ fn run_one(
                                     groups: Vec::new(),
                                     grant: true,
                                     lease: None,
-                                    time: call.time.clone(),
+                                    time: Some(crate::clock::rfc3339(now)),
                                 };
                                 if let Ok(o) = engine.answer(&ans) {
                                     *decisions += 1;
@@ -347,11 +346,8 @@ pub fn monte_carlo(world: &World, opts: &McOptions, progress: &(dyn Fn(u64) + Sy
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
-                let mut calls: Vec<ToolCall> = world
-                    .moves
-                    .iter()
-                    .map(|m| world.call(*m, world.manifest.settings.start_ms, String::new()))
-                    .collect();
+                let mut calls: Vec<ToolCall> =
+                    world.moves.iter().map(|m| world.untimed_call(*m)).collect();
                 let mut local = Vec::new();
                 let mut decisions = 0u64;
                 loop {

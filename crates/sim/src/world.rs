@@ -373,11 +373,21 @@ impl World {
 
     /// The tool call for a move at `now`, with id `id`.
     pub fn call(&self, m: Move, now: i64, id: String) -> ToolCall {
-        let actor = &self.actors[m.actor];
-        let tool = &self.tools[m.tool];
         ToolCall {
             id,
             time: Some(crate::clock::rfc3339(now)),
+            ..self.untimed_call(m)
+        }
+    }
+
+    /// The tool call for a move, without time or id: the simulations decide it at a number
+    /// ([`Engine::decide_brief`]) under ids they write in place.
+    pub fn untimed_call(&self, m: Move) -> ToolCall {
+        let actor = &self.actors[m.actor];
+        let tool = &self.tools[m.tool];
+        ToolCall {
+            id: String::new(),
+            time: None,
             agent: actor.identity.clone(),
             session: Some(actor.session.clone()),
             chain: actor.chain.clone(),

@@ -306,3 +306,63 @@ fn monte_carlo_is_deterministic_given_a_seed() {
     assert!(esc.reached > 0 && esc.unguarded == 0);
     assert!(a.goals[1..].iter().all(|g| g.reached == 0));
 }
+
+/// Monte Carlo decides with `Engine::decide_brief`: on random walks through every GTG-1002
+/// manifest (grants included, leases with `approval_lease`) it must give `decide`'s verdicts,
+/// approval ids and answers, and leave the same monitor states and held calls.
+#[test]
+fn brief_decisions_are_the_engines_decisions() {
+    use truststack_engine::ApprovalAnswer;
+    for name in [
+        "manifest-naive.toml",
+        "manifest-split.toml",
+        "manifest-fixed.toml",
+    ] {
+        let mut manifest = Manifest::load(&example(name)).unwrap();
+        for lease in [None, Some(60_000)] {
+            manifest.settings.approval_lease_ms = lease;
+            let w = World::build(manifest.clone()).unwrap();
+            for seed in 0..20 {
+                let mut rng = truststack_sim::rng::Rng::for_run(seed, 0);
+                let (full, brief) = (w.base.fork(), w.base.fork());
+                let mut now = w.manifest.settings.start_ms;
+                for step in 0..200 {
+                    let mv = w.moves[rng.below(w.moves.len())];
+                    let call = w.call(mv, now, format!("c{step}"));
+                    let d = full.decide(&call);
+                    let b = brief.decide_brief(&call, now);
+                    assert_eq!(
+                        (b.decision, &b.approval_id),
+                        (d.decision, &d.approval_id),
+                        "{name}, seed {seed}, step {step}"
+                    );
+                    if d.decision == Verdict::RequireApproval && rng.unit() < 0.5 {
+                        for approver in &w.approvers {
+                            let ans = ApprovalAnswer {
+                                approval_id: d.approval_id.clone(),
+                                call_id: None,
+                                approver: approver.clone(),
+                                groups: Vec::new(),
+                                grant: true,
+                                lease: lease.map(|ms| format!("{ms}ms")),
+                                time: call.time.clone(),
+                            };
+                            let (x, y) = (full.answer(&ans), brief.answer(&ans));
+                            assert_eq!(x, y, "{name}, seed {seed}, step {step}");
+                            if x.is_ok() {
+                                break;
+                            }
+                        }
+                    }
+                    now += rng.exponential(250.0).round().max(1.0) as i64;
+                }
+                assert_eq!(full.snapshot(), brief.snapshot(), "{name}, seed {seed}");
+                assert_eq!(
+                    serde_json::to_value(full.pending()).unwrap(),
+                    serde_json::to_value(brief.pending()).unwrap(),
+                    "{name}, seed {seed}"
+                );
+            }
+        }
+    }
+}
