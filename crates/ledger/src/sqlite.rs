@@ -231,6 +231,39 @@ fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
     })
 }
 
+/// The entry that stores the perfect subtree (`level`, `index`): the last one it covers.
+fn completing_entry(level: u32, index: u64) -> Result<u64, StoreError> {
+    index
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(1u64.checked_shl(level)?))
+        .and_then(|n| n.checked_sub(1))
+        .ok_or(StoreError::MissingNode { level, index })
+}
+
+/// The hash of the perfect subtree of `level` that entry `idx` (the current row of a query for
+/// `idx, leaf, nodes`) completes.
+fn stored_node(row: &Row<'_>, idx: u64, level: u32) -> Result<Hash, StoreError> {
+    let (column, what, offset) = if level == 0 {
+        (1, "leaf", 0)
+    } else {
+        (2, "nodes", 32 * (level as usize - 1))
+    };
+    match row.get_ref(column)? {
+        ValueRef::Blob(b) | ValueRef::Text(b) => {
+            hash_at(b, offset).ok_or_else(|| StoreError::Malformed {
+                index: idx,
+                what,
+                detail: format!("{} bytes, too short for level {level}", b.len()),
+            })
+        }
+        _ => Err(StoreError::Malformed {
+            index: idx,
+            what,
+            detail: "not bytes".into(),
+        }),
+    }
+}
+
 fn read_checkpoint(row: &Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
     Ok(StoredCheckpoint {
         seq: row.get(0)?,
@@ -302,39 +335,41 @@ impl LedgerStore for SqliteStore {
     }
 
     fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
-        let missing = || StoreError::MissingNode { level, index };
-        let last = index
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(1u64.checked_shl(level)?))
-            .and_then(|n| n.checked_sub(1))
-            .ok_or_else(missing)?;
-        let (column, offset) = if level == 0 {
-            ("leaf", 0)
-        } else {
-            ("nodes", 32 * (level as usize - 1))
-        };
-        let sql = if level == 0 {
-            "SELECT leaf FROM entries WHERE idx = ?1"
-        } else {
-            "SELECT nodes FROM entries WHERE idx = ?1"
-        };
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut rows = stmt.query([last])?;
-        let row = rows.next()?.ok_or_else(missing)?;
-        match row.get_ref(0)? {
-            ValueRef::Blob(b) | ValueRef::Text(b) => {
-                hash_at(b, offset).ok_or_else(|| StoreError::Malformed {
-                    index: last,
-                    what: column,
-                    detail: format!("{} bytes, too short for level {level}", b.len()),
-                })
+        self.nodes(&[(level, index)])?
+            .pop()
+            .ok_or(StoreError::MissingNode { level, index })
+    }
+
+    /// One query for all of them, so a proof costs one statement (and one read lock) rather than
+    /// one per node.
+    fn nodes(&self, wanted: &[(u32, u64)]) -> Result<Vec<Hash>, StoreError> {
+        let holders = wanted
+            .iter()
+            .map(|&(level, index)| completing_entry(level, index))
+            .collect::<Result<Vec<u64>, _>>()?;
+        let list = holders
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT idx, leaf, nodes FROM entries WHERE idx IN (SELECT value FROM json_each(?1))",
+        )?;
+        let mut rows = stmt.query([format!("[{list}]")])?;
+        let mut found: Vec<Option<Hash>> = vec![None; wanted.len()];
+        while let Some(row) = rows.next()? {
+            let idx: u64 = row.get(0)?;
+            for ((slot, &holder), &(level, _)) in found.iter_mut().zip(&holders).zip(wanted) {
+                if holder == idx {
+                    *slot = Some(stored_node(row, idx, level)?);
+                }
             }
-            _ => Err(StoreError::Malformed {
-                index: last,
-                what: column,
-                detail: "not bytes".into(),
-            }),
         }
+        found
+            .into_iter()
+            .zip(wanted)
+            .map(|(hash, &(level, index))| hash.ok_or(StoreError::MissingNode { level, index }))
+            .collect()
     }
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {

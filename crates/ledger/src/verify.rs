@@ -17,7 +17,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::merkle::{self, Frontier, Hash, MerkleError};
 use crate::note::{NoteError, VerifierKey};
 use crate::sqlite::SqliteStore;
-use crate::store::{LedgerStore, Nodes, StoreError, StoredCheckpoint};
+use crate::store::{with_nodes, LedgerStore, NodeCache, StoreError, StoredCheckpoint};
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
@@ -438,17 +438,18 @@ impl<'a> CheckpointChecker<'a> {
 /// every root matched the rebuilt tree and every stored node matched too, so the proofs come
 /// from the store and are checked against the signed roots.)
 fn check_consistency(store: &dyn LedgerStore, claimed: &[Claimed]) -> Result<(), VerifyError> {
-    let nodes = Nodes(store);
+    let mut cache = NodeCache::default();
     for pair in claimed.windows(2) {
         let [previous, current] = pair else { continue };
         let (Ok(old), Ok(new)) = (&previous.opened, &current.opened) else {
             continue;
         };
-        let proof = merkle::consistency_proof(&nodes, old.size, new.size).map_err(|source| {
-            VerifyError::Unreadable {
-                index: new.size.saturating_sub(1),
-                source,
-            }
+        let proof = with_nodes(store, &mut cache, |nodes| {
+            merkle::consistency_proof(nodes, old.size, new.size)
+        })
+        .map_err(|source| VerifyError::Unreadable {
+            index: new.size.saturating_sub(1),
+            source,
         })?;
         merkle::verify_consistency(old.size, new.size, &proof, &old.root, &new.root).map_err(
             |source| VerifyError::Inconsistent {
