@@ -191,9 +191,10 @@ fn hash_at(bytes: &[u8], at: usize) -> Option<Hash> {
 
 fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
     let index: u64 = row.get(0)?;
-    let bytes = |col: usize, what: &'static str| -> Result<Vec<u8>, StoreError> {
+    // Borrowed from the row, so only the record is copied out.
+    let bytes = |col: usize, what: &'static str| -> Result<&[u8], StoreError> {
         match row.get_ref(col)? {
-            ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b.to_vec()),
+            ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b),
             other => Err(StoreError::Malformed {
                 index,
                 what,
@@ -201,9 +202,9 @@ fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
             }),
         }
     };
-    let data = bytes(1, "record")?;
+    let data = bytes(1, "record")?.to_vec();
     let leaf = bytes(2, "leaf hash")?;
-    let leaf = hash_at(&leaf, 0)
+    let leaf = hash_at(leaf, 0)
         .filter(|_| leaf.len() == 32)
         .ok_or_else(|| StoreError::Malformed {
             index,
@@ -219,7 +220,7 @@ fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
         });
     }
     let nodes = (0..nodes.len() / 32)
-        .filter_map(|k| hash_at(&nodes, k * 32))
+        .filter_map(|k| hash_at(nodes, k * 32))
         .collect();
     let time_us: i64 = row.get(4)?;
     Ok(StoredEntry {
