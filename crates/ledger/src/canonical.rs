@@ -1,14 +1,20 @@
 //! Record canonicalization: every record is stored as its RFC 8785 (JSON Canonicalization
 //! Scheme) serialization, so the same JSON value always has the same bytes and the same leaf hash.
 //!
-//! [`canonicalize`] produces the bytes (via `serde_json_canonicalizer`); [`check_canonical`]
-//! decides whether stored bytes are exactly the canonical form of the JSON they hold. Verifying a
-//! million records must be fast, so the check first runs a single-pass scanner that accepts only
-//! forms it can prove canonical without re-serializing (sorted unique keys, minimal string escapes,
-//! small integers, no whitespace); anything else — floats, large numbers, escaped keys, or bytes
-//! that are simply wrong — is decided by parsing and re-canonicalizing, which is authoritative.
+//! [`canonicalize`] produces the bytes; [`check_canonical`] decides whether stored bytes are
+//! exactly the canonical form of the JSON they hold. Both sit on every append or every verified
+//! entry, so both have a fast path for what records almost always hold (strings, safe integers,
+//! booleans, null, objects and arrays) and leave everything else to `serde_json_canonicalizer`,
+//! which is authoritative: [`canonicalize`] writes such values directly (numbers other than
+//! integers of magnitude at most 2^53 need the ECMAScript number formatting, so a value holding
+//! one is serialized by the crate instead), and the check first runs a single-pass scanner that
+//! accepts only forms it can prove canonical without re-serializing (sorted unique keys, minimal
+//! string escapes, small integers, no whitespace); anything else — floats, large numbers, escaped
+//! keys, or bytes that are simply wrong — is decided by parsing and re-canonicalizing.
 
 use serde_json::Value;
+use std::cmp::Ordering;
+use std::io::Write as _;
 
 /// The deepest nesting a record may have: the limit of `serde_json`'s parser, so every record
 /// that can be appended can also be parsed back by a verifier.
@@ -32,9 +38,98 @@ pub enum CanonicalError {
 /// Fails only if the result could not be read back (nesting deeper than [`MAX_DEPTH`]), so
 /// whatever this returns passes [`check_canonical`].
 pub fn canonicalize(value: &Value) -> Result<Vec<u8>, CanonicalError> {
-    let bytes = serde_json_canonicalizer::to_vec(value).map_err(CanonicalError::Serialize)?;
+    let mut bytes = Vec::with_capacity(512);
+    if !write_canonical(value, 0, &mut bytes) {
+        bytes = serde_json_canonicalizer::to_vec(value).map_err(CanonicalError::Serialize)?;
+    }
     check_canonical(&bytes)?;
     Ok(bytes)
+}
+
+/// The largest integer magnitude an IEEE double holds exactly: integers up to it are written as
+/// their decimal digits by RFC 8785 (ECMAScript `Number.prototype.toString`), as by Rust.
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+/// Appends the canonical form of `value` to `out`; false (leaving `out` partly written) when the
+/// value holds a number other than an integer of magnitude at most 2^53, or nests deeper than
+/// [`MAX_DEPTH`], which `serde_json_canonicalizer` must decide.
+fn write_canonical(value: &Value, depth: usize, out: &mut Vec<u8>) -> bool {
+    match value {
+        Value::Null => out.write_all(b"null").is_ok(),
+        Value::Bool(b) => write!(out, "{b}").is_ok(),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) if u <= MAX_EXACT_INTEGER => write!(out, "{u}").is_ok(),
+            (_, Some(i)) if i.unsigned_abs() <= MAX_EXACT_INTEGER => write!(out, "{i}").is_ok(),
+            _ => false,
+        },
+        // serde_json escapes exactly as RFC 8785 §3.2.2.2 asks: `"`, `\\` and the control
+        // characters, with the short forms where JSON has them and `\u00xx` in lower case.
+        Value::String(s) => serde_json::to_writer(&mut *out, s).is_ok(),
+        _ if depth >= MAX_DEPTH => false,
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if !write_canonical(item, depth + 1, out) {
+                    return false;
+                }
+            }
+            out.push(b']');
+            true
+        }
+        Value::Object(map) => {
+            // The map usually iterates in code-point order already, which is the canonical
+            // order unless keys hold characters beyond U+E000; sort only when it is not.
+            let sorted = map
+                .keys()
+                .zip(map.keys().skip(1))
+                .all(|(a, b)| utf16_order(a, b) == Ordering::Less);
+            if sorted {
+                write_members(map.iter(), depth, out)
+            } else {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_by(|a, b| utf16_order(a.0, b.0));
+                write_members(members.into_iter(), depth, out)
+            }
+        }
+    }
+}
+
+/// Appends `{"key":value,...}` of members already in canonical order (see [`write_canonical`]).
+fn write_members<'a>(
+    members: impl Iterator<Item = (&'a String, &'a Value)>,
+    depth: usize,
+    out: &mut Vec<u8>,
+) -> bool {
+    out.push(b'{');
+    for (i, (key, item)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if serde_json::to_writer(&mut *out, key).is_err() {
+            return false;
+        }
+        out.push(b':');
+        if !write_canonical(item, depth + 1, out) {
+            return false;
+        }
+    }
+    out.push(b'}');
+    true
+}
+
+/// The order of RFC 8785 §3.2.3: by UTF-16 code units. UTF-8 bytes sort by code point, which
+/// agrees unless the first characters that differ are one of U+E000..=U+FFFF and one beyond
+/// U+FFFF (a surrogate pair in UTF-16): only then does the first differing byte, a lead byte, reach
+/// 0xEE.
+fn utf16_order(a: &str, b: &str) -> Ordering {
+    match a.bytes().zip(b.bytes()).find(|(x, y)| x != y) {
+        Some((x, y)) if x.max(y) >= 0xEE => a.encode_utf16().cmp(b.encode_utf16()),
+        Some((x, y)) => x.cmp(&y),
+        None => a.len().cmp(&b.len()),
+    }
 }
 
 /// Checks that `bytes` are valid UTF-8 JSON in exactly the RFC 8785 form of the value they hold.
@@ -54,6 +149,36 @@ pub fn check_canonical(bytes: &[u8]) -> Result<(), CanonicalError> {
         .position(|(a, b)| a != b)
         .unwrap_or(canonical.len().min(bytes.len()));
     Err(CanonicalError::NotCanonical { offset })
+}
+
+/// The length of the prefix of `bytes` that a JSON string holds as it is: up to the first `"`,
+/// `\\` or control character. Eight bytes at a time (this is most of the time a verifier spends
+/// checking records): a byte of `w` is flagged in `(w - k) & !w & 0x80…` when it is below `k`,
+/// and the lowest flag is always a true one (a false flag needs a borrow from a true one below).
+fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, k: u8| w.wrapping_sub(ONES * u64::from(k)) & !w & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut len = 0;
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(word);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let special = below(w, 0x20) | below(quote, 1) | below(backslash, 1);
+        if special != 0 {
+            return len + (special.trailing_zeros() / 8) as usize;
+        }
+        len += 8;
+    }
+    let rest = chunks.remainder();
+    len + rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(rest.len())
 }
 
 /// True only when `text` is certainly canonical; false means "decide the slow way".
@@ -137,7 +262,7 @@ impl<'a> Scanner<'a> {
             }
             if let Some(prev) = previous {
                 // RFC 8785 §3.2.3: keys sorted by their UTF-16 code units, and unique.
-                if prev.encode_utf16().cmp(key.encode_utf16()) != std::cmp::Ordering::Less {
+                if utf16_order(prev, key) != Ordering::Less {
                     return false;
                 }
             }
@@ -161,6 +286,7 @@ impl<'a> Scanner<'a> {
         }
         let start = self.pos;
         loop {
+            self.pos += plain_len(self.text.as_bytes().get(self.pos..)?);
             match self.peek()? {
                 b'"' => {
                     let raw = self.text.get(start..self.pos)?;
@@ -186,8 +312,7 @@ impl<'a> Scanner<'a> {
                         _ => return None,
                     }
                 }
-                0x00..=0x1f => return None,
-                _ => self.pos += 1,
+                _ => return None,
             }
         }
     }
@@ -287,6 +412,53 @@ mod tests {
         check_canonical(br#"{"a":1.5,"b":1e+30,"c":9007199254740993}"#).unwrap_err();
         check_canonical(br#"{"a":1.5,"b":1e+30}"#).unwrap();
         check_canonical(canonicalize(&json!({"n": u64::MAX})).unwrap().as_slice()).unwrap();
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        // Keys and strings mix ASCII, control characters, and characters on both sides of the
+        // UTF-16 / code point ordering difference.
+        let text = "[a-c\\u{0}-\\u{1f}\"\\\\/\\u{7f}é\\u{ff61}\\u{1f600}]{0,4}";
+        let key = "[a\\n\\u{ff61}\\u{1f600}]{0,3}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-(1i64 << 54)..(1i64 << 54)).prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            text.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_len_stops_at_the_first_special_byte(
+            bytes in proptest::collection::vec(proptest::sample::select(
+                vec![b'a', b'"', b'\\', 0x00, 0x1f, 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff],
+            ), 0..40),
+        ) {
+            let expected = bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(bytes.len());
+            proptest::prop_assert_eq!(plain_len(&bytes), expected);
+        }
+
+        #[test]
+        fn fast_path_agrees_with_the_reference(value in json_value()) {
+            let reference = serde_json_canonicalizer::to_vec(&value).unwrap();
+            proptest::prop_assert_eq!(canonicalize(&value).unwrap(), reference);
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::merkle::{self, Frontier, Hash, MerkleError};
 use crate::note::{LogKey, NoteError, VerifierKey};
 use crate::sqlite::SqliteStore;
-use crate::store::{LedgerStore, Nodes, StoreError, StoredCheckpoint, StoredEntry};
+use crate::store::{
+    with_nodes, LedgerStore, NodeCache, Prefetch, StoreError, StoredCheckpoint, StoredEntry,
+};
 use crate::{base64_hash, format_time_us};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -238,12 +240,34 @@ struct Writer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The read side: a view of the store, and the upper tree nodes proofs keep reading.
+struct Reader {
+    store: Box<dyn LedgerStore>,
+    cache: NodeCache,
+}
+
+impl Reader {
+    fn new(store: Box<dyn LedgerStore>) -> Mutex<Self> {
+        Mutex::new(Reader {
+            store,
+            cache: NodeCache::default(),
+        })
+    }
+
+    fn with_nodes<T>(
+        &mut self,
+        compute: impl Fn(&Prefetch) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        with_nodes(self.store.as_ref(), &mut self.cache, compute)
+    }
+}
+
 /// An append-only, tamper-evident log of JSON records.
 ///
 /// `Ledger` is `Sync`: share it (e.g. in an `Arc`) between threads that append concurrently.
 /// Dropping it finishes the queued appends and stops the writer thread.
 pub struct Ledger {
-    reader: Mutex<Box<dyn LedgerStore>>,
+    reader: Mutex<Reader>,
     verifier: VerifierKey,
     committed: Arc<Mutex<Committed>>,
     writer: Option<Writer>,
@@ -296,14 +320,17 @@ impl Ledger {
             Some(k) => VerifierKey::parse(&k)?,
             None => return Err(LedgerError::NoVerifierKey),
         };
-        let root = merkle::root(&Nodes(store.as_ref()), size)?;
         let latest = store
             .latest_checkpoint()?
             .filter(|c| c.size <= size)
             .map(|c| SignedCheckpoint::from_stored(c, &verifier))
             .transpose()?;
+        let reader = Reader::new(store);
+        let root = reader
+            .lock()
+            .with_nodes(|nodes| merkle::root(nodes, size))?;
         Ok(Ledger {
-            reader: Mutex::new(store),
+            reader,
             verifier,
             committed: Arc::new(Mutex::new(Committed { size, root, latest })),
             writer: None,
@@ -326,7 +353,9 @@ impl Ledger {
             None if size == 0 => writer.set_verifier_key(&configured)?,
             None => return Err(LedgerError::NoVerifierKey),
         }
-        let frontier = Frontier::from_source(&Nodes(writer.as_ref()), size)?;
+        let frontier = with_nodes(writer.as_ref(), &mut NodeCache::default(), |nodes| {
+            Frontier::from_source(nodes, size)
+        })?;
         let latest = writer
             .latest_checkpoint()?
             .map(|c| SignedCheckpoint::from_stored(c, key.verifier()))
@@ -352,7 +381,7 @@ impl Ledger {
             .spawn(move || state.run(&requests))
             .map_err(|e| LedgerError::Write(format!("cannot start the writer thread: {e}")))?;
         Ok(Ledger {
-            reader: Mutex::new(reader),
+            reader: Reader::new(reader),
             verifier,
             committed,
             writer: Some(Writer {
@@ -457,7 +486,7 @@ impl Ledger {
 
     /// Every stored checkpoint, in signing order, each checked against the log key.
     pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, LedgerError> {
-        let stored = self.reader.lock().checkpoints()?;
+        let stored = self.reader.lock().store.checkpoints()?;
         let size = self.len();
         stored
             .into_iter()
@@ -501,7 +530,7 @@ impl Ledger {
             return Ok(Vec::new());
         }
         let count = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
-        let stored = self.reader.lock().scan(range.start, count)?;
+        let stored = self.reader.lock().store.scan(range.start, count)?;
         let mut out = Vec::with_capacity(stored.len());
         for (expected, e) in range.clone().zip(stored) {
             if e.index != expected {
@@ -537,8 +566,10 @@ impl Ledger {
     /// The inclusion proof of entry `index` in the tree of the first `size` entries.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<InclusionProof, LedgerError> {
         self.check_size(size)?;
-        let store = self.reader.lock();
-        let path = merkle::inclusion_proof(&Nodes(store.as_ref()), index, size)?;
+        let path = self
+            .reader
+            .lock()
+            .with_nodes(|nodes| merkle::inclusion_proof(nodes, index, size))?;
         Ok(InclusionProof {
             leaf_index: index,
             tree_size: size,
@@ -549,8 +580,10 @@ impl Ledger {
     /// The consistency proof between the trees of the first `old` and `new` entries.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<ConsistencyProof, LedgerError> {
         self.check_size(new)?;
-        let store = self.reader.lock();
-        let path = merkle::consistency_proof(&Nodes(store.as_ref()), old, new)?;
+        let path = self
+            .reader
+            .lock()
+            .with_nodes(|nodes| merkle::consistency_proof(nodes, old, new))?;
         Ok(ConsistencyProof {
             old_size: old,
             new_size: new,
@@ -561,8 +594,10 @@ impl Ledger {
     /// The root of the tree of the first `size` entries.
     pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
         self.check_size(size)?;
-        let store = self.reader.lock();
-        Ok(merkle::root(&Nodes(store.as_ref()), size)?)
+        Ok(self
+            .reader
+            .lock()
+            .with_nodes(|nodes| merkle::root(nodes, size))?)
     }
 
     /// Finishes the queued appends and stops the writer thread.

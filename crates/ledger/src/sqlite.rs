@@ -30,6 +30,8 @@ use crate::store::{LedgerStore, StoreError, StoredCheckpoint, StoredEntry};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
+use std::sync::mpsc::{self, SyncSender};
+use std::thread::JoinHandle;
 
 /// The value of `meta.format` this code reads and writes.
 pub const FORMAT: &str = "truststack-ledger/1";
@@ -53,7 +55,74 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 /// A ledger in one SQLite file.
 pub struct SqliteStore {
+    /// For a store opened for writing: copies committed write-ahead log pages into the database
+    /// file in the background. (Stopped before `conn` closes, as fields drop in order.)
+    checkpointer: Option<Checkpointer>,
     conn: Connection,
+}
+
+/// How much a writer appends to the write-ahead log before the background checkpointer copies
+/// it into the database file: SQLite's own default (1000 pages of 4 KiB).
+const CHECKPOINT_BYTES: usize = 4 << 20;
+
+/// SQLite's automatic checkpoint, as a backstop, only once the log is this many pages long
+/// (should the background checkpointer fall behind).
+const AUTO_CHECKPOINT_PAGES: u32 = 16_000;
+
+/// A thread with its own connection that checkpoints the write-ahead log when asked. A
+/// checkpoint copies 4 MiB of pages into the database file and syncs it; run by SQLite inside
+/// the commit that fills the log (its default), it held up the writer about 40 ms each time,
+/// for nothing durability needs: the log's own sync at each commit already gives that.
+struct Checkpointer {
+    /// Bytes appended since the last request.
+    pending: usize,
+    wake: Option<SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Option<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ok()?;
+        let (wake, requests) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn(move || {
+                for () in requests {
+                    // PASSIVE never blocks the writer; what it leaves is copied next time.
+                    let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
+                }
+            })
+            .ok()?;
+        Some(Checkpointer {
+            pending: 0,
+            wake: Some(wake),
+            thread: Some(thread),
+        })
+    }
+
+    fn appended(&mut self, bytes: usize) {
+        self.pending = self.pending.saturating_add(bytes);
+        if self.pending >= CHECKPOINT_BYTES {
+            self.pending = 0;
+            if let Some(wake) = &self.wake {
+                // Full: a checkpoint is already due, which will take these pages too.
+                let _ = wake.try_send(());
+            }
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -88,7 +157,12 @@ impl SqliteStore {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?1)",
             [FORMAT],
         )?;
-        let store = SqliteStore { conn };
+        let checkpointer = Checkpointer::start(path);
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)
+                .map_err(opened)?;
+        }
+        let store = SqliteStore { conn, checkpointer };
         store.check_format(path)?;
         Ok(store)
     }
@@ -113,7 +187,10 @@ impl SqliteStore {
         .map_err(opened)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(opened)?;
-        let store = SqliteStore { conn };
+        let store = SqliteStore {
+            conn,
+            checkpointer: None,
+        };
         store.check_format(path)?;
         Ok(store)
     }
@@ -134,7 +211,10 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(opened)?;
         conn.execute_batch("PRAGMA query_only=1;").map_err(opened)?;
-        let store = SqliteStore { conn };
+        let store = SqliteStore {
+            conn,
+            checkpointer: None,
+        };
         store.check_format(path)?;
         Ok(store.with_mmap())
     }
@@ -191,9 +271,10 @@ fn hash_at(bytes: &[u8], at: usize) -> Option<Hash> {
 
 fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
     let index: u64 = row.get(0)?;
-    let bytes = |col: usize, what: &'static str| -> Result<Vec<u8>, StoreError> {
+    // Borrowed from the row, so only the record is copied out.
+    let bytes = |col: usize, what: &'static str| -> Result<&[u8], StoreError> {
         match row.get_ref(col)? {
-            ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b.to_vec()),
+            ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b),
             other => Err(StoreError::Malformed {
                 index,
                 what,
@@ -201,9 +282,9 @@ fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
             }),
         }
     };
-    let data = bytes(1, "record")?;
+    let data = bytes(1, "record")?.to_vec();
     let leaf = bytes(2, "leaf hash")?;
-    let leaf = hash_at(&leaf, 0)
+    let leaf = hash_at(leaf, 0)
         .filter(|_| leaf.len() == 32)
         .ok_or_else(|| StoreError::Malformed {
             index,
@@ -219,7 +300,7 @@ fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
         });
     }
     let nodes = (0..nodes.len() / 32)
-        .filter_map(|k| hash_at(&nodes, k * 32))
+        .filter_map(|k| hash_at(nodes, k * 32))
         .collect();
     let time_us: i64 = row.get(4)?;
     Ok(StoredEntry {
@@ -229,6 +310,39 @@ fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
         time_us,
         nodes,
     })
+}
+
+/// The entry that stores the perfect subtree (`level`, `index`): the last one it covers.
+fn completing_entry(level: u32, index: u64) -> Result<u64, StoreError> {
+    index
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(1u64.checked_shl(level)?))
+        .and_then(|n| n.checked_sub(1))
+        .ok_or(StoreError::MissingNode { level, index })
+}
+
+/// The hash of the perfect subtree of `level` that entry `idx` (the current row of a query for
+/// `idx, leaf, nodes`) completes.
+fn stored_node(row: &Row<'_>, idx: u64, level: u32) -> Result<Hash, StoreError> {
+    let (column, what, offset) = if level == 0 {
+        (1, "leaf", 0)
+    } else {
+        (2, "nodes", 32 * (level as usize - 1))
+    };
+    match row.get_ref(column)? {
+        ValueRef::Blob(b) | ValueRef::Text(b) => {
+            hash_at(b, offset).ok_or_else(|| StoreError::Malformed {
+                index: idx,
+                what,
+                detail: format!("{} bytes, too short for level {level}", b.len()),
+            })
+        }
+        _ => Err(StoreError::Malformed {
+            index: idx,
+            what,
+            detail: "not bytes".into(),
+        }),
+    }
 }
 
 fn read_checkpoint(row: &Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
@@ -285,6 +399,12 @@ impl LedgerStore for SqliteStore {
             .execute(params![c.seq, c.size, c.note, c.time_us])?;
         }
         tx.commit()?;
+        if let Some(checkpointer) = &mut self.checkpointer {
+            let bytes = entries
+                .iter()
+                .map(|e| e.data.len() + 32 * (e.nodes.len() + 2));
+            checkpointer.appended(bytes.sum());
+        }
         Ok(())
     }
 
@@ -302,39 +422,41 @@ impl LedgerStore for SqliteStore {
     }
 
     fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
-        let missing = || StoreError::MissingNode { level, index };
-        let last = index
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(1u64.checked_shl(level)?))
-            .and_then(|n| n.checked_sub(1))
-            .ok_or_else(missing)?;
-        let (column, offset) = if level == 0 {
-            ("leaf", 0)
-        } else {
-            ("nodes", 32 * (level as usize - 1))
-        };
-        let sql = if level == 0 {
-            "SELECT leaf FROM entries WHERE idx = ?1"
-        } else {
-            "SELECT nodes FROM entries WHERE idx = ?1"
-        };
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut rows = stmt.query([last])?;
-        let row = rows.next()?.ok_or_else(missing)?;
-        match row.get_ref(0)? {
-            ValueRef::Blob(b) | ValueRef::Text(b) => {
-                hash_at(b, offset).ok_or_else(|| StoreError::Malformed {
-                    index: last,
-                    what: column,
-                    detail: format!("{} bytes, too short for level {level}", b.len()),
-                })
+        self.nodes(&[(level, index)])?
+            .pop()
+            .ok_or(StoreError::MissingNode { level, index })
+    }
+
+    /// One query for all of them, so a proof costs one statement (and one read lock) rather than
+    /// one per node.
+    fn nodes(&self, wanted: &[(u32, u64)]) -> Result<Vec<Hash>, StoreError> {
+        let holders = wanted
+            .iter()
+            .map(|&(level, index)| completing_entry(level, index))
+            .collect::<Result<Vec<u64>, _>>()?;
+        let list = holders
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT idx, leaf, nodes FROM entries WHERE idx IN (SELECT value FROM json_each(?1))",
+        )?;
+        let mut rows = stmt.query([format!("[{list}]")])?;
+        let mut found: Vec<Option<Hash>> = vec![None; wanted.len()];
+        while let Some(row) = rows.next()? {
+            let idx: u64 = row.get(0)?;
+            for ((slot, &holder), &(level, _)) in found.iter_mut().zip(&holders).zip(wanted) {
+                if holder == idx {
+                    *slot = Some(stored_node(row, idx, level)?);
+                }
             }
-            _ => Err(StoreError::Malformed {
-                index: last,
-                what: column,
-                detail: "not bytes".into(),
-            }),
         }
+        found
+            .into_iter()
+            .zip(wanted)
+            .map(|(hash, &(level, index))| hash.ok_or(StoreError::MissingNode { level, index }))
+            .collect()
     }
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {

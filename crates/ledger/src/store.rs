@@ -7,6 +7,8 @@
 //! verification live in [`crate::ledger`] and [`crate::verify`], so a store that lies is caught.
 
 use crate::merkle::{Hash, MerkleError};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum StoreError {
     Conflict { expected: u64, found: u64 },
     #[error(transparent)]
     Merkle(#[from] MerkleError),
+    #[error("asked the store for {asked} tree nodes, it answered {answered}")]
+    NodeCount { asked: usize, answered: usize },
 }
 
 /// One log entry as stored.
@@ -93,6 +97,15 @@ pub trait LedgerStore: Send {
     /// The hash of the perfect subtree (`level`, `index`); level 0 is a leaf hash.
     fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError>;
 
+    /// The hashes of the perfect subtrees `wanted`, (`level`, `index`) each, in that order. A
+    /// proof needs O(log n) of them; a store that can read them in one go should.
+    fn nodes(&self, wanted: &[(u32, u64)]) -> Result<Vec<Hash>, StoreError> {
+        wanted
+            .iter()
+            .map(|&(level, index)| self.node(level, index))
+            .collect()
+    }
+
     /// Every checkpoint, by sequence number.
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
 
@@ -106,12 +119,79 @@ pub trait LedgerStore: Send {
     fn set_verifier_key(&mut self, key: &str) -> Result<(), StoreError>;
 }
 
-/// Adapts a store to the tree math: perfect subtrees are read from it.
-pub(crate) struct Nodes<'a>(pub &'a dyn LedgerStore);
+/// Perfect subtrees of this level and above (2^8 entries and more) are worth keeping in memory:
+/// every proof reads the few near the top of the tree, and a complete subtree never changes.
+const CACHED_LEVEL: u32 = 8;
 
-impl crate::merkle::NodeSource for Nodes<'_> {
+/// At most this many subtrees are kept (about 3.5 MB); the top levels, which every proof reads,
+/// are in long before it fills.
+const CACHE_CAPACITY: usize = 1 << 16;
+
+/// Upper subtrees already read from a store (see [`CACHED_LEVEL`]).
+#[derive(Default)]
+pub(crate) struct NodeCache(HashMap<(u32, u64), Hash>);
+
+/// Runs a computation of the tree math over the perfect subtrees in `store` with at most one
+/// store read: a first run only notes which subtrees it reads (the math reads the same ones
+/// whatever their hashes are), then the second runs on those subtrees, taken from `cache` or
+/// fetched together.
+pub(crate) fn with_nodes<T>(
+    store: &dyn LedgerStore,
+    cache: &mut NodeCache,
+    compute: impl Fn(&Prefetch) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut source = Prefetch::default();
+    compute(&source)?;
+    let mut known = HashMap::new();
+    let mut wanted = source.wanted.take();
+    wanted.retain(|node| match cache.0.get(node) {
+        Some(hash) => {
+            known.insert(*node, *hash);
+            false
+        }
+        None => true,
+    });
+    wanted.sort_unstable();
+    wanted.dedup();
+    if !wanted.is_empty() {
+        let hashes = store.nodes(&wanted)?;
+        if hashes.len() != wanted.len() {
+            return Err(StoreError::NodeCount {
+                asked: wanted.len(),
+                answered: hashes.len(),
+            });
+        }
+        for (node, hash) in wanted.into_iter().zip(hashes) {
+            if node.0 >= CACHED_LEVEL && cache.0.len() < CACHE_CAPACITY {
+                cache.0.insert(node, hash);
+            }
+            known.insert(node, hash);
+        }
+    }
+    source.fetched = Some(known);
+    compute(&source)
+}
+
+/// The node source of [`with_nodes`]: notes what is read until the nodes are fetched, then
+/// serves them.
+#[derive(Default)]
+pub(crate) struct Prefetch {
+    wanted: RefCell<Vec<(u32, u64)>>,
+    fetched: Option<HashMap<(u32, u64), Hash>>,
+}
+
+impl crate::merkle::NodeSource for Prefetch {
     type Error = StoreError;
     fn perfect(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
-        self.0.node(level, index)
+        match &self.fetched {
+            Some(nodes) => nodes
+                .get(&(level, index))
+                .copied()
+                .ok_or(StoreError::MissingNode { level, index }),
+            None => {
+                self.wanted.borrow_mut().push((level, index));
+                Ok([0; 32])
+            }
+        }
     }
 }

@@ -17,10 +17,11 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::merkle::{self, Frontier, Hash, MerkleError};
 use crate::note::{NoteError, VerifierKey};
 use crate::sqlite::SqliteStore;
-use crate::store::{LedgerStore, Nodes, StoreError, StoredCheckpoint};
+use crate::store::{with_nodes, LedgerStore, NodeCache, StoreError, StoredCheckpoint, StoredEntry};
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 /// How many entries are read per store call.
 const CHUNK: usize = 8192;
@@ -279,24 +280,72 @@ pub fn verify(
         matched_size: 0,
     };
 
-    let mut frontier = Frontier::new();
-    let mut completed = Vec::with_capacity(64);
-    checker.check_at(&frontier)?;
+    checker.check_at(&Frontier::new())?;
+
+    // Reading and checking overlap: this thread reads the store (which need not be shareable
+    // between threads) and hashes the leaves, a second checks everything else in log order.
+    let (frontier, checker) = std::thread::scope(|s| {
+        let (send, chunks) = mpsc::sync_channel(2);
+        let rebuilder = s.spawn(move || rebuild(&chunks, checker));
+        read(store, &send);
+        drop(send);
+        rebuilder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    checker.check_beyond(frontier.size())?;
+    check_consistency(store, &claimed)?;
+    Ok(VerifyReport {
+        entries: frontier.size(),
+        checkpoints: claimed.len() as u64,
+        root: frontier.root(),
+        key,
+        key_source,
+    })
+}
+
+/// Entries as read, with the leaf hashes of their records.
+type Chunk = Result<(Vec<StoredEntry>, Vec<Hash>), VerifyError>;
+
+/// Sends the entries in order, a chunk at a time, until they or the receiver run out or one
+/// cannot be read.
+fn read(store: &dyn LedgerStore, chunks: &SyncSender<Chunk>) {
+    let mut from = 0;
     loop {
-        let from = frontier.size();
-        let chunk = store
-            .scan(from, CHUNK)
-            .map_err(|source| VerifyError::Unreadable {
-                index: match &source {
+        let entries = match store.scan(from, CHUNK) {
+            Ok(entries) => entries,
+            Err(source) => {
+                let index = match &source {
                     StoreError::Malformed { index, .. } => *index,
                     _ => from,
-                },
-                source,
-            })?;
-        if chunk.is_empty() {
-            break;
+                };
+                // A receiver that is gone has stopped at an earlier problem, which comes first.
+                let _ = chunks.send(Err(VerifyError::Unreadable { index, source }));
+                return;
+            }
+        };
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
+        let leaves = entries.iter().map(|e| merkle::leaf_hash(&e.data)).collect();
+        if chunks.send(Ok((entries, leaves))).is_err() {
+            return;
         }
-        for e in chunk {
+        from = last.saturating_add(1);
+    }
+}
+
+/// Checks the entries in log order and rebuilds the tree from them (see [`verify`]); returns
+/// the tree and the checker once the entries end.
+fn rebuild<'a>(
+    chunks: &Receiver<Chunk>,
+    mut checker: CheckpointChecker<'a>,
+) -> Result<(Frontier, CheckpointChecker<'a>), VerifyError> {
+    let mut frontier = Frontier::new();
+    let mut completed = Vec::with_capacity(64);
+    for chunk in chunks {
+        let (entries, leaves) = chunk?;
+        for (e, leaf) in entries.into_iter().zip(leaves) {
             let index = frontier.size();
             if e.index != index {
                 return Err(VerifyError::Missing {
@@ -304,7 +353,7 @@ pub fn verify(
                     next: e.index,
                 });
             }
-            if merkle::leaf_hash(&e.data) != e.leaf {
+            if leaf != e.leaf {
                 return Err(VerifyError::LeafMismatch { index });
             }
             check_canonical(&e.data)
@@ -331,15 +380,7 @@ pub fn verify(
             checker.check_at(&frontier)?;
         }
     }
-    checker.check_beyond(frontier.size())?;
-    check_consistency(store, &claimed)?;
-    Ok(VerifyReport {
-        entries: frontier.size(),
-        checkpoints: claimed.len() as u64,
-        root: frontier.root(),
-        key,
-        key_source,
-    })
+    Ok((frontier, checker))
 }
 
 struct CheckpointChecker<'a> {
@@ -438,17 +479,18 @@ impl<'a> CheckpointChecker<'a> {
 /// every root matched the rebuilt tree and every stored node matched too, so the proofs come
 /// from the store and are checked against the signed roots.)
 fn check_consistency(store: &dyn LedgerStore, claimed: &[Claimed]) -> Result<(), VerifyError> {
-    let nodes = Nodes(store);
+    let mut cache = NodeCache::default();
     for pair in claimed.windows(2) {
         let [previous, current] = pair else { continue };
         let (Ok(old), Ok(new)) = (&previous.opened, &current.opened) else {
             continue;
         };
-        let proof = merkle::consistency_proof(&nodes, old.size, new.size).map_err(|source| {
-            VerifyError::Unreadable {
-                index: new.size.saturating_sub(1),
-                source,
-            }
+        let proof = with_nodes(store, &mut cache, |nodes| {
+            merkle::consistency_proof(nodes, old.size, new.size)
+        })
+        .map_err(|source| VerifyError::Unreadable {
+            index: new.size.saturating_sub(1),
+            source,
         })?;
         merkle::verify_consistency(old.size, new.size, &proof, &old.root, &new.root).map_err(
             |source| VerifyError::Inconsistent {

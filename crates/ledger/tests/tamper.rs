@@ -427,3 +427,27 @@ fn verify_reports_unreadable_files() {
     std::fs::write(&junk, b"not a database").unwrap();
     assert!(verify_file(Path::new(&junk), None).is_err());
 }
+
+#[test]
+fn the_first_problem_is_named_even_when_a_later_one_is_read_first() {
+    // Verification reads ahead while it checks, in chunks of 8192 entries: a problem in a later
+    // chunk must not hide an earlier one, and must still be found on its own.
+    let f = Fixture::new();
+    let ledger = f.open(0);
+    let records: Vec<Value> = (0..20_000).map(record).collect();
+    ledger.append_batch(&records).unwrap();
+    ledger.close();
+    let conn = Connection::open(&f.db).unwrap();
+    let break_leaf = |index: u64| {
+        conn.execute("UPDATE entries SET leaf = x'0102' WHERE idx = ?1", [index])
+            .unwrap();
+    };
+    break_leaf(19_000);
+    let err = expect_entry(verify_file(&f.db, None).map(|_| ()), 19_000);
+    assert!(matches!(err, VerifyError::Unreadable { .. }), "{err}");
+    let mut bytes = stored_record(&conn, 3);
+    bytes[10] ^= 1;
+    set_record(&conn, 3, &bytes);
+    let err = expect_entry(verify_file(&f.db, None).map(|_| ()), 3);
+    assert!(matches!(err, VerifyError::LeafMismatch { .. }), "{err}");
+}
