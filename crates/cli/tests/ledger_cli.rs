@@ -113,7 +113,7 @@ fn verify_checks_against_the_recorded_or_a_trusted_key() {
     let verified = ok(&truststack(&["ledger", "verify", &db]));
     assert!(
         verified.starts_with(&format!(
-            "ok: {ENTRIES} entries, 1 checkpoints verified, root "
+            "ok: {ENTRIES} entries, 1 checkpoint verified, root "
         )),
         "{verified}"
     );

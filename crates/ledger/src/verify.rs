@@ -199,9 +199,19 @@ impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "ok: {} entries, {} checkpoints verified, root {} (key {}{})",
+            "ok: {} {}, {} {} verified, root {} (key {}{})",
             self.entries,
+            if self.entries == 1 {
+                "entry"
+            } else {
+                "entries"
+            },
             self.checkpoints,
+            if self.checkpoints == 1 {
+                "checkpoint"
+            } else {
+                "checkpoints"
+            },
             base64_hash(&self.root),
             self.key.label(),
             match self.key_source {
