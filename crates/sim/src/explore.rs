@@ -19,7 +19,7 @@
 use crate::world::{Lease, Move, World};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use truststack_engine::{ApprovalAnswer, Engine, ToolCall, Verdict};
+use truststack_engine::{Engine, ToolCall, Verdict};
 use truststack_policy::duration::format_duration;
 use truststack_policy::Action as PolicyAction;
 
@@ -218,22 +218,12 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                     )),
                     Verdict::RequireApproval => {
                         let granted = engine.fork();
-                        let mut grant = None;
-                        for approver in &world.approvers {
-                            let ans = ApprovalAnswer {
-                                approval_id: decision.approval_id.clone(),
-                                call_id: None,
-                                approver: approver.clone(),
-                                groups: Vec::new(),
-                                grant: true,
-                                lease: lease_ms.map(format_duration),
-                                time: Some(crate::clock::rfc3339(f.now)),
-                            };
-                            if let Ok(outcome) = granted.answer(&ans) {
-                                grant = Some((approver.clone(), outcome));
-                                break;
-                            }
-                        }
+                        let grant = world.grant(
+                            &granted,
+                            &decision.approval_id,
+                            lease_ms.map(format_duration),
+                            f.now,
+                        );
                         // The gate as a stop: refused (the engine keeps it pending; a pending
                         // call changes no decision).
                         outcomes.push((
@@ -286,7 +276,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                             }
                             outcomes.push((
                                 granted,
-                                base_step(true, Some(approver), admitted),
+                                base_step(true, Some(approver.to_string()), admitted),
                                 admitted,
                                 leases,
                             ));

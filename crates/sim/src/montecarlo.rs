@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use truststack_engine::{ApprovalAnswer, ToolCall, Verdict};
+use truststack_engine::{ToolCall, Verdict};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -286,23 +286,13 @@ fn run_one(
                     Verdict::Deny => false,
                     Verdict::RequireApproval => {
                         if rng.unit() < opts.grant_probability {
-                            let mut ok = false;
-                            for approver in &world.approvers {
-                                let ans = ApprovalAnswer {
-                                    approval_id: d.approval_id.clone(),
-                                    call_id: None,
-                                    approver: approver.clone(),
-                                    groups: Vec::new(),
-                                    grant: true,
-                                    lease: None,
-                                    time: Some(crate::clock::rfc3339(now)),
-                                };
-                                if let Ok(o) = engine.answer(&ans) {
+                            let ok = match world.grant(&engine, &d.approval_id, None, now) {
+                                Some((_, o)) => {
                                     *decisions += 1;
-                                    ok = o.decision == Verdict::Allow;
-                                    break;
+                                    o.decision == Verdict::Allow
                                 }
-                            }
+                                None => false,
+                            };
                             gated |= ok;
                             ok
                         } else {

@@ -8,7 +8,7 @@ use crate::manifest::{Manifest, ManifestError};
 use crate::taxonomy::Tactic;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use truststack_engine::{Engine, Settings, ToolCall};
+use truststack_engine::{ApprovalAnswer, ApprovalOutcome, Engine, Settings, ToolCall};
 use truststack_policy::load::{load_sources, LoadError};
 use truststack_policy::{Action as PolicyAction, Target};
 
@@ -394,6 +394,33 @@ impl World {
             tool: tool.name.clone(),
             args: tool.variants.get(m.variant).cloned().unwrap_or(Value::Null),
         }
+    }
+
+    /// Grants the held call `approval_id` at `now`, by the first of the manifest's approvers the
+    /// engine accepts (one outside the call's chain of command): that approver and the outcome,
+    /// or `None` when none may answer it.
+    pub fn grant(
+        &self,
+        engine: &Engine,
+        approval_id: &Option<String>,
+        lease: Option<String>,
+        now: i64,
+    ) -> Option<(&str, ApprovalOutcome)> {
+        self.approvers.iter().find_map(|approver| {
+            let answer = ApprovalAnswer {
+                approval_id: approval_id.clone(),
+                call_id: None,
+                approver: approver.clone(),
+                groups: Vec::new(),
+                grant: true,
+                lease: lease.clone(),
+                time: Some(crate::clock::rfc3339(now)),
+            };
+            engine
+                .answer(&answer)
+                .ok()
+                .map(|outcome| (approver.as_str(), outcome))
+        })
     }
 
     /// The engine settings `truststack policy eval` uses for this manifest (no approver groups:

@@ -312,7 +312,6 @@ fn monte_carlo_is_deterministic_given_a_seed() {
 /// approval ids and answers, and leave the same monitor states and held calls.
 #[test]
 fn brief_decisions_are_the_engines_decisions() {
-    use truststack_engine::ApprovalAnswer;
     for name in [
         "manifest-naive.toml",
         "manifest-split.toml",
@@ -337,22 +336,12 @@ fn brief_decisions_are_the_engines_decisions() {
                         "{name}, seed {seed}, step {step}"
                     );
                     if d.decision == Verdict::RequireApproval && rng.unit() < 0.5 {
-                        for approver in &w.approvers {
-                            let ans = ApprovalAnswer {
-                                approval_id: d.approval_id.clone(),
-                                call_id: None,
-                                approver: approver.clone(),
-                                groups: Vec::new(),
-                                grant: true,
-                                lease: lease.map(|ms| format!("{ms}ms")),
-                                time: call.time.clone(),
-                            };
-                            let (x, y) = (full.answer(&ans), brief.answer(&ans));
-                            assert_eq!(x, y, "{name}, seed {seed}, step {step}");
-                            if x.is_ok() {
-                                break;
-                            }
-                        }
+                        let lease = lease.map(|ms| format!("{ms}ms"));
+                        assert_eq!(
+                            w.grant(&full, &d.approval_id, lease.clone(), now),
+                            w.grant(&brief, &d.approval_id, lease, now),
+                            "{name}, seed {seed}, step {step}"
+                        );
                     }
                     now += rng.exponential(250.0).round().max(1.0) as i64;
                 }

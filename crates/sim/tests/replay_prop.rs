@@ -9,7 +9,7 @@
 use proptest::prelude::*;
 use std::path::Path;
 use truststack_engine::replay::{parse_trace, replay, Step};
-use truststack_engine::{ApprovalAnswer, ApprovalResult, Engine, Verdict};
+use truststack_engine::{ApprovalResult, Engine, Verdict};
 use truststack_sim::{analyse, Manifest, Options, Status, World};
 
 mod common;
@@ -150,20 +150,9 @@ fn brute(world: &World, depth: usize) -> Vec<(bool, bool)> {
                 Verdict::Deny => branches.push((e, false, gated)),
                 Verdict::RequireApproval => {
                     let g = e.fork();
-                    for approver in &world.approvers {
-                        let ans = ApprovalAnswer {
-                            approval_id: d.approval_id.clone(),
-                            call_id: None,
-                            approver: approver.clone(),
-                            groups: Vec::new(),
-                            grant: true,
-                            lease: lease.map(truststack_policy::duration::format_duration),
-                            time: call.time.clone(),
-                        };
-                        if let Ok(o) = g.answer(&ans) {
-                            branches.push((g, o.decision == Verdict::Allow, true));
-                            break;
-                        }
+                    let lease = lease.map(truststack_policy::duration::format_duration);
+                    if let Some((_, o)) = world.grant(&g, &d.approval_id, lease, now) {
+                        branches.push((g, o.decision == Verdict::Allow, true));
                     }
                     branches.push((e, false, gated));
                 }
