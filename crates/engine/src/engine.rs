@@ -316,6 +316,19 @@ impl Engine {
             .filter(|until| *until > now)
     }
 
+    /// Until when an approver's lease waves a REQUIRE_HITL policy through for this call's scope.
+    fn hitl_lease(
+        &self,
+        policy: &truststack_policy::Policy,
+        p: &Principals,
+        now: i64,
+    ) -> Option<i64> {
+        if policy.action != Action::RequireHitl {
+            return None;
+        }
+        self.lease_until(&policy.id, policy.target, scope_key(policy.target, p), now)
+    }
+
     fn evaluate(
         &self,
         bundle: &Bundle,
@@ -329,7 +342,6 @@ impl Engine {
             shadow: Vec::new(),
         };
         for (cp, states, pid) in firing(bundle, ctx, info, guards) {
-            let target = cp.policy.target;
             let mut fired = FiredPolicy {
                 id: cp.policy.id.clone(),
                 action: cp.policy.action,
@@ -342,11 +354,7 @@ impl Engine {
                 eval.shadow.push(fired);
                 continue;
             }
-            if cp.policy.action == Action::RequireHitl {
-                fired.lease_until = self
-                    .lease_until(&cp.policy.id, target, scope_key(target, p), ctx.now)
-                    .map(format_time);
-            }
+            fired.lease_until = self.hitl_lease(&cp.policy, p, ctx.now).map(format_time);
             eval.fired.push(fired);
         }
         eval
@@ -367,16 +375,7 @@ impl Engine {
             if policy.mode == Mode::Shadow {
                 continue;
             }
-            let leased = policy.action == Action::RequireHitl
-                && self
-                    .lease_until(
-                        &policy.id,
-                        policy.target,
-                        scope_key(policy.target, p),
-                        ctx.now,
-                    )
-                    .is_some();
-            t.add(policy.action, leased);
+            t.add(policy.action, self.hitl_lease(policy, p, ctx.now).is_some());
         }
         t
     }
