@@ -7,15 +7,10 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn truststack(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_truststack"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{text, truststack};
 
 fn demo(dir: &Path, json: bool) -> Output {
     let dir = dir.to_str().unwrap();
@@ -24,10 +19,6 @@ fn demo(dir: &Path, json: bool) -> Output {
         args.push("--json");
     }
     truststack(&args)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn strings(v: &Value) -> Vec<String> {

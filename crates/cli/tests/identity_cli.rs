@@ -8,36 +8,24 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+mod common;
+use common::{ok, refused, stderr};
+
+/// The binary with the issuer directory under `dir`.
+fn in_issuer(dir: &Path) -> Command {
+    let mut command = common::cli();
+    command.env("TRUSTSTACK_ISSUER_DIR", dir.join("issuer"));
+    command
+}
+
 fn truststack(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_truststack"))
-        .args(args)
-        .env("TRUSTSTACK_ISSUER_DIR", dir.join("issuer"))
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    in_issuer(dir).args(args).output().unwrap()
 }
 
 /// `truststack identity inspect -` with `token` on stdin.
 fn inspect_stdin(dir: &Path, token: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_truststack"))
+    let mut child = in_issuer(dir)
         .args(["identity", "inspect", "-"])
-        .env("TRUSTSTACK_ISSUER_DIR", dir.join("issuer"))
-        .env("NO_COLOR", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -151,12 +139,7 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
             "ExploitationTool",
         ],
     );
-    assert_eq!(wide.status.code(), Some(2));
-    assert!(
-        stderr(&wide).contains("widens the tools"),
-        "{}",
-        stderr(&wide)
-    );
+    refused(&wide, "widens the tools");
     let longer = truststack(
         dir,
         &[
@@ -164,12 +147,7 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
             "--ttl", "2h",
         ],
     );
-    assert_eq!(longer.status.code(), Some(2), "{}", stderr(&longer));
-    assert!(
-        stderr(&longer).contains("extends the expiry"),
-        "{}",
-        stderr(&longer)
-    );
+    refused(&longer, "extends the expiry");
     // Back up the chain: a loop.
     let lp = truststack(
         dir,
@@ -184,12 +162,7 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
             "ScanTool",
         ],
     );
-    assert_eq!(lp.status.code(), Some(2));
-    assert!(
-        stderr(&lp).contains("already in the delegation chain"),
-        "{}",
-        stderr(&lp)
-    );
+    refused(&lp, "already in the delegation chain");
 
     // The chain of command, drawn as a tree.
     let shown = ok(&truststack(dir, &["identity", "inspect", recon]));
@@ -261,12 +234,7 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
             "ScanTool",
         ],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("only agent credentials can be delegated"),
-        "{}",
-        stderr(&out)
-    );
+    refused(&out, "only agent credentials can be delegated");
 
     // Revoking the orchestrator's credential revokes what was delegated from it.
     let record: Value = serde_json::from_str(&ok(&truststack(
@@ -329,11 +297,9 @@ fn errors_name_what_is_wrong() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let out = truststack(dir, &["identity", "jwks"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no issuer here; create one with `truststack identity init"),
-        "{}",
-        stderr(&out)
+    refused(
+        &out,
+        "no issuer here; create one with `truststack identity init",
     );
     let issuer_dir = dir.join("issuer").display().to_string();
     assert_eq!(
@@ -345,20 +311,14 @@ fn errors_name_what_is_wrong() {
     ok(&truststack(dir, &["identity", "init"]));
     // Another trust domain for the same directory is refused.
     let out = truststack(dir, &["identity", "init", "--trust-domain", "acme.example"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("already exists for trust domain `truststack.local`"),
-        "{}",
-        stderr(&out)
-    );
+    refused(&out, "already exists for trust domain `truststack.local`");
     let out = truststack(
         dir,
         &[
             "identity", "issue", "--agent", "a", "--owner", "alice", "--tools", "X",
         ],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--owner"), "{}", stderr(&out));
+    refused(&out, "--owner");
     let out = truststack(
         dir,
         &[
@@ -366,11 +326,9 @@ fn errors_name_what_is_wrong() {
             "5 mins",
         ],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--ttl"), "{}", stderr(&out));
+    refused(&out, "--ttl");
     let out = truststack(dir, &["identity", "inspect", "not-a-token"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("three"), "{}", stderr(&out));
+    refused(&out, "three");
     // A rejected parent is named once, with its cause once.
     let out = truststack(
         dir,
@@ -444,8 +402,7 @@ fn revoking_a_human_revokes_the_agents_acting_for_them() {
             "ScanTool",
         ],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("is revoked"), "{}", stderr(&out));
+    refused(&out, "is revoked");
     // A bare name is an agent of the trust domain.
     let record: Value = serde_json::from_str(&ok(&truststack(
         dir,
@@ -490,12 +447,7 @@ fn a_retired_key_no_longer_verifies_what_it_signed() {
             active["kid"].as_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("active signing key"),
-        "{}",
-        stderr(&out)
-    );
+    refused(&out, "active signing key");
     let retired = ok(&truststack(dir, &["identity", "retire", "--kid", &old_kid]));
     assert!(retired.contains("retired"), "{retired}");
     let out = truststack(dir, &["identity", "inspect", &old]);

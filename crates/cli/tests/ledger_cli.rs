@@ -8,9 +8,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use truststack_ledger::merkle::{leaf_hash, verify_consistency, verify_inclusion};
 use truststack_ledger::{Checkpoint, Hash, VerifierKey};
+
+mod common;
+#[path = "../../ledger/tests/support/python_verifier.rs"]
+mod python_verifier;
+use common::{ok, refused, stderr, stdout, truststack};
 
 /// Entries of the campaign ledger: the policy activation, 114 decisions, 1 approval.
 const ENTRIES: u64 = 116;
@@ -23,39 +27,6 @@ fn example(rel: &str) -> String {
         .join(rel)
         .display()
         .to_string()
-}
-
-fn truststack(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_truststack"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
-}
-
-/// Asserts exit status 2 (bad input) with `needle` in the error.
-fn refused(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(2), "{}{}", stdout(out), stderr(out));
-    assert!(stderr(out).contains(needle), "{}", stderr(out));
 }
 
 fn json(text: &str) -> Value {
@@ -283,27 +254,6 @@ fn show_filters_records_as_a_table_and_as_json_lines() {
     );
 }
 
-/// Runs the Python verifier written from the specifications alone on `input`; its exit status
-/// and output.
-fn independent_verifier(input: &Value, dir: &Path) -> (i32, String) {
-    let file = dir.join("input.json");
-    std::fs::write(&file, serde_json::to_vec(input).unwrap()).unwrap();
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ledger/tests/independent_verifier.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&file)
-        .output()
-        .expect("python3 must be installed to run the independent verifier");
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    let code = out.status.code().unwrap_or(-1);
-    assert_ne!(
-        code, 2,
-        "the independent verifier cannot run: {text}\n(CI installs it from .ci/pip-requirements.txt)"
-    );
-    (code, text)
-}
-
 #[test]
 fn an_inclusion_proof_verifies_against_the_signed_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -337,7 +287,7 @@ fn an_inclusion_proof_verifies_against_the_signed_checkpoint() {
     let mut input = proof.clone();
     input["verifier_key"] = json!(key.to_string());
     input["proof"] = proof.clone();
-    let (code, text) = independent_verifier(&input, tmp.path());
+    let (code, text) = python_verifier::run(&input, tmp.path());
     assert_eq!(code, 0, "{text}");
     assert_eq!(
         text.trim(),
@@ -345,7 +295,7 @@ fn an_inclusion_proof_verifies_against_the_signed_checkpoint() {
     );
     // The same proof for an edited record fails there.
     input["record"] = json!(record.replacen("\"deny\"", "\"allow\"", 1));
-    let (code, text) = independent_verifier(&input, tmp.path());
+    let (code, text) = python_verifier::run(&input, tmp.path());
     assert_eq!(code, 1, "{text}");
 
     // A size no checkpoint has: the proof still verifies against its (unsigned) root.

@@ -2,24 +2,19 @@
 //! reported trajectory with `truststack policy eval`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{root, text};
 
+/// Runs `truststack ARGS` from the repository root, as the documentation does.
 fn truststack(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_truststack"))
+    common::cli()
         .args(args)
         .current_dir(root())
-        .env("NO_COLOR", "1")
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn code(out: &Output) -> i32 {

@@ -4,34 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "support/python_verifier.rs"]
+mod python_verifier;
 
 use common::Fixture;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::Command;
 use truststack_ledger::{LogKey, DEFAULT_ORIGIN};
-
-fn run_python(input: &Value, dir: &Path) -> (i32, String) {
-    let file = dir.join("input.json");
-    std::fs::write(&file, serde_json::to_vec(input).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent_verifier.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(&file)
-        .output()
-        .expect("python3 must be installed to run the independent verifier");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let code = out.status.code().unwrap_or(-1);
-    assert_ne!(
-        code, 2,
-        "the independent verifier cannot run: {text}\n(CI installs it from .ci/pip-requirements.txt)"
-    );
-    (code, text)
-}
 
 #[test]
 fn python_verifier_accepts_real_proofs_and_rejects_tampered_ones() {
@@ -49,7 +27,7 @@ fn python_verifier_accepts_real_proofs_and_rejects_tampered_ones() {
         })
     };
     for index in [0, 1, 17, 31, 32, 36] {
-        let (code, text) = run_python(&input(index), f.dir.path());
+        let (code, text) = python_verifier::run(&input(index), f.dir.path());
         assert_eq!(code, 0, "entry {index}: {text}");
         assert!(text.starts_with(&format!(
             "ok: entry {index} is in {DEFAULT_ORIGIN} at size 37"
@@ -95,7 +73,7 @@ fn python_verifier_accepts_real_proofs_and_rejects_tampered_ones() {
     tampered.push(("wrong key id", v));
 
     for (what, v) in tampered {
-        let (code, text) = run_python(&v, f.dir.path());
+        let (code, text) = python_verifier::run(&v, f.dir.path());
         assert_eq!(code, 1, "{what} was accepted: {text}");
         assert!(text.starts_with("FAILED"), "{what}: {text}");
     }
