@@ -4,7 +4,7 @@ use crate::decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPol
 use crate::event::{
     format_time, parse_time, ApprovalAnswer, Caller, Event, Observation, Principals, ToolCall,
 };
-use crate::recorder::{private_payload, NoRecorder, Recorder};
+use crate::recorder::{private_payload, NoRecorder, Recorded, Recorder, Recording};
 use crate::settings::{DefaultDecision, Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::{json, Value};
@@ -53,6 +53,65 @@ pub struct PendingApproval {
     deadline_ms: i64,
     pub policies: Vec<FiredPolicy>,
     pub approvers: Vec<String>,
+}
+
+/// A decision made, with its record handed to the recorder: it may be returned to the caller
+/// once that record is durable ([`Queued::wait`] blocks for it, [`Queued::durable`] awaits it).
+/// If the record cannot be written, the decision becomes a denial that says so.
+#[must_use = "a decision may be returned only once its record is durable"]
+pub struct Queued<'e> {
+    engine: &'e Engine,
+    decision: Decision,
+    recording: Option<Recording>,
+    /// The held call, parked for approvers only once its decision is durable.
+    held: Option<PendingApproval>,
+    now: i64,
+}
+
+impl Queued<'_> {
+    /// Blocks until the record is durable, then gives the decision.
+    pub fn wait(mut self) -> Decision {
+        let recorded = self.recording.take().map(Recording::wait);
+        self.settle(recorded)
+    }
+
+    /// Awaits the record's durability, then gives the decision.
+    pub async fn durable(mut self) -> Decision {
+        let recorded = match self.recording.take() {
+            Some(recording) => Some(recording.durable().await),
+            None => None,
+        };
+        self.settle(recorded)
+    }
+
+    fn settle(self, recorded: Option<Recorded>) -> Decision {
+        let Queued {
+            engine,
+            mut decision,
+            held,
+            now,
+            ..
+        } = self;
+        match recorded {
+            Some(Err(e)) if decision.decision == Verdict::Deny && decision.policies.is_empty() => {
+                decision.reason = format!("{}; ledger unavailable: {e}", decision.reason);
+                return decision;
+            }
+            Some(Err(e)) => {
+                return engine.fail_closed_for(
+                    &decision.call_id,
+                    now,
+                    format!("ledger unavailable, failing closed: {e}"),
+                );
+            }
+            Some(Ok(index)) => decision.ledger_index = index,
+            None => {}
+        }
+        if let Some(held) = held {
+            engine.park(held);
+        }
+        decision
+    }
 }
 
 #[derive(Default)]
@@ -448,6 +507,12 @@ impl Engine {
     /// replaced by the credential's, and a tool outside the credential's allowed tools is denied
     /// before any policy is evaluated.
     pub fn decide_as(&self, caller: &Caller, call: &ToolCall) -> Decision {
+        self.queue_as(caller, call).wait()
+    }
+
+    /// [`Engine::decide_as`] up to the ledger: the decision is made, its record queued and the
+    /// scope locks released; the [`Queued`] decision may be returned once its record is durable.
+    pub fn queue_as(&self, caller: &Caller, call: &ToolCall) -> Queued<'_> {
         let mut call = call.clone();
         call.agent.clone_from(&caller.agent);
         call.chain.clone_from(&caller.chain);
@@ -476,36 +541,57 @@ impl Engine {
                     call.tool,
                     allowed.join(", ")
                 );
-                return self.deny_recorded(&call, now, reason);
+                // Denied before policy evaluation, and written to the ledger like any decision.
+                let decision = self.fail_closed(&call, now, reason);
+                let recording = self
+                    .recorder
+                    .submit(decision_record(&bundle, &call, &decision));
+                return Queued {
+                    engine: self,
+                    decision,
+                    recording: Some(recording),
+                    held: None,
+                    now,
+                };
             }
         }
-        self.decide(&call)
-    }
-
-    /// A denial decided before policy evaluation, written to the ledger like any decision.
-    fn deny_recorded(&self, call: &ToolCall, now: i64, reason: String) -> Decision {
-        let mut decision = self.fail_closed(call, now, reason);
-        match self
-            .recorder
-            .record(decision_record(&self.bundle(), call, &decision))
-        {
-            Ok(index) => decision.ledger_index = index,
-            Err(e) => decision.reason = format!("{}; ledger unavailable: {e}", decision.reason),
-        }
-        decision
+        self.queue(&call)
     }
 
     /// Decides one tool call. On the system clock the call's own `time` is ignored.
     pub fn decide(&self, call: &ToolCall) -> Decision {
+        self.queue(call).wait()
+    }
+
+    fn queue(&self, call: &ToolCall) -> Queued<'_> {
         match self.now(call.time.as_deref()) {
-            Ok(now) => self.decide_at(call, now),
-            Err(e) => self.fail_closed(call, system_now(), format!("cannot decide: {e}")),
+            Ok(now) => self.queue_at(call, now),
+            Err(e) => {
+                let now = system_now();
+                Queued {
+                    engine: self,
+                    decision: self.fail_closed(call, now, format!("cannot decide: {e}")),
+                    recording: None,
+                    held: None,
+                    now,
+                }
+            }
         }
     }
 
     /// Decides a call at `now` (epoch ms), whatever the engine's time source and the call's
     /// `time`: a simulated clock that need not format a timestamp for the engine to parse back.
     pub fn decide_at(&self, call: &ToolCall, now: i64) -> Decision {
+        self.queue_at(call, now).wait()
+    }
+
+    /// Decides under the scope locks, hands the record to the recorder and, for an allowed call,
+    /// updates the monitors before releasing the locks — so the ledger keeps each scope's
+    /// decisions in the order they were made, and racing calls never both take a last slot. A
+    /// record the recorder refuses at once leaves the monitors untouched; one whose commit fails
+    /// later has been counted, which errs on the side of denying, and its decision becomes a
+    /// denial.
+    fn queue_at(&self, call: &ToolCall, now: i64) -> Queued<'_> {
         let bundle = self.bundle();
         let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
         let ctx = context(call, &p, now);
@@ -526,36 +612,28 @@ impl Engine {
             policy_hash: bundle.hash.clone(),
             time: format_time(now),
         };
-        let mut pending = None;
+        let mut held = None;
         if verdict == Verdict::RequireApproval {
-            let held = self.hold(&bundle, call, now, &decision.policies);
-            decision.approval_id = Some(held.approval_id.clone());
-            decision.deadline = Some(held.deadline.clone());
-            pending = Some(held);
+            let pending = self.hold(&bundle, call, now, &decision.policies);
+            decision.approval_id = Some(pending.approval_id.clone());
+            decision.deadline = Some(pending.deadline.clone());
+            held = Some(pending);
         }
-        if self.recorder.enabled() {
-            match self
-                .recorder
-                .record(decision_record(&self.bundle(), call, &decision))
-            {
-                Ok(index) => decision.ledger_index = index,
-                Err(e) => {
-                    return self.fail_closed(
-                        call,
-                        now,
-                        format!("ledger unavailable, failing closed: {e}"),
-                    )
-                }
-            }
-        }
-        if verdict == Verdict::Allow {
+        let recording = self.recorder.enabled().then(|| {
+            self.recorder
+                .submit(decision_record(&bundle, call, &decision))
+        });
+        if verdict == Verdict::Allow && !recording.as_ref().is_some_and(Recording::failed) {
             admit(&bundle, &ctx, info, &mut guards);
         }
         drop(guards);
-        if let Some(pending) = pending {
-            self.park(pending);
+        Queued {
+            engine: self,
+            decision,
+            recording,
+            held,
+            now,
         }
-        decision
     }
 
     /// [`Engine::decide_at`] without the explanation, for the proving ground's millions of
@@ -638,11 +716,15 @@ impl Engine {
     }
 
     fn fail_closed(&self, call: &ToolCall, now: i64, reason: String) -> Decision {
-        tracing::warn!(call = %call.id, %reason, "denied before policy evaluation");
+        self.fail_closed_for(&call.id, now, reason)
+    }
+
+    fn fail_closed_for(&self, call_id: &str, now: i64, reason: String) -> Decision {
+        tracing::warn!(call = %call_id, %reason, "denied before policy evaluation");
         Decision {
             decision: Verdict::Deny,
             decision_id: self.next_id("d", now),
-            call_id: call.id.clone(),
+            call_id: call_id.to_string(),
             policies: Vec::new(),
             shadow: Vec::new(),
             reason,

@@ -3,9 +3,11 @@
 //! [`Engine::decide`] answers a tool call with a [`Decision`] under a compiled policy
 //! [`Bundle`](truststack_policy::Bundle): it locks the call's scopes (agent, session, user,
 //! delegation root), reads every candidate policy's monitors as if the call were admitted,
-//! combines the verdicts (deny > require approval > allow > default), writes the decision to the
-//! [`Recorder`] and only then updates the monitors, so denied calls never count and a ledger
-//! failure fails closed.
+//! combines the verdicts (deny > require approval > allow > default), hands the decision to the
+//! [`Recorder`], updates the monitors of an allowed call and releases the locks; the decision is
+//! returned only once its record is durable, and a ledger failure turns it into a denial (fail
+//! closed). [`Engine::queue_as`] returns the decision before that wait, as a [`Queued`] that an
+//! async server awaits without tying up a thread.
 
 /// The ledger and identity crates, for components that depend on the engine alone.
 pub use truststack_identity as identity;
@@ -19,7 +21,7 @@ pub mod replay;
 pub mod settings;
 
 pub use decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
-pub use engine::{ApprovalError, Engine, PendingApproval, Processed};
+pub use engine::{ApprovalError, Engine, PendingApproval, Processed, Queued};
 pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Observation, ToolCall};
-pub use recorder::{NoRecorder, Recorder};
+pub use recorder::{NoRecorder, Recorded, Recorder, Recording};
 pub use settings::{DefaultDecision, Settings, TimeSource};

@@ -1,11 +1,54 @@
 //! Where decisions are written before they are returned (the ledger, in deployments).
 
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+
+/// What a recorder answers: a record's ledger index once it is durable (`None` when the
+/// recorder keeps no index), or why it could not be written.
+pub type Recorded = Result<Option<u64>, String>;
+
+/// A record handed to a recorder: either already settled, or queued for a commit still to come.
+#[must_use = "a record is durable only once its recording settles"]
+pub enum Recording {
+    Settled(Recorded),
+    Queued(Pin<Box<dyn Future<Output = Recorded> + Send>>),
+}
+
+impl Recording {
+    /// Blocks the calling thread until the record is durable (or failed).
+    pub fn wait(self) -> Recorded {
+        match self {
+            Recording::Settled(r) => r,
+            Recording::Queued(durable) => futures_executor::block_on(durable),
+        }
+    }
+
+    /// Waits for the record to be durable without blocking a thread.
+    pub async fn durable(self) -> Recorded {
+        match self {
+            Recording::Settled(r) => r,
+            Recording::Queued(durable) => durable.await,
+        }
+    }
+
+    /// Whether the record has already been refused.
+    pub fn failed(&self) -> bool {
+        matches!(self, Recording::Settled(Err(_)))
+    }
+}
 
 /// A write-ahead sink for decision records. `record` returns only when the record is durable,
 /// with its index; an error makes the engine fail closed.
 pub trait Recorder: Send + Sync {
-    fn record(&self, record: Value) -> Result<Option<u64>, String>;
+    fn record(&self, record: Value) -> Recorded;
+
+    /// Hands a record over and returns before it is durable, so the caller can release its
+    /// locks while the commit happens; records are kept in the order they were submitted. The
+    /// default records synchronously.
+    fn submit(&self, record: Value) -> Recording {
+        Recording::Settled(self.record(record))
+    }
 
     /// Whether records are kept at all. A recorder that drops them says so, and the engine
     /// skips building decision records (the proving ground decides millions of calls).
@@ -19,7 +62,7 @@ pub trait Recorder: Send + Sync {
 pub struct NoRecorder;
 
 impl Recorder for NoRecorder {
-    fn record(&self, _record: Value) -> Result<Option<u64>, String> {
+    fn record(&self, _record: Value) -> Recorded {
         Ok(None)
     }
 
@@ -30,8 +73,17 @@ impl Recorder for NoRecorder {
 
 /// The tamper-evident ledger: `record` returns once the record is durable (group commit).
 impl Recorder for truststack_ledger::Ledger {
-    fn record(&self, record: Value) -> Result<Option<u64>, String> {
+    fn record(&self, record: Value) -> Recorded {
         self.append(&record).map(Some).map_err(|e| e.to_string())
+    }
+
+    fn submit(&self, record: Value) -> Recording {
+        match truststack_ledger::Ledger::submit(self, &record) {
+            Ok(ticket) => Recording::Queued(Box::pin(async move {
+                ticket.await.map(Some).map_err(|e| e.to_string())
+            })),
+            Err(e) => Recording::Settled(Err(e.to_string())),
+        }
     }
 }
 

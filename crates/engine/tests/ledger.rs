@@ -142,3 +142,58 @@ fn replaying_the_ledger_under_another_bundle_reports_what_would_change() {
     );
     assert!(diff.iter().all(|d| d.replayed == Verdict::Allow));
 }
+
+#[test]
+fn queued_decisions_count_at_once_and_settle_in_ledger_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let ledger =
+        Arc::new(Ledger::open(&db, &LedgerConfig::new(dir.path().join("log.key"))).unwrap());
+    let engine =
+        Engine::new(bundle("policies/seed.tsp"), Settings::replay()).with_recorder(ledger.clone());
+    let caller = truststack_engine::Caller {
+        agent: "spiffe://acme.example/agent/recon".into(),
+        chain: vec!["user:alice@acme.example".into()],
+        tools: Some(vec!["ScanTool".into()]),
+        credential_id: Some("jti-1".into()),
+    };
+    let scan = |i: usize, tool: &str| ToolCall {
+        id: format!("scan-{i}"),
+        time: Some(format!("2026-11-13T09:00:{:02}.{:03}Z", i / 1000, i % 1000)),
+        agent: String::new(),
+        session: None,
+        chain: vec![],
+        tool: tool.into(),
+        args: serde_json::json!({"target": "10.0.3.7"}),
+    };
+    // Every decision is made and queued before any record is durable: the rate limit still
+    // holds, since an allowed call counts as soon as it is queued.
+    let mut queued: Vec<_> = (0..101)
+        .map(|i| engine.queue_as(&caller, &scan(i, "nmap_scan")))
+        .collect();
+    // A tool outside the credential is denied before policy evaluation, and recorded too.
+    queued.push(engine.queue_as(&caller, &scan(101, "http_upload")));
+    let decisions: Vec<_> = queued
+        .into_iter()
+        .map(|q| futures_executor::block_on(q.durable()))
+        .collect();
+    let allowed = decisions
+        .iter()
+        .filter(|d| d.decision == Verdict::Allow)
+        .count();
+    assert_eq!(allowed, 100, "the 101st scan in five minutes is denied");
+    assert_eq!(decisions[100].decision, Verdict::Deny);
+    assert!(decisions[101]
+        .reason
+        .contains("does not allow tool `http_upload`"));
+    for (i, d) in decisions.iter().enumerate() {
+        let index = d.ledger_index.expect("durable before it is returned");
+        assert_eq!(
+            index, i as u64,
+            "the ledger keeps the order of the decisions"
+        );
+        let entry = ledger.entry(index).unwrap().record().unwrap();
+        assert_eq!(entry["call"]["id"], d.call_id.as_str());
+        assert_eq!(entry["call"]["agent"], caller.agent.as_str());
+    }
+}

@@ -1,5 +1,6 @@
-//! Ledger benchmarks: durable appends (group commit vs. one fsync per record), full
-//! verification, and proof generation and verification.
+//! Ledger benchmarks: durable appends (group commit vs. one fsync per record, from threads that
+//! block on `append` and from async tasks that await `submit`), full verification, and proof
+//! generation and verification.
 //!
 //! Run: `cargo bench -p truststack-ledger -- --warm-up-time 1 --measurement-time 3`.
 //! The verification and proof fixtures (`LEDGER_BENCH_ENTRIES`, default 1,000,000 entries) are
@@ -65,6 +66,34 @@ fn concurrent_appends(ledger: &Arc<Ledger>, threads: u64, total: u64, batch: u64
     started.elapsed()
 }
 
+/// Appends `total` records from `tasks` async appenders on a two-worker runtime, each
+/// awaiting its record's durability ([`Ledger::submit`]) before it submits the next one.
+fn async_appends(
+    runtime: &tokio::runtime::Runtime,
+    ledger: &Arc<Ledger>,
+    tasks: u64,
+    total: u64,
+) -> Duration {
+    let tasks = tasks.min(total).max(1);
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut handles = Vec::new();
+        for t in 0..tasks {
+            let ledger = Arc::clone(ledger);
+            let mine = total / tasks + u64::from(t < total % tasks);
+            handles.push(tokio::spawn(async move {
+                for i in 0..mine {
+                    ledger.submit(&record(t << 32 | i)).unwrap().await.unwrap();
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    started.elapsed()
+}
+
 fn appends(c: &mut Criterion) {
     let mut g = c.benchmark_group("durable_append");
     g.throughput(Throughput::Elements(1));
@@ -79,6 +108,17 @@ fn appends(c: &mut Criterion) {
         let ledger = Arc::new(fresh_ledger(&dir));
         g.bench_function(name, |b| {
             b.iter_custom(|iters| concurrent_appends(&ledger, threads, iters, batch));
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    for tasks in [64, 1024] {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(fresh_ledger(&dir));
+        g.bench_function(format!("group_commit_{tasks}_async_appenders"), |b| {
+            b.iter_custom(|iters| async_appends(&runtime, &ledger, tasks, iters));
         });
     }
     g.finish();

@@ -6,6 +6,11 @@
 //! answers each appender with its index. So `append` returns only when the record is durable,
 //! and concurrent appenders share the cost of a commit.
 //!
+//! [`Ledger::submit`] is the same append in two halves: it queues the record and returns an
+//! [`AppendTicket`], a future (or, with [`AppendTicket::wait`], a blocking wait) for its index.
+//! An async caller awaits durability without a thread of its own blocked on it; records are
+//! committed in the order they were submitted.
+//!
 //! Reads (entries, proofs, checkpoints) go through a second, read-only connection and see only
 //! committed data.
 
@@ -18,13 +23,17 @@ use crate::store::{
     with_nodes, LedgerStore, NodeCache, Prefetch, StoreError, StoredCheckpoint, StoredEntry,
 };
 use crate::{base64_hash, format_time_us};
+use futures_channel::oneshot;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 /// The origin (and key name) used when none is configured.
@@ -219,7 +228,7 @@ type Reply<T> = SyncSender<Result<T, String>>;
 enum Request {
     Append {
         records: Vec<(Vec<u8>, Hash)>,
-        reply: Reply<u64>,
+        reply: oneshot::Sender<Result<u64, String>>,
     },
     Checkpoint {
         reply: Reply<SignedCheckpoint>,
@@ -232,6 +241,35 @@ impl Request {
             Request::Append { records, .. } => records.len(),
             Request::Checkpoint { .. } => 0,
         }
+    }
+}
+
+/// A queued append: resolves to the index of its (first) record once that is durable, or to
+/// the reason it could not be written. Await it, or block on it with [`AppendTicket::wait`].
+#[must_use = "a record is durable only once its ticket resolves"]
+#[derive(Debug)]
+pub struct AppendTicket {
+    answer: oneshot::Receiver<Result<u64, String>>,
+}
+
+impl AppendTicket {
+    /// Blocks the calling thread until the append is durable.
+    pub fn wait(self) -> Result<u64, LedgerError> {
+        futures_executor::block_on(self)
+    }
+}
+
+impl Future for AppendTicket {
+    type Output = Result<u64, LedgerError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| match answer {
+                Ok(Ok(index)) => Ok(index),
+                Ok(Err(message)) => Err(LedgerError::Write(message)),
+                Err(oneshot::Canceled) => Err(LedgerError::WriterGone),
+            })
     }
 }
 
@@ -405,47 +443,37 @@ impl Ledger {
     /// Appends one record and returns its index once it is durable. The record is stored as
     /// its RFC 8785 canonical JSON.
     pub fn append(&self, record: &Value) -> Result<u64, LedgerError> {
-        let data = canonicalize(record).map_err(|source| LedgerError::Record {
-            position: 0,
-            source,
-        })?;
-        let leaf = merkle::leaf_hash(&data);
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.send(Request::Append {
-            records: vec![(data, leaf)],
-            reply,
-        })?;
-        answer
-            .recv()
-            .map_err(|_| LedgerError::WriterGone)?
-            .map_err(LedgerError::Write)
+        self.submit(record)?.wait()
+    }
+
+    /// Queues one record for the next group commit; the ticket resolves to its index once it is
+    /// durable. A record that cannot be canonicalized, or a ledger that cannot be written, is
+    /// refused here, before anything is queued.
+    pub fn submit(&self, record: &Value) -> Result<AppendTicket, LedgerError> {
+        self.submit_prepared(vec![prepare(0, record)?])
     }
 
     /// Appends records atomically, at consecutive indices; returns their index range once all
     /// are durable. Nothing is stored if any record cannot be canonicalized.
     pub fn append_batch(&self, records: &[Value]) -> Result<Range<u64>, LedgerError> {
-        let mut prepared = Vec::with_capacity(records.len());
-        for (position, record) in records.iter().enumerate() {
-            let data =
-                canonicalize(record).map_err(|source| LedgerError::Record { position, source })?;
-            let leaf = merkle::leaf_hash(&data);
-            prepared.push((data, leaf));
-        }
+        let prepared = records
+            .iter()
+            .enumerate()
+            .map(|(position, record)| prepare(position, record))
+            .collect::<Result<Vec<_>, _>>()?;
         if prepared.is_empty() {
             let len = self.len();
             return Ok(len..len);
         }
         let n = prepared.len() as u64;
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.send(Request::Append {
-            records: prepared,
-            reply,
-        })?;
-        let first = answer
-            .recv()
-            .map_err(|_| LedgerError::WriterGone)?
-            .map_err(LedgerError::Write)?;
+        let first = self.submit_prepared(prepared)?.wait()?;
         Ok(first..first + n)
+    }
+
+    fn submit_prepared(&self, records: Vec<(Vec<u8>, Hash)>) -> Result<AppendTicket, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Append { records, reply })?;
+        Ok(AppendTicket { answer })
     }
 
     /// Signs a checkpoint of everything committed so far and stores it; when the latest
@@ -615,6 +643,13 @@ impl Ledger {
     }
 }
 
+/// A record's canonical bytes and leaf hash, computed on the appender's thread.
+fn prepare(position: usize, record: &Value) -> Result<(Vec<u8>, Hash), LedgerError> {
+    let data = canonicalize(record).map_err(|source| LedgerError::Record { position, source })?;
+    let leaf = merkle::leaf_hash(&data);
+    Ok((data, leaf))
+}
+
 impl Drop for Ledger {
     fn drop(&mut self) {
         self.stop();
@@ -658,7 +693,7 @@ impl WriterState {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
-        let mut appended: Vec<(Reply<u64>, u64)> = Vec::new();
+        let mut appended: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
         let mut checkpoint_replies: Vec<Reply<SignedCheckpoint>> = Vec::new();
         let before = self.frontier.clone();
         let time_us = now_us();

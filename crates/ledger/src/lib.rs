@@ -36,8 +36,8 @@ pub mod verify;
 
 pub use checkpoint::Checkpoint;
 pub use ledger::{
-    ConsistencyProof, Entry, InclusionProof, Ledger, LedgerConfig, LedgerError, SignedCheckpoint,
-    DEFAULT_CHECKPOINT_EVERY, DEFAULT_ORIGIN,
+    AppendTicket, ConsistencyProof, Entry, InclusionProof, Ledger, LedgerConfig, LedgerError,
+    SignedCheckpoint, DEFAULT_CHECKPOINT_EVERY, DEFAULT_ORIGIN,
 };
 pub use merkle::Hash;
 pub use note::{LogKey, VerifierKey};

@@ -52,6 +52,36 @@ fn concurrent_appends_get_unique_contiguous_indices() {
 }
 
 #[test]
+fn submitted_appends_are_committed_in_submission_order() {
+    let f = Fixture::new();
+    let ledger = f.open(100);
+    let tickets: Vec<_> = (0..200)
+        .map(|i| ledger.submit(&record(i)).unwrap())
+        .collect();
+    // The first ticket is awaited, the rest blocked on: both settle on the same commit order.
+    let mut tickets = tickets.into_iter();
+    let first = futures_executor::block_on(tickets.next().unwrap()).unwrap();
+    assert_eq!(first, 0);
+    for (i, ticket) in (1u64..).zip(tickets) {
+        let index = ticket.wait().unwrap();
+        assert_eq!(index, i, "records keep the order they were submitted in");
+        assert_eq!(ledger.entry(index).unwrap().record().unwrap(), record(i));
+    }
+    assert_eq!(ledger.len(), 200);
+    // A record that cannot be canonicalized (nested too deep) is refused before anything is
+    // queued.
+    let mut deep = json!(0);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let err = ledger.submit(&deep).unwrap_err();
+    assert!(matches!(err, LedgerError::Record { .. }), "{err}");
+    assert_eq!(ledger.len(), 200);
+    drop(ledger);
+    assert_eq!(verify_file(&f.db, None).unwrap().entries, 200);
+}
+
+#[test]
 fn checkpoints_follow_the_cadence_and_on_demand_requests() {
     let f = Fixture::new();
     let ledger = f.open(10);

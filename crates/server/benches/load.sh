@@ -4,12 +4,18 @@
 # raw-HTTP baseline, in one run. Needs `wrk` (Debian: apt-get install wrk).
 #
 #   bash crates/server/benches/load.sh [seconds]
+#
+# TRUSTSTACK_BIN=path runs another build of the binary (e.g. to compare two builds in one session).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 secs="${1:-10}"
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-cargo build --release -p truststack >&2
-bin="${CARGO_TARGET_DIR:-target}/release/truststack"
+if [ -n "${TRUSTSTACK_BIN:-}" ]; then
+  bin="$TRUSTSTACK_BIN"
+else
+  cargo build --release -p truststack >&2
+  bin="${CARGO_TARGET_DIR:-target}/release/truststack"
+fi
 work="$(mktemp -d)"
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))

@@ -17,7 +17,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use truststack_engine::event::Principals;
-use truststack_engine::{ApprovalAnswer, ApprovalError, Caller, DataAccess, Observation, ToolCall};
+use truststack_engine::{
+    ApprovalAnswer, ApprovalError, Caller, DataAccess, Engine, Observation, ToolCall,
+};
 
 type Shared = Arc<AppState>;
 type ApiResult = Result<Response, ApiError>;
@@ -190,8 +192,26 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         tool: req.tool,
         args: req.args,
     };
-    let st = Arc::clone(&state);
-    let decision = blocking(move || st.engine.read().decide_as(&caller, &call)).await?;
+    // The usual path decides on this worker (microseconds, under the engine's read side so a
+    // reload waits for the record to be queued), then awaits the record's durability without
+    // tying up a thread.
+    let engine: Arc<Engine>;
+    let queued = match state.engine.try_read() {
+        Some(active) => {
+            engine = Arc::clone(&active);
+            Some(engine.queue_as(&caller, &call))
+        }
+        None => None,
+    };
+    let decision = match queued {
+        Some(queued) => queued.durable().await,
+        // A reload holds the write side while it rebuilds the engine: wait for it off the
+        // async workers.
+        None => {
+            let st = Arc::clone(&state);
+            blocking(move || st.engine.read().decide_as(&caller, &call)).await?
+        }
+    };
     let verdict = decision.decision.as_str();
     state.metrics.decisions.with_label_values(&[verdict]).inc();
     for p in &decision.policies {

@@ -3,11 +3,17 @@
 
 use crate::auth::Authenticator;
 use serde_json::Value;
+use truststack_engine::Recording;
 
 /// The tamper-evident ledger behind the server.
 pub trait LedgerBackend: Send + Sync {
     /// Appends a record; returns its index once it is durable.
     fn append(&self, record: Value) -> Result<u64, String>;
+    /// Queues a record; the recording settles with its index once it is durable. Records are
+    /// committed in the order they were submitted.
+    fn submit(&self, record: Value) -> Recording;
+    /// Returns once every record submitted so far is durable.
+    fn sync(&self) -> Result<(), String>;
     /// The number of entries.
     fn size(&self) -> u64;
     /// Every record, in order (to rebuild the engine's state at start-up).

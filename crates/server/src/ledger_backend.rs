@@ -3,6 +3,7 @@
 use crate::backend::LedgerBackend;
 use serde_json::{json, Value};
 use truststack_engine::ledger::{base64_hash, Ledger, SignedCheckpoint};
+use truststack_engine::{Recorder, Recording};
 
 /// The checkpoint covering the whole log, signing a new one when entries came after the last.
 fn current_checkpoint(ledger: &Ledger) -> Result<SignedCheckpoint, String> {
@@ -15,6 +16,18 @@ fn current_checkpoint(ledger: &Ledger) -> Result<SignedCheckpoint, String> {
 impl LedgerBackend for Ledger {
     fn append(&self, record: Value) -> Result<u64, String> {
         Ledger::append(self, &record).map_err(|e| e.to_string())
+    }
+
+    fn submit(&self, record: Value) -> Recording {
+        Recorder::submit(self, record)
+    }
+
+    /// The writer answers requests in order, so a checkpoint request returns after every
+    /// append queued before it.
+    fn sync(&self) -> Result<(), String> {
+        Ledger::checkpoint(self)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn size(&self) -> u64 {

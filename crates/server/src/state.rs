@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use truststack_engine::{Engine, Recorder};
+use truststack_engine::{Engine, Recorded, Recorder, Recording};
 use truststack_policy::load::{load_files, LoadError, Loaded};
 
 /// Writes engine records to the ledger, timing each append.
@@ -18,30 +18,56 @@ struct LedgerRecorder {
     metrics: Arc<Metrics>,
 }
 
+impl LedgerRecorder {
+    fn appended(metrics: &Metrics, kind: &str, started: Instant, index: u64) {
+        metrics
+            .ledger_append_latency
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .ledger_size
+            .set(i64::try_from(index.saturating_add(1)).unwrap_or(i64::MAX));
+    }
+}
+
 impl Recorder for LedgerRecorder {
-    fn record(&self, record: Value) -> Result<Option<u64>, String> {
+    fn record(&self, record: Value) -> Recorded {
+        self.submit(record).wait()
+    }
+
+    fn submit(&self, record: Value) -> Recording {
         let kind = record
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or("other")
             .to_string();
         let started = Instant::now();
-        let index = self.ledger.append(record)?;
-        self.metrics
-            .ledger_append_latency
-            .with_label_values(&[kind.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .ledger_size
-            .set(i64::try_from(index.saturating_add(1)).unwrap_or(i64::MAX));
-        Ok(Some(index))
+        match self.ledger.submit(record) {
+            Recording::Settled(recorded) => {
+                if let Ok(Some(index)) = recorded {
+                    Self::appended(&self.metrics, &kind, started, index);
+                }
+                Recording::Settled(recorded)
+            }
+            Recording::Queued(durable) => {
+                let metrics = Arc::clone(&self.metrics);
+                Recording::Queued(Box::pin(async move {
+                    let recorded = durable.await;
+                    if let Ok(Some(index)) = recorded {
+                        Self::appended(&metrics, &kind, started, index);
+                    }
+                    recorded
+                }))
+            }
+        }
     }
 }
 
 pub struct AppState {
     pub config: ServerConfig,
-    /// Decisions hold the read side for their whole duration; a reload takes the write side,
-    /// so no decision is made on a bundle that is being replaced.
+    /// Decisions hold the read side while they are decided and their record queued; a reload
+    /// takes the write side and waits for the queued records to be durable, so no decision is
+    /// made on a bundle that is being replaced, and none is missing from the new engine's state.
     pub engine: RwLock<Arc<Engine>>,
     pub ledger: Arc<dyn LedgerBackend>,
     pub identity: Option<Arc<dyn IdentityService>>,
@@ -95,6 +121,8 @@ impl AppState {
     pub fn reload(&self, by: &str) -> Result<Value, StateError> {
         let loaded = load_bundle(&self.config)?;
         let mut active = self.engine.write();
+        // Decisions queued on the old engine are in the ledger before the new one reads it.
+        self.ledger.sync().map_err(StateError::Ledger)?;
         let engine = build_engine(&self.config, loaded, &self.ledger, &self.metrics)?;
         let hash = engine.bundle().hash.clone();
         *active = Arc::new(engine);
