@@ -26,14 +26,20 @@ fn campaign() -> Vec<truststack_engine::Event> {
     parse_trace("campaign", &std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-#[test]
-fn every_decision_is_durable_before_it_is_returned() {
-    let dir = tempfile::tempdir().unwrap();
+/// The seed policies on the event clock, writing ahead to a new SQLite ledger in `dir`.
+fn seed_engine_on_ledger(dir: &tempfile::TempDir) -> (PathBuf, Arc<Ledger>, Engine) {
     let db = dir.path().join("ledger.db");
     let ledger =
         Arc::new(Ledger::open(&db, &LedgerConfig::new(dir.path().join("log.key"))).unwrap());
     let engine =
         Engine::new(bundle("policies/seed.tsp"), Settings::replay()).with_recorder(ledger.clone());
+    (db, ledger, engine)
+}
+
+#[test]
+fn every_decision_is_durable_before_it_is_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, ledger, engine) = seed_engine_on_ledger(&dir);
     let steps = replay(&engine, &campaign());
     let mut last_index = None;
     for step in &steps {
@@ -146,11 +152,7 @@ fn replaying_the_ledger_under_another_bundle_reports_what_would_change() {
 #[test]
 fn queued_decisions_count_at_once_and_settle_in_ledger_order() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ledger.db");
-    let ledger =
-        Arc::new(Ledger::open(&db, &LedgerConfig::new(dir.path().join("log.key"))).unwrap());
-    let engine =
-        Engine::new(bundle("policies/seed.tsp"), Settings::replay()).with_recorder(ledger.clone());
+    let (_, ledger, engine) = seed_engine_on_ledger(&dir);
     let caller = truststack_engine::Caller {
         agent: "spiffe://acme.example/agent/recon".into(),
         chain: vec!["user:alice@acme.example".into()],
