@@ -65,6 +65,9 @@ pub struct Queued<'e> {
     recording: Option<Recording>,
     /// The held call, parked for approvers only once its decision is durable.
     held: Option<PendingApproval>,
+    /// A denial made before any policy was evaluated (the credential does not allow the tool):
+    /// if its record fails, it stays that denial and says the ledger failed too.
+    denied_before_policy: bool,
     now: i64,
 }
 
@@ -89,11 +92,12 @@ impl Queued<'_> {
             engine,
             mut decision,
             held,
+            denied_before_policy,
             now,
             ..
         } = self;
         match recorded {
-            Some(Err(e)) if decision.decision == Verdict::Deny && decision.policies.is_empty() => {
+            Some(Err(e)) if denied_before_policy => {
                 decision.reason = format!("{}; ledger unavailable: {e}", decision.reason);
                 return decision;
             }
@@ -551,6 +555,7 @@ impl Engine {
                     decision,
                     recording: Some(recording),
                     held: None,
+                    denied_before_policy: true,
                     now,
                 };
             }
@@ -573,6 +578,7 @@ impl Engine {
                     decision: self.fail_closed(call, now, format!("cannot decide: {e}")),
                     recording: None,
                     held: None,
+                    denied_before_policy: false,
                     now,
                 }
             }
@@ -632,6 +638,7 @@ impl Engine {
             decision,
             recording,
             held,
+            denied_before_policy: false,
             now,
         }
     }

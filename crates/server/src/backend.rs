@@ -12,7 +12,8 @@ pub trait LedgerBackend: Send + Sync {
     /// Queues a record; the recording settles with its index once it is durable. Records are
     /// committed in the order they were submitted.
     fn submit(&self, record: Value) -> Recording;
-    /// Returns once every record submitted so far is durable.
+    /// Returns once every record submitted so far is durable (the embedded ledger signs a
+    /// checkpoint of the log on the way, if it has grown since the last one).
     fn sync(&self) -> Result<(), String>;
     /// The number of entries.
     fn size(&self) -> u64;
