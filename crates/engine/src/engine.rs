@@ -8,7 +8,7 @@ use crate::recorder::{private_payload, NoRecorder, Recorded, Recorder, Recording
 use crate::settings::{DefaultDecision, Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use truststack_policy::compile::CallContext;
@@ -122,10 +122,20 @@ impl Queued<'_> {
 struct Approvals {
     by_id: HashMap<String, PendingApproval>,
     by_call: HashMap<String, String>,
+    /// Approvals taken out of `by_id` whose outcome is still being recorded: waiters keep
+    /// waiting for them rather than taking them for lost.
+    answering: HashSet<String>,
     /// Recently answered approvals, by approval id, for callers waiting on them (bounded:
     /// the oldest are forgotten first).
     resolved: HashMap<String, ApprovalOutcome>,
     resolved_order: std::collections::VecDeque<String>,
+}
+
+impl Approvals {
+    /// Whether an approval still has an outcome to come: held, or being answered.
+    fn awaited(&self, id: &str) -> bool {
+        self.by_id.contains_key(id) || self.answering.contains(id)
+    }
 }
 
 /// How many answered approvals are remembered for late waiters.
@@ -284,7 +294,7 @@ impl Engine {
             if let Some(outcome) = approvals.resolved.get(approval_id) {
                 return Some(outcome.clone());
             }
-            if !approvals.by_id.contains_key(approval_id) {
+            if !approvals.awaited(approval_id) {
                 return None;
             }
             if self
@@ -300,6 +310,7 @@ impl Engine {
     /// Remembers an outcome for waiters and wakes them.
     fn resolve(&self, outcome: &ApprovalOutcome) {
         let mut approvals = self.approvals.lock();
+        approvals.answering.remove(&outcome.approval_id);
         approvals
             .resolved
             .insert(outcome.approval_id.clone(), outcome.clone());
@@ -799,6 +810,7 @@ impl Engine {
                 .remove(&id)
                 .ok_or(ApprovalError::Unknown(id))?;
             approvals.by_call.remove(&pending.call.id);
+            approvals.answering.insert(pending.approval_id.clone());
             pending
         };
         let outcome = if now > pending.deadline_ms {
@@ -1134,6 +1146,7 @@ impl Engine {
                 .filter_map(|id| {
                     let p = approvals.by_id.remove(id)?;
                     approvals.by_call.remove(&p.call.id);
+                    approvals.answering.insert(p.approval_id.clone());
                     Some(p)
                 })
                 .collect()
@@ -1165,9 +1178,10 @@ impl Engine {
         self.approvals.lock().by_id.len()
     }
 
-    /// Whether the approval `id` is held, waiting for an answer.
+    /// Whether the approval `id` still has an outcome to come: held, waiting for an answer, or
+    /// answered with the outcome still being recorded.
     pub fn is_pending(&self, id: &str) -> bool {
-        self.approvals.lock().by_id.contains_key(id)
+        self.approvals.lock().awaited(id)
     }
 
     /// Bytes held by the monitor state of one scope (`None` if the scope has no state).

@@ -426,3 +426,71 @@ fn concurrent_answers_resolve_each_held_call_once() {
     assert_eq!(d.decision, Verdict::Deny);
     assert!(d.policy_ids().contains(&"cap"));
 }
+
+/// Keeps an approval's record from being durable until the test lets it through.
+struct GatedApprovals {
+    entered: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl truststack_engine::Recorder for GatedApprovals {
+    fn record(&self, record: Value) -> truststack_engine::Recorded {
+        if record["kind"] == "approval" {
+            self.entered.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+        Ok(None)
+    }
+}
+
+#[test]
+fn a_held_call_being_answered_is_still_awaited_until_its_outcome_is_recorded() {
+    let (entered, answering) = std::sync::mpsc::sync_channel(1);
+    let (release, released) = std::sync::mpsc::sync_channel(1);
+    let catalog = Catalog::from_toml("catalog.toml", CATALOG).unwrap();
+    let policies = "POLICY gate: ACTION: REQUIRE_HITL IF Tool_Call('ExploitationTool')\n";
+    let loaded = load_sources(vec![Source::new("gate.tsp", policies)], catalog, CATALOG).unwrap();
+    let engine = Arc::new(
+        Engine::new(loaded.bundle, Settings::default()).with_recorder(Arc::new(GatedApprovals {
+            entered,
+            release: std::sync::Mutex::new(released),
+        })),
+    );
+    let name = agent("exploiter");
+    let held = engine.decide(&call("x".into(), &name, &["user:u1"], "exploit_runner"));
+    let approval = held.approval_id.unwrap();
+    std::thread::scope(|s| {
+        let answerer = s.spawn(|| {
+            engine.answer(&ApprovalAnswer {
+                approval_id: Some(approval.clone()),
+                call_id: None,
+                approver: "user:oncall".into(),
+                groups: Vec::new(),
+                grant: true,
+                lease: None,
+                time: None,
+            })
+        });
+        // The answer has taken the call off the held list and is writing its outcome.
+        answering.recv().unwrap();
+        assert!(engine.pending().is_empty());
+        assert!(
+            engine.is_pending(&approval),
+            "an approval whose outcome is being recorded is still awaited"
+        );
+        // A waiter whose wait times out now is told nothing yet, not that the call is lost.
+        assert!(engine
+            .wait_outcome(&approval, Duration::from_millis(20))
+            .is_none());
+        assert!(engine.is_pending(&approval));
+        let waiter = s.spawn(|| engine.wait_outcome(&approval, Duration::from_secs(30)));
+        release.send(()).unwrap();
+        let outcome = waiter.join().unwrap().expect("the waiter gets the outcome");
+        assert_eq!(outcome.result, ApprovalResult::Granted);
+        assert_eq!(
+            answerer.join().unwrap().unwrap().result,
+            ApprovalResult::Granted
+        );
+    });
+    assert!(!engine.is_pending(&approval));
+}
