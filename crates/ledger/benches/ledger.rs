@@ -1,11 +1,16 @@
 //! Ledger benchmarks: durable appends (group commit vs. one fsync per record, from threads that
-//! block on `append` and from async tasks that await `submit`), full verification, and proof
-//! generation and verification.
+//! block on `append` and from async tasks that await `submit`, beside the SQLite store alone
+//! committing ideal batches: the ceiling of this disk), full verification, and proof generation
+//! and verification.
 //!
 //! Run: `cargo bench -p truststack-ledger -- --warm-up-time 1 --measurement-time 3`.
 //! The verification and proof fixtures (`LEDGER_BENCH_ENTRIES`, default 1,000,000 entries) are
-//! built once per run in a temporary directory.
+//! built once per run in a temporary directory. The allocator is mimalloc, as in the
+//! `truststack` binary that runs the ledger.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rand::Rng;
@@ -13,7 +18,10 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use truststack_ledger::merkle::verify_inclusion;
+use truststack_ledger::canonical::canonicalize;
+use truststack_ledger::merkle::{leaf_hash, verify_inclusion, Frontier};
+use truststack_ledger::sqlite::SqliteStore;
+use truststack_ledger::store::{LedgerStore, StoredEntry};
 use truststack_ledger::{verify_file, Ledger, LedgerConfig};
 
 /// A decision record of the size the engine writes (about 400 bytes).
@@ -94,6 +102,42 @@ fn async_appends(
     started.elapsed()
 }
 
+/// Commits `total` entries to `store` in batches of `batch`, with their Merkle nodes; returns the
+/// time spent in the store.
+fn store_appends(
+    store: &mut SqliteStore,
+    frontier: &mut Frontier,
+    total: u64,
+    batch: u64,
+) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    let mut done = 0;
+    while done < total {
+        let n = batch.min(total - done);
+        let entries: Vec<StoredEntry> = (0..n)
+            .map(|_| {
+                let index = frontier.size();
+                let data = canonicalize(&record(index)).unwrap();
+                let leaf = leaf_hash(&data);
+                let mut nodes = Vec::new();
+                frontier.push(leaf, &mut nodes);
+                StoredEntry {
+                    index,
+                    data,
+                    leaf,
+                    time_us: 0,
+                    nodes,
+                }
+            })
+            .collect();
+        let started = Instant::now();
+        store.append(&entries, None).unwrap();
+        elapsed += started.elapsed();
+        done += n;
+    }
+    elapsed
+}
+
 fn appends(c: &mut Criterion) {
     let mut g = c.benchmark_group("durable_append");
     g.throughput(Throughput::Elements(1));
@@ -110,6 +154,16 @@ fn appends(c: &mut Criterion) {
             b.iter_custom(|iters| concurrent_appends(&ledger, threads, iters, batch));
         });
     }
+    // The ceiling this disk puts on any appender: the SQLite store alone committing batches of
+    // 1024 prepared entries from one thread (no canonicalization, hashing of records, queue or
+    // replies).
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
+    let mut frontier = Frontier::new();
+    g.bench_function("store_alone_batches_of_1024", |b| {
+        b.iter_custom(|iters| store_appends(&mut store, &mut frontier, iters, 1024));
+    });
+    drop(store);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()

@@ -219,7 +219,9 @@ impl SignedCheckpoint {
 #[derive(Debug, Clone)]
 struct Committed {
     size: u64,
-    root: Hash,
+    /// The committed tree's peaks: its root is computed when asked for, not at every commit
+    /// (a few dozen hashes for a log of millions of entries).
+    frontier: Frontier,
     latest: Option<SignedCheckpoint>,
 }
 
@@ -364,13 +366,17 @@ impl Ledger {
             .map(|c| SignedCheckpoint::from_stored(c, &verifier))
             .transpose()?;
         let reader = Reader::new(store);
-        let root = reader
+        let frontier = reader
             .lock()
-            .with_nodes(|nodes| merkle::root(nodes, size))?;
+            .with_nodes(|nodes| Frontier::from_source(nodes, size))?;
         Ok(Ledger {
             reader,
             verifier,
-            committed: Arc::new(Mutex::new(Committed { size, root, latest })),
+            committed: Arc::new(Mutex::new(Committed {
+                size,
+                frontier,
+                latest,
+            })),
             writer: None,
         })
     }
@@ -400,7 +406,7 @@ impl Ledger {
             .transpose()?;
         let committed = Arc::new(Mutex::new(Committed {
             size,
-            root: frontier.root(),
+            frontier: frontier.clone(),
             latest: latest.clone(),
         }));
         let verifier = key.verifier().clone();
@@ -499,7 +505,7 @@ impl Ledger {
 
     /// The root hash over all committed entries.
     pub fn root(&self) -> Hash {
-        self.committed.lock().root
+        self.committed.lock().frontier.root()
     }
 
     /// The key that signs this log's checkpoints.
@@ -801,7 +807,7 @@ impl WriterState {
         }
         let mut committed = self.committed.lock();
         committed.size = size;
-        committed.root = self.frontier.root();
+        committed.frontier.clone_from(&self.frontier);
         committed.latest.clone_from(&self.latest);
         Ok(())
     }

@@ -358,10 +358,25 @@ pub fn verify_consistency(
 /// The compact state of a tree being built leaf by leaf: the hashes of its maximal perfect
 /// subtrees, largest (leftmost) first — one per set bit of the size. Appending a leaf returns the
 /// perfect subtrees it completes, which is exactly what storage must keep for O(log n) proofs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Frontier {
     size: u64,
     peaks: Vec<Hash>,
+}
+
+impl Clone for Frontier {
+    fn clone(&self) -> Self {
+        Frontier {
+            size: self.size,
+            peaks: self.peaks.clone(),
+        }
+    }
+
+    /// Reuses the peaks' allocation: the writer copies its frontier at every commit.
+    fn clone_from(&mut self, source: &Self) {
+        self.size = source.size;
+        self.peaks.clone_from(&source.peaks);
+    }
 }
 
 impl Frontier {

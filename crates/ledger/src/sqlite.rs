@@ -28,7 +28,7 @@
 use crate::merkle::Hash;
 use crate::store::{LedgerStore, StoreError, StoredCheckpoint, StoredEntry};
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::mpsc::{self, SyncSender};
 use std::thread::JoinHandle;
@@ -345,6 +345,46 @@ fn stored_node(row: &Row<'_>, idx: u64, level: u32) -> Result<Hash, StoreError> 
     }
 }
 
+/// The inserts of one append, inside the transaction [`SqliteStore::append`] opened.
+fn write_entries(
+    conn: &Connection,
+    entries: &[StoredEntry],
+    checkpoint: Option<&StoredCheckpoint>,
+) -> Result<(), StoreError> {
+    if let Some(first) = entries.first() {
+        let found = size_of(conn)?;
+        if found != first.index {
+            return Err(StoreError::Conflict {
+                expected: first.index,
+                found,
+            });
+        }
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO entries (idx, record, leaf, nodes, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut nodes = Vec::with_capacity(64 * 32);
+        for e in entries {
+            let record = std::str::from_utf8(&e.data).map_err(|err| StoreError::Malformed {
+                index: e.index,
+                what: "record",
+                detail: err.to_string(),
+            })?;
+            nodes.clear();
+            for n in &e.nodes {
+                nodes.extend_from_slice(n);
+            }
+            insert.execute(params![e.index, record, &e.leaf[..], &nodes[..], e.time_us])?;
+        }
+    }
+    if let Some(c) = checkpoint {
+        conn.prepare_cached(
+            "INSERT INTO checkpoints (seq, size, note, time) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![c.seq, c.size, c.note, c.time_us])?;
+    }
+    Ok(())
+}
+
 fn read_checkpoint(row: &Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
     Ok(StoredCheckpoint {
         seq: row.get(0)?,
@@ -364,41 +404,16 @@ impl LedgerStore for SqliteStore {
         entries: &[StoredEntry],
         checkpoint: Option<&StoredCheckpoint>,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(first) = entries.first() {
-            let found = size_of(&tx)?;
-            if found != first.index {
-                return Err(StoreError::Conflict {
-                    expected: first.index,
-                    found,
-                });
-            }
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO entries (idx, record, leaf, nodes, time) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut nodes = Vec::with_capacity(64 * 32);
-            for e in entries {
-                let record = std::str::from_utf8(&e.data).map_err(|err| StoreError::Malformed {
-                    index: e.index,
-                    what: "record",
-                    detail: err.to_string(),
-                })?;
-                nodes.clear();
-                for n in &e.nodes {
-                    nodes.extend_from_slice(n);
-                }
-                insert.execute(params![e.index, record, &e.leaf[..], &nodes[..], e.time_us])?;
-            }
+        // BEGIN and COMMIT as cached statements: a transaction per group commit would otherwise
+        // parse both every time.
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let written = write_entries(&self.conn, entries, checkpoint)
+            .and_then(|()| Ok(self.conn.prepare_cached("COMMIT")?.execute([])?));
+        if let Err(e) = written {
+            // A failed COMMIT may already have rolled back; then this has nothing to undo.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
         }
-        if let Some(c) = checkpoint {
-            tx.prepare_cached(
-                "INSERT INTO checkpoints (seq, size, note, time) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![c.seq, c.size, c.note, c.time_us])?;
-        }
-        tx.commit()?;
         if let Some(checkpointer) = &mut self.checkpointer {
             let bytes = entries
                 .iter()
@@ -491,5 +506,55 @@ impl LedgerStore for SqliteStore {
             [key],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::leaf_hash;
+
+    fn entry(index: u64) -> StoredEntry {
+        let data = format!("{{\"n\":{index}}}").into_bytes();
+        StoredEntry {
+            index,
+            leaf: leaf_hash(&data),
+            data,
+            time_us: 0,
+            nodes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_append_rolls_back_whole_and_the_next_one_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
+        store.append(&[entry(0)], None).unwrap();
+        // Refused before any insert: the log has 1 entry, not 5.
+        let err = store.append(&[entry(5)], None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Conflict {
+                    expected: 5,
+                    found: 1
+                }
+            ),
+            "{err}"
+        );
+        // Refused by SQLite after the first insert: the second repeats its index.
+        let err = store.append(&[entry(1), entry(1)], None).unwrap_err();
+        assert!(matches!(err, StoreError::Sqlite(_)), "{err}");
+        // Not a byte of either stayed, and the connection is not left inside a transaction.
+        assert_eq!(store.size().unwrap(), 1);
+        store.append(&[entry(1), entry(2)], None).unwrap();
+        assert_eq!(store.size().unwrap(), 3);
+        drop(store);
+        let reopened = SqliteStore::open_read_only(&dir.path().join("ledger.db")).unwrap();
+        assert_eq!(reopened.size().unwrap(), 3);
+        assert_eq!(
+            reopened.scan(0, 10).unwrap(),
+            vec![entry(0), entry(1), entry(2)]
+        );
     }
 }

@@ -6,6 +6,9 @@
 #   bash crates/server/benches/load.sh [seconds]
 #
 # TRUSTSTACK_BIN=path runs another build of the binary (e.g. to compare two builds in one session).
+# LEDGER_DIR=dir puts the ledger there instead of a temporary directory beside the others, e.g.
+# /dev/shm to take the disk out of the figures. The run starts with the sync latency of the disk
+# under the ledger, which bounds the latency of every durable decision.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 secs="${1:-10}"
@@ -17,13 +20,14 @@ else
   bin="${CARGO_TARGET_DIR:-target}/release/truststack"
 fi
 work="$(mktemp -d)"
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+ledger_dir="$(mktemp -d "${LEDGER_DIR:-$work}/ledger.XXXXXX")"
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$work" "$ledger_dir"' EXIT
 port=$((20000 + RANDOM % 20000))
 cat > "$work/truststack.toml" <<TOML
 listen = "127.0.0.1:$port"
 policies = ["$PWD/examples/gtg1002/policies/seed.tsp"]
 catalog = "$PWD/examples/gtg1002/catalog.toml"
-ledger = "$work/ledger.db"
+ledger = "$ledger_dir/ledger.db"
 ledger_key = "$work/ledger.key"
 require_credentials = ${REQUIRE_CREDENTIALS:-false}
 TOML
@@ -59,6 +63,22 @@ run() { # name connections path [script]
 }
 
 echo "truststack serve load benchmark (${secs}s per run, $(nproc) cores, durable ledger on)"
+# What one durable commit costs on this disk at least, idle: 4 KiB written in place, then
+# fdatasync. (Under sustained writes the same disk stalls far longer; the decide p99 shows it.)
+python3 - "$ledger_dir/sync-probe" <<'PY'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+os.write(fd, b"\0" * (1 << 20)); os.fsync(fd)
+lat = []
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    os.pwrite(fd, b"x" * 4096, (len(lat) % 256) * 4096)
+    t = time.perf_counter(); os.fdatasync(fd); lat.append(time.perf_counter() - t)
+os.close(fd); os.unlink(sys.argv[1])
+lat.sort()
+print("%-26s %17.0f syncs/s p50 %.3fms   p99 %.3fms" % ("disk sync, idle (floor)", len(lat) / 3,
+      lat[len(lat) // 2] * 1e3, lat[len(lat) * 99 // 100] * 1e3))
+PY
 run "healthz (baseline)" 1 /healthz
 run "decide" 1 /v1/decide "$work/decide.lua"
 run "healthz (baseline)" 50 /healthz
