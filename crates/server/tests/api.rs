@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{example, open_config, start};
+use common::{config_with_policy, example, open_config, start};
 use serde_json::{json, Value};
 use truststack_engine::replay::{parse_trace, replay, Step};
 use truststack_engine::{Engine, Event, Settings, TimeSource};
@@ -180,14 +180,11 @@ async fn a_held_call_waits_for_an_approver_and_is_then_admitted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_turns_a_held_call_into_a_refusal() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("gate.tsp");
-    std::fs::write(
-        &policy,
+    let (config, _) = config_with_policy(
+        dir.path(),
+        "gate.tsp",
         "POLICY gate: ACTION: REQUIRE_HITL IF Tool_Call('ExploitationTool') DEADLINE: 1s\n",
-    )
-    .unwrap();
-    let mut config = open_config(&[]);
-    config.policies = vec![policy];
+    );
     let server = start(config, dir.path(), None).await;
     let (_, held) = server
         .post("/v1/decide", None, json!({"tool": "exploit_runner", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
@@ -213,14 +210,11 @@ async fn a_deadline_turns_a_held_call_into_a_refusal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_reload_leaves_the_old_bundle_active() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.tsp");
-    std::fs::write(
-        &policy,
+    let (config, policy) = config_with_policy(
+        dir.path(),
+        "p.tsp",
         "POLICY no-upload: ACTION: DENY IF Tool_Call('DataExfiltration')\n",
-    )
-    .unwrap();
-    let mut config = open_config(&[]);
-    config.policies = vec![policy.clone()];
+    );
     let server = start(config, dir.path(), None).await;
     let (_, before) = server.get("/v1/policies", None).await;
     let call = json!({"tool": "http_upload", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]});
@@ -265,14 +259,11 @@ async fn a_bad_reload_leaves_the_old_bundle_active() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_does_not_reset_a_rate_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.tsp");
-    std::fs::write(
-        &policy,
+    let (config, _) = config_with_policy(
+        dir.path(),
+        "p.tsp",
         "POLICY scans: ACTION: DENY IF Tool_Call('ScanTool').Count > 3 requests/1h\n",
-    )
-    .unwrap();
-    let mut config = open_config(&[]);
-    config.policies = vec![policy];
+    );
     let call = json!({"tool": "nmap_scan", "args": {"target": "10.0.0.1"}, "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]});
     let server = start(config.clone(), dir.path(), None).await;
     for _ in 0..3 {
@@ -295,10 +286,7 @@ async fn a_restart_does_not_reset_a_rate_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_clients_never_exceed_a_rate_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.tsp");
-    std::fs::write(&policy, "POLICY scans: ACTION: DENY TARGET: delegation_root IF Tool_Call('ScanTool').Count > 50 requests/1h\n").unwrap();
-    let mut config = open_config(&[]);
-    config.policies = vec![policy];
+    let (config, _) = config_with_policy(dir.path(), "p.tsp", "POLICY scans: ACTION: DENY TARGET: delegation_root IF Tool_Call('ScanTool').Count > 50 requests/1h\n");
     let server = start(config, dir.path(), None).await;
     let mut tasks = Vec::new();
     for client in 0..10 {

@@ -93,3 +93,12 @@ pub fn open_config(policies: &[&str]) -> ServerConfig {
         ..ServerConfig::default()
     }
 }
+
+/// [`open_config`] with one policy file, written into `dir` as `name`, instead of the examples'.
+pub fn config_with_policy(dir: &Path, name: &str, text: &str) -> (ServerConfig, PathBuf) {
+    let policy = dir.join(name);
+    std::fs::write(&policy, text).unwrap();
+    let mut config = open_config(&[]);
+    config.policies = vec![policy.clone()];
+    (config, policy)
+}
