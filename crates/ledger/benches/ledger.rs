@@ -1,7 +1,7 @@
 //! Ledger benchmarks: durable appends (group commit vs. one fsync per record, from threads that
 //! block on `append` and from async tasks that await `submit`, beside the SQLite store alone
-//! committing ideal batches: the ceiling of this disk), full verification, and proof generation
-//! and verification.
+//! committing ideal batches: the ceiling of this disk), full verification, proof generation and
+//! verification, and canonicalization against the reference crate.
 //!
 //! Run: `cargo bench -p truststack-ledger -- --warm-up-time 1 --measurement-time 3`.
 //! The verification and proof fixtures (`LEDGER_BENCH_ENTRIES`, default 1,000,000 entries) are
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use truststack_ledger::canonical::canonicalize;
+use truststack_ledger::canonical::{canonicalize, check_canonical};
 use truststack_ledger::merkle::{leaf_hash, verify_inclusion, Frontier};
 use truststack_ledger::sqlite::SqliteStore;
 use truststack_ledger::store::{LedgerStore, StoredEntry};
@@ -273,5 +273,24 @@ fn proofs(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, appends, verification, proofs);
+/// RFC 8785 canonicalization of the decision record, against `serde_json_canonicalizer` on the
+/// same value (the reference, and what `canonicalize` falls back to), and the canonical-form
+/// check a verifier runs on every entry.
+fn canonicalization(c: &mut Criterion) {
+    let value = record(7);
+    let bytes = canonicalize(&value).unwrap();
+    let mut g = c.benchmark_group("canonical");
+    g.bench_function("canonicalize_decision_record", |b| {
+        b.iter(|| canonicalize(std::hint::black_box(&value)).unwrap());
+    });
+    g.bench_function("reference_serde_json_canonicalizer", |b| {
+        b.iter(|| serde_json_canonicalizer::to_vec(std::hint::black_box(&value)).unwrap());
+    });
+    g.bench_function("check_canonical_decision_record", |b| {
+        b.iter(|| check_canonical(std::hint::black_box(&bytes)).unwrap());
+    });
+    g.finish();
+}
+
+criterion_group!(benches, appends, verification, proofs, canonicalization);
 criterion_main!(benches);

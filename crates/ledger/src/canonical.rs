@@ -59,15 +59,17 @@ const MAX_EXACT_INTEGER: u64 = 1 << 53;
 fn write_canonical(value: &Value, depth: usize, out: &mut Vec<u8>) -> bool {
     match value {
         Value::Null => out.write_all(b"null").is_ok(),
-        Value::Bool(b) => write!(out, "{b}").is_ok(),
+        Value::Bool(true) => out.write_all(b"true").is_ok(),
+        Value::Bool(false) => out.write_all(b"false").is_ok(),
         Value::Number(n) => match (n.as_u64(), n.as_i64()) {
             (Some(u), _) if u <= MAX_EXACT_INTEGER => write!(out, "{u}").is_ok(),
             (_, Some(i)) if i.unsigned_abs() <= MAX_EXACT_INTEGER => write!(out, "{i}").is_ok(),
             _ => false,
         },
-        // serde_json escapes exactly as RFC 8785 §3.2.2.2 asks: `"`, `\\` and the control
-        // characters, with the short forms where JSON has them and `\u00xx` in lower case.
-        Value::String(s) => serde_json::to_writer(&mut *out, s).is_ok(),
+        Value::String(s) => {
+            write_string(s, out);
+            true
+        }
         _ if depth >= MAX_DEPTH => false,
         Value::Array(items) => {
             out.push(b'[');
@@ -111,9 +113,7 @@ fn write_members<'a>(
         if i > 0 {
             out.push(b',');
         }
-        if serde_json::to_writer(&mut *out, key).is_err() {
-            return false;
-        }
+        write_string(key, out);
         out.push(b':');
         if !write_canonical(item, depth + 1, out) {
             return false;
@@ -121,6 +121,41 @@ fn write_members<'a>(
     }
     out.push(b'}');
     true
+}
+
+/// Appends `s` as a JSON string escaped as RFC 8785 §3.2.2.2 asks: `"`, `\\` and the control
+/// characters only, with the short forms where JSON has them and `\u00xx` in lower case
+/// otherwise. The runs between them, most of a record, are copied whole.
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut rest = s.as_bytes();
+    loop {
+        let plain = plain_len(rest);
+        out.extend_from_slice(&rest[..plain]);
+        let Some((&special, after)) = rest[plain..].split_first() else {
+            break;
+        };
+        match special {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            c => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 0xf)],
+            ]),
+        }
+        rest = after;
+    }
+    out.push(b'"');
 }
 
 /// The order of RFC 8785 §3.2.3: by UTF-16 code units. UTF-8 bytes sort by code point, which
@@ -444,6 +479,19 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn strings_are_escaped_as_the_reference_escapes_them(
+            s in "[a-z\\u{0}-\\u{1f}\"\\\\/\\u{7f}é\\u{2028}\\u{ff61}\\u{1f600}]{0,40}",
+            any_text in proptest::prelude::any::<String>(),
+        ) {
+            for text in [s, any_text] {
+                let mut ours = Vec::new();
+                write_string(&text, &mut ours);
+                let reference = serde_json_canonicalizer::to_vec(&Value::String(text)).unwrap();
+                proptest::prop_assert_eq!(ours, reference);
+            }
+        }
+
         #[test]
         fn plain_len_stops_at_the_first_special_byte(
             bytes in proptest::collection::vec(proptest::sample::select(
