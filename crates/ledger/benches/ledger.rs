@@ -155,8 +155,8 @@ fn appends(c: &mut Criterion) {
         });
     }
     // The ceiling this disk puts on any appender: the SQLite store alone committing batches of
-    // 1024 prepared entries from one thread (no canonicalization, hashing of records, queue or
-    // replies).
+    // 1024 prepared entries from one thread (records are canonicalized and hashed outside the
+    // timed part; no queue, no replies).
     let dir = tempfile::tempdir().unwrap();
     let mut store = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
     let mut frontier = Frontier::new();

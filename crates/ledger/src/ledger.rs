@@ -218,9 +218,8 @@ impl SignedCheckpoint {
 /// What the writer has committed: readers never see more than this.
 #[derive(Debug, Clone)]
 struct Committed {
-    size: u64,
-    /// The committed tree's peaks: its root is computed when asked for, not at every commit
-    /// (a few dozen hashes for a log of millions of entries).
+    /// The committed tree's size and peaks: its root is computed when asked for, not at every
+    /// commit (a few dozen hashes for a log of millions of entries).
     frontier: Frontier,
     latest: Option<SignedCheckpoint>,
 }
@@ -318,7 +317,7 @@ impl std::fmt::Debug for Ledger {
         let c = self.committed.lock();
         f.debug_struct("Ledger")
             .field("key", &self.verifier.label())
-            .field("size", &c.size)
+            .field("size", &c.frontier.size())
             .field("writable", &self.writer.is_some())
             .finish()
     }
@@ -372,11 +371,7 @@ impl Ledger {
         Ok(Ledger {
             reader,
             verifier,
-            committed: Arc::new(Mutex::new(Committed {
-                size,
-                frontier,
-                latest,
-            })),
+            committed: Arc::new(Mutex::new(Committed { frontier, latest })),
             writer: None,
         })
     }
@@ -405,7 +400,6 @@ impl Ledger {
             .map(|c| SignedCheckpoint::from_stored(c, key.verifier()))
             .transpose()?;
         let committed = Arc::new(Mutex::new(Committed {
-            size,
             frontier: frontier.clone(),
             latest: latest.clone(),
         }));
@@ -495,7 +489,7 @@ impl Ledger {
 
     /// The number of committed entries.
     pub fn len(&self) -> u64 {
-        self.committed.lock().size
+        self.committed.lock().frontier.size()
     }
 
     /// Whether the log has no entries.
@@ -806,7 +800,6 @@ impl WriterState {
             self.latest = checkpoint;
         }
         let mut committed = self.committed.lock();
-        committed.size = size;
         committed.frontier.clone_from(&self.frontier);
         committed.latest.clone_from(&self.latest);
         Ok(())
