@@ -97,6 +97,7 @@ pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {
+    crate::serve_cmd::survive_file_size_limit();
     let gateway = Arc::new(Gateway::from_config(config)?);
     gateway.spawn_expiry(Duration::from_millis(500));
     let listen = gateway.config().listen.clone();

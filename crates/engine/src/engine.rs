@@ -4,13 +4,15 @@ use crate::decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPol
 use crate::event::{
     format_time, parse_time, ApprovalAnswer, Caller, Event, Observation, Principals, ToolCall,
 };
+use crate::log::clip;
 use crate::recorder::{private_payload, NoRecorder, Recorded, Recorder, Recording};
 use crate::settings::{DefaultDecision, Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use truststack_ledger::depth::{value_depth, MAX_INPUT_DEPTH};
 use truststack_policy::compile::CallContext;
 use truststack_policy::compile::CompiledPolicy;
 use truststack_policy::monitor::MonitorState;
@@ -124,17 +126,29 @@ struct Approvals {
     by_call: HashMap<String, String>,
     /// Approvals taken out of `by_id` whose outcome is still being recorded: waiters keep
     /// waiting for them rather than taking them for lost.
-    answering: HashSet<String>,
+    /// Each with the agent whose call it holds.
+    answering: HashMap<String, String>,
     /// Recently answered approvals, by approval id, for callers waiting on them (bounded:
     /// the oldest are forgotten first).
     resolved: HashMap<String, ApprovalOutcome>,
+    /// The agent whose call each of `resolved` held: who may still wait on it.
+    resolved_agent: HashMap<String, String>,
     resolved_order: std::collections::VecDeque<String>,
 }
 
 impl Approvals {
     /// Whether an approval still has an outcome to come: held, or being answered.
     fn awaited(&self, id: &str) -> bool {
-        self.by_id.contains_key(id) || self.answering.contains(id)
+        self.by_id.contains_key(id) || self.answering.contains_key(id)
+    }
+
+    /// The agent whose call the approval holds (or held, if recently answered).
+    fn agent(&self, id: &str) -> Option<&str> {
+        self.by_id
+            .get(id)
+            .map(|p| p.call.agent.as_str())
+            .or_else(|| self.answering.get(id).map(String::as_str))
+            .or_else(|| self.resolved_agent.get(id).map(String::as_str))
     }
 }
 
@@ -155,6 +169,8 @@ pub struct Engine {
     seq: AtomicU64,
     /// Signalled whenever an approval is resolved.
     resolved: Condvar,
+    /// The same, for async waiters ([`Engine::outcome`]), which hold no thread while they wait.
+    resolved_async: tokio::sync::Notify,
 }
 
 /// Everything `evaluate` found.
@@ -234,6 +250,7 @@ impl Engine {
             recorder: Arc::new(NoRecorder),
             seq: AtomicU64::new(0),
             resolved: Condvar::new(),
+            resolved_async: tokio::sync::Notify::new(),
         }
     }
 
@@ -265,6 +282,7 @@ impl Engine {
             recorder: Arc::clone(&self.recorder),
             seq: AtomicU64::new(self.seq.load(Ordering::Relaxed)),
             resolved: Condvar::new(),
+            resolved_async: tokio::sync::Notify::new(),
         }
     }
 
@@ -307,10 +325,37 @@ impl Engine {
         }
     }
 
+    /// Waits, without holding a thread, until the approval is answered or expires; returns its
+    /// outcome, or `None` at once when the approval is neither held nor recently answered.
+    /// Callers bound the wait themselves (e.g. `tokio::time::timeout`); dropping the future
+    /// ends it.
+    pub async fn outcome(&self, approval_id: &str) -> Option<ApprovalOutcome> {
+        loop {
+            let mut notified = std::pin::pin!(self.resolved_async.notified());
+            // Registered before the check, so a resolution between the check and the await
+            // still wakes this waiter.
+            notified.as_mut().enable();
+            {
+                let approvals = self.approvals.lock();
+                if let Some(outcome) = approvals.resolved.get(approval_id) {
+                    return Some(outcome.clone());
+                }
+                if !approvals.awaited(approval_id) {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// Remembers an outcome for waiters and wakes them.
     fn resolve(&self, outcome: &ApprovalOutcome) {
         let mut approvals = self.approvals.lock();
-        approvals.answering.remove(&outcome.approval_id);
+        if let Some(agent) = approvals.answering.remove(&outcome.approval_id) {
+            approvals
+                .resolved_agent
+                .insert(outcome.approval_id.clone(), agent);
+        }
         approvals
             .resolved
             .insert(outcome.approval_id.clone(), outcome.clone());
@@ -320,10 +365,12 @@ impl Engine {
         while approvals.resolved_order.len() > RESOLVED_KEPT {
             if let Some(old) = approvals.resolved_order.pop_front() {
                 approvals.resolved.remove(&old);
+                approvals.resolved_agent.remove(&old);
             }
         }
         drop(approvals);
         self.resolved.notify_all();
+        self.resolved_async.notify_waiters();
     }
 
     /// Writes every decision, observation and approval to `recorder` before answering.
@@ -580,19 +627,23 @@ impl Engine {
     }
 
     fn queue(&self, call: &ToolCall) -> Queued<'_> {
-        match self.now(call.time.as_deref()) {
-            Ok(now) => self.queue_at(call, now),
-            Err(e) => {
-                let now = system_now();
-                Queued {
-                    engine: self,
-                    decision: self.fail_closed(call, now, format!("cannot decide: {e}")),
-                    recording: None,
-                    held: None,
-                    denied_before_policy: false,
-                    now,
-                }
-            }
+        let refused = match self.now(call.time.as_deref()) {
+            // Its record must be readable back by every reader: refused, and not recorded.
+            Ok(_) if value_depth(&call.args) > MAX_INPUT_DEPTH => format!(
+                "cannot decide: `args` nest {} levels deep; at most {MAX_INPUT_DEPTH} are accepted",
+                value_depth(&call.args)
+            ),
+            Ok(now) => return self.queue_at(call, now),
+            Err(e) => format!("cannot decide: {e}"),
+        };
+        let now = system_now();
+        Queued {
+            engine: self,
+            decision: self.fail_closed(call, now, refused),
+            recording: None,
+            held: None,
+            denied_before_policy: false,
+            now,
         }
     }
 
@@ -738,7 +789,7 @@ impl Engine {
     }
 
     fn fail_closed_for(&self, call_id: &str, now: i64, reason: String) -> Decision {
-        tracing::warn!(call = %call_id, %reason, "denied before policy evaluation");
+        tracing::warn!(call = %clip(call_id), reason = %clip(&reason), "denied before policy evaluation");
         Decision {
             decision: Verdict::Deny,
             decision_id: self.next_id("d", now),
@@ -757,6 +808,13 @@ impl Engine {
     /// Records an observation: its data-source labels taint every scope of its agent.
     pub fn observe(&self, obs: &Observation) -> Result<Option<u64>, String> {
         let now = self.now(obs.time.as_deref())?;
+        if let Some(depth) = obs.result.as_ref().map(value_depth) {
+            if depth > MAX_INPUT_DEPTH {
+                return Err(format!(
+                    "`result` nests {depth} levels deep; at most {MAX_INPUT_DEPTH} are accepted"
+                ));
+            }
+        }
         let mut recorded = json!(obs);
         let mode = obs
             .tool
@@ -810,7 +868,9 @@ impl Engine {
                 .remove(&id)
                 .ok_or(ApprovalError::Unknown(id))?;
             approvals.by_call.remove(&pending.call.id);
-            approvals.answering.insert(pending.approval_id.clone());
+            approvals
+                .answering
+                .insert(pending.approval_id.clone(), pending.call.agent.clone());
             pending
         };
         let outcome = if now > pending.deadline_ms {
@@ -989,10 +1049,13 @@ impl Engine {
         sources: &[(String, usize)],
     ) -> Result<Engine, String> {
         let mut restored = 0usize;
-        for record in records {
+        for (index, record) in records.iter().enumerate() {
+            report_unreadable(index, record);
             match self.restore(record) {
                 Ok(()) => restored += 1,
-                Err(e) => tracing::warn!(error = %e, "ledger record not restored"),
+                Err(e) => {
+                    tracing::warn!(entry = index, error = %clip(&e), "ledger record not restored")
+                }
             }
         }
         tracing::info!(restored, "engine state rebuilt from the ledger");
@@ -1146,7 +1209,9 @@ impl Engine {
                 .filter_map(|id| {
                     let p = approvals.by_id.remove(id)?;
                     approvals.by_call.remove(&p.call.id);
-                    approvals.answering.insert(p.approval_id.clone());
+                    approvals
+                        .answering
+                        .insert(p.approval_id.clone(), p.call.agent.clone());
                     Some(p)
                 })
                 .collect()
@@ -1176,6 +1241,12 @@ impl Engine {
     /// How many calls are held (without copying them, as `pending` does).
     pub fn pending_count(&self) -> usize {
         self.approvals.lock().by_id.len()
+    }
+
+    /// The agent whose call the approval `id` holds, or held if it was answered recently:
+    /// who, besides approvers, may wait on it.
+    pub fn approval_agent(&self, id: &str) -> Option<String> {
+        self.approvals.lock().agent(id).map(String::from)
     }
 
     /// Whether the approval `id` still has an outcome to come: held, waiting for an answer, or
@@ -1291,4 +1362,42 @@ pub fn decision_record(bundle: &Bundle, call: &ToolCall, decision: &Decision) ->
         }
     }
     json!({"kind": "decision", "call": call, "decision": decision})
+}
+
+/// Says, at start-up, which ledger records could not be read whole. A record nested past the
+/// readers' depth is restored from the part that could be read (its agent, tool, verdict and
+/// labels: its calls still count and its taint still applies); an entry that is not JSON names
+/// no scope and contributes nothing.
+fn report_unreadable(index: usize, record: &Value) {
+    if record.get("kind").and_then(Value::as_str)
+        == Some(truststack_ledger::ledger::UNREADABLE_KIND)
+    {
+        let error = record.get("error").and_then(Value::as_str).unwrap_or("");
+        tracing::warn!(
+            entry = index,
+            %error,
+            "ledger entry is not a JSON record: it contributes no state"
+        );
+    } else if truncated_parts(record) > 0 {
+        tracing::warn!(
+            entry = index,
+            limit = truststack_ledger::depth::MAX_RECORD_DEPTH,
+            "ledger record nests deeper than readers read: restored from its readable part"
+        );
+    }
+}
+
+/// How many subtrees of a record were cut for their depth when it was read.
+fn truncated_parts(record: &Value) -> usize {
+    let mut n = 0;
+    let mut stack = vec![record];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s == truststack_ledger::depth::TRUNCATED_MARKER => n += 1,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    n
 }

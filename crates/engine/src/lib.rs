@@ -16,6 +16,7 @@ pub use truststack_ledger as ledger;
 pub mod decision;
 pub mod engine;
 pub mod event;
+pub mod log;
 pub mod recorder;
 pub mod replay;
 pub mod settings;

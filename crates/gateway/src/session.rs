@@ -755,17 +755,9 @@ impl Session {
                 me.send_progress(&client_id, t, n, &note);
             }
             let outcome = loop {
-                let (e, a) = (Arc::clone(&engine), approval.clone());
-                let started = Instant::now();
-                let got = tokio::task::spawn_blocking(move || e.wait_outcome(&a, interval))
-                    .await
-                    .ok()
-                    .flatten();
-                if got.is_some() {
+                // Answered, expired, or no longer known: done; still held: report progress.
+                if let Ok(got) = tokio::time::timeout(interval, engine.outcome(&approval)).await {
                     break got;
-                }
-                if started.elapsed() < interval / 2 && !engine.is_pending(&approval) {
-                    break None;
                 }
                 n += 1;
                 if let Some(t) = &token {

@@ -49,6 +49,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest a request may take (approval waits are capped below it).
     pub request_timeout: String,
+    /// Most approval waits (`GET /v1/approvals/{id}/wait`) one caller may have open at once.
+    pub max_waits_per_caller: usize,
+    /// Most approval waits open at once on this server, all callers together.
+    pub max_waits: usize,
     /// Sign a ledger checkpoint every this many records (and on demand).
     pub checkpoint_every: u64,
     /// Where `now` comes from: `system` (enforcement) or `event` (the request's `time`, for
@@ -78,6 +82,8 @@ impl Default for ServerConfig {
             approver_groups: BTreeMap::new(),
             max_body_bytes: 1 << 20,
             request_timeout: "60s".into(),
+            max_waits_per_caller: 16,
+            max_waits: 1024,
             checkpoint_every: 1000,
             clock: truststack_engine::TimeSource::System,
             base: PathBuf::from("."),
