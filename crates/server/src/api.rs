@@ -183,21 +183,26 @@ struct DecideRequest {
     time: Option<String>,
 }
 
+impl DecideRequest {
+    /// The call to decide, for `caller` (identity is the caller's, never the body's).
+    fn into_call(self, caller: &Caller, fresh_id: impl FnOnce() -> String) -> ToolCall {
+        ToolCall {
+            id: self.id.unwrap_or_else(fresh_id),
+            time: self.time,
+            agent: caller.agent.clone(),
+            session: self.session,
+            chain: caller.chain.clone(),
+            tool: self.tool,
+            args: self.args,
+        }
+    }
+}
+
 async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let started = Instant::now();
-    let req: DecideRequest = parse_body(&body)?;
-    let caller = state.caller(&headers, req.agent, req.chain)?;
-    let call = ToolCall {
-        id: req
-            .id
-            .unwrap_or_else(|| state.response_id().replacen("r-", "c-", 1)),
-        time: req.time,
-        agent: caller.agent.clone(),
-        session: req.session,
-        chain: caller.chain.clone(),
-        tool: req.tool,
-        args: req.args,
-    };
+    let mut req: DecideRequest = parse_body(&body)?;
+    let caller = state.caller(&headers, req.agent.take(), std::mem::take(&mut req.chain))?;
+    let call = req.into_call(&caller, || state.response_id().replacen("r-", "c-", 1));
     // The usual path decides on this worker (microseconds, under the engine's read side so a
     // reload waits for the record to be queued), then awaits the record's durability without
     // tying up a thread.
@@ -263,23 +268,30 @@ struct ObservationRequest {
     time: Option<String>,
 }
 
+impl ObservationRequest {
+    /// The observation, for `caller` (identity is the caller's, never the body's).
+    fn into_observation(self, caller: Caller) -> Observation {
+        Observation {
+            id: self.id,
+            time: self.time,
+            agent: caller.agent,
+            session: self.session,
+            chain: caller.chain,
+            call_id: self.call_id,
+            tool: self.tool,
+            data_sources: self.data_sources,
+            result: self.result,
+        }
+    }
+}
+
 async fn record_observation(
     state: Shared,
     headers: HeaderMap,
-    req: ObservationRequest,
+    mut req: ObservationRequest,
 ) -> ApiResult {
-    let caller = state.caller(&headers, req.agent, req.chain)?;
-    let obs = Observation {
-        id: req.id,
-        time: req.time,
-        agent: caller.agent,
-        session: req.session,
-        chain: caller.chain,
-        call_id: req.call_id,
-        tool: req.tool,
-        data_sources: req.data_sources,
-        result: req.result,
-    };
+    let caller = state.caller(&headers, req.agent.take(), std::mem::take(&mut req.chain))?;
+    let obs = req.into_observation(caller);
     let st = Arc::clone(&state);
     let index = blocking(move || st.engine.read().observe(&obs))
         .await?
@@ -862,4 +874,33 @@ async fn openapi() -> Response {
         include_str!("openapi.json"),
     )
         .into_response()
+}
+
+/// The body half of the API for the fuzz target: `body` parsed as every request the API takes,
+/// and the decide and observation requests that parse run through `engine` as the handlers run
+/// them (with the body's agent, as when credentials are not required). Give an engine that
+/// records nowhere. Must never panic.
+pub fn fuzz_bodies(engine: &Engine, body: &[u8]) {
+    if let Ok(mut req) = parse_body::<DecideRequest>(body) {
+        let caller = Caller {
+            agent: req.agent.take().unwrap_or_default(),
+            chain: std::mem::take(&mut req.chain),
+            tools: None,
+            credential_id: None,
+        };
+        let _ = engine.decide_as(&caller, &req.into_call(&caller, || "c-fuzz".into()));
+    }
+    if let Ok(mut req) = parse_body::<ObservationRequest>(body) {
+        let caller = Caller {
+            agent: req.agent.take().unwrap_or_default(),
+            chain: std::mem::take(&mut req.chain),
+            tools: None,
+            credential_id: None,
+        };
+        let _ = engine.observe(&req.into_observation(caller));
+    }
+    let _ = parse_body::<AnswerRequest>(body);
+    let _ = identity_request::<IssueRequest>(body);
+    let _ = identity_request::<DelegateRequest>(body);
+    let _ = identity_request::<RevokeRequest>(body);
 }
