@@ -704,7 +704,7 @@ impl Session {
         } else {
             (0, Cow::Borrowed(text))
         };
-        tracing::debug!(session = %self.id, tool = %name, decision = decision.decision.as_str(), "tools/call");
+        tracing::debug!(session = %self.id, tool = %truststack_engine::log::clip(&name), decision = decision.decision.as_str(), "tools/call");
         match decision.decision {
             Verdict::Allow => {
                 let call = Box::new(ToolCall { tool: name, ..call });
@@ -767,7 +767,7 @@ impl Session {
             me.state.lock().held.remove(&client_id);
             match outcome {
                 Some(o) if o.decision == Verdict::Allow => {
-                    tracing::info!(session = %me.id, tool = %call.tool, approval = %o.approval_id, "held call released");
+                    tracing::info!(session = %me.id, tool = %truststack_engine::log::clip(&call.tool), approval = %o.approval_id, "held call released");
                     let tool = call.tool.clone();
                     let purpose = Purpose::ToolsCall(Box::new(call));
                     if up == usize::MAX {
