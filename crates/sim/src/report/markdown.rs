@@ -148,6 +148,14 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
         );
     }
     let _ = writeln!(o);
+    for g in &a.goals {
+        if let Some(why) = &g.unknown_reason {
+            let _ = writeln!(o, "- `{}` is **unknown**: {}", g.id, why);
+        }
+    }
+    if a.goals.iter().any(|g| g.unknown_reason.is_some()) {
+        let _ = writeln!(o);
+    }
     let tactics: std::collections::BTreeSet<String> = a
         .goals
         .iter()
@@ -317,7 +325,11 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
         }
         let _ = writeln!(
             o,
-            "\n{} simulated decisions in {:.0} ms on {} thread(s) ({:.2}M decisions/s).\n",
+            "{}\n{} simulated decisions in {:.0} ms on {} thread(s) ({:.2}M decisions/s).\n",
+            mc.goals
+                .iter()
+                .filter_map(|g| g.note.as_ref().map(|n| format!("\n- `{}`: {n}", g.goal)))
+                .collect::<String>(),
             grouped(mc.decisions),
             mc.elapsed_ms,
             mc.threads,
