@@ -1,23 +1,26 @@
-//! Remediation (`truststack prove --fix`): the smallest changes that make every goal gated or
-//! unreachable, written out and proved in the same run.
+//! Remediation (`truststack prove --fix`): the smallest change that makes every goal gated or
+//! unreachable, then the alternatives a team might prefer, each written out and proved in the
+//! same run.
 //!
-//! 1. **Split identities.** An agent that alone holds a toxic combination is split into the
-//!    fewest identities such that none holds any of its minimal toxic sets (a hypergraph
-//!    colouring: tools are vertices, toxic sets are edges, no edge may be monochromatic), tools
-//!    grouped in campaign order — the GTG-1002 ReconAgent / PatchAgent split.
-//! 2. **Gate between tactics at the delegation root.** Splitting alone is defeated by a shared
-//!    orchestrator that delegates to every part (context splitting), so the fix is proved against
-//!    that orchestrator too: for every goal still unguarded when one orchestrator per human
-//!    delegates to all of that human's top-level agents, a policy is added in the goal's scope —
-//!    `REQUIRE_HITL` on the call that would complete a tactic sequence once the earlier steps are
-//!    in the trajectory, `DENY` on the write that would complete a data flow after the read (the
-//!    seed's third policy). Goals are taken shortest first and the exploration is re-run after
-//!    each policy, so a gate that covers several goals is added once.
-//! 3. **Rate limits.** Every tool the workload calls in bulk and no policy limits gets
-//!    `DENY ... Tool_Call('X').Count > N requests/W` at the delegation root (`settings.fix_rate_limit`).
+//! 1. **Policies first.** For every goal still unguarded when one orchestrator per human
+//!    delegates to all of that human's top-level agents (context splitting), a policy in the
+//!    goal's scope — `REQUIRE_HITL` on the call that would complete a tactic sequence once the
+//!    earlier steps are in the trajectory, `DENY` on the write that would complete a data flow
+//!    after the read (the seed's third policy). Goals are taken shortest first and the
+//!    exploration is re-run after each policy, so a gate that covers several goals is added once.
+//!    Bulk tools no policy limits get `DENY ... Tool_Call('X').Count > N requests/W` at the
+//!    delegation root (`settings.fix_rate_limit`).
+//! 2. **The identity split** (alternative): an agent that alone holds a toxic combination is
+//!    split into the fewest identities such that none holds any of its minimal toxic sets (a
+//!    hypergraph colouring: tools are vertices, toxic sets are edges, no edge may be
+//!    monochromatic), tools grouped in campaign order — the GTG-1002 ReconAgent / PatchAgent
+//!    split — keeping the policies of step 1, since a shared orchestrator defeats a split alone.
+//! 3. **A human gate instead of a deny** on data flows (alternative).
 //!
-//! Policies are built as syntax trees and printed with the policy crate's printer, so they are
-//! exactly what the parser reads back.
+//! A gate names an approver group with a member outside the chain of command of every agent it
+//! can hold; when none has one, a deny is proposed and the report says so, because a gate nobody
+//! may grant is a silent deny. Policies are built as syntax trees and printed with the policy
+//! crate's printer, so they are exactly what the parser reads back.
 
 use crate::analysis::{analyse, statuses, Analysis, Options, Status};
 use crate::explore::{explore, Search, Stop};
@@ -665,15 +668,11 @@ struct Plan {
 
 /// Adds, goal by goal (shortest first), the policy that stops each goal still unguarded when one
 /// orchestrator per human delegates to all of that human's top-level agents, re-exploring after
-/// each. Sequences get a gate; data flows a deny, or a gate with `gate_flows`. A gate names an
+/// each. Sequences get a gate; data flows a deny. A gate names an
 /// approver group with a member outside the chain of command of every agent it can hold; when
 /// no group has one, a deny is proposed instead and the plan says so: such a gate would be a
 /// silent deny, never a gate.
-fn plan_policies(
-    base: &Manifest,
-    gate_flows: bool,
-    preferred: &[String],
-) -> Result<Plan, ManifestError> {
+fn plan_policies(base: &Manifest, preferred: &[String]) -> Result<Plan, ManifestError> {
     let mut plan = Plan::default();
     let mut done = BTreeSet::new();
     for _ in 0..base.goals.len() + 1 {
@@ -706,7 +705,7 @@ fn plan_policies(
         done.insert(goal);
         let g = &base.goals[goal];
         let flow = matches!(g.kind, GoalKind::DataFlow { .. });
-        let stopper = if flow && !gate_flows {
+        let stopper = if flow {
             Stopper::Deny
         } else {
             match gate_approvers(&world, &last_step_tools(base, goal), preferred) {
@@ -1040,54 +1039,83 @@ pub fn remediate(
     };
 
     // The smallest change: policies on the manifest as it is.
-    let primary = finish(plan_policies(original, false, &preferred)?);
+    let primary = finish(plan_policies(original, &preferred)?);
     let proved = assemble(original, original.clone(), &primary.added, out, "", true)?;
     let safe = proved.proof.safe && proved.shared_orchestrator.as_ref().is_none_or(|c| c.safe);
 
+    // The alternatives reuse the fix's policies rather than search again: each is still proved.
     let mut alternatives = Vec::new();
-    // The identity split, with whatever policies it still needs.
+    // The identity split (least privilege), with the fix's policies: splitting alone is
+    // defeated by a shared orchestrator.
     let (split, split_changes, split_unresolved) = split_identities(original, analysis);
     if !split_changes.is_empty() {
-        let plan = finish(plan_policies(&split, false, &preferred)?);
         let mut changes = split_changes;
-        changes.extend(plan.changes);
-        let mut unresolved = split_unresolved;
-        unresolved.extend(plan.unresolved);
-        let p = assemble(original, split, &plan.added, out, ".split", false)?;
+        changes.extend(primary.changes.iter().cloned());
+        let p = assemble(original, split, &primary.added, out, ".split", false)?;
         alternatives.push(Alternative::new(
             "split",
-            "split the identities that hold a toxic combination (least privilege), with the \
-             policies the split still needs",
+            "split the identities that hold a toxic combination (least privilege), keeping the \
+             fix's policies against a shared orchestrator",
             changes,
-            unresolved,
+            split_unresolved,
             p,
         ));
     }
     // Data flows gated by a human rather than denied.
-    let denies_flow = primary.changes.iter().any(|c| match c {
-        Change::AddPolicy {
+    let attacked = shared_orchestrator(original).map_or_else(|| original.clone(), |(m, _)| m);
+    let attacked = World::build(with_policies(&attacked, &primary.added, "remediation"))?;
+    let mut gated = primary.added.clone();
+    let mut changes = primary.changes.clone();
+    let mut unresolved = Vec::new();
+    let mut any_gate = false;
+    for (slot, change) in changes.iter_mut().enumerate() {
+        let Change::AddPolicy {
             action: Action::Deny,
             goal,
             ..
-        } => original
+        } = change
+        else {
+            continue;
+        };
+        let Some(g) = original
             .goals
             .iter()
-            .any(|g| &g.id == goal && matches!(g.kind, GoalKind::DataFlow { .. })),
-        _ => false,
-    });
-    if denies_flow {
-        let plan = finish(plan_policies(original, true, &preferred)?);
-        let texts = |ps: &[Policy]| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        if texts(&plan.added) != texts(&primary.added) {
-            let p = assemble(original, original.clone(), &plan.added, out, ".gate", false)?;
-            alternatives.push(Alternative::new(
-                "gate",
-                "a human approves writing out data after it was read, instead of a deny",
-                plan.changes,
-                plan.unresolved,
-                p,
-            ));
-        }
+            .position(|x| &x.id == goal && matches!(x.kind, GoalKind::DataFlow { .. }))
+        else {
+            continue;
+        };
+        let group = match gate_approvers(&attacked, &last_step_tools(original, g), &preferred) {
+            Ok(group) => group,
+            Err(why) => {
+                unresolved.push(format!("goal `{goal}`: {why}; it stays denied"));
+                continue;
+            }
+        };
+        let (Some(p), Some(old)) = (
+            gate_for(original, g, &Stopper::Gate(group)),
+            gated.get_mut(slot),
+        ) else {
+            continue;
+        };
+        *change = Change::AddPolicy {
+            id: p.id.clone(),
+            action: p.action,
+            target: p.target,
+            goal: goal.clone(),
+            text: p.to_string(),
+        };
+        *old = p;
+        any_gate = true;
+    }
+    if any_gate {
+        let p = assemble(original, original.clone(), &gated, out, ".gate", false)?;
+        alternatives.push(Alternative::new(
+            "gate",
+            "a human approves writing out data after it was read, instead of a deny",
+            changes,
+            unresolved,
+            p,
+        ));
     }
 
     let mut unresolved = primary.unresolved;

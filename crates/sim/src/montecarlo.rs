@@ -157,6 +157,7 @@ impl Model {
             .iter()
             .map(|i| world.tools[world.moves[*i].tool].name.clone())
             .collect();
+        untagged.sort();
         untagged.dedup();
         let moves = tactics
             .iter()

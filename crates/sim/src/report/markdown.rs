@@ -377,6 +377,29 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
             }
         );
         let sub = format!("{h}#");
+        for alt in &fix.alternatives {
+            let _ = writeln!(o, "{sub} Alternative `{}`: {}\n", alt.id, alt.title);
+            for c in &alt.changes {
+                let _ = writeln!(o, "- {}", change_line(c));
+            }
+            for u in &alt.unresolved {
+                let _ = writeln!(o, "- **unresolved:** {u}");
+            }
+            if !alt.policy_text.is_empty() {
+                let _ = writeln!(o, "\nPolicies added:\n\n```text\n{}```", alt.policy_text);
+            }
+            let statuses: Vec<String> = alt
+                .statuses
+                .iter()
+                .map(|(g, s)| format!("`{g}` {}", s.as_str()))
+                .collect();
+            let _ = writeln!(
+                o,
+                "\nProved in this run: {} — **{}**.\n",
+                statuses.join(", "),
+                if alt.safe { "safe" } else { "NOT safe" }
+            );
+        }
         let _ = writeln!(o, "{sub} Proof of the fixed manifest\n");
         let deeper = format!("{sub}#");
         let _ = writeln!(o, "**{}**\n", verdict_line(&fix.proof));

@@ -322,7 +322,7 @@ pub fn render(a: &Analysis, color: bool, trajectories: Option<&str>) -> String {
             if fix.safe {
                 p.code("1;32", "SAFE")
             } else if fix.unknown() {
-                p.code("1;33", "UNKNOWN (a bound was hit; see above)")
+                p.code("1;33", "UNKNOWN (see the lines marked ! above)")
             } else {
                 p.code("1;31", "NOT SAFE")
             }
