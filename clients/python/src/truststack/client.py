@@ -8,7 +8,6 @@ closed.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from typing import Any, Mapping, Sequence
@@ -300,7 +299,6 @@ class AsyncClient(_Base):
             outcome = wire.wait_answer(await self._send(wire.wait(approval_id, seconds)))
             if outcome is not None:
                 return outcome
-            await asyncio.sleep(0)
 
     async def observe(
         self,

@@ -93,8 +93,14 @@ class ToolGuard:
         self._lock = threading.Lock()
 
     def tool_node(self, tools: Sequence[BaseTool | Callable[..., Any]], **kwargs: Any) -> ToolNode:
-        """A ``ToolNode`` over ``tools`` whose every call goes through this guard."""
-        return ToolNode(tools, wrap_tool_call=self.wrap, awrap_tool_call=self.awrap, **kwargs)
+        """A ``ToolNode`` over ``tools`` whose every call goes through this guard. Without an
+        ``AsyncClient``, an async graph runs the sync guard (ToolNode's fallback)."""
+        return ToolNode(
+            tools,
+            wrap_tool_call=self.wrap,
+            awrap_tool_call=self.awrap if self.aclient is not None else None,
+            **kwargs,
+        )
 
     def for_subagent(self, agent: str, tools: Sequence[str], *, ttl: str | None = None) -> "ToolGuard":
         """A guard for a sub-agent, with a credential delegated from this guard's."""
@@ -157,9 +163,10 @@ class ToolGuard:
 
     def wrap(self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], Result]) -> Result:
         client = self.client
-        if client is None:
-            raise TrustStackError("this ToolGuard has no sync Client; the graph runs sync")
         call = request.tool_call
+        if client is None:
+            # Fail closed: an async-only guard in a sync graph runs nothing.
+            return _refused(call, TrustStackError("this guard has no sync Client for a sync graph"))
         session = _session(request, self.session)
         try:
             decision = self._take_held(call["id"]) or client.decide(
@@ -190,7 +197,7 @@ class ToolGuard:
     async def awrap(self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], Any]) -> Result:
         client = self.aclient
         if client is None:
-            raise TrustStackError("this ToolGuard has no AsyncClient; pass aclient= for async graphs")
+            raise TrustStackError("this ToolGuard has no AsyncClient")
         call = request.tool_call
         session = _session(request, self.session)
         try:
