@@ -4,6 +4,7 @@
 use crate::auth::{bearer, Human};
 use crate::error::{parse_body, ApiError};
 use crate::state::AppState;
+use crate::telemetry::TraceHeaders;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -179,6 +180,7 @@ struct DecideRequest {
 
 async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let req: DecideRequest = parse_body(&body)?;
     let caller = state.caller(&headers, req.agent, req.chain)?;
     let call = ToolCall {
@@ -209,6 +211,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         // async workers.
         None => {
             let st = Arc::clone(&state);
+            let (caller, call) = (caller.clone(), call.clone());
             blocking(move || st.engine.read().decide_as(&caller, &call)).await?
         }
     };
@@ -230,6 +233,21 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         .metrics
         .pending_approvals
         .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
+    if let Some(telemetry) = &state.telemetry {
+        let record = state
+            .engine()
+            .bundle()
+            .catalog
+            .tool(&call.tool)
+            .map(|t| t.record);
+        telemetry.decision(
+            &TraceHeaders::from_http(&headers),
+            started_at,
+            &call,
+            &decision,
+            record,
+        );
+    }
     Ok(Json(decision).into_response())
 }
 
