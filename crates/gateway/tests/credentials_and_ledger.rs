@@ -42,7 +42,7 @@ fn issue(dir: &Path) -> Tokens {
         .delegate(
             &orchestrator.token,
             &DelegationRequest {
-                agent: AgentId::new(&td, "recon").unwrap(),
+                agent: "recon".into(),
                 tools: ToolSet::parse_list("ScanTool").unwrap(),
                 ttl: None,
             },

@@ -59,7 +59,7 @@ fn pyjwt_verifies_a_truststack_token_against_the_jwks() {
         .delegate(
             &orch.token,
             &DelegationRequest {
-                agent: AgentId::new(&td, "recon").unwrap(),
+                agent: "recon".into(),
                 tools: ToolSet::parse_list("ScanTool").unwrap(),
                 ttl: Some(Duration::from_secs(600)),
             },
