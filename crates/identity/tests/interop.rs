@@ -157,7 +157,7 @@ fn truststack_accepts_a_token_pyjwt_signed_with_the_issuer_key() {
         })
         .unwrap();
     let mut claims = parent.credential.to_claims();
-    claims.sub = "spiffe://acme.example/agent/recon".into();
+    claims.sub = "spiffe://acme.example/agent/orchestrator/recon".into();
     claims.jti = "pyjwt-1".into();
     claims.act = truststack_identity::Actor::from_chain(&[
         Principal::parse("user:alice@acme.example").unwrap(),
@@ -188,7 +188,7 @@ fn truststack_accepts_a_token_pyjwt_signed_with_the_issuer_key() {
 
     let token = sign(&kid);
     let v = issuer.verify(&token).unwrap();
-    assert_eq!(v.subject.as_str(), "spiffe://acme.example/agent/recon");
+    assert_eq!(v.subject.as_str(), "spiffe://acme.example/agent/orchestrator/recon");
     assert_eq!(
         v.chain_strings(),
         [
