@@ -188,7 +188,10 @@ fn truststack_accepts_a_token_pyjwt_signed_with_the_issuer_key() {
 
     let token = sign(&kid);
     let v = issuer.verify(&token).unwrap();
-    assert_eq!(v.subject.as_str(), "spiffe://acme.example/agent/orchestrator/recon");
+    assert_eq!(
+        v.subject.as_str(),
+        "spiffe://acme.example/agent/orchestrator/recon"
+    );
     assert_eq!(
         v.chain_strings(),
         [

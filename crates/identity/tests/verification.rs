@@ -137,7 +137,10 @@ fn issue_delegate_verify() {
     let orch = f.issue("orchestrator", "ScanTool,CodeAnalysisTool", 3600);
     let recon = f.delegate(&orch, "recon", "ScanTool", Some(600)).unwrap();
     let v = f.issuer.verify(&recon.token).unwrap();
-    assert_eq!(v.subject.as_str(), "spiffe://acme.example/agent/orchestrator/recon");
+    assert_eq!(
+        v.subject.as_str(),
+        "spiffe://acme.example/agent/orchestrator/recon"
+    );
     assert_eq!(
         v.chain_strings(),
         [ALICE, "spiffe://acme.example/agent/orchestrator"]

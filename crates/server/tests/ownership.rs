@@ -40,13 +40,15 @@ fn identity(dir: &Path) -> (Arc<dyn IdentityService>, String) {
 
 /// Holds SQLite's write lock on the ledger file from another connection, as another writer or
 /// a stuck disk would: the server's appends fail (after its busy timeout) until it is dropped.
-struct LedgerLock(rusqlite::Connection);
+struct LedgerLock {
+    _held: rusqlite::Connection,
+}
 
 impl LedgerLock {
     fn take(dir: &Path) -> LedgerLock {
         let conn = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        LedgerLock(conn)
+        LedgerLock { _held: conn }
     }
 }
 
