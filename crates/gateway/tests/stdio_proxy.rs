@@ -444,6 +444,10 @@ async fn allowed_results_become_observations_that_taint() {
     assert_eq!(r["result"]["isError"], true);
     assert!(text(&r).contains("no-echo-after-docs"), "{r}");
     // The agent's scope, keyed by the agent under its chain of command.
-    assert!(c.engine.snapshot().iter().any(|(_, key, _)| key.ends_with(AGENT)));
+    assert!(c
+        .engine
+        .snapshot()
+        .iter()
+        .any(|(_, key, _)| key.ends_with(AGENT)));
     c.close().await;
 }
