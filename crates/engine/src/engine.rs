@@ -142,6 +142,9 @@ impl Approvals {
     }
 }
 
+/// An answer whose record could not be written: the held call, to hold again, and why.
+type NotRecorded = Box<(PendingApproval, String)>;
+
 /// How many answered approvals are remembered for late waiters.
 const RESOLVED_KEPT: usize = 10_000;
 
@@ -816,7 +819,8 @@ impl Engine {
                 self.resolve(&outcome);
                 Ok(outcome)
             }
-            Err((pending, e)) => {
+            Err(unrecorded) => {
+                let (pending, e) = *unrecorded;
                 self.unanswer(pending);
                 Err(ApprovalError::Unrecorded(e))
             }
@@ -888,7 +892,7 @@ impl Engine {
         approver: &str,
         now: i64,
         result: ApprovalResult,
-    ) -> Result<ApprovalOutcome, (PendingApproval, String)> {
+    ) -> Result<ApprovalOutcome, NotRecorded> {
         let reason = match result {
             ApprovalResult::Expired => format!(
                 "no approver answered before the deadline {}",
@@ -913,7 +917,7 @@ impl Engine {
             .record(json!({"kind": "approval", "outcome": &outcome}))
         {
             Ok(index) => outcome.ledger_index = index,
-            Err(e) => return Err((pending, e)),
+            Err(e) => return Err(Box::new((pending, e))),
         }
         Ok(outcome)
     }
@@ -926,7 +930,7 @@ impl Engine {
         approver: &str,
         now: i64,
         lease_ms: Option<i64>,
-    ) -> Result<ApprovalOutcome, (PendingApproval, String)> {
+    ) -> Result<ApprovalOutcome, NotRecorded> {
         let bundle = self.bundle();
         let call = pending.call.clone();
         let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
@@ -969,7 +973,7 @@ impl Engine {
             // Nothing admitted, no lease: the call is held again, as the ledger has it.
             Err(e) => {
                 drop(guards);
-                return Err((pending, e));
+                return Err(Box::new((pending, e)));
             }
         }
         if verdict == Verdict::Allow {
@@ -1165,7 +1169,8 @@ impl Engine {
                         self.resolve(&outcome);
                         Some(outcome)
                     }
-                    Err((pending, e)) => {
+                    Err(unrecorded) => {
+                        let (pending, e) = *unrecorded;
                         tracing::warn!(approval = %pending.approval_id, error = %e, "expiry not recorded; the call stays held");
                         self.unanswer(pending);
                         None

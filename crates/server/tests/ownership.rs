@@ -361,13 +361,13 @@ async fn an_answer_the_ledger_cannot_record_leaves_the_call_held_across_a_restar
         );
     }
     drop(lock);
-    assert_eq!(pending(&server).await, [id.clone()], "still held");
+    assert_eq!(pending(&server).await, std::slice::from_ref(&id), "still held");
     server.stop().await;
 
     let server = start(held_config(), dir.path(), None).await;
     assert_eq!(
         pending(&server).await,
-        [id.clone()],
+        std::slice::from_ref(&id),
         "held after a restart, as the ledger says"
     );
     let (status, body) = server
