@@ -361,7 +361,11 @@ async fn an_answer_the_ledger_cannot_record_leaves_the_call_held_across_a_restar
         );
     }
     drop(lock);
-    assert_eq!(pending(&server).await, std::slice::from_ref(&id), "still held");
+    assert_eq!(
+        pending(&server).await,
+        std::slice::from_ref(&id),
+        "still held"
+    );
     server.stop().await;
 
     let server = start(held_config(), dir.path(), None).await;
