@@ -2,6 +2,7 @@
 //! convention): the decision's own id for decisions, a fresh id otherwise.
 
 use crate::auth::{bearer, Human};
+use crate::backend::RevokeError;
 use crate::error::{parse_body, ApiError};
 use crate::state::AppState;
 use crate::telemetry::TraceHeaders;
@@ -471,6 +472,7 @@ async fn answer(
             ApprovalError::Invalid(_) | ApprovalError::Unnamed => {
                 ApiError::bad_request(e.to_string())
             }
+            ApprovalError::Unrecorded(_) => ApiError::unavailable(e.to_string()),
             _ => ApiError::forbidden(e.to_string()),
         })?;
     state
@@ -642,12 +644,26 @@ async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     if let Value::Object(map) = &mut req {
         map.insert("by".into(), Value::String(admin.principal));
     }
+    // Recorded first, then applied: a revocation the ledger cannot take is not made at all.
+    let mut index = None;
     let record = state
         .identity()?
-        .revoke(&req)
-        .map_err(ApiError::bad_request)?;
-    append_record(&state, record.clone())?;
-    Ok(reply(&state, json!({"revoked": record})))
+        .revoke(&req, &mut |record| {
+            let i = state
+                .ledger
+                .append(record.clone())
+                .map_err(|e| format!("ledger unavailable: {e}"))?;
+            index = Some(i);
+            Ok(i)
+        })
+        .map_err(|e| match e {
+            RevokeError::Refused(e) => ApiError::bad_request(e),
+            RevokeError::Unavailable(e) => ApiError::unavailable(e),
+        })?;
+    Ok(reply(
+        &state,
+        json!({"revoked": record, "ledger_index": index}),
+    ))
 }
 
 /// Identity events go to the ledger like every decision: who was given what authority.
