@@ -14,6 +14,7 @@ pub mod identity_backend;
 pub mod ledger_backend;
 pub mod metrics;
 pub mod state;
+pub mod telemetry;
 pub mod waiters;
 
 pub use config::ServerConfig;

@@ -78,6 +78,8 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The bounds on open approval waits.
     pub waiters: Arc<crate::waiters::Waiters>,
+    /// The decision spans' OTLP exporter, when the environment configures one.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
     responses: AtomicU64,
 }
 
@@ -115,8 +117,16 @@ impl AppState {
             identity,
             metrics,
             ready: AtomicBool::new(true),
+            telemetry: None,
             responses: AtomicU64::new(0),
         })
+    }
+
+    /// Exports a span per decision through `telemetry`.
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: Option<crate::telemetry::Telemetry>) -> AppState {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The active engine.
