@@ -13,7 +13,9 @@ fn three_kill_cycles_lose_nothing_acknowledged() {
         dir: dir.path().join("run"),
         seed: 14,
         load_ms: (300, 600),
+        budget: None,
         progress: false,
+        log_every: 0,
     })
     .unwrap();
     assert!(report.passed(), "{report}");

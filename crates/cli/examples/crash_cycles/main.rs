@@ -34,11 +34,14 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Shortest load before a kill, in milliseconds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     min_load_ms: u64,
     /// Longest load before a kill, in milliseconds.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 800)]
     max_load_ms: u64,
+    /// Start no new cycle after this many minutes (the report says how many ran).
+    #[arg(long)]
+    minutes: Option<u64>,
 }
 
 /// The `truststack` binary of the same profile, rebuilt by cargo when this runs under `cargo
@@ -109,7 +112,9 @@ fn main() -> anyhow::Result<ExitCode> {
         dir: dir.clone(),
         seed,
         load_ms: (args.min_load_ms, args.max_load_ms),
+        budget: args.minutes.map(|m| std::time::Duration::from_secs(m * 60)),
         progress: std::io::stderr().is_terminal(),
+        log_every: 25,
     })?;
     print!("{report}");
     if report.passed() {

@@ -39,8 +39,12 @@ pub struct Options {
     pub seed: u64,
     /// How long the load runs before each kill: uniformly in this range, in milliseconds.
     pub load_ms: (u64, u64),
-    /// Draw a progress bar on standard error.
+    /// Start no new cycle after this long: the run then reports the cycles it did.
+    pub budget: Option<Duration>,
+    /// Draw a progress bar on standard error; without one, a summary line every this many
+    /// cycles (none when 0).
     pub progress: bool,
+    pub log_every: u64,
 }
 
 /// The figures of a run, and its failures (the run stops after the first cycle that has any).
@@ -257,7 +261,8 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         if cycle > 0 {
             report.add(view.check(cycle - 1, &acks));
         }
-        if !report.passed() || cycle == options.cycles {
+        let out_of_time = options.budget.is_some_and(|b| started.elapsed() >= b);
+        if !report.passed() || cycle == options.cycles || out_of_time {
             break;
         }
 
@@ -329,6 +334,14 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         report.cycles += 1;
         bar.set_position(report.cycles);
         bar.set_message(report.summary());
+        if !options.progress && options.log_every > 0 && report.cycles % options.log_every == 0 {
+            eprintln!(
+                "{} cycles in {:.0} s: {}",
+                report.cycles,
+                started.elapsed().as_secs_f64(),
+                report.summary()
+            );
+        }
     }
     bar.finish_and_clear();
     report.ledger_entries = view.size();

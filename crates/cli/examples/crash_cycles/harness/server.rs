@@ -50,8 +50,8 @@ impl Server {
             // Drains the pipe for the process's whole life, so logging never blocks the server.
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(at) = line.find(SERVING) {
-                        let addr = line[at + SERVING.len()..]
+                    if let Some((_, rest)) = line.split_once(SERVING) {
+                        let addr = rest
                             .split_whitespace()
                             .next()
                             .unwrap_or_default()
