@@ -169,6 +169,11 @@ pub struct Bundle {
     provenance: [Option<MonitorId>; 4],
     /// Bytes one scope's provenance index may hold (see [`crate::provenance`]).
     pub provenance_bound: usize,
+    /// Predicates that read the provenance index are unknown (the proving ground, which has no
+    /// inputs or results): a policy whose condition then has no definite value is taken at the
+    /// attacker's best — a DENY or REQUIRE_HITL does not fire, an ALLOW does. Sound: every
+    /// trajectory the engine could admit, the proving ground admits.
+    pub provenance_unknown: bool,
 }
 
 struct Compiler<'c> {
@@ -547,6 +552,7 @@ impl Bundle {
             monitors,
             provenance,
             provenance_bound: provenance::DEFAULT_BOUND,
+            provenance_unknown: false,
         }
     }
 
@@ -648,9 +654,55 @@ impl Bundle {
         info: &ToolInfo,
         states: &[MonitorState],
     ) -> bool {
-        self.policies
-            .get(policy)
-            .is_some_and(|p| self.eval(&p.expr, call, info, states))
+        let Some(p) = self.policies.get(policy) else {
+            return false;
+        };
+        if !self.provenance_unknown {
+            return self.eval(&p.expr, call, info, states);
+        }
+        match self.eval_tri(&p.expr, call, info, states) {
+            Some(holds) => holds,
+            None => p.policy.action == crate::ast::Action::Allow,
+        }
+    }
+
+    /// Three-valued evaluation with predicates over the provenance index unknown (`None`).
+    fn eval_tri(
+        &self,
+        e: &CExpr,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &[MonitorState],
+    ) -> Option<bool> {
+        match e {
+            CExpr::And(items) => {
+                let mut unknown = false;
+                for i in items {
+                    match self.eval_tri(i, call, info, states) {
+                        Some(false) => return Some(false),
+                        None => unknown = true,
+                        Some(true) => {}
+                    }
+                }
+                (!unknown).then_some(true)
+            }
+            CExpr::Or(items) => {
+                let mut unknown = false;
+                for i in items {
+                    match self.eval_tri(i, call, info, states) {
+                        Some(true) => return Some(true),
+                        None => unknown = true,
+                        Some(false) => {}
+                    }
+                }
+                (!unknown).then_some(false)
+            }
+            CExpr::Not(inner) => self.eval_tri(inner, call, info, states).map(|b| !b),
+            CExpr::Atom(atom, _) => match &**atom {
+                Atom::Value { index: Some(_), .. } => None,
+                other => Some(self.atom(other, call, info, states).0),
+            },
+        }
     }
 
     fn eval(
