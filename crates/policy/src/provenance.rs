@@ -411,6 +411,20 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
     if text.len() <= WHOLE_MAX {
         f(&normalize(text));
     }
+    // Lines of a listing ("Hotel Names: A\nB\n"), and the value after a label ("Phone: 555").
+    if text.contains('\n') || text.contains(": ") {
+        for line in text.lines() {
+            let line = line.trim();
+            if !line.is_empty() && line.len() <= WHOLE_MAX && line.len() < text.len() {
+                f(&normalize(line));
+            }
+            if let Some((_, value)) = line.split_once(": ") {
+                if !value.is_empty() && value.len() <= WHOLE_MAX {
+                    f(&normalize(value));
+                }
+            }
+        }
+    }
     let mut caps: Vec<&str> = Vec::new();
     // A run of capitalised words, and its tails: a sentence's first word is capitalised too
     // ("Visit Riverside View Hotel").
