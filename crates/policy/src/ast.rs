@@ -199,15 +199,19 @@ pub enum ValueFn {
     Length,
     /// `Lower(v)`: the text lowercased.
     Lower,
+    /// `Tokens(v)`: the values a text holds, as the provenance index finds them (emails, URLs
+    /// and hosts, numbers and ids, quoted strings, names), normalised: one value each.
+    Tokens,
 }
 
 impl ValueFn {
-    pub const ALL: [ValueFn; 5] = [
+    pub const ALL: [ValueFn; 6] = [
         ValueFn::Provenance,
         ValueFn::EmailDomain,
         ValueFn::UrlHost,
         ValueFn::Length,
         ValueFn::Lower,
+        ValueFn::Tokens,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -217,6 +221,7 @@ impl ValueFn {
             ValueFn::UrlHost => "Url_Host",
             ValueFn::Length => "Length",
             ValueFn::Lower => "Lower",
+            ValueFn::Tokens => "Tokens",
         }
     }
 }

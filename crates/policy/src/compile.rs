@@ -918,6 +918,18 @@ impl Bundle {
     ) -> Vec<Value> {
         match value {
             ValueExpr::Arg(arg) => self.catalog.arg_values(info.spec(), arg, call.args),
+            ValueExpr::Call(ValueFn::Tokens, inner) => {
+                let mut out = Vec::new();
+                for v in self.values(inner, call, info, index) {
+                    match &v {
+                        Value::String(s) => {
+                            provenance::each_value(s, |t| out.push(Value::from(t)));
+                        }
+                        other => out.extend(provenance::normalize_value(other).map(Value::from)),
+                    }
+                }
+                out
+            }
             ValueExpr::Call(f, inner) => self
                 .values(inner, call, info, index)
                 .into_iter()
@@ -1006,6 +1018,8 @@ fn apply(f: ValueFn, v: &Value, index: Option<&ProvenanceIndex>) -> Option<Value
             other => other.to_string().chars().count(),
         })),
         ValueFn::Lower => text().map(|t| Value::String(t.to_lowercase())),
+        // Expanded in `values`: a value holds many tokens.
+        ValueFn::Tokens => Some(v.clone()),
     }
 }
 

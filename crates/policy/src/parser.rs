@@ -39,7 +39,7 @@ const CLAUSES: [&str; 7] = [
     "MODE",
     "DEADLINE",
 ];
-const PREDICATES: [&str; 19] = [
+const PREDICATES: [&str; 20] = [
     "Tool_Call",
     "Trajectory_Contains",
     "Sequence",
@@ -57,6 +57,7 @@ const PREDICATES: [&str; 19] = [
     "Url_Host",
     "Length",
     "Lower",
+    "Tokens",
     "ANY",
     "ALL",
 ];
@@ -460,7 +461,7 @@ impl<'a> Parser<'a> {
         };
         let pred = match *canonical {
             "ANY" | "ALL" | "Arg" | "Provenance" | "Email_Domain" | "Url_Host" | "Length"
-            | "Lower" => self.value_pred()?,
+            | "Lower" | "Tokens" => self.value_pred()?,
             _ => {
                 self.bump();
                 self.predicate_after(canonical, &tok)?
@@ -581,7 +582,7 @@ impl<'a> Parser<'a> {
             let names = std::iter::once("Arg").chain(ValueFn::ALL.iter().map(|f| f.as_str()));
             let hint = closest(name, names).map(|p| format!("did you mean `{p}`?"));
             return Err(Diagnostic::error(tok.span, format!("unknown value `{name}`"))
-                .expected("`Arg('/pointer')`, `Provenance(...)`, `Email_Domain(...)`, `Url_Host(...)`, `Length(...)` or `Lower(...)`")
+                .expected("`Arg('/pointer')`, `Provenance(...)`, `Email_Domain(...)`, `Url_Host(...)`, `Length(...)`, `Lower(...)` or `Tokens(...)`")
                 .with_hint(hint));
         };
         self.bump();
