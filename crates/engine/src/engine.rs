@@ -2,7 +2,8 @@
 
 use crate::decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
 use crate::event::{
-    format_time, parse_time, ApprovalAnswer, Caller, Event, Observation, Principals, ToolCall,
+    format_time, parse_time, ApprovalAnswer, Caller, Event, Input, Observation, Principals,
+    ToolCall,
 };
 use crate::log::clip;
 use crate::recorder::{private_payload, NoRecorder, Recorded, Recorder, Recording};
@@ -46,6 +47,17 @@ pub enum ApprovalError {
     /// held, as the ledger says it is (a restart finds it held too).
     #[error("approval not applied, the call stays held: the ledger cannot record the answer: {0}")]
     Unrecorded(String),
+}
+
+/// Why an input was not recorded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InputError {
+    /// The input itself is wrong (no human gave it, bad time): the caller's to fix.
+    #[error("bad input: {0}")]
+    Invalid(String),
+    /// The ledger could not keep it; nothing was indexed.
+    #[error("input not recorded: {0}")]
+    Ledger(String),
 }
 
 /// A call held for a human.
@@ -236,7 +248,8 @@ fn firing<'e>(
 }
 
 impl Engine {
-    pub fn new(bundle: Bundle, settings: Settings) -> Self {
+    pub fn new(mut bundle: Bundle, settings: Settings) -> Self {
+        bundle.provenance_bound = settings.provenance_bound;
         Engine {
             bundle: RwLock::new(Arc::new(bundle)),
             settings: Arc::new(settings),
@@ -1155,6 +1168,11 @@ impl Engine {
                 let now = parse_time(obs.time.as_deref().unwrap_or(""))?;
                 self.taint(&obs, now);
             }
+            "input" => {
+                let input: Input =
+                    serde_json::from_value(field(record, "input")?).map_err(|e| e.to_string())?;
+                self.index_input(&input);
+            }
             _ => {}
         }
         Ok(())
@@ -1187,20 +1205,82 @@ impl Engine {
         }
     }
 
+    /// Applies an observation to its scopes: data-source labels taint them, and the result's
+    /// values enter the provenance index of every scope a policy reads one in.
     fn taint(&self, obs: &Observation, now: i64) {
-        if obs.data_sources.is_empty() {
+        let bundle = self.bundle();
+        let indexes = obs.result.is_some() && Target::ALL.iter().any(|t| bundle.indexes(*t));
+        if obs.data_sources.is_empty() && !indexes {
             return;
         }
-        let bundle = self.bundle();
         let p = Principals::of(&obs.agent, obs.session.as_deref(), &obs.chain);
         let mut guards = self.lock_scopes(&bundle, &p);
         for (i, guard) in guards.iter_mut().enumerate() {
             if let Some(states) = guard.as_deref_mut() {
+                let target = Target::ALL[i];
                 for access in &obs.data_sources {
-                    bundle.observe_access(Target::ALL[i], &access.name, &access.mode, now, states);
+                    bundle.observe_access(target, &access.name, &access.mode, now, states);
+                }
+                if let Some(result) = obs.result.as_ref().filter(|_| bundle.indexes(target)) {
+                    bundle.observe_result(target, obs.tool.as_deref(), result, states);
                 }
             }
         }
+    }
+
+    fn index_input(&self, input: &Input) {
+        let bundle = self.bundle();
+        if !Target::ALL.iter().any(|t| bundle.indexes(*t)) {
+            return;
+        }
+        let p = Principals::of(&input.agent, input.session.as_deref(), &input.chain);
+        let mut guards = self.lock_scopes(&bundle, &p);
+        for (i, guard) in guards.iter_mut().enumerate() {
+            if let Some(states) = guard.as_deref_mut() {
+                bundle.observe_input(Target::ALL[i], &input.text, &input.values, states);
+            }
+        }
+    }
+
+    /// Records a human's instruction and indexes its values as the user's. The principal must
+    /// be a human (`user:...`) of the chain; the ledger keeps the text and values as the
+    /// `input_record` setting says.
+    pub fn input(&self, input: &Input) -> Result<Option<u64>, InputError> {
+        let now = self
+            .now(input.time.as_deref())
+            .map_err(InputError::Invalid)?;
+        if let Some(principal) = &input.principal {
+            if !principal.starts_with("user:") {
+                return Err(InputError::Invalid(format!(
+                    "input principal `{principal}` is not a human principal (`user:...`)"
+                )));
+            }
+            if !input.chain.iter().any(|c| c == principal) {
+                return Err(InputError::Invalid(format!(
+                    "input principal `{principal}` is not in the chain of {}",
+                    input.agent
+                )));
+            }
+        } else if !input.chain.iter().any(|c| c.starts_with("user:")) {
+            return Err(InputError::Invalid(format!(
+                "input for {} names no human: its chain has no `user:` principal",
+                input.agent
+            )));
+        }
+        let mut recorded = json!(input);
+        if self.settings.input_record != truststack_policy::RecordMode::Full {
+            for field in ["text", "values"] {
+                if let Some(v) = recorded.get_mut(field) {
+                    *v = private_payload(self.settings.input_record, v);
+                }
+            }
+        }
+        let index = self
+            .recorder
+            .record(json!({"kind": "input", "time": format_time(now), "input": recorded}))
+            .map_err(InputError::Ledger)?;
+        self.index_input(input);
+        Ok(index)
     }
 
     /// Refuses every held call whose deadline is before `now` (epoch ms).
@@ -1290,6 +1370,7 @@ impl Engine {
             Event::ToolCall(call) => Processed::Decision(self.decide(call)),
             Event::Observation(obs) => Processed::Observation(self.observe(obs)),
             Event::Approval(ans) => Processed::Approval(self.answer(ans)),
+            Event::Input(input) => Processed::Input(self.input(input)),
         }
     }
 }
@@ -1300,6 +1381,7 @@ pub enum Processed {
     Decision(Decision),
     Observation(Result<Option<u64>, String>),
     Approval(Result<ApprovalOutcome, ApprovalError>),
+    Input(Result<Option<u64>, InputError>),
 }
 
 fn context<'a>(call: &'a ToolCall, p: &Principals<'a>, now: i64) -> CallContext<'a> {

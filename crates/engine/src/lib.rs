@@ -22,7 +22,7 @@ pub mod replay;
 pub mod settings;
 
 pub use decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
-pub use engine::{ApprovalError, Engine, PendingApproval, Processed, Queued};
-pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Observation, ToolCall};
+pub use engine::{ApprovalError, Engine, InputError, PendingApproval, Processed, Queued};
+pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Input, Observation, ToolCall};
 pub use recorder::{NoRecorder, Recorded, Recorder, Recording};
 pub use settings::{DefaultDecision, Settings, TimeSource};

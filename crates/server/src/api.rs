@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use truststack_engine::event::Principals;
 use truststack_engine::log::clip;
 use truststack_engine::{
-    ApprovalAnswer, ApprovalError, Caller, DataAccess, Engine, Observation, ToolCall,
+    ApprovalAnswer, ApprovalError, Caller, DataAccess, Engine, Input, InputError, Observation,
+    ToolCall,
 };
 
 type Shared = Arc<AppState>;
@@ -34,6 +35,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
         .route("/v1/observations", post(observe))
+        .route("/v1/inputs", post(input))
         .route("/v1/outcomes", post(outcome))
         .route("/v1/approvals", get(list_approvals))
         .route("/v1/approvals/{id}", get(show_approval))
@@ -324,6 +326,55 @@ async fn record_observation(
 async fn observe(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let req: ObservationRequest = parse_body(&body)?;
     record_observation(state, headers, req).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    principal: Option<String>,
+    text: String,
+    #[serde(default)]
+    values: Value,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    chain: Vec<String>,
+    /// Used only when the server runs on the event clock.
+    #[serde(default)]
+    time: Option<String>,
+}
+
+/// A human's instruction to an agent, reported by its host: credentialed like an observation,
+/// so the agent and its chain (and so the human) come from the verified credential.
+async fn input(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let req: InputRequest = parse_body(&body)?;
+    let caller = state.caller(&headers, req.agent, req.chain)?;
+    let input = Input {
+        id: req.id,
+        time: req.time,
+        agent: caller.agent,
+        session: req.session,
+        chain: caller.chain,
+        principal: req.principal,
+        text: req.text,
+        values: req.values,
+    };
+    let st = Arc::clone(&state);
+    let index = blocking(move || st.engine.read().input(&input))
+        .await?
+        .map_err(|e| match e {
+            InputError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            InputError::Ledger(_) => ApiError::unavailable(e.to_string()),
+        })?;
+    Ok(reply(
+        &state,
+        json!({"recorded": true, "ledger_index": index}),
+    ))
 }
 
 /// A call's outcome: an observation tied to the call, with the tool's data source (from the

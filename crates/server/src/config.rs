@@ -59,6 +59,10 @@ pub struct ServerConfig {
     /// replaying recorded traces through the API; never for enforcement, since the caller would
     /// choose the time).
     pub clock: truststack_engine::TimeSource,
+    /// Bytes the value provenance index of one session (or delegation root) may hold.
+    pub provenance_bound: usize,
+    /// What the ledger keeps of users' inputs: `full`, `hash` or `redacted` (privacy mode).
+    pub input_record: truststack_policy::RecordMode,
     /// The directory relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base: PathBuf,
@@ -86,6 +90,8 @@ impl Default for ServerConfig {
             max_waits: 1024,
             checkpoint_every: 1000,
             clock: truststack_engine::TimeSource::System,
+            provenance_bound: truststack_policy::provenance::DEFAULT_BOUND,
+            input_record: truststack_policy::RecordMode::Full,
             base: PathBuf::from("."),
         }
     }
@@ -154,6 +160,8 @@ impl ServerConfig {
             time_source: self.clock,
             approver_groups: self.approver_groups.clone(),
             require_approver_group: self.require_credentials,
+            provenance_bound: self.provenance_bound,
+            input_record: self.input_record,
         }
     }
 }
