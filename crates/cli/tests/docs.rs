@@ -290,7 +290,8 @@ fn with_ports(text: &str, ports: &[(u16, u16)]) -> String {
 fn prelude(root: &Path, bin_dir: &Path, server_port: u16) -> String {
     let peers = root.join(".ci/peers/node_modules");
     format!(
-        r#"export PATH={bin}:"$PATH" NO_COLOR=1 TRUSTSTACK_SERVER=http://127.0.0.1:{server_port}
+        r#"export PATH={bin}:"$PATH" NO_COLOR=1 TRUSTSTACK_SERVER=http://127.0.0.1:{server_port} TMPDIR="$PWD/../tmp"
+mkdir -p "$TMPDIR"
 unset TRUSTSTACK_TOKEN TRUSTSTACK_ISSUER_DIR
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 cargo() {{
@@ -547,7 +548,7 @@ fn placeholders_cover_what_varies_and_keep_names() {
     );
     assert_eq!(
         placeholders("truststack.local/ledger+685dc0a8+AVveW4hoMVhu9XXDNYtvDPLmRMxRrf9GQFGpblvtQoP4"),
-        "truststack.local/ledger+[KEYID]+[B64]"
+        "truststack.local/ledger+[KEYID][B64]"
     );
     assert_eq!(
         placeholders("policy no-exfiltration-after-prod-read"),
