@@ -245,7 +245,9 @@ fn placeholders(text: &str) -> String {
     BASE64
         .replace_all(&text, |c: &Captures| {
             let s = &c[0];
-            if s.chars().any(|ch| ch.is_ascii_digit() || ch.is_ascii_uppercase()) {
+            if s.chars()
+                .any(|ch| ch.is_ascii_digit() || ch.is_ascii_uppercase())
+            {
                 "[B64]".to_string()
             } else {
                 s.to_string()
@@ -493,6 +495,11 @@ fn ledger() {
     check("docs/ledger.md");
 }
 
+#[test]
+fn policy_language() {
+    check("docs/policy-language.md");
+}
+
 /// Every page with a transcript has its test above, so a new page cannot be missed.
 #[test]
 fn every_page_with_a_transcript_is_checked() {
@@ -501,6 +508,7 @@ fn every_page_with_a_transcript_is_checked() {
         "docs/quickstart.md",
         "docs/identity.md",
         "docs/ledger.md",
+        "docs/policy-language.md",
     ];
     let root = common::root();
     let mut pages = vec!["README.md".to_string()];
@@ -547,7 +555,9 @@ fn placeholders_cover_what_varies_and_keep_names() {
         "[ID] at [TIME] (in [DUR]), took [DUR]"
     );
     assert_eq!(
-        placeholders("truststack.local/ledger+685dc0a8+AVveW4hoMVhu9XXDNYtvDPLmRMxRrf9GQFGpblvtQoP4"),
+        placeholders(
+            "truststack.local/ledger+685dc0a8+AVveW4hoMVhu9XXDNYtvDPLmRMxRrf9GQFGpblvtQoP4"
+        ),
         "truststack.local/ledger+[KEYID][B64]"
     );
     assert_eq!(
