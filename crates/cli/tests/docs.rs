@@ -45,7 +45,8 @@
 //! - The ports 8181 (server) and 8808 (gateway) become free ports chosen for the run, in commands
 //!   and in output; `TRUSTSTACK_SERVER` points at the server's.
 //! - `npm install … @modelcontextprotocol/server-filesystem@…` links the copy `.ci/install-peers.sh`
-//!   installed, and fails naming that script when it is missing.
+//!   installed, and fails naming that script when it is missing; the project's Python
+//!   environment `.venv/bin` (where the Python test peers are installed) is on `PATH`.
 //!
 //! # Adding a transcript
 //!
@@ -291,8 +292,9 @@ fn with_ports(text: &str, ports: &[(u16, u16)]) -> String {
 /// The harness's prelude: the substitutions described in the module documentation.
 fn prelude(root: &Path, bin_dir: &Path, server_port: u16) -> String {
     let peers = root.join(".ci/peers/node_modules");
+    let venv = root.join(".venv/bin");
     format!(
-        r#"export PATH={bin}:"$PATH" NO_COLOR=1 TRUSTSTACK_SERVER=http://127.0.0.1:{server_port} TMPDIR="$PWD/../tmp"
+        r#"export PATH={bin}:{venv}:"$PATH" NO_COLOR=1 TRUSTSTACK_SERVER=http://127.0.0.1:{server_port} TMPDIR="$PWD/../tmp"
 mkdir -p "$TMPDIR"
 unset TRUSTSTACK_TOKEN TRUSTSTACK_ISSUER_DIR
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
@@ -318,6 +320,7 @@ __rc=0
 __set_rc() {{ return "$1"; }}
 "#,
         bin = sh_quote(bin_dir),
+        venv = sh_quote(&venv),
         peers = sh_quote(&peers),
     )
 }
@@ -453,13 +456,17 @@ fn run_page(rel: &str) -> Vec<String> {
             continue;
         };
         let expected = wildcards(&placeholders(&trim_lines(expected)));
-        let actual = placeholders(&trim_lines(&actual));
+        let compared = placeholders(&trim_lines(&actual));
         if let Err(e) = snapbox::Assert::new().normalize_paths(false).try_eq(
             Some(&where_),
-            actual.into(),
+            compared.into(),
             expected.into(),
         ) {
-            failures.push(format!("{where_}: `{}`\n{e}", step.command));
+            failures.push(format!(
+                "{where_}: `{}`\n{e}\n--- the real output, to paste:\n{actual_raw}\n--- end",
+                step.command,
+                actual_raw = actual.trim_end(),
+            ));
         }
     }
     failures
