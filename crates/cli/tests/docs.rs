@@ -44,9 +44,10 @@
 //!   nothing (the test suite does not build a second, release binary).
 //! - The ports 8181 (server) and 8808 (gateway) become free ports chosen for the run, in commands
 //!   and in output; `TRUSTSTACK_SERVER` points at the server's.
-//! - `npm install … @modelcontextprotocol/server-filesystem@…` links the copy `.ci/install-peers.sh`
-//!   installed, and fails naming that script when it is missing; the project's Python
-//!   environment `.venv/bin` (where the Python test peers are installed) is on `PATH`.
+//! - `npm install … @modelcontextprotocol/server-filesystem@…` links the copy
+//!   `scripts/install-peers.sh` installed into `.ci/peers/node_modules`; the project's Python
+//!   environment `.venv/bin` comes first on `PATH`. A page that needs a peer asks the testkit for
+//!   it first, so a missing peer fails naming the install command.
 //!
 //! # Adding a transcript
 //!
@@ -293,6 +294,7 @@ fn with_ports(text: &str, ports: &[(u16, u16)]) -> String {
 fn prelude(root: &Path, bin_dir: &Path, server_port: u16) -> String {
     let peers = root.join(".ci/peers/node_modules");
     let venv = root.join(".venv/bin");
+    let install = truststack_testkit::INSTALL_PEERS;
     format!(
         r#"export PATH={bin}:{venv}:"$PATH" NO_COLOR=1 TRUSTSTACK_SERVER=http://127.0.0.1:{server_port} TMPDIR="$PWD/../tmp"
 mkdir -p "$TMPDIR"
@@ -309,7 +311,7 @@ npm() {{
   case "$*" in
     "install "*"@modelcontextprotocol/server-filesystem"*)
       if [ ! -x {peers}/.bin/mcp-server-filesystem ]; then
-        echo "the npm peers are missing: run bash .ci/install-peers.sh" >&2; return 1
+        echo "the npm peers are missing: run {install}" >&2; return 1
       fi
       local prefix=.; [ "$2" = --silent ] && [ "$3" = --prefix ] && prefix=$4
       mkdir -p "$prefix" && ln -sfn {peers} "$prefix/node_modules" ;;
@@ -353,7 +355,7 @@ fn trim_lines(text: &str) -> String {
 
 /// Runs every step of one page and returns the failures, described.
 fn run_page(rel: &str) -> Vec<String> {
-    let root = common::root().canonicalize().unwrap();
+    let root = truststack_testkit::workspace_root();
     let page = std::fs::read_to_string(root.join(rel)).unwrap();
     let steps = steps(&page, RUNBOOKS.contains(&rel));
     assert!(!steps.is_empty(), "{rel}: no transcript found");
@@ -489,6 +491,7 @@ fn readme() {
 
 #[test]
 fn quickstart() {
+    truststack_testkit::node_modules();
     check("docs/quickstart.md");
 }
 
@@ -499,6 +502,8 @@ fn identity() {
 
 #[test]
 fn ledger() {
+    // The page runs the independent Python verifier.
+    truststack_testkit::python();
     check("docs/ledger.md");
 }
 
