@@ -30,10 +30,9 @@
 //!   (snapbox's `...` and `[..]`, which may also be written directly).
 //! - Values that differ from run to run are replaced, in the page and in the real output alike,
 //!   by a placeholder before comparing (see [`PLACEHOLDERS`]): timestamps and Unix times, `ls -l`
-//!   dates, durations,
-//!   decision/approval/call ids, long hex strings (hashes, session ids), ledger key ids, and
-//!   base64 strings of 20 characters or more with a digit or a capital (keys, signatures, Merkle
-//!   hashes, credential ids). So a page can show real values from a real run, and only their shape
+//!   dates, durations, decision/approval/call ids, long hex strings (hashes, session ids), ledger
+//!   key ids, and base64 strings of 20 characters or more with a digit or a capital (keys,
+//!   signatures, Merkle hashes, credential ids). So a page can show real values from a real run, and only their shape
 //!   is checked. The run's directory is shown relative (as the page's working directory), and
 //!   trailing blanks are ignored. Anything else is compared exactly: write `…` where output is
 //!   abridged.
@@ -52,10 +51,12 @@
 //! # Adding a transcript
 //!
 //! Write it in a ```` ```text ```` block as a terminal shows it, run `cargo test -p truststack
-//! --test docs`, and paste the real output where it differs (the failure prints the page's
-//! line, the expected and the actual output). Start a server in the background with its stderr
-//! in a log, then wait for it with a bounded loop that fails loudly when it died, as the README's
-//! server section does.
+//! --test docs`, and paste the real output where it differs (a failure names the page's line,
+//! shows the difference and prints the real output to paste; keep `…` where you abridge). A new
+//! page with a transcript gets its `#[test]` below, which
+//! `every_page_with_a_transcript_is_checked` insists on. Start a server in the background with
+//! its stderr in a log, then wait for it with a bounded loop that fails loudly when it died, as
+//! the README's server section and the quickstart's gateway step do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use regex::{Captures, Regex};
@@ -337,7 +338,7 @@ const FAILURE_LINES: &[&str] = &["error:", "FAILED", "NOT VALID", "Verdict NOT S
 /// Whether the shown output says the command failed.
 fn shows_failure(expected: &str) -> bool {
     let mut lines = expected.lines().map(str::trim).filter(|l| !l.is_empty());
-    let (first, last) = (lines.next(), lines.last());
+    let (first, last) = (lines.next(), lines.next_back());
     [first, last]
         .into_iter()
         .flatten()
