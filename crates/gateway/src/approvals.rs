@@ -208,6 +208,7 @@ async fn answer(
                 | ApprovalError::InChain { .. }
                 | ApprovalError::NotInGroup { .. } => StatusCode::FORBIDDEN,
                 ApprovalError::Unnamed | ApprovalError::Invalid(_) => StatusCode::BAD_REQUEST,
+                ApprovalError::Unrecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             (status, Json(json!({"error": e.to_string()}))).into_response()
         }

@@ -194,6 +194,16 @@ impl Gateway {
         self.core.enforcer.engine()
     }
 
+    /// Exports a span per decision over OTLP (see `truststack_server::telemetry`).
+    pub fn set_telemetry(&self, telemetry: truststack_server::telemetry::Telemetry) {
+        self.core.enforcer.set_telemetry(telemetry);
+    }
+
+    /// Flushes the decision spans, at shutdown.
+    pub fn shutdown_telemetry(&self) {
+        self.core.enforcer.shutdown_telemetry();
+    }
+
     pub fn config(&self) -> &GatewayConfig {
         &self.config
     }

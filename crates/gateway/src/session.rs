@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use truststack_engine::{Decision, ToolCall, Verdict};
+use truststack_server::telemetry::TraceHeaders;
 
 /// Where a message for the client belongs (HTTP clients have one stream per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +117,18 @@ struct CallParams {
     name: String,
     #[serde(default)]
     arguments: Option<Value>,
+    /// MCP's request metadata; the caller's W3C trace context travels in it (`traceparent`,
+    /// `tracestate`), over stdio and HTTP alike.
+    #[serde(default, rename = "_meta")]
+    meta: Option<CallMeta>,
+}
+
+#[derive(Deserialize, Default)]
+struct CallMeta {
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    tracestate: Option<String>,
 }
 
 impl Session {
@@ -654,7 +667,12 @@ impl Session {
         progress: Option<String>,
     ) {
         let parsed: Option<CallParams> = params.and_then(|p| serde_json::from_str(p.get()).ok());
-        let Some(CallParams { name, arguments }) = parsed else {
+        let Some(CallParams {
+            name,
+            arguments,
+            meta,
+        }) = parsed
+        else {
             return self.respond(
                 &id,
                 jsonrpc::error_response(
@@ -679,7 +697,12 @@ impl Session {
             tool: name.clone(),
             args: arguments.unwrap_or_else(|| json!({})),
         };
-        let decision = self.enforcer().decide(&self.identity, &call);
+        let meta = meta.unwrap_or_default();
+        let trace = TraceHeaders {
+            traceparent: meta.traceparent,
+            tracestate: meta.tracestate,
+        };
+        let decision = self.enforcer().decide(&self.identity, &call, &trace);
         // The upstream and the request it gets (renamed when namespaced).
         let (up, text) = if self.multi {
             match self.split_name(&name) {
