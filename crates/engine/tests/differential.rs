@@ -125,7 +125,8 @@ fn catalog_toml() -> String {
     out
 }
 
-/// Names policies may use: tools, classes, `Unknown`, and a tool the catalog does not list.
+/// Names policies may use: tools, classes and `Unknown`. (A name the catalog does not list is
+/// rejected when the bundle is checked, so no policy can speak of `mystery_tool` by name.)
 const PATTERNS: &[&str] = &[
     "nmap_scan",
     "service_probe",
@@ -141,7 +142,6 @@ const PATTERNS: &[&str] = &[
     "DatabaseQuery",
     "DataExfiltration",
     "Unknown",
-    "mystery_tool",
 ];
 
 /// Tools calls are made to: every catalog tool, a tool missing from the catalog, and a class

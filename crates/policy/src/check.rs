@@ -69,9 +69,16 @@ impl Ctx<'_> {
             return;
         }
         let hint = closest(name, self.catalog.names()).map(|c| format!("did you mean `{c}`?"));
+        // An error, not a warning: a misspelt class silently disables the policy (a rate limit
+        // that never counts), and tools missing from the catalog are denied by default anyway.
         self.out.push(
-            Diagnostic::warning(span, format!("`{name}` is neither a tool nor a class in the catalog"))
-                .with_hint(hint.or_else(|| Some("the condition only holds for a tool of that name, which the catalog treats as Unknown".into()))),
+            Diagnostic::error(
+                span,
+                format!("`{name}` is neither a tool nor a class in the catalog"),
+            )
+            .with_hint(hint.or_else(|| {
+                Some("add the tool to the catalog, or the class to a tool's `classes`".into())
+            })),
         );
     }
 

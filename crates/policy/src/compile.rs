@@ -1124,20 +1124,37 @@ fn compare(value: &Value, lit: &Literal) -> Option<std::cmp::Ordering> {
 }
 
 /// Applies a test to a value; a missing value fails every test.
+///
+/// A list (a JSON array, such as the recipients of a mail) passes a test when it has elements
+/// and every one of them passes: `to MATCHES '*@acme.example'` holds only when all recipients are
+/// ours, so an allow-list cannot be widened by adding one outside address, and `NOT (… MATCHES …)`
+/// holds when any element is outside. `!=` and `NOT IN` are the negations of `==` and `IN`: they
+/// hold when some element differs. An empty list fails every test, like a missing value.
 pub fn test_value(test: &Test, value: Option<&Value>) -> bool {
     let Some(value) = value else { return false };
+    let equal = |v: &Value, lit: &Literal| compare(v, lit) == Some(std::cmp::Ordering::Equal);
     match test {
-        Test::Cmp(CmpOp::Ne, lit) => compare(value, lit) != Some(std::cmp::Ordering::Equal),
-        Test::Cmp(op, lit) => compare(value, lit).is_some_and(|o| op.holds(o)),
-        Test::In(list) => list
-            .iter()
-            .any(|l| compare(value, l) == Some(std::cmp::Ordering::Equal)),
-        Test::NotIn(list) => !list
-            .iter()
-            .any(|l| compare(value, l) == Some(std::cmp::Ordering::Equal)),
-        Test::Matches(glob) => glob_match(glob, &value_key(value)),
-        Test::StartsWith(prefix) => value_key(value).starts_with(prefix.as_str()),
-        Test::InCidr(nets) => ip_class::within_any(&value_key(value), nets),
-        Test::Regex(p) => p.0.is_match(&value_key(value)),
+        Test::Cmp(CmpOp::Ne, lit) => !is_empty_list(value) && !every(value, &|v| equal(v, lit)),
+        Test::NotIn(list) => {
+            !is_empty_list(value) && !every(value, &|v| list.iter().any(|l| equal(v, l)))
+        }
+        Test::Cmp(op, lit) => every(value, &|v| compare(v, lit).is_some_and(|o| op.holds(o))),
+        Test::In(list) => every(value, &|v| list.iter().any(|l| equal(v, l))),
+        Test::Matches(glob) => every(value, &|v| glob_match(glob, &value_key(v))),
+        Test::StartsWith(prefix) => every(value, &|v| value_key(v).starts_with(prefix.as_str())),
+        Test::InCidr(nets) => every(value, &|v| ip_class::within_any(&value_key(v), nets)),
+        Test::Regex(p) => every(value, &|v| p.0.is_match(&value_key(v))),
     }
+}
+
+/// Whether a value, or every element of a list value (which must have some), passes.
+fn every(value: &Value, pass: &dyn Fn(&Value) -> bool) -> bool {
+    match value {
+        Value::Array(items) => !items.is_empty() && items.iter().all(|v| every(v, pass)),
+        other => pass(other),
+    }
+}
+
+fn is_empty_list(value: &Value) -> bool {
+    matches!(value, Value::Array(items) if items.is_empty())
 }

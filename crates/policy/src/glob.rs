@@ -1,6 +1,8 @@
 //! Glob matching for `MATCHES`: `*` is any run of characters (including none), `?` exactly one.
 //! Written here rather than pulled in because policies match identifiers and URLs, not paths:
-//! `*` must cross `/`, and nothing else is special.
+//! `*` must cross `/`, and nothing else is special. ASCII letters match regardless of case: the
+//! values policies match are mail addresses, host names and URLs, whose domains are
+//! case-insensitive, and a deny-list must not be dodged by writing `EVIL.example`.
 
 /// Whether `text` matches `pattern`. Linear-time greedy matching with one backtrack point.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -14,7 +16,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
                 star = Some((pi, ti));
                 pi += 1;
             }
-            Some(c) if *c == '?' || Some(c) == t.get(ti) => {
+            Some(c) if *c == '?' || t.get(ti).is_some_and(|t| c.eq_ignore_ascii_case(t)) => {
                 pi += 1;
                 ti += 1;
             }
@@ -55,5 +57,17 @@ mod tests {
             "https://api.acme.example/v1"
         ));
         assert!(!glob_match("abc", "abcd"));
+    }
+
+    #[test]
+    fn ascii_letters_match_regardless_of_case() {
+        assert!(glob_match("*@acme.example", "Boss@ACME.EXAMPLE"));
+        assert!(glob_match(
+            "HTTPS://*.Acme.Example/*",
+            "https://api.acme.example/v1"
+        ));
+        assert!(!glob_match("*@acme.example", "boss@acme.example.evil"));
+        // Only ASCII letters fold: other characters compare exactly.
+        assert!(!glob_match("é*", "É"));
     }
 }
