@@ -793,11 +793,12 @@ fn matches(tool: &str, x: &str) -> bool {
 fn classify(v: &Value) -> &'static str {
     match v.as_str() {
         Some("10.0.3.7" | "192.168.0.0/16") => "Internal_Private",
-        Some("8.8.8.8" | "10.0.0.0/7") => "External_Public",
+        // A host name outside the catalog's internal domains (none here) is public.
+        Some("8.8.8.8" | "10.0.0.0/7" | "db.internal") => "External_Public",
         Some("127.0.0.1") => "Loopback",
         Some("169.254.1.1") => "Link_Local",
         Some("198.51.100.7") => "Corp_DMZ",
-        Some("db.internal") | None => "Unknown",
+        None => "Unknown",
         Some(other) => panic!("no reference class for target {other}"),
     }
 }
