@@ -40,6 +40,8 @@ pub enum ApprovalError {
     },
     #[error("bad approval: {0}")]
     Invalid(String),
+    #[error("`{caller}` did not make call {call_id}: only its caller can cancel it")]
+    NotCaller { caller: String, call_id: String },
 }
 
 /// A call held for a human.
@@ -824,6 +826,42 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// Withdraws a held call for its caller (the same agent and chain that made it): its client
+    /// cancelled the request or ended the session. The call is denied, recorded as
+    /// [`ApprovalResult::Cancelled`], and can no longer be granted. `time` is read only on the
+    /// event clock.
+    pub fn cancel(
+        &self,
+        approval_id: &str,
+        caller: &Caller,
+        time: Option<&str>,
+    ) -> Result<ApprovalOutcome, ApprovalError> {
+        let now = self.now(time).map_err(ApprovalError::Invalid)?;
+        let pending = {
+            let mut approvals = self.approvals.lock();
+            let pending = approvals
+                .by_id
+                .get(approval_id)
+                .ok_or_else(|| ApprovalError::Unknown(approval_id.to_string()))?;
+            if pending.call.agent != caller.agent || pending.call.chain != caller.chain {
+                return Err(ApprovalError::NotCaller {
+                    caller: caller.agent.clone(),
+                    call_id: pending.call.id.clone(),
+                });
+            }
+            let pending = approvals
+                .by_id
+                .remove(approval_id)
+                .ok_or_else(|| ApprovalError::Unknown(approval_id.to_string()))?;
+            approvals.by_call.remove(&pending.call.id);
+            approvals.answering.insert(pending.approval_id.clone());
+            pending
+        };
+        let outcome = self.close(pending, &caller.agent, now, ApprovalResult::Cancelled, None);
+        self.resolve(&outcome);
+        Ok(outcome)
+    }
+
     fn check_approver(
         &self,
         ans: &ApprovalAnswer,
@@ -885,6 +923,9 @@ impl Engine {
                 "no approver answered before the deadline {}",
                 pending.deadline
             ),
+            (None, ApprovalResult::Cancelled) => {
+                format!("cancelled by its caller {approver} while held")
+            }
             (None, _) => format!("refused by {approver}"),
         };
         let mut outcome = ApprovalOutcome {

@@ -13,7 +13,8 @@ use truststack_policy::RecordMode;
 /// The `_meta` key under which denials carry the decision.
 pub const META_KEY: &str = "io.truststack/decision";
 
-/// The engine as the gateway uses it.
+/// The embedded engine as the gateway uses it.
+#[derive(Clone)]
 pub struct Enforcer {
     engine: Arc<Engine>,
     /// Whether observations carry the result (a recorder is attached); without one, the result
