@@ -4,9 +4,8 @@
 //! TypeScript SDK client; the GTG-1002 scenario through the example FastMCP server; a
 //! differential test (directly vs. through an allow-all gateway); stdout hygiene.
 //!
-//! The peers are installed by `.ci/install-peers.sh` (npm packages under `.ci/peers`, the
-//! Python `mcp` package). Without them these tests are skipped with a note, except under CI
-//! (`CI` set), where a missing peer is a failure.
+//! The peers are installed by `bash scripts/install-peers.sh` (npm packages under `.ci/peers`,
+//! the Python `mcp` SDK in the project's `.venv`); a test whose peer is missing fails, naming it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
@@ -27,34 +26,11 @@ fn clients() -> PathBuf {
     root().join("crates/gateway/tests/clients")
 }
 
-/// Where the npm peers are, if installed (and the Python SDK is importable).
-fn peers() -> Option<PathBuf> {
-    let modules = root().join(".ci/peers/node_modules");
-    let npm_ok = modules
-        .join("@modelcontextprotocol/server-everything/dist/index.js")
-        .exists()
-        && modules
-            .join("@modelcontextprotocol/server-filesystem/dist/index.js")
-            .exists()
-        && modules
-            .join("@modelcontextprotocol/sdk/package.json")
-            .exists();
-    let py_ok = Command::new("python3")
-        .args(["-c", "import mcp"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if npm_ok && py_ok {
-        return Some(modules);
-    }
-    let why = format!(
-        "MCP peers missing (npm: {npm_ok}, python mcp: {py_ok}); run `bash .ci/install-peers.sh`"
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("skipped: {why}");
-    None
+/// Where the npm peers are; fails the test, naming the install command, when any peer (npm or
+/// the Python SDK) is missing.
+fn peers() -> PathBuf {
+    truststack_testkit::python();
+    truststack_testkit::node_modules()
 }
 
 fn everything(modules: &Path) -> String {
@@ -232,7 +208,7 @@ fn run_client(mut cmd: Command) -> Value {
 }
 
 fn python(args: &[&str]) -> Command {
-    let mut c = Command::new("python3");
+    let mut c = truststack_testkit::python_command();
     c.arg(clients().join("py_session.py")).args(args);
     c
 }
@@ -345,7 +321,7 @@ fn check_policy_scenario(out: &Value, held: &(Value, u16, Value)) {
 
 #[test]
 fn python_sdk_through_the_stdio_gateway_to_server_everything() {
-    let Some(modules) = peers() else { return };
+    let modules = peers();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "");
     let approvals = free_port();
@@ -386,7 +362,7 @@ fn python_sdk_through_the_stdio_gateway_to_server_everything() {
 
 #[test]
 fn python_sdk_through_the_http_gateway_to_server_everything_over_http() {
-    let Some(modules) = peers() else { return };
+    let modules = peers();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "");
     let (_everything, ev_port) = spawn_everything_http(&modules);
@@ -408,7 +384,7 @@ fn python_sdk_through_the_http_gateway_to_server_everything_over_http() {
 
 #[test]
 fn typescript_sdk_through_the_gateway_over_stdio_and_http() {
-    let Some(modules) = peers() else { return };
+    let modules = peers();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "");
     // stdio: the client starts the gateway, which starts the server.
@@ -436,7 +412,7 @@ fn typescript_sdk_through_the_gateway_over_stdio_and_http() {
 
 #[test]
 fn server_filesystem_reads_are_allowed_and_writes_denied_and_hidden() {
-    let Some(modules) = peers() else { return };
+    let modules = peers();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "");
     let data = tempfile::tempdir().unwrap();
@@ -494,7 +470,7 @@ fn server_filesystem_reads_are_allowed_and_writes_denied_and_hidden() {
 
 #[test]
 fn several_upstreams_behind_one_gateway_are_namespaced() {
-    let Some(modules) = peers() else { return };
+    let modules = peers();
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().canonicalize().unwrap();
@@ -588,7 +564,7 @@ fn raw_session(cmd: &mut Command, messages: &[Value]) -> Vec<String> {
 
 #[test]
 fn differential_the_same_session_directly_and_through_an_allow_all_gateway() {
-    let Some(modules) = peers() else { return };
+    let modules = peers();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), false, "");
     // Raw bytes over stdio: every answer identical, byte for byte.
@@ -659,13 +635,11 @@ fn differential_the_same_session_directly_and_through_an_allow_all_gateway() {
 
 #[test]
 fn the_gtg1002_campaign_is_stopped_at_the_gateway_over_stdio_and_http() {
-    if peers().is_none() {
-        return;
-    }
+    peers();
     let example = root().join("examples/gtg1002/mcp");
     // stdio: the replay starts the gateway, which starts the simulated server.
     let approvals = free_port();
-    let out = Command::new("python3")
+    let out = truststack_testkit::python_command()
         .arg(example.join("replay.py"))
         .args([
             "--truststack",
@@ -686,7 +660,7 @@ fn the_gtg1002_campaign_is_stopped_at_the_gateway_over_stdio_and_http() {
     check_campaign(&summary);
     // Streamable HTTP: the gateway in front of the simulated server running over HTTP too.
     let sim_port = free_port();
-    let _sim = Bg(Command::new("python3")
+    let _sim = Bg(truststack_testkit::python_command()
         .arg(example.join("server.py"))
         .args([
             "--transport",
@@ -702,7 +676,7 @@ fn the_gtg1002_campaign_is_stopped_at_the_gateway_over_stdio_and_http() {
         &example.join("gateway.toml"),
         &format!("http://127.0.0.1:{sim_port}/mcp"),
     );
-    let out = Command::new("python3")
+    let out = truststack_testkit::python_command()
         .arg(example.join("replay.py"))
         .args([
             "--json",

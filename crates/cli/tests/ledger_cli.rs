@@ -12,9 +12,8 @@ use truststack_ledger::merkle::{leaf_hash, verify_consistency, verify_inclusion}
 use truststack_ledger::{Checkpoint, Hash, VerifierKey};
 
 mod common;
-#[path = "../../ledger/tests/support/python_verifier.rs"]
-mod python_verifier;
 use common::{ok, refused, stderr, stdout, truststack};
+use truststack_testkit::independent_verifier as python_verifier;
 
 /// Entries of the campaign ledger: the policy activation, 114 decisions, 1 approval.
 const ENTRIES: u64 = 116;

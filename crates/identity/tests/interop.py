@@ -9,7 +9,7 @@
       Signs the JSON claims in FILE with the issuer's PKCS#8 PEM private key via PyJWT
       (alg EdDSA, the given kid) and prints the token.
 
-Exits 3 when PyJWT or cryptography is missing (pip install -r .ci/pip-requirements.txt).
+Exits 3 when PyJWT or cryptography is missing (bash scripts/install-peers.sh installs them).
 """
 
 import argparse

@@ -1,7 +1,6 @@
 //! Interoperability with PyJWT: a TrustStack token verifies in Python against the JWKS, and a
 //! token PyJWT signs with the issuer's PEM key verifies in TrustStack. Runs `tests/interop.py`;
-//! fails with a clear message when PyJWT is not installed (CI installs it from
-//! `.ci/pip-requirements.txt`).
+//! fails, naming the install command, when the project's Python environment lacks PyJWT.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,19 +18,11 @@ fn script() -> PathBuf {
 }
 
 fn python(args: &[&str]) -> Output {
-    let out = Command::new("python3")
+    Command::new(truststack_testkit::python())
         .arg(script())
         .args(args)
         .output()
-        .expect("python3 must be installed to run the PyJWT interoperability test");
-    if out.status.code() == Some(3) {
-        panic!(
-            "PyJWT and cryptography are required for this test: \
-             `python3 -m pip install -r .ci/pip-requirements.txt` ({})",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    out
+        .expect("the project's Python runs")
 }
 
 fn setup() -> (tempfile::TempDir, Issuer, TrustDomain) {

@@ -26,7 +26,7 @@ try:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 except ImportError:
     print("independent_verifier: the Python package `cryptography` is not installed "
-          "(pip install -r .ci/pip-requirements.txt)", file=sys.stderr)
+          "(bash scripts/install-peers.sh installs it)", file=sys.stderr)
     sys.exit(2)
 
 

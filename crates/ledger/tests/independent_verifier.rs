@@ -4,8 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-#[path = "support/python_verifier.rs"]
-mod python_verifier;
+use truststack_testkit::independent_verifier as python_verifier;
 
 use common::Fixture;
 use serde_json::{json, Value};

@@ -1,0 +1,15 @@
+//! Support shared by TrustStack's tests and benchmarks (never shipped).
+//!
+//! The tests talk to real peers: the official MCP servers and SDK clients from npm, the Python
+//! `mcp` SDK, PyJWT and `cryptography`. `bash scripts/install-peers.sh` installs them into the
+//! project (`.ci/peers/node_modules`, the virtual environment `.venv`); `bash scripts/test.sh`
+//! installs them and runs the whole suite. A test whose peer is missing fails here, naming that
+//! command: it never passes by skipping.
+
+// A failed lookup is a failed test: panicking with the install command is the point.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+pub mod independent_verifier;
+pub mod peers;
+
+pub use peers::{node_modules, python, python_command, workspace_root, INSTALL_PEERS};

@@ -1,0 +1,101 @@
+//! Where the installed test peers are, checked once per test process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The command that installs every test peer; named by every "peer missing" failure.
+pub const INSTALL_PEERS: &str = "bash scripts/install-peers.sh";
+
+/// The Python modules the tests import, each from the pinned `.ci/peers/requirements.txt`.
+const PYTHON_MODULES: &[&str] = &["mcp", "jwt", "cryptography"];
+
+/// The npm packages the tests start, each from the pinned `.ci/peers/package-lock.json`.
+const NPM_FILES: &[&str] = &[
+    "@modelcontextprotocol/server-everything/dist/index.js",
+    "@modelcontextprotocol/server-filesystem/dist/index.js",
+    "@modelcontextprotocol/sdk/package.json",
+];
+
+/// The repository's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
+}
+
+/// The project's Python interpreter (`.venv/bin/python`), with every Python test peer importable.
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(find_python)
+        .clone()
+        .unwrap_or_else(|why| missing(&why))
+}
+
+/// `.ci/peers/node_modules`, with every npm test peer installed.
+pub fn node_modules() -> PathBuf {
+    static MODULES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    MODULES
+        .get_or_init(find_node_modules)
+        .clone()
+        .unwrap_or_else(|why| missing(&why))
+}
+
+fn missing(why: &str) -> ! {
+    panic!("test peer missing: {why}\ninstall every test peer with `{INSTALL_PEERS}` (or run the whole suite with `bash scripts/test.sh`)")
+}
+
+fn find_python() -> Result<PathBuf, String> {
+    let python = workspace_root().join(".venv/bin/python");
+    if !python.exists() {
+        return Err(format!(
+            "no project virtual environment at {}",
+            python.display()
+        ));
+    }
+    let import = format!("import {}", PYTHON_MODULES.join(", "));
+    let out = Command::new(&python)
+        .args(["-c", &import])
+        .output()
+        .map_err(|e| format!("{} cannot run: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{import}` fails in {}: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(python)
+}
+
+fn find_node_modules() -> Result<PathBuf, String> {
+    let modules = workspace_root().join(".ci/peers/node_modules");
+    let absent: Vec<&str> = NPM_FILES
+        .iter()
+        .copied()
+        .filter(|f| !modules.join(f).exists())
+        .collect();
+    if absent.is_empty() {
+        Ok(modules)
+    } else {
+        Err(format!("{} lacks {}", modules.display(), absent.join(", ")))
+    }
+}
+
+/// A command running the project's Python, with its `bin/` first on `PATH` so that a script that
+/// starts `python3` itself (an MCP server named in a gateway configuration) gets the same one.
+pub fn python_command() -> Command {
+    let python = python();
+    let bin = python.parent().map(Path::to_path_buf).unwrap_or_default();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![bin];
+    paths.extend(std::env::split_paths(&path));
+    let mut command = Command::new(&python);
+    command.env(
+        "PATH",
+        std::env::join_paths(paths).expect("PATH entries join"),
+    );
+    command
+}
