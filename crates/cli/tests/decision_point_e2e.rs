@@ -24,26 +24,9 @@ const AGENT: &str = "spiffe://acme.example/agent/claude-ops";
 const SCANS_RECON: usize = 60;
 const SCANS_CODE: usize = 41;
 
-/// The Python with the `mcp` SDK: the project venv's. A missing one fails with the install
-/// command.
+/// The project's Python, with the `mcp` SDK (a missing one fails naming the install command).
 fn python() -> PathBuf {
-    let venv = root().join(".venv/bin/python");
-    let python = if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    };
-    let ok = Command::new(&python)
-        .args(["-c", "import mcp"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "the Python MCP SDK is missing ({}): run `bash .ci/install-peers.sh`",
-        python.display()
-    );
-    python
+    truststack_testkit::python()
 }
 
 fn free_port() -> u16 {
@@ -188,7 +171,7 @@ struct Campaign {
 
 impl Campaign {
     fn start(gateways: &Value, token: &str) -> Campaign {
-        let mut child = Command::new(python())
+        let mut child = truststack_testkit::python_command()
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/split_campaign.py"))
             .arg(gateways.to_string())
             .arg(SCANS_RECON.to_string())
