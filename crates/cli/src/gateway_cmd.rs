@@ -98,7 +98,7 @@ fn build_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
 
 pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
     let config = build_config(args)?;
-    if config.policies.is_empty() {
+    if config.policies.is_empty() && config.decider.is_none() {
         tracing::warn!("no policy files: every call follows the default decision");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -57,10 +57,11 @@ fn example(rel: &str) -> String {
         .to_string()
 }
 
-/// The issuer, the agent's credential and an approver's.
+/// The issuer, the campaign agent's credential, a second agent's and an approver's.
 struct Credentials {
     issuer: PathBuf,
     agent: String,
+    other: String,
     approver: String,
 }
 
@@ -83,6 +84,15 @@ fn credentials(dir: &Path) -> Credentials {
             "issue",
             "--agent",
             "claude-ops",
+            "--owner",
+            "user:operator@acme.example",
+            "--tools",
+            "*",
+        ]),
+        other: id(&[
+            "issue",
+            "--agent",
+            "triage",
             "--owner",
             "user:operator@acme.example",
             "--tools",
@@ -313,6 +323,11 @@ impl Raw {
         }
     }
 
+    fn call(&mut self, id: i64, tool: &str, args: Value) -> Value {
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}}));
+        self.until(|v| v["id"] == id)
+    }
+
     /// Calls `exploit_runner` and returns once the gateway reports it held.
     fn held_exploit(&mut self, id: i64) -> Value {
         self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "exploit_runner", "arguments": {"target": "10.0.0.6"}, "_meta": {"progressToken": id}}}));
@@ -355,7 +370,9 @@ fn three_gateways_one_decision_point_see_the_whole_campaign() {
     assert_eq!(listed[0]["call"]["tool"], "exploit_runner");
     assert_eq!(listed[0]["call"]["agent"], AGENT);
     let id = listed[0]["approval_id"].as_str().unwrap().to_string();
-    let granted = approvals(&url, &creds.approver, &["grant", &id]);
+    // Once the trajectory is complete, every further call of the agent needs a human: the
+    // approver grants a lease for the rest of the engagement (DENY policies still win).
+    let granted = approvals(&url, &creds.approver, &["grant", &id, "--lease", "30min"]);
     assert_eq!(granted["result"], "granted", "{granted}");
 
     let done = campaign.next_event();
@@ -404,8 +421,12 @@ fn three_gateways_one_decision_point_see_the_whole_campaign() {
     assert_eq!(decision["decision"], "deny", "{decision}");
 
     // Held calls withdrawn at a gateway are refused at the server: a client's
-    // `notifications/cancelled`, and a session that ends.
-    let mut raw = Raw::start(&url, &creds.agent, "exploit_runner");
+    // `notifications/cancelled`, and a session that ends. (Another agent, without a lease.)
+    let mut raw = Raw::start(&url, &creds.other, "nmap_scan,code_review,exploit_runner");
+    let r = raw.call(5, "nmap_scan", json!({"target": "10.0.0.7"}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let r = raw.call(6, "code_review", json!({"repo": "git.acme.example/web"}));
+    assert_eq!(r["result"]["isError"], false, "{r}");
     raw.held_exploit(7);
     assert_eq!(pending(&url, &creds.approver).len(), 1);
     raw.send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "user"}}));
@@ -423,9 +444,13 @@ fn three_gateways_one_decision_point_see_the_whole_campaign() {
     // Every call is in the server's ledger, decided once, and the ledger verifies.
     let records = ledger_records(&url);
     let decided: Vec<&Value> = records.iter().filter(|r| r["kind"] == "decision").collect();
-    // The campaign's calls, the plain HTTP decision and the two withdrawn exploits.
-    assert_eq!(decided.len(), calls.len() + 1 + 2, "{decided:#?}");
-    assert!(decided.iter().all(|r| r["call"]["agent"] == AGENT));
+    // The campaign's calls, the plain HTTP decision, and the second agent's four calls.
+    assert_eq!(decided.len(), calls.len() + 1 + 4, "{decided:#?}");
+    let campaign_agent = decided
+        .iter()
+        .filter(|r| r["call"]["agent"] == AGENT)
+        .count();
+    assert_eq!(campaign_agent, calls.len() + 1);
     let outcomes: Vec<&str> = records
         .iter()
         .filter(|r| r["kind"] == "approval")

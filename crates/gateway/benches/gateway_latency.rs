@@ -149,15 +149,20 @@ fn server(port: u16, dir: &str) {
         &truststack_engine::ledger::LedgerConfig::new(format!("{dir}/server.key")),
     )
     .unwrap();
-    let state =
-        std::sync::Arc::new(truststack_server::AppState::new(config, std::sync::Arc::new(ledger), None).unwrap());
+    let state = std::sync::Arc::new(
+        truststack_server::AppState::new(config, std::sync::Arc::new(ledger), None).unwrap(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        truststack_server::serve(state, l, std::future::pending()).await.unwrap();
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        truststack_server::serve(state, l, std::future::pending())
+            .await
+            .unwrap();
     });
 }
 
@@ -478,9 +483,18 @@ fn main() {
     // stdio: direct, embedded, embedded with its ledger, remote decisions.
     let mut peers = [
         ("direct", StdioPeer::start(me("echo-stdio"))),
-        ("embedded", StdioPeer::start(me("gateway:stdio|stdio|embedded"))),
-        ("embedded+ledger", StdioPeer::start(with_dir("gateway:stdio|stdio|ledger"))),
-        ("remote", StdioPeer::start(with_dir(&format!("gateway:stdio|stdio|remote:{decider}")))),
+        (
+            "embedded",
+            StdioPeer::start(me("gateway:stdio|stdio|embedded")),
+        ),
+        (
+            "embedded+ledger",
+            StdioPeer::start(with_dir("gateway:stdio|stdio|ledger")),
+        ),
+        (
+            "remote",
+            StdioPeer::start(with_dir(&format!("gateway:stdio|stdio|remote:{decider}"))),
+        ),
     ];
     for (_, peer) in &mut peers {
         for i in 0..500.min(calls) {
@@ -529,9 +543,11 @@ fn main() {
     let _gateway = Proc(me(&format!("gateway:http:{gw}|http:{up}")).spawn().unwrap());
     let gw_remote = free_port();
     let _remote = Proc(
-        me(&format!("gateway:http:{gw_remote}|http:{up}|remote:{decider}"))
-            .spawn()
-            .unwrap(),
+        me(&format!(
+            "gateway:http:{gw_remote}|http:{up}|remote:{decider}"
+        ))
+        .spawn()
+        .unwrap(),
     );
     let mut direct = HttpPeer::start(up);
     let mut via = HttpPeer::start(gw);
@@ -584,7 +600,11 @@ fn main() {
     println!(
         "  remote/embedded throughput: {:.2}x;  target >= 0.5x: {}",
         rates[2] / rates[1],
-        if rates[2] / rates[1] >= 0.5 { "met" } else { "MISSED" }
+        if rates[2] / rates[1] >= 0.5 {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     drop(dir);
 }
