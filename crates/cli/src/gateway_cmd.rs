@@ -111,6 +111,20 @@ pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {
     let gateway = Arc::new(Gateway::from_config(config)?);
+    if let Some(telemetry) =
+        truststack_server::telemetry::Telemetry::from_env("truststack-gateway")?
+    {
+        eprintln!("truststack gateway: decision spans over OTLP");
+        gateway.set_telemetry(telemetry);
+    }
+    let served = run_gateway(&gateway).await;
+    // The exporter's flush blocks until its last batch is sent.
+    let gw = Arc::clone(&gateway);
+    let _ = tokio::task::spawn_blocking(move || gw.shutdown_telemetry()).await;
+    served
+}
+
+async fn run_gateway(gateway: &Arc<Gateway>) -> anyhow::Result<ExitCode> {
     gateway.spawn_expiry(Duration::from_millis(500));
     let listen = gateway.config().listen.clone();
     let approvals = gateway.config().approvals.listen.clone();
@@ -125,7 +139,7 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {
                 None => eprintln!("truststack gateway: MCP endpoint http://{local}/mcp (decisions and approvals: {})", decider_url(&gateway)),
             }
             if let Some(a) = approvals {
-                spawn_approvals(&gateway, &a).await?;
+                spawn_approvals(gateway, &a).await?;
             }
             // On SIGTERM or Ctrl-C the runtime ends with its sessions, which closes the ledger
             // (its writer signs a final checkpoint).
@@ -139,7 +153,7 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {
         }
         None => {
             if let Some(a) = approvals {
-                spawn_approvals(&gateway, &a).await?;
+                spawn_approvals(gateway, &a).await?;
             }
             let token = std::env::var("TRUSTSTACK_TOKEN").ok();
             if gateway.resolver().resolve(token.as_deref()).is_err() && token.is_none() {

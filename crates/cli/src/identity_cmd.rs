@@ -50,7 +50,8 @@ pub enum IdentityCommand {
         /// The parent agent's credential (`-` reads it from stdin).
         #[arg(long)]
         from: String,
-        /// The sub-agent: a name in the issuer's trust domain or a full `spiffe://` id.
+        /// The sub-agent: a name placed below the parent's id (`recon` from `…/agent/orch` is
+        /// `…/agent/orch/recon`), or a full `spiffe://` id below the parent's.
         #[arg(long)]
         agent: String,
         /// Its tools or classes, within the parent's (comma-separated).
@@ -164,12 +165,10 @@ pub fn run(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
             ttl,
         } => {
             let issuer = open()?;
-            let td = &issuer.config().trust_domain;
             let issued = issuer.delegate(
                 &token_arg(from)?,
                 &DelegationRequest {
-                    agent: AgentId::expand(agent, td)
-                        .map_err(|e| anyhow::anyhow!("--agent: {e}"))?,
+                    agent: agent.clone(),
                     tools: ToolSet::new(tools).map_err(|e| anyhow::anyhow!("--tools: {e}"))?,
                     ttl: ttl.as_deref().map(ttl_arg).transpose()?,
                 },

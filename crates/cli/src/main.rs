@@ -1,6 +1,7 @@
 //! The `truststack` binary: argument parsing and printing over the library crates.
 
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 
 /// `println!` that stops quietly when stdout is closed (`truststack demo | head`).
 macro_rules! say {
@@ -58,8 +59,12 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Colour only for a person at a terminal: desktop MCP clients redirect a gateway's stderr
+    // to a log file, where escapes are noise. https://no-color.org
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRUSTSTACK_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

@@ -44,7 +44,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("opening the ledger {}", ledger_path.display()))?;
     let identity = crate::identity_service::open(&config)?;
-    let state = Arc::new(AppState::new(config.clone(), Arc::new(ledger), identity)?);
+    let telemetry = truststack_server::telemetry::Telemetry::from_env("truststack-serve")?;
+    let tracing_on = telemetry.is_some();
+    let state = Arc::new(
+        AppState::new(config.clone(), Arc::new(ledger), identity)?.with_telemetry(telemetry),
+    );
+    let flushed = Arc::clone(&state);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -53,7 +58,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         eprintln!(
-            "truststack: serving on http://{} (ledger {}, {} policies, credentials {})",
+            "truststack: serving on http://{} (ledger {}, {} policies, credentials {}{})",
             listener.local_addr()?,
             ledger_path.display(),
             state.engine().bundle().policies.len(),
@@ -61,12 +66,20 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 "required"
             } else {
                 "NOT required"
+            },
+            if tracing_on {
+                ", decision spans over OTLP"
+            } else {
+                ""
             }
         );
         truststack_server::serve(state, listener, shutdown_signal()).await?;
         eprintln!("truststack: stopped; the ledger is flushed");
         anyhow::Ok(())
     })?;
+    if let Some(telemetry) = &flushed.telemetry {
+        telemetry.shutdown();
+    }
     Ok(ExitCode::SUCCESS)
 }
 

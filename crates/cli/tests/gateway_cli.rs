@@ -773,10 +773,10 @@ fn stdout_carries_only_protocol_messages_even_with_debug_logs() {
     assert!(messages.iter().all(|m| m["jsonrpc"] == "2.0"));
     assert_eq!(messages.len(), 5, "{stdout}");
     assert!(messages.iter().any(|m| m["error"]["code"] == -32700));
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).is_empty(),
-        "logs go to stderr"
-    );
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(!logs.is_empty(), "logs go to stderr");
+    // Not a terminal (a desktop client's log file): no colour escapes.
+    assert!(!logs.contains('\u{1b}'), "ANSI escapes in logs: {logs}");
 }
 
 #[test]

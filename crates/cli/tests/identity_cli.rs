@@ -148,8 +148,8 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
         ],
     );
     refused(&longer, "extends the expiry");
-    // Back up the chain: a loop.
-    let lp = truststack(
+    // Another agent's id, outside recon's subtree: refused (a name is placed below recon).
+    let other = truststack(
         dir,
         &[
             "identity",
@@ -157,12 +157,15 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
             "--from",
             recon,
             "--agent",
-            "orchestrator",
+            "spiffe://acme.example/agent/orchestrator",
             "--tools",
             "ScanTool",
         ],
     );
-    refused(&lp, "already in the delegation chain");
+    refused(
+        &other,
+        "is not below spiffe://acme.example/agent/orchestrator/recon",
+    );
 
     // The chain of command, drawn as a tree.
     let shown = ok(&truststack(dir, &["identity", "inspect", recon]));
@@ -171,7 +174,7 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
         shown.contains(
             "user:alice@acme.example  (the human in command)\n\
              └─ spiffe://acme.example/agent/orchestrator\n   \
-             └─ spiffe://acme.example/agent/recon  tools: ScanTool"
+             └─ spiffe://acme.example/agent/orchestrator/recon  tools: ScanTool"
         ),
         "{shown}"
     );
@@ -180,7 +183,10 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
         &["identity", "inspect", "--json", recon],
     )))
     .unwrap();
-    assert_eq!(json["subject"], "spiffe://acme.example/agent/recon");
+    assert_eq!(
+        json["subject"],
+        "spiffe://acme.example/agent/orchestrator/recon"
+    );
     assert_eq!(
         json["chain"],
         serde_json::json!([
@@ -265,7 +271,7 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
     // What it said is still shown, decoded without verification.
     assert!(text.contains("decoded without verification"), "{text}");
     assert!(
-        text.contains("\"sub\": \"spiffe://acme.example/agent/recon\""),
+        text.contains("\"sub\": \"spiffe://acme.example/agent/orchestrator/recon\""),
         "{text}"
     );
     // Twice is refused, naming the first.

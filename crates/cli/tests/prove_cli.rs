@@ -111,6 +111,32 @@ fn bad_input_exits_2_with_a_precise_message() {
 }
 
 #[test]
+fn a_goal_the_manifest_makes_impossible_fails_as_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = root()
+        .join("examples/gtg1002/catalog.toml")
+        .canonicalize()
+        .unwrap();
+    let m = dir.path().join("typo.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "catalog = {:?}\n[agents.a]\ntools = [\"prod_db_query\", \"http_upload\"]\n[goals]\nbuiltin = []\n[[goals.data_flow]]\nid = \"prod-out\"\nsource = \"Internal_Prod_Db\"\n",
+            catalog.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = truststack(&["prove", m.to_str().unwrap(), "--runs", "0"]);
+    assert_eq!(code(&out), 1, "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("UNKNOWN"), "{stdout}");
+    assert!(
+        stdout.contains("unknown: the manifest is wrong: no catalog tool accesses data source `Internal_Prod_Db`"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn json_and_sarif_formats_are_machine_readable() {
     let out = truststack(&[
         "prove",
@@ -250,6 +276,21 @@ fn fix_writes_a_manifest_that_proves_safe() {
         .is_file());
     let out = truststack(&["prove", fixed.to_str().unwrap(), "--runs", "0"]);
     assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
+    // The smallest fix adds policies only; the split and a human gate on the data flow are
+    // alternatives, written beside it and proved in the same run.
+    assert!(stdout.contains("Alternative `split`"), "{stdout}");
+    assert!(stdout.contains("Alternative `gate`"), "{stdout}");
+    for alt in ["split", "gate"] {
+        let f = Path::new(out_dir).join(format!("manifest-naive.{alt}.fixed.toml"));
+        let out = truststack(&["prove", f.to_str().unwrap(), "--runs", "0"]);
+        assert_eq!(
+            code(&out),
+            0,
+            "{alt}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
     let out = truststack(&[
         "policy",
         "check",

@@ -42,6 +42,10 @@ pub enum ApprovalError {
     Invalid(String),
     #[error("`{caller}` did not make call {call_id}: only its caller can cancel it")]
     NotCaller { caller: String, call_id: String },
+    /// The answer's record could not be written: nothing of it was applied, and the call stays
+    /// held, as the ledger says it is (a restart finds it held too).
+    #[error("approval not applied, the call stays held: the ledger cannot record the answer: {0}")]
+    Unrecorded(String),
 }
 
 /// A call held for a human.
@@ -140,6 +144,9 @@ impl Approvals {
     }
 }
 
+/// An answer whose record could not be written: the held call, to hold again, and why.
+type NotRecorded = Box<(PendingApproval, String)>;
+
 /// How many answered approvals are remembered for late waiters.
 const RESOLVED_KEPT: usize = 10_000;
 
@@ -212,17 +219,6 @@ fn firing<'e>(
             .evaluate(pid, ctx, info, states)
             .then_some((cp, states, pid))
     })
-}
-
-fn scope_key<'a>(target: Target, p: &Principals<'a>) -> &'a str {
-    match target {
-        Target::AgentIdentity => p.agent,
-        // A call without a session is its agent's session.
-        Target::Session if p.session.is_empty() => p.agent,
-        Target::Session => p.session,
-        Target::User => p.user,
-        Target::DelegationRoot => p.root,
-    }
 }
 
 impl Engine {
@@ -376,20 +372,8 @@ impl Engine {
             let target = Target::ALL[i];
             bundle
                 .uses_target(target)
-                .then(|| self.scope(target, scope_key(target, p)).lock_arc())
+                .then(|| self.scope(target, &p.scope_key(target)).lock_arc())
         })
-    }
-
-    fn lease_until(&self, policy: &str, target: Target, key: &str, now: i64) -> Option<i64> {
-        let leases = self.leases.lock();
-        // Most engines never see a lease: spare the key's allocations.
-        if leases.is_empty() {
-            return None;
-        }
-        leases
-            .get(&(policy.to_string(), target, key.into()))
-            .copied()
-            .filter(|until| *until > now)
     }
 
     /// Until when an approver's lease waves a REQUIRE_HITL policy through for this call's scope.
@@ -402,7 +386,17 @@ impl Engine {
         if policy.action != Action::RequireHitl {
             return None;
         }
-        self.lease_until(&policy.id, policy.target, scope_key(policy.target, p), now)
+        let leases = self.leases.lock();
+        // Most engines never see a lease: spare the key's allocations.
+        if leases.is_empty() {
+            return None;
+        }
+        let key = (
+            policy.id.clone(),
+            policy.target,
+            p.scope_key(policy.target).into(),
+        );
+        leases.get(&key).copied().filter(|until| *until > now)
     }
 
     fn evaluate(
@@ -816,14 +810,34 @@ impl Engine {
             pending
         };
         let outcome = if now > pending.deadline_ms {
-            self.close(pending, &ans.approver, now, ApprovalResult::Expired, None)
+            self.close(pending, &ans.approver, now, ApprovalResult::Expired)
         } else if !ans.grant {
-            self.close(pending, &ans.approver, now, ApprovalResult::Refused, None)
+            self.close(pending, &ans.approver, now, ApprovalResult::Refused)
         } else {
             self.grant(pending, &ans.approver, now, lease_ms)
         };
-        self.resolve(&outcome);
-        Ok(outcome)
+        match outcome {
+            Ok(outcome) => {
+                self.resolve(&outcome);
+                Ok(outcome)
+            }
+            Err(unrecorded) => {
+                let (pending, e) = *unrecorded;
+                self.unanswer(pending);
+                Err(ApprovalError::Unrecorded(e))
+            }
+        }
+    }
+
+    /// Holds a call again whose answer could not be recorded: in memory as in the ledger, it
+    /// has no answer yet. Its waiters keep waiting.
+    fn unanswer(&self, pending: PendingApproval) {
+        let mut approvals = self.approvals.lock();
+        approvals.answering.remove(&pending.approval_id);
+        approvals
+            .by_call
+            .insert(pending.call.id.clone(), pending.approval_id.clone());
+        approvals.by_id.insert(pending.approval_id.clone(), pending);
     }
 
     /// Withdraws a held call for its caller (the same agent and chain that made it): its client
@@ -857,9 +871,17 @@ impl Engine {
             approvals.answering.insert(pending.approval_id.clone());
             pending
         };
-        let outcome = self.close(pending, &caller.agent, now, ApprovalResult::Cancelled, None);
-        self.resolve(&outcome);
-        Ok(outcome)
+        match self.close(pending, &caller.agent, now, ApprovalResult::Cancelled) {
+            Ok(outcome) => {
+                self.resolve(&outcome);
+                Ok(outcome)
+            }
+            Err(unrecorded) => {
+                let (pending, e) = *unrecorded;
+                self.unanswer(pending);
+                Err(ApprovalError::Unrecorded(e))
+            }
+        }
     }
 
     fn check_approver(
@@ -908,46 +930,45 @@ impl Engine {
         Ok(())
     }
 
-    /// Refusal or expiry: the call is denied; the refusal is recorded.
+    /// Refusal or expiry: the call is denied once the refusal is recorded. If it cannot be,
+    /// the held call comes back with the ledger's error.
     fn close(
         &self,
         pending: PendingApproval,
         approver: &str,
         now: i64,
         result: ApprovalResult,
-        ledger_error: Option<String>,
-    ) -> ApprovalOutcome {
-        let reason = match (&ledger_error, result) {
-            (Some(e), _) => format!("approval not applied, failing closed: {e}"),
-            (None, ApprovalResult::Expired) => format!(
+    ) -> Result<ApprovalOutcome, NotRecorded> {
+        let reason = match result {
+            ApprovalResult::Expired => format!(
                 "no approver answered before the deadline {}",
                 pending.deadline
             ),
-            (None, ApprovalResult::Cancelled) => {
+            ApprovalResult::Cancelled => {
                 format!("cancelled by its caller {approver} while held")
             }
-            (None, _) => format!("refused by {approver}"),
+            _ => format!("refused by {approver}"),
         };
         let mut outcome = ApprovalOutcome {
-            approval_id: pending.approval_id,
-            call_id: pending.call.id,
+            approval_id: pending.approval_id.clone(),
+            call_id: pending.call.id.clone(),
             approver: approver.to_string(),
             result,
             decision: Verdict::Deny,
-            policies: pending.policies,
+            policies: pending.policies.clone(),
             reason,
             lease_until: None,
             ledger_index: None,
             time: format_time(now),
         };
-        if ledger_error.is_none() {
-            outcome.ledger_index = self
-                .recorder
-                .record(json!({"kind": "approval", "outcome": &outcome}))
-                .ok()
-                .flatten();
+        match self
+            .recorder
+            .record(json!({"kind": "approval", "outcome": &outcome}))
+        {
+            Ok(index) => outcome.ledger_index = index,
+            Err(e) => return Err(Box::new((pending, e))),
         }
-        outcome
+        Ok(outcome)
     }
 
     /// A grant: re-decide the call at approval time with its HITL gates passed; a DENY that
@@ -958,7 +979,7 @@ impl Engine {
         approver: &str,
         now: i64,
         lease_ms: Option<i64>,
-    ) -> ApprovalOutcome {
+    ) -> Result<ApprovalOutcome, NotRecorded> {
         let bundle = self.bundle();
         let call = pending.call.clone();
         let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
@@ -998,15 +1019,10 @@ impl Engine {
             .record(json!({"kind": "approval", "outcome": &outcome}))
         {
             Ok(index) => outcome.ledger_index = index,
+            // Nothing admitted, no lease: the call is held again, as the ledger has it.
             Err(e) => {
                 drop(guards);
-                return self.close(
-                    pending,
-                    approver,
-                    now,
-                    ApprovalResult::GrantedButDenied,
-                    Some(e),
-                );
+                return Err(Box::new((pending, e)));
             }
         }
         if verdict == Verdict::Allow {
@@ -1015,7 +1031,7 @@ impl Engine {
                 self.add_leases(&pending, until);
             }
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Resumes on a ledger, as the server and the gateway do at start: rebuilds the state from
@@ -1152,7 +1168,7 @@ impl Engine {
         {
             if let Some(cp) = bundle.policies.iter().find(|c| c.policy.id == f.id) {
                 let target = cp.policy.target;
-                leases.insert((f.id.clone(), target, scope_key(target, &p).into()), until);
+                leases.insert((f.id.clone(), target, p.scope_key(target).into()), until);
             }
         }
     }
@@ -1192,13 +1208,24 @@ impl Engine {
                 })
                 .collect()
         };
+        // An expiry that cannot be recorded leaves the call held (past its deadline, no answer
+        // can grant it): the next sweep tries again.
         expired
             .into_iter()
-            .map(|p| {
-                let outcome = self.close(p, "deadline", now, ApprovalResult::Expired, None);
-                self.resolve(&outcome);
-                outcome
-            })
+            .filter_map(
+                |p| match self.close(p, "deadline", now, ApprovalResult::Expired) {
+                    Ok(outcome) => {
+                        self.resolve(&outcome);
+                        Some(outcome)
+                    }
+                    Err(unrecorded) => {
+                        let (pending, e) = *unrecorded;
+                        tracing::warn!(approval = %pending.approval_id, error = %e, "expiry not recorded; the call stays held");
+                        self.unanswer(pending);
+                        None
+                    }
+                },
+            )
             .collect()
     }
 

@@ -876,11 +876,18 @@ struct RefDecision {
     shadow: Vec<String>,
 }
 
+/// Each agent here always acts with the same chain, so its name stands for its place in the
+/// chain of command; a session is one human's (two humans' sessions of one id are apart).
 fn scope_key(t: Tgt, agent: usize, session: Option<&str>) -> String {
     let (name, chain) = AGENTS[agent];
     let key = match t {
         Tgt::Agent => name,
-        Tgt::Session => session.unwrap_or(name),
+        Tgt::Session => {
+            return match session {
+                Some(s) => format!("{} {s}", scope_key(Tgt::User, agent, None)),
+                None => name.to_string(),
+            }
+        }
         Tgt::User => chain
             .iter()
             .copied()

@@ -204,3 +204,49 @@ fn benign_work_stays_allowed_under_every_policy_set() {
         );
     }
 }
+
+/// Issue 14, defect 8: the seed's External_Public scan rule holds for every way of writing a
+/// public target that nmap accepts, and still allows the internal ones.
+#[test]
+fn the_seed_scan_rule_cannot_be_walked_around_by_writing_the_target_another_way() {
+    let engine = engine("policies/seed.tsp");
+    let decide = |i: usize, target: serde_json::Value| {
+        let call: truststack_engine::ToolCall = serde_json::from_value(serde_json::json!({
+            "id": format!("c-{i}"), "time": "2026-11-13T09:00:00Z",
+            "agent": "spiffe://acme.example/agent/recon", "chain": ["user:alice@acme.example"],
+            "tool": "nmap_scan", "args": {"target": target},
+        }))
+        .unwrap();
+        engine.decide(&call)
+    };
+    let external = [
+        "dns.google",
+        "134744072",
+        "0x08080808",
+        "10.0.0.1,8.8.8.8",
+        "8.8.8.0-255",
+        "8.8.8.8/32",
+        "8.8.8",
+        "010.0.0.1",
+        "10.0.0.1 8.8.8.8",
+        "2001:4860:4860::8888",
+    ];
+    for (i, target) in external.iter().enumerate() {
+        let d = decide(i, serde_json::json!(target));
+        assert_eq!(d.decision, Verdict::Deny, "{target}: {}", d.reason);
+    }
+    let d = decide(100, serde_json::json!(134744072));
+    assert_eq!(d.decision, Verdict::Deny, "a JSON number: {}", d.reason);
+    for (i, target) in [
+        "10.0.0.1-20",
+        "10.0.0.1,5,9",
+        "167772161",
+        "db.corp.acme.example",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = decide(200 + i, serde_json::json!(target));
+        assert_eq!(d.decision, Verdict::Allow, "{target}: {}", d.reason);
+    }
+}

@@ -299,6 +299,7 @@ async fn answer(
             let status = match e {
                 ApprovalError::Unknown(_) => StatusCode::NOT_FOUND,
                 ApprovalError::Unnamed | ApprovalError::Invalid(_) => StatusCode::BAD_REQUEST,
+                ApprovalError::Unrecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::FORBIDDEN,
             };
             refuse(status, e.to_string())

@@ -98,13 +98,10 @@ impl Decider {
         }
     }
 
-    /// Reports an allowed call's result (`result_text`: the JSON-RPC response).
-    pub fn observe(&self, who: Asker<'_>, call: &ToolCall, result_text: &str, offload: bool) {
+    /// Reports an allowed call's result (`result_text`: the JSON-RPC response). An embedded
+    /// engine with a ledger writes it here (callers run this on a blocking thread then).
+    pub fn observe(&self, who: Asker<'_>, call: &ToolCall, result_text: &str) {
         match self {
-            Decider::Embedded(e) if offload => {
-                let (e, call, text) = (e.clone(), call.clone(), result_text.to_string());
-                tokio::task::spawn_blocking(move || e.observe(&call, &text));
-            }
             Decider::Embedded(e) => e.observe(call, result_text),
             Decider::Remote(r) => r.observe(who, call, result_text),
         }

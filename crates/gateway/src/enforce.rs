@@ -9,14 +9,16 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use truststack_engine::{ApprovalOutcome, DataAccess, Decision, Engine, Observation, ToolCall};
 use truststack_policy::RecordMode;
+use truststack_server::telemetry::{Telemetry, TraceHeaders};
 
 /// The `_meta` key under which denials carry the decision.
 pub const META_KEY: &str = "io.truststack/decision";
 
 /// The embedded engine as the gateway uses it.
-#[derive(Clone)]
 pub struct Enforcer {
     engine: Arc<Engine>,
+    /// The decision spans' OTLP exporter, when the environment configures one.
+    telemetry: std::sync::OnceLock<Telemetry>,
     /// Whether observations carry the result (a recorder is attached); without one, the result
     /// is not parsed at all.
     record_results: bool,
@@ -26,6 +28,7 @@ impl Enforcer {
     pub fn new(engine: Arc<Engine>, record_results: bool) -> Enforcer {
         Enforcer {
             engine,
+            telemetry: std::sync::OnceLock::new(),
             record_results,
         }
     }
@@ -34,9 +37,33 @@ impl Enforcer {
         &self.engine
     }
 
-    /// Decides a call for a verified caller.
-    pub fn decide(&self, who: &CallerIdentity, call: &ToolCall) -> Decision {
-        self.engine.decide_as(who, call)
+    /// Exports a span per decision through `telemetry` (the first one set stays).
+    pub fn set_telemetry(&self, telemetry: Telemetry) {
+        let _ = self.telemetry.set(telemetry);
+    }
+
+    /// Flushes the decision spans, at shutdown.
+    pub fn shutdown_telemetry(&self) {
+        if let Some(t) = self.telemetry.get() {
+            t.shutdown();
+        }
+    }
+
+    /// Decides a call for a verified caller; `trace` is the caller's W3C trace context, which
+    /// the decision's span continues.
+    pub fn decide(&self, who: &CallerIdentity, call: &ToolCall, trace: &TraceHeaders) -> Decision {
+        let started = std::time::SystemTime::now();
+        let decision = self.engine.decide_as(who, call);
+        if let Some(telemetry) = self.telemetry.get() {
+            let record = self
+                .engine
+                .bundle()
+                .catalog
+                .tool(&call.tool)
+                .map(|t| t.record);
+            telemetry.decision(trace, started, call, &decision, record);
+        }
+        decision
     }
 
     /// Why `who` may never call `tool`, or `None` if it may (see [`visibility`]).

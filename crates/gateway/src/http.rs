@@ -160,6 +160,34 @@ fn origin_allowed(origins: &[String], headers: &HeaderMap) -> bool {
     })
 }
 
+/// The MCP revisions that have the Streamable HTTP transport.
+pub const PROTOCOL_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"];
+
+/// After `initialize`, a request's `MCP-Protocol-Version` (when present; absent means
+/// 2025-03-26) must be a revision the transport knows and the one the session negotiated: the
+/// specification answers anything else with 400 Bad Request.
+fn check_protocol_version(headers: &HeaderMap, negotiated: Option<String>) -> Result<(), String> {
+    let Some(value) = headers.get("mcp-protocol-version") else {
+        return Ok(());
+    };
+    let Ok(version) = value.to_str() else {
+        return Err("Bad Request: MCP-Protocol-Version is not text".into());
+    };
+    if !PROTOCOL_VERSIONS.contains(&version) {
+        return Err(format!(
+            "Bad Request: unsupported MCP-Protocol-Version {:?} (supported: {})",
+            version.chars().take(32).collect::<String>(),
+            PROTOCOL_VERSIONS.join(", ")
+        ));
+    }
+    match negotiated {
+        Some(n) if n != version => Err(format!(
+            "Bad Request: MCP-Protocol-Version {version} differs from the version this session negotiated, {n}"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn accepts_sse(headers: &HeaderMap) -> bool {
     headers
         .get("accept")
@@ -193,6 +221,14 @@ impl HttpState {
                 None,
                 code::INVALID_REQUEST,
                 "this session belongs to another credential",
+            ));
+        }
+        if let Err(message) = check_protocol_version(headers, s.session.protocol_version()) {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                code::INVALID_REQUEST,
+                &message,
             ));
         }
         Ok(s)

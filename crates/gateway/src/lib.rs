@@ -219,6 +219,21 @@ impl Gateway {
         self.core.decider.embedded().map(enforce::Enforcer::engine)
     }
 
+    /// Exports a span per decision over OTLP (see `truststack_server::telemetry`); with a
+    /// decision point, the server exports its own.
+    pub fn set_telemetry(&self, telemetry: truststack_server::telemetry::Telemetry) {
+        if let Some(e) = self.core.decider.embedded() {
+            e.set_telemetry(telemetry);
+        }
+    }
+
+    /// Flushes the decision spans, at shutdown.
+    pub fn shutdown_telemetry(&self) {
+        if let Some(e) = self.core.decider.embedded() {
+            e.shutdown_telemetry();
+        }
+    }
+
     pub fn config(&self) -> &GatewayConfig {
         &self.config
     }

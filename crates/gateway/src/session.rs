@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use truststack_engine::{Decision, ToolCall, Verdict};
+use truststack_server::telemetry::TraceHeaders;
 
 /// Where a message for the client belongs (HTTP clients have one stream per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +136,18 @@ struct CallParams {
     name: String,
     #[serde(default)]
     arguments: Option<Value>,
+    /// MCP's request metadata; the caller's W3C trace context travels in it (`traceparent`,
+    /// `tracestate`), over stdio and HTTP alike.
+    #[serde(default, rename = "_meta")]
+    meta: Option<CallMeta>,
+}
+
+#[derive(Deserialize, Default)]
+struct CallMeta {
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    tracestate: Option<String>,
 }
 
 impl Session {
@@ -706,7 +719,12 @@ impl Session {
         progress: Option<String>,
     ) {
         let parsed: Option<CallParams> = params.and_then(|p| serde_json::from_str(p.get()).ok());
-        let Some(CallParams { name, arguments }) = parsed else {
+        let Some(CallParams {
+            name,
+            arguments,
+            meta,
+        }) = parsed
+        else {
             return self.respond(
                 &id,
                 jsonrpc::error_response(
@@ -733,7 +751,12 @@ impl Session {
         };
         match self.decider() {
             Decider::Embedded(e) => {
-                let decision = e.decide(&self.identity, &call);
+                let meta = meta.unwrap_or_default();
+                let trace = TraceHeaders {
+                    traceparent: meta.traceparent,
+                    tracestate: meta.tracestate,
+                };
+                let decision = e.decide(&self.identity, &call, &trace);
                 self.decided(id, name, text, call, decision, progress);
             }
             Decider::Remote(_) => {
@@ -1167,8 +1190,14 @@ impl Session {
                 if observe {
                     // The answer goes first; the observation follows (it only adds taint).
                     self.respond(&client_id, text.clone());
-                    self.decider()
-                        .observe(self.asker(), &call, &text, self.core.offload);
+                    if self.core.offload {
+                        let me = Arc::clone(self);
+                        tokio::task::spawn_blocking(move || {
+                            me.decider().observe(me.asker(), &call, &text);
+                        });
+                    } else {
+                        self.decider().observe(self.asker(), &call, &text);
+                    }
                 } else {
                     self.respond(&client_id, text);
                 }

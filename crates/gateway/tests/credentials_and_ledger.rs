@@ -42,7 +42,7 @@ fn issue(dir: &Path) -> Tokens {
         .delegate(
             &orchestrator.token,
             &DelegationRequest {
-                agent: AgentId::new(&td, "recon").unwrap(),
+                agent: "recon".into(),
                 tools: ToolSet::parse_list("ScanTool").unwrap(),
                 ttl: None,
             },
@@ -154,7 +154,10 @@ async fn signed_credentials_authenticated_approvers_revocation_and_the_ledger() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let held = pending.first().expect("the scan is held");
-    assert_eq!(held.call.agent, "spiffe://acme.example/agent/recon");
+    assert_eq!(
+        held.call.agent,
+        "spiffe://acme.example/agent/orchestrator/recon"
+    );
     assert_eq!(
         held.call.chain,
         [

@@ -458,6 +458,11 @@ async fn allowed_results_become_observations_that_taint() {
     let r = c.call(3, "echo", json!({"text": "after"})).await;
     assert_eq!(r["result"]["isError"], true);
     assert!(text(&r).contains("no-echo-after-docs"), "{r}");
-    assert!(c.engine.snapshot().iter().any(|(_, key, _)| key == AGENT));
+    // The agent's scope, keyed by the agent under its chain of command.
+    assert!(c
+        .engine
+        .snapshot()
+        .iter()
+        .any(|(_, key, _)| key.ends_with(AGENT)));
     c.close().await;
 }

@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
                 .delegate(
                     &orchestrator.token,
                     &DelegationRequest {
-                        agent: AgentId::new(&td, &format!("recon-{i}")).unwrap(),
+                        agent: format!("recon-{i}"),
                         tools: ToolSet::parse_list("ScanTool").unwrap(),
                         ttl: None,
                     },

@@ -3,9 +3,12 @@
 //! For an agent's credential: the chain is not empty; its root is a human and is the `owner`;
 //! every later entry is an agent; no principal appears twice and the holder is not in its own
 //! chain; the credential names one ancestor `jti` per delegation (the chain's agents), none of
-//! them its own. A human's own credential has no chain and is its own owner.
+//! them its own. A human's own credential has no chain and is its own owner. Each delegated
+//! agent's id lies below the id of the agent that delegated to it (`…/agent/orch/recon` below
+//! `…/agent/orch`), so a sub-agent's identity names its place in one chain of command and no
+//! other chain can hold it.
 
-use crate::id::{Principal, UserId};
+use crate::id::{AgentId, Principal, UserId};
 
 /// How a delegation chain contradicts itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +74,14 @@ pub enum ChainError {
     HumanWithChain {
         /// The holder.
         subject: String,
+    },
+    /// A delegated agent whose id is not below its delegator's.
+    #[error("{agent} was delegated by {delegator} but its id is not below the delegator's (`{delegator}/<name>`)")]
+    NotUnderDelegator {
+        /// The delegated agent.
+        agent: String,
+        /// The agent that delegated to it.
+        delegator: String,
     },
     /// A human's credential owned by someone else.
     #[error(
@@ -142,6 +153,22 @@ pub fn check(
             });
         }
     }
+    // Each agent after the first, then the holder, below the agent before it.
+    let agents = chain
+        .iter()
+        .chain(std::iter::once(subject))
+        .filter_map(Principal::as_agent)
+        .collect::<Vec<&AgentId>>();
+    for pair in agents.windows(2) {
+        if let [delegator, agent] = pair {
+            if !agent.is_under(delegator) {
+                return Err(ChainError::NotUnderDelegator {
+                    agent: agent.to_string(),
+                    delegator: delegator.to_string(),
+                });
+            }
+        }
+    }
     let delegations = chain.len().saturating_sub(1);
     if ancestors.len() != delegations {
         return Err(ChainError::AncestorCount {
@@ -167,7 +194,7 @@ mod tests {
     }
     const ALICE: &str = "user:alice@acme.example";
     const ORCH: &str = "spiffe://acme.example/agent/orchestrator";
-    const RECON: &str = "spiffe://acme.example/agent/recon";
+    const RECON: &str = "spiffe://acme.example/agent/orchestrator/recon";
 
     #[test]
     fn consistent_chains() {
@@ -247,6 +274,27 @@ mod tests {
             (check(&p("user:bob"), &[], &alice, "j", &[]), |e| {
                 matches!(e, ChainError::HumanNotOwner { .. })
             }),
+            // A sub-agent outside its delegator's subtree: another chain's name.
+            (
+                check(
+                    &p("spiffe://acme.example/agent/victim"),
+                    &[p(ALICE), p(ORCH)],
+                    &alice,
+                    "j",
+                    &["a".into()],
+                ),
+                |e| matches!(e, ChainError::NotUnderDelegator { .. }),
+            ),
+            (
+                check(
+                    &p("spiffe://acme.example/agent/orchestratorx"),
+                    &[p(ALICE), p(ORCH)],
+                    &alice,
+                    "j",
+                    &["a".into()],
+                ),
+                |e| matches!(e, ChainError::NotUnderDelegator { .. }),
+            ),
         ];
         for (result, expected) in cases {
             let err = result.unwrap_err();

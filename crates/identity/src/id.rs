@@ -377,6 +377,19 @@ impl AgentId {
     pub fn name(&self) -> &str {
         self.0.path().get(AGENT_PATH.len()..).unwrap_or_default()
     }
+
+    /// The sub-agent `name` under this agent: its path extended by `name` (`recon` under
+    /// `spiffe://acme.example/agent/orch` is `spiffe://acme.example/agent/orch/recon`).
+    pub fn child(&self, name: &str) -> Result<Self, IdError> {
+        AgentId::parse(&format!("{}/{name}", self.as_str()))
+    }
+
+    /// Whether this agent's id lies strictly below `parent`'s (`…/orch/recon` below `…/orch`).
+    pub fn is_under(&self, parent: &AgentId) -> bool {
+        self.as_str()
+            .strip_prefix(parent.as_str())
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
+    }
 }
 
 impl FromStr for AgentId {

@@ -97,6 +97,9 @@ pub enum IssuerError {
         /// The revoked principal.
         identity: String,
     },
+    /// The revocation's record could not be written, so it was not applied.
+    #[error("the revocation was not recorded, so it was not applied (retry once the record can be written): {0}")]
+    NotRecorded(String),
     /// A lifetime that overflows the clock.
     #[error("lifetime of {secs} s is out of range")]
     BadTtl {
@@ -172,12 +175,23 @@ pub struct UserRequest {
 /// A credential for a sub-agent, minted from its parent's.
 #[derive(Debug, Clone)]
 pub struct DelegationRequest {
-    /// The sub-agent (in the issuer's trust domain).
-    pub agent: AgentId,
+    /// The sub-agent: a name placed below the parent's id (`recon` delegated from
+    /// `spiffe://acme.example/agent/orch` is `spiffe://acme.example/agent/orch/recon`), or a
+    /// full id that lies below it.
+    pub agent: String,
     /// Its tools: within the parent's.
     pub tools: ToolSet,
     /// Its lifetime: ending no later than the parent's; the parent's expiry if `None`.
     pub ttl: Option<Duration>,
+}
+
+/// What a revocation names.
+#[derive(Debug, Clone, Copy)]
+pub enum Revoke<'a> {
+    /// One credential (and every one delegated from it), by `jti`.
+    Jti(&'a str),
+    /// An identity: every credential it holds or that has it in its chain.
+    Identity(&'a Principal),
 }
 
 /// A freshly minted credential.
@@ -426,14 +440,15 @@ impl Issuer {
         request: &DelegationRequest,
     ) -> Result<Issued, IssuerError> {
         let parent = self.verify(parent_token).map_err(IssuerError::Parent)?;
-        self.check_own(&request.agent)?;
+        let agent = delegation::child_id(&parent, &request.agent)?;
+        self.check_own(&agent)?;
         let now = self.clock.now();
         let expires_at = match request.ttl {
             Some(ttl) => self.lifetime(ttl)?.1,
             None => parent.expires_at,
         };
-        delegation::check(&parent, &request.agent, &request.tools, expires_at)?;
-        let child = Principal::Agent(request.agent.clone());
+        delegation::check(&parent, &agent, &request.tools, expires_at)?;
+        let child = Principal::Agent(agent);
         self.refuse_revoked(&[&child])?;
         let mut chain = parent.chain.clone();
         chain.push(parent.subject.clone());
@@ -467,7 +482,7 @@ impl Issuer {
         by: &str,
         reason: Option<String>,
     ) -> Result<Revocation, IssuerError> {
-        self.update_revocations(|list, now| list.revoke_jti(jti, by, reason, now))
+        self.revoke(Revoke::Jti(jti), by, reason, |_| Ok(()))
     }
 
     /// Revokes an identity: every credential it holds or that has it in its chain.
@@ -477,7 +492,33 @@ impl Issuer {
         by: &str,
         reason: Option<String>,
     ) -> Result<Revocation, IssuerError> {
-        self.update_revocations(|list, now| list.revoke_identity(identity, by, reason, now))
+        self.revoke(Revoke::Identity(identity), by, reason, |_| Ok(()))
+    }
+
+    /// Revokes `what`, recording the revocation first: `record` writes it (to a ledger) and
+    /// only once it has succeeded is the revocation list changed. A failed `record` leaves the
+    /// list as it was ([`IssuerError::NotRecorded`]), so the revocation can be retried; a
+    /// revocation is never in force without its record.
+    pub fn revoke(
+        &self,
+        what: Revoke<'_>,
+        by: &str,
+        reason: Option<String>,
+        record: impl FnOnce(&Revocation) -> Result<(), String>,
+    ) -> Result<Revocation, IssuerError> {
+        let _guard = self.revocation_lock.lock();
+        let path = self.dir.join(REVOCATIONS_FILE);
+        // Start from the file: another process may have revoked something since we opened it.
+        let mut list = RevocationList::load(&path)?;
+        let now = self.clock.now();
+        let revocation = match what {
+            Revoke::Jti(jti) => list.revoke_jti(jti, by, reason, now),
+            Revoke::Identity(identity) => list.revoke_identity(identity, by, reason, now),
+        }?;
+        record(&revocation).map_err(IssuerError::NotRecorded)?;
+        list.save(&path)?;
+        self.verifier.set_revocations(list);
+        Ok(revocation)
     }
 
     /// Re-reads `revocations.json` (revocations made by another process).
@@ -501,20 +542,6 @@ impl Issuer {
         self.reload_revocations()?;
         *seen = stamp;
         Ok(true)
-    }
-
-    fn update_revocations(
-        &self,
-        change: impl FnOnce(&mut RevocationList, u64) -> Result<Revocation, RevocationError>,
-    ) -> Result<Revocation, IssuerError> {
-        let _guard = self.revocation_lock.lock();
-        let path = self.dir.join(REVOCATIONS_FILE);
-        // Start from the file: another process may have revoked something since we opened it.
-        let mut list = RevocationList::load(&path)?;
-        let revocation = change(&mut list, self.clock.now())?;
-        list.save(&path)?;
-        self.verifier.set_revocations(list);
-        Ok(revocation)
     }
 
     /// Makes a new signing key (old public keys stay trusted); returns its kid.

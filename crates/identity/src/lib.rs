@@ -27,7 +27,7 @@
 //!     audience: None,
 //! })?;
 //! let recon = issuer.delegate(&orchestrator.token, &DelegationRequest {
-//!     agent: AgentId::new(&td, "recon")?,
+//!     agent: "recon".into(),
 //!     tools: ToolSet::parse_list("ScanTool")?,
 //!     ttl: None,
 //! })?;
@@ -62,7 +62,7 @@ pub use credential::VerifiedCredential;
 pub use delegation::DelegationError;
 pub use id::{AgentId, IdError, Principal, SpiffeId, TrustDomain, UserId};
 pub use issuer::{
-    AgentRequest, DelegationRequest, Issued, Issuer, IssuerConfig, IssuerError, UserRequest,
+    AgentRequest, DelegationRequest, Issued, Issuer, IssuerConfig, IssuerError, Revoke, UserRequest,
 };
 pub use keys::{KeyError, KeyStore};
 pub use revocation::{Revocation, RevocationError, RevocationKind, RevocationList};

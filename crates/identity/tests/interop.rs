@@ -50,7 +50,7 @@ fn pyjwt_verifies_a_truststack_token_against_the_jwks() {
         .delegate(
             &orch.token,
             &DelegationRequest {
-                agent: AgentId::new(&td, "recon").unwrap(),
+                agent: "recon".into(),
                 tools: ToolSet::parse_list("ScanTool").unwrap(),
                 ttl: Some(Duration::from_secs(600)),
             },
@@ -148,7 +148,7 @@ fn truststack_accepts_a_token_pyjwt_signed_with_the_issuer_key() {
         })
         .unwrap();
     let mut claims = parent.credential.to_claims();
-    claims.sub = "spiffe://acme.example/agent/recon".into();
+    claims.sub = "spiffe://acme.example/agent/orchestrator/recon".into();
     claims.jti = "pyjwt-1".into();
     claims.act = truststack_identity::Actor::from_chain(&[
         Principal::parse("user:alice@acme.example").unwrap(),
@@ -179,7 +179,10 @@ fn truststack_accepts_a_token_pyjwt_signed_with_the_issuer_key() {
 
     let token = sign(&kid);
     let v = issuer.verify(&token).unwrap();
-    assert_eq!(v.subject.as_str(), "spiffe://acme.example/agent/recon");
+    assert_eq!(
+        v.subject.as_str(),
+        "spiffe://acme.example/agent/orchestrator/recon"
+    );
     assert_eq!(
         v.chain_strings(),
         [

@@ -69,7 +69,7 @@ impl Fixture {
         self.issuer.delegate(
             &parent.token,
             &DelegationRequest {
-                agent: self.agent(name),
+                agent: name.to_string(),
                 tools: ToolSet::parse_list(tools).unwrap(),
                 ttl: ttl.map(Duration::from_secs),
             },
@@ -137,7 +137,10 @@ fn issue_delegate_verify() {
     let orch = f.issue("orchestrator", "ScanTool,CodeAnalysisTool", 3600);
     let recon = f.delegate(&orch, "recon", "ScanTool", Some(600)).unwrap();
     let v = f.issuer.verify(&recon.token).unwrap();
-    assert_eq!(v.subject.as_str(), "spiffe://acme.example/agent/recon");
+    assert_eq!(
+        v.subject.as_str(),
+        "spiffe://acme.example/agent/orchestrator/recon"
+    );
     assert_eq!(
         v.chain_strings(),
         [ALICE, "spiffe://acme.example/agent/orchestrator"]
@@ -546,27 +549,52 @@ fn refuses_delegations_that_widen() {
     ));
     let recon = f.delegate(&orch, "recon", "ScanTool", None).unwrap();
     assert_eq!(recon.credential.expires_at, T0 + 3600);
-    // No loops: back to the orchestrator, or to itself.
-    assert!(matches!(
-        f.delegate(&recon, "orchestrator", "ScanTool", None),
-        Err(IssuerError::Delegation(DelegationError::Loop { .. }))
-    ));
-    assert!(matches!(
-        f.delegate(&recon, "recon", "ScanTool", None),
-        Err(IssuerError::Delegation(DelegationError::Loop { .. }))
-    ));
-    // Only agents of the issuer's own trust domain.
-    let foreign = f.issuer.delegate(
-        &orch.token,
-        &DelegationRequest {
-            agent: AgentId::parse("spiffe://other.example/agent/x").unwrap(),
-            tools: ToolSet::default(),
-            ttl: None,
-        },
+    // A sub-agent's id lies below its delegator's: a bare name is placed there, so the same
+    // name from another parent is another identity, and no loop can be formed.
+    assert_eq!(
+        recon.credential.subject.as_str(),
+        "spiffe://acme.example/agent/orchestrator/recon"
+    );
+    let again = f.delegate(&recon, "recon", "ScanTool", None).unwrap();
+    assert_eq!(
+        again.credential.subject.as_str(),
+        "spiffe://acme.example/agent/orchestrator/recon/recon"
+    );
+    // A full id is taken only below the parent: not the parent, an ancestor, a sibling, another
+    // orchestration's agent or another trust domain's.
+    for other in [
+        "spiffe://acme.example/agent/orchestrator/recon",
+        "spiffe://acme.example/agent/orchestrator",
+        "spiffe://acme.example/agent/orchestrator/patch",
+        "spiffe://acme.example/agent/victim",
+        "spiffe://acme.example/agent/orchestrator/reconx",
+        "spiffe://other.example/agent/orchestrator/recon/x",
+    ] {
+        assert!(
+            matches!(
+                f.delegate(&recon, other, "ScanTool", None),
+                Err(IssuerError::Delegation(
+                    DelegationError::NotUnderParent { .. }
+                ))
+            ),
+            "{other}"
+        );
+    }
+    let below = f
+        .delegate(
+            &recon,
+            "spiffe://acme.example/agent/orchestrator/recon/helper",
+            "ScanTool",
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        below.credential.subject.as_str(),
+        "spiffe://acme.example/agent/orchestrator/recon/helper"
     );
     assert!(matches!(
-        foreign,
-        Err(IssuerError::ForeignTrustDomain { .. })
+        f.delegate(&recon, "../victim", "ScanTool", None),
+        Err(IssuerError::Delegation(DelegationError::BadName { .. }))
     ));
     // A `*` parent may hand out anything, `*` included.
     let root = f.issue("root", "*", 3600);

@@ -4,6 +4,9 @@
 //! [ip_ranges]
 //! Corp_DMZ = ["198.51.100.0/24"]
 //!
+//! [network]
+//! internal_domains = ["corp.acme.example"]
+//!
 //! [tools.nmap_scan]
 //! classes = ["ScanTool"]
 //! tactics = ["reconnaissance"]
@@ -18,7 +21,7 @@
 //! record = "hash"
 //! ```
 
-use crate::ip_class::{classify_value, NamedRanges};
+use crate::ip_class::{classify_value, is_dns_name, Network};
 use crate::parser::parse_net;
 use serde::Deserialize;
 use serde_json::Value;
@@ -46,6 +49,8 @@ pub enum CatalogError {
         name: String,
         cidr: String,
     },
+    #[error("{file}: [network] internal_domains: `{domain}` is not a DNS domain (expected e.g. 'corp.acme.example': labels of letters, digits, `-` and `_`)")]
+    BadDomain { file: String, domain: String },
     #[error("{file}: cannot read: {source}")]
     Io {
         file: String,
@@ -58,7 +63,8 @@ pub enum CatalogError {
 #[serde(rename_all = "snake_case")]
 pub enum Classifier {
     /// `External_Public`, `Internal_Private`, `Loopback`, `Link_Local`, a named range, or
-    /// `Unknown` for a value that is not an address, CIDR or range.
+    /// `Unknown` for a value that is neither an address form nor a hostname (see
+    /// [`crate::ip_class`]).
     IpRange,
 }
 
@@ -108,11 +114,23 @@ pub struct ToolSpec {
     pub record: RecordMode,
 }
 
+/// `[network]`: what the catalog says about names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    /// DNS domains whose hosts are internal: a hostname target that is one of them, or under
+    /// one, is `Internal_Private`; every other hostname is `External_Public`.
+    #[serde(default)]
+    internal_domains: Vec<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     #[serde(default)]
     ip_ranges: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    network: NetworkFile,
     #[serde(default)]
     tools: BTreeMap<String, ToolSpec>,
 }
@@ -121,7 +139,8 @@ struct CatalogFile {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub tools: BTreeMap<String, ToolSpec>,
-    pub ip_ranges: NamedRanges,
+    /// Named ranges and internal domains, for `ip_range` classification.
+    pub network: Network,
 }
 
 impl Catalog {
@@ -144,6 +163,20 @@ impl Catalog {
             }
             ranges.push((name, nets));
         }
+        let mut internal_domains = Vec::new();
+        for domain in raw.network.internal_domains {
+            let name = domain
+                .strip_suffix('.')
+                .unwrap_or(&domain)
+                .to_ascii_lowercase();
+            if !is_dns_name(&name) {
+                return Err(CatalogError::BadDomain {
+                    file: file.to_string(),
+                    domain,
+                });
+            }
+            internal_domains.push(name);
+        }
         for (tool, spec) in &raw.tools {
             for (attr, a) in &spec.attributes {
                 if !a.from.is_empty() && !a.from.starts_with('/') {
@@ -158,7 +191,10 @@ impl Catalog {
         }
         Ok(Catalog {
             tools: raw.tools,
-            ip_ranges: NamedRanges(ranges),
+            network: Network {
+                ranges,
+                internal_domains,
+            },
         })
     }
 
@@ -201,7 +237,7 @@ impl Catalog {
                 let raw = pointer(args, &spec.from)?;
                 Some(match spec.classify {
                     Some(Classifier::IpRange) => {
-                        Value::String(classify_value(raw, &self.ip_ranges).to_string())
+                        Value::String(classify_value(raw, &self.network).to_string())
                     }
                     None => raw.clone(),
                 })

@@ -2,8 +2,10 @@
 //! convention): the decision's own id for decisions, a fresh id otherwise.
 
 use crate::auth::{bearer, Human};
+use crate::backend::RevokeError;
 use crate::error::{parse_body, ApiError};
 use crate::state::AppState;
+use crate::telemetry::TraceHeaders;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -180,6 +182,7 @@ struct DecideRequest {
 
 async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let req: DecideRequest = parse_body(&body)?;
     let caller = state.caller(&headers, req.agent, req.chain)?;
     let call = ToolCall {
@@ -210,6 +213,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         // async workers.
         None => {
             let st = Arc::clone(&state);
+            let (caller, call) = (caller.clone(), call.clone());
             blocking(move || st.engine.read().decide_as(&caller, &call)).await?
         }
     };
@@ -231,6 +235,21 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         .metrics
         .pending_approvals
         .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
+    if let Some(telemetry) = &state.telemetry {
+        let record = state
+            .engine()
+            .bundle()
+            .catalog
+            .tool(&call.tool)
+            .map(|t| t.record);
+        telemetry.decision(
+            &TraceHeaders::from_http(&headers),
+            started_at,
+            &call,
+            &decision,
+            record,
+        );
+    }
     Ok(Json(decision).into_response())
 }
 
@@ -454,6 +473,7 @@ async fn answer(
             ApprovalError::Invalid(_) | ApprovalError::Unnamed => {
                 ApiError::bad_request(e.to_string())
             }
+            ApprovalError::Unrecorded(_) => ApiError::unavailable(e.to_string()),
             _ => ApiError::forbidden(e.to_string()),
         })?;
     state
@@ -516,6 +536,7 @@ async fn cancel(
         .map_err(|e| match e {
             ApprovalError::Unknown(_) => ApiError::not_found(e.to_string()),
             ApprovalError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            ApprovalError::Unrecorded(_) => ApiError::unavailable(e.to_string()),
             _ => ApiError::forbidden(e.to_string()),
         })?;
     state
@@ -669,12 +690,26 @@ async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     if let Value::Object(map) = &mut req {
         map.insert("by".into(), Value::String(admin.principal));
     }
+    // Recorded first, then applied: a revocation the ledger cannot take is not made at all.
+    let mut index = None;
     let record = state
         .identity()?
-        .revoke(&req)
-        .map_err(ApiError::bad_request)?;
-    append_record(&state, record.clone())?;
-    Ok(reply(&state, json!({"revoked": record})))
+        .revoke(&req, &mut |record| {
+            let i = state
+                .ledger
+                .append(record.clone())
+                .map_err(|e| format!("ledger unavailable: {e}"))?;
+            index = Some(i);
+            Ok(i)
+        })
+        .map_err(|e| match e {
+            RevokeError::Refused(e) => ApiError::bad_request(e),
+            RevokeError::Unavailable(e) => ApiError::unavailable(e),
+        })?;
+    Ok(reply(
+        &state,
+        json!({"revoked": record, "ledger_index": index}),
+    ))
 }
 
 /// Identity events go to the ledger like every decision: who was given what authority.

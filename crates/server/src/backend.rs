@@ -27,14 +27,31 @@ pub trait LedgerBackend: Send + Sync {
     fn consistency_proof(&self, old: u64, new: Option<u64>) -> Result<Value, String>;
 }
 
+/// Why a revocation was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// The request is wrong or the target is revoked already.
+    #[error("{0}")]
+    Refused(String),
+    /// The record or the revocation list could not be written; nothing took effect.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// Issuing and verifying identities.
 pub trait IdentityService: Authenticator {
     /// Issues a credential (admin): body `{agent | user, owner, tools, ttl, roles, groups}`.
     fn issue(&self, request: &Value) -> Result<Value, String>;
     /// Mints a narrower credential for a sub-agent from the caller's own token.
     fn delegate(&self, parent_token: &str, request: &Value) -> Result<Value, String>;
-    /// Revokes a credential (`jti`) or an identity (`agent`); returns the revocation record.
-    fn revoke(&self, request: &Value) -> Result<Value, String>;
+    /// Revokes a credential (`jti`) or an identity (`agent`) and returns the revocation record.
+    /// `record` writes that record (to the ledger) first: the revocation takes effect only once
+    /// it is recorded, and is left undone, for a retry, if it cannot be.
+    fn revoke(
+        &self,
+        request: &Value,
+        record: &mut dyn FnMut(&Value) -> Result<u64, String>,
+    ) -> Result<Value, RevokeError>;
     /// The JWKS document of the issuer's public keys.
     fn jwks(&self) -> Value;
 }

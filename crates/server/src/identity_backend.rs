@@ -1,11 +1,13 @@
 //! The issuer directory (`truststack identity init`) as the server's identity service.
 
 use crate::auth::{Authenticator, Human};
-use crate::backend::IdentityService;
+use crate::backend::{IdentityService, RevokeError};
 use serde_json::{json, Value};
 use truststack_engine::identity::issuer::{AgentRequest, DelegationRequest, Issued, UserRequest};
 use truststack_engine::identity::ttl::parse_ttl;
-use truststack_engine::identity::{AgentId, Issuer, Principal, ToolSet, UserId};
+use truststack_engine::identity::{
+    AgentId, Issuer, IssuerError, Principal, RevocationError, Revoke, ToolSet, UserId,
+};
 use truststack_engine::Caller;
 
 /// Verifies and mints credentials with one issuer.
@@ -120,7 +122,6 @@ impl IdentityService for IssuerService {
     }
 
     fn delegate(&self, parent_token: &str, request: &Value) -> Result<Value, String> {
-        let td = &self.issuer.config().trust_domain;
         let ttl = match request.get("ttl").and_then(Value::as_str) {
             Some(t) => Some(parse_ttl(t).map_err(|e| e.to_string())?),
             None => None,
@@ -130,8 +131,7 @@ impl IdentityService for IssuerService {
             .delegate(
                 parent_token,
                 &DelegationRequest {
-                    agent: AgentId::expand(text(request, "agent")?, td)
-                        .map_err(|e| e.to_string())?,
+                    agent: text(request, "agent")?.to_string(),
                     tools: ToolSet::new(strings(request, "tools")?).map_err(|e| e.to_string())?,
                     ttl,
                 },
@@ -140,7 +140,11 @@ impl IdentityService for IssuerService {
         Ok(issued(i))
     }
 
-    fn revoke(&self, request: &Value) -> Result<Value, String> {
+    fn revoke(
+        &self,
+        request: &Value,
+        record: &mut dyn FnMut(&Value) -> Result<u64, String>,
+    ) -> Result<Value, RevokeError> {
         let by = request
             .get("by")
             .and_then(Value::as_str)
@@ -149,19 +153,33 @@ impl IdentityService for IssuerService {
             .get("reason")
             .and_then(Value::as_str)
             .map(String::from);
-        let revocation = match (
+        let principal;
+        let what = match (
             request.get("jti").and_then(Value::as_str),
             request.get("agent").and_then(Value::as_str),
         ) {
-            (Some(jti), None) => self.issuer.revoke_jti(jti, by, reason),
+            (Some(jti), None) => Revoke::Jti(jti),
             (None, Some(who)) => {
-                let principal = Principal::expand(who, &self.issuer.config().trust_domain)
-                    .map_err(|e| e.to_string())?;
-                self.issuer.revoke_identity(&principal, by, reason)
+                principal = Principal::expand(who, &self.issuer.config().trust_domain)
+                    .map_err(|e| RevokeError::Refused(e.to_string()))?;
+                Revoke::Identity(&principal)
             }
-            _ => return Err("give exactly one of `jti` and `agent`".into()),
-        }
-        .map_err(|e| e.to_string())?;
+            _ => {
+                return Err(RevokeError::Refused(
+                    "give exactly one of `jti` and `agent`".into(),
+                ))
+            }
+        };
+        let revocation = self
+            .issuer
+            .revoke(what, by, reason, |r| record(&r.record()).map(|_| ()))
+            .map_err(|e| match e {
+                IssuerError::NotRecorded(_)
+                | IssuerError::Revocations(RevocationError::Io { .. }) => {
+                    RevokeError::Unavailable(e.to_string())
+                }
+                _ => RevokeError::Refused(e.to_string()),
+            })?;
         Ok(revocation.record())
     }
 

@@ -14,6 +14,7 @@ pub mod identity_backend;
 pub mod ledger_backend;
 pub mod metrics;
 pub mod state;
+pub mod telemetry;
 
 pub use config::ServerConfig;
 pub use state::AppState;

@@ -73,6 +73,8 @@ pub struct AppState {
     pub identity: Option<Arc<dyn IdentityService>>,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
+    /// The decision spans' OTLP exporter, when the environment configures one.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
     responses: AtomicU64,
 }
 
@@ -107,8 +109,16 @@ impl AppState {
             identity,
             metrics,
             ready: AtomicBool::new(true),
+            telemetry: None,
             responses: AtomicU64::new(0),
         })
+    }
+
+    /// Exports a span per decision through `telemetry`.
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: Option<crate::telemetry::Telemetry>) -> AppState {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The active engine.

@@ -89,7 +89,10 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
         )
         .await;
     let call = &entries["entries"][0]["record"]["call"];
-    assert_eq!(call["agent"], "spiffe://acme.example/agent/recon");
+    assert_eq!(
+        call["agent"],
+        "spiffe://acme.example/agent/orchestrator/recon"
+    );
     assert_eq!(
         call["chain"],
         json!([

@@ -2,6 +2,11 @@
 //! of a generated 20-tool, 5-agent manifest, and Monte Carlo throughput in simulated engine
 //! decisions per second.
 //!
+//! Remediation at scale: `prove` and `prove --fix` (no Monte Carlo) of generated manifests —
+//! 30 tools × 6 agents with and without time windows, 50 × 8 — in the same run, so the fix is
+//! read as a ratio to plain `prove`. Peak memory needs a process of its own: the `scale`
+//! example under `/usr/bin/time -v` (docs/benchmarks.md).
+//!
 //! `cargo bench -p truststack-sim --bench prove`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use truststack_sim::explore::{explore, Search};
 use truststack_sim::montecarlo::{monte_carlo, McOptions};
-use truststack_sim::{analyse, synth, Manifest, Options, World};
+use truststack_sim::synth::{generate, Shape};
+use truststack_sim::{analyse, prove_world, synth, Manifest, Options, ProveOptions, World};
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -84,5 +90,37 @@ fn montecarlo(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, exhaustive, montecarlo);
+fn remediation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fix");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    for (tools, agents, windows) in [(30, 6, false), (30, 6, true), (50, 8, false)] {
+        let shape = Shape {
+            tools,
+            agents,
+            seed: 7,
+            windows,
+            max_depth: None,
+            per_identity: false,
+        };
+        let Ok(m) = Manifest::parse(Path::new("synthetic.toml"), &generate(&shape)) else {
+            continue;
+        };
+        let Ok(w) = World::build(m) else { continue };
+        let label = format!("{tools}x{agents}{}", if windows { "-windows" } else { "" });
+        for fix in [false, true] {
+            let opts = ProveOptions {
+                runs: Some(0),
+                fix,
+                ..Default::default()
+            };
+            g.bench_function(
+                format!("{label}/{}", if fix { "prove-fix" } else { "prove" }),
+                |b| b.iter(|| prove_world(&w, &opts)),
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, exhaustive, montecarlo, remediation);
 criterion_main!(benches);

@@ -78,6 +78,9 @@ pub struct GoalReport {
     pub builtin: bool,
     pub tactics: Vec<TacticRef>,
     pub status: Status,
+    /// Why the status is unknown: the bound to raise, or the manifest mistake to correct.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_reason: Option<String>,
     /// The shortest trajectory: unguarded if there is one, else gated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trajectory: Option<Trajectory>,
@@ -232,12 +235,31 @@ pub fn analyse(world: &World, opts: &Options) -> Analysis {
     let mut unguarded = Vec::new();
     for (g, goal) in world.goals.iter().enumerate() {
         let w = &explored.witnesses[g];
-        let (status, path) = match (&w.unguarded, &w.gated) {
+        let (mut status, path) = match (&w.unguarded, &w.gated) {
             (Some(p), _) => (Status::Unguarded, Some(p)),
             (None, Some(p)) => (Status::Gated, Some(p)),
             (None, None) if explored.exhaustive => (Status::Unreachable, None),
             (None, None) => (Status::Unknown, None),
         };
+        let mut unknown_reason = None;
+        if status == Status::Unknown {
+            unknown_reason = Some(match explored.bound_kind {
+                Some(b) => format!(
+                    "the exploration stopped at a bound before its fixpoint; {}",
+                    b.advice()
+                ),
+                None => "the exploration stopped before its fixpoint".into(),
+            });
+        }
+        // Not reached (or reached only through a gate) proves nothing when the manifest is
+        // wrong: say so rather than call it safe.
+        if let (true, Some(why)) = (
+            status != Status::Unguarded,
+            world.unprovable.get(g).cloned().flatten(),
+        ) {
+            status = Status::Unknown;
+            unknown_reason = Some(why);
+        }
         if status == Status::Unguarded {
             unguarded.push(g);
         }
@@ -251,12 +273,14 @@ pub fn analyse(world: &World, opts: &Options) -> Analysis {
             builtin: goal.builtin,
             tactics: goal.tactics().into_iter().map(TacticRef::from).collect(),
             status,
+            unknown_reason,
             trajectory: path.map(|p| build(world, g, p)),
             time_to_goal: path.map(|p| time_to_goal(world, g, p)),
             line: goal.line,
         });
     }
     let mut warnings = world.warnings.clone();
+    warnings.extend(ungrantable_warnings(world, &explored.ungrantable));
     for g in &goals {
         if g.trajectory.as_ref().is_some_and(|t| !t.replay_consistent) {
             warnings.push(format!(
@@ -271,10 +295,13 @@ pub fn analyse(world: &World, opts: &Options) -> Analysis {
     } else {
         Vec::new()
     };
-    let montecarlo = opts.montecarlo.as_ref().filter(|m| m.runs > 0).map(|m| {
+    let mut montecarlo = opts.montecarlo.as_ref().filter(|m| m.runs > 0).map(|m| {
         let noop = |_: u64| {};
         monte_carlo(world, m, opts.progress.unwrap_or(&noop))
     });
+    if let Some(mc) = &mut montecarlo {
+        explain_disagreement(world, &explored, &goals, mc);
+    }
     let delegated: std::collections::BTreeSet<&str> = manifest
         .agents
         .iter()
@@ -379,6 +406,118 @@ pub fn analyse(world: &World, opts: &Options) -> Analysis {
         calls_per_second: manifest.settings.calls_per_second,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
     }
+}
+
+/// Where the exhaustive search reaches a goal that no Monte Carlo run reached, says why: the
+/// stochastic model never calls a tool the shortest trajectory needs, or the trajectory is one
+/// the model draws too rarely for the runs made.
+fn explain_disagreement(
+    world: &World,
+    explored: &crate::explore::Explored,
+    goals: &[GoalReport],
+    mc: &mut MonteCarlo,
+) {
+    for (g, freq) in mc.goals.iter_mut().enumerate() {
+        let Some(report) = goals.get(g) else { continue };
+        if freq.reached > 0 || !matches!(report.status, Status::Unguarded | Status::Gated) {
+            continue;
+        }
+        let Some(w) = explored.witnesses.get(g) else {
+            continue;
+        };
+        let Some(path) = w.unguarded.as_ref().or(w.gated.as_ref()) else {
+            continue;
+        };
+        let needed: Vec<usize> = path
+            .iter()
+            .filter_map(|s| match s {
+                crate::explore::PathStep::Call {
+                    mv, admitted: true, ..
+                } => Some(mv.tool),
+                _ => None,
+            })
+            .collect();
+        let mut missing: Vec<&str> = needed
+            .iter()
+            .filter(|t| !mc.model.calls(world, **t))
+            .map(|t| world.tools[*t].name.as_str())
+            .collect();
+        missing.dedup();
+        let calls = needed.len();
+        freq.note = Some(if !missing.is_empty() {
+            format!(
+                "the exhaustive search reaches it in {calls} call(s), but the Monte Carlo model \
+                 never calls {} (its tactics are not in the model's states)",
+                missing
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else if report.status == Status::Gated && mc.grant_probability <= 0.0 {
+            format!(
+                "the exhaustive search reaches it in {calls} call(s) through a gate; Monte Carlo \
+                 grants no held call (grant_probability = 0)"
+            )
+        } else {
+            format!(
+                "the exhaustive search reaches it in {calls} call(s); the stochastic agents did \
+                 not draw that trajectory in {} runs of at most {} steps (a rate below {:.1}% \
+                 is consistent with this)",
+                mc.runs,
+                mc.max_steps,
+                freq.rate_ci.1 * 100.0
+            )
+        });
+    }
+}
+
+/// One warning per gate that held calls nobody may grant: such a gate is a silent deny, and a
+/// goal it stops is not "proved by a gate".
+pub fn ungrantable_warnings(world: &World, found: &[crate::explore::Ungrantable]) -> Vec<String> {
+    let mut by_policy: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+    for u in found {
+        let actor = &world.actors[u.actor];
+        let who = format!("`{}` ({})", world.tools[u.tool].name, actor.label);
+        let calls = by_policy.entry(u.policies.clone()).or_default();
+        if !calls.contains(&who) {
+            calls.push(who);
+        }
+    }
+    let bundle = world.base.bundle();
+    by_policy
+        .into_iter()
+        .map(|(policies, calls)| {
+            let groups: Vec<String> = policies
+                .iter()
+                .filter_map(|id| {
+                    let cp = bundle.policies.iter().find(|c| &c.policy.id == id)?;
+                    let group = cp.policy.approvers.as_ref()?;
+                    let members = world.manifest.approvers.get(group);
+                    Some(format!(
+                        "group `{group}`: {}",
+                        members.map_or("not listed".into(), |m| m.join(", "))
+                    ))
+                })
+                .collect();
+            format!(
+                "gate {} holds calls that no approver may grant, because every eligible approver \
+                 ({}) is in the chain of command of the agent it holds (or not listed): {}; it \
+                 acts as a deny, not a gate — add an approver outside that chain of command",
+                policies
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if groups.is_empty() {
+                    world.approvers.join(", ")
+                } else {
+                    groups.join("; ")
+                },
+                calls.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Per-goal statuses, for comparing analyses.

@@ -97,6 +97,36 @@ pub struct Witnesses {
     pub gated: Option<Vec<PathStep>>,
 }
 
+/// Which bound stopped an exploration before its fixpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundKind {
+    /// `settings.max_depth`: trajectories longer than this were not explored.
+    Depth(usize),
+    /// `settings.max_states`: more distinct states than this.
+    States(usize),
+}
+
+impl BoundKind {
+    /// Which setting to raise, and from what.
+    pub fn advice(self) -> String {
+        match self {
+            BoundKind::Depth(n) => format!("raise settings.max_depth (now {n})"),
+            BoundKind::States(n) => format!("raise settings.max_states (now {n})"),
+        }
+    }
+}
+
+/// A held call nobody may grant: every approver the engine would accept for the policies that
+/// held it is in the call's chain of command (or no approver is listed for their group). Such a
+/// gate acts as a silent deny.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ungrantable {
+    pub actor: usize,
+    pub tool: usize,
+    /// The REQUIRE_HITL policies that held it.
+    pub policies: Vec<String>,
+}
+
 /// What an exploration found.
 #[derive(Debug, Clone)]
 pub struct Explored {
@@ -110,6 +140,10 @@ pub struct Explored {
     pub exhaustive: bool,
     /// Why the exploration stopped before a fixpoint, if it did.
     pub bound: Option<String>,
+    /// The same bound, as data.
+    pub bound_kind: Option<BoundKind>,
+    /// Held calls no approver may grant, one per actor and tool.
+    pub ungrantable: Vec<Ungrantable>,
     /// Stopped because every tracked goal had an unguarded witness ([`Stop::AllUnguarded`]).
     pub early: bool,
     /// Per tracked goal (same order as `Search::goals`).
@@ -172,6 +206,9 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         .collect();
     let mut depth = 0;
     let mut bound = None;
+    let mut bound_kind = None;
+    let mut ungrantable: std::collections::BTreeMap<(usize, usize), Vec<String>> =
+        std::collections::BTreeMap::new();
     let mut done = false;
     let waits_enabled = settings.waits && world.abstraction.has_windows();
     let mut completed = Vec::new();
@@ -181,6 +218,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                 "depth bound: trajectories longer than {} steps were not explored",
                 search.max_depth
             ));
+            bound_kind = Some(BoundKind::Depth(search.max_depth));
             break;
         }
         let remaining = search.max_depth - depth - 1;
@@ -224,6 +262,22 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                             lease_ms.map(format_duration),
                             f.now,
                         );
+                        if grant.is_none() {
+                            // Which policies held it: decided again, in full, once per actor
+                            // and tool (this path is rare; the brief decision does not say).
+                            ungrantable.entry((mv.actor, mv.tool)).or_insert_with(|| {
+                                let mut c = call.clone();
+                                c.time = Some(crate::clock::rfc3339(f.now));
+                                f.engine
+                                    .fork()
+                                    .decide_at(&c, f.now)
+                                    .policies
+                                    .iter()
+                                    .filter(|p| p.action == PolicyAction::RequireHitl)
+                                    .map(|p| p.id.clone())
+                                    .collect()
+                            });
+                        }
                         // The gate as a stop: refused (the engine keeps it pending; a pending
                         // call changes no decision).
                         outcomes.push((
@@ -365,6 +419,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                         "state bound: more than {} distinct states",
                         search.max_states
                     ));
+                    bound_kind = Some(BoundKind::States(search.max_states));
                     done = true;
                     break 'states;
                 }
@@ -381,6 +436,15 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         depth,
         exhaustive,
         bound,
+        bound_kind,
+        ungrantable: ungrantable
+            .into_iter()
+            .map(|((actor, tool), policies)| Ungrantable {
+                actor,
+                tool,
+                policies,
+            })
+            .collect(),
         early,
         witnesses,
         elapsed: started.elapsed(),

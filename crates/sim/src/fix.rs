@@ -1,23 +1,26 @@
-//! Remediation (`truststack prove --fix`): the smallest changes that make every goal gated or
-//! unreachable, written out and proved in the same run.
+//! Remediation (`truststack prove --fix`): the smallest change that makes every goal gated or
+//! unreachable, then the alternatives a team might prefer, each written out and proved in the
+//! same run.
 //!
-//! 1. **Split identities.** An agent that alone holds a toxic combination is split into the
-//!    fewest identities such that none holds any of its minimal toxic sets (a hypergraph
-//!    colouring: tools are vertices, toxic sets are edges, no edge may be monochromatic), tools
-//!    grouped in campaign order — the GTG-1002 ReconAgent / PatchAgent split.
-//! 2. **Gate between tactics at the delegation root.** Splitting alone is defeated by a shared
-//!    orchestrator that delegates to every part (context splitting), so the fix is proved against
-//!    that orchestrator too: for every goal still unguarded when one orchestrator per human
-//!    delegates to all of that human's top-level agents, a policy is added in the goal's scope —
-//!    `REQUIRE_HITL` on the call that would complete a tactic sequence once the earlier steps are
-//!    in the trajectory, `DENY` on the write that would complete a data flow after the read (the
-//!    seed's third policy). Goals are taken shortest first and the exploration is re-run after
-//!    each policy, so a gate that covers several goals is added once.
-//! 3. **Rate limits.** Every tool the workload calls in bulk and no policy limits gets
-//!    `DENY ... Tool_Call('X').Count > N requests/W` at the delegation root (`settings.fix_rate_limit`).
+//! 1. **Policies first.** For every goal still unguarded when one orchestrator per human
+//!    delegates to all of that human's top-level agents (context splitting), a policy in the
+//!    goal's scope — `REQUIRE_HITL` on the call that would complete a tactic sequence once the
+//!    earlier steps are in the trajectory, `DENY` on the write that would complete a data flow
+//!    after the read (the seed's third policy). Goals are taken shortest first and the
+//!    exploration is re-run after each policy, so a gate that covers several goals is added once.
+//!    Bulk tools no policy limits get `DENY ... Tool_Call('X').Count > N requests/W` at the
+//!    delegation root (`settings.fix_rate_limit`).
+//! 2. **The identity split** (alternative): an agent that alone holds a toxic combination is
+//!    split into the fewest identities such that none holds any of its minimal toxic sets (a
+//!    hypergraph colouring: tools are vertices, toxic sets are edges, no edge may be
+//!    monochromatic), tools grouped in campaign order — the GTG-1002 ReconAgent / PatchAgent
+//!    split — keeping the policies of step 1, since a shared orchestrator defeats a split alone.
+//! 3. **A human gate instead of a deny** on data flows (alternative).
 //!
-//! Policies are built as syntax trees and printed with the policy crate's printer, so they are
-//! exactly what the parser reads back.
+//! A gate names an approver group with a member outside the chain of command of every agent it
+//! can hold; when none has one, a deny is proposed and the report says so, because a gate nobody
+//! may grant is a silent deny. Policies are built as syntax trees and printed with the policy
+//! crate's printer, so they are exactly what the parser reads back.
 
 use crate::analysis::{analyse, statuses, Analysis, Options, Status};
 use crate::explore::{explore, Search, Stop};
@@ -108,6 +111,69 @@ pub struct FixReport {
     pub shared_orchestrator: Option<OrchestratorCheck>,
     /// The fixed manifest is safe, also under a shared orchestrator.
     pub safe: bool,
+    /// Other fixes a team might prefer, each proved in the same run.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// Another fix, proved like the first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alternative {
+    /// `split` or `gate`; the files written end in `.<id>.fixed.toml`.
+    pub id: String,
+    pub title: String,
+    pub changes: Vec<Change>,
+    pub unresolved: Vec<String>,
+    pub policy_text: String,
+    pub manifest_text: String,
+    pub written: Vec<String>,
+    /// Per goal, the fixed manifest's status.
+    pub statuses: BTreeMap<String, Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_orchestrator: Option<OrchestratorCheck>,
+    pub safe: bool,
+}
+
+impl FixReport {
+    /// Not proved safe, yet nothing is reachable unguarded: a bound stopped the proof.
+    pub fn unknown(&self) -> bool {
+        !self.safe
+            && self.proof.count(Status::Unguarded) == 0
+            && self.proof.count(Status::Unknown) > 0
+            && self
+                .shared_orchestrator
+                .as_ref()
+                .is_none_or(|c| c.safe || !c.statuses.values().any(|s| *s == Status::Unguarded))
+    }
+}
+
+impl Alternative {
+    fn new(
+        id: &str,
+        title: &str,
+        changes: Vec<Change>,
+        unresolved: Vec<String>,
+        p: Proved,
+    ) -> Alternative {
+        let safe = p.proof.safe && p.shared_orchestrator.as_ref().is_none_or(|c| c.safe);
+        let mut unresolved = unresolved;
+        unresolved.extend(p.proof.goals.iter().filter_map(|g| {
+            g.unknown_reason
+                .as_ref()
+                .map(|why| format!("goal `{}` is unknown: {why}", g.id))
+        }));
+        Alternative {
+            id: id.into(),
+            title: title.into(),
+            changes,
+            unresolved,
+            policy_text: p.policy_text,
+            manifest_text: p.manifest_text,
+            written: p.written,
+            statuses: statuses(&p.proof),
+            shared_orchestrator: p.shared_orchestrator,
+            safe,
+        }
+    }
 }
 
 fn target_of(scope: GoalScope) -> Target {
@@ -206,15 +272,76 @@ fn policy_id(prefix: &str, name: &str) -> String {
     format!("{prefix}-{clean}")
 }
 
-/// The gate for one goal, or `None` when no catalog tool can complete it.
-fn gate_for(m: &Manifest, goal: usize, approvers: Option<&str>) -> Option<Policy> {
+/// The tools whose call a goal's gate holds: those that complete its last step (a sequence), or
+/// its sinks (a data flow).
+fn last_step_tools(m: &Manifest, goal: usize) -> BTreeSet<String> {
+    let catalog = &m.catalog;
+    let Some(g) = m.goals.get(goal) else {
+        return BTreeSet::new();
+    };
+    match &g.kind {
+        GoalKind::Sequence { steps, .. } => steps
+            .last()
+            .map(|s| {
+                catalog
+                    .tools
+                    .keys()
+                    .filter(|t| s.matches(&tactics_of(catalog, t)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default(),
+        GoalKind::DataFlow {
+            sink_modes,
+            sink_tactics,
+            ..
+        } => catalog
+            .tools
+            .iter()
+            .filter(|(name, spec)| {
+                spec.mode.as_ref().is_some_and(|md| sink_modes.contains(md))
+                    || tactics_of(catalog, name)
+                        .iter()
+                        .any(|t| sink_tactics.contains(t))
+            })
+            .map(|(n, _)| n.clone())
+            .collect(),
+    }
+}
+
+/// How a goal's policy stops it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stopper {
+    /// `REQUIRE_HITL`, answered by this approver group (`None`: any approver).
+    Gate(Option<String>),
+    /// `DENY`.
+    Deny,
+}
+
+/// The policy for one goal, or `None` when no catalog tool can complete it: on the call that
+/// completes a sequence once its earlier steps are in the trajectory, or on a sink call after
+/// the source was read (the seed's third policy).
+fn gate_for(m: &Manifest, goal: usize, stopper: &Stopper) -> Option<Policy> {
     let g = m.goals.get(goal)?;
     let catalog = &m.catalog;
     let target = target_of(g.scope);
-    match &g.kind {
+    let (action, approvers) = match stopper {
+        Stopper::Gate(group) => (Action::RequireHitl, group.clone()),
+        Stopper::Deny => (Action::Deny, None),
+    };
+    let last = names_for(catalog, &last_step_tools(m, goal));
+    if last.is_empty() {
+        return None;
+    }
+    let last_call = any(last
+        .iter()
+        .map(|n| pred(Pred::Call { pattern: n.clone() }))
+        .collect());
+    let mut p = match &g.kind {
         GoalKind::Sequence { steps, .. } => {
-            let step_names: Vec<Vec<String>> = steps
+            let earlier: Vec<Vec<String>> = steps
                 .iter()
+                .take(steps.len().saturating_sub(1))
                 .map(|s| {
                     let tools: BTreeSet<String> = catalog
                         .tools
@@ -225,14 +352,10 @@ fn gate_for(m: &Manifest, goal: usize, approvers: Option<&str>) -> Option<Policy
                     names_for(catalog, &tools)
                 })
                 .collect();
-            let (last, earlier) = step_names.split_last()?;
-            if last.is_empty() || earlier.iter().any(Vec::is_empty) {
+            if earlier.iter().any(Vec::is_empty) {
                 return None;
             }
-            let mut parts = vec![any(last
-                .iter()
-                .map(|n| pred(Pred::Call { pattern: n.clone() }))
-                .collect())];
+            let mut parts = vec![last_call];
             for names in earlier {
                 parts.push(any(names
                     .iter()
@@ -245,69 +368,141 @@ fn gate_for(m: &Manifest, goal: usize, approvers: Option<&str>) -> Option<Policy
                     .collect()));
             }
             let labels: Vec<&str> = steps.iter().map(|s| s.label.as_str()).collect();
-            let mut p = policy(
-                policy_id("gate", &g.id),
-                Action::RequireHitl,
+            policy(
+                policy_id(
+                    if action == Action::Deny {
+                        "stop"
+                    } else {
+                        "gate"
+                    },
+                    &g.id,
+                ),
+                action,
                 target,
                 all(parts),
                 format!(
-                    "{}: {} in one {} needs a human before the last step",
+                    "{}: {} in one {} {} before the last step",
                     g.title,
                     labels.join(" → "),
                     match g.scope {
                         GoalScope::DelegationRoot => "orchestration",
                         GoalScope::User => "user's agents",
                         GoalScope::AgentIdentity => "identity",
+                    },
+                    if action == Action::Deny {
+                        "is stopped"
+                    } else {
+                        "needs a human"
                     }
                 ),
-            );
-            p.approvers = approvers.map(String::from);
-            p.deadline_ms = Some(15 * 60 * 1000);
-            Some(p)
+            )
         }
         GoalKind::DataFlow {
-            source,
-            read_mode,
-            sink_modes,
-            sink_tactics,
+            source, read_mode, ..
         } => {
-            let sinks: BTreeSet<String> = catalog
-                .tools
-                .iter()
-                .filter(|(name, spec)| {
-                    spec.mode.as_ref().is_some_and(|md| sink_modes.contains(md))
-                        || tactics_of(catalog, name)
-                            .iter()
-                            .any(|t| sink_tactics.contains(t))
-                })
-                .map(|(n, _)| n.clone())
-                .collect();
-            if sinks.is_empty() {
-                return None;
-            }
             let cond = all(vec![
                 pred(Pred::DataSource {
                     source: source.clone(),
                     mode: Some(read_mode.clone()),
                     window_ms: None,
                 }),
-                any(names_for(catalog, &sinks)
-                    .into_iter()
-                    .map(|n| pred(Pred::Call { pattern: n }))
-                    .collect()),
+                last_call,
             ]);
-            Some(policy(
-                policy_id("no-flow", &g.id),
-                Action::Deny,
+            policy(
+                policy_id(
+                    if action == Action::Deny {
+                        "no-flow"
+                    } else {
+                        "gate-flow"
+                    },
+                    &g.id,
+                ),
+                action,
                 target,
                 cond,
-                format!(
-                    "{}: {source} may not be written out after it was read",
-                    g.title
-                ),
+                if action == Action::Deny {
+                    format!(
+                        "{}: {source} may not be written out after it was read",
+                        g.title
+                    )
+                } else {
+                    format!(
+                        "{}: writing out after {source} was read needs a human",
+                        g.title
+                    )
+                },
+            )
+        }
+    };
+    if action == Action::RequireHitl {
+        p.approvers = approvers;
+        p.deadline_ms = Some(15 * 60 * 1000);
+    }
+    Some(p)
+}
+
+/// Who may answer a gate on `holds` in `world` (the manifest under attack): the first approver
+/// group — `preferred` first — with, for every actor holding one of those tools, a human member
+/// outside that actor's chain of command. With no `[approvers]` table the default approver
+/// answers. `Err` says why nobody could: then the gate would be a silent deny.
+fn gate_approvers(
+    world: &World,
+    holds: &BTreeSet<String>,
+    preferred: &[String],
+) -> Result<Option<String>, String> {
+    let held: Vec<&crate::world::Actor> = world
+        .actors
+        .iter()
+        .filter(|a| {
+            a.tools
+                .iter()
+                .any(|t| holds.contains(&world.tools[*t].name))
+        })
+        .collect();
+    let eligible = |members: &[String]| {
+        held.iter().all(|a| {
+            members.iter().any(|m| {
+                m.starts_with("user:")
+                    && m.len() > "user:".len()
+                    && *m != a.identity
+                    && !a.chain.contains(m)
+            })
+        })
+    };
+    let groups = &world.manifest.approvers;
+    if groups.is_empty() {
+        return if eligible(&[crate::world::DEFAULT_APPROVER.to_string()]) {
+            Ok(None)
+        } else {
+            Err(format!(
+                "the default approver {} is in the chain of command of an agent the gate holds",
+                crate::world::DEFAULT_APPROVER
             ))
+        };
+    }
+    let order = preferred
+        .iter()
+        .filter(|g| groups.contains_key(*g))
+        .chain(groups.keys().filter(|g| !preferred.contains(g)));
+    for g in order {
+        if groups.get(g).is_some_and(|m| eligible(m)) {
+            return Ok(Some(g.clone()));
         }
     }
+    let who: Vec<String> = held
+        .iter()
+        .map(|a| format!("{} (chain {})", a.label, a.chain.join(" → ")))
+        .collect();
+    Err(format!(
+        "no approver group has a member outside the chain of command of every agent the gate \
+         would hold ({}; groups: {})",
+        who.join(", "),
+        groups
+            .iter()
+            .map(|(g, m)| format!("`{g}` = {}", m.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
 }
 
 /// One orchestrator per human over all of that human's top-level agents (when a human has
@@ -425,32 +620,135 @@ pub fn partition(tools: &[String], edges: &[BTreeSet<String>]) -> Vec<Vec<String
     vec![tools.to_vec()]
 }
 
-fn unguarded_goals(m: &Manifest) -> Result<Vec<usize>, ManifestError> {
-    let world = World::build(m.clone())?;
-    let mut search = Search::full(&world);
-    search.stop = Stop::Never;
-    let explored = explore(&world, &search);
-    Ok((0..world.goals.len())
-        .filter(|g| {
-            let w = &explored.witnesses[*g];
-            w.unguarded.is_some() || (w.gated.is_none() && !explored.exhaustive)
-        })
-        .collect())
+/// The goals still open in a manifest: reachable unguarded, or unknown because the
+/// exploration hit a bound (and which).
+struct Open {
+    unguarded: Vec<usize>,
+    unknown: Vec<usize>,
+    bound: Option<crate::explore::BoundKind>,
 }
 
-/// Proposes, writes (when `out` is given) and proves the fix for an analysed manifest.
-pub fn remediate(
-    world: &World,
+fn open_goals(world: &World) -> Open {
+    let mut search = Search::full(world);
+    // Which goals are open is all that matters: stop once every one is.
+    search.stop = Stop::AllUnguarded;
+    let explored = explore(world, &search);
+    let mut open = Open {
+        unguarded: Vec::new(),
+        unknown: Vec::new(),
+        bound: explored.bound_kind,
+    };
+    for (g, w) in explored.witnesses.iter().enumerate() {
+        if w.unguarded.is_some() {
+            open.unguarded.push(g);
+        } else if w.gated.is_none() && !explored.exhaustive && !explored.early {
+            open.unknown.push(g);
+        }
+    }
+    open
+}
+
+fn with_policies(m: &Manifest, policies: &[Policy], file: &str) -> Manifest {
+    let mut m = m.clone();
+    if !policies.is_empty() {
+        let text: String = policies.iter().map(|p| format!("{p}\n")).collect();
+        m.sources.push(Source::new(format!("{file}.tsp"), text));
+        m.policy_origins.push(PolicyOrigin::Inline(file.into()));
+    }
+    m
+}
+
+/// The policies one fix adds, the changes they are, and what they leave open.
+#[derive(Default)]
+struct Plan {
+    changes: Vec<Change>,
+    added: Vec<Policy>,
+    unresolved: Vec<String>,
+}
+
+/// Adds, goal by goal (shortest first), the policy that stops each goal still unguarded when one
+/// orchestrator per human delegates to all of that human's top-level agents, re-exploring after
+/// each. Sequences get a gate; data flows a deny. A gate names an
+/// approver group with a member outside the chain of command of every agent it can hold; when
+/// no group has one, a deny is proposed instead and the plan says so: such a gate would be a
+/// silent deny, never a gate.
+fn plan_policies(base: &Manifest, preferred: &[String]) -> Result<Plan, ManifestError> {
+    let mut plan = Plan::default();
+    let mut done = BTreeSet::new();
+    for _ in 0..base.goals.len() + 1 {
+        let attacked = shared_orchestrator(base).map_or_else(|| base.clone(), |(m, _)| m);
+        let world = World::build(with_policies(&attacked, &plan.added, "remediation"))?;
+        let open = open_goals(&world);
+        let Some(&goal) = open
+            .unguarded
+            .iter()
+            .filter(|g| !done.contains(*g))
+            .min_by_key(|g| (base.goals[**g].target(), **g))
+        else {
+            for g in &open.unguarded {
+                plan.unresolved.push(format!(
+                    "goal `{}` is still reachable unguarded after its policy",
+                    base.goals[*g].id
+                ));
+            }
+            for g in &open.unknown {
+                plan.unresolved.push(format!(
+                    "goal `{}` is unknown: the exploration of the fixed manifest stopped at a \
+                     bound before its fixpoint; {}",
+                    base.goals[*g].id,
+                    open.bound
+                        .map_or_else(|| "raise settings.max_depth".to_string(), |b| b.advice())
+                ));
+            }
+            break;
+        };
+        done.insert(goal);
+        let g = &base.goals[goal];
+        let flow = matches!(g.kind, GoalKind::DataFlow { .. });
+        let stopper = if flow {
+            Stopper::Deny
+        } else {
+            match gate_approvers(&world, &last_step_tools(base, goal), preferred) {
+                Ok(group) => Stopper::Gate(group),
+                Err(why) => {
+                    plan.unresolved.push(format!(
+                        "goal `{}`: {why}; a gate nobody may grant is a deny, so a DENY is \
+                         proposed — add an approver outside that chain of command to gate it",
+                        g.id
+                    ));
+                    Stopper::Deny
+                }
+            }
+        };
+        match gate_for(base, goal, &stopper) {
+            Some(p) => {
+                plan.changes.push(Change::AddPolicy {
+                    id: p.id.clone(),
+                    action: p.action,
+                    target: p.target,
+                    goal: g.id.clone(),
+                    text: p.to_string(),
+                });
+                plan.added.push(p);
+            }
+            None => plan.unresolved.push(format!(
+                "goal `{}`: no catalog tool completes it, so no policy can be written",
+                g.id
+            )),
+        }
+    }
+    Ok(plan)
+}
+
+/// Splits every agent that alone holds a toxic combination (step 1 of the module docs).
+fn split_identities(
+    original: &Manifest,
     analysis: &Analysis,
-    out: Option<&Path>,
-) -> Result<FixReport, FixError> {
-    let original = &world.manifest;
+) -> (Manifest, Vec<Change>, Vec<String>) {
     let catalog = &original.catalog;
     let mut fixed = original.clone();
     let mut changes = Vec::new();
     let mut unresolved = Vec::new();
-
-    // 1. Split identities holding toxic combinations.
     let mut edges_by_agent: BTreeMap<String, Vec<BTreeSet<String>>> = BTreeMap::new();
     for t in analysis
         .toxic
@@ -533,65 +831,14 @@ pub fn remediate(
             separates,
         });
     }
+    (fixed, changes, unresolved)
+}
 
-    // 2. Gates, proved against a shared orchestrator over the split identities.
-    let bundle = world.base.bundle();
-    let group = bundle
-        .policies
-        .iter()
-        .filter_map(|p| p.policy.approvers.clone())
-        .find(|g| original.approvers.contains_key(g))
-        .or_else(|| original.approvers.keys().next().cloned());
-    let mut added: Vec<Policy> = Vec::new();
-    let mut gated_goals = BTreeSet::new();
-    let with_policies = |m: &Manifest, policies: &[Policy]| {
-        let mut m = m.clone();
-        if !policies.is_empty() {
-            let text: String = policies.iter().map(|p| format!("{p}\n")).collect();
-            m.sources.push(Source::new("remediation.tsp", text));
-            m.policy_origins
-                .push(PolicyOrigin::Inline("remediation".into()));
-        }
-        m
-    };
-    for _ in 0..fixed.goals.len() + 1 {
-        let attacked = shared_orchestrator(&fixed).map_or_else(|| fixed.clone(), |(m, _)| m);
-        let open = unguarded_goals(&with_policies(&attacked, &added))?;
-        let Some(&goal) = open
-            .iter()
-            .filter(|g| !gated_goals.contains(*g))
-            .min_by_key(|g| (fixed.goals[**g].target(), **g))
-        else {
-            for g in open {
-                unresolved.push(format!(
-                    "goal `{}` is still reachable unguarded after its gate",
-                    fixed.goals[g].id
-                ));
-            }
-            break;
-        };
-        gated_goals.insert(goal);
-        match gate_for(&fixed, goal, group.as_deref()) {
-            Some(p) => {
-                changes.push(Change::AddPolicy {
-                    id: p.id.clone(),
-                    action: p.action,
-                    target: p.target,
-                    goal: fixed.goals[goal].id.clone(),
-                    text: p.to_string(),
-                });
-                added.push(p);
-            }
-            None => unresolved.push(format!(
-                "goal `{}`: no catalog tool completes it, so no gate can be written",
-                fixed.goals[goal].id
-            )),
-        }
-    }
-
-    // 3. Rate limits for bulk tools no policy limits.
-    let (n, w) = original.settings.fix_rate_limit;
+/// Rate limits for bulk tools no policy limits (step 3 of the module docs).
+fn rate_limits(world: &World) -> Vec<Policy> {
+    let (n, w) = world.manifest.settings.fix_rate_limit;
     let mut limited = BTreeSet::new();
+    let mut out = Vec::new();
     for (t, tool) in world.tools.iter().enumerate() {
         if tool.volume <= 1 {
             continue;
@@ -608,7 +855,7 @@ pub fn remediate(
         if !limited.insert(pattern.clone()) {
             continue;
         }
-        let p = policy(
+        out.push(policy(
             policy_id("rate", &pattern),
             Action::Deny,
             Target::DelegationRoot,
@@ -622,25 +869,59 @@ pub fn remediate(
                 "{pattern} in bulk: at most {n} calls per {} per orchestration",
                 format_duration(w)
             ),
-        );
-        changes.push(Change::AddRateLimit {
-            id: p.id.clone(),
-            pattern,
-            max_calls: n,
-            window_ms: w,
-            text: p.to_string(),
-        });
-        added.push(p);
+        ));
     }
+    out
+}
 
-    // Assemble, write, prove.
+fn rate_change(p: &Policy) -> Option<Change> {
+    match &p.condition {
+        Expr::Pred(
+            Pred::Count {
+                pattern,
+                n,
+                window_ms,
+                ..
+            },
+            _,
+        ) => Some(Change::AddRateLimit {
+            id: p.id.clone(),
+            pattern: pattern.clone(),
+            max_calls: *n,
+            window_ms: *window_ms,
+            text: p.to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// One fix, assembled: the manifest text, the files written, and its proof.
+struct Proved {
+    policy_text: String,
+    manifest_text: String,
+    written: Vec<String>,
+    proof: Analysis,
+    shared_orchestrator: Option<OrchestratorCheck>,
+}
+
+/// Writes (under `out`, with file names ending in `suffix`) and proves one fix: the fixed
+/// manifest is loaded back from disk when written, and proved again under a shared
+/// orchestrator.
+fn assemble(
+    original: &Manifest,
+    mut fixed: Manifest,
+    added: &[Policy],
+    out: Option<&Path>,
+    suffix: &str,
+    full: bool,
+) -> Result<Proved, FixError> {
     let policy_text: String = if added.is_empty() {
         String::new()
     } else {
         let mut t = String::from(
             "# Added by `truststack prove --fix`: gates between tactics and rate limits.\n\n",
         );
-        for p in &added {
+        for p in added {
             t.push_str(&format!("{p}\n"));
         }
         t
@@ -652,6 +933,7 @@ pub fn remediate(
         .and_then(|s| s.to_str())
         .unwrap_or("manifest")
         .to_string();
+    let file = format!("remediation{suffix}");
     let mut written = Vec::new();
     let write = |path: &Path, text: &str| -> Result<(), FixError> {
         if let Some(dir) = path.parent() {
@@ -668,7 +950,7 @@ pub fn remediate(
     let (fixed, manifest_text) = match out {
         Some(dir) => {
             if !policy_text.is_empty() {
-                let p = dir.join("policies").join("remediation.tsp");
+                let p = dir.join("policies").join(format!("{file}.tsp"));
                 write(&p, &policy_text)?;
                 fixed
                     .sources
@@ -676,19 +958,17 @@ pub fn remediate(
                 fixed.policy_origins.push(PolicyOrigin::File(p.clone()));
                 written.push(p.display().to_string());
             }
-            let path = dir.join(format!("{stem}.fixed.toml"));
-            std::fs::create_dir_all(dir).map_err(|cause| FixError::Io {
-                path: dir.to_path_buf(),
-                cause,
-            })?;
+            let path = dir.join(format!("{stem}{suffix}.fixed.toml"));
             let text = fixed.to_toml(dir);
             write(&path, &text)?;
             written.push(path.display().to_string());
             (Manifest::load(&path)?, text)
         }
         None => {
-            let mut m = with_policies(&fixed, &added);
-            m.path = original.path.with_file_name(format!("{stem}.fixed.toml"));
+            let mut m = with_policies(&fixed, added, &file);
+            m.path = original
+                .path
+                .with_file_name(format!("{stem}{suffix}.fixed.toml"));
             let base = original.path.parent().unwrap_or(Path::new("."));
             let text = m.to_toml(base);
             (m, text)
@@ -696,7 +976,13 @@ pub fn remediate(
     };
     let orchestrator = shared_orchestrator(&fixed);
     let fixed_world = World::build(fixed)?;
-    let proof = analyse(&fixed_world, &Options::default());
+    let proof = analyse(
+        &fixed_world,
+        &Options {
+            toxic: full,
+            ..Options::default()
+        },
+    );
     let shared_orchestrator = match orchestrator {
         Some((m, names)) => {
             let w = World::build(m)?;
@@ -715,16 +1001,145 @@ pub fn remediate(
         }
         None => None,
     };
-    let safe = proof.safe && shared_orchestrator.as_ref().is_none_or(|c| c.safe);
-    Ok(FixReport {
-        changes,
+    Ok(Proved {
         policy_text,
         manifest_text,
         written,
-        unresolved,
-        proof: Box::new(proof),
+        proof,
         shared_orchestrator,
+    })
+}
+
+/// Proposes, writes (when `out` is given) and proves the fix for an analysed manifest: the
+/// smallest change first (policies only), then the alternatives a team might prefer (the
+/// identity split; a human gate instead of a deny on data flows), each proved in the same run.
+pub fn remediate(
+    world: &World,
+    analysis: &Analysis,
+    out: Option<&Path>,
+) -> Result<FixReport, FixError> {
+    let original = &world.manifest;
+    let bundle = world.base.bundle();
+    // Approver groups the manifest's own gates use come first.
+    let mut preferred: Vec<String> = Vec::new();
+    for g in bundle
+        .policies
+        .iter()
+        .filter_map(|p| p.policy.approvers.clone())
+    {
+        if !preferred.contains(&g) {
+            preferred.push(g);
+        }
+    }
+    let limits = rate_limits(world);
+    let finish = |mut plan: Plan| {
+        plan.changes.extend(limits.iter().filter_map(rate_change));
+        plan.added.extend(limits.iter().cloned());
+        plan
+    };
+
+    // The smallest change: policies on the manifest as it is.
+    let primary = finish(plan_policies(original, &preferred)?);
+    let proved = assemble(original, original.clone(), &primary.added, out, "", true)?;
+    let safe = proved.proof.safe && proved.shared_orchestrator.as_ref().is_none_or(|c| c.safe);
+
+    // The alternatives reuse the fix's policies rather than search again: each is still proved.
+    let mut alternatives = Vec::new();
+    // The identity split (least privilege), with the fix's policies: splitting alone is
+    // defeated by a shared orchestrator.
+    let (split, split_changes, split_unresolved) = split_identities(original, analysis);
+    if !split_changes.is_empty() {
+        let mut changes = split_changes;
+        changes.extend(primary.changes.iter().cloned());
+        let p = assemble(original, split, &primary.added, out, ".split", false)?;
+        alternatives.push(Alternative::new(
+            "split",
+            "split the identities that hold a toxic combination (least privilege), keeping the \
+             fix's policies against a shared orchestrator",
+            changes,
+            split_unresolved,
+            p,
+        ));
+    }
+    // Data flows gated by a human rather than denied.
+    let attacked = shared_orchestrator(original).map_or_else(|| original.clone(), |(m, _)| m);
+    let attacked = World::build(with_policies(&attacked, &primary.added, "remediation"))?;
+    let mut gated = primary.added.clone();
+    let mut changes = primary.changes.clone();
+    let mut unresolved = Vec::new();
+    let mut any_gate = false;
+    for (slot, change) in changes.iter_mut().enumerate() {
+        let Change::AddPolicy {
+            action: Action::Deny,
+            goal,
+            ..
+        } = change
+        else {
+            continue;
+        };
+        let Some(g) = original
+            .goals
+            .iter()
+            .position(|x| &x.id == goal && matches!(x.kind, GoalKind::DataFlow { .. }))
+        else {
+            continue;
+        };
+        let group = match gate_approvers(&attacked, &last_step_tools(original, g), &preferred) {
+            Ok(group) => group,
+            Err(why) => {
+                unresolved.push(format!("goal `{goal}`: {why}; it stays denied"));
+                continue;
+            }
+        };
+        let (Some(p), Some(old)) = (
+            gate_for(original, g, &Stopper::Gate(group)),
+            gated.get_mut(slot),
+        ) else {
+            continue;
+        };
+        *change = Change::AddPolicy {
+            id: p.id.clone(),
+            action: p.action,
+            target: p.target,
+            goal: goal.clone(),
+            text: p.to_string(),
+        };
+        *old = p;
+        any_gate = true;
+    }
+    if any_gate {
+        let p = assemble(original, original.clone(), &gated, out, ".gate", false)?;
+        alternatives.push(Alternative::new(
+            "gate",
+            "a human approves writing out data after it was read, instead of a deny",
+            changes,
+            unresolved,
+            p,
+        ));
+    }
+
+    let mut unresolved = primary.unresolved;
+    for g in &proved.proof.goals {
+        if let Some(why) = &g.unknown_reason {
+            let line = format!("goal `{}` is unknown in the fixed manifest: {why}", g.id);
+            if !unresolved
+                .iter()
+                .any(|u| u.starts_with(&format!("goal `{}` is unknown", g.id)))
+            {
+                unresolved.push(line);
+            }
+        }
+    }
+    Ok(FixReport {
+        changes: primary.changes,
+        policy_text: proved.policy_text,
+        manifest_text: proved.manifest_text,
+        written: proved.written,
+        unresolved,
+        proof: Box::new(proved.proof),
+        shared_orchestrator: proved.shared_orchestrator,
         safe,
+        alternatives,
     })
 }
 

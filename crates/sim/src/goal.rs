@@ -186,6 +186,65 @@ impl Goal {
         }
     }
 
+    /// Why no catalog tool can ever complete a goal the manifest declares (a misspelt data
+    /// source, a tactic no tool carries): such a goal is not reached because the manifest is
+    /// wrong, which proves nothing. Built-in goals are exempt: they apply to every catalog, and
+    /// one without, say, exploitation tools genuinely cannot escalate.
+    pub fn impossibility(&self, catalog: &Catalog) -> Option<String> {
+        if self.builtin {
+            return None;
+        }
+        let effects: Vec<Effect> = catalog
+            .tools
+            .iter()
+            .map(|(name, spec)| {
+                let tactics: Vec<Tactic> = spec
+                    .tactics
+                    .iter()
+                    .filter_map(|t| Tactic::parse(t))
+                    .collect();
+                self.effect(catalog, name, &tactics)
+            })
+            .collect();
+        match &self.kind {
+            GoalKind::Sequence { steps, .. } => {
+                let k = (0..steps.len())
+                    .find(|k| effects.iter().all(|e| e.steps & (1u64 << k) == 0))?;
+                let step = steps.get(k)?;
+                Some(format!(
+                    "step {} ({}) matches no catalog tool: no tool carries any of its tactics",
+                    k + 1,
+                    step.label
+                ))
+            }
+            GoalKind::DataFlow {
+                source, read_mode, ..
+            } => {
+                if !effects.iter().any(|e| e.source) {
+                    let known: BTreeSet<String> = catalog
+                        .tools
+                        .values()
+                        .filter_map(|t| t.data_source.as_ref())
+                        .map(|d| format!("{} ({})", d.name, d.mode))
+                        .collect();
+                    return Some(format!(
+                        "no catalog tool accesses data source `{source}` in mode `{read_mode}` \
+                         (the catalog's data sources: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.into_iter().collect::<Vec<_>>().join(", ")
+                        }
+                    ));
+                }
+                if !effects.iter().any(|e| e.sink) {
+                    return Some("no catalog tool is one of its sinks".into());
+                }
+                None
+            }
+        }
+    }
+
     /// The steps as labels (`reconnaissance → exploitation`), for reports.
     pub fn summary(&self) -> String {
         match &self.kind {

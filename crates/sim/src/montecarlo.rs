@@ -1,8 +1,10 @@
 //! Monte Carlo: stochastic agents run through the real engine on a simulated clock.
 //!
 //! An agent is a Markov chain over tactics (the manifest's `[montecarlo]` model, or the built-in
-//! GTG-1002 campaign model). At each step it calls a tool tagged with its current tactic — one of
-//! the moves its actors hold, uniformly — the engine decides, a held call is granted with the
+//! GTG-1002 campaign model). At each step it calls a tool tagged with its current tactic or a
+//! tool tagged with no tactic at all — one of those moves its actors hold, uniformly: untagged
+//! tools (a CRM lookup, an e-mail sender) are used alongside any activity, so goals they reach
+//! are reached here as they are by the exhaustive search — the engine decides, a held call is granted with the
 //! manifest's `grant_probability`, and admitted calls advance the goal automata. Calls arrive
 //! with exponential gaps of mean `1 / calls_per_second`. A run ends when every goal is reached or
 //! after `max_steps` steps.
@@ -56,9 +58,14 @@ pub struct Model {
     pub transitions: Vec<Vec<f64>>,
     /// Whether this is the built-in campaign model.
     pub builtin: bool,
-    /// Per tactic: indices of the world's moves tagged with it.
+    /// Tools tagged with no tactic: called in every state of the chain.
+    pub untagged: Vec<String>,
+    /// Per tactic: indices of the world's moves tagged with it, then the untagged moves.
     #[serde(skip)]
     moves: Vec<Vec<usize>>,
+    /// The untagged moves (every state's, and the only ones when no tool has a tactic).
+    #[serde(skip)]
+    untagged_moves: Vec<usize>,
     #[serde(skip)]
     start_cum: Vec<f64>,
     #[serde(skip)]
@@ -139,6 +146,19 @@ impl Model {
                 (held, start, trans, true)
             }
         };
+        let untagged_moves: Vec<usize> = world
+            .moves
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| world.tools[m.tool].tactics.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        let mut untagged: Vec<String> = untagged_moves
+            .iter()
+            .map(|i| world.tools[world.moves[*i].tool].name.clone())
+            .collect();
+        untagged.sort();
+        untagged.dedup();
         let moves = tactics
             .iter()
             .map(|t| {
@@ -148,10 +168,13 @@ impl Model {
                     .enumerate()
                     .filter(|(_, m)| world.tools[m.tool].tactics.contains(t))
                     .map(|(i, _)| i)
+                    .chain(untagged_moves.iter().copied())
                     .collect()
             })
             .collect();
         Model {
+            untagged,
+            untagged_moves,
             start_cum: cumulative(&start),
             trans_cum: transitions.iter().map(|r| cumulative(r)).collect(),
             tactics,
@@ -228,6 +251,9 @@ pub struct GoalFrequency {
     pub steps: Option<Stats>,
     /// Simulated milliseconds until the goal was reached.
     pub time_ms: Option<Stats>,
+    /// Why this disagrees with the exhaustive search, when it does (set by the analysis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The Monte Carlo result.
@@ -267,12 +293,18 @@ fn run_one(
     let mut now = start;
     let mean_gap = 1000.0 / world.manifest.settings.calls_per_second;
     let mut done = Vec::new();
-    if model.tactics.is_empty() {
+    // With no tactic in the model, the agent only has the untagged tools.
+    let chain = !model.tactics.is_empty();
+    if !chain && model.untagged_moves.is_empty() {
         return reached;
     }
-    let mut state = rng.pick(&model.start_cum);
+    let mut state = if chain { rng.pick(&model.start_cum) } else { 0 };
     for step in 0..opts.max_steps {
-        let moves = &model.moves[state];
+        let moves = if chain {
+            &model.moves[state]
+        } else {
+            &model.untagged_moves
+        };
         if !moves.is_empty() {
             let idx = moves[rng.below(moves.len())];
             let mv: Move = world.moves[idx];
@@ -318,7 +350,9 @@ fn run_one(
             break;
         }
         now += rng.exponential(mean_gap).round().max(1.0) as i64;
-        state = rng.pick(&model.trans_cum[state]);
+        if chain {
+            state = rng.pick(&model.trans_cum[state]);
+        }
     }
     reached
 }
@@ -394,6 +428,7 @@ pub fn monte_carlo(world: &World, opts: &McOptions, progress: &(dyn Fn(u64) + Sy
                 unguarded_ci: wilson(unguarded, n),
                 steps: Stats::of(hits.iter().map(|h| f64::from(h.0)).collect()),
                 time_ms: Stats::of(hits.iter().map(|h| h.1 as f64).collect()),
+                note: None,
             }
         })
         .collect();
@@ -414,6 +449,17 @@ pub fn monte_carlo(world: &World, opts: &McOptions, progress: &(dyn Fn(u64) + Sy
             0.0
         },
         goals,
+    }
+}
+
+impl Model {
+    /// Whether a stochastic agent of this model ever calls `tool`.
+    pub fn calls(&self, world: &World, tool: usize) -> bool {
+        self.moves
+            .iter()
+            .flatten()
+            .chain(&self.untagged_moves)
+            .any(|i| world.moves.get(*i).is_some_and(|m| m.tool == tool))
     }
 }
 

@@ -235,8 +235,8 @@ pub fn limits_for(world: &World, tool: usize, args: &Value) -> (Vec<RateLimit>, 
 }
 
 struct Run {
-    /// (volume, move)
-    calls: Vec<(u64, Move)>,
+    /// (volume, move, how long the trajectory waits before the first of these calls, in ms)
+    calls: Vec<(u64, Move, f64)>,
 }
 
 fn simulate(world: &World, run: &Run) -> (u64, f64, Option<f64>, Vec<LimitUse>, Vec<String>) {
@@ -247,7 +247,8 @@ fn simulate(world: &World, run: &Run) -> (u64, f64, Option<f64>, Vec<LimitUse>, 
     let mut windows: HashMap<(usize, String), VecDeque<f64>> = HashMap::new();
     let mut t: Option<f64> = None;
     let mut blocked = false;
-    for (volume, mv) in &run.calls {
+    let mut waited = 0.0;
+    for (volume, mv, wait) in &run.calls {
         let actor = &world.actors[mv.actor];
         let args = world.tools[mv.tool]
             .variants
@@ -292,8 +293,12 @@ fn simulate(world: &World, run: &Run) -> (u64, f64, Option<f64>, Vec<LimitUse>, 
         if blocked {
             continue;
         }
-        for _ in 0..volume {
-            let mut at = t.map_or(0.0, |t| t + interval);
+        // A wait the trajectory needs (a taint window, a tight limit) comes before the batch:
+        // a window opened by the previous batch's last call must pass first.
+        waited += wait;
+        for k in 0..volume {
+            let gap = if k == 0 { interval + wait } else { interval };
+            let mut at = t.map_or(0.0, |t| t + gap);
             for (idx, scope) in &applied {
                 let Some(u) = uses.get_mut(*idx) else {
                     continue;
@@ -328,7 +333,7 @@ fn simulate(world: &World, run: &Run) -> (u64, f64, Option<f64>, Vec<LimitUse>, 
             t = Some(at);
         }
     }
-    let unlimited = total.saturating_sub(1) as f64 * interval;
+    let unlimited = total.saturating_sub(1) as f64 * interval + waited;
     let limited = if blocked {
         None
     } else {
@@ -339,15 +344,20 @@ fn simulate(world: &World, run: &Run) -> (u64, f64, Option<f64>, Vec<LimitUse>, 
 
 /// Time to reach a goal along an explored path.
 pub fn time_to_goal(world: &World, goal: usize, path: &[PathStep]) -> TimeToGoal {
-    let calls = path
-        .iter()
-        .filter_map(|s| match s {
+    let mut calls = Vec::new();
+    let mut wait = 0.0;
+    for s in path {
+        match s {
             PathStep::Call {
                 mv, admitted: true, ..
-            } => Some((world.tools[mv.tool].volume, *mv)),
-            _ => None,
-        })
-        .collect();
+            } => {
+                calls.push((world.tools[mv.tool].volume, *mv, wait));
+                wait = 0.0;
+            }
+            PathStep::Wait { ms } => wait += *ms as f64,
+            PathStep::Call { .. } => {}
+        }
+    }
     let (calls, unlimited_ms, limited_ms, limits, conditional) = simulate(world, &Run { calls });
     TimeToGoal {
         goal: world.goals[goal].id.clone(),
@@ -372,7 +382,7 @@ pub fn sweeps(world: &World) -> Vec<Sweep> {
         let (calls, unlimited_ms, limited_ms, limits, _) = simulate(
             world,
             &Run {
-                calls: vec![(tool.volume, mv)],
+                calls: vec![(tool.volume, mv, 0.0)],
             },
         );
         out.push(Sweep {

@@ -18,29 +18,75 @@ const TACTICS: [&str; 10] = [
     "",
 ];
 
-/// A manifest (TOML text, with its catalog and policies inline).
+/// A manifest (TOML text, with its catalog and policies inline), with time windows and a depth
+/// bound of 10.
 pub fn manifest(tools: usize, agents: usize, seed: u64) -> String {
+    generate(&Shape {
+        tools,
+        agents,
+        seed,
+        windows: true,
+        max_depth: Some(10),
+        per_identity: false,
+    })
+}
+
+/// What to generate.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub tools: usize,
+    pub agents: usize,
+    pub seed: u64,
+    /// Policies that read time windows (a rate limit, a taint that expires, a recent-call
+    /// condition), so the search also waits; without, the same policies with no window.
+    pub windows: bool,
+    /// `settings.max_depth` (`None`: the default, 16).
+    pub max_depth: Option<usize>,
+    /// Goals per agent identity instead of per delegation root.
+    pub per_identity: bool,
+}
+
+/// A manifest of the given shape.
+pub fn generate(shape: &Shape) -> String {
+    let Shape {
+        tools,
+        agents,
+        seed,
+        windows,
+        max_depth,
+        per_identity,
+    } = *shape;
     let mut rng = Rng::for_run(seed, 0);
     let tools = tools.max(2);
     let agents = agents.max(2);
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "name = \"synthetic {tools} tools, {agents} agents (seed {seed})\""
+        "name = \"synthetic {tools} tools, {agents} agents (seed {seed}{})\"",
+        if windows { ", windows" } else { "" }
     );
-    let _ = writeln!(
-        o,
-        "policies = [{{ name = \"synthetic\", text = '''\n\
-POLICY scan-limit: ACTION: DENY TARGET: delegation_root IF Tool_Call('Recon').Count > 50 requests/5min
+    let policies = if windows {
+        "POLICY scan-limit: ACTION: DENY TARGET: delegation_root IF Tool_Call('Recon').Count > 50 requests/5min
 POLICY escalation: ACTION: REQUIRE_HITL TARGET: delegation_root IF Tool_Call('Exploit') AND Trajectory_Contains('Recon') AND Trajectory_Contains('Analysis')
 POLICY db-a-egress: ACTION: DENY TARGET: agent_identity IF DataSource('DB_A') == 'read' WITHIN 1h AND Tool_Call('Egress')
-POLICY lateral-after-creds: ACTION: REQUIRE_HITL TARGET: delegation_root IF Tool_Call('Lateral') AND Trajectory_Contains('Creds') WITHIN 10min
-''' }}]"
-    );
+POLICY lateral-after-creds: ACTION: REQUIRE_HITL TARGET: delegation_root IF Tool_Call('Lateral') AND Trajectory_Contains('Creds') WITHIN 10min"
+    } else {
+        "POLICY escalation: ACTION: REQUIRE_HITL TARGET: delegation_root IF Tool_Call('Exploit') AND Trajectory_Contains('Recon') AND Trajectory_Contains('Analysis')
+POLICY db-a-egress: ACTION: DENY TARGET: agent_identity IF DataSource('DB_A') == 'read' AND Tool_Call('Egress')
+POLICY lateral-after-creds: ACTION: REQUIRE_HITL TARGET: delegation_root IF Tool_Call('Lateral') AND Trajectory_Contains('Creds')"
+    };
     let _ = writeln!(
         o,
-        "[settings]\nmax_depth = 10\noperator = \"user:op@synthetic.example\""
+        "policies = [{{ name = \"synthetic\", text = '''\n{policies}\n''' }}]"
     );
+    let _ = writeln!(o, "[settings]");
+    if let Some(d) = max_depth {
+        let _ = writeln!(o, "max_depth = {d}");
+    }
+    let _ = writeln!(o, "operator = \"user:op@synthetic.example\"");
+    if per_identity {
+        let _ = writeln!(o, "[goals]\nscope = \"agent_identity\"");
+    }
     let _ = writeln!(
         o,
         "[approvers]\noncall = [\"user:oncall@synthetic.example\"]"

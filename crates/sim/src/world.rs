@@ -85,6 +85,10 @@ pub struct World {
     /// Every move, in a fixed order.
     pub moves: Vec<Move>,
     pub warnings: Vec<String>,
+    /// Per goal: why "not reached" would prove nothing about it, because the manifest is wrong
+    /// (a goal no catalog tool can complete, agents cut off by `max_delegation_depth`). Such a
+    /// goal, unless reached unguarded, is reported unknown.
+    pub unprovable: Vec<Option<String>>,
 }
 
 impl World {
@@ -192,6 +196,8 @@ impl World {
             .collect();
         let mut actors = Vec::new();
         let mut reached = BTreeSet::new();
+        // Agents some chain delegates to below the depth bound: their calls are not explored.
+        let mut cut_off: BTreeSet<usize> = BTreeSet::new();
         const MAX_ACTORS: usize = 256;
         for (r, root) in agents.iter().enumerate() {
             let top = root.launched_by.is_some() || !delegated.contains(root.name.as_str());
@@ -235,13 +241,15 @@ impl World {
                     label: label.join(" → "),
                     slots: [0; 3],
                 });
-                if above.len() < s.max_delegation_depth {
-                    let mut path = above.clone();
-                    path.push(a);
-                    for d in agent.delegates_to.iter().rev() {
-                        if let Some(&di) = index.get(d.as_str()) {
-                            if di != r && !path.contains(&di) {
+                let mut path = above.clone();
+                path.push(a);
+                for d in agent.delegates_to.iter().rev() {
+                    if let Some(&di) = index.get(d.as_str()) {
+                        if di != r && !path.contains(&di) {
+                            if above.len() < s.max_delegation_depth {
                                 stack.push((di, path.clone()));
+                            } else {
+                                cut_off.insert(di);
                             }
                         }
                     }
@@ -256,6 +264,22 @@ impl World {
                 ));
             }
         }
+        // An agent delegated to beyond the bound can still act in a real deployment (the bound
+        // is the proving ground's, not the identity system's): goals not reached unguarded are
+        // unknown, not safe.
+        let cut_off: Vec<&str> = cut_off.iter().map(|i| agents[*i].name.as_str()).collect();
+        let depth_reason = (!cut_off.is_empty()).then(|| {
+            format!(
+                "delegations to {} go deeper than settings.max_delegation_depth = {} and were not \
+                 explored; raise settings.max_delegation_depth",
+                cut_off
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                s.max_delegation_depth
+            )
+        });
 
         // Goal slots per scope kind.
         let mut slot_maps: [BTreeMap<String, usize>; 3] = Default::default();
@@ -277,6 +301,14 @@ impl World {
             offsets.push(progress_len);
             progress_len += slot_maps[g.scope.index()].len().max(1);
         }
+        let unprovable = goals
+            .iter()
+            .map(|g| {
+                g.impossibility(&manifest.catalog)
+                    .map(|why| format!("the manifest is wrong: {why}"))
+                    .or_else(|| depth_reason.clone())
+            })
+            .collect();
         let effects = tools
             .iter()
             .map(|t| {
@@ -342,6 +374,7 @@ impl World {
             abstraction,
             moves,
             warnings,
+            unprovable,
         })
     }
 

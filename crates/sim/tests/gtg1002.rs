@@ -231,12 +231,25 @@ fn assert_fix_is_safe(name: &str) {
 }
 
 #[test]
-fn fix_of_the_naive_manifest_splits_the_identity_and_is_proved_safe() {
+fn fix_of_the_naive_manifest_adds_policies_first_and_offers_the_split_as_a_proved_alternative() {
     assert_fix_is_safe("manifest-naive.toml");
     let w = world("manifest-naive.toml");
     let a = analyse(&w, &Options::default());
     let fix = remediate(&w, &a, None).unwrap();
-    let split = fix
+    // The smallest change that proves safe: policies, no split.
+    assert!(fix
+        .changes
+        .iter()
+        .all(|c| !matches!(c, truststack_sim::fix::Change::SplitIdentity { .. })));
+    assert!(fix.policy_text.contains("TARGET: delegation_root"));
+    // The split is offered as an alternative, proved in the same run.
+    let alt = fix
+        .alternatives
+        .iter()
+        .find(|x| x.id == "split")
+        .expect("a split alternative");
+    assert!(alt.safe, "{alt:#?}");
+    let split = alt
         .changes
         .iter()
         .find_map(|c| match c {
@@ -253,9 +266,22 @@ fn fix_of_the_naive_manifest_splits_the_identity_and_is_proved_safe() {
             && t.iter().any(|y| y == "nmap_scan" || y == "service_probe");
         assert!(!all3, "{p:?} still holds the toxic combination");
     }
-    // Splitting alone is defeated by a shared orchestrator: the fix gates the delegation root.
-    assert!(fix.policy_text.contains("TARGET: delegation_root"));
-    assert!(fix.shared_orchestrator.as_ref().unwrap().safe);
+    // Splitting alone is defeated by a shared orchestrator: the split still gates the root.
+    assert!(alt.policy_text.contains("TARGET: delegation_root"));
+    assert!(alt.shared_orchestrator.as_ref().unwrap().safe);
+    // The data flow is denied; a human gate is offered instead, and proved.
+    let gate = fix
+        .alternatives
+        .iter()
+        .find(|x| x.id == "gate")
+        .expect("a gate alternative");
+    assert!(gate.safe, "{gate:#?}");
+    assert!(
+        gate.policy_text.contains("REQUIRE_HITL"),
+        "{}",
+        gate.policy_text
+    );
+    assert!(gate.statuses.values().any(|s| *s == Status::Gated));
 }
 
 #[test]

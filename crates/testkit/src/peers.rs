@@ -8,7 +8,18 @@ use std::sync::OnceLock;
 pub const INSTALL_PEERS: &str = "bash scripts/install-peers.sh";
 
 /// The Python modules the tests import, each from the pinned `.ci/peers/requirements.txt`.
-const PYTHON_MODULES: &[&str] = &["mcp", "jwt", "cryptography"];
+const PYTHON_MODULES: &[&str] = &[
+    "mcp",
+    "jwt",
+    "cryptography",
+    // The Python client's suite (clients/python/tests).
+    "httpx",
+    "pytest",
+    "langgraph",
+    "langchain_core",
+    "agents",
+    "opentelemetry.proto",
+];
 
 /// The npm packages the tests start, each from the pinned `.ci/peers/package-lock.json`.
 const NPM_FILES: &[&str] = &[

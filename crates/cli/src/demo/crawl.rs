@@ -210,6 +210,21 @@ pub fn run(dir: &Path, story: &mut Story) -> anyhow::Result<Findings> {
         story.line(format!("    • {line}"));
         f.fix.push(line);
     }
+    // The alternatives, each proved too: the article's identity split among them.
+    for alt in fix.map(|x| x.alternatives.as_slice()).unwrap_or_default() {
+        story.line(format!(
+            "    alternative `{}` ({}): {}",
+            alt.id,
+            if alt.safe { "proved safe" } else { "NOT safe" },
+            alt.title
+        ));
+        for c in alt.changes.iter().filter(|c| {
+            matches!(c, truststack_sim::fix::Change::SplitIdentity { .. })
+                || fix.is_some_and(|x| !x.changes.iter().any(|p| change_line(p) == change_line(c)))
+        }) {
+            story.line(format!("      ◦ {}", change_line(c)));
+        }
+    }
     f.fix_proved = fix.is_some_and(|x| x.safe);
     story.check(
         "fix-proved",

@@ -111,7 +111,7 @@ pub fn run(dir: &Path, story: &mut Story) -> anyhow::Result<Identities> {
         Ok(issuer.delegate(
             from,
             &DelegationRequest {
-                agent: AgentId::new(&td, name)?,
+                agent: name.to_string(),
                 tools: ToolSet::parse_list(tools)?,
                 ttl: None,
             },

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use truststack_engine::event::format_time;
 use truststack_engine::{Engine, Settings, ToolCall, Verdict};
-use truststack_policy::ip_class::{classify_str, NamedRanges};
+use truststack_policy::ip_class::{classify_str, Network};
 use truststack_policy::load::{load_files, load_sources};
 use truststack_policy::{Catalog, Source};
 
@@ -233,7 +233,7 @@ pub struct CedarBaseline {
     principal: EntityUid,
     action: EntityUid,
     tool_type: cedar_policy::EntityTypeName,
-    ranges: NamedRanges,
+    ranges: Network,
 }
 
 impl CedarBaseline {
@@ -257,7 +257,7 @@ impl CedarBaseline {
             principal: EntityUid::from_str(&format!("Agent::\"{AGENT}\"")).expect("principal"),
             action: EntityUid::from_str("Action::\"call\"").expect("action"),
             tool_type: "Tool".parse().expect("type"),
-            ranges: catalog.ip_ranges,
+            ranges: catalog.network,
         }
     }
 

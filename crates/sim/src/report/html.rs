@@ -257,6 +257,26 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: u8) {
                 ))
                 .unwrap_or_default()
         );
+        for alt in &fix.alternatives {
+            let _ = write!(
+                o,
+                "<details><summary>Alternative <code>{}</code>: {} — {}</summary><ul>",
+                esc(&alt.id),
+                esc(&alt.title),
+                if alt.safe { "proved safe" } else { "NOT safe" }
+            );
+            for c in &alt.changes {
+                let _ = write!(o, "<li>{}</li>", esc(&change_line(c)));
+            }
+            for u in &alt.unresolved {
+                let _ = write!(o, "<li><strong>unresolved:</strong> {}</li>", esc(u));
+            }
+            let _ = write!(o, "</ul>");
+            if !alt.policy_text.is_empty() {
+                let _ = write!(o, "<pre>{}</pre>", esc(&alt.policy_text));
+            }
+            let _ = write!(o, "</details>");
+        }
         let _ = write!(o, "<details><summary>Proof of the fixed manifest</summary>");
         body(o, &fix.proof, None, h + 1);
         let _ = write!(o, "</details>");

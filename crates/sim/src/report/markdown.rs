@@ -148,6 +148,14 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
         );
     }
     let _ = writeln!(o);
+    for g in &a.goals {
+        if let Some(why) = &g.unknown_reason {
+            let _ = writeln!(o, "- `{}` is **unknown**: {}", g.id, why);
+        }
+    }
+    if a.goals.iter().any(|g| g.unknown_reason.is_some()) {
+        let _ = writeln!(o);
+    }
     let tactics: std::collections::BTreeSet<String> = a
         .goals
         .iter()
@@ -317,7 +325,11 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
         }
         let _ = writeln!(
             o,
-            "\n{} simulated decisions in {:.0} ms on {} thread(s) ({:.2}M decisions/s).\n",
+            "{}\n{} simulated decisions in {:.0} ms on {} thread(s) ({:.2}M decisions/s).\n",
+            mc.goals
+                .iter()
+                .filter_map(|g| g.note.as_ref().map(|n| format!("\n- `{}`: {n}", g.goal)))
+                .collect::<String>(),
             grouped(mc.decisions),
             mc.elapsed_ms,
             mc.threads,
@@ -365,6 +377,29 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
             }
         );
         let sub = format!("{h}#");
+        for alt in &fix.alternatives {
+            let _ = writeln!(o, "{sub} Alternative `{}`: {}\n", alt.id, alt.title);
+            for c in &alt.changes {
+                let _ = writeln!(o, "- {}", change_line(c));
+            }
+            for u in &alt.unresolved {
+                let _ = writeln!(o, "- **unresolved:** {u}");
+            }
+            if !alt.policy_text.is_empty() {
+                let _ = writeln!(o, "\nPolicies added:\n\n```text\n{}```", alt.policy_text);
+            }
+            let statuses: Vec<String> = alt
+                .statuses
+                .iter()
+                .map(|(g, s)| format!("`{g}` {}", s.as_str()))
+                .collect();
+            let _ = writeln!(
+                o,
+                "\nProved in this run: {} — **{}**.\n",
+                statuses.join(", "),
+                if alt.safe { "safe" } else { "NOT safe" }
+            );
+        }
         let _ = writeln!(o, "{sub} Proof of the fixed manifest\n");
         let deeper = format!("{sub}#");
         let _ = writeln!(o, "**{}**\n", verdict_line(&fix.proof));

@@ -107,6 +107,9 @@ pub fn render(a: &Analysis, color: bool, trajectories: Option<&str>) -> String {
             p.dim(&format!("{}{}", calls, gates)),
         );
         let _ = writeln!(o, "      {}", p.dim(&g.summary));
+        if let Some(why) = &g.unknown_reason {
+            let _ = writeln!(o, "      unknown: {why}");
+        }
     }
 
     for g in a.goals.iter().filter(|g| g.trajectory.is_some()) {
@@ -268,6 +271,9 @@ pub fn render(a: &Analysis, color: bool, trajectories: Option<&str>) -> String {
                 pct(g.unguarded_rate),
                 speed
             );
+            if let Some(note) = &g.note {
+                let _ = writeln!(o, "      {}", p.dim(note));
+            }
         }
         let _ = writeln!(
             o,
@@ -315,10 +321,44 @@ pub fn render(a: &Analysis, color: bool, trajectories: Option<&str>) -> String {
             "  fixed manifest: {}",
             if fix.safe {
                 p.code("1;32", "SAFE")
+            } else if fix.unknown() {
+                p.code("1;33", "UNKNOWN (see the lines marked ! above)")
             } else {
                 p.code("1;31", "NOT SAFE")
             }
         );
+        for alt in &fix.alternatives {
+            let _ = writeln!(
+                o,
+                "\n  {} {}",
+                p.bold(&format!("Alternative `{}`:", alt.id)),
+                alt.title
+            );
+            for c in &alt.changes {
+                let _ = writeln!(o, "    • {}", change_line(c));
+            }
+            for u in &alt.unresolved {
+                let _ = writeln!(o, "    ! {u}");
+            }
+            for w in &alt.written {
+                let _ = writeln!(o, "    wrote {w}");
+            }
+            let summary: Vec<String> = alt
+                .statuses
+                .iter()
+                .map(|(g, s)| format!("{g} {}", s.as_str()))
+                .collect();
+            let _ = writeln!(o, "    proof: {}", summary.join(", "));
+            let _ = writeln!(
+                o,
+                "    {}",
+                if alt.safe {
+                    p.code("1;32", "SAFE")
+                } else {
+                    p.code("1;31", "NOT SAFE")
+                }
+            );
+        }
     }
 
     for w in &a.warnings {

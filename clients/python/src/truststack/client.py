@@ -1,0 +1,360 @@
+"""The clients: ``Client`` (sync) and ``AsyncClient`` (asyncio), one method per operation of the
+decision point's ``/v1`` API. Both send the agent's own credential; neither holds policy state.
+
+If the server cannot be reached, ``decide`` raises ``Unavailable``; ``authorize`` turns every
+failure into an exception, so a caller that runs the tool only after ``authorize`` returns fails
+closed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Mapping, Sequence
+
+import httpx
+
+from . import _protocol as wire
+from .errors import Cancelled, Unavailable
+from .models import ApprovalOutcome, Credential, Decision
+
+DEFAULT_TIMEOUT = 60.0
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+class _Base:
+    base_url: str
+    token: str | None
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + timeout
+
+    @staticmethod
+    def _poll_seconds(deadline: float | None, cancellable: bool) -> float | None:
+        """How long the next long-poll may last, or ``None`` when the deadline has passed."""
+        chunk = wire.CANCELLABLE_POLL_SECONDS if cancellable else wire.LONG_POLL_SECONDS
+        if deadline is None:
+            return chunk
+        left = deadline - time.monotonic()
+        return None if left <= 0 else min(chunk, left)
+
+
+class Client(_Base):
+    """A synchronous client.
+
+    ``token`` defaults to ``$TRUSTSTACK_TOKEN`` and ``base_url`` to ``$TRUSTSTACK_URL`` (else
+    ``http://127.0.0.1:8181``). An agent's client carries the agent's credential; an approver's
+    client the approver's.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        http: httpx.Client | None = None,
+    ):
+        self.base_url, self.token = wire.resolve(base_url, token)
+        self._own_http = http is None
+        self._http = http or httpx.Client(timeout=timeout)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        if self._own_http:
+            self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, req: wire.Request) -> Any:
+        headers = {**_headers(self.token), **req.headers}
+        try:
+            r = self._http.request(
+                req.method,
+                self.base_url + req.path,
+                json=req.json,
+                params=req.params,
+                headers=headers,
+            )
+        except httpx.HTTPError as e:
+            raise Unavailable(f"{req.method} {req.path}: {e}") from e
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        return wire.body_of(r.status_code, r.text, body)
+
+    # ---- agents ----
+
+    def decide(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        session: str | None = None,
+        call_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> Decision:
+        """Asks for a decision on a tool call. Returns it whatever it is (see ``authorize``)."""
+        return Decision.from_json(
+            self._send(wire.decide(tool, args, session, call_id, traceparent))
+        )
+
+    def authorize(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        session: str | None = None,
+        call_id: str | None = None,
+        traceparent: str | None = None,
+        wait: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Decision:
+        """Decides, waits for the approval of a held call (up to ``wait`` seconds, forever when
+        ``None``), and returns the decision only if the call may run. Raises ``Denied``,
+        ``ApprovalRefused``, ``ApprovalTimeout``, ``Cancelled`` or ``Unavailable`` otherwise."""
+        decision = self.decide(
+            tool, args, session=session, call_id=call_id, traceparent=traceparent
+        )
+        outcome = None
+        if decision.held and decision.approval_id:
+            outcome = self.wait(decision.approval_id, timeout=wait, cancel=cancel)
+        return wire.settle(decision, outcome)
+
+    def wait(
+        self,
+        approval_id: str,
+        *,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ApprovalOutcome | None:
+        """Waits for a held call's answer: the outcome, or ``None`` if ``timeout`` seconds pass
+        first. Setting ``cancel`` (from another thread) stops the wait with ``Cancelled``."""
+        deadline = self._deadline(timeout)
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"wait for approval {approval_id} cancelled")
+            seconds = self._poll_seconds(deadline, cancel is not None)
+            if seconds is None:
+                return None
+            outcome = wire.wait_answer(self._send(wire.wait(approval_id, seconds)))
+            if outcome is not None:
+                return outcome
+
+    def observe(
+        self,
+        *,
+        call_id: str | None = None,
+        tool: str | None = None,
+        result: Any = None,
+        session: str | None = None,
+        data_sources: Sequence[Mapping[str, str]] | None = None,
+    ) -> int | None:
+        """Reports a tool's result or a data access (``{"name", "mode"}``); the ledger index."""
+        body = self._send(
+            wire.observation("/v1/observations", call_id, tool, result, session, data_sources)
+        )
+        return body.get("ledger_index")
+
+    def outcome(
+        self,
+        call_id: str,
+        tool: str,
+        *,
+        result: Any = None,
+        session: str | None = None,
+        data_sources: Sequence[Mapping[str, str]] | None = None,
+    ) -> int | None:
+        """Reports a call's outcome; the server adds the tool's catalog data source as taint."""
+        body = self._send(
+            wire.observation("/v1/outcomes", call_id, tool, result, session, data_sources)
+        )
+        return body.get("ledger_index")
+
+    def delegate(self, agent: str, tools: Sequence[str], *, ttl: str | None = None) -> Credential:
+        """Mints a narrower credential for a sub-agent from this client's credential."""
+        return Credential.from_json(self._send(wire.delegate(agent, tools, ttl)))
+
+    def for_subagent(
+        self, agent: str, tools: Sequence[str], *, ttl: str | None = None
+    ) -> "Client":
+        """A client for a sub-agent, holding a credential delegated from this one (sharing this
+        client's connection pool)."""
+        cred = self.delegate(agent, tools, ttl=ttl)
+        return Client(self.base_url, cred.token, timeout=self._timeout, http=self._http)
+
+    # ---- approvers ----
+
+    def approvals(
+        self, *, policy: str | None = None, agent: str | None = None, root: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The held calls (approver credential)."""
+        return list(self._send(wire.approvals(policy, agent, root))["pending"])
+
+    def approval(self, approval_id: str) -> dict[str, Any]:
+        """One held call, with its policies and the orchestration's recent trajectory."""
+        return dict(self._send(wire.Request("GET", f"/v1/approvals/{approval_id}")))
+
+    def grant(
+        self, approval_id: str, *, lease: str | None = None, comment: str | None = None
+    ) -> ApprovalOutcome:
+        return ApprovalOutcome.from_json(self._send(wire.answer(approval_id, True, lease, comment)))
+
+    def refuse(self, approval_id: str, *, comment: str | None = None) -> ApprovalOutcome:
+        return ApprovalOutcome.from_json(self._send(wire.answer(approval_id, False, None, comment)))
+
+
+class AsyncClient(_Base):
+    """The asyncio client: the same operations as ``Client``, awaited. Cancelling the task that
+    awaits ``wait`` or ``authorize`` cancels the wait (the held call stays held on the server)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        http: httpx.AsyncClient | None = None,
+    ):
+        self.base_url, self.token = wire.resolve(base_url, token)
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=timeout)
+        self._timeout = timeout
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, req: wire.Request) -> Any:
+        headers = {**_headers(self.token), **req.headers}
+        try:
+            r = await self._http.request(
+                req.method,
+                self.base_url + req.path,
+                json=req.json,
+                params=req.params,
+                headers=headers,
+            )
+        except httpx.HTTPError as e:
+            raise Unavailable(f"{req.method} {req.path}: {e}") from e
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        return wire.body_of(r.status_code, r.text, body)
+
+    async def decide(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        session: str | None = None,
+        call_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> Decision:
+        return Decision.from_json(
+            await self._send(wire.decide(tool, args, session, call_id, traceparent))
+        )
+
+    async def authorize(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        session: str | None = None,
+        call_id: str | None = None,
+        traceparent: str | None = None,
+        wait: float | None = None,
+    ) -> Decision:
+        decision = await self.decide(
+            tool, args, session=session, call_id=call_id, traceparent=traceparent
+        )
+        outcome = None
+        if decision.held and decision.approval_id:
+            outcome = await self.wait(decision.approval_id, timeout=wait)
+        return wire.settle(decision, outcome)
+
+    async def wait(
+        self, approval_id: str, *, timeout: float | None = None
+    ) -> ApprovalOutcome | None:
+        deadline = self._deadline(timeout)
+        while True:
+            seconds = self._poll_seconds(deadline, False)
+            if seconds is None:
+                return None
+            outcome = wire.wait_answer(await self._send(wire.wait(approval_id, seconds)))
+            if outcome is not None:
+                return outcome
+
+    async def observe(
+        self,
+        *,
+        call_id: str | None = None,
+        tool: str | None = None,
+        result: Any = None,
+        session: str | None = None,
+        data_sources: Sequence[Mapping[str, str]] | None = None,
+    ) -> int | None:
+        body = await self._send(
+            wire.observation("/v1/observations", call_id, tool, result, session, data_sources)
+        )
+        return body.get("ledger_index")
+
+    async def outcome(
+        self,
+        call_id: str,
+        tool: str,
+        *,
+        result: Any = None,
+        session: str | None = None,
+        data_sources: Sequence[Mapping[str, str]] | None = None,
+    ) -> int | None:
+        body = await self._send(
+            wire.observation("/v1/outcomes", call_id, tool, result, session, data_sources)
+        )
+        return body.get("ledger_index")
+
+    async def delegate(
+        self, agent: str, tools: Sequence[str], *, ttl: str | None = None
+    ) -> Credential:
+        return Credential.from_json(await self._send(wire.delegate(agent, tools, ttl)))
+
+    async def for_subagent(
+        self, agent: str, tools: Sequence[str], *, ttl: str | None = None
+    ) -> "AsyncClient":
+        cred = await self.delegate(agent, tools, ttl=ttl)
+        return AsyncClient(self.base_url, cred.token, timeout=self._timeout, http=self._http)
+
+    async def approvals(
+        self, *, policy: str | None = None, agent: str | None = None, root: str | None = None
+    ) -> list[dict[str, Any]]:
+        return list((await self._send(wire.approvals(policy, agent, root)))["pending"])
+
+    async def approval(self, approval_id: str) -> dict[str, Any]:
+        return dict(await self._send(wire.Request("GET", f"/v1/approvals/{approval_id}")))
+
+    async def grant(
+        self, approval_id: str, *, lease: str | None = None, comment: str | None = None
+    ) -> ApprovalOutcome:
+        return ApprovalOutcome.from_json(
+            await self._send(wire.answer(approval_id, True, lease, comment))
+        )
+
+    async def refuse(self, approval_id: str, *, comment: str | None = None) -> ApprovalOutcome:
+        return ApprovalOutcome.from_json(
+            await self._send(wire.answer(approval_id, False, None, comment))
+        )

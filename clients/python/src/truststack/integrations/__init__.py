@@ -1,0 +1,1 @@
+"""Framework integrations: thin layers over ``truststack.Client`` (import the one you use)."""

@@ -1,0 +1,184 @@
+"""The client against a real server: decisions, errors carrying reasons, holds with timeout and
+cancellation, approvals with separation of duties, delegation, the credential from the
+environment."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from conftest import ONCALL, OPERATOR, Server
+from truststack import (
+    ApiError,
+    ApprovalRefused,
+    ApprovalTimeout,
+    AsyncClient,
+    Cancelled,
+    Client,
+    Denied,
+    Unavailable,
+)
+
+
+def hold_exploitation(agent: Client) -> str:
+    """Scan, code analysis, exploitation in one orchestration: the exploitation is held."""
+    assert agent.decide("nmap_scan", {"target": "10.1.0.7"}).allowed
+    assert agent.decide("code_review", {"repo": "svc-billing"}).allowed
+    held = agent.decide("exploit_runner", {"target": "10.1.0.7", "payload": "cve-2026-0001"})
+    assert held.held, held
+    assert "chain-of-command" in held.policy_ids
+    assert held.approval_id
+    return held.approval_id
+
+
+def test_decide_and_deny_carry_reasons(server: Server) -> None:
+    with Client(server.url, server.agent("orchestrator")) as agent:
+        d = agent.decide("nmap_scan", {"target": "10.1.0.1"}, session="s-1", call_id="c-1")
+        assert d.allowed and d.call_id == "c-1" and d.ledger_index is not None
+        with pytest.raises(Denied) as e:
+            agent.authorize("nmap_scan", {"target": "203.0.113.0/24"})
+        assert "scan-rate-limit" in [p.id for p in e.value.policies]
+        assert e.value.decision.denied
+        assert e.value.reason
+        # Unknown tools are denied by the server's default.
+        assert agent.decide("format_disk", {}).denied
+
+
+def test_credential_from_environment(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUSTSTACK_TOKEN", server.agent("orchestrator"))
+    monkeypatch.setenv("TRUSTSTACK_URL", server.url)
+    with Client() as agent:
+        assert agent.decide("read_docs", {"page": "vpn"}).allowed
+    monkeypatch.delenv("TRUSTSTACK_TOKEN")
+    with Client() as anonymous, pytest.raises(ApiError) as e:
+        anonymous.decide("read_docs", {})
+    assert e.value.status == 401 and "Bearer" in e.value.message
+
+
+def test_unreachable_server_raises_unavailable(server: Server) -> None:
+    with Client("http://127.0.0.1:9", "t") as agent, pytest.raises(Unavailable):
+        agent.authorize("read_docs", {})
+
+
+def test_held_call_granted_by_an_approver_outside_the_chain(server: Server) -> None:
+    agent = Client(server.url, server.agent("orchestrator"))
+    operator = Client(server.url, server.human(OPERATOR))
+    oncall = Client(server.url, server.human(ONCALL))
+    approval_id = hold_exploitation(agent)
+    assert [p["approval_id"] for p in oncall.approvals()] == [approval_id]
+    assert oncall.approval(approval_id)["trajectory"]
+    # The operator who launched the orchestration may not wave it through.
+    with pytest.raises(ApiError) as e:
+        operator.grant(approval_id)
+    assert e.value.status == 403
+    # Nor may the agent itself.
+    with pytest.raises(ApiError) as e:
+        agent.grant(approval_id)
+    assert e.value.status in (401, 403)
+    threading.Timer(0.3, lambda: oncall.grant(approval_id, lease="30min")).start()
+    outcome = agent.wait(approval_id, timeout=10)
+    assert outcome is not None and outcome.allowed and outcome.approver == ONCALL
+
+
+def test_authorize_waits_then_raises_on_refusal(server: Server) -> None:
+    agent = Client(server.url, server.agent("orchestrator"))
+    oncall = Client(server.url, server.human(ONCALL))
+    assert agent.decide("nmap_scan", {"target": "10.1.0.7"}).allowed
+    assert agent.decide("code_review", {"repo": "r"}).allowed
+
+    def refuse_when_held() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pending = oncall.approvals()
+            if pending:
+                oncall.refuse(pending[0]["approval_id"], comment="no")
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=refuse_when_held)
+    t.start()
+    with pytest.raises(ApprovalRefused) as e:
+        agent.authorize("exploit_runner", {"target": "10.1.0.7"}, wait=10)
+    t.join()
+    assert e.value.outcome.result == "refused"
+    assert "chain-of-command" in [p.id for p in e.value.policies]
+
+
+def test_wait_timeout_and_cancellation(server: Server) -> None:
+    agent = Client(server.url, server.agent("orchestrator"))
+    approval_id = hold_exploitation(agent)
+    started = time.monotonic()
+    assert agent.wait(approval_id, timeout=0.3) is None
+    assert time.monotonic() - started < 5
+    with pytest.raises(ApprovalTimeout) as e:
+        agent.authorize("exploit_runner", {"target": "10.1.0.8"}, wait=0.2)
+    assert e.value.decision.held
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        agent.wait(approval_id, cancel=cancel)
+    assert time.monotonic() - started < 3
+
+
+def test_delegation_narrows_and_shares_the_delegation_root(server: Server) -> None:
+    orchestrator = Client(server.url, server.agent("orchestrator"))
+    recon = orchestrator.for_subagent("recon", ["ScanTool"])
+    cred = orchestrator.delegate("patch", ["ExploitationTool"])
+    assert cred.agent == "spiffe://acme.example/agent/patch"
+    assert recon.decide("nmap_scan", {"target": "10.1.0.7"}).allowed
+    # Outside the delegated tools: denied before any policy.
+    assert recon.decide("http_upload", {"url": "https://x.example"}).denied
+    # A sub-agent cannot widen its own credential.
+    with pytest.raises(ApiError) as e:
+        recon.delegate("helper", ["DataExfiltration"])
+    assert e.value.status == 403
+    # Context splitting: scan by recon, code analysis by the orchestrator, exploitation by a
+    # third sub-agent: one delegation root, so the exploitation is held.
+    assert orchestrator.decide("code_review", {"repo": "r"}).allowed
+    patch = Client(server.url, cred.token)
+    assert patch.decide("exploit_runner", {"target": "10.1.0.7"}).held
+
+
+def test_observations_and_outcomes_feed_taint(server: Server) -> None:
+    agent = Client(server.url, server.agent("orchestrator"))
+    d = agent.decide("prod_db_query", {"sql": "SELECT 1"})
+    assert d.allowed
+    assert agent.outcome(d.call_id, "prod_db_query", result={"rows": 1}) is not None
+    assert agent.observe(tool="read_docs", result="ok") is not None
+    with pytest.raises(Denied) as e:
+        agent.authorize("http_upload", {"url": "https://drop.example.net/u", "file": "x"})
+    assert "no-exfiltration-after-prod-read" in [p.id for p in e.value.policies]
+
+
+def test_async_client(server: Server) -> None:
+    token = server.agent("orchestrator")
+    oncall = Client(server.url, server.human(ONCALL))
+
+    async def run() -> None:
+        async with AsyncClient(server.url, token) as agent:
+            assert (await agent.decide("nmap_scan", {"target": "10.1.0.7"})).allowed
+            assert (await agent.decide("code_review", {"repo": "r"})).allowed
+            sub = await agent.for_subagent("patch", ["ExploitationTool"])
+            task = asyncio.create_task(sub.authorize("exploit_runner", {"target": "10.1.0.7"}))
+            # Cancellation: a waiting task is cancelled like any asyncio task.
+            other = asyncio.create_task(sub.authorize("exploit_runner", {"target": "10.1.0.9"}))
+            for _ in range(200):
+                if len(oncall.approvals()) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            other.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await other
+            first = next(
+                p for p in oncall.approvals() if p["call"]["args"]["target"] == "10.1.0.7"
+            )
+            await asyncio.to_thread(oncall.grant, first["approval_id"])
+            decision = await asyncio.wait_for(task, 10)
+            assert decision.held  # the decision that was held, now granted
+            await sub.aclose()
+
+    asyncio.run(run())
