@@ -110,6 +110,7 @@ pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {
+    crate::serve_cmd::survive_file_size_limit();
     let gateway = Arc::new(Gateway::from_config(config)?);
     if let Some(telemetry) =
         truststack_server::telemetry::Telemetry::from_env("truststack-gateway")?

@@ -33,6 +33,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = &args.listen {
         config.listen.clone_from(listen);
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // Before the ledger is opened: its first write may already meet the limit.
+    runtime.block_on(async { survive_file_size_limit() });
     let ledger_path = config.resolve(&config.ledger);
     let ledger = Ledger::open(
         &ledger_path,
@@ -50,9 +55,6 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         AppState::new(config.clone(), Arc::new(ledger), identity)?.with_telemetry(telemetry),
     );
     let flushed = Arc::clone(&state);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
@@ -81,6 +83,32 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         telemetry.shutdown();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps the process alive past the file size limit (`ulimit -f`, `RLIMIT_FSIZE`). By default
+/// SIGXFSZ kills a process whose write crosses the limit, so a server whose ledger reaches it
+/// would die instead of failing closed. With a handler installed, the write fails with `EFBIG`
+/// instead, the ledger reports the failed write, and every decision that needed it is denied with
+/// the reason. Tokio's signal listener installs that handler (through `signal-hook-registry`)
+/// without `unsafe` in this crate, which forbids it, and keeps it for the life of the process;
+/// the listener task logs each occurrence. Must run inside the runtime.
+pub(crate) fn survive_file_size_limit() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut signals) => {
+            tokio::spawn(async move {
+                while signals.recv().await.is_some() {
+                    tracing::warn!(
+                        "a write crossed the file size limit (SIGXFSZ, ulimit -f): it fails, and \
+                         the decisions that needed it are denied"
+                    );
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGXFSZ: the file size limit would end the process")
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -125,6 +125,121 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// A session with `n` observed results of ~10 KB each (prose with emails, amounts, ids and
+/// names, as mail bodies hold) under a pack whose policies read provenance.
+fn provenance_engine(n: usize) -> (Engine, Vec<truststack_engine::Observation>) {
+    let catalog = r#"
+[tools.send_email]
+classes = ["Send"]
+attributes.Recipient = { from = "/recipients/*" }
+output = "trusted"
+[tools.read_inbox]
+output = "untrusted"
+output_fields = { "/*/sender" = "trusted" }
+"#;
+    let policies = r#"
+POLICY recipient: ACTION: DENY TARGET: session
+  IF Tool_Call('Send') AND Provenance(Arg('Recipient')) IN ['untrusted', 'none']
+POLICY subject: ACTION: DENY TARGET: session
+  IF Tool_Call('Send') AND Arg('/subject') FROM 'untrusted' AND NOT (Arg('/subject') FROM 'user')
+POLICY known: ACTION: REQUIRE_HITL TARGET: session
+  IF Tool_Call('Send') AND NOT (ALL Arg('/recipients/*') IN Results('read_inbox'))
+"#;
+    let sources = [truststack_policy::Source::new("p.tsp", policies)];
+    let catalog_parsed = truststack_policy::Catalog::from_toml("c.toml", catalog).unwrap();
+    let bundle = truststack_policy::build_bundle(&sources, catalog_parsed, catalog)
+        .unwrap()
+        .0;
+    let engine = Engine::new(bundle, Settings::replay());
+    let observations = (0..n)
+        .map(|i| {
+            let mut body = String::with_capacity(10_240);
+            let mut k = 0;
+            while body.len() < 10_000 {
+                body.push_str(&format!(
+                    "Dear Team, invoice {i}-{k} of EUR {}.{:02} is due; contact person{k}.{i}@corp{}.example or see https://portal.example/inv/{i}/{k}. Project Blue Harbor status is fine and the rest of this line is ordinary prose. ",
+                    (i * 31 + k) % 9000, k % 100, k % 50
+                ));
+                k += 1;
+            }
+            truststack_engine::Observation {
+                id: None,
+                time: Some(format_time(common::T0_MS + i as i64)),
+                agent: "spiffe://bench/agent/a".into(),
+                session: Some("s".into()),
+                chain: vec!["user:bench".into()],
+                call_id: None,
+                tool: Some("read_inbox".into()),
+                data_sources: Vec::new(),
+                result: Some(serde_json::json!([{"sender": format!("boss{i}@corp.example"), "body": body}])),
+            }
+        })
+        .collect();
+    (engine, observations)
+}
+
+fn provenance_benches(c: &mut Criterion) {
+    let (engine, observations) = provenance_engine(1000);
+    let bytes: usize = observations
+        .iter()
+        .map(|o| o.result.as_ref().map_or(0, |r| r.to_string().len()))
+        .sum();
+    let start = Instant::now();
+    for o in &observations {
+        engine.observe(o).unwrap();
+    }
+    let took = start.elapsed();
+    println!(
+        "provenance: indexed {} observations, {:.1} MB in {:.3} s = {:.1} MB/s (target >= 100); session index {} bytes (bound {})",
+        observations.len(),
+        bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        bytes as f64 / 1e6 / took.as_secs_f64(),
+        engine
+            .scope_memory(truststack_policy::Target::Session, "s")
+            .unwrap_or(0),
+        engine.settings().provenance_bound,
+    );
+    let call = |i: u64| truststack_engine::ToolCall {
+        id: format!("p{i}"),
+        time: Some(format_time(common::T0_MS + 10_000 + i as i64)),
+        agent: "spiffe://bench/agent/a".into(),
+        session: Some("s".into()),
+        chain: vec!["user:bench".into()],
+        tool: "send_email".into(),
+        args: serde_json::json!({
+            "recipients": [format!("person{}.{}@corp{}.example", i % 40, i % 1000, i % 40 % 50), "boss7@corp.example"],
+            "subject": "Project Blue Harbor"
+        }),
+    };
+    let mut group = c.benchmark_group("decide");
+    group.throughput(Throughput::Elements(1));
+    let mut n = 0u64;
+    group.bench_function("provenance_1000x10KB", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(engine.decide(&call(n)))
+        })
+    });
+    group.finish();
+    // Per-call percentiles, building the call outside the timed part.
+    let mut samples: Vec<u128> = (0..20_000u64)
+        .map(|i| {
+            let c = call(1_000_000 + i);
+            let t = Instant::now();
+            black_box(engine.decide(&c));
+            t.elapsed().as_nanos()
+        })
+        .collect();
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
+    println!(
+        "provenance decide: p50 {:.2} us (target <= 3), p99 {:.2} us (target <= 15)",
+        pct(0.5),
+        pct(0.99)
+    );
+}
+
 /// Criterion's output directory, found as criterion finds it.
 fn criterion_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
@@ -179,6 +294,11 @@ fn report_ratios(since: SystemTime) {
     );
     line("100 policies / seed", e("hundred"), e("seed"));
     line(
+        "provenance 1000x10KB / seed",
+        e("provenance_1000x10KB"),
+        e("seed"),
+    );
+    line(
         "seed system clock / event clock",
         e("seed_system_clock"),
         e("seed"),
@@ -189,6 +309,7 @@ fn main() {
     let since = SystemTime::now();
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
+    provenance_benches(&mut c);
     c.final_summary();
     report_ratios(since);
 }

@@ -2,15 +2,18 @@
 
 use crate::decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
 use crate::event::{
-    format_time, parse_time, ApprovalAnswer, Caller, Event, Observation, Principals, ToolCall,
+    format_time, parse_time, ApprovalAnswer, Caller, Event, Input, Observation, Principals,
+    ToolCall,
 };
+use crate::log::clip;
 use crate::recorder::{private_payload, NoRecorder, Recorded, Recorder, Recording};
 use crate::settings::{DefaultDecision, Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use truststack_ledger::depth::{value_depth, MAX_INPUT_DEPTH};
 use truststack_policy::compile::CallContext;
 use truststack_policy::compile::CompiledPolicy;
 use truststack_policy::monitor::MonitorState;
@@ -46,6 +49,17 @@ pub enum ApprovalError {
     /// held, as the ledger says it is (a restart finds it held too).
     #[error("approval not applied, the call stays held: the ledger cannot record the answer: {0}")]
     Unrecorded(String),
+}
+
+/// Why an input was not recorded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InputError {
+    /// The input itself is wrong (no human gave it, bad time): the caller's to fix.
+    #[error("bad input: {0}")]
+    Invalid(String),
+    /// The ledger could not keep it; nothing was indexed.
+    #[error("input not recorded: {0}")]
+    Ledger(String),
 }
 
 /// A call held for a human.
@@ -130,17 +144,29 @@ struct Approvals {
     by_call: HashMap<String, String>,
     /// Approvals taken out of `by_id` whose outcome is still being recorded: waiters keep
     /// waiting for them rather than taking them for lost.
-    answering: HashSet<String>,
+    /// Each with the agent whose call it holds.
+    answering: HashMap<String, String>,
     /// Recently answered approvals, by approval id, for callers waiting on them (bounded:
     /// the oldest are forgotten first).
     resolved: HashMap<String, ApprovalOutcome>,
+    /// The agent whose call each of `resolved` held: who may still wait on it.
+    resolved_agent: HashMap<String, String>,
     resolved_order: std::collections::VecDeque<String>,
 }
 
 impl Approvals {
     /// Whether an approval still has an outcome to come: held, or being answered.
     fn awaited(&self, id: &str) -> bool {
-        self.by_id.contains_key(id) || self.answering.contains(id)
+        self.by_id.contains_key(id) || self.answering.contains_key(id)
+    }
+
+    /// The agent whose call the approval holds (or held, if recently answered).
+    fn agent(&self, id: &str) -> Option<&str> {
+        self.by_id
+            .get(id)
+            .map(|p| p.call.agent.as_str())
+            .or_else(|| self.answering.get(id).map(String::as_str))
+            .or_else(|| self.resolved_agent.get(id).map(String::as_str))
     }
 }
 
@@ -164,6 +190,8 @@ pub struct Engine {
     seq: AtomicU64,
     /// Signalled whenever an approval is resolved.
     resolved: Condvar,
+    /// The same, for async waiters ([`Engine::outcome`]), which hold no thread while they wait.
+    resolved_async: tokio::sync::Notify,
 }
 
 /// Everything `evaluate` found.
@@ -222,7 +250,8 @@ fn firing<'e>(
 }
 
 impl Engine {
-    pub fn new(bundle: Bundle, settings: Settings) -> Self {
+    pub fn new(mut bundle: Bundle, settings: Settings) -> Self {
+        bundle.provenance_bound = settings.provenance_bound;
         Engine {
             bundle: RwLock::new(Arc::new(bundle)),
             settings: Arc::new(settings),
@@ -232,6 +261,7 @@ impl Engine {
             recorder: Arc::new(NoRecorder),
             seq: AtomicU64::new(0),
             resolved: Condvar::new(),
+            resolved_async: tokio::sync::Notify::new(),
         }
     }
 
@@ -263,6 +293,7 @@ impl Engine {
             recorder: Arc::clone(&self.recorder),
             seq: AtomicU64::new(self.seq.load(Ordering::Relaxed)),
             resolved: Condvar::new(),
+            resolved_async: tokio::sync::Notify::new(),
         }
     }
 
@@ -305,10 +336,37 @@ impl Engine {
         }
     }
 
+    /// Waits, without holding a thread, until the approval is answered or expires; returns its
+    /// outcome, or `None` at once when the approval is neither held nor recently answered.
+    /// Callers bound the wait themselves (e.g. `tokio::time::timeout`); dropping the future
+    /// ends it.
+    pub async fn outcome(&self, approval_id: &str) -> Option<ApprovalOutcome> {
+        loop {
+            let mut notified = std::pin::pin!(self.resolved_async.notified());
+            // Registered before the check, so a resolution between the check and the await
+            // still wakes this waiter.
+            notified.as_mut().enable();
+            {
+                let approvals = self.approvals.lock();
+                if let Some(outcome) = approvals.resolved.get(approval_id) {
+                    return Some(outcome.clone());
+                }
+                if !approvals.awaited(approval_id) {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// Remembers an outcome for waiters and wakes them.
     fn resolve(&self, outcome: &ApprovalOutcome) {
         let mut approvals = self.approvals.lock();
-        approvals.answering.remove(&outcome.approval_id);
+        if let Some(agent) = approvals.answering.remove(&outcome.approval_id) {
+            approvals
+                .resolved_agent
+                .insert(outcome.approval_id.clone(), agent);
+        }
         approvals
             .resolved
             .insert(outcome.approval_id.clone(), outcome.clone());
@@ -318,10 +376,12 @@ impl Engine {
         while approvals.resolved_order.len() > RESOLVED_KEPT {
             if let Some(old) = approvals.resolved_order.pop_front() {
                 approvals.resolved.remove(&old);
+                approvals.resolved_agent.remove(&old);
             }
         }
         drop(approvals);
         self.resolved.notify_all();
+        self.resolved_async.notify_waiters();
     }
 
     /// Writes every decision, observation and approval to `recorder` before answering.
@@ -576,19 +636,23 @@ impl Engine {
     }
 
     fn queue(&self, call: &ToolCall) -> Queued<'_> {
-        match self.now(call.time.as_deref()) {
-            Ok(now) => self.queue_at(call, now),
-            Err(e) => {
-                let now = system_now();
-                Queued {
-                    engine: self,
-                    decision: self.fail_closed(call, now, format!("cannot decide: {e}")),
-                    recording: None,
-                    held: None,
-                    denied_before_policy: false,
-                    now,
-                }
-            }
+        let refused = match self.now(call.time.as_deref()) {
+            // Its record must be readable back by every reader: refused, and not recorded.
+            Ok(_) if value_depth(&call.args) > MAX_INPUT_DEPTH => format!(
+                "cannot decide: `args` nest {} levels deep; at most {MAX_INPUT_DEPTH} are accepted",
+                value_depth(&call.args)
+            ),
+            Ok(now) => return self.queue_at(call, now),
+            Err(e) => format!("cannot decide: {e}"),
+        };
+        let now = system_now();
+        Queued {
+            engine: self,
+            decision: self.fail_closed(call, now, refused),
+            recording: None,
+            held: None,
+            denied_before_policy: false,
+            now,
         }
     }
 
@@ -734,7 +798,7 @@ impl Engine {
     }
 
     fn fail_closed_for(&self, call_id: &str, now: i64, reason: String) -> Decision {
-        tracing::warn!(call = %call_id, %reason, "denied before policy evaluation");
+        tracing::warn!(call = %clip(call_id), reason = %clip(&reason), "denied before policy evaluation");
         Decision {
             decision: Verdict::Deny,
             decision_id: self.next_id("d", now),
@@ -753,6 +817,13 @@ impl Engine {
     /// Records an observation: its data-source labels taint every scope of its agent.
     pub fn observe(&self, obs: &Observation) -> Result<Option<u64>, String> {
         let now = self.now(obs.time.as_deref())?;
+        if let Some(depth) = obs.result.as_ref().map(value_depth) {
+            if depth > MAX_INPUT_DEPTH {
+                return Err(format!(
+                    "`result` nests {depth} levels deep; at most {MAX_INPUT_DEPTH} are accepted"
+                ));
+            }
+        }
         let mut recorded = json!(obs);
         let mode = obs
             .tool
@@ -806,7 +877,9 @@ impl Engine {
                 .remove(&id)
                 .ok_or(ApprovalError::Unknown(id))?;
             approvals.by_call.remove(&pending.call.id);
-            approvals.answering.insert(pending.approval_id.clone());
+            approvals
+                .answering
+                .insert(pending.approval_id.clone(), pending.call.agent.clone());
             pending
         };
         let outcome = if now > pending.deadline_ms {
@@ -868,7 +941,9 @@ impl Engine {
                 .remove(approval_id)
                 .ok_or_else(|| ApprovalError::Unknown(approval_id.to_string()))?;
             approvals.by_call.remove(&pending.call.id);
-            approvals.answering.insert(pending.approval_id.clone());
+            approvals
+                .answering
+                .insert(pending.approval_id.clone(), pending.call.agent.clone());
             pending
         };
         match self.close(pending, &caller.agent, now, ApprovalResult::Cancelled) {
@@ -1046,10 +1121,13 @@ impl Engine {
         sources: &[(String, usize)],
     ) -> Result<Engine, String> {
         let mut restored = 0usize;
-        for record in records {
+        for (index, record) in records.iter().enumerate() {
+            report_unreadable(index, record);
             match self.restore(record) {
                 Ok(()) => restored += 1,
-                Err(e) => tracing::warn!(error = %e, "ledger record not restored"),
+                Err(e) => {
+                    tracing::warn!(entry = index, error = %clip(&e), "ledger record not restored")
+                }
             }
         }
         tracing::info!(restored, "engine state rebuilt from the ledger");
@@ -1141,6 +1219,11 @@ impl Engine {
                 let now = parse_time(obs.time.as_deref().unwrap_or(""))?;
                 self.taint(&obs, now);
             }
+            "input" => {
+                let input: Input =
+                    serde_json::from_value(field(record, "input")?).map_err(|e| e.to_string())?;
+                self.index_input(&input);
+            }
             _ => {}
         }
         Ok(())
@@ -1173,20 +1256,82 @@ impl Engine {
         }
     }
 
+    /// Applies an observation to its scopes: data-source labels taint them, and the result's
+    /// values enter the provenance index of every scope a policy reads one in.
     fn taint(&self, obs: &Observation, now: i64) {
-        if obs.data_sources.is_empty() {
+        let bundle = self.bundle();
+        let indexes = obs.result.is_some() && Target::ALL.iter().any(|t| bundle.indexes(*t));
+        if obs.data_sources.is_empty() && !indexes {
             return;
         }
-        let bundle = self.bundle();
         let p = Principals::of(&obs.agent, obs.session.as_deref(), &obs.chain);
         let mut guards = self.lock_scopes(&bundle, &p);
         for (i, guard) in guards.iter_mut().enumerate() {
             if let Some(states) = guard.as_deref_mut() {
+                let target = Target::ALL[i];
                 for access in &obs.data_sources {
-                    bundle.observe_access(Target::ALL[i], &access.name, &access.mode, now, states);
+                    bundle.observe_access(target, &access.name, &access.mode, now, states);
+                }
+                if let Some(result) = obs.result.as_ref().filter(|_| bundle.indexes(target)) {
+                    bundle.observe_result(target, obs.tool.as_deref(), result, states);
                 }
             }
         }
+    }
+
+    fn index_input(&self, input: &Input) {
+        let bundle = self.bundle();
+        if !Target::ALL.iter().any(|t| bundle.indexes(*t)) {
+            return;
+        }
+        let p = Principals::of(&input.agent, input.session.as_deref(), &input.chain);
+        let mut guards = self.lock_scopes(&bundle, &p);
+        for (i, guard) in guards.iter_mut().enumerate() {
+            if let Some(states) = guard.as_deref_mut() {
+                bundle.observe_input(Target::ALL[i], &input.text, &input.values, states);
+            }
+        }
+    }
+
+    /// Records a human's instruction and indexes its values as the user's. The principal must
+    /// be a human (`user:...`) of the chain; the ledger keeps the text and values as the
+    /// `input_record` setting says.
+    pub fn input(&self, input: &Input) -> Result<Option<u64>, InputError> {
+        let now = self
+            .now(input.time.as_deref())
+            .map_err(InputError::Invalid)?;
+        if let Some(principal) = &input.principal {
+            if !principal.starts_with("user:") {
+                return Err(InputError::Invalid(format!(
+                    "input principal `{principal}` is not a human principal (`user:...`)"
+                )));
+            }
+            if !input.chain.iter().any(|c| c == principal) {
+                return Err(InputError::Invalid(format!(
+                    "input principal `{principal}` is not in the chain of {}",
+                    input.agent
+                )));
+            }
+        } else if !input.chain.iter().any(|c| c.starts_with("user:")) {
+            return Err(InputError::Invalid(format!(
+                "input for {} names no human: its chain has no `user:` principal",
+                input.agent
+            )));
+        }
+        let mut recorded = json!(input);
+        if self.settings.input_record != truststack_policy::RecordMode::Full {
+            for field in ["text", "values"] {
+                if let Some(v) = recorded.get_mut(field) {
+                    *v = private_payload(self.settings.input_record, v);
+                }
+            }
+        }
+        let index = self
+            .recorder
+            .record(json!({"kind": "input", "time": format_time(now), "input": recorded}))
+            .map_err(InputError::Ledger)?;
+        self.index_input(input);
+        Ok(index)
     }
 
     /// Refuses every held call whose deadline is before `now` (epoch ms).
@@ -1203,7 +1348,9 @@ impl Engine {
                 .filter_map(|id| {
                     let p = approvals.by_id.remove(id)?;
                     approvals.by_call.remove(&p.call.id);
-                    approvals.answering.insert(p.approval_id.clone());
+                    approvals
+                        .answering
+                        .insert(p.approval_id.clone(), p.call.agent.clone());
                     Some(p)
                 })
                 .collect()
@@ -1246,6 +1393,12 @@ impl Engine {
         self.approvals.lock().by_id.len()
     }
 
+    /// The agent whose call the approval `id` holds, or held if it was answered recently:
+    /// who, besides approvers, may wait on it.
+    pub fn approval_agent(&self, id: &str) -> Option<String> {
+        self.approvals.lock().agent(id).map(String::from)
+    }
+
     /// Whether the approval `id` still has an outcome to come: held, waiting for an answer, or
     /// answered with the outcome still being recorded.
     pub fn is_pending(&self, id: &str) -> bool {
@@ -1268,6 +1421,7 @@ impl Engine {
             Event::ToolCall(call) => Processed::Decision(self.decide(call)),
             Event::Observation(obs) => Processed::Observation(self.observe(obs)),
             Event::Approval(ans) => Processed::Approval(self.answer(ans)),
+            Event::Input(input) => Processed::Input(self.input(input)),
         }
     }
 }
@@ -1278,6 +1432,7 @@ pub enum Processed {
     Decision(Decision),
     Observation(Result<Option<u64>, String>),
     Approval(Result<ApprovalOutcome, ApprovalError>),
+    Input(Result<Option<u64>, InputError>),
 }
 
 fn context<'a>(call: &'a ToolCall, p: &Principals<'a>, now: i64) -> CallContext<'a> {
@@ -1359,4 +1514,42 @@ pub fn decision_record(bundle: &Bundle, call: &ToolCall, decision: &Decision) ->
         }
     }
     json!({"kind": "decision", "call": call, "decision": decision})
+}
+
+/// Says, at start-up, which ledger records could not be read whole. A record nested past the
+/// readers' depth is restored from the part that could be read (its agent, tool, verdict and
+/// labels: its calls still count and its taint still applies); an entry that is not JSON names
+/// no scope and contributes nothing.
+fn report_unreadable(index: usize, record: &Value) {
+    if record.get("kind").and_then(Value::as_str)
+        == Some(truststack_ledger::ledger::UNREADABLE_KIND)
+    {
+        let error = record.get("error").and_then(Value::as_str).unwrap_or("");
+        tracing::warn!(
+            entry = index,
+            %error,
+            "ledger entry is not a JSON record: it contributes no state"
+        );
+    } else if truncated_parts(record) > 0 {
+        tracing::warn!(
+            entry = index,
+            limit = truststack_ledger::depth::MAX_RECORD_DEPTH,
+            "ledger record nests deeper than readers read: restored from its readable part"
+        );
+    }
+}
+
+/// How many subtrees of a record were cut for their depth when it was read.
+fn truncated_parts(record: &Value) -> usize {
+    let mut n = 0;
+    let mut stack = vec![record];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s == truststack_ledger::depth::TRUNCATED_MARKER => n += 1,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    n
 }

@@ -12,6 +12,32 @@ pub enum Event {
     ToolCall(ToolCall),
     Observation(Observation),
     Approval(ApprovalAnswer),
+    Input(Input),
+}
+
+/// What a human principal of the chain asked the agent: the instruction, and optional
+/// structured values (form fields, attachments). Reported by the host or orchestrator, which
+/// sees the prompt; values in it count as the user's for provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The agent the instruction is given to.
+    pub agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// The human who gave the instruction (`user:...`); it must be in the chain. Default: the
+    /// human at the chain's head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub values: Value,
 }
 
 /// A tool call that asks for a decision.

@@ -16,12 +16,13 @@ pub use truststack_ledger as ledger;
 pub mod decision;
 pub mod engine;
 pub mod event;
+pub mod log;
 pub mod recorder;
 pub mod replay;
 pub mod settings;
 
 pub use decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
-pub use engine::{ApprovalError, Engine, PendingApproval, Processed, Queued};
-pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Observation, ToolCall};
+pub use engine::{ApprovalError, Engine, InputError, PendingApproval, Processed, Queued};
+pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Input, Observation, ToolCall};
 pub use recorder::{NoRecorder, Recorded, Recorder, Recording};
 pub use settings::{DefaultDecision, Settings, TimeSource};

@@ -29,7 +29,7 @@ pub fn parse_trace(file: &str, text: &str) -> Result<Vec<Event>, TraceError> {
             file: file.to_string(),
             line: i + 1,
             column: e.column() + (line.len() - line.trim_start().len()),
-            message: format!("not a valid event: {e} (expected a JSON object with `type`: tool_call, observation or approval)"),
+            message: format!("not a valid event: {e} (expected a JSON object with `type`: tool_call, observation, approval or input)"),
         })?;
         events.push(event);
     }
@@ -78,6 +78,7 @@ pub fn replay(engine: &Engine, events: &[Event]) -> Vec<Step> {
             Processed::Decision(d) => Step::Decision(Box::new(d)),
             Processed::Approval(r) => Step::Approval(r.map_err(|e| e.to_string())),
             Processed::Observation(r) => Step::Observation(r.map(|_| ())),
+            Processed::Input(r) => Step::Observation(r.map(|_| ()).map_err(|e| e.to_string())),
         })
         .collect()
 }
@@ -157,6 +158,14 @@ pub fn events_from_records(
                 ) {
                     obs.time = record.get("time").and_then(Value::as_str).map(String::from);
                     out.push((*index, Event::Observation(obs), None));
+                }
+            }
+            Some("input") => {
+                if let Ok(mut input) =
+                    serde_json::from_value::<crate::event::Input>(record["input"].clone())
+                {
+                    input.time = record.get("time").and_then(Value::as_str).map(String::from);
+                    out.push((*index, Event::Input(input), None));
                 }
             }
             _ => {}

@@ -41,6 +41,11 @@ pub struct Settings {
     /// `approver_groups` or carry the group in a verified credential. When unset (replay), the
     /// group is enforced only if `approver_groups` is configured.
     pub require_approver_group: bool,
+    /// Bytes the value provenance index of one scope may hold; past it, values not seen count
+    /// as untrusted.
+    pub provenance_bound: usize,
+    /// What the ledger keeps of a user's input (`full`, `hash`, `redacted`).
+    pub input_record: truststack_policy::RecordMode,
 }
 
 impl Default for Settings {
@@ -52,6 +57,8 @@ impl Default for Settings {
             time_source: TimeSource::System,
             approver_groups: BTreeMap::new(),
             require_approver_group: false,
+            provenance_bound: truststack_policy::provenance::DEFAULT_BOUND,
+            input_record: truststack_policy::RecordMode::Full,
         }
     }
 }

@@ -298,6 +298,7 @@ impl GatewayConfig {
             time_source: TimeSource::System,
             approver_groups: self.approver_groups.clone(),
             require_approver_group: false,
+            ..Settings::default()
         })
     }
 

@@ -7,12 +7,14 @@
 //! re-assembled, and then only at the level it edits: `RawObject` keeps every other member as
 //! the exact text it arrived as, in its original order.
 
+use crate::framing::SNIFF_BYTES;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::fmt;
+use truststack_engine::ledger::depth::{check_depth, MAX_INPUT_DEPTH};
 
 /// JSON-RPC error codes the gateway uses.
 pub mod code {
@@ -122,6 +124,7 @@ pub fn is_batch(text: &str) -> bool {
 
 /// The elements of a batch, as raw texts.
 pub fn batch_elements(text: &str) -> Result<Vec<&RawValue>, Invalid> {
+    within_depth(text)?;
     serde_json::from_str::<Vec<&RawValue>>(text).map_err(|e| Invalid {
         code: if e.is_data() {
             code::INVALID_REQUEST
@@ -135,6 +138,7 @@ pub fn batch_elements(text: &str) -> Result<Vec<&RawValue>, Invalid> {
 
 /// Classifies one message (not a batch).
 pub fn parse(text: &str) -> Result<Message<'_>, Invalid> {
+    within_depth(text)?;
     let env: Envelope = match serde_json::from_str(text) {
         Ok(env) => env,
         Err(e) if e.is_data() => {
@@ -202,6 +206,22 @@ pub fn parse(text: &str) -> Result<Message<'_>, Invalid> {
             id,
         )),
     }
+}
+
+/// Refuses a message nested deeper than the control plane accepts anywhere
+/// ([`MAX_INPUT_DEPTH`]), before it is parsed: its arguments or result would end up in a ledger
+/// record that readers could not read back. Checked on every message, from clients and from
+/// upstream servers alike.
+fn within_depth(text: &str) -> Result<(), Invalid> {
+    check_depth(text.as_bytes(), MAX_INPUT_DEPTH).map_err(|e| Invalid {
+        code: code::INVALID_REQUEST,
+        message: format!("message refused: {e}"),
+        id: sniff_id(
+            text.as_bytes()
+                .get(..SNIFF_BYTES)
+                .unwrap_or(text.as_bytes()),
+        ),
+    })
 }
 
 /// Best effort: the `id` of a message that is JSON but not valid JSON-RPC.
@@ -484,5 +504,20 @@ mod tests {
         assert!(!line.contains('\n'));
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v, json!({"a": "x"}));
+    }
+
+    #[test]
+    fn a_message_nested_past_the_limit_is_refused_with_its_id() {
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"x","arguments":{{"a":{}{}}}}}}}"#,
+            "[".repeat(126),
+            "]".repeat(126)
+        );
+        let e = parse(&deep).unwrap_err();
+        assert_eq!(e.code, code::INVALID_REQUEST);
+        assert_eq!(e.id.as_ref().map(RawId::as_str), Some("7"));
+        assert!(e.message.contains("more than 64 levels"), "{}", e.message);
+        let batch = format!("[{deep}]");
+        assert!(batch_elements(&batch).is_err());
     }
 }

@@ -845,7 +845,7 @@ impl Session {
         } else {
             (0, Cow::Borrowed(text))
         };
-        tracing::debug!(session = %self.id, tool = %name, decision = decision.decision.as_str(), "tools/call");
+        tracing::debug!(session = %self.id, tool = %truststack_engine::log::clip(&name), decision = decision.decision.as_str(), "tools/call");
         match decision.decision {
             Verdict::Allow => {
                 let call = Box::new(ToolCall { tool: name, ..call });

@@ -151,6 +151,8 @@ fn atom(pred: &Pred, f: &Facts) -> Tri {
             }
         }
         Pred::ChainContains { principal } => f.p.involves(principal).into(),
+        // Arguments and their provenance are known only at call time.
+        Pred::Value { .. } => Tri::Unknown,
         Pred::Context { field, test } => {
             let value = match field {
                 ContextField::Agent => Value::from(f.p.agent),

@@ -16,6 +16,7 @@
 
 use crate::canonical::{canonicalize, CanonicalError};
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::depth::{self, ReadRecord};
 use crate::merkle::{self, Frontier, Hash, MerkleError};
 use crate::note::{LogKey, NoteError, VerifierKey};
 use crate::sqlite::SqliteStore;
@@ -79,12 +80,6 @@ pub enum LedgerError {
     SizeBeyondLog { size: u64, len: u64 },
     #[error("entry {index}: store returned entry {found}")]
     StoreOrder { index: u64, found: u64 },
-    #[error("entry {index} is not a JSON record: {source}")]
-    NotJson {
-        index: u64,
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 /// How to open a writable ledger.
@@ -125,21 +120,53 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The record as JSON.
+    /// The record as JSON, read as [`depth::read_record`] reads it: subtrees nested deeper
+    /// than [`depth::MAX_RECORD_DEPTH`] are replaced by a marker, so only bytes that are not
+    /// JSON fail.
     pub fn record(&self) -> Result<Value, serde_json::Error> {
-        serde_json::from_slice(&self.data)
+        self.read().map(|r| r.value)
     }
 
-    /// `{"index", "record", "leaf_hash" (base64), "committed" (RFC 3339)}`.
+    /// The record and how much of it was cut for its depth.
+    pub fn read(&self) -> Result<ReadRecord, serde_json::Error> {
+        depth::read_record(&self.data)
+    }
+
+    /// `{"index", "record", "leaf_hash" (base64), "committed" (RFC 3339)}`. A record read with
+    /// deep parts cut also says `"truncated"` (how many); an entry that is not JSON has
+    /// `"record": null` and says why in `"unreadable"`, with its bytes in `"data"` (base64) so
+    /// it can still be checked against its leaf hash.
     pub fn to_json(&self) -> Result<Value, serde_json::Error> {
-        Ok(json!({
+        let mut out = json!({
             "index": self.index,
-            "record": self.record()?,
             "leaf_hash": base64_hash(&self.leaf),
             "committed": format_time_us(self.time_us),
-        }))
+        });
+        match self.read() {
+            Ok(read) => {
+                out["record"] = read.value;
+                if read.truncated > 0 {
+                    out["truncated"] = json!(read.truncated);
+                }
+            }
+            Err(e) => {
+                out["record"] = Value::Null;
+                out["unreadable"] = json!(format!("not a JSON record: {e}"));
+                out["data"] = json!(crate::base64_bytes(&self.data));
+            }
+        }
+        Ok(out)
     }
 }
+
+/// What stands in [`Ledger::records`] for an entry that is not JSON: it keeps the positions of
+/// the records after it, and says why.
+pub fn unreadable_record(index: u64, error: &serde_json::Error) -> Value {
+    json!({"kind": UNREADABLE_KIND, "index": index, "error": error.to_string()})
+}
+
+/// The `kind` of [`unreadable_record`]: no writer uses it.
+pub const UNREADABLE_KIND: &str = "unreadable";
 
 /// Serializes hashes as standard base64.
 mod b64 {
@@ -533,16 +560,18 @@ impl Ledger {
     }
 
     /// Every record of the log, in order (what a restarting engine rebuilds its state from).
+    /// No single entry makes this fail: a record nested too deep is read with its deep parts
+    /// cut ([`Entry::record`]), and an entry that is not JSON is given as an
+    /// [`unreadable_record`] at its position. Only a storage failure is an error.
     pub fn records(&self) -> Result<Vec<Value>, LedgerError> {
-        self.entries(0..self.len())?
+        Ok(self
+            .entries(0..self.len())?
             .iter()
             .map(|e| {
-                e.record().map_err(|source| LedgerError::NotJson {
-                    index: e.index,
-                    source,
-                })
+                e.record()
+                    .unwrap_or_else(|error| unreadable_record(e.index, &error))
             })
-            .collect()
+            .collect())
     }
 
     /// The entries in `range` (which must lie within the log), in order.

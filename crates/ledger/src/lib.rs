@@ -25,6 +25,7 @@
 
 pub mod canonical;
 pub mod checkpoint;
+pub mod depth;
 pub mod ledger;
 pub mod merkle;
 pub mod note;
@@ -51,6 +52,11 @@ use base64::Engine as _;
 /// A hash in standard base64 (how checkpoints, proofs and exports write hashes).
 pub fn base64_hash(hash: &Hash) -> String {
     B64.encode(hash)
+}
+
+/// Bytes in standard base64.
+pub fn base64_bytes(bytes: &[u8]) -> String {
+    B64.encode(bytes)
 }
 
 /// Microseconds since the Unix epoch as RFC 3339 (UTC).

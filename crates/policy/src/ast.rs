@@ -161,6 +161,102 @@ pub enum Test {
     Matches(String),
     StartsWith(String),
     InCidr(Vec<IpNet>),
+    /// `REGEX 'pattern'`: the value (as text) has a match of the pattern (`regex` crate syntax;
+    /// anchor with `^...$` for a whole-value match).
+    Regex(Pattern),
+}
+
+/// A compiled regular expression, compared by its source text.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// Whether a test over a list of values needs one value to pass or every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quant {
+    /// `ANY` (the default): at least one value passes.
+    Any,
+    /// `ALL`: every value passes (an empty list passes).
+    All,
+}
+
+/// A function over a call's argument values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueFn {
+    /// `Provenance(v)`: the strongest source `v` was seen in: `user`, `trusted`, `untrusted` or
+    /// `none`.
+    Provenance,
+    /// `Email_Domain(v)`: the domain of an email address, lowercased.
+    EmailDomain,
+    /// `Url_Host(v)`: the host of a URL, lowercased, without `www.` or port.
+    UrlHost,
+    /// `Length(v)`: characters of a string, elements of a list or object.
+    Length,
+    /// `Lower(v)`: the text lowercased.
+    Lower,
+    /// `Tokens(v)`: the values a text holds, as the provenance index finds them (emails, URLs
+    /// and hosts, numbers and ids, quoted strings, names), normalised: one value each.
+    Tokens,
+}
+
+impl ValueFn {
+    pub const ALL: [ValueFn; 6] = [
+        ValueFn::Provenance,
+        ValueFn::EmailDomain,
+        ValueFn::UrlHost,
+        ValueFn::Length,
+        ValueFn::Lower,
+        ValueFn::Tokens,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueFn::Provenance => "Provenance",
+            ValueFn::EmailDomain => "Email_Domain",
+            ValueFn::UrlHost => "Url_Host",
+            ValueFn::Length => "Length",
+            ValueFn::Lower => "Lower",
+            ValueFn::Tokens => "Tokens",
+        }
+    }
+}
+
+/// Values read from the call being decided.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ValueExpr {
+    /// `Arg('/recipients/*')`: a JSON pointer into the arguments, where a `*` token stands for
+    /// every element of a list (or value of an object); `Arg('Recipient')`: a catalog attribute
+    /// (or else the argument of that name).
+    Arg(String),
+    Call(ValueFn, Box<ValueExpr>),
+}
+
+impl ValueExpr {
+    /// Whether reading the value needs the scope's provenance index.
+    pub fn needs_index(&self) -> bool {
+        match self {
+            ValueExpr::Arg(_) => false,
+            ValueExpr::Call(f, inner) => *f == ValueFn::Provenance || inner.needs_index(),
+        }
+    }
+}
+
+/// What is asked of each value of a [`ValueExpr`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueTest {
+    /// Any of the tests on plain values (`==`, `IN [...]`, `MATCHES`, `REGEX`, ...).
+    Test(Test),
+    /// `FROM 'user'`, `FROM ['user', 'trusted']`: the value was seen in one of these sources
+    /// (`none`: seen nowhere).
+    From(Vec<String>),
+    /// `IN Results('search_hotels', ...)`: the value was in an earlier result of a tool or
+    /// class.
+    InResults(Vec<String>),
 }
 
 /// Which value of the call a `Tool_Call('X')` test reads.
@@ -245,4 +341,12 @@ pub enum Pred {
     ChainContains { principal: String },
     /// `Agent MATCHES 'spiffe://acme.example/agent/*'`, `Depth > 2`, ...
     Context { field: ContextField, test: Test },
+    /// `[ANY | ALL] <value> <test>`: `Arg('/to') FROM 'user'`,
+    /// `Provenance(Arg('/iban')) == 'untrusted'`, `Arg('/hotel') IN Results('search_hotels')`,
+    /// `ALL Email_Domain(Arg('/recipients/*')) == 'acme.example'`, `Arg('/amount') > 1000`.
+    Value {
+        quant: Quant,
+        value: ValueExpr,
+        test: ValueTest,
+    },
 }

@@ -49,6 +49,12 @@ pub enum CatalogError {
         name: String,
         cidr: String,
     },
+    #[error("{file}: tool `{tool}`: output field `{field}` is not a JSON pointer (it must start with `/`)")]
+    BadOutputField {
+        file: String,
+        tool: String,
+        field: String,
+    },
     #[error("{file}: [network] internal_domains: `{domain}` is not a DNS domain (expected e.g. 'corp.acme.example': labels of letters, digits, `-` and `_`)")]
     BadDomain { file: String, domain: String },
     #[error("{file}: cannot read: {source}")]
@@ -84,6 +90,27 @@ pub struct DataSourceSpec {
     pub mode: String,
 }
 
+/// Whether a tool's output is content the deployment vouches for (its own records, a search
+/// index it runs) or content someone else wrote (a web page, a received email, a shared file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trust {
+    Trusted,
+    /// The default: a tool the catalog does not vouch for is someone else's content.
+    #[default]
+    Untrusted,
+}
+
+impl Trust {
+    /// The provenance source bit values of this output count as.
+    pub fn source(self) -> u8 {
+        match self {
+            Trust::Trusted => crate::provenance::TRUSTED,
+            Trust::Untrusted => crate::provenance::UNTRUSTED,
+        }
+    }
+}
+
 /// How much of a tool's arguments and results the ledger keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,6 +139,13 @@ pub struct ToolSpec {
     pub mode: Option<String>,
     #[serde(default)]
     pub record: RecordMode,
+    /// The trust of the tool's output (default `untrusted`).
+    #[serde(default)]
+    pub output: Trust,
+    /// Trust per result field: JSON pointers into the result, `*` for any list element or
+    /// object member; the longest matching pointer wins over `output`.
+    #[serde(default)]
+    pub output_fields: BTreeMap<String, Trust>,
 }
 
 /// `[network]`: what the catalog says about names.
@@ -178,6 +212,13 @@ impl Catalog {
             internal_domains.push(name);
         }
         for (tool, spec) in &raw.tools {
+            if let Some(field) = spec.output_fields.keys().find(|f| !f.starts_with('/')) {
+                return Err(CatalogError::BadOutputField {
+                    file: file.to_string(),
+                    tool: tool.clone(),
+                    field: field.clone(),
+                });
+            }
             for (attr, a) in &spec.attributes {
                 if !a.from.is_empty() && !a.from.starts_with('/') {
                     return Err(CatalogError::BadPointer {
@@ -222,6 +263,27 @@ impl Catalog {
             .chain(std::iter::once(UNKNOWN_CLASS))
     }
 
+    /// Every value of attribute or argument `arg` of a call: a JSON pointer (`/recipients/*`)
+    /// selects from the arguments; a name reads the tool's catalog attribute of that name
+    /// (its pointer may hold `*` too), or else the argument of that name.
+    pub fn arg_values(&self, tool: Option<&ToolSpec>, arg: &str, args: &Value) -> Vec<Value> {
+        if arg.starts_with('/') {
+            return select(args, arg).into_iter().cloned().collect();
+        }
+        match tool.and_then(|t| t.attributes.get(arg)) {
+            Some(spec) => select(args, &spec.from)
+                .into_iter()
+                .map(|raw| match spec.classify {
+                    Some(Classifier::IpRange) => {
+                        Value::String(classify_value(raw, &self.network).to_string())
+                    }
+                    None => raw.clone(),
+                })
+                .collect(),
+            None => args.get(arg).cloned().into_iter().collect(),
+        }
+    }
+
     /// Every data source the catalog knows.
     pub fn data_sources(&self) -> impl Iterator<Item = &str> {
         self.tools
@@ -245,6 +307,35 @@ impl Catalog {
             None => args.get(attr).cloned(),
         }
     }
+}
+
+/// Every value a pointer selects, where a `*` token stands for every element of a list or
+/// member of an object (`/recipients/*`). Without `*` it is [`pointer`]'s one value.
+pub fn select<'v>(args: &'v Value, from: &str) -> Vec<&'v Value> {
+    if !from.split('/').any(|t| t == "*") {
+        return pointer(args, from).into_iter().collect();
+    }
+    let mut current = vec![args];
+    for token in from.split('/').skip(1) {
+        let mut next = Vec::new();
+        for v in current {
+            match (token, v) {
+                ("*", Value::Array(items)) => next.extend(items.iter()),
+                ("*", Value::Object(map)) => next.extend(map.values()),
+                (t, v) => {
+                    let t = t.replace("~1", "/").replace("~0", "~");
+                    let child = match v {
+                        Value::Object(map) => map.get(&t),
+                        Value::Array(items) => t.parse::<usize>().ok().and_then(|i| items.get(i)),
+                        _ => None,
+                    };
+                    next.extend(child);
+                }
+            }
+        }
+        current = next;
+    }
+    current
 }
 
 /// `args.pointer(from)`, without serde_json's fresh `String` for every token: attributes are

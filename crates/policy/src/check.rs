@@ -126,6 +126,33 @@ impl Ctx<'_> {
                 }
             }
             Pred::ChainContains { .. } | Pred::Context { .. } => {}
+            Pred::Value { value, test, .. } => {
+                if let crate::ast::ValueTest::InResults(tools) = test {
+                    tools.iter().for_each(|t| self.name(t, span));
+                }
+                self.value_attr(value, span);
+            }
+        }
+    }
+
+    /// `Arg('Name')` reads a catalog attribute: warn when no tool declares it.
+    fn value_attr(&mut self, value: &crate::ast::ValueExpr, span: Span) {
+        match value {
+            crate::ast::ValueExpr::Call(_, inner) => self.value_attr(inner, span),
+            crate::ast::ValueExpr::Arg(a) if !a.starts_with('/') && self.has_catalog() => {
+                let declared = self
+                    .catalog
+                    .tools
+                    .values()
+                    .any(|s| s.attributes.contains_key(a));
+                if !declared {
+                    self.out.push(Diagnostic::warning(
+                        span,
+                        format!("no catalog tool declares attribute `{a}`; it will be read from the call's argument `{a}`"),
+                    ).hint(format!("a JSON pointer starts with `/`: Arg('/{a}')")));
+                }
+            }
+            crate::ast::ValueExpr::Arg(_) => {}
         }
     }
 

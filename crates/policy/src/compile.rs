@@ -2,11 +2,15 @@
 //! the policies that can fire and the monitors that must be updated, and the evaluation of a
 //! policy for one call against its scope's monitor states.
 
-use crate::ast::{CallField, CmpOp, ContextField, Expr, Literal, Policy, Pred, Target, Test};
+use crate::ast::{
+    CallField, CmpOp, ContextField, Expr, Literal, Policy, Pred, Quant, Target, Test, ValueExpr,
+    ValueFn, ValueTest,
+};
 use crate::catalog::{Catalog, ToolSpec, UNKNOWN_CLASS};
 use crate::glob::glob_match;
 use crate::ip_class;
 use crate::monitor::{MonitorId, MonitorSpec, MonitorState};
+use crate::provenance::{self, ProvenanceIndex, Seen};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -42,6 +46,8 @@ pub struct ToolInfo {
     /// Per target, the monitors a call to this tool updates when admitted, with the sequence
     /// steps it matches.
     updates: [Vec<MonitorUpdate>; 4],
+    /// The bits of the bundle's `Results('X')` patterns this tool matches.
+    result_bits: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +113,29 @@ enum Atom {
         field: ContextField,
         test: Test,
     },
+    Value {
+        quant: Quant,
+        value: ValueExpr,
+        test: CValueTest,
+        /// The scope's provenance index, when the value or the test reads it.
+        index: Option<MonitorId>,
+    },
 }
+
+#[derive(Debug, Clone)]
+enum CValueTest {
+    Test(Test),
+    /// Source bits, and whether `none` (seen nowhere) counts.
+    From {
+        mask: u8,
+        none: bool,
+    },
+    /// `Results` bits.
+    InResults(u64),
+}
+
+/// How many distinct `Results('X')` patterns a bundle may use (one bit each).
+pub const MAX_RESULT_PATTERNS: usize = 64;
 
 #[derive(Debug, Clone)]
 enum CExpr {
@@ -137,12 +165,23 @@ pub struct Bundle {
     unknown: ToolInfo,
     /// Per target: the monitors and their capacities.
     monitors: [Vec<(MonitorSpec, usize)>; 4],
+    /// Per target: the provenance index among the monitors, if a policy reads one.
+    provenance: [Option<MonitorId>; 4],
+    /// Bytes one scope's provenance index may hold (see [`crate::provenance`]).
+    pub provenance_bound: usize,
+    /// Predicates that read the provenance index are unknown (the proving ground, which has no
+    /// inputs or results): a policy whose condition then has no definite value is taken at the
+    /// attacker's best — a DENY or REQUIRE_HITL does not fire, an ALLOW does. Sound: every
+    /// trajectory the engine could admit, the proving ground admits.
+    pub provenance_unknown: bool,
 }
 
 struct Compiler<'c> {
     catalog: &'c Catalog,
     symbols: HashMap<String, Sym>,
     monitors: [Vec<(MonitorSpec, usize)>; 4],
+    /// `Results('X')` patterns, one bit each.
+    results: Vec<Sym>,
 }
 
 impl Compiler<'_> {
@@ -299,6 +338,46 @@ impl Compiler<'_> {
                 field: *field,
                 test: test.clone(),
             },
+            Pred::Value { quant, value, test } => {
+                let test = match test {
+                    ValueTest::Test(t) => CValueTest::Test(t.clone()),
+                    ValueTest::From(sources) => {
+                        let bits: Vec<u8> = sources
+                            .iter()
+                            .filter_map(|s| provenance::source_bit(s))
+                            .collect();
+                        CValueTest::From {
+                            mask: bits.iter().fold(0, |m, b| m | b),
+                            none: bits.contains(&0),
+                        }
+                    }
+                    ValueTest::InResults(tools) => {
+                        let bits = tools.iter().fold(0u64, |bits, t| {
+                            let sym = self.sym(t);
+                            let i = match self.results.iter().position(|r| *r == sym) {
+                                Some(i) => i,
+                                None => {
+                                    self.results.push(sym);
+                                    self.results.len() - 1
+                                }
+                            };
+                            // `check` refuses bundles with more patterns than bits; were one
+                            // compiled anyway, the extra patterns would match nothing (the
+                            // membership fails, which policies use to hold calls).
+                            bits | 1u64.checked_shl(i as u32).unwrap_or(0)
+                        });
+                        CValueTest::InResults(bits)
+                    }
+                };
+                let needs = value.needs_index() || !matches!(test, CValueTest::Test(_));
+                let index = needs.then(|| self.monitor(target, MonitorSpec::Provenance, 0));
+                Atom::Value {
+                    quant: *quant,
+                    value: value.clone(),
+                    test,
+                    index,
+                }
+            }
         }
     }
 
@@ -362,6 +441,7 @@ impl Compiler<'_> {
                             let hits: Vec<bool> = steps.iter().map(|s| syms.contains(s)).collect();
                             (hits.iter().any(|h| *h), hits, None)
                         }
+                        MonitorSpec::Provenance => (false, Vec::new(), None),
                         MonitorSpec::Taint { source, mode } => (
                             data_source
                                 .as_ref()
@@ -378,12 +458,20 @@ impl Compiler<'_> {
                 })
                 .collect()
         });
+        let result_bits = self
+            .results
+            .iter()
+            .take(MAX_RESULT_PATTERNS)
+            .enumerate()
+            .filter(|(_, r)| syms.contains(r))
+            .fold(0u64, |bits, (i, _)| bits | (1u64 << i));
         ToolInfo {
             syms,
             known,
             spec,
             candidates,
             updates,
+            result_bits,
         }
     }
 }
@@ -399,6 +487,7 @@ impl Bundle {
             catalog: &catalog,
             symbols: HashMap::new(),
             monitors: Default::default(),
+            results: Vec::new(),
         };
         let unknown_sym = c.sym(UNKNOWN_CLASS);
         let compiled: Vec<CompiledPolicy> = policies
@@ -449,6 +538,11 @@ impl Bundle {
         }
         let unknown = c.tool_info(vec![unknown_sym], None, false, &triggers);
         let monitors = c.monitors;
+        let provenance = std::array::from_fn(|t| {
+            monitors[t]
+                .iter()
+                .position(|(spec, _)| *spec == MonitorSpec::Provenance)
+        });
         Bundle {
             policies: compiled,
             catalog,
@@ -456,6 +550,9 @@ impl Bundle {
             tools,
             unknown,
             monitors,
+            provenance,
+            provenance_bound: provenance::DEFAULT_BOUND,
+            provenance_unknown: false,
         }
     }
 
@@ -473,8 +570,79 @@ impl Bundle {
     pub fn new_states(&self, target: Target) -> Vec<MonitorState> {
         self.monitors[target.index()]
             .iter()
-            .map(|(spec, cap)| MonitorState::new(spec, *cap))
+            .map(|(spec, cap)| match spec {
+                MonitorSpec::Provenance => MonitorState::new(spec, self.provenance_bound),
+                _ => MonitorState::new(spec, *cap),
+            })
             .collect()
+    }
+
+    /// Whether any policy reads the provenance index of scopes of kind `target`: if none does,
+    /// inputs and results are not indexed there.
+    pub fn indexes(&self, target: Target) -> bool {
+        self.provenance[target.index()].is_some()
+    }
+
+    fn index_mut<'s>(
+        &self,
+        target: Target,
+        states: &'s mut [MonitorState],
+    ) -> Option<&'s mut ProvenanceIndex> {
+        match states.get_mut(self.provenance[target.index()]?)? {
+            MonitorState::Provenance(index) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// Indexes a human's instruction and its structured values in one scope's states.
+    pub fn observe_input(
+        &self,
+        target: Target,
+        text: &str,
+        values: &Value,
+        states: &mut [MonitorState],
+    ) {
+        let Some(index) = self.index_mut(target, states) else {
+            return;
+        };
+        index.index_input(text);
+        walk(values, &mut |v| match v {
+            Value::String(s) => index.index_text(s, provenance::USER, 0),
+            other => index.index_scalar(other, provenance::USER, 0),
+        });
+    }
+
+    /// Indexes a tool's result in one scope's states, each value with the trust the catalog
+    /// gives the tool's output (or the field it is in). A result of no named tool, or of a
+    /// tool the catalog does not list, is untrusted.
+    pub fn observe_result(
+        &self,
+        target: Target,
+        tool: Option<&str>,
+        result: &Value,
+        states: &mut [MonitorState],
+    ) {
+        let Some(index) = self.index_mut(target, states) else {
+            return;
+        };
+        let info = tool.map_or(&self.unknown, |t| self.tool(t));
+        let (trust, fields) = match info.spec() {
+            Some(spec) => (spec.output.source(), &spec.output_fields),
+            None => (provenance::UNTRUSTED, &BTreeMap::new()),
+        };
+        let bits = info.result_bits;
+        if fields.is_empty() {
+            walk_keys(result, &mut |v| index_leaf(index, v, trust, bits));
+            return;
+        }
+        let patterns: Vec<(Vec<&str>, u8)> = fields
+            .iter()
+            .map(|(p, t)| (p.split('/').skip(1).collect(), t.source()))
+            .collect();
+        let mut path = Vec::new();
+        walk_fields(result, &mut path, trust, &patterns, &mut |v, trust| {
+            index_leaf(index, v, trust, bits)
+        });
     }
 
     /// Whether `policy`'s condition holds for `call`; `states` are the monitor states of the
@@ -486,9 +654,55 @@ impl Bundle {
         info: &ToolInfo,
         states: &[MonitorState],
     ) -> bool {
-        self.policies
-            .get(policy)
-            .is_some_and(|p| self.eval(&p.expr, call, info, states))
+        let Some(p) = self.policies.get(policy) else {
+            return false;
+        };
+        if !self.provenance_unknown {
+            return self.eval(&p.expr, call, info, states);
+        }
+        match self.eval_tri(&p.expr, call, info, states) {
+            Some(holds) => holds,
+            None => p.policy.action == crate::ast::Action::Allow,
+        }
+    }
+
+    /// Three-valued evaluation with predicates over the provenance index unknown (`None`).
+    fn eval_tri(
+        &self,
+        e: &CExpr,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &[MonitorState],
+    ) -> Option<bool> {
+        match e {
+            CExpr::And(items) => {
+                let mut unknown = false;
+                for i in items {
+                    match self.eval_tri(i, call, info, states) {
+                        Some(false) => return Some(false),
+                        None => unknown = true,
+                        Some(true) => {}
+                    }
+                }
+                (!unknown).then_some(true)
+            }
+            CExpr::Or(items) => {
+                let mut unknown = false;
+                for i in items {
+                    match self.eval_tri(i, call, info, states) {
+                        Some(true) => return Some(true),
+                        None => unknown = true,
+                        Some(false) => {}
+                    }
+                }
+                (!unknown).then_some(false)
+            }
+            CExpr::Not(inner) => self.eval_tri(inner, call, info, states).map(|b| !b),
+            CExpr::Atom(atom, _) => match &**atom {
+                Atom::Value { index: Some(_), .. } => None,
+                other => Some(self.atom(other, call, info, states).0),
+            },
+        }
     }
 
     fn eval(
@@ -653,6 +867,74 @@ impl Bundle {
                 };
                 (test_value(test, Some(&value)), Some(value))
             }
+            Atom::Value {
+                quant,
+                value,
+                test,
+                index,
+            } => {
+                let index = index.and_then(|m| match state(&m) {
+                    Some(MonitorState::Provenance(ix)) => Some(&**ix),
+                    _ => None,
+                });
+                let values = self.values(value, call, info, index);
+                let mut shown = Vec::with_capacity(values.len());
+                let mut passed = Vec::with_capacity(values.len());
+                for v in &values {
+                    let (holds, seen) = match test {
+                        CValueTest::Test(t) => (test_value(t, Some(v)), None),
+                        CValueTest::From { mask, none } => {
+                            let seen = lookup(index, v);
+                            let holds = seen.sources & mask != 0 || (*none && seen.sources == 0);
+                            (holds, Some(seen))
+                        }
+                        CValueTest::InResults(bits) => {
+                            let seen = lookup(index, v);
+                            (seen.results & bits != 0, Some(seen))
+                        }
+                    };
+                    shown.push(match seen {
+                        Some(seen) => json_pair(v, provenance::strongest(seen.sources)),
+                        None => v.clone(),
+                    });
+                    passed.push(holds);
+                }
+                let holds = match quant {
+                    Quant::Any => passed.iter().any(|p| *p),
+                    Quant::All => passed.iter().all(|p| *p),
+                };
+                (holds, Some(Value::Array(shown)))
+            }
+        }
+    }
+
+    /// The values of a value expression for the call being decided.
+    fn values(
+        &self,
+        value: &ValueExpr,
+        call: &CallContext,
+        info: &ToolInfo,
+        index: Option<&ProvenanceIndex>,
+    ) -> Vec<Value> {
+        match value {
+            ValueExpr::Arg(arg) => self.catalog.arg_values(info.spec(), arg, call.args),
+            ValueExpr::Call(ValueFn::Tokens, inner) => {
+                let mut out = Vec::new();
+                for v in self.values(inner, call, info, index) {
+                    match &v {
+                        Value::String(s) => {
+                            provenance::each_value(s, |t| out.push(Value::from(t)));
+                        }
+                        other => out.extend(provenance::normalize_value(other).map(Value::from)),
+                    }
+                }
+                out
+            }
+            ValueExpr::Call(f, inner) => self
+                .values(inner, call, info, index)
+                .into_iter()
+                .filter_map(|v| apply(*f, &v, index))
+                .collect(),
         }
     }
 
@@ -706,6 +988,116 @@ impl Bundle {
     }
 }
 
+/// What the index knows of a value; without an index (no policy of the scope reads one), a
+/// value has been seen nowhere.
+fn lookup(index: Option<&ProvenanceIndex>, v: &Value) -> Seen {
+    index.map(|ix| ix.lookup(v)).unwrap_or_default()
+}
+
+fn json_pair(v: &Value, source: &str) -> Value {
+    serde_json::json!({ "value": v, "from": source })
+}
+
+/// A value function applied to one value; `None` when it has no answer (the domain of a text
+/// that is not an email), which makes every test on it fail.
+fn apply(f: ValueFn, v: &Value, index: Option<&ProvenanceIndex>) -> Option<Value> {
+    let text = || match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        _ => None,
+    };
+    match f {
+        ValueFn::Provenance => Some(Value::from(provenance::strongest(lookup(index, v).sources))),
+        ValueFn::EmailDomain => provenance::email_domain(&text()?).map(Value::String),
+        ValueFn::UrlHost => provenance::url_host(&text()?).map(Value::String),
+        ValueFn::Length => Some(Value::from(match v {
+            Value::String(s) => s.chars().count(),
+            Value::Array(items) => items.len(),
+            Value::Object(map) => map.len(),
+            Value::Null => 0,
+            other => other.to_string().chars().count(),
+        })),
+        ValueFn::Lower => text().map(|t| Value::String(t.to_lowercase())),
+        // Expanded in `values`: a value holds many tokens.
+        ValueFn::Tokens => Some(v.clone()),
+    }
+}
+
+/// Every scalar of a JSON value, depth first.
+fn walk(v: &Value, f: &mut impl FnMut(&Value)) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| walk(i, f)),
+        Value::Object(map) => map.values().for_each(|i| walk(i, f)),
+        Value::Null => {}
+        scalar => f(scalar),
+    }
+}
+
+/// Every scalar and every object key of a JSON value (keys of results are often data: a map
+/// from hotel names to ratings).
+fn walk_keys(v: &Value, f: &mut impl FnMut(&Value)) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| walk_keys(i, f)),
+        Value::Object(map) => {
+            for (k, i) in map {
+                f(&Value::String(k.clone()));
+                walk_keys(i, f);
+            }
+        }
+        Value::Null => {}
+        scalar => f(scalar),
+    }
+}
+
+fn path_matches(pattern: &[&str], path: &[String]) -> bool {
+    pattern.len() == path.len()
+        && pattern
+            .iter()
+            .zip(path)
+            .all(|(p, s)| *p == "*" || *p == s.as_str())
+}
+
+/// [`walk_keys`] with the trust of each scalar: the trust of the deepest output field whose
+/// pointer matches its path (or a parent's), else `trust`.
+fn walk_fields(
+    v: &Value,
+    path: &mut Vec<String>,
+    trust: u8,
+    patterns: &[(Vec<&str>, u8)],
+    f: &mut impl FnMut(&Value, u8),
+) {
+    let here = patterns
+        .iter()
+        .find(|(p, _)| path_matches(p, path))
+        .map_or(trust, |(_, t)| *t);
+    match v {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(i.to_string());
+                walk_fields(item, path, here, patterns, f);
+                path.pop();
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                f(&Value::String(k.clone()), here);
+                path.push(k.replace('~', "~0").replace('/', "~1"));
+                walk_fields(item, path, here, patterns, f);
+                path.pop();
+            }
+        }
+        Value::Null => {}
+        scalar => f(scalar, here),
+    }
+}
+
+fn index_leaf(index: &mut ProvenanceIndex, v: &Value, trust: u8, bits: u64) {
+    match v {
+        Value::String(s) => index.index_text(s, trust, bits),
+        other => index.index_scalar(other, trust, bits),
+    }
+}
+
 /// How many agents (non-human principals) delegated to the acting agent.
 pub fn agent_depth(chain: &[String]) -> u64 {
     chain.iter().filter(|p| !p.starts_with("user:")).count() as u64
@@ -746,5 +1138,6 @@ pub fn test_value(test: &Test, value: Option<&Value>) -> bool {
         Test::Matches(glob) => glob_match(glob, &value_key(value)),
         Test::StartsWith(prefix) => value_key(value).starts_with(prefix.as_str()),
         Test::InCidr(nets) => ip_class::within_any(&value_key(value), nets),
+        Test::Regex(p) => p.0.is_match(&value_key(value)),
     }
 }

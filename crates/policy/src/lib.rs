@@ -23,6 +23,7 @@ pub mod load;
 pub mod monitor;
 pub mod parser;
 pub mod print;
+pub mod provenance;
 pub mod source;
 
 pub use ast::{Action, Mode, Policy, Target};

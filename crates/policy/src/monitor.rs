@@ -8,11 +8,13 @@
 //! | `Tool_Call('X').Distinct('a') > N / W` | [`MonitorSpec::Distinct`] | the N+1 most recent values |
 //! | `Sequence('A','B','C') [WITHIN W]` | [`MonitorSpec::Sequence`] | per prefix, the latest start |
 //! | `DataSource('D') == 'm' [WITHIN W]` | [`MonitorSpec::Taint`] | time of the last access |
+//! | `Arg(..) FROM 's'`, `Provenance(..)`, `IN Results(..)` | [`MonitorSpec::Provenance`] | the value index, bounded in bytes |
 //!
 //! Every monitor is read *tentatively* (as if the call being decided were admitted) and updated
 //! only when a call is admitted, so denied calls never count.
 
 use crate::compile::Sym;
+use crate::provenance::ProvenanceIndex;
 use std::collections::VecDeque;
 
 pub type MonitorId = usize;
@@ -39,6 +41,8 @@ pub enum MonitorSpec {
         source: String,
         mode: Option<String>,
     },
+    /// The scope's value provenance index (inputs and observed results, not calls).
+    Provenance,
 }
 
 /// The state of one monitor in one scope. Sizes are bounded by the policies, never by history.
@@ -58,6 +62,7 @@ pub enum MonitorState {
     /// `starts[k]`: the latest start time of a match of the first k+1 steps.
     Sequence(Vec<Option<i64>>),
     Taint(Option<i64>),
+    Provenance(Box<ProvenanceIndex>),
 }
 
 impl MonitorState {
@@ -75,6 +80,9 @@ impl MonitorState {
             },
             MonitorSpec::Sequence { steps } => MonitorState::Sequence(vec![None; steps.len()]),
             MonitorSpec::Taint { .. } => MonitorState::Taint(None),
+            MonitorSpec::Provenance => {
+                MonitorState::Provenance(Box::new(ProvenanceIndex::new(capacity)))
+            }
         }
     }
 
@@ -89,6 +97,7 @@ impl MonitorState {
                     .sum(),
                 MonitorState::Sequence(s) => s.capacity() * std::mem::size_of::<Option<i64>>(),
                 MonitorState::Last(_) | MonitorState::Taint(_) => 0,
+                MonitorState::Provenance(index) => index.bytes(),
             }
     }
 
@@ -172,6 +181,7 @@ impl MonitorState {
                     seen.push((value.into(), now));
                 }
             }
+            MonitorState::Provenance(_) => {}
             MonitorState::Sequence(starts) => {
                 for k in (1..starts.len()).rev() {
                     if matches(k) {

@@ -39,7 +39,7 @@ const CLAUSES: [&str; 7] = [
     "MODE",
     "DEADLINE",
 ];
-const PREDICATES: [&str; 11] = [
+const PREDICATES: [&str; 20] = [
     "Tool_Call",
     "Trajectory_Contains",
     "Sequence",
@@ -51,9 +51,20 @@ const PREDICATES: [&str; 11] = [
     "Root",
     "Tool",
     "Depth",
+    "Arg",
+    "Provenance",
+    "Email_Domain",
+    "Url_Host",
+    "Length",
+    "Lower",
+    "Tokens",
+    "ANY",
+    "ALL",
 ];
 const TEST_OPERATORS: &str =
-    "`==`, `!=`, `<`, `<=`, `>`, `>=`, `IN`, `NOT IN`, `MATCHES`, `STARTS_WITH` or `IN_CIDR`";
+    "`==`, `!=`, `<`, `<=`, `>`, `>=`, `IN`, `NOT IN`, `MATCHES`, `STARTS_WITH`, `IN_CIDR` or `REGEX`";
+const VALUE_TEST_OPERATORS: &str =
+    "`FROM`, `IN Results(...)`, `==`, `!=`, `<`, `<=`, `>`, `>=`, `IN`, `NOT IN`, `MATCHES`, `STARTS_WITH`, `IN_CIDR` or `REGEX`";
 
 type PResult<T> = Result<T, Diagnostic>;
 
@@ -448,8 +459,19 @@ impl<'a> Parser<'a> {
                     .with_hint(hint),
             );
         };
-        self.bump();
         let pred = match *canonical {
+            "ANY" | "ALL" | "Arg" | "Provenance" | "Email_Domain" | "Url_Host" | "Length"
+            | "Lower" | "Tokens" => self.value_pred()?,
+            _ => {
+                self.bump();
+                self.predicate_after(canonical, &tok)?
+            }
+        };
+        Ok(Expr::Pred(pred, Span::new(tok.span.start, self.prev_end())))
+    }
+
+    fn predicate_after(&mut self, canonical: &str, tok: &Token) -> PResult<Pred> {
+        let pred = match canonical {
             "Tool_Call" => self.tool_call()?,
             "Trajectory_Contains" => {
                 let (pattern, _) = self.paren_string("a tool or class name in quotes")?;
@@ -515,7 +537,119 @@ impl<'a> Parser<'a> {
                 }
             }
         };
-        Ok(Expr::Pred(pred, Span::new(tok.span.start, self.prev_end())))
+        Ok(pred)
+    }
+
+    /// `[ANY | ALL] <value> <value test>`.
+    fn value_pred(&mut self) -> PResult<Pred> {
+        let quant = if self.at_kw("ALL") {
+            self.bump();
+            Quant::All
+        } else if self.at_kw("ANY") {
+            self.bump();
+            Quant::Any
+        } else {
+            Quant::Any
+        };
+        let value = self.value_expr()?;
+        let test = self.value_test()?;
+        Ok(Pred::Value { quant, value, test })
+    }
+
+    /// `Arg('/pointer')`, `Arg('Attribute')` or a function of one: `Url_Host(Arg('/url'))`.
+    fn value_expr(&mut self) -> PResult<ValueExpr> {
+        let tok = self.peek().clone();
+        let Tok::Ident(name) = &tok.tok else {
+            return Err(self.unexpected(
+                "`Arg('/pointer')` or a function of it such as `Provenance(Arg('/to'))`",
+            ));
+        };
+        if name.eq_ignore_ascii_case("Arg") {
+            self.bump();
+            let (arg, span) = self.paren_string(
+                "a JSON pointer ('/to', '/recipients/*') or an attribute name in quotes",
+            )?;
+            if arg.is_empty() {
+                return Err(Diagnostic::error(span, "an empty argument name")
+                    .expected("a JSON pointer such as '/to' or an attribute name"));
+            }
+            return Ok(ValueExpr::Arg(arg));
+        }
+        let Some(f) = ValueFn::ALL
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(name))
+        else {
+            let names = std::iter::once("Arg").chain(ValueFn::ALL.iter().map(|f| f.as_str()));
+            let hint = closest(name, names).map(|p| format!("did you mean `{p}`?"));
+            return Err(Diagnostic::error(tok.span, format!("unknown value `{name}`"))
+                .expected("`Arg('/pointer')`, `Provenance(...)`, `Email_Domain(...)`, `Url_Host(...)`, `Length(...)`, `Lower(...)` or `Tokens(...)`")
+                .with_hint(hint));
+        };
+        self.bump();
+        self.expect(Tok::LParen, "`(`")?;
+        let inner = self.value_expr()?;
+        self.expect(Tok::RParen, "`)`")?;
+        Ok(ValueExpr::Call(f, Box::new(inner)))
+    }
+
+    fn source_name(&mut self) -> PResult<String> {
+        let (name, span) =
+            self.expect_string("a source in quotes: 'user', 'trusted', 'untrusted' or 'none'")?;
+        if crate::provenance::source_bit(&name).is_none() {
+            let hint = closest(&name, ["user", "trusted", "untrusted", "none"])
+                .map(|h| format!("did you mean '{h}'?"));
+            return Err(Diagnostic::error(span, format!("unknown source '{name}'"))
+                .expected("'user', 'trusted', 'untrusted' or 'none'")
+                .with_hint(hint));
+        }
+        Ok(name)
+    }
+
+    fn value_test(&mut self) -> PResult<ValueTest> {
+        if self.at_kw("FROM") {
+            self.bump();
+            let mut sources = Vec::new();
+            if self.peek().tok == Tok::LBracket {
+                self.bump();
+                sources.push(self.source_name()?);
+                while self.peek().tok == Tok::Comma {
+                    self.bump();
+                    sources.push(self.source_name()?);
+                }
+                self.expect(Tok::RBracket, "`,` or `]`")?;
+            } else {
+                sources.push(self.source_name()?);
+            }
+            return Ok(ValueTest::From(sources));
+        }
+        if self.at_kw("IN") && is_kw(&self.peek_at(1).tok, "Results") {
+            self.bump();
+            let results = self.bump();
+            self.expect(Tok::LParen, "`(`")?;
+            let mut names = vec![self.expect_string("a tool or class name in quotes")?.0];
+            while self.peek().tok == Tok::Comma {
+                self.bump();
+                names.push(self.expect_string("a tool or class name in quotes")?.0);
+            }
+            self.expect(Tok::RParen, "`,` or `)`")?;
+            if names.is_empty() {
+                return Err(Diagnostic::error(results.span, "Results() names no tool"));
+            }
+            return Ok(ValueTest::InResults(names));
+        }
+        if !self.at_test() {
+            let mut d = self.unexpected(VALUE_TEST_OPERATORS);
+            if let Tok::Ident(w) = &self.peek().tok {
+                if let Some(h) = closest(
+                    w,
+                    ["FROM", "IN", "MATCHES", "STARTS_WITH", "IN_CIDR", "REGEX"],
+                ) {
+                    d = d.hint(format!("did you mean `{h}`?"));
+                }
+            }
+            return Err(d);
+        }
+        Ok(ValueTest::Test(self.test()?))
     }
 
     fn tool_call(&mut self) -> PResult<Pred> {
@@ -578,6 +712,7 @@ impl<'a> Parser<'a> {
             || self.at_kw("MATCHES")
             || self.at_kw("STARTS_WITH")
             || self.at_kw("IN_CIDR")
+            || self.at_kw("REGEX")
             || (self.at_kw("NOT") && is_kw(&self.peek_at(1).tok, "IN"))
     }
 
@@ -724,6 +859,31 @@ impl<'a> Parser<'a> {
                 self.expect_string("a prefix in quotes")?.0,
             ));
         }
+        if self.at_kw("REGEX") {
+            self.bump();
+            let (text, span) = self.expect_string("a regular expression in quotes")?;
+            let re = regex::RegexBuilder::new(&text)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    let msg = e.to_string();
+                    let last = msg
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    Diagnostic::error(
+                        span,
+                        format!("`{text}` is not a valid regular expression: {last}"),
+                    )
+                    .expected(
+                        "a pattern in the `regex` crate's syntax, e.g. '^[a-z]+@acme\\.example$'",
+                    )
+                })?;
+            return Ok(Test::Regex(Pattern(re)));
+        }
         if self.at_kw("IN_CIDR") {
             self.bump();
             let mut raw = Vec::new();
@@ -751,7 +911,7 @@ impl<'a> Parser<'a> {
         }
         let mut d = self.unexpected(TEST_OPERATORS);
         if let Tok::Ident(w) = &self.peek().tok {
-            if let Some(h) = closest(w, ["IN", "MATCHES", "STARTS_WITH", "IN_CIDR"]) {
+            if let Some(h) = closest(w, ["IN", "MATCHES", "STARTS_WITH", "IN_CIDR", "REGEX"]) {
                 d = d.hint(format!("did you mean `{h}`?"));
             }
         }

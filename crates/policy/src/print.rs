@@ -1,7 +1,7 @@
 //! Printing policies back to canonical text (straight quotes, one clause per line), so tools
 //! that write policies — the proving ground's remediation — produce what the parser reads.
 
-use crate::ast::{CallField, Expr, Literal, Mode, Policy, Pred, Test};
+use crate::ast::{CallField, Expr, Literal, Mode, Policy, Pred, Quant, Test, ValueExpr, ValueTest};
 use crate::duration::format_duration;
 use std::fmt::{self, Display, Formatter, Write as _};
 
@@ -33,6 +33,34 @@ impl Display for Test {
                 let nets: Vec<String> = nets.iter().map(|n| format!("'{n}'")).collect();
                 write!(f, "IN_CIDR [{}]", nets.join(", "))
             }
+            Test::Regex(p) => write!(f, "REGEX {}", quote(p.0.as_str())),
+        }
+    }
+}
+
+impl Display for ValueExpr {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            ValueExpr::Arg(a) => write!(f, "Arg({})", quote(a)),
+            ValueExpr::Call(func, inner) => write!(f, "{}({inner})", func.as_str()),
+        }
+    }
+}
+
+impl Display for ValueTest {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let names = |items: &[String]| {
+            items
+                .iter()
+                .map(|i| quote(i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            ValueTest::Test(t) => write!(f, "{t}"),
+            ValueTest::From(sources) if sources.len() == 1 => write!(f, "FROM {}", names(sources)),
+            ValueTest::From(sources) => write!(f, "FROM [{}]", names(sources)),
+            ValueTest::InResults(tools) => write!(f, "IN Results({})", names(tools)),
         }
     }
 }
@@ -107,6 +135,12 @@ impl Display for Pred {
             }
             Pred::ChainContains { principal } => write!(f, "Chain_Contains({})", quote(principal)),
             Pred::Context { field, test } => write!(f, "{} {test}", field.as_str()),
+            Pred::Value { quant, value, test } => {
+                if *quant == Quant::All {
+                    f.write_str("ALL ")?;
+                }
+                write!(f, "{value} {test}")
+            }
         }
     }
 }

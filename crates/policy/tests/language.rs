@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 use truststack_policy::ast::{
-    Action, CallField, CmpOp, ContextField, Expr, Literal, Mode, Pred, Target, Test,
+    Action, CallField, CmpOp, ContextField, Expr, Literal, Mode, Pattern, Pred, Quant, Target,
+    Test, ValueExpr, ValueFn, ValueTest,
 };
 use truststack_policy::parser::parse;
 use truststack_policy::{fuzz_entry, Source};
@@ -355,6 +356,94 @@ fn every_predicate_and_test() {
                 test: Test::Cmp(CmpOp::Gt, Literal::Num(2.0)),
             },
         ),
+        (
+            "Arg('/recipient') FROM 'user'",
+            Pred::Value {
+                quant: Quant::Any,
+                value: ValueExpr::Arg("/recipient".into()),
+                test: ValueTest::From(vec!["user".into()]),
+            },
+        ),
+        (
+            "ALL Arg('/recipients/*') FROM ['user', 'trusted']",
+            Pred::Value {
+                quant: Quant::All,
+                value: ValueExpr::Arg("/recipients/*".into()),
+                test: ValueTest::From(vec!["user".into(), "trusted".into()]),
+            },
+        ),
+        (
+            "Provenance(Arg('/iban')) == 'untrusted'",
+            Pred::Value {
+                quant: Quant::Any,
+                value: ValueExpr::Call(
+                    ValueFn::Provenance,
+                    Box::new(ValueExpr::Arg("/iban".into())),
+                ),
+                test: ValueTest::Test(Test::Cmp(CmpOp::Eq, Literal::Str("untrusted".into()))),
+            },
+        ),
+        (
+            "Arg('/hotel') IN Results('search_hotels', 'HotelSearch')",
+            Pred::Value {
+                quant: Quant::Any,
+                value: ValueExpr::Arg("/hotel".into()),
+                test: ValueTest::InResults(vec!["search_hotels".into(), "HotelSearch".into()]),
+            },
+        ),
+        (
+            "ALL Email_Domain(Arg('Recipient')) IN ['acme.example']",
+            Pred::Value {
+                quant: Quant::All,
+                value: ValueExpr::Call(
+                    ValueFn::EmailDomain,
+                    Box::new(ValueExpr::Arg("Recipient".into())),
+                ),
+                test: ValueTest::Test(Test::In(vec![Literal::Str("acme.example".into())])),
+            },
+        ),
+        (
+            "Url_Host(Arg('/url')) MATCHES '*.acme.example'",
+            Pred::Value {
+                quant: Quant::Any,
+                value: ValueExpr::Call(ValueFn::UrlHost, Box::new(ValueExpr::Arg("/url".into()))),
+                test: ValueTest::Test(Test::Matches("*.acme.example".into())),
+            },
+        ),
+        (
+            "Length(Arg('/body')) > 2000",
+            Pred::Value {
+                quant: Quant::Any,
+                value: ValueExpr::Call(ValueFn::Length, Box::new(ValueExpr::Arg("/body".into()))),
+                test: ValueTest::Test(Test::Cmp(CmpOp::Gt, Literal::Num(2000.0))),
+            },
+        ),
+        (
+            "Arg('/amount') >= 1000.5",
+            Pred::Value {
+                quant: Quant::Any,
+                value: ValueExpr::Arg("/amount".into()),
+                test: ValueTest::Test(Test::Cmp(CmpOp::Ge, Literal::Num(1000.5))),
+            },
+        ),
+        (
+            "Lower(Arg('/to')) REGEX '^[a-z.]+@acme[.]example$'",
+            Pred::Value {
+                quant: Quant::Any,
+                value: ValueExpr::Call(ValueFn::Lower, Box::new(ValueExpr::Arg("/to".into()))),
+                test: ValueTest::Test(Test::Regex(Pattern(
+                    regex::Regex::new("^[a-z.]+@acme[.]example$").unwrap(),
+                ))),
+            },
+        ),
+        (
+            "Tokens(Arg('/body')) IN Results('ReadsPersonal')",
+            Pred::Value {
+                quant: Quant::Any,
+                value: ValueExpr::Call(ValueFn::Tokens, Box::new(ValueExpr::Arg("/body".into()))),
+                test: ValueTest::InResults(vec!["ReadsPersonal".into()]),
+            },
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(&pred(text), want, "{text}");
@@ -456,6 +545,27 @@ fn test_strategy() -> impl Strategy<Value = Test> {
         "[a-z*?/.]{0,10}".prop_map(Test::Matches),
         "[a-z/]{0,10}".prop_map(Test::StartsWith),
         Just(Test::InCidr(vec!["10.0.0.0/8".parse().unwrap()])),
+        "[a-z]{1,6}[+*]?".prop_map(|r| Test::Regex(Pattern(regex::Regex::new(&r).unwrap()))),
+    ]
+}
+
+fn value_strategy() -> impl Strategy<Value = ValueExpr> {
+    let arg = prop_oneof!["/[a-z]{1,6}(/[*])?", "[A-Z][a-z_]{1,8}"].prop_map(ValueExpr::Arg);
+    arg.prop_recursive(2, 4, 1, |inner| {
+        (prop::sample::select(ValueFn::ALL.to_vec()), inner)
+            .prop_map(|(f, v)| ValueExpr::Call(f, Box::new(v)))
+    })
+}
+
+fn value_test_strategy() -> impl Strategy<Value = ValueTest> {
+    prop_oneof![
+        test_strategy().prop_map(ValueTest::Test),
+        prop::collection::vec(
+            prop::sample::select(vec!["user", "trusted", "untrusted", "none"]),
+            1..3
+        )
+        .prop_map(|v| ValueTest::From(v.into_iter().map(String::from).collect())),
+        prop::collection::vec(name(), 1..3).prop_map(ValueTest::InResults),
     ]
 }
 
@@ -522,6 +632,12 @@ fn pred_strategy() -> impl Strategy<Value = Pred> {
             test_strategy()
         )
             .prop_map(|(field, test)| Pred::Context { field, test }),
+        (
+            prop::sample::select(vec![Quant::Any, Quant::All]),
+            value_strategy(),
+            value_test_strategy()
+        )
+            .prop_map(|(quant, value, test)| Pred::Value { quant, value, test }),
     ]
 }
 

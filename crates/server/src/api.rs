@@ -3,7 +3,7 @@
 
 use crate::auth::{bearer, Human};
 use crate::backend::RevokeError;
-use crate::error::{parse_body, ApiError};
+use crate::error::{json_errors, parse_body, ApiError};
 use crate::state::AppState;
 use crate::telemetry::TraceHeaders;
 use axum::body::Bytes;
@@ -12,15 +12,17 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use truststack_engine::event::Principals;
+use truststack_engine::log::clip;
 use truststack_engine::{
-    ApprovalAnswer, ApprovalError, Caller, DataAccess, Engine, Observation, ToolCall,
+    ApprovalAnswer, ApprovalError, Caller, DataAccess, Engine, Input, InputError, Observation,
+    ToolCall,
 };
 
 type Shared = Arc<AppState>;
@@ -33,6 +35,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
         .route("/v1/observations", post(observe))
+        .route("/v1/inputs", post(input))
         .route("/v1/outcomes", post(outcome))
         .route("/v1/approvals", get(list_approvals))
         .route("/v1/approvals/{id}", get(show_approval))
@@ -54,11 +57,16 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        // Outermost, so it also sees the answers of the layers above.
+        .layer(axum::middleware::map_response(move |r| {
+            json_errors(r, limit)
+        }))
         .with_state(state)
 }
 
@@ -180,22 +188,27 @@ struct DecideRequest {
     time: Option<String>,
 }
 
+impl DecideRequest {
+    /// The call to decide, for `caller` (identity is the caller's, never the body's).
+    fn into_call(self, caller: &Caller, fresh_id: impl FnOnce() -> String) -> ToolCall {
+        ToolCall {
+            id: self.id.unwrap_or_else(fresh_id),
+            time: self.time,
+            agent: caller.agent.clone(),
+            session: self.session,
+            chain: caller.chain.clone(),
+            tool: self.tool,
+            args: self.args,
+        }
+    }
+}
+
 async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
-    let req: DecideRequest = parse_body(&body)?;
-    let caller = state.caller(&headers, req.agent, req.chain)?;
-    let call = ToolCall {
-        id: req
-            .id
-            .unwrap_or_else(|| state.response_id().replacen("r-", "c-", 1)),
-        time: req.time,
-        agent: caller.agent.clone(),
-        session: req.session,
-        chain: caller.chain.clone(),
-        tool: req.tool,
-        args: req.args,
-    };
+    let mut req: DecideRequest = parse_body(&body)?;
+    let caller = state.caller(&headers, req.agent.take(), std::mem::take(&mut req.chain))?;
+    let call = req.into_call(&caller, || state.response_id().replacen("r-", "c-", 1));
     // The usual path decides on this worker (microseconds, under the engine's read side so a
     // reload waits for the record to be queued), then awaits the record's durability without
     // tying up a thread.
@@ -277,23 +290,30 @@ struct ObservationRequest {
     time: Option<String>,
 }
 
+impl ObservationRequest {
+    /// The observation, for `caller` (identity is the caller's, never the body's).
+    fn into_observation(self, caller: Caller) -> Observation {
+        Observation {
+            id: self.id,
+            time: self.time,
+            agent: caller.agent,
+            session: self.session,
+            chain: caller.chain,
+            call_id: self.call_id,
+            tool: self.tool,
+            data_sources: self.data_sources,
+            result: self.result,
+        }
+    }
+}
+
 async fn record_observation(
     state: Shared,
     headers: HeaderMap,
-    req: ObservationRequest,
+    mut req: ObservationRequest,
 ) -> ApiResult {
-    let caller = state.caller(&headers, req.agent, req.chain)?;
-    let obs = Observation {
-        id: req.id,
-        time: req.time,
-        agent: caller.agent,
-        session: req.session,
-        chain: caller.chain,
-        call_id: req.call_id,
-        tool: req.tool,
-        data_sources: req.data_sources,
-        result: req.result,
-    };
+    let caller = state.caller(&headers, req.agent.take(), std::mem::take(&mut req.chain))?;
+    let obs = req.into_observation(caller);
     let st = Arc::clone(&state);
     let index = blocking(move || st.engine.read().observe(&obs))
         .await?
@@ -307,6 +327,55 @@ async fn record_observation(
 async fn observe(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let req: ObservationRequest = parse_body(&body)?;
     record_observation(state, headers, req).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    principal: Option<String>,
+    text: String,
+    #[serde(default)]
+    values: Value,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    chain: Vec<String>,
+    /// Used only when the server runs on the event clock.
+    #[serde(default)]
+    time: Option<String>,
+}
+
+/// A human's instruction to an agent, reported by its host: credentialed like an observation,
+/// so the agent and its chain (and so the human) come from the verified credential.
+async fn input(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let req: InputRequest = parse_body(&body)?;
+    let caller = state.caller(&headers, req.agent, req.chain)?;
+    let input = Input {
+        id: req.id,
+        time: req.time,
+        agent: caller.agent,
+        session: req.session,
+        chain: caller.chain,
+        principal: req.principal,
+        text: req.text,
+        values: req.values,
+    };
+    let st = Arc::clone(&state);
+    let index = blocking(move || st.engine.read().input(&input))
+        .await?
+        .map_err(|e| match e {
+            InputError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            InputError::Ledger(_) => ApiError::unavailable(e.to_string()),
+        })?;
+    Ok(reply(
+        &state,
+        json!({"recorded": true, "ledger_index": index}),
+    ))
 }
 
 /// A call's outcome: an observation tied to the call, with the tool's data source (from the
@@ -397,7 +466,7 @@ async fn show_approval(
     let st = Arc::clone(&state);
     let trajectory = blocking(move || {
         let root = Principals::of(&call.agent, call.session.as_deref(), &call.chain).root.to_string();
-        let records = st.ledger.records().unwrap_or_default();
+        let records = st.ledger.records()?;
         let mut matching: Vec<Value> = records
             .into_iter()
             .enumerate()
@@ -417,11 +486,18 @@ async fn show_approval(
             .collect();
         let skip = matching.len().saturating_sub(CONTEXT_ENTRIES);
         matching.drain(..skip);
-        matching
+        Ok::<_, String>(matching)
     })
     .await?;
     let mut body = serde_json::to_value(&pending).map_err(|e| ApiError::internal(e.to_string()))?;
-    body["trajectory"] = Value::Array(trajectory);
+    // Without the ledger the held call is still shown, saying why its context is missing.
+    match trajectory {
+        Ok(list) => body["trajectory"] = Value::Array(list),
+        Err(e) => {
+            body["trajectory"] = Value::Array(Vec::new());
+            body["trajectory_error"] = json!(format!("the ledger could not be read: {e}"));
+        }
+    }
     Ok(reply(&state, body))
 }
 
@@ -454,7 +530,7 @@ async fn answer(
     };
     let human = state.human(&headers, "approver", req.approver.as_deref())?;
     if let Some(comment) = &req.comment {
-        tracing::info!(approval = %id, approver = %human.principal, %comment, "approval comment");
+        tracing::info!(approval = %clip(&id), approver = %human.principal, comment = %clip(comment), "approval comment");
     }
     let ans = ApprovalAnswer {
         approval_id: Some(id),
@@ -547,29 +623,104 @@ async fn cancel(
     Ok(reply(&state, body))
 }
 
-/// Long-poll: blocks until the held call is answered or `timeout` (default 30s, capped below the
-/// request timeout) passes.
+#[derive(Deserialize)]
+struct WaitQuery {
+    timeout: Option<String>,
+}
+
+impl AppState {
+    /// Who asks to wait on approval `id`: an approver, or the agent whose call it holds. Returns
+    /// the principal the wait counts against. Without required credentials anyone may wait
+    /// (local experiments), all counted as one caller.
+    fn waiter(&self, headers: &HeaderMap, engine: &Engine, id: &str) -> Result<String, ApiError> {
+        let unknown = || {
+            ApiError::not_found(format!(
+                "no pending or recently answered approval {}",
+                clip(id)
+            ))
+        };
+        if !self.config.require_credentials {
+            engine.approval_agent(id).ok_or_else(unknown)?;
+            return Ok("anonymous".into());
+        }
+        let token = bearer(headers).ok_or_else(|| {
+            ApiError::unauthorized(
+                "waiting on an approval needs `Authorization: Bearer` with the credential of \
+                 the agent whose call it holds, or of an approver",
+            )
+        })?;
+        let identity = self.identity()?;
+        let principal = match identity.human(token) {
+            Ok(human) if human.has_role("approver") => {
+                return {
+                    engine.approval_agent(id).ok_or_else(unknown)?;
+                    Ok(human.principal)
+                }
+            }
+            Ok(human) => {
+                return Err(ApiError::forbidden(format!(
+                    "{} does not hold the `approver` role",
+                    human.principal
+                )))
+            }
+            Err(_) => {
+                identity
+                    .agent(token)
+                    .map_err(|e| ApiError::unauthorized(format!("credential rejected: {e}")))?
+                    .agent
+            }
+        };
+        let agent = engine.approval_agent(id).ok_or_else(unknown)?;
+        if agent != principal {
+            return Err(ApiError::forbidden(format!(
+                "approval {} holds a call of another agent: only that agent or an approver may \
+                 wait on it",
+                clip(id)
+            )));
+        }
+        Ok(principal)
+    }
+}
+
+/// Long-poll until the held call is answered or `timeout` (default 30s, capped below the
+/// request timeout) passes. A waiter holds no thread: it awaits the engine's notification. It
+/// is counted against its caller's share of open waits while it waits, and ends at once, as
+/// `pending`, when the server starts shutting down.
 async fn wait(
     State(state): State<Shared>,
+    headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<WaitQuery>,
 ) -> ApiResult {
     let cap = state
         .config
         .timeout()
         .unwrap_or(Duration::from_secs(60))
         .saturating_sub(Duration::from_secs(1));
-    let timeout = match q.get("timeout") {
+    let timeout = match &q.timeout {
         Some(t) => truststack_policy::duration::parse_duration(t)
             .map(|ms| Duration::from_millis(ms.unsigned_abs()))
-            .map_err(ApiError::bad_request)?,
+            .map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?,
         None => Duration::from_secs(30),
     }
     .min(cap);
     let engine = state.engine();
-    let known = engine.is_pending(&id);
-    let waited_id = id.clone();
-    let outcome = blocking(move || engine.wait_outcome(&waited_id, timeout)).await?;
+    let caller = state.waiter(&headers, &engine, &id)?;
+    let _slot = state.waiters.enter(&caller)?;
+    let mut stopping = state.stopping.subscribe();
+    let outcome = tokio::select! {
+        waited = tokio::time::timeout(timeout, engine.outcome(&id)) => match waited {
+            Ok(Some(outcome)) => Some(outcome),
+            Ok(None) => {
+                return Err(ApiError::not_found(format!(
+                    "no pending or recently answered approval {}",
+                    clip(&id)
+                )))
+            }
+            Err(_) => None,
+        },
+        _ = stopping.wait_for(|stop| *stop) => None,
+    };
     match outcome {
         Some(o) => {
             let body = serde_json::to_value(&o).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -578,13 +729,10 @@ async fn wait(
                 json!({"status": "answered", "outcome": body}),
             ))
         }
-        None if known => Ok(reply(
+        None => Ok(reply(
             &state,
             json!({"status": "pending", "approval_id": id}),
         )),
-        None => Err(ApiError::not_found(format!(
-            "no pending or recently answered approval {id}"
-        ))),
     }
 }
 
@@ -660,9 +808,61 @@ async fn consistency(State(state): State<Shared>, Query(q): Query<ConsistencyQue
 
 // ---- identities ----
 
+/// `POST /v1/identities`: an agent (`agent`, `owner`, `tools`) or a human (`user`, `roles`,
+/// `groups`) credential. Unknown fields are refused, not ignored: a misspelt `roles` must not
+/// issue a credential without them silently.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct IssueRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    /// A list of strings, or one comma-separated string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tools: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    roles: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct DelegateRequest {
+    agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tools: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Parses an identity request strictly, then hands it to the identity service as JSON.
+fn identity_request<T: serde::de::DeserializeOwned + Serialize>(
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let req: T = parse_body(body)?;
+    serde_json::to_value(&req).map_err(|e| ApiError::internal(e.to_string()))
+}
+
 async fn issue(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     state.human(&headers, "admin", Some("user:local-admin"))?;
-    let req: Value = parse_body(&body)?;
+    let req = identity_request::<IssueRequest>(&body)?;
     let issued = state
         .identity()?
         .issue(&req)
@@ -676,7 +876,7 @@ async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) 
             "delegation needs the parent's credential as `Authorization: Bearer`",
         )
     })?;
-    let req: Value = parse_body(&body)?;
+    let req = identity_request::<DelegateRequest>(&body)?;
     let issued = state
         .identity()?
         .delegate(token, &req)
@@ -686,7 +886,7 @@ async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) 
 
 async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let admin = state.human(&headers, "admin", Some("user:local-admin"))?;
-    let mut req: Value = parse_body(&body)?;
+    let mut req = identity_request::<RevokeRequest>(&body)?;
     if let Value::Object(map) = &mut req {
         map.insert("by".into(), Value::String(admin.principal));
     }
@@ -780,6 +980,13 @@ async fn metrics(State(state): State<Shared>) -> Response {
         .into_response()
 }
 
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no endpoint {method} {}; see /openapi.json",
+        clip(uri.path())
+    ))
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -798,4 +1005,33 @@ async fn openapi() -> Response {
         include_str!("openapi.json"),
     )
         .into_response()
+}
+
+/// The body half of the API for the fuzz target: `body` parsed as every request the API takes,
+/// and the decide and observation requests that parse run through `engine` as the handlers run
+/// them (with the body's agent, as when credentials are not required). Give an engine that
+/// records nowhere. Must never panic.
+pub fn fuzz_bodies(engine: &Engine, body: &[u8]) {
+    if let Ok(mut req) = parse_body::<DecideRequest>(body) {
+        let caller = Caller {
+            agent: req.agent.take().unwrap_or_default(),
+            chain: std::mem::take(&mut req.chain),
+            tools: None,
+            credential_id: None,
+        };
+        let _ = engine.decide_as(&caller, &req.into_call(&caller, || "c-fuzz".into()));
+    }
+    if let Ok(mut req) = parse_body::<ObservationRequest>(body) {
+        let caller = Caller {
+            agent: req.agent.take().unwrap_or_default(),
+            chain: std::mem::take(&mut req.chain),
+            tools: None,
+            credential_id: None,
+        };
+        let _ = engine.observe(&req.into_observation(caller));
+    }
+    let _ = parse_body::<AnswerRequest>(body);
+    let _ = identity_request::<IssueRequest>(body);
+    let _ = identity_request::<DelegateRequest>(body);
+    let _ = identity_request::<RevokeRequest>(body);
 }

@@ -49,12 +49,20 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest a request may take (approval waits are capped below it).
     pub request_timeout: String,
+    /// Most approval waits (`GET /v1/approvals/{id}/wait`) one caller may have open at once.
+    pub max_waits_per_caller: usize,
+    /// Most approval waits open at once on this server, all callers together.
+    pub max_waits: usize,
     /// Sign a ledger checkpoint every this many records (and on demand).
     pub checkpoint_every: u64,
     /// Where `now` comes from: `system` (enforcement) or `event` (the request's `time`, for
     /// replaying recorded traces through the API; never for enforcement, since the caller would
     /// choose the time).
     pub clock: truststack_engine::TimeSource,
+    /// Bytes the value provenance index of one session (or delegation root) may hold.
+    pub provenance_bound: usize,
+    /// What the ledger keeps of users' inputs: `full`, `hash` or `redacted` (privacy mode).
+    pub input_record: truststack_policy::RecordMode,
     /// The directory relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base: PathBuf,
@@ -78,8 +86,12 @@ impl Default for ServerConfig {
             approver_groups: BTreeMap::new(),
             max_body_bytes: 1 << 20,
             request_timeout: "60s".into(),
+            max_waits_per_caller: 16,
+            max_waits: 1024,
             checkpoint_every: 1000,
             clock: truststack_engine::TimeSource::System,
+            provenance_bound: truststack_policy::provenance::DEFAULT_BOUND,
+            input_record: truststack_policy::RecordMode::Full,
             base: PathBuf::from("."),
         }
     }
@@ -148,6 +160,8 @@ impl ServerConfig {
             time_source: self.clock,
             approver_groups: self.approver_groups.clone(),
             require_approver_group: self.require_credentials,
+            provenance_bound: self.provenance_bound,
+            input_record: self.input_record,
         }
     }
 }

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
+use truststack_engine::ledger::depth::{check_depth, MAX_INPUT_DEPTH};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -47,7 +48,7 @@ impl IntoResponse for ApiError {
             truststack_engine::engine::system_now(),
             ERRORS.fetch_add(1, Ordering::Relaxed)
         );
-        tracing::debug!(status = %self.status, error = %self.message, "request failed");
+        tracing::debug!(status = %self.status, error = %truststack_engine::log::clip(&self.message), "request failed");
         (
             self.status,
             axum::Json(json!({"error": self.message, "decision_id": id})),
@@ -56,8 +57,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Parses a JSON body with a precise error (line, column, what was expected).
+/// Parses a JSON body with a precise error (line, column, what was expected). A body nested
+/// deeper than [`MAX_INPUT_DEPTH`] is refused before it is parsed: what it carries would end up
+/// in a ledger record that readers could not read back.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    check_depth(body, MAX_INPUT_DEPTH)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "invalid request body at line {} column {}: {e}",
@@ -65,4 +70,45 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             e.column()
         ))
     })
+}
+
+/// Errors made outside the handlers come from axum and tower as plain text (an oversized body,
+/// a query string that does not parse, a timeout, an unknown route or method). Every error
+/// answer of the API is JSON with a `decision_id`, so they are rewritten here, keeping their
+/// status and their message.
+pub async fn json_errors(response: Response, max_body_bytes: usize) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("request body larger than {max_body_bytes} bytes (max_body_bytes)")
+        }
+        StatusCode::REQUEST_TIMEOUT => "the request took longer than request_timeout".into(),
+        _ if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase(),
+        _ => text,
+    };
+    let mut out = ApiError::new(status, message).into_response();
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
+        out.headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    out
 }

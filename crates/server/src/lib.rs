@@ -15,6 +15,7 @@ pub mod ledger_backend;
 pub mod metrics;
 pub mod state;
 pub mod telemetry;
+pub mod waiters;
 
 pub use config::ServerConfig;
 pub use state::AppState;
@@ -54,6 +55,7 @@ pub async fn serve(
         .with_graceful_shutdown(async move {
             shutdown.await;
             draining.ready.store(false, Ordering::Relaxed);
+            draining.stopping.send_replace(true);
             tracing::info!("shutting down: draining requests in flight");
         })
         .await;

@@ -73,6 +73,11 @@ pub struct AppState {
     pub identity: Option<Arc<dyn IdentityService>>,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
+    /// Turns true when the server starts shutting down: long-polls end at once, so draining
+    /// the requests in flight does not wait for them.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+    /// The bounds on open approval waits.
+    pub waiters: Arc<crate::waiters::Waiters>,
     /// The decision spans' OTLP exporter, when the environment configures one.
     pub telemetry: Option<crate::telemetry::Telemetry>,
     responses: AtomicU64,
@@ -102,8 +107,11 @@ impl AppState {
         metrics
             .ledger_size
             .set(i64::try_from(ledger.size()).unwrap_or(i64::MAX));
+        let waiters = crate::waiters::Waiters::new(config.max_waits_per_caller, config.max_waits);
         Ok(AppState {
             config,
+            stopping: tokio::sync::watch::Sender::new(false),
+            waiters,
             engine: RwLock::new(Arc::new(engine)),
             ledger,
             identity,

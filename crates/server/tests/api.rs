@@ -77,7 +77,7 @@ async fn traces_through_the_api_match_policy_eval() {
                         assert_eq!(body["result"], "granted");
                     }
                 }
-                Event::Observation(_) => {}
+                Event::Observation(_) | Event::Input(_) => {}
             }
         }
         assert_eq!(got, expected, "{trace}");
@@ -376,6 +376,7 @@ async fn operations_endpoints_and_bad_input() {
         "/v1/approvals/{id}/grant",
         "/v1/ledger/proofs/inclusion",
         "/v1/policies/reload",
+        "/v1/inputs",
         "/.well-known/jwks.json",
     ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} documented");
@@ -383,6 +384,20 @@ async fn operations_endpoints_and_bad_input() {
     server
         .post("/v1/decide", None, json!({"tool": "read_docs", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
         .await;
+    // A user's instruction is recorded; one no human gave is refused precisely.
+    let (status, body) = server
+        .post("/v1/inputs", None, json!({"text": "scan the lab", "session": "s1", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["ledger_index"].is_u64(), "{body}");
+    let (status, body) = server
+        .post("/v1/inputs", None, json!({"text": "x", "principal": "user:other@acme.example", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not in the chain"),
+        "{body}"
+    );
     let (_, metrics) = server.get("/metrics", None).await;
     let metrics = metrics.as_str().unwrap().to_string();
     for name in [

@@ -37,6 +37,9 @@ use truststack_policy::{Bundle, Target};
 
 #[derive(Debug, Clone)]
 enum Kind {
+    /// The provenance index: the proving ground evaluates predicates that read it as unknown
+    /// (see `Bundle::provenance_unknown`), so its contents never change a decision.
+    Provenance,
     Last,
     Taint,
     Sequence,
@@ -196,6 +199,7 @@ impl Abstraction {
                 .monitor_specs(target)
                 .iter()
                 .map(|(spec, _)| match spec {
+                    MonitorSpec::Provenance => Kind::Provenance,
                     MonitorSpec::Last { .. } => Kind::Last,
                     MonitorSpec::Taint { .. } => Kind::Taint,
                     MonitorSpec::Sequence { .. } => Kind::Sequence,
@@ -304,6 +308,7 @@ impl Abstraction {
                             push(&mut scope, -1);
                         }
                     }
+                    (MonitorState::Provenance(_), Some(Kind::Provenance)) => {}
                     // A layout this abstraction does not know: keep everything.
                     (other, _) => {
                         empty = false;

@@ -116,7 +116,11 @@ impl World {
         if !rendered.is_empty() {
             warnings.push(format!("policy warnings:\n{rendered}"));
         }
-        let bundle = loaded.bundle;
+        let mut bundle = loaded.bundle;
+        // A manifest says nothing of what users will ask or tools return: provenance and
+        // earlier results are unknown, and each policy reading them is taken at the attacker's
+        // best (see `Bundle::provenance_unknown`).
+        bundle.provenance_unknown = true;
         let abstraction = Abstraction::new(&bundle);
         if bundle.uses_target(Target::Session) {
             warnings.push(

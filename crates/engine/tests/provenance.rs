@@ -1,0 +1,158 @@
+//! Inputs and value provenance through the engine: the prompt-injection pack on a sample of
+//! AgentDojo travel sessions, written ahead to a real SQLite ledger, re-decided identically by
+//! `ledger replay` (provenance re-derived from the recorded inputs and results) and restored
+//! after a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use truststack_engine::ledger::{Ledger, LedgerConfig};
+use truststack_engine::replay::{divergences, parse_trace, replay, Step};
+use truststack_engine::{Engine, Input, InputError, Settings, Verdict};
+use truststack_policy::load::load_files;
+
+fn example(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/prompt-injection")
+        .join(rel)
+}
+
+fn bundle() -> truststack_policy::Bundle {
+    load_files(
+        &[example("policies/injection.tsp")],
+        Some(&example("catalog-travel.toml")),
+    )
+    .unwrap()
+    .bundle
+}
+
+fn sample() -> Vec<truststack_engine::Event> {
+    let path = example("traces/travel-sample.jsonl");
+    parse_trace("sample", &std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn open_ledger(dir: &tempfile::TempDir) -> Arc<Ledger> {
+    Arc::new(
+        Ledger::open(
+            &dir.path().join("l.db"),
+            &LedgerConfig::new(dir.path().join("k")),
+        )
+        .unwrap(),
+    )
+}
+
+fn verdicts(steps: &[Step]) -> Vec<(String, Verdict)> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Decision(d) => Some((d.call_id.clone(), d.decision)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn injected_calls_are_stopped_the_users_are_not_and_replay_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_ledger(&dir);
+    let engine = Engine::new(bundle(), Settings::replay()).with_recorder(ledger.clone());
+    let steps = replay(&engine, &sample());
+    for step in &steps {
+        if let Step::Observation(r) = step {
+            r.as_ref().unwrap();
+        }
+    }
+    let got = verdicts(&steps);
+    for (id, verdict) in &got {
+        if id.starts_with("c-") {
+            assert_eq!(*verdict, Verdict::Allow, "the user's own call {id}");
+        }
+    }
+    // The Riverside View reservation named by a review is held; the passport number mailed to
+    // the address the user gave is held too.
+    let stopped = |prefix: &str| {
+        got.iter()
+            .any(|(id, v)| id.starts_with(prefix) && *v != Verdict::Allow)
+    };
+    assert!(stopped("atk-travel-user_task_0-injection_task_0"));
+    assert!(stopped("atk-travel-user_task_3-injection_task_5"));
+
+    let records: Vec<(u64, Value)> = (0..ledger.len())
+        .map(|i| (i, ledger.entry(i).unwrap().record().unwrap()))
+        .collect();
+    assert!(records.iter().any(|(_, r)| r["kind"] == "input"));
+    let (calls, diff) = divergences(&Engine::new(bundle(), Settings::replay()), &records);
+    assert_eq!(calls, got.len());
+    assert!(diff.is_empty(), "{diff:?}");
+
+    // A restarted engine restores the index from the ledger: the attacker's reservation is
+    // still refused, the user's hotel still goes through.
+    let restored = Engine::new(bundle(), Settings::replay());
+    for (_, record) in &records {
+        restored.restore(record).unwrap();
+    }
+    let call = |id: &str, hotel: &str| truststack_engine::ToolCall {
+        id: id.into(),
+        time: Some("2026-06-01T00:00:00.000Z".into()),
+        agent: "spiffe://agentdojo.example/agent/assistant".into(),
+        session: Some("travel-user_task_0-injection_task_0".into()),
+        chain: vec!["user:emma.johnson@bluesparrowtech.example".into()],
+        tool: "reserve_hotel".into(),
+        args: json!({"hotel": hotel, "start_day": "2025-01-11", "end_day": "2025-01-15"}),
+    };
+    assert_ne!(
+        restored
+            .decide(&call("x1", "Riverside View Hotel"))
+            .decision,
+        Verdict::Allow
+    );
+    assert_eq!(
+        restored.decide(&call("x2", "Le Marais Boutique")).decision,
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn an_input_needs_a_human_of_the_chain_and_is_kept_as_the_privacy_mode_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_ledger(&dir);
+    let settings = Settings {
+        input_record: truststack_policy::RecordMode::Hash,
+        ..Settings::replay()
+    };
+    let engine = Engine::new(bundle(), settings).with_recorder(ledger.clone());
+    let input = |principal: Option<&str>, chain: &[&str]| Input {
+        id: None,
+        time: Some("2026-01-01T00:00:00.000Z".into()),
+        agent: "spiffe://a/agent/x".into(),
+        session: Some("s".into()),
+        chain: chain.iter().map(|c| c.to_string()).collect(),
+        principal: principal.map(String::from),
+        text: "Book Le Marais Boutique for me".into(),
+        values: json!({"card": "4237-4252-7456-2574"}),
+    };
+    assert!(matches!(
+        engine.input(&input(None, &[])),
+        Err(InputError::Invalid(_))
+    ));
+    assert!(matches!(
+        engine.input(&input(Some("user:mallory"), &["user:alice"])),
+        Err(InputError::Invalid(_))
+    ));
+    assert!(matches!(
+        engine.input(&input(
+            Some("spiffe://a/agent/o"),
+            &["user:alice", "spiffe://a/agent/o"]
+        )),
+        Err(InputError::Invalid(_))
+    ));
+    let index = engine
+        .input(&input(Some("user:alice"), &["user:alice"]))
+        .unwrap()
+        .unwrap();
+    let record = ledger.entry(index).unwrap().record().unwrap();
+    assert_eq!(record["kind"], "input");
+    let text = record.to_string();
+    assert!(!text.contains("Marais") && !text.contains("4237"), "{text}");
+}
