@@ -31,9 +31,14 @@ pub struct GatewayArgs {
     /// Repeat for several; their tools and prompts are then namespaced `NAME__tool`.
     #[arg(long = "upstream", value_name = "SPEC")]
     upstreams: Vec<String>,
-    /// Serve the approvals endpoint (`GET /approvals`, `POST /approvals/{id}`) on this address.
+    /// Serve the embedded engine's approvals API (`/v1/approvals…`, as `truststack serve`'s) on
+    /// this address.
     #[arg(long)]
     approvals_listen: Option<String>,
+    /// Ask this decision point (`truststack serve`, e.g. `http://127.0.0.1:8181`) for every
+    /// decision instead of an engine in this process; the configuration's `[decider]`.
+    #[arg(long, value_name = "URL")]
+    decider: Option<String>,
     /// Serve callers without a credential (as the configuration's anonymous identity).
     #[arg(long)]
     allow_anonymous: bool,
@@ -60,6 +65,14 @@ fn build_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
     if let Some(a) = &args.approvals_listen {
         config.approvals.listen = Some(a.clone());
     }
+    if let Some(url) = &args.decider {
+        let timeout = config.decider.as_ref().map(|d| d.timeout.clone());
+        config.decider = Some(truststack_gateway::config::DeciderSection {
+            url: url.clone(),
+            timeout: timeout.unwrap_or_else(|| "2s".into()),
+        });
+        config.check_decider()?;
+    }
     if args.allow_anonymous {
         config.identity.allow_anonymous = true;
     }
@@ -85,7 +98,7 @@ fn build_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
 
 pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
     let config = build_config(args)?;
-    if config.policies.is_empty() {
+    if config.policies.is_empty() && config.decider.is_none() {
         tracing::warn!("no policy files: every call follows the default decision");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -122,7 +135,10 @@ async fn run_gateway(gateway: &Arc<Gateway>) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
-            eprintln!("truststack gateway: MCP endpoint http://{local}/mcp (approvals: http://{local}/approvals)");
+            match gateway.engine() {
+                Some(_) => eprintln!("truststack gateway: MCP endpoint http://{local}/mcp (approvals: http://{local}/v1/approvals)"),
+                None => eprintln!("truststack gateway: MCP endpoint http://{local}/mcp (decisions and approvals: {})", decider_url(&gateway)),
+            }
             if let Some(a) = approvals {
                 spawn_approvals(gateway, &a).await?;
             }
@@ -153,12 +169,21 @@ async fn run_gateway(gateway: &Arc<Gateway>) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn decider_url(gateway: &Gateway) -> String {
+    gateway
+        .config()
+        .decider
+        .as_ref()
+        .map(|d| d.url.clone())
+        .unwrap_or_default()
+}
+
 async fn spawn_approvals(gateway: &Arc<Gateway>, addr: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for approvals"))?;
     eprintln!(
-        "truststack gateway: approvals endpoint http://{}/approvals",
+        "truststack gateway: approvals API http://{}/v1/approvals",
         listener.local_addr()?
     );
     let gw = Arc::clone(gateway);

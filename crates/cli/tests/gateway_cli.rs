@@ -112,16 +112,16 @@ fn approve_when_held(
         loop {
             assert!(Instant::now() < until, "no call was held");
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let (status, body) = http("GET", port, "/approvals", None);
+                let (status, body) = http("GET", port, "/v1/approvals", None);
                 if status == 200 {
-                    let list: Value = serde_json::from_str(&body).unwrap_or(json!([]));
-                    if let Some(p) = list.as_array().and_then(|l| l.first()) {
+                    let list: Value = serde_json::from_str(&body).unwrap_or(json!({}));
+                    if let Some(p) = list["pending"].as_array().and_then(|l| l.first()) {
                         let id = p["approval_id"].as_str().unwrap().to_string();
                         let (status, body) = http(
                             "POST",
                             port,
-                            &format!("/approvals/{id}"),
-                            Some(&json!({"approver": approver, "grant": true})),
+                            &format!("/v1/approvals/{id}/grant"),
+                            Some(&json!({"approver": approver})),
                         );
                         return (
                             p.clone(),
@@ -185,7 +185,7 @@ fn gateway_config(dir: &Path, policies: bool, extra: &str) -> PathBuf {
         ""
     };
     let text = format!(
-        "{policies}{extra}\n[settings]\nunknown_tools = \"allow\"\n\
+        "{policies}unknown_tools = \"allow\"\n{extra}\n\
          [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"spiffe://e2e.example/agent/client\"\nchain = [\"user:alice@e2e.example\"]\n\
          [limits]\nprogress_interval_ms = 200\n"
     );

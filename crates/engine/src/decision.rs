@@ -87,6 +87,9 @@ pub enum ApprovalResult {
     Refused,
     /// The deadline passed before an answer.
     Expired,
+    /// The caller withdrew the call while it was held (its client cancelled the request or
+    /// ended the session): the call is denied and can no longer be granted.
+    Cancelled,
 }
 
 /// The outcome of answering a held call.

@@ -43,6 +43,8 @@ pub enum ApprovalError {
     },
     #[error("bad approval: {0}")]
     Invalid(String),
+    #[error("`{caller}` did not make call {call_id}: only its caller can cancel it")]
+    NotCaller { caller: String, call_id: String },
     /// The answer's record could not be written: nothing of it was applied, and the call stays
     /// held, as the ledger says it is (a restart finds it held too).
     #[error("approval not applied, the call stays held: the ledger cannot record the answer: {0}")]
@@ -911,6 +913,52 @@ impl Engine {
         approvals.by_id.insert(pending.approval_id.clone(), pending);
     }
 
+    /// Withdraws a held call for its caller (the same agent and chain that made it): its client
+    /// cancelled the request or ended the session. The call is denied, recorded as
+    /// [`ApprovalResult::Cancelled`], and can no longer be granted. `time` is read only on the
+    /// event clock.
+    pub fn cancel(
+        &self,
+        approval_id: &str,
+        caller: &Caller,
+        time: Option<&str>,
+    ) -> Result<ApprovalOutcome, ApprovalError> {
+        let now = self.now(time).map_err(ApprovalError::Invalid)?;
+        let pending = {
+            let mut approvals = self.approvals.lock();
+            let pending = approvals
+                .by_id
+                .get(approval_id)
+                .ok_or_else(|| ApprovalError::Unknown(approval_id.to_string()))?;
+            if pending.call.agent != caller.agent || pending.call.chain != caller.chain {
+                return Err(ApprovalError::NotCaller {
+                    caller: caller.agent.clone(),
+                    call_id: pending.call.id.clone(),
+                });
+            }
+            let pending = approvals
+                .by_id
+                .remove(approval_id)
+                .ok_or_else(|| ApprovalError::Unknown(approval_id.to_string()))?;
+            approvals.by_call.remove(&pending.call.id);
+            approvals
+                .answering
+                .insert(pending.approval_id.clone(), pending.call.agent.clone());
+            pending
+        };
+        match self.close(pending, &caller.agent, now, ApprovalResult::Cancelled) {
+            Ok(outcome) => {
+                self.resolve(&outcome);
+                Ok(outcome)
+            }
+            Err(unrecorded) => {
+                let (pending, e) = *unrecorded;
+                self.unanswer(pending);
+                Err(ApprovalError::Unrecorded(e))
+            }
+        }
+    }
+
     fn check_approver(
         &self,
         ans: &ApprovalAnswer,
@@ -971,6 +1019,9 @@ impl Engine {
                 "no approver answered before the deadline {}",
                 pending.deadline
             ),
+            ApprovalResult::Cancelled => {
+                format!("cancelled by its caller {approver} while held")
+            }
             _ => format!("refused by {approver}"),
         };
         let mut outcome = ApprovalOutcome {

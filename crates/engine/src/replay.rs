@@ -128,7 +128,8 @@ pub fn events_from_records(
                 let grant = match o.result {
                     crate::decision::ApprovalResult::Granted
                     | crate::decision::ApprovalResult::GrantedButDenied => true,
-                    crate::decision::ApprovalResult::Refused => false,
+                    crate::decision::ApprovalResult::Refused
+                    | crate::decision::ApprovalResult::Cancelled => false,
                     // Nobody answered: in the replay the call stays held, as it did.
                     crate::decision::ApprovalResult::Expired => continue,
                 };

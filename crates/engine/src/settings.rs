@@ -30,7 +30,9 @@ pub struct Settings {
     pub default_decision: DefaultDecision,
     /// Whether a tool missing from the catalog may be called at all (policies still apply).
     pub unknown_tools: DefaultDecision,
-    /// How long a held call waits for an approver unless its policy sets `DEADLINE`.
+    /// How long a held call waits for an approver unless its policy sets `DEADLINE`; written
+    /// as a duration (`approval_deadline = "15min"`), as in every configuration.
+    #[serde(rename = "approval_deadline", with = "duration_text")]
     pub approval_deadline_ms: i64,
     pub time_source: TimeSource,
     /// Approver groups: group name → human principals.
@@ -68,5 +70,20 @@ impl Settings {
             time_source: TimeSource::Event,
             ..Settings::default()
         }
+    }
+}
+
+/// Durations as configurations write them (`"15min"`), milliseconds in the program.
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use truststack_policy::duration::{format_duration, parse_duration};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }

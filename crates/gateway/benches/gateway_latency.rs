@@ -9,7 +9,11 @@
 //! ```
 //!
 //! The gateway decides every call under the GTG-1002 seed policies and catalog (the echo tool is
-//! the catalog's `read_docs`), for a credential-resolved identity.
+//! the catalog's `read_docs`), for a credential-resolved identity. Over stdio, four paths are
+//! measured in the same rounds: direct; a gateway with an embedded engine; the same with its own
+//! ledger (every decision durable before it is answered); and a gateway that asks a decision
+//! point (`truststack serve` with its ledger, over loopback HTTP, `[decider]`). Over Streamable
+//! HTTP, 16 concurrent clients measure the throughput of the embedded and remote gateways.
 //!
 //! The bench binary plays every role: with `TS_BENCH_ROLE` set it is the stdio echo server, the
 //! HTTP echo server or the gateway.
@@ -88,7 +92,17 @@ fn echo_http(port: u16) {
 
 use axum::response::IntoResponse;
 
-fn config_for(upstream: &str) -> truststack_gateway::GatewayConfig {
+/// How a bench gateway decides.
+#[derive(Clone, Copy)]
+enum Decide<'a> {
+    Embedded,
+    /// Embedded, with a ledger in this directory.
+    EmbeddedLedger(&'a str),
+    /// A decision point on this port.
+    Remote(u16),
+}
+
+fn config_for(upstream: &str, how: Decide<'_>) -> truststack_gateway::GatewayConfig {
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002");
     let exe = std::env::current_exe().unwrap();
     let upstream = if let Some(port) = upstream.strip_prefix("http:") {
@@ -99,31 +113,80 @@ fn config_for(upstream: &str) -> truststack_gateway::GatewayConfig {
             exe.display()
         )
     };
-    let text = format!(
-        "policies = [\"{}\"]\ncatalog = \"{}\"\n[[identity.tokens]]\ntoken = \"{TOKEN}\"\n\
-         agent = \"spiffe://acme.example/agent/bench\"\nchain = [\"user:dana@acme.example\"]\n\
-         [[upstream]]\n{upstream}\n",
-        examples.join("policies/seed.tsp").display(),
-        examples.join("catalog.toml").display()
-    );
+    let decide = match how {
+        Decide::Embedded | Decide::EmbeddedLedger(_) => format!(
+            "policies = [\"{}\"]\ncatalog = \"{}\"\n[[identity.tokens]]\ntoken = \"{TOKEN}\"\n\
+             agent = \"spiffe://acme.example/agent/bench\"\nchain = [\"user:dana@acme.example\"]\n",
+            examples.join("policies/seed.tsp").display(),
+            examples.join("catalog.toml").display()
+        ),
+        // The bench's decision point takes the agent from the request (no credential to verify).
+        Decide::Remote(port) => format!(
+            "[decider]\nurl = \"http://127.0.0.1:{port}\"\n[identity]\nallow_anonymous = true\n\
+             anonymous = {{ agent = \"spiffe://acme.example/agent/bench\", chain = [\"user:dana@acme.example\"] }}\n"
+        ),
+    };
+    let ledger = match how {
+        Decide::EmbeddedLedger(dir) => format!("[ledger]\npath = \"{dir}/gateway.db\"\n"),
+        _ => String::new(),
+    };
+    let text = format!("{decide}{ledger}[[upstream]]\n{upstream}\n");
     toml::from_str(&text).unwrap()
 }
 
-/// The gateway, as its own process.
-fn gateway(mode: &str, upstream: &str) {
+/// `truststack serve` in this process: the seed policies, a ledger, no credentials required.
+fn server(port: u16, dir: &str) {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002");
+    let text = format!(
+        "listen = \"127.0.0.1:{port}\"\npolicies = [\"{}\"]\ncatalog = \"{}\"\n\
+         ledger = \"{dir}/server.db\"\nledger_key = \"{dir}/server.key\"\nrequire_credentials = false\n",
+        examples.join("policies/seed.tsp").display(),
+        examples.join("catalog.toml").display()
+    );
+    let config: truststack_server::ServerConfig = toml::from_str(&text).unwrap();
+    let ledger = truststack_engine::ledger::Ledger::open(
+        std::path::Path::new(&format!("{dir}/server.db")),
+        &truststack_engine::ledger::LedgerConfig::new(format!("{dir}/server.key")),
+    )
+    .unwrap();
+    let state = std::sync::Arc::new(
+        truststack_server::AppState::new(config, std::sync::Arc::new(ledger), None).unwrap(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let gw = truststack_gateway::Gateway::from_config(config_for(upstream)).unwrap();
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        truststack_server::serve(state, l, std::future::pending())
+            .await
+            .unwrap();
+    });
+}
+
+/// The gateway, as its own process (`decide`: `embedded`, `ledger`, or `remote:PORT`).
+fn gateway(mode: &str, upstream: &str, decide: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = std::env::var("TS_BENCH_DIR").unwrap_or_default();
+        let (how, token) = match decide.strip_prefix("remote:") {
+            Some(port) => (Decide::Remote(port.parse().unwrap()), None),
+            None if decide == "ledger" => (Decide::EmbeddedLedger(&dir), Some(TOKEN)),
+            None => (Decide::Embedded, Some(TOKEN)),
+        };
+        let gw = truststack_gateway::Gateway::from_config(config_for(upstream, how)).unwrap();
         if let Some(port) = mode.strip_prefix("http:") {
             let l = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap()))
                 .await
                 .unwrap();
             gw.serve_http(l).await.unwrap();
         } else {
-            gw.serve_stdio(tokio::io::stdin(), tokio::io::stdout(), Some(TOKEN))
+            gw.serve_stdio(tokio::io::stdin(), tokio::io::stdout(), token)
                 .await
                 .unwrap();
         }
@@ -231,10 +294,16 @@ struct HttpPeer {
     stream: BufReader<TcpStream>,
     port: u16,
     session: Option<String>,
+    /// The credential sent (none for a gateway whose decision point names the agent itself).
+    token: Option<&'static str>,
 }
 
 impl HttpPeer {
     fn start(port: u16) -> HttpPeer {
+        HttpPeer::start_as(port, Some(TOKEN))
+    }
+
+    fn start_as(port: u16, token: Option<&'static str>) -> HttpPeer {
         let until = Instant::now() + Duration::from_secs(20);
         let stream = loop {
             match TcpStream::connect(("127.0.0.1", port)) {
@@ -248,6 +317,7 @@ impl HttpPeer {
             stream: BufReader::new(stream),
             port,
             session: None,
+            token,
         };
         p.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}})
@@ -262,9 +332,13 @@ impl HttpPeer {
             .as_ref()
             .map(|s| format!("mcp-session-id: {s}\r\n"))
             .unwrap_or_default();
+        let auth = self
+            .token
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let req = format!(
             "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{}\r\naccept: application/json\r\ncontent-type: application/json\r\n\
-             authorization: Bearer {TOKEN}\r\n{session}content-length: {}\r\n\r\n{body}",
+             {auth}{session}content-length: {}\r\n\r\n{body}",
             self.port,
             body.len()
         );
@@ -370,9 +444,12 @@ fn main() {
             return echo_http(r["echo-http:".len()..].parse().unwrap())
         }
         Ok(r) if r.starts_with("gateway:") => {
-            let rest = &r["gateway:".len()..];
-            let (mode, upstream) = rest.split_once('|').unwrap();
-            return gateway(mode, upstream);
+            let rest: Vec<&str> = r["gateway:".len()..].split('|').collect();
+            return gateway(rest[0], rest[1], rest.get(2).copied().unwrap_or("embedded"));
+        }
+        Ok(r) if r.starts_with("server:") => {
+            let dir = std::env::var("TS_BENCH_DIR").unwrap();
+            return server(r["server:".len()..].parse().unwrap(), &dir);
         }
         _ => {}
     }
@@ -386,21 +463,52 @@ fn main() {
     let per_round = (calls / rounds).max(1);
     println!("TrustStack gateway: added latency per tools/call ({calls} calls per path, {rounds} alternating rounds)");
 
-    // stdio
-    let mut direct = StdioPeer::start(me("echo-stdio"));
-    let mut via = StdioPeer::start(me("gateway:stdio|stdio"));
-    for i in 0..500.min(calls) {
-        direct.call(&call_msg(i));
-        via.call(&call_msg(i));
-    }
-    let probe = via.call(&call_msg(1)).to_string();
-    assert!(
-        probe.contains("\"p1\""),
-        "the gateway allowed and answered the call: {probe}"
+    // A decision point for the remote gateways, and a directory for the ledgers.
+    let dir = tempfile::tempdir().unwrap();
+    let dir_text = dir.path().display().to_string();
+    let decider = free_port();
+    let _server = Proc(
+        me(&format!("server:{decider}"))
+            .env("TS_BENCH_DIR", &dir_text)
+            .spawn()
+            .unwrap(),
     );
-    let (mut d, mut g) = (Vec::new(), Vec::new());
+    wait_port(decider);
+    let with_dir = |role: &str| {
+        let mut c = me(role);
+        c.env("TS_BENCH_DIR", &dir_text);
+        c
+    };
+
+    // stdio: direct, embedded, embedded with its ledger, remote decisions.
+    let mut peers = [
+        ("direct", StdioPeer::start(me("echo-stdio"))),
+        (
+            "embedded",
+            StdioPeer::start(me("gateway:stdio|stdio|embedded")),
+        ),
+        (
+            "embedded+ledger",
+            StdioPeer::start(with_dir("gateway:stdio|stdio|ledger")),
+        ),
+        (
+            "remote",
+            StdioPeer::start(with_dir(&format!("gateway:stdio|stdio|remote:{decider}"))),
+        ),
+    ];
+    for (_, peer) in &mut peers {
+        for i in 0..500.min(calls) {
+            peer.call(&call_msg(i));
+        }
+        let probe = peer.call(&call_msg(1)).to_string();
+        assert!(
+            probe.contains("\"p1\""),
+            "the path allowed and answered the call: {probe}"
+        );
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
     for _ in 0..rounds {
-        for (peer, out) in [(&mut direct, &mut d), (&mut via, &mut g)] {
+        for ((_, peer), out) in peers.iter_mut().zip(times.iter_mut()) {
             for i in 0..per_round {
                 let m = call_msg(i);
                 let t = Instant::now();
@@ -409,17 +517,38 @@ fn main() {
             }
         }
     }
-    report("stdio", d, g);
+    report("stdio", times[0].clone(), times[1].clone());
+    report_paths(
+        "stdio",
+        &peers.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        &times,
+    );
     let n = if quick { 500 } else { 20_000 };
-    let td = direct.pipelined(n);
-    let tg = via.pipelined(n);
-    println!("  pipelined throughput ({n} calls in flight): direct {td:.0} calls/s, gateway {tg:.0} calls/s ({:.2}x)", tg / td);
+    let rates: Vec<f64> = peers.iter_mut().map(|(_, p)| p.pipelined(n)).collect();
+    println!(
+        "  pipelined throughput ({n} calls in flight), calls/s: {}",
+        peers
+            .iter()
+            .zip(&rates)
+            .map(|((name, _), r)| format!("{name} {r:.0} ({:.2}x direct)", r / rates[0]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    drop(peers);
 
     // Streamable HTTP (JSON answers; one keep-alive connection per client)
     let up = free_port();
     let gw = free_port();
     let _echo = Proc(me(&format!("echo-http:{up}")).spawn().unwrap());
     let _gateway = Proc(me(&format!("gateway:http:{gw}|http:{up}")).spawn().unwrap());
+    let gw_remote = free_port();
+    let _remote = Proc(
+        me(&format!(
+            "gateway:http:{gw_remote}|http:{up}|remote:{decider}"
+        ))
+        .spawn()
+        .unwrap(),
+    );
     let mut direct = HttpPeer::start(up);
     let mut via = HttpPeer::start(gw);
     for i in 0..500.min(calls) {
@@ -446,12 +575,17 @@ fn main() {
     // Throughput: 16 concurrent keep-alive clients.
     let clients = 16;
     let each = if quick { 50 } else { 1_000 };
-    for (label, port) in [("direct", up), ("gateway", gw)] {
+    let mut rates = Vec::new();
+    for (label, port, token) in [
+        ("direct", up, Some(TOKEN)),
+        ("gateway", gw, Some(TOKEN)),
+        ("remote", gw_remote, None),
+    ] {
         let start = Instant::now();
         let handles: Vec<_> = (0..clients)
             .map(|_| {
                 std::thread::spawn(move || {
-                    let mut p = HttpPeer::start(port);
+                    let mut p = HttpPeer::start_as(port, token);
                     for i in 0..each {
                         p.post(&call_msg(i));
                     }
@@ -461,6 +595,54 @@ fn main() {
         handles.into_iter().for_each(|h| h.join().unwrap());
         let rate = (clients * each) as f64 / start.elapsed().as_secs_f64();
         println!("  concurrent throughput ({clients} clients): {label} {rate:.0} calls/s");
+        rates.push(rate);
+    }
+    println!(
+        "  remote/embedded throughput: {:.2}x;  target >= 0.5x: {}",
+        rates[2] / rates[1],
+        if rates[2] / rates[1] >= 0.5 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    drop(dir);
+}
+
+/// Every path against the first (direct), and the remote decision point against the embedded
+/// engine (the issue's target: remote adds at most 250 µs at p50 over embedded on loopback).
+fn report_paths(transport: &str, names: &[&str], times: &[Vec<f64>]) {
+    let s: Vec<Stats> = times.iter().map(|t| stats(t.clone())).collect();
+    println!("\n{transport}: every path, µs per tools/call round trip");
+    println!(
+        "  {:<16} {:>9} {:>9} {:>9} {:>9}   {:>12}",
+        "", "p50", "p99", "mean", "added p50", "ratio p50"
+    );
+    for (name, st) in names.iter().zip(&s) {
+        println!(
+            "  {:<16} {:>9.1} {:>9.1} {:>9.1} {:>9.1}   {:>11.2}x",
+            name,
+            st.p50,
+            st.p99,
+            st.mean,
+            st.p50 - s[0].p50,
+            st.p50 / s[0].p50
+        );
+    }
+    let (emb, remote) = (&s[1], &s[s.len() - 1]);
+    let added = remote.p50 - emb.p50;
+    println!(
+        "  remote over embedded: p50 +{added:.1} µs, p99 +{:.1} µs;  target p50 <= 250 µs: {}",
+        remote.p99 - emb.p99,
+        if added <= 250.0 { "met" } else { "MISSED" }
+    );
+}
+
+fn wait_port(port: u16) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,10 +1,15 @@
-//! The local approvals endpoint: where a human answers the calls the gateway holds.
+//! The approvals API of a gateway with an embedded engine: the same paths and JSON as
+//! `truststack serve`'s (`truststack approvals --server http://<approvals listen>` works
+//! against either). A gateway that asks a decision point serves none: its held calls are the
+//! server's.
 //!
-//! - `GET /approvals` — the held calls, oldest first (the engine's `PendingApproval`s).
-//! - `POST /approvals/{approval_id}` with `{"approver": "user:…", "grant": true, "lease": "30min"}`
-//!   — answers one; the answer is the engine's `ApprovalOutcome`. The engine checks the
-//!   approver: a human principal outside the call's chain of command (and in the policy's
-//!   approver group when groups are configured).
+//! - `GET /v1/approvals` — `{"pending": [...]}`, the held calls, oldest first.
+//! - `GET /v1/approvals/{id}` — one held call.
+//! - `POST /v1/approvals/{id}/grant` with `{"lease": "30min"?, "comment": "…"?}` and
+//!   `POST /v1/approvals/{id}/refuse` — answer one; the answer is the engine's
+//!   `ApprovalOutcome`. The engine checks the approver: a human principal outside the call's
+//!   chain of command (and in the policy's approver group when groups are configured).
+//! - `GET /v1/approvals/{id}/wait?timeout=30s` — long-poll for the answer.
 //!
 //! With an issuer configured (`[identity] issuer`), every request must carry a human's
 //! credential (`Authorization: Bearer <token>` from `truststack identity issue --user … --roles
@@ -20,6 +25,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 use truststack_engine::identity::Issuer;
 use truststack_engine::{ApprovalAnswer, ApprovalError, Engine};
 use truststack_server::auth::bearer;
@@ -40,24 +46,28 @@ struct Approver {
     groups: Vec<String>,
 }
 
-/// The body of `POST /approvals/{id}`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/approvals/{id}/grant|refuse` (the server's shape).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerBody {
     /// Who answers; with an issuer configured it comes from the credential (and, when given
     /// here, must match it).
     #[serde(default)]
     pub approver: Option<String>,
-    pub grant: bool,
     #[serde(default)]
     pub lease: Option<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// The approvals routes over `engine`.
 pub fn router(engine: Arc<Engine>, token: Option<String>, issuer: Option<Arc<Issuer>>) -> Router {
     Router::new()
-        .route("/approvals", get(list))
-        .route("/approvals/{id}", post(answer))
+        .route("/v1/approvals", get(list))
+        .route("/v1/approvals/{id}", get(show))
+        .route("/v1/approvals/{id}/grant", post(grant))
+        .route("/v1/approvals/{id}/refuse", post(refuse_call))
+        .route("/v1/approvals/{id}/wait", get(wait))
         .with_state(Approvals {
             engine,
             token: token.map(Arc::from),
@@ -65,8 +75,9 @@ pub fn router(engine: Arc<Engine>, token: Option<String>, issuer: Option<Arc<Iss
         })
 }
 
+/// An error in the server's shape (`{"error": …, "decision_id": …}`).
 fn refuse(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
+    truststack_server::error::ApiError::new(status, message).into_response()
 }
 
 /// The approver a request's credential establishes (`None` without an issuer).
@@ -79,7 +90,10 @@ fn approver(state: &Approvals, headers: &HeaderMap) -> Result<Option<Approver>, 
         return Err((
             StatusCode::UNAUTHORIZED,
             [("www-authenticate", "Bearer")],
-            Json(json!({"error": "approvers must send their credential: `Authorization: Bearer <token>`"})),
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                "approvers must send their credential: `Authorization: Bearer <token>`".into(),
+            ),
         )
             .into_response());
     };
@@ -133,7 +147,10 @@ fn authorized(state: &Approvals, headers: &HeaderMap) -> Result<(), Response> {
         Err((
             StatusCode::UNAUTHORIZED,
             [("www-authenticate", "Bearer")],
-            Json(json!({"error": "the approvals endpoint needs `Authorization: Bearer <token>`"})),
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                "the approvals API needs `Authorization: Bearer <token>`".into(),
+            ),
         )
             .into_response())
     }
@@ -143,14 +160,85 @@ async fn list(State(state): State<Approvals>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    Json(state.engine.pending()).into_response()
+    Json(json!({"pending": state.engine.pending()})).into_response()
 }
 
-async fn answer(
+async fn show(
+    State(state): State<Approvals>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state
+        .engine
+        .pending()
+        .into_iter()
+        .find(|p| p.approval_id == id)
+    {
+        Some(p) => Json(p).into_response(),
+        None => refuse(StatusCode::NOT_FOUND, format!("no pending approval {id}")),
+    }
+}
+
+async fn grant(
     State(state): State<Approvals>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
+) -> Response {
+    answer(state, id, headers, body, true).await
+}
+
+async fn refuse_call(
+    State(state): State<Approvals>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    answer(state, id, headers, body, false).await
+}
+
+/// Long-poll: the outcome once the held call is answered, or `pending` after `timeout`
+/// (default 30s, at most 60s).
+async fn wait(
+    State(state): State<Approvals>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let timeout = match q
+        .get("timeout")
+        .map(|t| truststack_policy::duration::parse_duration(t))
+    {
+        Some(Ok(ms)) => Duration::from_millis(ms.unsigned_abs()),
+        Some(Err(e)) => return refuse(StatusCode::BAD_REQUEST, e),
+        None => Duration::from_secs(30),
+    }
+    .min(Duration::from_secs(60));
+    let known = state.engine.is_pending(&id);
+    let (engine, waited) = (Arc::clone(&state.engine), id.clone());
+    match tokio::task::spawn_blocking(move || engine.wait_outcome(&waited, timeout)).await {
+        Ok(Some(o)) => Json(json!({"status": "answered", "outcome": o})).into_response(),
+        Ok(None) if known => Json(json!({"status": "pending", "approval_id": id})).into_response(),
+        Ok(None) => refuse(
+            StatusCode::NOT_FOUND,
+            format!("no pending or recently answered approval {id}"),
+        ),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn answer(
+    state: Approvals,
+    id: String,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    grant: bool,
 ) -> Response {
     // With an issuer, `approver` authenticates; without, the shared token (if any) does.
     let verified = match approver(&state, &headers) {
@@ -162,14 +250,17 @@ async fn answer(
             return r;
         }
     }
-    let body: AnswerBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!("expected {{\"approver\": \"user:…\", \"grant\": true|false, \"lease\": \"30min\"?}}: {e}")})),
-            )
-                .into_response()
+    let body: AnswerBody = if body.is_empty() {
+        AnswerBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid request body at line {} column {}: expected {{\"lease\": \"30min\"?, \"comment\": \"…\"?, \"approver\": \"user:…\"?}}: {e}", e.line(), e.column()),
+                )
+            }
         }
     };
     let (approver, groups) = match (verified, body.approver) {
@@ -184,16 +275,19 @@ async fn answer(
         (None, None) => {
             return refuse(
                 StatusCode::BAD_REQUEST,
-                "name the approver: {\"approver\": \"user:…\", \"grant\": true|false}".into(),
+                "`approver` is required when approvers do not present credentials".into(),
             )
         }
     };
+    if let Some(comment) = &body.comment {
+        tracing::info!(approval = %id, %approver, %comment, "approval comment");
+    }
     let ans = ApprovalAnswer {
         approval_id: Some(id),
         call_id: None,
         approver,
         groups,
-        grant: body.grant,
+        grant,
         lease: body.lease,
         time: None,
     };
@@ -204,18 +298,12 @@ async fn answer(
         Ok(Err(e)) => {
             let status = match e {
                 ApprovalError::Unknown(_) => StatusCode::NOT_FOUND,
-                ApprovalError::NotHuman(_)
-                | ApprovalError::InChain { .. }
-                | ApprovalError::NotInGroup { .. } => StatusCode::FORBIDDEN,
                 ApprovalError::Unnamed | ApprovalError::Invalid(_) => StatusCode::BAD_REQUEST,
                 ApprovalError::Unrecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::FORBIDDEN,
             };
-            (status, Json(json!({"error": e.to_string()}))).into_response()
+            refuse(status, e.to_string())
         }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -1,14 +1,15 @@
 //! The gateway configuration file (TOML) and the `--upstream` argument syntax.
 //!
+//! Settings shared with `truststack serve` have the same names and are written the same way
+//! (`approval_deadline = "15min"`).
+//!
 //! ```toml
 //! policies = ["../policies/seed.tsp"]        # relative to this file
 //! catalog = "../catalog.toml"
 //! listen = "127.0.0.1:8808"                  # Streamable HTTP mode (else stdio)
-//!
-//! [settings]                                 # the engine's settings
 //! default_decision = "allow"
 //! unknown_tools = "deny"
-//! approval_deadline_ms = 900000
+//! approval_deadline = "15min"
 //!
 //! [identity]
 //! issuer = "../issuer"                       # verify signed credentials (`truststack identity init`)
@@ -18,7 +19,7 @@
 //! agent = "spiffe://acme.example/agent/claude-ops"
 //! chain = ["user:operator@acme.example"]
 //!
-//! [approvals]
+//! [approvals]                                # the `/v1/approvals…` API of this process
 //! listen = "127.0.0.1:7391"
 //!
 //! [ledger]                                   # write every decision ahead to a ledger
@@ -32,12 +33,20 @@
 //! name = "fs"
 //! command = ["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
 //! ```
+//!
+//! Deciding through a decision point instead (no policies, ledger, issuer or approvals here):
+//!
+//! ```toml
+//! [decider]
+//! url = "http://127.0.0.1:8181"              # `truststack serve`
+//! timeout = "2s"                             # no answer by then: deny
+//! ```
 
 use crate::identity::StaticResolver;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use truststack_engine::{Settings, TimeSource};
+use truststack_engine::{DefaultDecision, Settings, TimeSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +63,8 @@ pub enum ConfigError {
     NoUpstream,
     #[error("{0}")]
     Policy(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Size and timing limits.
@@ -83,12 +94,12 @@ impl Default for Limits {
     }
 }
 
-/// The local approvals endpoint.
+/// The approvals API of an embedded engine (the same `/v1/approvals…` API as the server's).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalsConfig {
-    /// Where to serve `GET /approvals` and `POST /approvals/{id}`. In HTTP mode they are also
-    /// served on the main listener.
+    /// Where to serve `/v1/approvals…`. In HTTP mode they are also served on the main
+    /// listener.
     pub listen: Option<String>,
     /// When set, approvers must send `Authorization: Bearer <token>`.
     pub token: Option<String>,
@@ -111,6 +122,10 @@ pub struct LedgerSection {
     pub checkpoint_every: u64,
 }
 
+fn deny() -> DefaultDecision {
+    DefaultDecision::Deny
+}
+
 fn default_origin() -> String {
     truststack_engine::ledger::DEFAULT_ORIGIN.to_string()
 }
@@ -125,6 +140,33 @@ impl LedgerSection {
             .clone()
             .unwrap_or_else(|| self.path.with_extension("key"))
     }
+}
+
+/// The decision point every `tools/call` is asked of.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeciderSection {
+    /// The base URL of `truststack serve` (`http://127.0.0.1:8181`).
+    pub url: String,
+    /// How long to wait for a decision (or any other answer) before denying the call.
+    #[serde(default = "default_decider_timeout")]
+    pub timeout: String,
+}
+
+fn default_decider_timeout() -> String {
+    "2s".into()
+}
+
+impl DeciderSection {
+    pub fn timeout(&self) -> Result<std::time::Duration, ConfigError> {
+        truststack_policy::duration::parse_duration(&self.timeout)
+            .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
+            .map_err(|e| ConfigError::Invalid(format!("decider.timeout: {e}")))
+    }
+}
+
+fn default_deadline() -> String {
+    "15min".into()
 }
 
 /// One upstream MCP server as written in the configuration.
@@ -148,14 +190,26 @@ pub struct UpstreamConfig {
 }
 
 /// The gateway configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     #[serde(default)]
     pub policies: Vec<PathBuf>,
     pub catalog: Option<PathBuf>,
+    /// The answer for calls no enforced policy speaks about.
     #[serde(default)]
-    pub settings: Settings,
+    pub default_decision: DefaultDecision,
+    /// Whether tools missing from the catalog may be called at all.
+    #[serde(default = "deny")]
+    pub unknown_tools: DefaultDecision,
+    /// How long a held call waits for an approver unless its policy sets `DEADLINE`.
+    #[serde(default = "default_deadline")]
+    pub approval_deadline: String,
+    /// Approver groups: group → human principals (credentials may also carry groups).
+    #[serde(default)]
+    pub approver_groups: BTreeMap<String, Vec<String>>,
+    /// Ask this decision point instead of deciding in this process.
+    pub decider: Option<DeciderSection>,
     #[serde(default)]
     pub identity: StaticResolver,
     #[serde(default)]
@@ -173,6 +227,27 @@ pub struct GatewayConfig {
     pub allowed_origins: Vec<String>,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            policies: Vec::new(),
+            catalog: None,
+            default_decision: DefaultDecision::Allow,
+            unknown_tools: deny(),
+            approval_deadline: default_deadline(),
+            approver_groups: BTreeMap::new(),
+            decider: None,
+            identity: StaticResolver::default(),
+            approvals: ApprovalsConfig::default(),
+            limits: Limits::default(),
+            ledger: None,
+            listen: None,
+            allowed_origins: Vec::new(),
+            upstreams: Vec::new(),
+        }
+    }
 }
 
 impl GatewayConfig {
@@ -202,15 +277,63 @@ impl GatewayConfig {
         for u in &mut config.upstreams {
             u.cwd.iter_mut().for_each(rel);
         }
+        let invalid = |e: ConfigError| ConfigError::Toml {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        config.engine_settings().map_err(invalid)?;
+        config.check_decider().map_err(invalid)?;
         Ok(config)
     }
 
     /// The engine settings the gateway runs with: always on the system clock (an agent does not
     /// get to say what time it is).
-    pub fn engine_settings(&self) -> Settings {
-        Settings {
+    pub fn engine_settings(&self) -> Result<Settings, ConfigError> {
+        let deadline = truststack_policy::duration::parse_duration(&self.approval_deadline)
+            .map_err(|e| ConfigError::Invalid(format!("approval_deadline: {e}")))?;
+        Ok(Settings {
+            default_decision: self.default_decision,
+            unknown_tools: self.unknown_tools,
+            approval_deadline_ms: deadline,
             time_source: TimeSource::System,
-            ..self.settings.clone()
+            approver_groups: self.approver_groups.clone(),
+            require_approver_group: false,
+            ..Settings::default()
+        })
+    }
+
+    /// With `[decider]`, the decision point holds the policies, the ledger, the identities and
+    /// the approvals: configuring them here as well would suggest a second decision, so it is
+    /// refused.
+    pub fn check_decider(&self) -> Result<(), ConfigError> {
+        let Some(d) = &self.decider else {
+            return Ok(());
+        };
+        if !(d.url.starts_with("http://") || d.url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "decider.url: `{}` is not an http:// or https:// URL",
+                d.url
+            )));
+        }
+        d.timeout()?;
+        let here = [
+            ("policies", !self.policies.is_empty()),
+            ("catalog", self.catalog.is_some()),
+            ("ledger", self.ledger.is_some()),
+            ("identity.issuer", self.identity.issuer.is_some()),
+            ("identity.tokens", !self.identity.tokens.is_empty()),
+            ("approvals", self.approvals.listen.is_some()),
+            ("approver_groups", !self.approver_groups.is_empty()),
+        ];
+        let set: Vec<&str> = here.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect();
+        if set.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(format!(
+                "with [decider] the decision point at {} holds the policies, catalog, ledger, identities and approvals; remove {} from this configuration",
+                d.url,
+                set.join(", ")
+            )))
         }
     }
 

@@ -14,7 +14,7 @@ use truststack_server::telemetry::{Telemetry, TraceHeaders};
 /// The `_meta` key under which denials carry the decision.
 pub const META_KEY: &str = "io.truststack/decision";
 
-/// The engine as the gateway uses it.
+/// The embedded engine as the gateway uses it.
 pub struct Enforcer {
     engine: Arc<Engine>,
     /// The decision spans' OTLP exporter, when the environment configures one.

@@ -13,7 +13,8 @@
 //! - `Authorization: Bearer <token>` is resolved to the caller's identity; a session stays bound
 //!   to the credential that opened it. `Origin`, when present, must be allowed.
 //!
-//! The approvals endpoint (`/approvals`) is served on the same listener.
+//! With an embedded engine, its approvals API (`/v1/approvals…`, as the server's) is served on
+//! the same listener.
 
 use crate::jsonrpc::{self, code, Kind, RawId};
 use crate::session::{ClientSink, Route, Session};
@@ -463,7 +464,7 @@ async fn handle_delete(State(state): State<Arc<HttpState>>, headers: HeaderMap) 
 }
 
 impl Gateway {
-    /// The Streamable HTTP app: `/mcp` and the approvals endpoint.
+    /// The Streamable HTTP app: `/mcp` and, with an embedded engine, its approvals API.
     pub fn http_router(&self) -> Router {
         let state = Arc::new(HttpState {
             gateway: Arc::new(GatewayHandle {
@@ -479,16 +480,17 @@ impl Gateway {
                 post(handle_post).get(handle_get).delete(handle_delete),
             )
             .with_state(state)
-            .merge(self.approvals_router())
+            .merge(self.approvals_router().unwrap_or_default())
     }
 
-    /// The approvals endpoint alone (for stdio mode).
-    pub fn approvals_router(&self) -> Router {
-        approvals::router(
-            Arc::clone(self.engine()),
+    /// The approvals API of the embedded engine (`None` when a decision point decides: its
+    /// held calls are answered there).
+    pub fn approvals_router(&self) -> Option<Router> {
+        Some(approvals::router(
+            Arc::clone(self.engine()?),
             self.config().approvals.token.clone(),
             self.issuer().cloned(),
-        )
+        ))
     }
 
     /// Serves Streamable HTTP on `listener` until the process ends.
@@ -502,16 +504,19 @@ impl Gateway {
             })
     }
 
-    /// Serves only the approvals endpoint on `listener`.
+    /// Serves only the approvals API on `listener`.
     pub async fn serve_approvals(
         &self,
         listener: tokio::net::TcpListener,
     ) -> Result<(), GatewayError> {
-        axum::serve(no_delay(listener), self.approvals_router())
-            .await
-            .map_err(|source| GatewayError::Io {
-                what: "approvals endpoint".into(),
-                source,
-            })
+        axum::serve(
+            no_delay(listener),
+            self.approvals_router().unwrap_or_default(),
+        )
+        .await
+        .map_err(|source| GatewayError::Io {
+            what: "approvals endpoint".into(),
+            source,
+        })
     }
 }

@@ -115,6 +115,41 @@ impl IdentityResolver for StaticResolver {
     }
 }
 
+/// Identities for a gateway that asks a decision point: the credential is passed on as it was
+/// presented and verified there, on every call; the gateway never names an agent for a caller
+/// that presented one. A caller without a credential is served only where the configuration
+/// allows anonymous callers, as its anonymous identity (which only a server that does not
+/// require credentials accepts).
+pub struct RemoteResolver {
+    config: StaticResolver,
+}
+
+impl RemoteResolver {
+    pub fn new(config: StaticResolver) -> Self {
+        RemoteResolver { config }
+    }
+}
+
+impl IdentityResolver for RemoteResolver {
+    fn resolve(&self, credential: Option<&str>) -> Result<CallerIdentity, IdentityError> {
+        match credential.map(str::trim).filter(|t| !t.is_empty()) {
+            // What the credential says is the decision point's to establish; the gateway only
+            // labels the session for its logs.
+            Some(token) => {
+                let digest = sha256_hex(token);
+                let short = digest.get(..16).unwrap_or("");
+                Ok(CallerIdentity {
+                    agent: format!("credential:sha256:{short}"),
+                    chain: Vec::new(),
+                    tools: None,
+                    credential_id: Some(format!("sha256:{short}")),
+                })
+            }
+            None => self.config.resolve(None),
+        }
+    }
+}
+
 /// Verifies signed credentials of one issuer; other tokens go to the static list.
 pub struct CredentialResolver {
     issuer: Arc<Issuer>,

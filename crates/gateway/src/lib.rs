@@ -6,8 +6,10 @@
 //! real server) or Streamable HTTP (sessions, SSE streams, the GET stream). It acts on two
 //! messages only:
 //!
-//! - `tools/call` becomes a `tool_call` event for the caller's verified identity and is decided
-//!   by the embedded [`Engine`](truststack_engine::Engine): allowed calls are forwarded and
+//! - `tools/call` becomes a `tool_call` event for the caller and is decided by the
+//!   [`decider`]: a decision point (`truststack serve`, `[decider] url`) asked with the agent's
+//!   own credential, or an engine embedded in this process (whose state is this process's
+//!   alone). Allowed calls are forwarded and
 //!   their results reported as observations; denied calls are answered with a tool result
 //!   (`isError: true`) naming the policy and the reason; held calls wait for an approver (with
 //!   `notifications/progress` while they wait).
@@ -24,6 +26,7 @@
 
 pub mod approvals;
 pub mod config;
+pub mod decider;
 pub mod enforce;
 pub mod framing;
 pub mod http;
@@ -75,7 +78,7 @@ pub enum GatewayError {
 
 /// What every session of a gateway shares.
 pub struct Core {
-    pub enforcer: enforce::Enforcer,
+    pub decider: decider::Decider,
     pub limits: Limits,
     pub upstreams: Vec<Upstream>,
     pub http: reqwest::Client,
@@ -93,9 +96,21 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway from its configuration: compiles the policies and catalog it names, opens the
-    /// ledger (rebuilding the engine's state from it) and the issuer when they are configured.
+    /// A gateway from its configuration. With `[decider]`, decisions are asked of that server
+    /// and nothing else is loaded; otherwise compiles the policies and catalog it names, opens
+    /// the ledger (rebuilding the engine's state from it) and the issuer when they are
+    /// configured.
     pub fn from_config(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        config.check_decider()?;
+        if let Some(section) = &config.decider {
+            let remote = decider::Remote::new(&section.url, section.timeout()?)
+                .map_err(GatewayError::Policy)?;
+            let resolver = Arc::new(identity::RemoteResolver::new(config.identity.clone()));
+            return Ok(
+                Gateway::with_decider(config, decider::Decider::Remote(remote), false)?
+                    .with_resolver(resolver),
+            );
+        }
         let loaded =
             truststack_policy::load::load_files(&config.policies, config.catalog.as_deref())
                 .map_err(|e| GatewayError::Policy(e.to_string()))?;
@@ -103,7 +118,7 @@ impl Gateway {
             tracing::warn!("{}", loaded.render_warnings());
         }
         let sources = loaded.source_sizes();
-        let mut engine = Engine::new(loaded.bundle, config.engine_settings());
+        let mut engine = Engine::new(loaded.bundle, config.engine_settings()?);
         let recording = config.ledger.is_some();
         let mut revocation_log = None;
         if let Some(section) = &config.ledger {
@@ -162,6 +177,15 @@ impl Gateway {
         engine: Arc<Engine>,
         recording: bool,
     ) -> Result<Gateway, GatewayError> {
+        let enforcer = enforce::Enforcer::new(engine, recording);
+        Gateway::with_decider(config, decider::Decider::Embedded(enforcer), recording)
+    }
+
+    fn with_decider(
+        config: GatewayConfig,
+        decider: decider::Decider,
+        recording: bool,
+    ) -> Result<Gateway, GatewayError> {
         let upstreams = config.resolved_upstreams()?;
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -169,7 +193,7 @@ impl Gateway {
             .build()
             .map_err(|e| GatewayError::Policy(format!("cannot build the HTTP client: {e}")))?;
         let core = Arc::new(Core {
-            enforcer: enforce::Enforcer::new(engine, recording),
+            decider,
             limits: config.limits.clone(),
             upstreams,
             http,
@@ -190,18 +214,24 @@ impl Gateway {
         self
     }
 
-    pub fn engine(&self) -> &Arc<Engine> {
-        self.core.enforcer.engine()
+    /// The embedded engine (`None` when a decision point decides).
+    pub fn engine(&self) -> Option<&Arc<Engine>> {
+        self.core.decider.embedded().map(enforce::Enforcer::engine)
     }
 
-    /// Exports a span per decision over OTLP (see `truststack_server::telemetry`).
+    /// Exports a span per decision over OTLP (see `truststack_server::telemetry`); with a
+    /// decision point, the server exports its own.
     pub fn set_telemetry(&self, telemetry: truststack_server::telemetry::Telemetry) {
-        self.core.enforcer.set_telemetry(telemetry);
+        if let Some(e) = self.core.decider.embedded() {
+            e.set_telemetry(telemetry);
+        }
     }
 
     /// Flushes the decision spans, at shutdown.
     pub fn shutdown_telemetry(&self) {
-        self.core.enforcer.shutdown_telemetry();
+        if let Some(e) = self.core.decider.embedded() {
+            e.shutdown_telemetry();
+        }
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -221,10 +251,11 @@ impl Gateway {
         &self.resolver
     }
 
-    /// Refuses held calls whose deadline passed, every `period`, until the runtime stops.
-    pub fn spawn_expiry(&self, period: Duration) -> tokio::task::JoinHandle<()> {
-        let engine = Arc::clone(self.engine());
-        tokio::spawn(async move {
+    /// Refuses held calls whose deadline passed, every `period`, until the runtime stops (the
+    /// embedded engine's; a decision point expires its own).
+    pub fn spawn_expiry(&self, period: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let engine = Arc::clone(self.engine()?);
+        Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
@@ -233,7 +264,7 @@ impl Gateway {
                     tracing::info!(approval = %o.approval_id, call = %o.call_id, "approval expired: {}", o.reason);
                 }
             }
-        })
+        }))
     }
 }
 

@@ -10,7 +10,8 @@
 //!
 //! Nothing here blocks: a held call waits in its own task, so other requests keep flowing.
 
-use crate::enforce::{self, Enforcer};
+use crate::decider::{Asker, Decider, Waited};
+use crate::enforce;
 use crate::identity::{CallerIdentity, IdentityResolver};
 use crate::jsonrpc::{self, code, Kind, RawId, RawObject};
 use crate::upstream::{Link, UpEvent};
@@ -61,6 +62,21 @@ enum Inflight {
     Swallow,
 }
 
+/// A call waiting for an approver.
+struct Held {
+    wait: tokio::task::AbortHandle,
+    approval_id: String,
+}
+
+/// A `tools/call` waiting for a remote decision (decided in the order the client sent them).
+struct ToDecide {
+    id: RawId,
+    name: String,
+    text: String,
+    call: ToolCall,
+    progress: Option<String>,
+}
+
 /// Responses to a JSON-RPC batch, sent together when complete.
 struct Batch {
     waiting: usize,
@@ -73,7 +89,7 @@ struct State {
     /// Requests sent upstream, by (upstream, id as the upstream saw it).
     inflight: HashMap<(usize, RawId), Inflight>,
     /// Held calls, by client id.
-    held: HashMap<RawId, tokio::task::AbortHandle>,
+    held: HashMap<RawId, Held>,
     /// Progress tokens (as JSON text) of in-flight client requests.
     progress: HashMap<String, RawId>,
     /// Several upstreams: client request id → (upstream, upstream id).
@@ -105,6 +121,9 @@ pub struct Session {
     /// The credential the session began with, re-verified before every `tools/call` so that a
     /// revocation or an expiry takes effect on the next call.
     credential: std::sync::OnceLock<(Arc<dyn IdentityResolver>, String)>,
+    /// Calls for a remote decider, decided one after the other in the order they arrived.
+    to_decide: Mutex<Option<mpsc::UnboundedSender<ToDecide>>>,
+    decide_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +187,8 @@ impl Session {
             closed: AtomicBool::new(false),
             pump: Mutex::new(None),
             credential: std::sync::OnceLock::new(),
+            to_decide: Mutex::new(None),
+            decide_task: Mutex::new(None),
         });
         let me = Arc::clone(&session);
         *session.pump.lock() = Some(tokio::spawn(me.pump(rx)));
@@ -183,13 +204,20 @@ impl Session {
         &self.identity
     }
 
-    /// Ends the session: held calls are dropped, upstreams closed.
+    /// Ends the session: held calls are withdrawn (refused and recorded by the decider, so no
+    /// approver grants a call nobody waits for), upstreams closed.
     pub async fn close(&self) {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        let held: Vec<_> = self.state.lock().held.drain().map(|(_, h)| h).collect();
-        held.iter().for_each(tokio::task::AbortHandle::abort);
+        if let Some(t) = self.decide_task.lock().take() {
+            t.abort();
+        }
+        let held: Vec<Held> = self.state.lock().held.drain().map(|(_, h)| h).collect();
+        for h in &held {
+            h.wait.abort();
+            self.withdraw(&h.approval_id, "the session ended").await;
+        }
         for link in &self.links {
             link.close().await;
         }
@@ -221,8 +249,29 @@ impl Session {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn enforcer(&self) -> &Enforcer {
-        &self.core.enforcer
+    fn decider(&self) -> &Decider {
+        &self.core.decider
+    }
+
+    /// The caller, as the decider needs it.
+    fn asker(&self) -> Asker<'_> {
+        Asker {
+            identity: &self.identity,
+            credential: self.credential.get().map(|(_, c)| c.as_str()),
+        }
+    }
+
+    /// Withdraws a held call at the decider; failing that, the call stays held there until its
+    /// deadline refuses it (nothing here would forward it).
+    async fn withdraw(&self, approval_id: &str, why: &str) {
+        match self.decider().cancel(self.asker(), approval_id).await {
+            Ok(()) => {
+                tracing::info!(session = %self.id, approval = %approval_id, "held call withdrawn: {why}")
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.id, approval = %approval_id, error = %e, "held call not withdrawn ({why})")
+            }
+        }
     }
 
     /// The negotiated protocol version, once `initialize` was answered.
@@ -437,9 +486,12 @@ impl Session {
                 let held = self.state.lock().held.remove(&target);
                 if let Some(h) = held {
                     // A held call was never sent upstream; it ends here, unanswered, as the
-                    // client asked.
-                    h.abort();
-                    tracing::info!(session = %self.id, request = %target, "held call cancelled by the client");
+                    // client asked, and is refused at the decider.
+                    h.wait.abort();
+                    let me = Arc::clone(self);
+                    tokio::spawn(async move {
+                        me.withdraw(&h.approval_id, "the client cancelled it").await;
+                    });
                     return;
                 }
                 if self.multi {
@@ -697,12 +749,78 @@ impl Session {
             tool: name.clone(),
             args: arguments.unwrap_or_else(|| json!({})),
         };
-        let meta = meta.unwrap_or_default();
-        let trace = TraceHeaders {
-            traceparent: meta.traceparent,
-            tracestate: meta.tracestate,
-        };
-        let decision = self.enforcer().decide(&self.identity, &call, &trace);
+        match self.decider() {
+            Decider::Embedded(e) => {
+                let meta = meta.unwrap_or_default();
+                let trace = TraceHeaders {
+                    traceparent: meta.traceparent,
+                    tracestate: meta.tracestate,
+                };
+                let decision = e.decide(&self.identity, &call, &trace);
+                self.decided(id, name, text, call, decision, progress);
+            }
+            Decider::Remote(_) => {
+                let item = ToDecide {
+                    id,
+                    name,
+                    text: text.to_string(),
+                    call,
+                    progress,
+                };
+                if let Err(mpsc::error::SendError(item)) = self.remote_queue().send(item) {
+                    let decision =
+                        crate::decider::unanswered(&item.call, "the session is closing".into());
+                    self.decided(
+                        item.id,
+                        item.name,
+                        &item.text,
+                        item.call,
+                        decision,
+                        item.progress,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The queue of calls for the remote decider, started on first use: one task per session
+    /// asks for decisions in the order the client sent its calls (so a rate limit admits the
+    /// first calls of a burst, as the embedded engine does).
+    fn remote_queue(self: &Arc<Self>) -> mpsc::UnboundedSender<ToDecide> {
+        let mut slot = self.to_decide.lock();
+        if let Some(tx) = slot.as_ref() {
+            return tx.clone();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<ToDecide>();
+        let me = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                let decision = me.decider().decide(me.asker(), &item.call).await;
+                me.decided(
+                    item.id,
+                    item.name,
+                    &item.text,
+                    item.call,
+                    decision,
+                    item.progress,
+                );
+            }
+        });
+        *self.decide_task.lock() = Some(task);
+        *slot = Some(tx.clone());
+        tx
+    }
+
+    /// Acts on a decision: forwards an allowed call, answers a denied one, holds the rest.
+    fn decided(
+        self: &Arc<Self>,
+        id: RawId,
+        name: String,
+        text: &str,
+        call: ToolCall,
+        decision: Decision,
+        progress: Option<String>,
+    ) {
         // The upstream and the request it gets (renamed when namespaced).
         let (up, text) = if self.multi {
             match self.split_name(&name) {
@@ -767,10 +885,10 @@ impl Session {
     ) {
         let me = Arc::clone(self);
         let client_id = id.clone();
+        let approval = decision.approval_id.clone().unwrap_or_default();
         let mut st = self.state.lock();
+        let waited = approval.clone();
         let task = tokio::spawn(async move {
-            let engine = Arc::clone(me.enforcer().engine());
-            let approval = decision.approval_id.clone().unwrap_or_default();
             let interval = Duration::from_millis(me.core.limits.progress_interval_ms.max(10));
             let note = enforce::held_message(&decision);
             let mut n = 0u64;
@@ -778,9 +896,10 @@ impl Session {
                 me.send_progress(&client_id, t, n, &note);
             }
             let outcome = loop {
-                // Answered, expired, or no longer known: done; still held: report progress.
-                if let Ok(got) = tokio::time::timeout(interval, engine.outcome(&approval)).await {
-                    break got;
+                match me.decider().wait(me.asker(), &waited, interval).await {
+                    Waited::Answered(o) => break Ok(o),
+                    Waited::Lost(why) => break Err(why),
+                    Waited::Pending => {}
                 }
                 n += 1;
                 if let Some(t) = &token {
@@ -789,8 +908,8 @@ impl Session {
             };
             me.state.lock().held.remove(&client_id);
             match outcome {
-                Some(o) if o.decision == Verdict::Allow => {
-                    tracing::info!(session = %me.id, tool = %truststack_engine::log::clip(&call.tool), approval = %o.approval_id, "held call released");
+                Ok(o) if o.decision == Verdict::Allow => {
+                    tracing::info!(session = %me.id, tool = %call.tool, approval = %o.approval_id, "held call released");
                     let tool = call.tool.clone();
                     let purpose = Purpose::ToolsCall(Box::new(call));
                     if up == usize::MAX {
@@ -809,16 +928,16 @@ impl Session {
                         progress,
                     );
                 }
-                Some(o) => {
+                Ok(o) => {
                     let (message, meta) = enforce::refusal(&call.tool, &decision, &o);
                     me.respond(
                         &client_id,
                         jsonrpc::tool_error_result(&client_id, &message, &meta),
                     );
                 }
-                None => {
+                Err(why) => {
                     let mut lost = decision.clone();
-                    lost.reason = format!("{}; the approval is no longer pending", decision.reason);
+                    lost.reason = format!("{}; {why}", decision.reason);
                     let (message, meta) = enforce::denial(&call.tool, &lost);
                     me.respond(
                         &client_id,
@@ -827,7 +946,13 @@ impl Session {
                 }
             }
         });
-        st.held.insert(id, task.abort_handle());
+        st.held.insert(
+            id,
+            Held {
+                wait: task.abort_handle(),
+                approval_id: approval,
+            },
+        );
     }
 
     fn send_progress(&self, id: &RawId, token: &RawValue, n: u64, message: &str) {
@@ -1067,9 +1192,11 @@ impl Session {
                     self.respond(&client_id, text.clone());
                     if self.core.offload {
                         let me = Arc::clone(self);
-                        tokio::task::spawn_blocking(move || me.enforcer().observe(&call, &text));
+                        tokio::task::spawn_blocking(move || {
+                            me.decider().observe(me.asker(), &call, &text);
+                        });
                     } else {
-                        self.enforcer().observe(&call, &text);
+                        self.decider().observe(self.asker(), &call, &text);
                     }
                 } else {
                     self.respond(&client_id, text);
@@ -1207,10 +1334,7 @@ impl Session {
     }
 
     fn visible(&self, tool: &str) -> bool {
-        match self
-            .enforcer()
-            .never_allowed(&self.identity, &self.id, tool)
-        {
+        match self.decider().never_allowed(&self.identity, &self.id, tool) {
             None => true,
             Some(why) => {
                 tracing::debug!(session = %self.id, %tool, %why, "hidden from tools/list");

@@ -74,8 +74,7 @@ fn config(dir: &Path) -> GatewayConfig {
     std::fs::write(dir.join("catalog.toml"), CATALOG).unwrap();
     std::fs::write(dir.join("policies.tsp"), POLICIES).unwrap();
     let toml = format!(
-        "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\n\
-         [settings]\nunknown_tools = \"allow\"\n\
+        "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\nunknown_tools = \"allow\"\n\
          [identity]\nissuer = \"issuer\"\nallow_anonymous = false\n\
          [ledger]\npath = \"ledger.db\"\n\
          [limits]\nprogress_interval_ms = 50\n\
@@ -97,9 +96,15 @@ async fn approvals_endpoint(client: &Client, dir: &Path) -> String {
     base
 }
 
-async fn answer(base: &str, id: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+/// `POST /v1/approvals/{id}/grant` (or `/refuse` when `body` says `"grant": false`).
+async fn answer(base: &str, id: &str, token: Option<&str>, mut body: Value) -> (u16, Value) {
+    let grant = body
+        .as_object_mut()
+        .and_then(|m| m.remove("grant"))
+        .is_none_or(|g| g == json!(true));
+    let verb = if grant { "grant" } else { "refuse" };
     let mut r = reqwest::Client::new()
-        .post(format!("{base}/approvals/{id}"))
+        .post(format!("{base}/v1/approvals/{id}/{verb}"))
         .json(&body);
     if let Some(t) = token {
         r = r.bearer_auth(t);

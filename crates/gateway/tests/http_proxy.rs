@@ -153,23 +153,24 @@ async fn sessions_calls_denials_and_a_held_call_released_over_http() {
         .rpc(json!({"jsonrpc": "2.0", "id": 4, "method": "ping"}))
         .await;
     assert_eq!(r["result"], json!({}));
-    let pending: Vec<Value> = h
+    let listed: Value = h
         .client
-        .get(format!("{}/approvals", h.base))
+        .get(format!("{}/v1/approvals", h.base))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
+    let pending = listed["pending"].as_array().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["call"]["tool"], "nmap_scan");
     let aid = pending[0]["approval_id"].as_str().unwrap();
-    let url = format!("{}/approvals/{aid}", h.base);
+    let url = format!("{}/v1/approvals/{aid}/grant", h.base);
     let r = h
         .client
         .post(&url)
-        .json(&json!({"approver": "user:alice@test.example", "grant": true}))
+        .json(&json!({"approver": "user:alice@test.example"}))
         .send()
         .await
         .unwrap();
@@ -177,7 +178,7 @@ async fn sessions_calls_denials_and_a_held_call_released_over_http() {
     let r = h
         .client
         .post(&url)
-        .json(&json!({"approver": "user:bob@test.example", "grant": true, "lease": "5min"}))
+        .json(&json!({"approver": "user:bob@test.example", "lease": "5min"}))
         .send()
         .await
         .unwrap();
@@ -192,7 +193,7 @@ async fn sessions_calls_denials_and_a_held_call_released_over_http() {
     let r = h
         .client
         .post(&url)
-        .json(&json!({"approver": "user:bob@test.example", "grant": true}))
+        .json(&json!({"approver": "user:bob@test.example"}))
         .send()
         .await
         .unwrap();
@@ -394,18 +395,18 @@ async fn http_errors_credentials_sizes_and_origins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_approvals_endpoint_can_require_a_token() {
+async fn the_approvals_api_can_require_a_token() {
     let (h, _dir) = Http::start("[approvals]\ntoken = \"approver-secret\"\n").await;
     let r = h
         .client
-        .get(format!("{}/approvals", h.base))
+        .get(format!("{}/v1/approvals", h.base))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
     let r = h
         .client
-        .get(format!("{}/approvals", h.base))
+        .get(format!("{}/v1/approvals", h.base))
         .bearer_auth("approver-secret")
         .send()
         .await
@@ -413,7 +414,7 @@ async fn the_approvals_endpoint_can_require_a_token() {
     assert_eq!(r.status(), 200);
     let r = h
         .client
-        .post(format!("{}/approvals/a-1", h.base))
+        .post(format!("{}/v1/approvals/a-1/grant", h.base))
         .bearer_auth("approver-secret")
         .body("{}")
         .send()

@@ -158,20 +158,35 @@ async fn a_refused_or_cancelled_held_call_is_never_forwarded() {
     let r = c.response(json!(1)).await;
     assert_eq!(r["result"]["isError"], true);
     assert!(text(&r).contains("refused by user:bob@test.example"), "{r}");
-    // A held call the client cancels ends without an answer.
+    // A held call the client cancels ends without an answer, and is withdrawn from the
+    // approvals queue: nobody can grant it any more.
     c.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "nmap_scan", "arguments": {"target": "10.0.0.3"}}}))
         .await;
+    let mut held = Vec::new();
     for _ in 0..200 {
-        if !c.engine.pending().is_empty() {
+        held = c.engine.pending();
+        if !held.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let approval = held.first().expect("the scan is held").approval_id.clone();
     c.send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2, "reason": "user"}}))
         .await;
     let r = c.call(3, "echo", json!({"text": "after"})).await;
     assert_eq!(text(&r), "fake: after");
     assert!(c.seen.iter().all(|v| v["id"] != 2), "{:?}", c.seen);
+    let outcome = c
+        .engine
+        .wait_outcome(&approval, Duration::from_secs(5))
+        .expect("the cancellation is an outcome");
+    assert_eq!(outcome.result, truststack_engine::ApprovalResult::Cancelled);
+    assert!(c.engine.pending().is_empty());
+    let late = c.answer("user:bob@test.example", true).await;
+    assert!(
+        late.is_err(),
+        "a cancelled call cannot be granted: {late:?}"
+    );
     c.close().await;
 }
 

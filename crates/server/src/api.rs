@@ -42,6 +42,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/approvals/{id}/grant", post(grant))
         .route("/v1/approvals/{id}/refuse", post(refuse))
         .route("/v1/approvals/{id}/wait", get(wait))
+        .route("/v1/approvals/{id}/cancel", post(cancel))
         .route("/v1/ledger/checkpoint", get(checkpoint))
         .route("/v1/ledger/entries", get(entries))
         .route("/v1/ledger/proofs/inclusion", get(inclusion))
@@ -575,6 +576,51 @@ async fn refuse(
     body: Bytes,
 ) -> ApiResult {
     answer(state, headers, id, body, false).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CancelRequest {
+    /// Only when the server does not require credentials.
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    chain: Vec<String>,
+    /// Used only when the server runs on the event clock.
+    #[serde(default)]
+    time: Option<String>,
+}
+
+/// The caller withdraws its own held call (its client cancelled the request or ended the
+/// session at an enforcement point): refused, recorded, and no longer grantable. Only the agent
+/// that made the call, with the same chain, may cancel it.
+async fn cancel(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let req: CancelRequest = if body.is_empty() {
+        CancelRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    let caller = state.caller(&headers, req.agent, req.chain)?;
+    let st = Arc::clone(&state);
+    let outcome = blocking(move || st.engine.read().cancel(&id, &caller, req.time.as_deref()))
+        .await?
+        .map_err(|e| match e {
+            ApprovalError::Unknown(_) => ApiError::not_found(e.to_string()),
+            ApprovalError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            ApprovalError::Unrecorded(_) => ApiError::unavailable(e.to_string()),
+            _ => ApiError::forbidden(e.to_string()),
+        })?;
+    state
+        .metrics
+        .pending_approvals
+        .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
+    let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(reply(&state, body))
 }
 
 #[derive(Deserialize)]

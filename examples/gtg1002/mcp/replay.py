@@ -68,8 +68,9 @@ def http_json(method, url, body=None):
 async def approver(approvals_url, log):
     """Waits for the held call, then answers it as two humans."""
     for _ in range(400):
-        status, pending = await asyncio.to_thread(http_json, "GET", f"{approvals_url}/approvals")
-        if status == 200 and pending:
+        status, listed = await asyncio.to_thread(http_json, "GET", f"{approvals_url}/v1/approvals")
+        pending = listed.get("pending") if status == 200 and isinstance(listed, dict) else None
+        if pending:
             break
         await asyncio.sleep(0.05)
     else:
@@ -79,14 +80,14 @@ async def approver(approvals_url, log):
     aid = held["approval_id"]
     log.append({"held": held["call"]["tool"], "approval_id": aid, "policies": [p["id"] for p in held["policies"]]})
     status, body = await asyncio.to_thread(
-        http_json, "POST", f"{approvals_url}/approvals/{aid}", {"approver": "user:operator@acme.example", "grant": True}
+        http_json, "POST", f"{approvals_url}/v1/approvals/{aid}/grant", {"approver": "user:operator@acme.example"}
     )
     log.append({"approver": "user:operator@acme.example", "status": status, "answer": body})
     status, body = await asyncio.to_thread(
         http_json,
         "POST",
-        f"{approvals_url}/approvals/{aid}",
-        {"approver": "user:oncall@acme.example", "grant": True, "lease": "30min"},
+        f"{approvals_url}/v1/approvals/{aid}/grant",
+        {"approver": "user:oncall@acme.example", "lease": "30min"},
     )
     log.append({"approver": "user:oncall@acme.example", "status": status, "answer": body})
 
@@ -143,7 +144,7 @@ async def main():
     ap = argparse.ArgumentParser(description="Replay the GTG-1002 campaign through the TrustStack MCP gateway.")
     ap.add_argument("--truststack", default="truststack", help="the truststack binary (stdio mode)")
     ap.add_argument("--config", default=str(HERE / "gateway.toml"), help="the gateway configuration (stdio mode)")
-    ap.add_argument("--approvals", default="http://127.0.0.1:7391", help="the gateway's approvals endpoint")
+    ap.add_argument("--approvals", default="http://127.0.0.1:7391", help="the gateway's approvals API (/v1/approvals)")
     ap.add_argument("--url", help="a running gateway's Streamable HTTP endpoint (instead of starting one)")
     ap.add_argument("--token", default=TOKEN, help="the agent's credential")
     ap.add_argument("--json", action="store_true", help="print a JSON summary")

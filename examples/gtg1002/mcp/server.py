@@ -7,10 +7,12 @@ scanned, exploited, read or uploaded, and no network connection is made.
 
     python3 server.py                                  # stdio
     python3 server.py --transport streamable-http --port 8765   # http://127.0.0.1:8765/mcp
+    python3 server.py --tools nmap_scan,service_probe  # only these tools: one of several servers
 """
 
 import argparse
 import hashlib
+import sys
 
 from mcp.server.fastmcp import FastMCP
 
@@ -21,73 +23,96 @@ mcp = FastMCP(
 )
 
 
+def _wanted_tools(argv: list[str]) -> set[str] | None:
+    """The `--tools` list, read before the tools are registered (None: all of them)."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--tools")
+    known, _ = ap.parse_known_args(argv)
+    return set(known.tools.split(",")) if known.tools else None
+
+
+_WANTED = _wanted_tools(sys.argv[1:])
+
+
+def tool():
+    """Registers a tool unless `--tools` leaves it out (the campaign split across servers, as
+    in GTG-1002, where scanning, code analysis and exploitation lived in separate MCP servers)."""
+
+    def register(fn):
+        if _WANTED is None or fn.__name__ in _WANTED:
+            return mcp.tool()(fn)
+        return fn
+
+    return register
+
+
 def _port_list(target: str) -> list[int]:
     # Deterministic, fake: a few "open" ports derived from the target text.
     h = int(hashlib.sha256(target.encode()).hexdigest(), 16)
     return [p for i, p in enumerate([22, 80, 443, 5432, 8080]) if (h >> i) & 1] or [22]
 
 
-@mcp.tool()
+@tool()
 def nmap_scan(target: str) -> str:
     """Network scan of a host, CIDR or address range (simulated)."""
     return f"scan of {target}: open ports {_port_list(target)} (simulated, nothing was scanned)"
 
 
-@mcp.tool()
+@tool()
 def service_probe(host: str, port: int = 443) -> str:
     """Banner grab and service fingerprinting (simulated)."""
     return f"{host}:{port} -> nginx/1.18.0 (simulated banner)"
 
 
-@mcp.tool()
+@tool()
 def code_review(repo: str) -> str:
     """Static analysis of a repository or a captured service (simulated)."""
     return f"{repo}: 1 finding: unauthenticated admin endpoint /debug/exec (simulated)"
 
 
-@mcp.tool()
+@tool()
 def exploit_runner(target: str, payload: str = "") -> str:
     """Runs a payload against a target (simulated: nothing is run)."""
     return f"payload {payload or '(none)'} against {target}: shell opened (simulated)"
 
 
-@mcp.tool()
+@tool()
 def credential_dump(host: str) -> str:
     """Harvests credentials from a compromised host (simulated)."""
     return f"{host}: 3 credentials harvested (simulated, all fake)"
 
 
-@mcp.tool()
+@tool()
 def lateral_move(host: str, username: str = "svc") -> str:
     """Authenticates to another host with harvested credentials (simulated)."""
     return f"logged in to {host} as {username} (simulated)"
 
 
-@mcp.tool()
+@tool()
 def prod_db_query(sql: str) -> str:
     """Read-only query against the production database (simulated rows)."""
     return f"{sql!r}: 2 rows: (1, 'ada@example.invalid'), (2, 'bob@example.invalid') (simulated)"
 
 
-@mcp.tool()
+@tool()
 def http_upload(url: str, file: str = "") -> str:
     """Uploads a file to an external URL (simulated: no connection is made)."""
     return f"uploaded {file or '(data)'} to {url} (simulated, nothing left this machine)"
 
 
-@mcp.tool()
+@tool()
 def read_docs(page: str) -> str:
     """Reads internal documentation."""
     return f"docs/{page}: (simulated page)"
 
 
-@mcp.tool()
+@tool()
 def create_ticket(title: str, body: str = "") -> str:
     """Opens a ticket in the issue tracker (simulated)."""
     return f"ticket opened: {title} (simulated)"
 
 
-@mcp.tool()
+@tool()
 def run_tests(repo: str) -> str:
     """Runs a repository's test suite in a sandbox (simulated)."""
     return f"{repo}: 42 passed (simulated)"
@@ -110,6 +135,7 @@ def main() -> None:
     ap.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--tools", help="comma-separated tool names to serve (default: all)")
     args = ap.parse_args()
     mcp.settings.host = args.host
     mcp.settings.port = args.port

@@ -242,7 +242,7 @@ fn gateway_config(dir: &Path) -> anyhow::Result<GatewayConfig> {
          # orchestration tree (delegation-root.tsp), which stops a campaign split across sub-agents.\n\
          policies = [\"scenario/policies/seed.tsp\", \"scenario/policies/delegation-root.tsp\"]\n\
          catalog = \"scenario/catalog.toml\"\n\n\
-         [settings]\ndefault_decision = \"allow\"\nunknown_tools = \"deny\"\n\n\
+         default_decision = \"allow\"\nunknown_tools = \"deny\"\n\n\
          # Agents and approvers authenticate with credentials from this issuer.\n\
          [identity]\nissuer = \"issuer\"\n\n\
          # Every decision is written here before it is returned (signing key: ledger.key).\n\
@@ -257,26 +257,36 @@ fn gateway_config(dir: &Path) -> anyhow::Result<GatewayConfig> {
 
 async fn approvals(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<Vec<Value>> {
     let r = http
-        .get(format!("{base}/approvals"))
+        .get(format!("{base}/v1/approvals"))
         .bearer_auth(token)
         .send()
         .await?;
     if !r.status().is_success() {
-        bail!("GET /approvals: {}", r.status());
+        bail!("GET /v1/approvals: {}", r.status());
     }
-    Ok(r.json().await?)
+    let mut listed: Value = r.json().await?;
+    Ok(match listed["pending"].take() {
+        Value::Array(pending) => pending,
+        _ => Vec::new(),
+    })
 }
 
-/// `POST /approvals/{id}` with `token` as the approver's credential.
+/// `POST /v1/approvals/{id}/grant` (or `/refuse` for `"grant": false`) with `token` as the
+/// approver's credential.
 async fn answer(
     http: &reqwest::Client,
     base: &str,
     id: &str,
     token: &str,
-    body: Value,
+    mut body: Value,
 ) -> anyhow::Result<(u16, Value)> {
+    let grant = body
+        .as_object_mut()
+        .and_then(|m| m.remove("grant"))
+        .is_none_or(|g| g == Value::Bool(true));
+    let verb = if grant { "grant" } else { "refuse" };
     let r = http
-        .post(format!("{base}/approvals/{id}"))
+        .post(format!("{base}/v1/approvals/{id}/{verb}"))
         .bearer_auth(token)
         .json(&body)
         .send()
@@ -327,7 +337,7 @@ async fn approve(
         .unwrap_or_default();
     let id = f.approval_id.clone();
     story.line(format!(
-        "    the approvals queue (GET /approvals): {id}, {} by {}, policy {}, approvers {}",
+        "    the approvals queue (GET /v1/approvals): {id}, {} by {}, policy {}, approvers {}",
         held["call"]["tool"].as_str().unwrap_or("?"),
         held["call"]["agent"].as_str().unwrap_or("?"),
         f.held_policies.join(", "),

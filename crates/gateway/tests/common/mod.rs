@@ -67,8 +67,7 @@ pub fn config(dir: &tempfile::TempDir, upstreams: &[&str], extra: &str) -> Gatew
     std::fs::write(dir.path().join("catalog.toml"), CATALOG).unwrap();
     std::fs::write(dir.path().join("policies.tsp"), POLICIES).unwrap();
     let mut toml = format!(
-        "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\n{extra}\n\
-         [settings]\nunknown_tools = \"allow\"\n\
+        "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\nunknown_tools = \"allow\"\n{extra}\n\
          [identity]\nallow_anonymous = false\n\
          [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"{AGENT}\"\nchain = [\"user:alice@test.example\"]\n\
          [limits]\nmax_message_bytes = 65536\nprogress_interval_ms = 50\nmax_restarts = 1\n"
@@ -98,7 +97,7 @@ impl Client {
     pub async fn start(config: GatewayConfig, token: Option<&str>) -> Client {
         let gateway = Arc::new(Gateway::from_config(config).unwrap());
         gateway.spawn_expiry(Duration::from_millis(50));
-        let engine = Arc::clone(gateway.engine());
+        let engine = Arc::clone(gateway.engine().expect("an embedded engine"));
         let (client_end, gateway_end) = tokio::io::duplex(1 << 20);
         let (gr, gw) = tokio::io::split(gateway_end);
         let token = token.map(String::from);

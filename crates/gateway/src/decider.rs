@@ -1,0 +1,371 @@
+//! Where the gateway's decisions come from.
+//!
+//! - [`Decider::Embedded`]: an engine inside this process. Its monitor state, held calls and
+//!   ledger belong to this one process: another gateway (another MCP server of the same client)
+//!   sees none of it.
+//! - [`Decider::Remote`]: a decision point (`truststack serve`) asked over its public `/v1` API
+//!   with the agent's own credential. The gateway keeps no policy state; every enforcement
+//!   point that asks the same server shares its rate limits, trajectories, taint, approvals
+//!   and ledger.
+//!
+//! Both fail closed: a decision point that cannot be reached, answers with an error, or does
+//! not answer within the configured timeout denies the call with the reason. No call is ever
+//! forwarded without an `allow` from the decider.
+
+use crate::enforce::Enforcer;
+use crate::identity::CallerIdentity;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use truststack_engine::event::format_time;
+use truststack_engine::{ApprovalOutcome, Decision, ToolCall, Verdict};
+
+/// The gateway's source of decisions.
+pub enum Decider {
+    Embedded(Enforcer),
+    Remote(Remote),
+}
+
+/// The result of waiting on a held call for a while.
+#[derive(Debug)]
+pub enum Waited {
+    /// An approver answered (or the deadline passed, or the call was cancelled).
+    Answered(ApprovalOutcome),
+    /// Still held.
+    Pending,
+    /// The decider no longer knows the call, or cannot be asked: deny with this reason.
+    Lost(String),
+}
+
+/// Who a decision is for: the identity the gateway established, and the credential it was
+/// presented with (which a remote decider verifies itself).
+#[derive(Clone, Copy)]
+pub struct Asker<'a> {
+    pub identity: &'a CallerIdentity,
+    pub credential: Option<&'a str>,
+}
+
+impl Decider {
+    /// Decides a call. Never blocks an async worker: the embedded engine awaits its record's
+    /// durability, the remote one its answer.
+    pub async fn decide(&self, who: Asker<'_>, call: &ToolCall) -> Decision {
+        match self {
+            Decider::Embedded(e) => e.engine().queue_as(who.identity, call).durable().await,
+            Decider::Remote(r) => r.decide(who, call).await,
+        }
+    }
+
+    /// Waits at most `timeout` for the answer to a held call.
+    pub async fn wait(&self, who: Asker<'_>, approval_id: &str, timeout: Duration) -> Waited {
+        match self {
+            Decider::Embedded(e) => {
+                let engine = Arc::clone(e.engine());
+                let id = approval_id.to_string();
+                let started = std::time::Instant::now();
+                let got = tokio::task::spawn_blocking(move || engine.wait_outcome(&id, timeout))
+                    .await
+                    .ok()
+                    .flatten();
+                match got {
+                    Some(o) => Waited::Answered(o),
+                    None if started.elapsed() < timeout / 2
+                        && !e.engine().is_pending(approval_id) =>
+                    {
+                        Waited::Lost("the approval is no longer pending".into())
+                    }
+                    None => Waited::Pending,
+                }
+            }
+            Decider::Remote(r) => r.wait(who, approval_id, timeout).await,
+        }
+    }
+
+    /// Withdraws a held call whose client cancelled it or went away: it is refused and
+    /// recorded, so no approver can grant a call nobody waits for.
+    pub async fn cancel(&self, who: Asker<'_>, approval_id: &str) -> Result<(), String> {
+        match self {
+            Decider::Embedded(e) => {
+                let engine = Arc::clone(e.engine());
+                let (id, caller) = (approval_id.to_string(), who.identity.clone());
+                tokio::task::spawn_blocking(move || engine.cancel(&id, &caller, None))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Decider::Remote(r) => r.cancel(who, approval_id).await,
+        }
+    }
+
+    /// Reports an allowed call's result (`result_text`: the JSON-RPC response). An embedded
+    /// engine with a ledger writes it here (callers run this on a blocking thread then).
+    pub fn observe(&self, who: Asker<'_>, call: &ToolCall, result_text: &str) {
+        match self {
+            Decider::Embedded(e) => e.observe(call, result_text),
+            Decider::Remote(r) => r.observe(who, call, result_text),
+        }
+    }
+
+    /// Why `who` may never call `tool` (see [`crate::visibility`]). A remote decider's policies
+    /// are not known here, so every tool stays listed and each call is decided there.
+    pub fn never_allowed(&self, who: &CallerIdentity, session: &str, tool: &str) -> Option<String> {
+        match self {
+            Decider::Embedded(e) => e.never_allowed(who, session, tool),
+            Decider::Remote(_) => None,
+        }
+    }
+
+    /// The embedded enforcer, if decisions are made in this process.
+    pub fn embedded(&self) -> Option<&Enforcer> {
+        match self {
+            Decider::Embedded(e) => Some(e),
+            Decider::Remote(_) => None,
+        }
+    }
+}
+
+/// A decision point reached over HTTP: `POST /v1/decide`, `POST /v1/outcomes`,
+/// `GET /v1/approvals/{id}/wait`, `POST /v1/approvals/{id}/cancel`.
+pub struct Remote {
+    base: String,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+#[derive(Deserialize)]
+struct WaitAnswer {
+    status: String,
+    #[serde(default)]
+    outcome: Option<ApprovalOutcome>,
+}
+
+impl Remote {
+    /// A client of the decision point at `url`. Connections are kept alive and reused (one
+    /// pool per gateway process); `timeout` bounds every request but the long polls of held
+    /// calls, which get `timeout` on top of the time they ask the server to wait.
+    pub fn new(url: &str, timeout: Duration) -> Result<Remote, String> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Remote {
+            base: url.trim_end_matches('/').to_string(),
+            http,
+            timeout,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// A request carrying the agent's credential; without one, the body names the agent (a
+    /// server that requires credentials refuses that).
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        who: Asker<'_>,
+        mut body: Option<Value>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        match who.credential {
+            Some(token) => req = req.bearer_auth(token),
+            None => {
+                if let Some(Value::Object(map)) = &mut body {
+                    map.insert("agent".into(), Value::from(who.identity.agent.clone()));
+                    map.insert("chain".into(), json!(who.identity.chain));
+                }
+            }
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req
+    }
+
+    /// Sends a request and reads its JSON answer; any failure is a sentence for a denial.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        let what = &self.base;
+        let resp = match tokio::time::timeout(timeout, req.send()).await {
+            Err(_) => {
+                return Err(format!(
+                    "the decision point {what} did not answer within {}",
+                    show(timeout)
+                ))
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(format!(
+                    "the decision point {what} is unreachable: {}",
+                    root_cause(&e)
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "the decision point {what} failed: {}",
+                    root_cause(&e)
+                ))
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        let body = match tokio::time::timeout(timeout, resp.bytes()).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "the decision point {what} failed: {}",
+                    root_cause(&e)
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "the decision point {what} did not answer within {}",
+                    show(timeout)
+                ))
+            }
+        };
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            format!("the decision point {what} answered {status} with no JSON: {e}")
+        })?;
+        if !status.is_success() {
+            let error = value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given");
+            return Err(format!(
+                "the decision point {what} refused the request ({status}): {error}"
+            ));
+        }
+        Ok(value)
+    }
+
+    async fn decide(&self, who: Asker<'_>, call: &ToolCall) -> Decision {
+        let body =
+            json!({"id": call.id, "tool": call.tool, "args": call.args, "session": call.session});
+        let req = self.request(reqwest::Method::POST, "/v1/decide", who, Some(body));
+        let answer = self.exchange(req, self.timeout).await.and_then(|v| {
+            serde_json::from_value::<Decision>(v).map_err(|e| {
+                format!(
+                    "the decision point {} answered something that is not a decision: {e}",
+                    self.base
+                )
+            })
+        });
+        match answer {
+            Ok(d) if d.decision == Verdict::RequireApproval && d.approval_id.is_none() => {
+                unanswered(
+                    call,
+                    "the decision point held the call without an approval id".into(),
+                )
+            }
+            Ok(d) => d,
+            Err(reason) => {
+                tracing::warn!(call = %call.id, %reason, "denied: no decision");
+                unanswered(call, reason)
+            }
+        }
+    }
+
+    async fn wait(&self, who: Asker<'_>, approval_id: &str, timeout: Duration) -> Waited {
+        let path = format!(
+            "/v1/approvals/{}/wait?timeout={}ms",
+            encode(approval_id),
+            timeout.as_millis().max(1)
+        );
+        let req = self.request(reqwest::Method::GET, &path, who, None);
+        match self.exchange(req, timeout + self.timeout).await {
+            Ok(v) => match serde_json::from_value::<WaitAnswer>(v) {
+                Ok(WaitAnswer {
+                    outcome: Some(o), ..
+                }) => Waited::Answered(o),
+                Ok(WaitAnswer { status, .. }) if status == "pending" => Waited::Pending,
+                Ok(WaitAnswer { status, .. }) => Waited::Lost(format!(
+                    "the decision point answered the wait with status `{status}`"
+                )),
+                Err(e) => Waited::Lost(format!(
+                    "the decision point answered the wait with something unexpected: {e}"
+                )),
+            },
+            Err(reason) => Waited::Lost(reason),
+        }
+    }
+
+    async fn cancel(&self, who: Asker<'_>, approval_id: &str) -> Result<(), String> {
+        let path = format!("/v1/approvals/{}/cancel", encode(approval_id));
+        let req = self.request(reqwest::Method::POST, &path, who, Some(json!({})));
+        self.exchange(req, self.timeout).await.map(|_| ())
+    }
+
+    /// Reports the outcome in the background: the answer is already on its way to the client,
+    /// and the catalog's data source was applied when the call was admitted.
+    fn observe(&self, who: Asker<'_>, call: &ToolCall, result_text: &str) {
+        let result = serde_json::from_str::<Value>(result_text)
+            .ok()
+            .and_then(|mut v| v.get_mut("result").map(Value::take));
+        let body = json!({"call_id": call.id, "tool": call.tool, "session": call.session, "result": result});
+        let req = self.request(reqwest::Method::POST, "/v1/outcomes", who, Some(body));
+        let (timeout, call_id, base) = (self.timeout, call.id.clone(), self.base.clone());
+        let send = async move {
+            let Ok(Ok(resp)) = tokio::time::timeout(timeout, req.send()).await else {
+                tracing::warn!(call = %call_id, "outcome not reported: {base} did not answer");
+                return;
+            };
+            if !resp.status().is_success() {
+                tracing::warn!(call = %call_id, status = %resp.status(), "outcome not recorded by {base}");
+            }
+        };
+        tokio::spawn(send);
+    }
+}
+
+/// The denial for a call no decider decided.
+pub fn unanswered(call: &ToolCall, reason: String) -> Decision {
+    let now = truststack_engine::engine::system_now();
+    Decision {
+        decision: Verdict::Deny,
+        decision_id: format!("unanswered-{now:x}"),
+        call_id: call.id.clone(),
+        policies: Vec::new(),
+        shadow: Vec::new(),
+        reason,
+        approval_id: None,
+        deadline: None,
+        ledger_index: None,
+        policy_hash: String::new(),
+        time: format_time(now),
+    }
+}
+
+/// The innermost cause of an HTTP error ("connection refused" rather than "error sending
+/// request").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+fn show(d: Duration) -> String {
+    truststack_policy::duration::format_duration(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Percent-encodes a path component.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
