@@ -137,7 +137,7 @@ async fn run_gateway(gateway: &Arc<Gateway>) -> anyhow::Result<ExitCode> {
             let local = listener.local_addr()?;
             match gateway.engine() {
                 Some(_) => eprintln!("truststack gateway: MCP endpoint http://{local}/mcp (approvals: http://{local}/v1/approvals)"),
-                None => eprintln!("truststack gateway: MCP endpoint http://{local}/mcp (decisions and approvals: {})", decider_url(&gateway)),
+                None => eprintln!("truststack gateway: MCP endpoint http://{local}/mcp (decisions and approvals: {})", decider_url(gateway)),
             }
             if let Some(a) = approvals {
                 spawn_approvals(gateway, &a).await?;

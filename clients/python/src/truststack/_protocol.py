@@ -91,6 +91,22 @@ def observation(
     return Request("POST", path, json=body)
 
 
+def user_input(
+    text: str,
+    values: Mapping[str, Any] | None,
+    session: str | None,
+    principal: str | None,
+    input_id: str | None,
+) -> Request:
+    body: dict[str, Any] = {"text": text}
+    for key, value in (("session", session), ("principal", principal), ("id", input_id)):
+        if value is not None:
+            body[key] = value
+    if values:
+        body["values"] = dict(values)
+    return Request("POST", "/v1/inputs", json=body)
+
+
 def wait(approval_id: str, seconds: float) -> Request:
     ms = max(1, int(seconds * 1000))
     return Request("GET", f"/v1/approvals/{approval_id}/wait", params={"timeout": f"{ms}ms"})

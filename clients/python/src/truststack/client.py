@@ -179,6 +179,21 @@ class Client(_Base):
         )
         return body.get("ledger_index")
 
+    def input(
+        self,
+        text: str,
+        *,
+        values: Mapping[str, Any] | None = None,
+        session: str | None = None,
+        principal: str | None = None,
+        input_id: str | None = None,
+    ) -> int | None:
+        """Reports what a human of this agent's chain asked it (the user's intent), so policies
+        can tell the values the user gave from values injected by content; the ledger index.
+        ``principal`` defaults to the human at the head of the credential's chain."""
+        body = self._send(wire.user_input(text, values, session, principal, input_id))
+        return body.get("ledger_index")
+
     def delegate(self, agent: str, tools: Sequence[str], *, ttl: str | None = None) -> Credential:
         """Mints a narrower credential for a sub-agent from this client's credential."""
         return Credential.from_json(self._send(wire.delegate(agent, tools, ttl)))
@@ -326,6 +341,18 @@ class AsyncClient(_Base):
         body = await self._send(
             wire.observation("/v1/outcomes", call_id, tool, result, session, data_sources)
         )
+        return body.get("ledger_index")
+
+    async def input(
+        self,
+        text: str,
+        *,
+        values: Mapping[str, Any] | None = None,
+        session: str | None = None,
+        principal: str | None = None,
+        input_id: str | None = None,
+    ) -> int | None:
+        body = await self._send(wire.user_input(text, values, session, principal, input_id))
         return body.get("ledger_index")
 
     async def delegate(
