@@ -128,7 +128,7 @@ def test_delegation_narrows_and_shares_the_delegation_root(server: Server) -> No
     orchestrator = Client(server.url, server.agent("orchestrator"))
     recon = orchestrator.for_subagent("recon", ["ScanTool"])
     cred = orchestrator.delegate("patch", ["ExploitationTool"])
-    assert cred.agent == "spiffe://acme.example/agent/patch"
+    assert cred.agent == "spiffe://acme.example/agent/orchestrator/patch"
     assert recon.decide("nmap_scan", {"target": "10.1.0.7"}).allowed
     # Outside the delegated tools: denied before any policy.
     assert recon.decide("http_upload", {"url": "https://x.example"}).denied

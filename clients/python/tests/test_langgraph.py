@@ -199,7 +199,7 @@ def test_campaign_waits_for_the_approval(server: Server) -> None:
     )
     t.join()
     assert humans["operator_status"] == 403
-    assert humans["held"]["call"]["agent"] == "spiffe://acme.example/agent/patch"
+    assert humans["held"]["call"]["agent"] == "spiffe://acme.example/agent/orchestrator/patch"
     assert [p["id"] for p in humans["held"]["policies"]] == ["chain-of-command"]
     check_campaign(out["messages"], server)
     assert out["messages"][-1].content == "done"

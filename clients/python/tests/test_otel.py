@@ -96,7 +96,7 @@ def test_decision_spans_continue_the_callers_trace(traced: tuple[Server, Receive
     assert first.trace_id.hex() == TRACE_ID and first.parent_span_id.hex() == PARENT_ID
     a = attrs(first)
     assert a["truststack.decision"] == "allow"
-    assert a["truststack.agent"] == "spiffe://acme.example/agent/recon"
+    assert a["truststack.agent"] == "spiffe://acme.example/agent/orchestrator/recon"
     assert a["truststack.delegation_root"] == "spiffe://acme.example/agent/orchestrator"
     assert a["truststack.user"] == "user:operator@acme.example"
     assert a["truststack.session"] == "s-otel"

@@ -161,6 +161,11 @@ struct NetworkFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
+    /// Classes that policies may name though no tool here has them (a policy pack shared by
+    /// deployments whose catalogs differ): naming one is then no misspelling, and it matches
+    /// no call.
+    #[serde(default)]
+    classes: std::collections::BTreeSet<String>,
     #[serde(default)]
     ip_ranges: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -173,6 +178,8 @@ struct CatalogFile {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub tools: BTreeMap<String, ToolSpec>,
+    /// Classes declared without a tool (`classes = [...]` at the top of the file).
+    pub classes: std::collections::BTreeSet<String>,
     /// Named ranges and internal domains, for `ip_range` classification.
     pub network: Network,
 }
@@ -232,6 +239,7 @@ impl Catalog {
         }
         Ok(Catalog {
             tools: raw.tools,
+            classes: raw.classes,
             network: Network {
                 ranges,
                 internal_domains,
@@ -260,6 +268,7 @@ impl Catalog {
             .flat_map(|(name, spec)| {
                 std::iter::once(name.as_str()).chain(spec.classes.iter().map(String::as_str))
             })
+            .chain(self.classes.iter().map(String::as_str))
             .chain(std::iter::once(UNKNOWN_CLASS))
     }
 
