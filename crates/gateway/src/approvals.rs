@@ -27,8 +27,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use truststack_engine::identity::Issuer;
-use truststack_engine::{ApprovalAnswer, ApprovalError, Engine};
+use truststack_engine::{ApprovalAnswer, Engine};
 use truststack_server::auth::bearer;
+use truststack_server::error::ApiError;
 
 /// The role a human credential needs to answer held calls.
 pub const APPROVER_ROLE: &str = "approver";
@@ -296,13 +297,8 @@ async fn answer(
     match result {
         Ok(Ok(outcome)) => Json(outcome).into_response(),
         Ok(Err(e)) => {
-            let status = match e {
-                ApprovalError::Unknown(_) => StatusCode::NOT_FOUND,
-                ApprovalError::Unnamed | ApprovalError::Invalid(_) => StatusCode::BAD_REQUEST,
-                ApprovalError::Unrecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::FORBIDDEN,
-            };
-            refuse(status, e.to_string())
+            let e = ApiError::from(e);
+            refuse(e.status, e.message)
         }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

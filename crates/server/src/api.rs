@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use truststack_engine::event::Principals;
 use truststack_engine::log::clip;
 use truststack_engine::{
-    ApprovalAnswer, ApprovalError, Caller, DataAccess, Engine, Input, InputError, Observation,
-    ToolCall,
+    ApprovalAnswer, Caller, DataAccess, Engine, Input, InputError, Observation, ToolCall,
 };
 
 type Shared = Arc<AppState>;
@@ -244,10 +243,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         .decide_latency
         .with_label_values(&[verdict])
         .observe(started.elapsed().as_secs_f64());
-    state
-        .metrics
-        .pending_approvals
-        .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
+    state.count_pending();
     if let Some(telemetry) = &state.telemetry {
         let record = state
             .engine()
@@ -542,20 +538,8 @@ async fn answer(
         time: req.time,
     };
     let st = Arc::clone(&state);
-    let outcome = blocking(move || st.engine.read().answer(&ans))
-        .await?
-        .map_err(|e| match e {
-            ApprovalError::Unknown(_) => ApiError::not_found(e.to_string()),
-            ApprovalError::Invalid(_) | ApprovalError::Unnamed => {
-                ApiError::bad_request(e.to_string())
-            }
-            ApprovalError::Unrecorded(_) => ApiError::unavailable(e.to_string()),
-            _ => ApiError::forbidden(e.to_string()),
-        })?;
-    state
-        .metrics
-        .pending_approvals
-        .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
+    let outcome = blocking(move || st.engine.read().answer(&ans)).await??;
+    state.count_pending();
     let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(reply(&state, body))
 }
@@ -607,18 +591,9 @@ async fn cancel(
     };
     let caller = state.caller(&headers, req.agent, req.chain)?;
     let st = Arc::clone(&state);
-    let outcome = blocking(move || st.engine.read().cancel(&id, &caller, req.time.as_deref()))
-        .await?
-        .map_err(|e| match e {
-            ApprovalError::Unknown(_) => ApiError::not_found(e.to_string()),
-            ApprovalError::Invalid(_) => ApiError::bad_request(e.to_string()),
-            ApprovalError::Unrecorded(_) => ApiError::unavailable(e.to_string()),
-            _ => ApiError::forbidden(e.to_string()),
-        })?;
-    state
-        .metrics
-        .pending_approvals
-        .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
+    let outcome =
+        blocking(move || st.engine.read().cancel(&id, &caller, req.time.as_deref())).await??;
+    state.count_pending();
     let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(reply(&state, body))
 }

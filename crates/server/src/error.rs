@@ -4,12 +4,30 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
+use truststack_engine::engine::ApprovalError;
 use truststack_engine::ledger::depth::{check_depth, MAX_INPUT_DEPTH};
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+}
+
+/// How an approval that was not applied answers over HTTP, wherever the approvals API is served
+/// (the server, an embedded gateway).
+impl From<ApprovalError> for ApiError {
+    fn from(e: ApprovalError) -> Self {
+        let status = match e {
+            ApprovalError::Unknown(_) => StatusCode::NOT_FOUND,
+            ApprovalError::Unnamed | ApprovalError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApprovalError::Unrecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApprovalError::NotHuman(_)
+            | ApprovalError::InChain { .. }
+            | ApprovalError::NotInGroup { .. }
+            | ApprovalError::NotCaller { .. } => StatusCode::FORBIDDEN,
+        };
+        ApiError::new(status, e.to_string())
+    }
 }
 
 impl ApiError {

@@ -82,10 +82,7 @@ async fn expire_held_calls(state: Arc<AppState>) {
             tracing::info!(approval = %outcome.approval_id, call = %outcome.call_id, "held call expired: refused");
         }
         if !expired.is_empty() {
-            state
-                .metrics
-                .pending_approvals
-                .set(i64::try_from(state.engine().pending_count()).unwrap_or(0));
+            state.count_pending();
         }
     }
 }

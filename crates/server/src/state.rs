@@ -130,6 +130,14 @@ impl AppState {
     }
 
     /// The active engine.
+    /// Sets the pending-approvals gauge from the engine: after anything that holds, answers,
+    /// withdraws or expires a call.
+    pub fn count_pending(&self) {
+        self.metrics
+            .pending_approvals
+            .set(i64::try_from(self.engine().pending_count()).unwrap_or(0));
+    }
+
     pub fn engine(&self) -> Arc<Engine> {
         Arc::clone(&self.engine.read())
     }
