@@ -87,13 +87,15 @@ def start(tmp: Path, extra_env: dict[str, str] | None = None, config_extra: str 
         f"""listen = "127.0.0.1:{port}"
 policies = ["{SCENARIO}/policies/seed.tsp", "{SCENARIO}/policies/delegation-root.tsp"]
 catalog = "{SCENARIO}/catalog.toml"
-ledger = "ledger.db"
 issuer_dir = "issuer"
 trust_domain = "{TRUST_DOMAIN}"
 request_timeout = "30s"
 {config_extra}
 [approver_groups]
 security-oncall = ["{ONCALL}", "{OPERATOR}"]
+
+[ledger]
+path = "ledger.db"
 """
     )
     log = open(tmp / "serve.log", "wb")

@@ -5,7 +5,6 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_server::{AppState, ServerConfig};
 
 #[derive(Args)]
@@ -38,16 +37,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     // Before the ledger is opened: its first write may already meet the limit.
     runtime.block_on(async { survive_file_size_limit() });
-    let ledger_path = config.resolve(&config.ledger);
-    let ledger = Ledger::open(
-        &ledger_path,
-        &LedgerConfig {
-            key_file: config.resolve(&config.ledger_key),
-            origin: config.ledger_origin.clone(),
-            checkpoint_every: config.checkpoint_every,
-        },
-    )
-    .with_context(|| format!("opening the ledger {}", ledger_path.display()))?;
+    let mut ledger_settings = config.ledger.clone();
+    ledger_settings.resolve(&config.base);
+    let ledger = ledger_settings
+        .open()
+        .with_context(|| format!("opening the ledger {}", ledger_settings.path.display()))?;
     let identity = crate::identity_service::open(&config)?;
     let telemetry = truststack_server::telemetry::Telemetry::from_env("truststack-serve")?;
     let tracing_on = telemetry.is_some();
@@ -62,7 +56,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "truststack: serving on http://{} (ledger {}, {} policies, credentials {}{})",
             listener.local_addr()?,
-            ledger_path.display(),
+            ledger_settings.path.display(),
             state.engine().bundle().policies.len(),
             if config.require_credentials {
                 "required"

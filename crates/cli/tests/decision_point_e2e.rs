@@ -62,6 +62,8 @@ struct Credentials {
     issuer: PathBuf,
     agent: String,
     other: String,
+    /// An agent whose credential allows only scan tools.
+    scanner: String,
     approver: String,
 }
 
@@ -98,6 +100,15 @@ fn credentials(dir: &Path) -> Credentials {
             "--tools",
             "*",
         ]),
+        scanner: id(&[
+            "issue",
+            "--agent",
+            "scanner",
+            "--owner",
+            "user:operator@acme.example",
+            "--tools",
+            "ScanTool",
+        ]),
         approver: id(&[
             "issue",
             "--user",
@@ -117,14 +128,14 @@ fn serve(dir: &Path, creds: &Credentials) -> (Bg, String, PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\npolicies = [{:?}]\ncatalog = {:?}\nledger = {:?}\n\
-             ledger_key = {:?}\nissuer_dir = {:?}\ntrust_domain = \"acme.example\"\n\
-             approval_deadline = \"15min\"\n",
+            "listen = \"127.0.0.1:{port}\"\npolicies = [{:?}]\ncatalog = {:?}\n\
+             issuer_dir = {:?}\ntrust_domain = \"acme.example\"\napproval_deadline = \"15min\"\n\
+             [ledger]\npath = {:?}\nkey = {:?}\n",
             example("policies/seed.tsp"),
             example("catalog.toml"),
+            creds.issuer.display().to_string(),
             ledger.display().to_string(),
             dir.join("server.key").display().to_string(),
-            creds.issuer.display().to_string(),
         ),
     )
     .unwrap();
@@ -282,8 +293,14 @@ struct Raw {
 
 impl Raw {
     fn start(server: &str, token: &str, tools: &str) -> Raw {
+        Raw::start_with(&["--decider", server], token, tools)
+    }
+
+    fn start_with(decide: &[&str], token: &str, tools: &str) -> Raw {
         let mut child = Command::new(BIN)
-            .args(["gateway", "--decider", server, "--"])
+            .arg("gateway")
+            .args(decide)
+            .arg("--")
             .args(campaign_server(tools))
             .env("TRUSTSTACK_TOKEN", token)
             .stdin(Stdio::piped())
@@ -492,4 +509,60 @@ fn embedded_gateways_see_only_their_own_process() {
     // The upload gateway never saw the database read: the exfiltration passes.
     assert_eq!(campaign.step("exfiltration")[0]["isError"], false);
     campaign.finish();
+}
+
+/// `tools/list` through a remote-decision gateway leaves out what the decision point would
+/// never allow this credential, as an embedded gateway does; when the decision point cannot be
+/// asked, nothing is listed.
+#[test]
+fn a_remote_gateway_lists_what_the_decision_point_could_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials(dir.path());
+    let (server, base, _) = serve(dir.path(), &creds);
+    let tools = "service_probe,code_review,prod_db_query";
+    let names = |answer: &Value| -> Vec<String> {
+        let list = answer["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"));
+        list.iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+
+    let mut scanner = Raw::start(&base, &creds.scanner, tools);
+    scanner.send(list.clone());
+    assert_eq!(names(&scanner.until(|v| v["id"] == 1)), ["service_probe"]);
+    let mut agent = Raw::start(&base, &creds.agent, tools);
+    agent.send(list.clone());
+    assert_eq!(
+        names(&agent.until(|v| v["id"] == 1)),
+        ["service_probe", "code_review", "prod_db_query"]
+    );
+
+    // The same through an embedded gateway with the same policies and catalog.
+    let config = dir.path().join("embedded.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [{:?}]\ncatalog = {:?}\n[identity]\nissuer = {:?}\n",
+            example("policies/seed.tsp"),
+            example("catalog.toml"),
+            creds.issuer.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let mut embedded = Raw::start_with(&["--config", &config], &creds.scanner, tools);
+    embedded.send(list.clone());
+    assert_eq!(names(&embedded.until(|v| v["id"] == 1)), ["service_probe"]);
+
+    // The decision point is gone: no list that nobody checked.
+    drop(server);
+    scanner.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    let answer = scanner.until(|v| v["id"] == 2);
+    let message = answer["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(message.contains("no tools listed"), "{message}");
 }

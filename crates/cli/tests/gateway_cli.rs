@@ -187,7 +187,7 @@ fn gateway_config(dir: &Path, policies: bool, extra: &str) -> PathBuf {
     let text = format!(
         "{policies}unknown_tools = \"allow\"\n{extra}\n\
          [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"spiffe://e2e.example/agent/client\"\nchain = [\"user:alice@e2e.example\"]\n\
-         [limits]\nprogress_interval_ms = 200\n"
+         [limits]\nprogress_interval = \"200ms\"\n"
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();

@@ -86,7 +86,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 #[test]
 fn a_file_size_limit_fails_closed_and_the_server_lives_on() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), "checkpoint_every = 0\n");
+    let config = config(dir.path(), "[ledger]\ncheckpoint_every = 0\n");
     // `ulimit -f` counts 512-byte blocks in POSIX sh: 2 MiB, a few hundred decisions.
     let (mut child, base) = serve(&config, "ulimit -f 4096");
     let client = reqwest::blocking::Client::new();

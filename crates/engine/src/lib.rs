@@ -20,6 +20,7 @@ pub mod log;
 pub mod recorder;
 pub mod replay;
 pub mod settings;
+pub mod visibility;
 
 pub use decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
 pub use engine::{ApprovalError, Engine, InputError, PendingApproval, Processed, Queued};

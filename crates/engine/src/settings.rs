@@ -74,7 +74,9 @@ impl Settings {
 }
 
 /// Durations as configurations write them (`"15min"`), milliseconds in the program.
-mod duration_text {
+/// Serde for a duration written as text (`"15min"`, `"1s"`) and held as milliseconds: every
+/// configuration writes durations this way.
+pub mod duration_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use truststack_policy::duration::{format_duration, parse_duration};
 

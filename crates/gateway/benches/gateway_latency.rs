@@ -139,7 +139,7 @@ fn server(port: u16, dir: &str) {
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/gtg1002");
     let text = format!(
         "listen = \"127.0.0.1:{port}\"\npolicies = [\"{}\"]\ncatalog = \"{}\"\n\
-         ledger = \"{dir}/server.db\"\nledger_key = \"{dir}/server.key\"\nrequire_credentials = false\n",
+         require_credentials = false\n[ledger]\npath = \"{dir}/server.db\"\nkey = \"{dir}/server.key\"\n",
         examples.join("policies/seed.tsp").display(),
         examples.join("catalog.toml").display()
     );

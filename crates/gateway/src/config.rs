@@ -24,7 +24,7 @@
 //!
 //! [ledger]                                   # write every decision ahead to a ledger
 //! path = "truststack.db"
-//! key = "truststack-ledger.key"
+//! key = "truststack.key"                   # default: the path with .key
 //!
 //! [limits]
 //! max_message_bytes = 4194304
@@ -46,6 +46,8 @@ use crate::identity::StaticResolver;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use truststack_engine::ledger::LedgerSettings;
+use truststack_engine::settings::duration_text;
 use truststack_engine::{DefaultDecision, Settings, TimeSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +76,14 @@ pub struct Limits {
     /// The largest JSON-RPC message accepted from either side, in bytes.
     pub max_message_bytes: usize,
     /// How often a held call sends `notifications/progress` while it waits (when the client
-    /// asked for progress).
-    pub progress_interval_ms: u64,
+    /// asked for progress): `progress_interval = "1s"`.
+    #[serde(rename = "progress_interval", with = "duration_text")]
+    pub progress_interval_ms: i64,
     /// How long the gateway waits for an upstream's answer to a request it makes itself
-    /// (aggregating `tools/list` of several upstreams, initializing a restarted server).
-    pub internal_timeout_ms: u64,
+    /// (aggregating `tools/list` of several upstreams, initializing a restarted server):
+    /// `internal_timeout = "30s"`.
+    #[serde(rename = "internal_timeout", with = "duration_text")]
+    pub internal_timeout_ms: i64,
     /// How many times a stdio upstream that exits is restarted before it is reported down.
     pub max_restarts: u32,
 }
@@ -105,41 +110,8 @@ pub struct ApprovalsConfig {
     pub token: Option<String>,
 }
 
-/// The ledger every decision, observation and approval is written to before it takes effect.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LedgerSection {
-    /// The SQLite file (created on first use).
-    pub path: PathBuf,
-    /// The checkpoint signing key (created on first use, mode 0600). Default: the ledger's path
-    /// with the extension `.key`.
-    pub key: Option<PathBuf>,
-    /// The checkpoint origin (the log's name).
-    #[serde(default = "default_origin")]
-    pub origin: String,
-    /// Sign a checkpoint every this many records (and on demand).
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: u64,
-}
-
 fn deny() -> DefaultDecision {
     DefaultDecision::Deny
-}
-
-fn default_origin() -> String {
-    truststack_engine::ledger::DEFAULT_ORIGIN.to_string()
-}
-
-fn default_checkpoint_every() -> u64 {
-    truststack_engine::ledger::DEFAULT_CHECKPOINT_EVERY
-}
-
-impl LedgerSection {
-    pub fn key_file(&self) -> PathBuf {
-        self.key
-            .clone()
-            .unwrap_or_else(|| self.path.with_extension("key"))
-    }
 }
 
 /// The decision point every `tools/call` is asked of.
@@ -217,7 +189,7 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub limits: Limits,
     /// Write decisions ahead to a ledger (none: decisions are not recorded).
-    pub ledger: Option<LedgerSection>,
+    pub ledger: Option<LedgerSettings>,
     /// Serve Streamable HTTP on this address instead of stdio.
     pub listen: Option<String>,
     /// Origins allowed to call the HTTP endpoint (browsers send `Origin`); requests without an
@@ -271,8 +243,7 @@ impl GatewayConfig {
         config.catalog.iter_mut().for_each(rel);
         config.identity.issuer.iter_mut().for_each(rel);
         if let Some(l) = &mut config.ledger {
-            rel(&mut l.path);
-            l.key.iter_mut().for_each(rel);
+            l.resolve(base);
         }
         for u in &mut config.upstreams {
             u.cwd.iter_mut().for_each(rel);

@@ -16,6 +16,7 @@ use crate::enforce::Enforcer;
 use crate::identity::CallerIdentity;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use truststack_engine::event::format_time;
@@ -107,12 +108,24 @@ impl Decider {
         }
     }
 
-    /// Why `who` may never call `tool` (see [`crate::visibility`]). A remote decider's policies
-    /// are not known here, so every tool stays listed and each call is decided there.
-    pub fn never_allowed(&self, who: &CallerIdentity, session: &str, tool: &str) -> Option<String> {
+    /// The tools among `tools` that `who` may never call in `session`, each with why (see
+    /// [`truststack_engine::visibility`]): what `tools/list` leaves out. A remote decider is
+    /// asked (`POST /v1/tools/visible`), since the policies are its own.
+    pub async fn hidden(
+        &self,
+        who: Asker<'_>,
+        session: &str,
+        tools: Vec<String>,
+    ) -> Result<HashMap<String, String>, String> {
         match self {
-            Decider::Embedded(e) => e.never_allowed(who, session, tool),
-            Decider::Remote(_) => None,
+            Decider::Embedded(e) => Ok(tools
+                .into_iter()
+                .filter_map(|t| {
+                    e.never_allowed(who.identity, session, &t)
+                        .map(|why| (t, why))
+                })
+                .collect()),
+            Decider::Remote(r) => r.hidden(who, session, tools).await,
         }
     }
 
@@ -296,6 +309,33 @@ impl Remote {
             },
             Err(reason) => Waited::Lost(reason),
         }
+    }
+
+    async fn hidden(
+        &self,
+        who: Asker<'_>,
+        session: &str,
+        tools: Vec<String>,
+    ) -> Result<HashMap<String, String>, String> {
+        #[derive(Deserialize)]
+        struct Hidden {
+            tool: String,
+            reason: String,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            hidden: Vec<Hidden>,
+        }
+        let body = json!({"tools": tools, "session": session});
+        let req = self.request(reqwest::Method::POST, "/v1/tools/visible", who, Some(body));
+        let answer = self.exchange(req, self.timeout).await?;
+        let answer: Answer = serde_json::from_value(answer)
+            .map_err(|e| format!("{} answered /v1/tools/visible with {e}", self.base))?;
+        Ok(answer
+            .hidden
+            .into_iter()
+            .map(|h| (h.tool, h.reason))
+            .collect())
     }
 
     async fn cancel(&self, who: Asker<'_>, approval_id: &str) -> Result<(), String> {

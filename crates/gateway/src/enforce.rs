@@ -3,7 +3,7 @@
 //! catalog's data source; a denial becomes a tool result the model can read.
 
 use crate::identity::CallerIdentity;
-use crate::visibility;
+
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -66,10 +66,16 @@ impl Enforcer {
         decision
     }
 
-    /// Why `who` may never call `tool`, or `None` if it may (see [`visibility`]).
+    /// Why `who` may never call `tool`, or `None` if it may (see [`truststack_engine::visibility`]).
     pub fn never_allowed(&self, who: &CallerIdentity, session: &str, tool: &str) -> Option<String> {
         let bundle = self.engine.bundle();
-        visibility::never_allowed(&bundle, self.engine.settings(), who, session, tool)
+        truststack_engine::visibility::never_allowed(
+            &bundle,
+            self.engine.settings(),
+            who,
+            session,
+            tool,
+        )
     }
 
     /// Reports an allowed call's result (`result_text`: the JSON-RPC response) as an observation

@@ -13,7 +13,7 @@
 //!   their results reported as observations; denied calls are answered with a tool result
 //!   (`isError: true`) naming the policy and the reason; held calls wait for an approver (with
 //!   `notifications/progress` while they wait).
-//! - `tools/list` answers lose the tools the identity may never call ([`visibility`]).
+//! - `tools/list` answers lose the tools the identity may never call ([`truststack_engine::visibility`]).
 //!
 //! Every other message passes through as the text it arrived as, ids preserved. With several
 //! upstreams, tool and prompt names are namespaced `<upstream>__<name>`.
@@ -35,7 +35,6 @@ pub mod jsonrpc;
 pub mod session;
 pub mod stdio;
 pub mod upstream;
-pub mod visibility;
 
 pub use config::{GatewayConfig, Limits, Upstream};
 pub use identity::{
@@ -45,7 +44,6 @@ pub use identity::{
 use std::sync::Arc;
 use std::time::Duration;
 use truststack_engine::identity::Issuer;
-use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_engine::Engine;
 
 /// Separates an upstream's name from its tool and prompt names: `fs__read_file`.
@@ -126,15 +124,7 @@ impl Gateway {
                 path: section.path.clone(),
                 detail,
             };
-            let ledger = Ledger::open(
-                &section.path,
-                &LedgerConfig {
-                    key_file: section.key_file(),
-                    origin: section.origin.clone(),
-                    checkpoint_every: section.checkpoint_every,
-                },
-            )
-            .map_err(|e| ledger_err(e.to_string()))?;
+            let ledger = section.open().map_err(|e| ledger_err(e.to_string()))?;
             let records = ledger.records().map_err(|e| ledger_err(e.to_string()))?;
             let ledger = Arc::new(ledger);
             engine = engine

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -668,7 +668,7 @@ impl Session {
             self.state.lock().inflight.remove(&(up, id));
             return Err((code::UPSTREAM_UNAVAILABLE, reason));
         }
-        let timeout = Duration::from_millis(self.core.limits.internal_timeout_ms);
+        let timeout = Duration::from_millis(self.core.limits.internal_timeout_ms.unsigned_abs());
         let text = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err((code::INTERNAL_ERROR, "request dropped".into())),
@@ -889,7 +889,8 @@ impl Session {
         let mut st = self.state.lock();
         let waited = approval.clone();
         let task = tokio::spawn(async move {
-            let interval = Duration::from_millis(me.core.limits.progress_interval_ms.max(10));
+            let interval =
+                Duration::from_millis(me.core.limits.progress_interval_ms.max(10).unsigned_abs());
             let note = enforce::held_message(&decision);
             let mut n = 0u64;
             if let Some(t) = &token {
@@ -1181,8 +1182,11 @@ impl Session {
                 self.respond(&client_id, text.into_owned());
             }
             Purpose::ToolsList => {
-                let filtered = self.filter_tools_response(&text);
-                self.respond(&client_id, filtered.unwrap_or_else(|| text.into_owned()));
+                let (me, text) = (Arc::clone(self), text.into_owned());
+                tokio::spawn(async move {
+                    let answer = me.filter_tools_response(&client_id, text).await;
+                    me.respond(&client_id, answer);
+                });
             }
             Purpose::ToolsCall(call) => {
                 let observe = !is_error;
@@ -1311,36 +1315,45 @@ impl Session {
     // ---------------------------------------------------------------- tools/list
 
     /// One upstream: removes the tools the identity may never call from a `tools/list` answer,
-    /// leaving every other byte as it was.
-    fn filter_tools_response(&self, text: &str) -> Option<String> {
-        let mut msg = RawObject::parse(text).ok()?;
-        let mut result = RawObject::parse(msg.get("result")?.get()).ok()?;
-        let tools: Vec<Box<RawValue>> = serde_json::from_str(result.get("tools")?.get()).ok()?;
-        let before = tools.len();
+    /// leaving every other byte as it was. When the decider cannot say which, the client gets
+    /// an error rather than a list nobody checked.
+    async fn filter_tools_response(&self, client_id: &RawId, text: String) -> String {
+        let Some((mut msg, mut result, tools)) = tools_of(&text) else {
+            return text;
+        };
+        let names: Vec<String> = tools
+            .iter()
+            .filter_map(|t| serde_json::from_str::<Named>(t.get()).ok().map(|n| n.name))
+            .collect();
+        let hidden = match self.hidden(names).await {
+            Ok(h) if h.is_empty() => return text,
+            Ok(h) => h,
+            Err(e) => return self.tools_list_error(client_id, &e),
+        };
         let kept: Vec<Box<RawValue>> = tools
             .into_iter()
             .filter(|t| {
-                serde_json::from_str::<Named>(t.get())
-                    .map(|n| self.visible(&n.name))
-                    .unwrap_or(true)
+                serde_json::from_str::<Named>(t.get()).map_or(true, |n| !hidden.contains(&n.name))
             })
             .collect();
-        if kept.len() == before {
-            return None;
-        }
         result.set("tools", jsonrpc::raw(join_raw(&kept)));
         msg.set("result", result.into_raw());
-        Some(msg.to_text())
+        msg.to_text()
     }
 
-    fn visible(&self, tool: &str) -> bool {
-        match self.decider().never_allowed(&self.identity, &self.id, tool) {
-            None => true,
-            Some(why) => {
-                tracing::debug!(session = %self.id, %tool, %why, "hidden from tools/list");
-                false
-            }
+    /// The tools among `names` this identity may never call.
+    async fn hidden(&self, names: Vec<String>) -> Result<HashSet<String>, String> {
+        let hidden = self.decider().hidden(self.asker(), &self.id, names).await?;
+        for (tool, why) in &hidden {
+            tracing::debug!(session = %self.id, %tool, %why, "hidden from tools/list");
         }
+        Ok(hidden.into_keys().collect())
+    }
+
+    fn tools_list_error(&self, client_id: &RawId, why: &str) -> String {
+        let message = format!("no tools listed: the decision point could not say which: {why}");
+        tracing::warn!(session = %self.id, "{message}");
+        jsonrpc::error_response(Some(client_id), code::INTERNAL_ERROR, &message)
     }
 
     // ---------------------------------------------------------------- several upstreams
@@ -1430,6 +1443,8 @@ impl Session {
         };
         let rename = matches!(method, "tools/list" | "prompts/list");
         let mut items: Vec<Box<RawValue>> = Vec::new();
+        // The namespaced name of each renamed item, in step with `items`.
+        let mut names: Vec<String> = Vec::new();
         let mut answered = false;
         let mut last_error = None;
         for up in 0..self.links.len() {
@@ -1476,10 +1491,8 @@ impl Session {
                         continue;
                     };
                     let full = format!("{}{NAMESPACE_SEPARATOR}{name}", self.links[up].spec.name);
-                    if key == "tools" && !self.visible(&full) {
-                        continue;
-                    }
-                    o.set_json("name", &Value::from(full));
+                    o.set_json("name", &Value::from(full.clone()));
+                    names.push(full);
                     items.push(o.into_raw());
                 }
                 cursor = obj
@@ -1496,6 +1509,18 @@ impl Session {
                 return self.respond(&id, jsonrpc::error_response(Some(&id), c, &m));
             }
         }
+        if key == "tools" {
+            let hidden = match self.hidden(names.clone()).await {
+                Ok(h) => h,
+                Err(e) => return self.respond(&id, self.tools_list_error(&id, &e)),
+            };
+            items = items
+                .into_iter()
+                .zip(&names)
+                .filter(|(_, name)| !hidden.contains(*name))
+                .map(|(item, _)| item)
+                .collect();
+        }
         let result = format!("{{\"{key}\":{}}}", join_raw(&items));
         self.respond(
             &id,
@@ -1505,6 +1530,14 @@ impl Session {
             ),
         );
     }
+}
+
+/// A `tools/list` answer split into the message, its result and the result's tools.
+fn tools_of(text: &str) -> Option<(RawObject, RawObject, Vec<Box<RawValue>>)> {
+    let msg = RawObject::parse(text).ok()?;
+    let result = RawObject::parse(msg.get("result")?.get()).ok()?;
+    let tools = serde_json::from_str(result.get("tools")?.get()).ok()?;
+    Some((msg, result, tools))
 }
 
 /// `[a,b,c]` from raw values.

@@ -77,7 +77,7 @@ fn config(dir: &Path) -> GatewayConfig {
         "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\nunknown_tools = \"allow\"\n\
          [identity]\nissuer = \"issuer\"\nallow_anonymous = false\n\
          [ledger]\npath = \"ledger.db\"\n\
-         [limits]\nprogress_interval_ms = 50\n\
+         [limits]\nprogress_interval = \"50ms\"\n\
          [[upstream]]\nname = \"fake\"\ncommand = [\"python3\", \"-u\", \"{}\"]\n",
         fixture("fake_server.py").display()
     );

@@ -31,6 +31,7 @@ pub mod merkle;
 pub mod note;
 pub mod privacy;
 pub mod query;
+pub mod settings;
 pub mod sqlite;
 pub mod store;
 pub mod verify;
@@ -43,6 +44,7 @@ pub use ledger::{
 pub use merkle::Hash;
 pub use note::{LogKey, VerifierKey};
 pub use privacy::{prove_disclosure, stored_payload, PayloadMode};
+pub use settings::LedgerSettings;
 pub use store::LedgerStore;
 pub use verify::{verify, verify_file, VerifyError, VerifyReport};
 

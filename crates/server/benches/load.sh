@@ -27,9 +27,11 @@ cat > "$work/truststack.toml" <<TOML
 listen = "127.0.0.1:$port"
 policies = ["$PWD/examples/gtg1002/policies/seed.tsp"]
 catalog = "$PWD/examples/gtg1002/catalog.toml"
-ledger = "$ledger_dir/ledger.db"
-ledger_key = "$work/ledger.key"
 require_credentials = ${REQUIRE_CREDENTIALS:-false}
+
+[ledger]
+path = "$ledger_dir/ledger.db"
+key = "$work/ledger.key"
 TOML
 "$bin" serve --config "$work/truststack.toml" 2> "$work/server.log" &
 server=$!

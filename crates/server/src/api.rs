@@ -36,6 +36,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/observations", post(observe))
         .route("/v1/inputs", post(input))
         .route("/v1/outcomes", post(outcome))
+        .route("/v1/tools/visible", post(visible_tools))
         .route("/v1/approvals", get(list_approvals))
         .route("/v1/approvals/{id}", get(show_approval))
         .route("/v1/approvals/{id}/grant", post(grant))
@@ -404,6 +405,42 @@ async fn outcome(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
         }
     }
     record_observation(state, headers, req).await
+}
+
+/// Which of `tools` the caller could ever be allowed to call in `session` (an MCP gateway's
+/// `tools/list` shows only those): see [`truststack_engine::visibility`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VisibleRequest {
+    tools: Vec<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    chain: Vec<String>,
+}
+
+async fn visible_tools(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let mut req: VisibleRequest = parse_body(&body)?;
+    let caller = state.caller(&headers, req.agent.take(), std::mem::take(&mut req.chain))?;
+    let engine = state.engine();
+    let bundle = engine.bundle();
+    let session = req.session.as_deref().unwrap_or("");
+    let (mut visible, mut hidden) = (Vec::new(), Vec::new());
+    for tool in req.tools {
+        match truststack_engine::visibility::never_allowed(
+            &bundle,
+            engine.settings(),
+            &caller,
+            session,
+            &tool,
+        ) {
+            None => visible.push(Value::from(tool)),
+            Some(reason) => hidden.push(json!({"tool": tool, "reason": reason})),
+        }
+    }
+    Ok(reply(&state, json!({"visible": visible, "hidden": hidden})))
 }
 
 // ---- approvals ----

@@ -26,12 +26,8 @@ pub struct ServerConfig {
     pub policies: Vec<PathBuf>,
     /// The tool catalog.
     pub catalog: Option<PathBuf>,
-    /// The ledger's SQLite file.
-    pub ledger: PathBuf,
-    /// The ledger's checkpoint signing key (created on first start, mode 0600).
-    pub ledger_key: PathBuf,
-    /// The checkpoint origin and key name.
-    pub ledger_origin: String,
+    /// The `[ledger]` table, as in the gateway's configuration.
+    pub ledger: truststack_engine::ledger::LedgerSettings,
     /// Where the issuer's keys and revocation list live.
     pub issuer_dir: PathBuf,
     /// The trust domain of agent identities issued by this server.
@@ -53,8 +49,6 @@ pub struct ServerConfig {
     pub max_waits_per_caller: usize,
     /// Most approval waits open at once on this server, all callers together.
     pub max_waits: usize,
-    /// Sign a ledger checkpoint every this many records (and on demand).
-    pub checkpoint_every: u64,
     /// Where `now` comes from: `system` (enforcement) or `event` (the request's `time`, for
     /// replaying recorded traces through the API; never for enforcement, since the caller would
     /// choose the time).
@@ -74,9 +68,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8181".into(),
             policies: Vec::new(),
             catalog: None,
-            ledger: "truststack.db".into(),
-            ledger_key: "truststack-ledger.key".into(),
-            ledger_origin: truststack_engine::ledger::DEFAULT_ORIGIN.into(),
+            ledger: Default::default(),
             issuer_dir: ".truststack/issuer".into(),
             trust_domain: "truststack.local".into(),
             require_credentials: true,
@@ -88,7 +80,6 @@ impl Default for ServerConfig {
             request_timeout: "60s".into(),
             max_waits_per_caller: 16,
             max_waits: 1024,
-            checkpoint_every: 1000,
             clock: truststack_engine::TimeSource::System,
             provenance_bound: truststack_policy::provenance::DEFAULT_BOUND,
             input_record: truststack_policy::RecordMode::Full,

@@ -70,7 +70,7 @@ pub fn config(dir: &tempfile::TempDir, upstreams: &[&str], extra: &str) -> Gatew
         "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\nunknown_tools = \"allow\"\n{extra}\n\
          [identity]\nallow_anonymous = false\n\
          [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"{AGENT}\"\nchain = [\"user:alice@test.example\"]\n\
-         [limits]\nmax_message_bytes = 65536\nprogress_interval_ms = 50\nmax_restarts = 1\n"
+         [limits]\nmax_message_bytes = 65536\nprogress_interval = \"50ms\"\nmax_restarts = 1\n"
     );
     for name in upstreams {
         toml.push_str(&format!(

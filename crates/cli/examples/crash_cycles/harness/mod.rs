@@ -189,11 +189,13 @@ classes = ["Benign"]
 const CONFIG: &str = r#"listen = "127.0.0.1:0"
 policies = ["policies.tsp"]
 catalog = "catalog.toml"
-ledger = "ledger.db"
-ledger_key = "ledger.key"
 require_credentials = false
-checkpoint_every = 100
 approval_deadline = "7d"
+
+[ledger]
+path = "ledger.db"
+key = "ledger.key"
+checkpoint_every = 100
 "#;
 
 /// Runs the cycles. `Err` only when the harness itself cannot run; failed checks are in the

@@ -1,4 +1,5 @@
-//! Which tools `tools/list` shows an identity: every tool it could ever be allowed to call.
+//! Which tools an identity is shown (an MCP `tools/list`, `POST /v1/tools/visible`): every
+//! tool it could ever be allowed to call.
 //!
 //! A tool is hidden when the identity *may never* call it, whatever the arguments and whatever
 //! it did before:
@@ -17,10 +18,9 @@
 //! A tool that some history could deny (a rate limit, a taint rule) stays listed: the call is
 //! decided when it is made, and a denial tells the model why.
 
-use crate::identity::CallerIdentity;
+use crate::event::{Caller, Principals};
+use crate::DefaultDecision;
 use serde_json::Value;
-use truststack_engine::event::Principals;
-use truststack_engine::DefaultDecision;
 use truststack_policy::ast::{CallField, CmpOp, ContextField, Expr, Pred};
 use truststack_policy::catalog::UNKNOWN_CLASS;
 use truststack_policy::compile::{agent_depth, test_value};
@@ -168,7 +168,7 @@ fn atom(pred: &Pred, f: &Facts) -> Tri {
 }
 
 /// Whether the credential's allowed tools include `tool` (by name or class).
-pub fn credential_allows(who: &CallerIdentity, tool: &str, spec: Option<&ToolSpec>) -> bool {
+pub fn credential_allows(who: &Caller, tool: &str, spec: Option<&ToolSpec>) -> bool {
     match &who.tools {
         None => true,
         Some(allowed) => allowed.iter().any(|a| {
@@ -181,8 +181,8 @@ pub fn credential_allows(who: &CallerIdentity, tool: &str, spec: Option<&ToolSpe
 /// allowed (see the module documentation).
 pub fn never_allowed(
     bundle: &Bundle,
-    settings: &truststack_engine::Settings,
-    who: &CallerIdentity,
+    settings: &crate::Settings,
+    who: &Caller,
     session: &str,
     tool: &str,
 ) -> Option<String> {
@@ -225,7 +225,7 @@ pub fn never_allowed(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use truststack_engine::Settings;
+    use crate::Settings;
     use truststack_policy::load::load_sources;
     use truststack_policy::{Catalog, Source};
 
@@ -250,8 +250,8 @@ mod tests {
             .bundle
     }
 
-    fn who(agent: &str, tools: Option<&[&str]>) -> CallerIdentity {
-        CallerIdentity {
+    fn who(agent: &str, tools: Option<&[&str]>) -> Caller {
+        Caller {
             agent: agent.into(),
             chain: vec!["user:alice@acme.example".into()],
             tools: tools.map(|t| t.iter().map(|s| s.to_string()).collect()),
