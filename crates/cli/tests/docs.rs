@@ -7,10 +7,14 @@
 //!   with `$ `. A `$ ` line is a command (a line ending in `\` continues it, and so does the body
 //!   of a here-document `<<'EOF'` … `EOF`); the lines up to the next `$ ` line are its output.
 //!   Blocks without `$ ` lines (formats, grammars, config files) are not run.
-//! - In the runbooks listed in [`RUNBOOKS`] (the quickstart): each ```` ```sh ```` block too, as
-//!   one step; when the next block is a ```` ```text ```` block without `$ ` lines, that block is
-//!   the output of the whole `sh` block, else its output is not compared. An `sh` block runs
-//!   with `set -e -o pipefail`, like a script.
+//! - In the runbooks listed in [`RUNBOOKS`] (the quickstart, the Python client's page): each
+//!   ```` ```sh ```` block too, as one step; when the next block is a ```` ```text ```` block
+//!   without `$ ` lines, that block is the output of the whole `sh` block, else its output is not
+//!   compared. An `sh` block runs with `set -e -o pipefail`, like a script.
+//! - Every other ```` ```sh ```` block is not run but checked (next section).
+//!
+//! So every command the pages show is run or checked: a command that runs in seconds belongs in
+//! a transcript or a runbook step, where its output is compared too.
 //!
 //! All the steps of one page run in one `bash`, in order, in a fresh directory where `examples/`
 //! and `crates/` are links to the repository's, with the `truststack` built for this test first
@@ -23,6 +27,35 @@
 //! with one of [`FAILURE_LINES`], such as `error:`, the CLI's ways of saying so) or the command
 //! after it reads `$?`; a command that shows a failure must fail, unless it reads `$?` itself
 //! (`cmd; echo "exit $?"`).
+//!
+//! # What is checked without running
+//!
+//! The ```` ```sh ```` blocks outside the runbooks hold what takes minutes to hours or a release
+//! build: benchmarks, fuzzing, the crash-cycles and AgentDojo harnesses, `bash scripts/test.sh`
+//! (which runs this suite), the README's `cargo run --release -- demo` (run by its transcript).
+//! So that they cannot drift either, `long_commands_name_real_targets` checks, command by command
+//! (`&&`, `;` and `|` split them; `NAME=value`, `nice -n N` and `/usr/bin/time -v` in front are
+//! skipped), that what each names exists:
+//!
+//! - `cargo bench -p P --bench B` → package P has the bench target B (`cargo metadata`); a
+//!   criterion filter after `--` (`fix/`, `durable_append`, `a|b`) names a group or benchmark its
+//!   source declares (`"fix"`);
+//! - `cargo build`/`cargo run` `-p P` → P is a package of the workspace; `--example E`, and
+//!   `target/…/examples/E` → the example exists, and every `--option` given to it is a field of
+//!   its clap arguments and every bare word (`[windows]`) a string its source compares with. The
+//!   examples are not run: the suite does not build them (and builds nothing in release);
+//! - `cargo run --release -- SUB` → `truststack SUB --help` succeeds;
+//! - `cargo fuzz run T` → `fuzz/fuzz_targets/T.rs` exists and `fuzz/Cargo.toml` declares T;
+//!   `cargo fuzz build` → `fuzz/` is a cargo-fuzz crate; `cargo install cargo-fuzz` is accepted;
+//! - `bash S`, `python3 S`, `python S`, `DIR/bin/python S` → the script S exists; `DIR/bin/pip
+//!   install -r F` → F exists; `python3 -m venv DIR` is accepted;
+//! - `cd D` → D exists, and the rest of the line runs there;
+//! - any argument under `examples/`, `crates/`, `bench/`, `clients/`, `scripts/`, `docs/` or
+//!   `fuzz/` exists.
+//!
+//! A `truststack` command is refused there (it runs in seconds: show it in a transcript), and so
+//! is any form the checker does not know: the failure says to write a transcript or to teach
+//! `check_command`.
 //!
 //! # Matching output
 //!
@@ -39,14 +72,16 @@
 //!
 //! # What the harness changes
 //!
-//! - `cargo run --release --` runs the `truststack` under test, and `cargo build --release` does
-//!   nothing (the test suite does not build a second, release binary).
-//! - The ports 8181 (server) and 8808 (gateway) become free ports chosen for the run, in commands
-//!   and in output; `TRUSTSTACK_SERVER` points at the server's.
+//! - `cargo run --release --` runs the `truststack` under test, and `cargo build --release` (or
+//!   `cargo build`) does nothing (the test suite does not build a second binary).
+//! - The ports 8181 (server), 8808 (gateway) and 4318 (OTLP receiver) become free ports chosen
+//!   for the run, in commands and in output; `TRUSTSTACK_SERVER` points at the server's.
 //! - `npm install … @modelcontextprotocol/server-filesystem@…` links the copy
 //!   `scripts/install-peers.sh` installed into `.ci/peers/node_modules`; the project's Python
-//!   environment `.venv/bin` comes first on `PATH`. A page that needs a peer asks the testkit for
-//!   it first, so a missing peer fails naming the install command.
+//!   environment `.venv/bin` comes first on `PATH`, and `pip install -e clients/python` puts
+//!   the client's sources on `PYTHONPATH` instead of installing into it (as the client's own
+//!   tests import it). A page that needs a peer asks the testkit for it first, so a missing peer
+//!   fails naming the install command.
 //!
 //! # Adding a transcript
 //!
@@ -70,13 +105,13 @@ use std::time::{Duration, Instant};
 mod common;
 
 /// Pages whose ```sh blocks are run too, in order, as a new user would.
-const RUNBOOKS: &[&str] = &["docs/quickstart.md"];
+const RUNBOOKS: &[&str] = &["docs/quickstart.md", "docs/python-client.md"];
 
 /// How long one page may take before its processes are killed and the test fails.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Ports the pages use, replaced by free ones for the run.
-const DOC_PORTS: &[u16] = &[8181, 8808];
+const DOC_PORTS: &[u16] = &[8181, 8808, 4318];
 
 /// One step of a page: a command (or an `sh` block) and the output the page shows for it.
 #[derive(Debug)]
@@ -303,7 +338,7 @@ unset TRUSTSTACK_TOKEN TRUSTSTACK_ISSUER_DIR
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 cargo() {{
   case "$*" in
-    "build --release") ;;
+    "build" | "build --release") ;;
     "run --release -- "*) shift 3; truststack "$@" ;;
     *) command cargo "$@" ;;
   esac
@@ -319,12 +354,19 @@ npm() {{
     *) command npm "$@" ;;
   esac
 }}
+pip() {{
+  case "$*" in
+    "install -e clients/python") export PYTHONPATH={client}${{PYTHONPATH:+:$PYTHONPATH}} ;;
+    *) command pip "$@" ;;
+  esac
+}}
 __rc=0
 __set_rc() {{ return "$1"; }}
 "#,
         bin = sh_quote(bin_dir),
         venv = sh_quote(&venv),
         peers = sh_quote(&peers),
+        client = sh_quote(&root.join("clients/python/src")),
     )
 }
 
@@ -513,6 +555,35 @@ fn policy_language() {
     check("docs/policy-language.md");
 }
 
+#[test]
+fn proving_ground() {
+    check("docs/proving-ground.md");
+}
+
+#[test]
+fn server() {
+    check("docs/server.md");
+}
+
+#[test]
+fn python_client() {
+    // The page runs a script against the client, with the project's Python.
+    truststack_testkit::python();
+    check("docs/python-client.md");
+}
+
+#[test]
+fn opentelemetry() {
+    // The page's OTLP receiver is Python, with the `opentelemetry-proto` package.
+    truststack_testkit::python();
+    check("docs/opentelemetry.md");
+}
+
+#[test]
+fn benchmarks() {
+    check("docs/benchmarks.md");
+}
+
 /// Every page with a transcript has its test above, so a new page cannot be missed.
 #[test]
 fn every_page_with_a_transcript_is_checked() {
@@ -522,16 +593,14 @@ fn every_page_with_a_transcript_is_checked() {
         "docs/identity.md",
         "docs/ledger.md",
         "docs/policy-language.md",
+        "docs/proving-ground.md",
+        "docs/server.md",
+        "docs/python-client.md",
+        "docs/benchmarks.md",
+        "docs/opentelemetry.md",
     ];
     let root = common::root();
-    let mut pages = vec!["README.md".to_string()];
-    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if name.ends_with(".md") {
-            pages.push(format!("docs/{name}"));
-        }
-    }
-    for page in pages {
+    for page in pages(&root) {
         let text = std::fs::read_to_string(root.join(&page)).unwrap();
         let runs = !steps(&text, RUNBOOKS.contains(&page.as_str())).is_empty();
         assert_eq!(
@@ -578,4 +647,475 @@ fn placeholders_cover_what_varies_and_keep_names() {
         "policy no-exfiltration-after-prod-read"
     );
     assert_eq!(wildcards("a…b\n  …\nc"), "a[..]b\n...\nc");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The commands the suite does not run: checked for what they name.
+
+/// The ```` ```sh ```` blocks the suite does not run (every one outside [`RUNBOOKS`]): each
+/// command, its continuation lines joined, with its 1-based page line.
+fn unrun_commands(page: &str) -> Vec<(usize, String)> {
+    let lines: Vec<&str> = page.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(info) = fence_info(lines[i]) else {
+            i += 1;
+            continue;
+        };
+        let start = i + 1;
+        let end = (start..lines.len())
+            .find(|&j| lines[j].trim_end() == "```")
+            .unwrap_or(lines.len());
+        if info == "sh" {
+            let mut j = start;
+            while j < end {
+                let line = j + 1;
+                let mut command = lines[j].trim_end().to_string();
+                j += 1;
+                while command.ends_with('\\') && j < end {
+                    command.pop();
+                    command.push(' ');
+                    command.push_str(lines[j].trim());
+                    j += 1;
+                }
+                // A here-document's body is data, not commands.
+                if let Some(word) = HEREDOC.captures(&command).map(|c| c[1].to_string()) {
+                    while j < end && lines[j].trim() != word {
+                        j += 1;
+                    }
+                    j += 1;
+                }
+                let trimmed = command.trim();
+                if !trimmed.is_empty() && !trimmed.starts_with('#') {
+                    out.push((line, trimmed.to_string()));
+                }
+            }
+        }
+        i = end + 1;
+    }
+    out
+}
+
+/// A command line as the shell splits it: simple commands (split at `&&`, `||`, `;` and `|`),
+/// each a list of words with their quotes removed; redirections and a trailing comment dropped.
+fn simple_commands(line: &str) -> Vec<Vec<String>> {
+    let mut commands = vec![Vec::new()];
+    let mut word: Option<String> = None;
+    let mut chars = line.chars().peekable();
+    let mut redirect = false;
+    let end_word =
+        |word: &mut Option<String>, commands: &mut Vec<Vec<String>>, redirect: &mut bool| {
+            if let Some(w) = word.take() {
+                if std::mem::take(redirect) {
+                    return;
+                }
+                commands.last_mut().unwrap().push(w);
+            }
+        };
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                let w = word.get_or_insert_with(String::new);
+                for q in chars.by_ref() {
+                    if q == c {
+                        break;
+                    }
+                    w.push(q);
+                }
+            }
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    word.get_or_insert_with(String::new).push(next);
+                }
+            }
+            '#' if word.is_none() => break,
+            ' ' | '\t' => end_word(&mut word, &mut commands, &mut redirect),
+            '&' | '|' | ';' => {
+                end_word(&mut word, &mut commands, &mut redirect);
+                if chars.peek() == Some(&c) {
+                    chars.next();
+                }
+                commands.push(Vec::new());
+            }
+            '>' | '<' => {
+                // `2>`: the descriptor is part of the redirection.
+                if word
+                    .as_deref()
+                    .is_some_and(|w| w.chars().all(|d| d.is_ascii_digit()))
+                {
+                    word = None;
+                }
+                end_word(&mut word, &mut commands, &mut redirect);
+                while chars.peek().is_some_and(|&n| n == '>' || n == '&') {
+                    chars.next();
+                }
+                redirect = true;
+            }
+            _ => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    end_word(&mut word, &mut commands, &mut redirect);
+    commands.retain(|c| !c.is_empty());
+    commands
+}
+
+/// The workspace's packages, as `cargo metadata` describes them.
+struct Workspace {
+    /// Every target: (package, kind, target name, source path).
+    targets: Vec<(String, String, String, PathBuf)>,
+}
+
+impl Workspace {
+    fn load(root: &Path) -> Workspace {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "metadata",
+                "--offline",
+                "--no-deps",
+                "--format-version",
+                "1",
+            ])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo metadata: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut targets = Vec::new();
+        for package in meta["packages"].as_array().unwrap() {
+            let name = package["name"].as_str().unwrap();
+            for target in package["targets"].as_array().unwrap() {
+                for kind in target["kind"].as_array().unwrap() {
+                    targets.push((
+                        name.to_string(),
+                        kind.as_str().unwrap().to_string(),
+                        target["name"].as_str().unwrap().to_string(),
+                        PathBuf::from(target["src_path"].as_str().unwrap()),
+                    ));
+                }
+            }
+        }
+        Workspace { targets }
+    }
+
+    fn has_package(&self, package: &str) -> bool {
+        self.targets.iter().any(|(p, ..)| p == package)
+    }
+
+    /// The source of `package`'s target `name` of `kind` (any package when `None`).
+    fn target(&self, package: Option<&str>, kind: &str, name: &str) -> Result<&Path, String> {
+        self.targets
+            .iter()
+            .find(|(p, k, n, _)| package.is_none_or(|want| p == want) && k == kind && n == name)
+            .map(|(.., src)| src.as_path())
+            .ok_or_else(|| match package {
+                Some(p) => format!("package `{p}` has no {kind} `{name}`"),
+                None => format!("no package of the workspace has an {kind} `{name}`"),
+            })
+    }
+}
+
+/// The value of option `name` (`-p P`, `--bench B`) among `words`.
+fn option<'a>(words: &'a [String], names: &[&str]) -> Option<&'a str> {
+    words
+        .iter()
+        .position(|w| names.contains(&w.as_str()))
+        .and_then(|i| words.get(i + 1))
+        .map(String::as_str)
+}
+
+/// What follows `--` in a cargo command: the arguments of the program it runs.
+fn program_args(words: &[String]) -> &[String] {
+    words
+        .iter()
+        .position(|w| w == "--")
+        .map_or(&[][..], |i| &words[i + 1..])
+}
+
+/// Every `--flag` (but `--help`) given to an example is a field of its clap arguments, and every
+/// bare word it takes (`[windows]`) one its source compares with.
+fn example_accepts(src: &Path, args: &[String]) -> Result<(), String> {
+    let source = std::fs::read_to_string(src).unwrap();
+    let mut args = args.iter().peekable();
+    while let Some(arg) = args.next() {
+        if let Some(flag) = arg.strip_prefix("--") {
+            let field = format!("{}:", flag.replace('-', "_"));
+            if flag != "help" && !source.contains(&field) {
+                return Err(format!("{} has no option `{arg}`", src.display()));
+            }
+            // Its value.
+            if args.peek().is_some_and(|v| !v.starts_with('-')) {
+                args.next();
+            }
+        } else {
+            let word = arg.trim_start_matches('[').trim_end_matches(']');
+            if word.chars().all(|c| c.is_ascii_lowercase())
+                && !source.contains(&format!("\"{word}\""))
+            {
+                return Err(format!("{} does not read the word `{word}`", src.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The benchmark groups a criterion filter selects are named in the bench's source: `fix/`
+/// and `durable_append` need `"fix"` and `"durable_append"` (alternatives `a|b` each).
+fn bench_filters(src: &Path, args: &[String]) -> Result<(), String> {
+    let source = std::fs::read_to_string(src).unwrap();
+    let mut words = args.iter().peekable();
+    while let Some(arg) = words.next() {
+        if arg.starts_with('-') {
+            // The value of a criterion option (`--warm-up-time 1`).
+            if words.peek().is_some_and(|v| v.parse::<f64>().is_ok()) {
+                words.next();
+            }
+            continue;
+        }
+        for filter in arg.split('|') {
+            let group = filter.split('/').next().unwrap_or(filter);
+            if !source.contains(&format!("\"{group}")) {
+                return Err(format!(
+                    "{} names no benchmark `{group}` (the filter `{arg}`)",
+                    src.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks one simple command of an unrun `sh` block; `cwd` is where the line runs, relative to
+/// the repository (a `cd` moves it).
+fn check_command(
+    ws: &Workspace,
+    root: &Path,
+    cwd: &mut PathBuf,
+    words: &[String],
+) -> Result<(), String> {
+    // Variables set for the command, and the wrappers that only change how it runs.
+    let mut w: &[String] = words;
+    loop {
+        match w {
+            [first, rest @ ..] if first.contains('=') && !first.starts_with('-') => w = rest,
+            [nice, n, _, rest @ ..] if nice == "nice" && n == "-n" => w = rest,
+            [time, v, rest @ ..] if time == "/usr/bin/time" && v == "-v" => w = rest,
+            _ => break,
+        }
+    }
+    let exists = |p: &str| -> Result<(), String> {
+        if root.join(&*cwd).join(p).exists() {
+            Ok(())
+        } else {
+            Err(format!("`{p}` does not exist"))
+        }
+    };
+    // Paths into the repository, wherever they appear, exist.
+    const TOP: &[&str] = &[
+        "examples/",
+        "crates/",
+        "bench/",
+        "clients/",
+        "scripts/",
+        "docs/",
+        "fuzz/",
+    ];
+    for arg in w.iter().skip(1) {
+        if TOP.iter().any(|t| arg.starts_with(t)) {
+            exists(arg)?;
+        }
+    }
+    let words: Vec<&str> = w.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["cd", dir] => {
+            exists(dir)?;
+            cwd.push(dir);
+            Ok(())
+        }
+        ["cargo", "install", "cargo-fuzz"] => Ok(()),
+        ["cargo", "fuzz", rest @ ..] => {
+            let fuzz = if cwd.ends_with("fuzz") {
+                root.join(&*cwd)
+            } else {
+                root.join(&*cwd).join("fuzz")
+            };
+            let manifest = std::fs::read_to_string(fuzz.join("Cargo.toml"))
+                .map_err(|e| format!("{}: {e}", fuzz.join("Cargo.toml").display()))?;
+            if !manifest.contains("cargo-fuzz = true") {
+                return Err(format!("{} is not a cargo-fuzz crate", fuzz.display()));
+            }
+            match rest {
+                ["build", opts @ ..] if opts.iter().all(|o| o.starts_with('-')) => Ok(()),
+                ["run", args @ ..] => {
+                    let target = args
+                        .iter()
+                        .find(|a| !a.starts_with('-'))
+                        .ok_or("`cargo fuzz run` names no target")?;
+                    if !fuzz.join(format!("fuzz_targets/{target}.rs")).exists() {
+                        return Err(format!("no fuzz/fuzz_targets/{target}.rs"));
+                    }
+                    if !manifest.contains(&format!("name = \"{target}\"")) {
+                        return Err(format!("fuzz/Cargo.toml declares no target `{target}`"));
+                    }
+                    Ok(())
+                }
+                _ => Err("a `cargo fuzz` form the checker does not know".to_string()),
+            }
+        }
+        ["cargo", "bench", ..] => {
+            let package = option(w, &["-p", "--package"]).ok_or("`cargo bench` without -p")?;
+            let bench = option(w, &["--bench"]).ok_or("`cargo bench` without --bench")?;
+            let src = ws.target(Some(package), "bench", bench)?;
+            bench_filters(src, program_args(w))
+        }
+        ["cargo", "build" | "run", ..] => {
+            let package = option(w, &["-p", "--package"]);
+            if let Some(p) = package {
+                if !ws.has_package(p) {
+                    return Err(format!("no package `{p}` in the workspace"));
+                }
+            }
+            if let Some(example) = option(w, &["--example"]) {
+                let src = ws.target(package, "example", example)?;
+                return example_accepts(src, program_args(w));
+            }
+            // `cargo run --release -- SUBCOMMAND …`: the CLI has that subcommand.
+            match (words[1], program_args(w).first()) {
+                ("run", Some(sub)) => truststack_has(sub),
+                ("build", None) => Ok(()),
+                _ => Err("a `cargo` form the checker does not know".to_string()),
+            }
+        }
+        ["truststack", ..] => Err(
+            "a `truststack` command runs in seconds: show it in a ```text transcript".to_string(),
+        ),
+        ["python3", "-m", "venv", _] => Ok(()),
+        [pip, "install", "-r", file] if pip.ends_with("/bin/pip") => exists(file),
+        ["bash" | "python" | "python3", script, ..] => exists(script),
+        [python, script, ..] if python.ends_with("/bin/python") => exists(script),
+        [program, ..] if program.starts_with("target/") => {
+            let example = program
+                .rsplit_once("/examples/")
+                .map(|(_, e)| e)
+                .ok_or_else(|| format!("`{program}` is not an example cargo builds"))?;
+            let src = ws.target(None, "example", example)?;
+            example_accepts(src, &w[1..])
+        }
+        _ => Err("a command form the checker does not know".to_string()),
+    }
+}
+
+/// `truststack SUB --help` exits 0.
+fn truststack_has(sub: &str) -> Result<(), String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_truststack"))
+        .args([sub, "--help"])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`truststack {sub} --help` fails: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The commands too long for the suite (benchmarks, fuzzing, the crash-cycles and AgentDojo
+/// harnesses, the whole test suite) still name what exists; see the module documentation.
+#[test]
+fn long_commands_name_real_targets() {
+    let root = truststack_testkit::workspace_root();
+    let ws = Workspace::load(&root);
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for page in pages(&root) {
+        if RUNBOOKS.contains(&page.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(root.join(&page)).unwrap();
+        for (line, command) in unrun_commands(&text) {
+            let mut cwd = PathBuf::new();
+            for words in simple_commands(&command) {
+                checked += 1;
+                if let Err(why) = check_command(&ws, &root, &mut cwd, &words) {
+                    let why = why.replace(&format!("{}/", root.display()), "");
+                    failures.push(format!(
+                        "{page}:{line}: `{command}`: {why}\n  (a command that runs in seconds belongs in a ```text transcript; \
+                         a longer one the checker does not know: teach `check_command` in crates/cli/tests/docs.rs)"
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(checked > 0, "no sh block found");
+    assert!(
+        failures.is_empty(),
+        "{} command(s) name what does not exist:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// README.md and every page of docs/.
+fn pages(root: &Path) -> Vec<String> {
+    let mut pages = vec!["README.md".to_string()];
+    let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    pages
+}
+
+#[test]
+fn finds_the_commands_of_sh_blocks() {
+    let page = "```sh\ncargo bench -p a \\\n  --bench b   # why\n\n# a comment\ncat > f <<'EOF'\nnot a command\nEOF\nbash x.sh\n```\n```text\n$ echo\n```\n";
+    assert_eq!(
+        unrun_commands(page),
+        [
+            (2, "cargo bench -p a  --bench b   # why".to_string()),
+            (6, "cat > f <<'EOF'".to_string()),
+            (9, "bash x.sh".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn splits_commands_as_the_shell_does() {
+    assert_eq!(
+        simple_commands(
+            "cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run x -- -max_total_time=60   # a 'comment'"
+        ),
+        [
+            vec!["cd", "fuzz"],
+            vec![
+                "RUSTC_BOOTSTRAP=1",
+                "cargo",
+                "fuzz",
+                "run",
+                "x",
+                "--",
+                "-max_total_time=60"
+            ],
+        ]
+    );
+    assert_eq!(
+        simple_commands(
+            "truststack prove 'a b.toml' --format sarif > prove.sarif 2> err; echo \"#x\""
+        ),
+        [
+            vec!["truststack", "prove", "a b.toml", "--format", "sarif"],
+            vec!["echo", "#x"],
+        ]
+    );
 }
