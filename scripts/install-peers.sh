@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every peer the test suite talks to, into the project and idempotently (a second run
 # with nothing changed does nothing):
-#   - Debian packages the tests need (none beyond a fresh machine's today; apt-get when missing);
+#   - Debian packages the tests need (python3-venv, curl, jq; apt-get only when missing);
 #   - a project-local Python virtual environment `.venv` with the pinned packages of
 #     .ci/peers/requirements.txt (the official `mcp` SDK, PyJWT, cryptography): never the system
 #     interpreter, whose pip Debian refuses (PEP 668);
@@ -20,6 +20,10 @@ apt_missing=()
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   apt_missing+=(python3-venv)
 fi
+# The documentation's transcripts, which the tests run, use curl and jq.
+for tool in curl jq; do
+  command -v "$tool" >/dev/null || apt_missing+=("$tool")
+done
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "debian packages: installing ${apt_missing[*]}"
   sudo_cmd=()
