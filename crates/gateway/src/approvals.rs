@@ -21,7 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use std::time::Duration;
 use truststack_engine::identity::Issuer;
 use truststack_engine::{ApprovalAnswer, Engine};
 use truststack_server::auth::bearer;
-use truststack_server::error::ApiError;
+use truststack_server::error::{reply, ApiError};
 
 /// The role a human credential needs to answer held calls.
 pub const APPROVER_ROLE: &str = "approver";
@@ -161,7 +161,7 @@ async fn list(State(state): State<Approvals>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&state, &headers) {
         return r;
     }
-    Json(json!({"pending": state.engine.pending()})).into_response()
+    reply(json!({"pending": state.engine.pending()}))
 }
 
 async fn show(
@@ -178,7 +178,7 @@ async fn show(
         .into_iter()
         .find(|p| p.approval_id == id)
     {
-        Some(p) => Json(p).into_response(),
+        Some(p) => reply(json!(p)),
         None => refuse(StatusCode::NOT_FOUND, format!("no pending approval {id}")),
     }
 }
@@ -224,8 +224,8 @@ async fn wait(
     let known = state.engine.is_pending(&id);
     let (engine, waited) = (Arc::clone(&state.engine), id.clone());
     match tokio::task::spawn_blocking(move || engine.wait_outcome(&waited, timeout)).await {
-        Ok(Some(o)) => Json(json!({"status": "answered", "outcome": o})).into_response(),
-        Ok(None) if known => Json(json!({"status": "pending", "approval_id": id})).into_response(),
+        Ok(Some(o)) => reply(json!({"status": "answered", "outcome": o})),
+        Ok(None) if known => reply(json!({"status": "pending", "approval_id": id})),
         Ok(None) => refuse(
             StatusCode::NOT_FOUND,
             format!("no pending or recently answered approval {id}"),
@@ -295,7 +295,7 @@ async fn answer(
     let engine = Arc::clone(&state.engine);
     let result = tokio::task::spawn_blocking(move || engine.answer(&ans)).await;
     match result {
-        Ok(Ok(outcome)) => Json(outcome).into_response(),
+        Ok(Ok(outcome)) => reply(json!(outcome)),
         Ok(Err(e)) => {
             let e = ApiError::from(e);
             refuse(e.status, e.message)

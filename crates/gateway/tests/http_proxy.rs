@@ -165,6 +165,8 @@ async fn sessions_calls_denials_and_a_held_call_released_over_http() {
     let pending = listed["pending"].as_array().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["call"]["tool"], "nmap_scan");
+    // The server's shape: every answer carries a `decision_id`.
+    assert!(listed["decision_id"].is_string(), "{listed}");
     let aid = pending[0]["approval_id"].as_str().unwrap();
     let url = format!("{}/v1/approvals/{aid}/grant", h.base);
     let r = h

@@ -3,7 +3,7 @@
 
 use crate::auth::{bearer, Human};
 use crate::backend::RevokeError;
-use crate::error::{json_errors, parse_body, ApiError};
+use crate::error::{json_errors, parse_body, reply, response_id, ApiError};
 use crate::state::AppState;
 use crate::telemetry::TraceHeaders;
 use axum::body::Bytes;
@@ -68,15 +68,6 @@ pub fn router(state: Shared) -> Router {
             json_errors(r, limit)
         }))
         .with_state(state)
-}
-
-/// A JSON response with a `decision_id` added when the body is an object without one.
-fn reply(state: &AppState, mut body: Value) -> Response {
-    if let Value::Object(map) = &mut body {
-        map.entry("decision_id")
-            .or_insert_with(|| Value::String(state.response_id()));
-    }
-    Json(body).into_response()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -208,7 +199,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     let started_at = std::time::SystemTime::now();
     let mut req: DecideRequest = parse_body(&body)?;
     let caller = state.caller(&headers, req.agent.take(), std::mem::take(&mut req.chain))?;
-    let call = req.into_call(&caller, || state.response_id().replacen("r-", "c-", 1));
+    let call = req.into_call(&caller, || response_id().replacen("r-", "c-", 1));
     // The usual path decides on this worker (microseconds, under the engine's read side so a
     // reload waits for the record to be queued), then awaits the record's durability without
     // tying up a thread.
@@ -315,10 +306,7 @@ async fn record_observation(
     let index = blocking(move || st.engine.read().observe(&obs))
         .await?
         .map_err(|e| ApiError::unavailable(format!("observation not recorded: {e}")))?;
-    Ok(reply(
-        &state,
-        json!({"recorded": true, "ledger_index": index}),
-    ))
+    Ok(reply(json!({"recorded": true, "ledger_index": index})))
 }
 
 async fn observe(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -369,10 +357,7 @@ async fn input(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
             InputError::Invalid(_) => ApiError::bad_request(e.to_string()),
             InputError::Ledger(_) => ApiError::unavailable(e.to_string()),
         })?;
-    Ok(reply(
-        &state,
-        json!({"recorded": true, "ledger_index": index}),
-    ))
+    Ok(reply(json!({"recorded": true, "ledger_index": index})))
 }
 
 /// A call's outcome: an observation tied to the call, with the tool's data source (from the
@@ -440,7 +425,7 @@ async fn visible_tools(State(state): State<Shared>, headers: HeaderMap, body: By
             Some(reason) => hidden.push(json!({"tool": tool, "reason": reason})),
         }
     }
-    Ok(reply(&state, json!({"visible": visible, "hidden": hidden})))
+    Ok(reply(json!({"visible": visible, "hidden": hidden})))
 }
 
 // ---- approvals ----
@@ -476,7 +461,7 @@ async fn list_approvals(
         })
         .filter_map(|p| serde_json::to_value(p).ok())
         .collect();
-    Ok(reply(&state, json!({"pending": pending})))
+    Ok(reply(json!({"pending": pending})))
 }
 
 /// The most recent recorded decisions of the held call's orchestration: what led here.
@@ -531,7 +516,7 @@ async fn show_approval(
             body["trajectory_error"] = json!(format!("the ledger could not be read: {e}"));
         }
     }
-    Ok(reply(&state, body))
+    Ok(reply(body))
 }
 
 #[derive(Deserialize, Default)]
@@ -578,7 +563,7 @@ async fn answer(
     let outcome = blocking(move || st.engine.read().answer(&ans)).await??;
     state.count_pending();
     let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(reply(&state, body))
+    Ok(reply(body))
 }
 
 async fn grant(
@@ -632,7 +617,7 @@ async fn cancel(
         blocking(move || st.engine.read().cancel(&id, &caller, req.time.as_deref())).await??;
     state.count_pending();
     let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(reply(&state, body))
+    Ok(reply(body))
 }
 
 #[derive(Deserialize)]
@@ -736,15 +721,9 @@ async fn wait(
     match outcome {
         Some(o) => {
             let body = serde_json::to_value(&o).map_err(|e| ApiError::internal(e.to_string()))?;
-            Ok(reply(
-                &state,
-                json!({"status": "answered", "outcome": body}),
-            ))
+            Ok(reply(json!({"status": "answered", "outcome": body})))
         }
-        None => Ok(reply(
-            &state,
-            json!({"status": "pending", "approval_id": id}),
-        )),
+        None => Ok(reply(json!({"status": "pending", "approval_id": id}))),
     }
 }
 
@@ -785,7 +764,6 @@ async fn entries(State(state): State<Shared>, Query(r): Query<Range>) -> ApiResu
         .await?
         .map_err(ApiError::unavailable)?;
     Ok(reply(
-        &state,
         json!({"start": start, "end": end, "size": len, "entries": list}),
     ))
 }
@@ -801,7 +779,7 @@ async fn inclusion(State(state): State<Shared>, Query(q): Query<InclusionQuery>)
     let proof = blocking(move || st.ledger.inclusion_proof(q.index, q.size))
         .await?
         .map_err(ApiError::bad_request)?;
-    Ok(reply(&state, proof))
+    Ok(reply(proof))
 }
 
 #[derive(Deserialize)]
@@ -815,7 +793,7 @@ async fn consistency(State(state): State<Shared>, Query(q): Query<ConsistencyQue
     let proof = blocking(move || st.ledger.consistency_proof(q.old, q.new))
         .await?
         .map_err(ApiError::bad_request)?;
-    Ok(reply(&state, proof))
+    Ok(reply(proof))
 }
 
 // ---- identities ----
@@ -879,7 +857,7 @@ async fn issue(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         .identity()?
         .issue(&req)
         .map_err(ApiError::bad_request)?;
-    Ok(reply(&state, recorded(&state, issued)?))
+    Ok(reply(recorded(&state, issued)?))
 }
 
 async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -893,7 +871,7 @@ async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) 
         .identity()?
         .delegate(token, &req)
         .map_err(ApiError::forbidden)?;
-    Ok(reply(&state, recorded(&state, issued)?))
+    Ok(reply(recorded(&state, issued)?))
 }
 
 async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -918,10 +896,7 @@ async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
             RevokeError::Refused(e) => ApiError::bad_request(e),
             RevokeError::Unavailable(e) => ApiError::unavailable(e),
         })?;
-    Ok(reply(
-        &state,
-        json!({"revoked": record, "ledger_index": index}),
-    ))
+    Ok(reply(json!({"revoked": record, "ledger_index": index})))
 }
 
 /// Identity events go to the ledger like every decision: who was given what authority.
@@ -962,10 +937,7 @@ async fn policies(State(state): State<Shared>) -> ApiResult {
             json!({"id": p.id, "action": p.action, "target": p.target, "mode": p.mode, "source": &*p.source, "reason": p.reason, "text": p.text})
         })
         .collect();
-    Ok(reply(
-        &state,
-        json!({"policy_hash": bundle.hash, "policies": list}),
-    ))
+    Ok(reply(json!({"policy_hash": bundle.hash, "policies": list})))
 }
 
 async fn reload(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
@@ -974,7 +946,7 @@ async fn reload(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
     let by = admin.principal.clone();
     let result = blocking(move || st.reload(&by)).await?;
     match result {
-        Ok(body) => Ok(reply(&state, body)),
+        Ok(body) => Ok(reply(body)),
         Err(e) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("bundle rejected, the active bundle is unchanged:\n{e}"),

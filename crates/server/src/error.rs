@@ -58,6 +58,23 @@ impl ApiError {
 }
 
 static ERRORS: AtomicU64 = AtomicU64::new(0);
+static RESPONSES: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh id for an answer that is not a decision (`r-<time>-<n>`), unique in this process.
+pub fn response_id() -> String {
+    let n = RESPONSES.fetch_add(1, Ordering::Relaxed);
+    format!("r-{:x}-{n}", truststack_engine::engine::system_now())
+}
+
+/// A JSON answer of the API: an object gets a `decision_id` (a fresh one unless it has one),
+/// as every answer of `truststack serve` and of a gateway's approvals API does.
+pub fn reply(mut body: serde_json::Value) -> Response {
+    if let serde_json::Value::Object(map) = &mut body {
+        map.entry("decision_id")
+            .or_insert_with(|| serde_json::Value::String(response_id()));
+    }
+    axum::Json(body).into_response()
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -6,7 +6,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use parking_lot::RwLock;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use truststack_engine::{Engine, Recorded, Recorder, Recording};
@@ -80,7 +80,6 @@ pub struct AppState {
     pub waiters: Arc<crate::waiters::Waiters>,
     /// The decision spans' OTLP exporter, when the environment configures one.
     pub telemetry: Option<crate::telemetry::Telemetry>,
-    responses: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +117,6 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(true),
             telemetry: None,
-            responses: AtomicU64::new(0),
         })
     }
 
@@ -154,12 +152,6 @@ impl AppState {
         *active = Arc::new(engine);
         tracing::info!(%hash, %by, "policy bundle reloaded");
         Ok(json!({"policy_hash": hash, "activated_by": by}))
-    }
-
-    /// A fresh id for a response that is not itself a decision.
-    pub fn response_id(&self) -> String {
-        let n = self.responses.fetch_add(1, Ordering::Relaxed);
-        format!("r-{:x}-{n}", truststack_engine::engine::system_now())
     }
 }
 
