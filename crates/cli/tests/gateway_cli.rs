@@ -153,6 +153,8 @@ classes = ["FileWrite"]
 classes = ["FileWrite"]
 [tools.everything__get-env]
 classes = ["SecretsAccess"]
+[tools."trigger-long-running-operation"]
+classes = ["Compute"]
 "#;
 
 const POLICIES: &str = r#"
@@ -807,4 +809,61 @@ fn gateway_command_line_errors_are_clear() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ftp://x"));
+}
+
+/// Progress on one token only increases: the gateway's own notifications while the call is
+/// held, then the upstream's for the released call, shifted past them.
+#[test]
+fn progress_of_a_held_call_only_increases() {
+    let modules = truststack_testkit::node_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), true, "");
+    let approvals = free_port();
+    // Granted after a second: the gateway has sent several notifications of its own by then
+    // (every 200 ms), and the upstream's steps count from 1 again.
+    let held = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        approve_when_held(approvals, "user:bob@e2e.example")
+            .join()
+            .unwrap()
+    });
+    let mut cmd = Command::new(BIN);
+    cmd.args(["gateway", "--config"])
+        .arg(&config)
+        .args(["--approvals-listen", &format!("127.0.0.1:{approvals}")])
+        .args(["--", "node", &everything(&modules)])
+        .env("TRUSTSTACK_TOKEN", TOKEN);
+    let out = raw_session(
+        &mut cmd,
+        &[
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 4}, "_meta": {"progressToken": "p-7"}}}),
+        ],
+    );
+    let (_, status, _) = held.join().unwrap();
+    assert_eq!(status, 200);
+    let messages: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let progress: Vec<f64> = messages
+        .iter()
+        .filter(|m| {
+            m["method"] == "notifications/progress" && m["params"]["progressToken"] == "p-7"
+        })
+        .map(|m| m["params"]["progress"].as_f64().unwrap())
+        .collect();
+    // The gateway's notifications while held, then the upstream's four steps.
+    assert!(progress.len() >= 7, "{progress:?}");
+    assert!(
+        progress.windows(2).all(|w| w[0] < w[1]),
+        "progress went backwards: {progress:?}"
+    );
+    let last = messages.last().unwrap();
+    assert_eq!(last["id"], 2);
+    let text = last["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("completed"), "{last}");
 }

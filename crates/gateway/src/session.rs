@@ -92,6 +92,10 @@ struct State {
     held: HashMap<RawId, Held>,
     /// Progress tokens (as JSON text) of in-flight client requests.
     progress: HashMap<String, RawId>,
+    /// How far the gateway's own progress notifications of a held call went, by token: the
+    /// upstream's progress for the released call is shifted past it, so that progress on one
+    /// token only increases, as the protocol requires.
+    progress_offset: HashMap<String, f64>,
     /// Several upstreams: client request id → (upstream, upstream id).
     client_requests: HashMap<RawId, (usize, RawId)>,
     /// Several upstreams: server request id as the client sees it → (upstream, original id).
@@ -911,6 +915,11 @@ impl Session {
             match outcome {
                 Ok(o) if o.decision == Verdict::Allow => {
                     tracing::info!(session = %me.id, tool = %call.tool, approval = %o.approval_id, "held call released");
+                    if let (Some(p), Some(_)) = (&progress, &token) {
+                        // The last notification said `n`; the upstream's start at 0 or 1.
+                        let offset = (n + 1) as f64;
+                        me.state.lock().progress_offset.insert(p.clone(), offset);
+                    }
                     let tool = call.tool.clone();
                     let purpose = Purpose::ToolsCall(Box::new(call));
                     if up == usize::MAX {
@@ -1083,10 +1092,19 @@ impl Session {
                 let mut route = via.map_or(Route::Unrelated, Route::Related);
                 if method == "notifications/progress" {
                     let token: Option<Box<RawValue>> = jsonrpc::param(m.params, "progressToken");
-                    if let Some(client_id) =
-                        token.and_then(|t| self.state.lock().progress.get(t.get().trim()).cloned())
-                    {
+                    let (client_id, offset) = token.map_or((None, None), |t| {
+                        let st = self.state.lock();
+                        let key = t.get().trim();
+                        (
+                            st.progress.get(key).cloned(),
+                            st.progress_offset.get(key).copied(),
+                        )
+                    });
+                    if let Some(client_id) = client_id {
                         route = Route::Related(client_id);
+                    }
+                    if let Some(offset) = offset {
+                        return self.client.send(shift_progress(text, offset), route);
                     }
                 }
                 if self.multi && method == "notifications/cancelled" {
@@ -1163,7 +1181,16 @@ impl Session {
         } else {
             Cow::Borrowed(text)
         };
-        self.state.lock().progress.retain(|_, v| *v != client_id);
+        {
+            let mut st = self.state.lock();
+            let State {
+                progress,
+                progress_offset,
+                ..
+            } = &mut *st;
+            progress.retain(|_, v| *v != client_id);
+            progress_offset.retain(|token, _| progress.contains_key(token));
+        }
         match purpose {
             Purpose::Plain => self.respond(&client_id, text.into_owned()),
             Purpose::Initialize => {
@@ -1585,6 +1612,27 @@ fn progress_token(params: Option<&RawValue>) -> Option<String> {
 }
 
 /// Edits the `params` object of a message, keeping everything else verbatim.
+/// A `notifications/progress` with `progress` (and `total`, when given) raised by `offset`.
+fn shift_progress(text: &str, offset: f64) -> String {
+    edit_params(text, |p| {
+        for field in ["progress", "total"] {
+            let value = p
+                .get(field)
+                .and_then(|v| serde_json::from_str::<f64>(v.get()).ok());
+            if let Some(v) = value {
+                let shifted = v + offset;
+                // Whole numbers stay integers (`5`, not `5.0`), as the upstream wrote them.
+                let shifted = if shifted.fract() == 0.0 && shifted.abs() < 9.0e15 {
+                    json!(shifted as i64)
+                } else {
+                    json!(shifted)
+                };
+                p.set_json(field, &shifted);
+            }
+        }
+    })
+}
+
 fn edit_params(text: &str, edit: impl FnOnce(&mut RawObject)) -> String {
     let Ok(mut msg) = RawObject::parse(text) else {
         return text.to_string();
