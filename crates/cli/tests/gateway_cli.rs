@@ -867,3 +867,69 @@ fn progress_of_a_held_call_only_increases() {
         .unwrap_or_default();
     assert!(text.contains("completed"), "{last}");
 }
+
+/// A JSON-RPC batch in a 2025-11-25 session over HTTP is refused at once (400, -32600), as
+/// the server itself refuses it, instead of leaving the POST waiting for an answer that has
+/// no id to go to.
+#[test]
+fn a_batch_in_a_later_protocol_version_is_refused_at_once_over_http() {
+    let modules = truststack_testkit::node_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, server_port) = spawn_everything_http(&modules);
+    let config = gateway_config(dir.path(), false, "");
+    let (_gw, port) = spawn_http_gateway(&config, &format!("http://127.0.0.1:{server_port}/mcp"));
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let post = |session: Option<&str>, body: Value| {
+        let mut r = http
+            .post(format!("http://127.0.0.1:{port}/mcp"))
+            .bearer_auth(TOKEN)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(s) = session {
+            r = r
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        r.send().unwrap()
+    };
+    let init = post(
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}),
+    );
+    assert_eq!(init.status(), 200);
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // The answer (one server-sent event): the version is negotiated once it has arrived.
+    let body = init.text().unwrap();
+    assert!(
+        body.contains("\"protocolVersion\":\"2025-11-25\""),
+        "{body}"
+    );
+    let note = post(
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    assert_eq!(note.status(), 202);
+    let batch = post(
+        Some(&session),
+        json!([{"jsonrpc": "2.0", "id": 5, "method": "ping"}]),
+    );
+    assert_eq!(batch.status(), 400);
+    let answer: Value = batch.json().unwrap();
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert_eq!(answer["id"], Value::Null, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("2025-11-25"), "{message}");
+    // The session still serves single messages.
+    let ping = post(
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 6, "method": "ping"}),
+    );
+    assert_eq!(ping.status(), 200);
+}

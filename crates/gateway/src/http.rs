@@ -366,6 +366,18 @@ async fn handle_post(
             Err(r) => return r,
         }
     };
+    if batch {
+        // Answered here: the refusal has no id (`null`), so no request of this exchange would
+        // ever be answered on the stream.
+        if let Some(message) = hs.session.batch_refusal() {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                code::INVALID_REQUEST,
+                &message,
+            );
+        }
+    }
     if requests.is_empty() {
         hs.session.on_client(text);
         return StatusCode::ACCEPTED.into_response();

@@ -303,14 +303,20 @@ impl Session {
         }
     }
 
-    /// JSON-RPC batches exist in protocol version 2025-03-26 only; later versions removed them.
-    fn on_client_batch(self: &Arc<Self>, text: &str) {
+    /// Why this session refuses a JSON-RPC batch: batches exist in protocol version 2025-03-26
+    /// only; later versions removed them.
+    pub fn batch_refusal(&self) -> Option<String> {
         let version = self.protocol_version();
-        if version.as_deref() != Some("2025-03-26") {
-            let message = format!(
+        (version.as_deref() != Some("2025-03-26")).then(|| {
+            format!(
                 "JSON-RPC batches are not part of MCP protocol version {}",
                 version.as_deref().unwrap_or("(not negotiated yet)")
-            );
+            )
+        })
+    }
+
+    fn on_client_batch(self: &Arc<Self>, text: &str) {
+        if let Some(message) = self.batch_refusal() {
             return self.client.send(
                 jsonrpc::error_response(None, code::INVALID_REQUEST, &message),
                 Route::Unrelated,
