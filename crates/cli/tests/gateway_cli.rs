@@ -933,3 +933,62 @@ fn a_batch_in_a_later_protocol_version_is_refused_at_once_over_http() {
     );
     assert_eq!(ping.status(), 200);
 }
+
+/// Two gateways configured with the same ledger (one `gateway.toml` for several `mcpServers`
+/// entries): the second refuses to start, saying what to do, and the first keeps serving.
+#[test]
+fn a_second_gateway_on_the_same_ledger_refuses_to_start() {
+    let modules = truststack_testkit::node_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), true, "[ledger]\npath = \"shared.db\"\n");
+    let gateway = |approvals: u16| {
+        let mut c = Command::new(BIN);
+        c.args(["gateway", "--config"])
+            .arg(&config)
+            .args(["--approvals-listen", &format!("127.0.0.1:{approvals}")])
+            .args(["--", "node", &everything(&modules)])
+            .env("TRUSTSTACK_TOKEN", TOKEN);
+        c
+    };
+    let first_port = free_port();
+    let mut first = gateway(first_port)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(first_port);
+    let second = gateway(free_port()).stdin(Stdio::null()).output().unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("shared.db is open for writing in another process")
+            && err.contains("--decider"),
+        "{err}"
+    );
+    // The first still decides and records.
+    let mut stdin = first.stdin.take().unwrap();
+    let mut stdout = BufReader::new(first.stdout.take().unwrap());
+    for m in [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "hi"}}}),
+    ] {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let answer = loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the first gateway ended"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["id"] == 2 {
+            break v;
+        }
+    };
+    assert_eq!(answer["result"]["isError"], Value::Null, "{answer}");
+    drop(stdin);
+    let _ = first.wait();
+}

@@ -124,7 +124,17 @@ impl Gateway {
                 path: section.path.clone(),
                 detail,
             };
-            let ledger = section.open().map_err(|e| ledger_err(e.to_string()))?;
+            let ledger = section.open().map_err(|e| {
+                use truststack_engine::ledger::{store::StoreError, LedgerError};
+                let mut detail = e.to_string();
+                if matches!(e, LedgerError::Store(StoreError::InUse { .. })) {
+                    detail.push_str(
+                        "; gateways that share one ledger decide through one `truststack serve`: \
+                         give each `--decider <url>` (or `[decider] url`) instead of `[ledger]`",
+                    );
+                }
+                ledger_err(detail)
+            })?;
             let records = ledger.records().map_err(|e| ledger_err(e.to_string()))?;
             let ledger = Arc::new(ledger);
             engine = engine

@@ -59,6 +59,38 @@ pub struct SqliteStore {
     /// file in the background. (Stopped before `conn` closes, as fields drop in order.)
     checkpointer: Option<Checkpointer>,
     conn: Connection,
+    /// For a store opened for writing: the exclusive lock on `<ledger>.lock` that makes this
+    /// process the ledger's one writer (released when the store closes, or the process dies).
+    _writer: Option<std::fs::File>,
+}
+
+/// Makes this process the ledger's one writer, or says which file another writer holds. A
+/// lock file beside the ledger, not the ledger itself: closing any descriptor of the database
+/// file would drop the POSIX locks SQLite holds on it in this process.
+fn lock_writer(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Lock {
+            path: lock_path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            path: path.display().to_string(),
+            lock: lock_path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Lock {
+            path: lock_path.display().to_string(),
+            detail: e.to_string(),
+        }),
+    }
 }
 
 /// How much a writer appends to the write-ahead log before the background checkpointer copies
@@ -132,6 +164,7 @@ impl SqliteStore {
             path: path.display().to_string(),
             source,
         };
+        let writer = lock_writer(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -162,7 +195,11 @@ impl SqliteStore {
             conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)
                 .map_err(opened)?;
         }
-        let store = SqliteStore { conn, checkpointer };
+        let store = SqliteStore {
+            conn,
+            checkpointer,
+            _writer: Some(writer),
+        };
         store.check_format(path)?;
         Ok(store)
     }
@@ -190,6 +227,7 @@ impl SqliteStore {
         let store = SqliteStore {
             conn,
             checkpointer: None,
+            _writer: None,
         };
         store.check_format(path)?;
         Ok(store)
@@ -214,6 +252,7 @@ impl SqliteStore {
         let store = SqliteStore {
             conn,
             checkpointer: None,
+            _writer: None,
         };
         store.check_format(path)?;
         Ok(store.with_mmap())
@@ -523,6 +562,22 @@ mod tests {
             time_us: 0,
             nodes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_ledger_has_one_writer_and_any_number_of_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let mut first = SqliteStore::open(&path).unwrap();
+        first.append(&[entry(0)], None).unwrap();
+        let err = SqliteStore::open(&path).err().unwrap();
+        assert!(
+            matches!(&err, StoreError::InUse { lock, .. } if lock.ends_with("ledger.db.lock")),
+            "{err}"
+        );
+        SqliteStore::open_read_only(&path).unwrap();
+        drop(first);
+        SqliteStore::open(&path).unwrap();
     }
 
     #[test]

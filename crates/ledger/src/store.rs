@@ -19,6 +19,13 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "{path} is open for writing in another process (it holds {lock}): a ledger has one \
+         writer"
+    )]
+    InUse { path: String, lock: String },
+    #[error("{path}: cannot take the writer's lock: {detail}")]
+    Lock { path: String, detail: String },
     #[error("{path} is not a TrustStack ledger ({reason})")]
     NotALedger { path: String, reason: String },
     #[error("ledger format {found:?} is not supported (expected {expected:?})")]
