@@ -992,3 +992,120 @@ fn a_second_gateway_on_the_same_ledger_refuses_to_start() {
     drop(stdin);
     let _ = first.wait();
 }
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// HTTP sessions end when idle, their upstream processes with them, and no more than
+/// `max_sessions` are served at once.
+#[test]
+fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
+    let modules = truststack_testkit::node_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "unknown_tools = \"allow\"\n[[identity.tokens]]\ntoken = \"{TOKEN}\"\n\
+             agent = \"spiffe://e2e.example/agent/client\"\nchain = [\"user:alice@e2e.example\"]\n\
+             [limits]\nsession_idle_timeout = \"1s\"\nmax_sessions = 2\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let gateway = Command::new(BIN)
+        .args(["gateway", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--", "node", &everything(&modules)])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = gateway.id();
+    let _gateway = Bg(gateway);
+    wait_port(port);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let post = |session: Option<&str>, body: Value| {
+        let mut r = http
+            .post(format!("http://127.0.0.1:{port}/mcp"))
+            .bearer_auth(TOKEN)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(s) = session {
+            r = r.header("mcp-session-id", s);
+        }
+        r.send().unwrap()
+    };
+    let initialize = || {
+        post(
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}),
+        )
+    };
+    let open = || {
+        let r = initialize();
+        assert_eq!(r.status(), 200);
+        let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+        let _ = r.text().unwrap();
+        session
+    };
+    let first = open();
+    let second = open();
+    assert_eq!(children(pid).len(), 2, "one upstream per session");
+    // Both are in use: a third is refused, saying why.
+    let third = initialize();
+    assert_eq!(third.status(), 503);
+    let refusal: Value = third.json().unwrap();
+    let message = refusal["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at most 2"), "{message}");
+    // Kept alive by requests, the first outlives the second, which nothing names for 2.5 s.
+    let quiet = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < quiet {
+        std::thread::sleep(Duration::from_millis(300));
+        let ping = post(
+            Some(&first),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}),
+        );
+        assert_eq!(ping.status(), 200, "the session in use was ended");
+        let _ = ping.text();
+    }
+    let gone = post(
+        Some(&second),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}),
+    );
+    assert_eq!(gone.status(), 404, "the idle session was not ended");
+    // Its upstream ended with it.
+    let until = Instant::now() + Duration::from_secs(10);
+    while children(pid).len() != 1 {
+        assert!(
+            Instant::now() < until,
+            "the idle session's upstream still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // There is room again.
+    let _ = open();
+}

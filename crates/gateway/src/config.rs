@@ -86,6 +86,13 @@ pub struct Limits {
     pub internal_timeout_ms: i64,
     /// How many times a stdio upstream that exits is restarted before it is reported down.
     pub max_restarts: u32,
+    /// An HTTP session that no request has named for this long, and on which the client holds
+    /// no stream open, is ended, and its upstream with it: `session_idle_timeout = "30min"`.
+    #[serde(rename = "session_idle_timeout", with = "duration_text")]
+    pub session_idle_timeout_ms: i64,
+    /// The most HTTP sessions at once (each may run its own upstream process); an `initialize`
+    /// beyond it is refused with 503 once idle sessions are ended.
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -95,6 +102,8 @@ impl Default for Limits {
             progress_interval_ms: 1000,
             internal_timeout_ms: 30_000,
             max_restarts: 3,
+            session_idle_timeout_ms: 30 * 60 * 1000,
+            max_sessions: 64,
         }
     }
 }

@@ -29,8 +29,9 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use truststack_server::{auth::bearer, no_delay};
 
@@ -76,6 +77,14 @@ impl HttpSink {
         st.backlog.push_back(text);
     }
 
+    /// Whether the client holds one of this session's streams open (the GET stream, or a
+    /// POST's answer still to come).
+    fn has_open_stream(&self) -> bool {
+        let st = self.streams.lock();
+        st.get.as_ref().is_some_and(|g| !g.is_closed())
+            || st.post.values().any(|p| !p.tx.is_closed())
+    }
+
     fn close_all(&self) {
         let mut st = self.streams.lock();
         st.post.clear();
@@ -119,11 +128,14 @@ struct HttpSession {
     sink: Arc<HttpSink>,
     /// SHA-256 of the credential that opened the session (none: anonymous).
     credential: Option<String>,
+    /// When a request last named this session, in milliseconds of [`HttpState::now_ms`].
+    last_seen: AtomicU64,
 }
 
 struct HttpState {
     gateway: Arc<GatewayHandle>,
     sessions: Mutex<HashMap<String, Arc<HttpSession>>>,
+    started: Instant,
 }
 
 /// What the HTTP handlers need of the gateway.
@@ -196,6 +208,43 @@ fn accepts_sse(headers: &HeaderMap) -> bool {
 }
 
 impl HttpState {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn idle_timeout_ms(&self) -> u64 {
+        self.gateway
+            .core
+            .limits
+            .session_idle_timeout_ms
+            .unsigned_abs()
+    }
+
+    /// Ends the sessions idle for longer than `session_idle_timeout`: removed (a request naming
+    /// one gets 404, so its client starts over), streams closed, held calls withdrawn, upstream
+    /// ended. Returns how many.
+    async fn expire_idle(&self) -> usize {
+        let (now, limit) = (self.now_ms(), self.idle_timeout_ms());
+        let idle: Vec<Arc<HttpSession>> = {
+            let mut sessions = self.sessions.lock();
+            let ids: Vec<String> = sessions
+                .iter()
+                .filter(|(_, s)| {
+                    now.saturating_sub(s.last_seen.load(Ordering::Relaxed)) >= limit
+                        && !s.sink.has_open_stream()
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        for s in &idle {
+            s.sink.close_all();
+            s.session.close().await;
+            tracing::info!(session = %s.session.id, idle_ms = limit, "HTTP session ended: idle");
+        }
+        idle.len()
+    }
+
     /// The session a request names, checked against its credential.
     #[allow(clippy::result_large_err)] // an axum response is the natural error here
     fn session(&self, headers: &HeaderMap) -> Result<Arc<HttpSession>, Response> {
@@ -231,6 +280,7 @@ impl HttpState {
                 &message,
             ));
         }
+        s.last_seen.store(self.now_ms(), Ordering::Relaxed);
         Ok(s)
     }
 }
@@ -341,6 +391,24 @@ async fn handle_post(
                 return r;
             }
         };
+        let max = gw.core.limits.max_sessions;
+        if state.sessions.lock().len() >= max && {
+            state.expire_idle().await;
+            state.sessions.lock().len() >= max
+        } {
+            let message =
+                format!(
+                "too many sessions: this gateway serves at most {max} at once; end one (DELETE) \
+                 or retry once one has been idle for {}",
+                truststack_policy::duration::format_duration(gw.core.limits.session_idle_timeout_ms)
+            );
+            return rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                requests.first(),
+                code::INTERNAL_ERROR,
+                &message,
+            );
+        }
         let sink = Arc::new(HttpSink::default());
         let id = crate::new_session_id();
         tracing::info!(session = %id, agent = %identity.agent, "HTTP session started");
@@ -357,6 +425,7 @@ async fn handle_post(
             session,
             sink,
             credential: digest(token),
+            last_seen: AtomicU64::new(state.now_ms()),
         });
         state.sessions.lock().insert(id.clone(), Arc::clone(&hs));
         (hs, Some(id))
@@ -475,6 +544,21 @@ async fn handle_delete(State(state): State<Arc<HttpState>>, headers: HeaderMap) 
     StatusCode::OK.into_response()
 }
 
+/// Ends idle sessions now and then, for as long as the app lives.
+async fn expire_idle_sessions(state: std::sync::Weak<HttpState>) {
+    let period = match state.upgrade() {
+        Some(s) => Duration::from_millis((s.idle_timeout_ms() / 4).clamp(10, 30_000)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        state.expire_idle().await;
+    }
+}
+
 impl Gateway {
     /// The Streamable HTTP app: `/mcp` and, with an embedded engine, its approvals API.
     pub fn http_router(&self) -> Router {
@@ -485,7 +569,11 @@ impl Gateway {
                 origins: self.config().allowed_origins.clone(),
             }),
             sessions: Mutex::new(HashMap::new()),
+            started: Instant::now(),
         });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(expire_idle_sessions(Arc::downgrade(&state)));
+        }
         Router::new()
             .route(
                 "/mcp",

@@ -251,14 +251,18 @@ impl Gateway {
         &self.resolver
     }
 
-    /// Refuses held calls whose deadline passed, every `period`, until the runtime stops (the
-    /// embedded engine's; a decision point expires its own).
+    /// Refuses held calls whose deadline passed, every `period`, for as long as the engine
+    /// lives (the embedded engine's; a decision point expires its own). It does not keep the
+    /// engine, or its ledger, alive.
     pub fn spawn_expiry(&self, period: Duration) -> Option<tokio::task::JoinHandle<()>> {
-        let engine = Arc::clone(self.engine()?);
+        let engine = Arc::downgrade(self.engine()?);
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
                 let expired = engine.expire(truststack_engine::engine::system_now());
                 for o in expired {
                     tracing::info!(approval = %o.approval_id, call = %o.call_id, "approval expired: {}", o.reason);

@@ -35,7 +35,7 @@ pub fn record(i: u64) -> Value {
         "call": {"id": format!("c-{i}"), "agent": format!("spiffe://acme.example/agent/a{}", i % 3),
                  "session": "s-1", "chain": ["user:alice@acme.example"], "tool": "nmap_scan",
                  "args": {"target": "10.0.3.0/24", "n": i}},
-        "decision": {"decision": if i % 5 == 0 { "deny" } else { "allow" },
+        "decision": {"decision": if i.is_multiple_of(5) { "deny" } else { "allow" },
                      "decision_id": format!("d-{i}"), "time": "2026-11-13T09:00:00.250Z"}
     })
 }
