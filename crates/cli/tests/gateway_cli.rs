@@ -1109,3 +1109,88 @@ fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
     // There is room again.
     let _ = open();
 }
+
+/// An HTTP upstream that restarts forgets the gateway's session (404): the gateway opens a
+/// new one, so the client's session recovers instead of failing every call from then on.
+#[test]
+fn a_restarted_http_upstream_gets_a_new_session() {
+    let modules = truststack_testkit::node_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, server_port) = spawn_everything_http(&modules);
+    let config = gateway_config(dir.path(), false, "");
+    let mut gateway = Command::new(BIN)
+        .args(["gateway", "--config"])
+        .arg(&config)
+        .args(["--approvals-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--upstream", &format!("http://127.0.0.1:{server_port}/mcp")])
+        .env("TRUSTSTACK_TOKEN", TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = gateway.stdin.take().unwrap();
+    let mut stdout = BufReader::new(gateway.stdout.take().unwrap());
+    let _gateway = Bg(gateway);
+    let mut exchange = |m: Value| -> Value {
+        writeln!(stdin, "{m}").unwrap();
+        stdin.flush().unwrap();
+        if m.get("id").is_none() {
+            return Value::Null;
+        }
+        loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "the gateway ended"
+            );
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v.get("id") == m.get("id") && v.get("method").is_none() {
+                return v;
+            }
+        }
+    };
+    exchange(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}),
+    );
+    exchange(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let echo = |id: i64| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "hi"}}});
+    let ok = |v: &Value| {
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("hi"))
+    };
+    let first = exchange(echo(2));
+    assert!(ok(&first), "{first}");
+    // The upstream restarts on the same port; it knows no session any more.
+    drop(server);
+    let _server = {
+        let child = Command::new("node")
+            .arg(everything(&modules))
+            .arg("streamableHttp")
+            .env("PORT", server_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(server_port);
+        Bg(child)
+    };
+    // The call that met the 404 fails with the reason; a later one is served again.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut id = 3;
+    loop {
+        let answer = exchange(echo(id));
+        if ok(&answer) {
+            break;
+        }
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("ended the session"), "{answer}");
+        assert!(
+            Instant::now() < until,
+            "the session never recovered: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        id += 1;
+    }
+}

@@ -1288,7 +1288,7 @@ impl Session {
             (*n, st.initialize.clone(), st.initialized)
         };
         let max = self.core.limits.max_restarts;
-        if !link.is_stdio() || restarts > max {
+        if restarts > max {
             let why = format!(
                 "{reason}; not restarted (restarted {} times already)",
                 restarts.saturating_sub(1)
@@ -1333,9 +1333,13 @@ impl Session {
                 );
             }
         }
-        let note = format!(
-            "{reason}; restarted it (restart {restarts} of {max}): its session state was reset"
-        );
+        let what = if link.is_stdio() {
+            "restarted it"
+        } else {
+            "opened a new session"
+        };
+        let note =
+            format!("{reason}; {what} (restart {restarts} of {max}): its session state was reset");
         self.client.send(
             jsonrpc::notification(
                 "notifications/message",

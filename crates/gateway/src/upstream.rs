@@ -78,6 +78,7 @@ pub struct Link {
     pub spec: Upstream,
     events: Events,
     max: usize,
+    http: reqwest::Client,
     state: Mutex<State>,
     generation: Mutex<u64>,
 }
@@ -108,6 +109,7 @@ impl Link {
                 max,
                 closed: AtomicBool::new(false),
                 listener: Mutex::new(None),
+                generation: 0,
             })),
         };
         Link {
@@ -115,6 +117,7 @@ impl Link {
             spec,
             events,
             max,
+            http: http.clone(),
             state: Mutex::new(state),
             generation: Mutex::new(0),
         }
@@ -159,18 +162,46 @@ impl Link {
         }
     }
 
-    /// Starts a stdio server again after it exited; returns the new generation.
+    /// Starts a stdio server again after it exited, or forgets an HTTP server's session that
+    /// it ended (the next `initialize` opens a new one); returns the new generation.
     pub fn restart(&self) -> Result<u64, String> {
         let mut generation = self.generation.lock();
         *generation += 1;
-        let conn = spawn_stdio(
-            self.index,
-            &self.spec,
-            self.events.clone(),
-            self.max,
-            *generation,
-        )?;
-        *self.state.lock() = State::Stdio(conn);
+        let next = match &self.spec.target {
+            Target::Stdio { .. } => State::Stdio(spawn_stdio(
+                self.index,
+                &self.spec,
+                self.events.clone(),
+                self.max,
+                *generation,
+            )?),
+            Target::Http { url, headers } => {
+                let mut state = self.state.lock();
+                let version = match &*state {
+                    State::Http(old) => {
+                        old.stop();
+                        old.protocol_version.lock().clone()
+                    }
+                    _ => None,
+                };
+                *state = State::Down("reconnecting".into());
+                State::Http(Arc::new(HttpConn {
+                    index: self.index,
+                    name: self.spec.name.clone(),
+                    client: self.http.clone(),
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    session_id: Mutex::new(None),
+                    protocol_version: Mutex::new(version),
+                    events: self.events.clone(),
+                    max: self.max,
+                    closed: AtomicBool::new(false),
+                    listener: Mutex::new(None),
+                    generation: *generation,
+                }))
+            }
+        };
+        *self.state.lock() = next;
         Ok(*generation)
     }
 
@@ -340,6 +371,8 @@ pub struct HttpConn {
     max: usize,
     closed: AtomicBool,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// The link's generation this session belongs to (see [`Link::restart`]).
+    generation: u64,
 }
 
 /// How an SSE stream ended.
@@ -492,12 +525,30 @@ impl HttpConn {
             }
         }
         let snippet: String = body.chars().take(300).collect();
-        let message =
-            if status == reqwest::StatusCode::NOT_FOUND && self.session_id.lock().is_some() {
-                format!("upstream `{}` ended the session (HTTP 404)", self.name)
-            } else {
-                format!("upstream `{}` answered HTTP {status}: {snippet}", self.name)
-            };
+        // The server no longer knows the session (it restarted, or expired it): 404 as the
+        // transport specification says, or 400 naming the session, as some servers answer. The
+        // request was not served; the session is opened again.
+        let session_gone = self.session_id.lock().is_some()
+            && (status == reqwest::StatusCode::NOT_FOUND
+                || (status == reqwest::StatusCode::BAD_REQUEST
+                    && body.to_ascii_lowercase().contains("session")));
+        if session_gone {
+            let reason = format!(
+                "upstream `{}` ended the session (HTTP {})",
+                self.name,
+                status.as_u16()
+            );
+            self.fail(id, code::UPSTREAM_UNAVAILABLE, reason.clone());
+            if !self.closed.swap(true, Ordering::SeqCst) {
+                let _ = self.events.send(UpEvent::Closed {
+                    upstream: self.index,
+                    generation: self.generation,
+                    reason,
+                });
+            }
+            return;
+        }
+        let message = format!("upstream `{}` answered HTTP {status}: {snippet}", self.name);
         self.fail(id, code::UPSTREAM_UNAVAILABLE, message);
     }
 
@@ -612,11 +663,16 @@ impl HttpConn {
         }));
     }
 
-    async fn close(&self) {
+    /// Stops listening, without ending the session (the server already did).
+    fn stop(&self) {
         self.closed.store(true, Ordering::Relaxed);
         if let Some(task) = self.listener.lock().take() {
             task.abort();
         }
+    }
+
+    async fn close(&self) {
+        self.stop();
         if self.session_id.lock().is_some() {
             let req = self
                 .request(reqwest::Method::DELETE)
