@@ -432,15 +432,28 @@ impl HttpConn {
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
         {
-            let mut current = self.session_id.lock();
-            if current.as_deref() != Some(sid) {
-                *current = Some(sid.to_string());
+            let new_session = {
+                let mut current = self.session_id.lock();
+                let new = current.as_deref() != Some(sid);
+                if new {
+                    *current = Some(sid.to_string());
+                }
+                new
+            };
+            if new_session {
+                // The GET stream before the client hears of the session: a server may send
+                // its first requests (roots, sampling, elicitation) as soon as it reads
+                // `notifications/initialized`, and drops what it has no stream for.
+                let (ready, opened) = tokio::sync::oneshot::channel();
+                self.start_listener(Some(ready));
+                let _ = tokio::time::timeout(Duration::from_secs(2), opened).await;
             }
         }
         let status = resp.status();
         if status == reqwest::StatusCode::ACCEPTED {
             if initialized {
-                self.start_listener();
+                // A server without sessions: the GET stream opens now.
+                self.start_listener(None);
             }
             return;
         }
@@ -616,13 +629,15 @@ impl HttpConn {
     }
 
     /// Opens the GET stream for server-initiated messages (once), reconnecting as the server
-    /// asks, until the session closes.
-    fn start_listener(self: &Arc<Self>) {
+    /// asks, until the session closes. `ready` is told once the first attempt was answered
+    /// (the server then has the stream, or has said it offers none).
+    fn start_listener(self: &Arc<Self>, ready: Option<tokio::sync::oneshot::Sender<()>>) {
         let mut slot = self.listener.lock();
         if slot.is_some() || self.closed.load(Ordering::Relaxed) {
             return;
         }
         let me = Arc::clone(self);
+        let mut ready = ready;
         *slot = Some(tokio::spawn(async move {
             let mut last: Option<String> = None;
             let mut failures = 0u32;
@@ -633,7 +648,11 @@ impl HttpConn {
                 if let Some(l) = &last {
                     req = req.header("last-event-id", l.as_str());
                 }
-                let resp = match req.send().await {
+                let resp = req.send().await;
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+                let resp = match resp {
                     Ok(r) => r,
                     Err(_) => {
                         failures += 1;
