@@ -7,10 +7,11 @@
 //!   with `$ `. A `$ ` line is a command (a line ending in `\` continues it, and so does the body
 //!   of a here-document `<<'EOF'` … `EOF`); the lines up to the next `$ ` line are its output.
 //!   Blocks without `$ ` lines (formats, grammars, config files) are not run.
-//! - In the runbooks listed in [`RUNBOOKS`] (the quickstart, the Python client's page): each
-//!   ```` ```sh ```` block too, as one step; when the next block is a ```` ```text ```` block
-//!   without `$ ` lines, that block is the output of the whole `sh` block, else its output is not
-//!   compared. An `sh` block runs with `set -e -o pipefail`, like a script.
+//! - In the runbooks listed in [`RUNBOOKS`] (the quickstart, the Python client's page and its
+//!   LangGraph and OpenAI Agents SDK pages): each ```` ```sh ```` block too, as one step; when the
+//!   next block is a ```` ```text ```` block without `$ ` lines, that block is the output of the
+//!   whole `sh` block, else its output is not compared. An `sh` block runs with `set -e -o
+//!   pipefail`, like a script.
 //! - Every other ```` ```sh ```` block is not run but checked (next section).
 //!
 //! So every command the pages show is run or checked: a command that runs in seconds belongs in
@@ -105,7 +106,12 @@ use std::time::{Duration, Instant};
 mod common;
 
 /// Pages whose ```sh blocks are run too, in order, as a new user would.
-const RUNBOOKS: &[&str] = &["docs/quickstart.md", "docs/python-client.md"];
+const RUNBOOKS: &[&str] = &[
+    "docs/quickstart.md",
+    "docs/python-client.md",
+    "docs/langgraph.md",
+    "docs/openai-agents.md",
+];
 
 /// How long one page may take before its processes are killed and the test fails.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -573,6 +579,20 @@ fn python_client() {
 }
 
 #[test]
+fn langgraph() {
+    // The page runs a LangGraph graph (scripted model) against the client.
+    truststack_testkit::python();
+    check("docs/langgraph.md");
+}
+
+#[test]
+fn openai_agents() {
+    // The page runs OpenAI Agents SDK agents (scripted models) against the client.
+    truststack_testkit::python();
+    check("docs/openai-agents.md");
+}
+
+#[test]
 fn opentelemetry() {
     // The page's OTLP receiver is Python, with the `opentelemetry-proto` package.
     truststack_testkit::python();
@@ -596,6 +616,8 @@ fn every_page_with_a_transcript_is_checked() {
         "docs/proving-ground.md",
         "docs/server.md",
         "docs/python-client.md",
+        "docs/langgraph.md",
+        "docs/openai-agents.md",
         "docs/benchmarks.md",
         "docs/opentelemetry.md",
     ];
