@@ -122,6 +122,15 @@ def test_wait_timeout_and_cancellation(server: Server) -> None:
     with pytest.raises(Cancelled):
         agent.wait(approval_id, cancel=cancel)
     assert time.monotonic() - started < 3
+    # A cancelled wait leaves the call held; a cancelled authorize withdraws it.
+    oncall = Client(server.url, server.human(ONCALL))
+    held = {p["approval_id"] for p in oncall.approvals()}
+    assert approval_id in held
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    with pytest.raises(Cancelled):
+        agent.authorize("exploit_runner", {"target": "10.1.0.9"}, cancel=cancel)
+    assert {p["approval_id"] for p in oncall.approvals()} == held
 
 
 def test_delegation_narrows_and_shares_the_delegation_root(server: Server) -> None:
@@ -173,6 +182,8 @@ def test_async_client(server: Server) -> None:
             other.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await other
+            # The cancelled task's held call was withdrawn.
+            assert len(oncall.approvals()) == 1
             first = next(
                 p for p in oncall.approvals() if p["call"]["args"]["target"] == "10.1.0.7"
             )

@@ -112,6 +112,10 @@ def wait(approval_id: str, seconds: float) -> Request:
     return Request("GET", f"/v1/approvals/{approval_id}/wait", params={"timeout": f"{ms}ms"})
 
 
+def withdraw(approval_id: str) -> Request:
+    return Request("POST", f"/v1/approvals/{approval_id}/cancel", json={})
+
+
 def answer(approval_id: str, grant: bool, lease: str | None, comment: str | None) -> Request:
     body: dict[str, Any] = {}
     if lease is not None:

@@ -8,6 +8,7 @@ closed.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any, Mapping, Sequence
@@ -120,13 +121,19 @@ class Client(_Base):
     ) -> Decision:
         """Decides, waits for the approval of a held call (up to ``wait`` seconds, forever when
         ``None``), and returns the decision only if the call may run. Raises ``Denied``,
-        ``ApprovalRefused``, ``ApprovalTimeout``, ``Cancelled`` or ``Unavailable`` otherwise."""
+        ``ApprovalRefused``, ``ApprovalTimeout``, ``Cancelled`` or ``Unavailable`` otherwise.
+        A held call whose wait is cancelled is withdrawn: nobody runs it, so nobody may grant
+        it."""
         decision = self.decide(
             tool, args, session=session, call_id=call_id, traceparent=traceparent
         )
         outcome = None
         if decision.held and decision.approval_id:
-            outcome = self.wait(decision.approval_id, timeout=wait, cancel=cancel)
+            try:
+                outcome = self.wait(decision.approval_id, timeout=wait, cancel=cancel)
+            except Cancelled:
+                self.withdraw(decision.approval_id)
+                raise
         return wire.settle(decision, outcome)
 
     def wait(
@@ -148,6 +155,11 @@ class Client(_Base):
             outcome = wire.wait_answer(self._send(wire.wait(approval_id, seconds)))
             if outcome is not None:
                 return outcome
+
+    def withdraw(self, approval_id: str) -> None:
+        """Withdraws one of this agent's held calls (``POST /v1/approvals/{id}/cancel``): it is
+        refused and recorded as cancelled, and no approver can grant it any more."""
+        self._send(wire.withdraw(approval_id))
 
     def observe(
         self,
@@ -300,7 +312,12 @@ class AsyncClient(_Base):
         )
         outcome = None
         if decision.held and decision.approval_id:
-            outcome = await self.wait(decision.approval_id, timeout=wait)
+            try:
+                outcome = await self.wait(decision.approval_id, timeout=wait)
+            except asyncio.CancelledError:
+                # Withdrawn even as the task ends: nobody runs it, so nobody may grant it.
+                await asyncio.shield(self.withdraw(decision.approval_id))
+                raise
         return wire.settle(decision, outcome)
 
     async def wait(
@@ -314,6 +331,9 @@ class AsyncClient(_Base):
             outcome = wire.wait_answer(await self._send(wire.wait(approval_id, seconds)))
             if outcome is not None:
                 return outcome
+
+    async def withdraw(self, approval_id: str) -> None:
+        await self._send(wire.withdraw(approval_id))
 
     async def observe(
         self,
