@@ -153,6 +153,22 @@ fn serve(dir: &Path, creds: &Credentials) -> (Bg, String, PathBuf) {
     (Bg(child), format!("http://127.0.0.1:{port}"), ledger)
 }
 
+/// The configuration of a gateway with its own engine: the seed policies, the test issuer.
+fn embedded_config(dir: &Path, creds: &Credentials) -> String {
+    let config = dir.join("embedded.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [{:?}]\ncatalog = {:?}\n[identity]\nissuer = {:?}\n",
+            example("policies/seed.tsp"),
+            example("catalog.toml"),
+            creds.issuer.display().to_string()
+        ),
+    )
+    .unwrap();
+    config.display().to_string()
+}
+
 /// The example campaign server serving only `tools`.
 fn campaign_server(tools: &str) -> Vec<String> {
     vec![
@@ -486,18 +502,7 @@ fn three_gateways_one_decision_point_see_the_whole_campaign() {
 fn embedded_gateways_see_only_their_own_process() {
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials(dir.path());
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "policies = [{:?}]\ncatalog = {:?}\n[identity]\nissuer = {:?}\n",
-            example("policies/seed.tsp"),
-            example("catalog.toml"),
-            creds.issuer.display().to_string()
-        ),
-    )
-    .unwrap();
-    let own = vec!["--config".to_string(), config.display().to_string()];
+    let own = vec!["--config".to_string(), embedded_config(dir.path(), &creds)];
     let mut campaign = Campaign::start(&gateways(&own), &creds.agent);
     assert_eq!(campaign.next_event()["event"], "connected");
     let done = campaign.next_event();
@@ -541,18 +546,7 @@ fn a_remote_gateway_lists_what_the_decision_point_could_allow() {
     );
 
     // The same through an embedded gateway with the same policies and catalog.
-    let config = dir.path().join("embedded.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "policies = [{:?}]\ncatalog = {:?}\n[identity]\nissuer = {:?}\n",
-            example("policies/seed.tsp"),
-            example("catalog.toml"),
-            creds.issuer.display().to_string()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = embedded_config(dir.path(), &creds);
     let mut embedded = Raw::start_with(&["--config", &config], &creds.scanner, tools);
     embedded.send(list.clone());
     assert_eq!(names(&embedded.until(|v| v["id"] == 1)), ["service_probe"]);

@@ -135,9 +135,9 @@ fn fence_info(line: &str) -> Option<&str> {
     line.strip_prefix("```").map(str::trim)
 }
 
-/// The steps of a page, in order.
-fn steps(page: &str, runbook: bool) -> Vec<Step> {
-    let lines: Vec<&str> = page.lines().collect();
+/// The fenced blocks of a page's lines: each one's info string and the 0-based range of its
+/// body's lines.
+fn fences<'a>(lines: &[&'a str]) -> Vec<(&'a str, std::ops::Range<usize>)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < lines.len() {
@@ -149,6 +149,17 @@ fn steps(page: &str, runbook: bool) -> Vec<Step> {
         let end = (start..lines.len())
             .find(|&j| lines[j].trim_end() == "```")
             .unwrap_or(lines.len());
+        out.push((info, start..end));
+        i = end + 1;
+    }
+    out
+}
+
+/// The steps of a page, in order.
+fn steps(page: &str, runbook: bool) -> Vec<Step> {
+    let lines: Vec<&str> = page.lines().collect();
+    let mut out = Vec::new();
+    for (info, std::ops::Range { start, end }) in fences(&lines) {
         let body = &lines[start..end];
         match info {
             "text" | "console" if body.iter().any(|l| l.starts_with("$ ")) => {
@@ -165,7 +176,6 @@ fn steps(page: &str, runbook: bool) -> Vec<Step> {
             }
             _ => {}
         }
-        i = end + 1;
     }
     out
 }
@@ -679,16 +689,7 @@ fn placeholders_cover_what_varies_and_keep_names() {
 fn unrun_commands(page: &str) -> Vec<(usize, String)> {
     let lines: Vec<&str> = page.lines().collect();
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let Some(info) = fence_info(lines[i]) else {
-            i += 1;
-            continue;
-        };
-        let start = i + 1;
-        let end = (start..lines.len())
-            .find(|&j| lines[j].trim_end() == "```")
-            .unwrap_or(lines.len());
+    for (info, std::ops::Range { start, end }) in fences(&lines) {
         if info == "sh" {
             let mut j = start;
             while j < end {
@@ -714,7 +715,6 @@ fn unrun_commands(page: &str) -> Vec<(usize, String)> {
                 }
             }
         }
-        i = end + 1;
     }
     out
 }

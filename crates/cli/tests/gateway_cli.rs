@@ -868,23 +868,29 @@ fn progress_of_a_held_call_only_increases() {
     assert!(text.contains("completed"), "{last}");
 }
 
-/// A JSON-RPC batch in a 2025-11-25 session over HTTP is refused at once (400, -32600), as
-/// the server itself refuses it, instead of leaving the POST waiting for an answer that has
-/// no id to go to.
-#[test]
-fn a_batch_in_a_later_protocol_version_is_refused_at_once_over_http() {
-    let modules = truststack_testkit::node_modules();
-    let dir = tempfile::tempdir().unwrap();
-    let (_server, server_port) = spawn_everything_http(&modules);
-    let config = gateway_config(dir.path(), false, "");
-    let (_gw, port) = spawn_http_gateway(&config, &format!("http://127.0.0.1:{server_port}/mcp"));
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let post = |session: Option<&str>, body: Value| {
-        let mut r = http
-            .post(format!("http://127.0.0.1:{port}/mcp"))
+/// A client of a gateway's Streamable HTTP endpoint, as the test token.
+struct McpHttp {
+    http: reqwest::blocking::Client,
+    url: String,
+}
+
+impl McpHttp {
+    fn new(port: u16) -> McpHttp {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        McpHttp {
+            http,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+        }
+    }
+
+    /// POSTs one message (or batch), in `session` (2025-11-25) when given.
+    fn post(&self, session: Option<&str>, body: &Value) -> reqwest::blocking::Response {
+        let mut r = self
+            .http
+            .post(&self.url)
             .bearer_auth(TOKEN)
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
@@ -895,7 +901,21 @@ fn a_batch_in_a_later_protocol_version_is_refused_at_once_over_http() {
                 .header("mcp-protocol-version", "2025-11-25");
         }
         r.send().unwrap()
-    };
+    }
+}
+
+/// A JSON-RPC batch in a 2025-11-25 session over HTTP is refused at once (400, -32600), as
+/// the server itself refuses it, instead of leaving the POST waiting for an answer that has
+/// no id to go to.
+#[test]
+fn a_batch_in_a_later_protocol_version_is_refused_at_once_over_http() {
+    let modules = truststack_testkit::node_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, server_port) = spawn_everything_http(&modules);
+    let config = gateway_config(dir.path(), false, "");
+    let (_gw, port) = spawn_http_gateway(&config, &format!("http://127.0.0.1:{server_port}/mcp"));
+    let http = McpHttp::new(port);
+    let post = |session: Option<&str>, body: Value| http.post(session, &body);
     let init = post(
         None,
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}),
@@ -1043,22 +1063,8 @@ fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
     let pid = gateway.id();
     let _gateway = Bg(gateway);
     wait_port(port);
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let post = |session: Option<&str>, body: Value| {
-        let mut r = http
-            .post(format!("http://127.0.0.1:{port}/mcp"))
-            .bearer_auth(TOKEN)
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(s) = session {
-            r = r.header("mcp-session-id", s);
-        }
-        r.send().unwrap()
-    };
+    let http = McpHttp::new(port);
+    let post = |session: Option<&str>, body: Value| http.post(session, &body);
     let initialize = || {
         post(
             None,
