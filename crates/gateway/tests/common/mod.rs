@@ -213,6 +213,30 @@ impl Client {
         self.writer.shutdown().await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
+
+    /// Closes, then waits until nothing holds the engine (and its ledger's writer lock) any
+    /// more: a session's tasks may a moment longer. A gateway started again on the same ledger
+    /// waits for this, as a new process would wait for the old one to exit.
+    pub async fn close_released(self) {
+        let engine = Arc::downgrade(&self.engine);
+        let Client {
+            mut writer,
+            task,
+            engine: held,
+            ..
+        } = self;
+        drop(held);
+        writer.shutdown().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while engine.strong_count() > 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the closed gateway's engine is still held"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// The text of a tool result.

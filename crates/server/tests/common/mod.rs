@@ -20,6 +20,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The server's state, to see it gone (and with it the ledger's writer lock) after `stop`.
+    state: std::sync::Weak<AppState>,
 }
 
 pub async fn start(
@@ -35,6 +37,7 @@ pub async fn start(
         .unwrap(),
     );
     let state = Arc::new(AppState::new(config, ledger, identity).unwrap());
+    let weak = Arc::downgrade(&state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
@@ -46,6 +49,7 @@ pub async fn start(
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         handle: Some(handle),
+        state: weak,
     }
 }
 
@@ -56,6 +60,17 @@ impl TestServer {
         }
         if let Some(h) = self.handle.take() {
             h.await.unwrap().unwrap();
+        }
+        // Work the server handed to other tasks (a blocking write, a closing connection) may
+        // hold the state a moment longer; a restart on the same ledger waits for it, as a new
+        // process waits for the old one to exit.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.state.strong_count() > 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the stopped server's state is still held"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 
