@@ -119,6 +119,9 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {
         gateway.set_telemetry(telemetry);
     }
     let served = run_gateway(&gateway).await;
+    // A call's outcome reaches the decision point after its answer reached the client: send
+    // what is still on its way before stopping.
+    gateway.flush_reports().await;
     // The exporter's flush blocks until its last batch is sent.
     let gw = Arc::clone(&gateway);
     let _ = tokio::task::spawn_blocking(move || gw.shutdown_telemetry()).await;

@@ -129,6 +129,14 @@ impl Decider {
         }
     }
 
+    /// Sends what is still on its way to the decider (outcome reports), before the gateway
+    /// stops. An embedded engine records outcomes as they come.
+    pub async fn flush(&self) {
+        if let Decider::Remote(r) = self {
+            r.flush().await;
+        }
+    }
+
     /// The embedded enforcer, if decisions are made in this process.
     pub fn embedded(&self) -> Option<&Enforcer> {
         match self {
@@ -144,6 +152,8 @@ pub struct Remote {
     base: String,
     http: reqwest::Client,
     timeout: Duration,
+    /// Outcome reports still on their way, so that a gateway that stops sends them first.
+    reports: parking_lot::Mutex<tokio::task::JoinSet<()>>,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +179,7 @@ impl Remote {
             base: url.trim_end_matches('/').to_string(),
             http,
             timeout,
+            reports: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
         })
     }
 
@@ -362,7 +373,18 @@ impl Remote {
                 tracing::warn!(call = %call_id, status = %resp.status(), "outcome not recorded by {base}");
             }
         };
-        tokio::spawn(send);
+        let mut reports = self.reports.lock();
+        while reports.try_join_next().is_some() {}
+        reports.spawn(send);
+    }
+
+    /// Waits (at most the decider timeout) for the outcome reports still on their way.
+    async fn flush(&self) {
+        let mut reports = std::mem::take(&mut *self.reports.lock());
+        let drained = async { while reports.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.timeout, drained).await.is_err() {
+            tracing::warn!("outcome reports to {} still unsent at shutdown", self.base);
+        }
     }
 }
 

@@ -227,6 +227,11 @@ impl Gateway {
         }
     }
 
+    /// Sends the outcome reports still on their way to a decision point, at shutdown.
+    pub async fn flush_reports(&self) {
+        self.core.decider.flush().await;
+    }
+
     /// Flushes the decision spans, at shutdown.
     pub fn shutdown_telemetry(&self) {
         if let Some(e) = self.core.decider.embedded() {
