@@ -73,9 +73,8 @@ impl Settings {
     }
 }
 
-/// Durations as configurations write them (`"15min"`), milliseconds in the program.
-/// Serde for a duration written as text (`"15min"`, `"1s"`) and held as milliseconds: every
-/// configuration writes durations this way.
+/// Durations as every configuration writes them (`"15min"`, `"1s"`), milliseconds in the
+/// program.
 pub mod duration_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use truststack_policy::duration::{format_duration, parse_duration};

@@ -221,6 +221,25 @@ pub fn never_allowed(
     None
 }
 
+/// `tools` split into those `who` could be allowed to call in `session` and those it may never
+/// call, each with why: what a `tools/list` shows and leaves out.
+pub fn split(
+    bundle: &Bundle,
+    settings: &crate::Settings,
+    who: &Caller,
+    session: &str,
+    tools: impl IntoIterator<Item = String>,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let (mut visible, mut hidden) = (Vec::new(), Vec::new());
+    for tool in tools {
+        match never_allowed(bundle, settings, who, session, &tool) {
+            None => visible.push(tool),
+            Some(why) => hidden.push((tool, why)),
+        }
+    }
+    (visible, hidden)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

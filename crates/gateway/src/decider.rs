@@ -118,13 +118,9 @@ impl Decider {
         tools: Vec<String>,
     ) -> Result<HashMap<String, String>, String> {
         match self {
-            Decider::Embedded(e) => Ok(tools
-                .into_iter()
-                .filter_map(|t| {
-                    e.never_allowed(who.identity, session, &t)
-                        .map(|why| (t, why))
-                })
-                .collect()),
+            Decider::Embedded(e) => {
+                Ok(e.hidden(who.identity, session, tools).into_iter().collect())
+            }
             Decider::Remote(r) => r.hidden(who, session, tools).await,
         }
     }

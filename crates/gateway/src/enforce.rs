@@ -3,7 +3,6 @@
 //! catalog's data source; a denial becomes a tool result the model can read.
 
 use crate::identity::CallerIdentity;
-
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -66,16 +65,16 @@ impl Enforcer {
         decision
     }
 
-    /// Why `who` may never call `tool`, or `None` if it may (see [`truststack_engine::visibility`]).
-    pub fn never_allowed(&self, who: &CallerIdentity, session: &str, tool: &str) -> Option<String> {
+    /// The tools among `tools` that `who` may never call in `session`, each with why (see
+    /// [`truststack_engine::visibility`]).
+    pub fn hidden(
+        &self,
+        who: &CallerIdentity,
+        session: &str,
+        tools: Vec<String>,
+    ) -> Vec<(String, String)> {
         let bundle = self.engine.bundle();
-        truststack_engine::visibility::never_allowed(
-            &bundle,
-            self.engine.settings(),
-            who,
-            session,
-            tool,
-        )
+        truststack_engine::visibility::split(&bundle, self.engine.settings(), who, session, tools).1
     }
 
     /// Reports an allowed call's result (`result_text`: the JSON-RPC response) as an observation

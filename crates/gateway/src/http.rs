@@ -392,10 +392,10 @@ async fn handle_post(
             }
         };
         let max = gw.core.limits.max_sessions;
-        if state.sessions.lock().len() >= max && {
+        if state.sessions.lock().len() >= max {
             state.expire_idle().await;
-            state.sessions.lock().len() >= max
-        } {
+        }
+        if state.sessions.lock().len() >= max {
             let message =
                 format!(
                 "too many sessions: this gateway serves at most {max} at once; end one (DELETE) \

@@ -92,35 +92,50 @@ impl Link {
         max: usize,
         http: &reqwest::Client,
     ) -> Link {
-        let state = match &spec.target {
-            Target::Stdio { .. } => match spawn_stdio(index, &spec, events.clone(), max, 0) {
-                Ok(conn) => State::Stdio(conn),
-                Err(e) => State::Down(e),
-            },
-            Target::Http { url, headers } => State::Http(Arc::new(HttpConn {
-                index,
-                name: spec.name.clone(),
-                client: http.clone(),
-                url: url.clone(),
-                headers: headers.clone(),
-                session_id: Mutex::new(None),
-                protocol_version: Mutex::new(None),
-                events: events.clone(),
-                max,
-                closed: AtomicBool::new(false),
-                listener: Mutex::new(None),
-                generation: 0,
-            })),
-        };
-        Link {
+        let link = Link {
             index,
             spec,
             events,
             max,
             http: http.clone(),
-            state: Mutex::new(state),
+            state: Mutex::new(State::Down("not started".into())),
             generation: Mutex::new(0),
-        }
+        };
+        let state = match &link.spec.target {
+            Target::Stdio { .. } => {
+                match spawn_stdio(index, &link.spec, link.events.clone(), max, 0) {
+                    Ok(conn) => State::Stdio(conn),
+                    Err(e) => State::Down(e),
+                }
+            }
+            Target::Http { url, headers } => State::Http(link.http_conn(url, headers, 0, None)),
+        };
+        *link.state.lock() = state;
+        link
+    }
+
+    /// A connection to the HTTP server at `url` with no session yet.
+    fn http_conn(
+        &self,
+        url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        generation: u64,
+        protocol_version: Option<String>,
+    ) -> Arc<HttpConn> {
+        Arc::new(HttpConn {
+            index: self.index,
+            name: self.spec.name.clone(),
+            client: self.http.clone(),
+            url: url.to_string(),
+            headers: headers.clone(),
+            session_id: Mutex::new(None),
+            protocol_version: Mutex::new(protocol_version),
+            events: self.events.clone(),
+            max: self.max,
+            closed: AtomicBool::new(false),
+            listener: Mutex::new(None),
+            generation,
+        })
     }
 
     pub fn is_stdio(&self) -> bool {
@@ -176,29 +191,14 @@ impl Link {
                 *generation,
             )?),
             Target::Http { url, headers } => {
-                let mut state = self.state.lock();
-                let version = match &*state {
+                let version = match &*self.state.lock() {
                     State::Http(old) => {
                         old.stop();
                         old.protocol_version.lock().clone()
                     }
                     _ => None,
                 };
-                *state = State::Down("reconnecting".into());
-                State::Http(Arc::new(HttpConn {
-                    index: self.index,
-                    name: self.spec.name.clone(),
-                    client: self.http.clone(),
-                    url: url.clone(),
-                    headers: headers.clone(),
-                    session_id: Mutex::new(None),
-                    protocol_version: Mutex::new(version),
-                    events: self.events.clone(),
-                    max: self.max,
-                    closed: AtomicBool::new(false),
-                    listener: Mutex::new(None),
-                    generation: *generation,
-                }))
+                State::Http(self.http_conn(url, headers, *generation, version))
             }
         };
         *self.state.lock() = next;

@@ -412,19 +412,17 @@ async fn visible_tools(State(state): State<Shared>, headers: HeaderMap, body: By
     let engine = state.engine();
     let bundle = engine.bundle();
     let session = req.session.as_deref().unwrap_or("");
-    let (mut visible, mut hidden) = (Vec::new(), Vec::new());
-    for tool in req.tools {
-        match truststack_engine::visibility::never_allowed(
-            &bundle,
-            engine.settings(),
-            &caller,
-            session,
-            &tool,
-        ) {
-            None => visible.push(Value::from(tool)),
-            Some(reason) => hidden.push(json!({"tool": tool, "reason": reason})),
-        }
-    }
+    let (visible, hidden) = truststack_engine::visibility::split(
+        &bundle,
+        engine.settings(),
+        &caller,
+        session,
+        req.tools,
+    );
+    let hidden: Vec<Value> = hidden
+        .into_iter()
+        .map(|(tool, reason)| json!({"tool": tool, "reason": reason}))
+        .collect();
     Ok(reply(json!({"visible": visible, "hidden": hidden})))
 }
 

@@ -60,10 +60,15 @@ impl ApiError {
 static ERRORS: AtomicU64 = AtomicU64::new(0);
 static RESPONSES: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh id for an answer that is not a decision (`r-<time>-<n>`), unique in this process.
+/// `<prefix>-<time, hex>-<n>`: unique in this process.
+fn fresh_id(prefix: &str, counter: &AtomicU64) -> String {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:x}-{n}", truststack_engine::engine::system_now())
+}
+
+/// A fresh id for an answer that is not a decision (`r-<time>-<n>`).
 pub fn response_id() -> String {
-    let n = RESPONSES.fetch_add(1, Ordering::Relaxed);
-    format!("r-{:x}-{n}", truststack_engine::engine::system_now())
+    fresh_id("r", &RESPONSES)
 }
 
 /// A JSON answer of the API: an object gets a `decision_id` (a fresh one unless it has one),
@@ -78,11 +83,7 @@ pub fn reply(mut body: serde_json::Value) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let id = format!(
-            "e-{:x}-{}",
-            truststack_engine::engine::system_now(),
-            ERRORS.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = fresh_id("e", &ERRORS);
         tracing::debug!(status = %self.status, error = %truststack_engine::log::clip(&self.message), "request failed");
         (
             self.status,
