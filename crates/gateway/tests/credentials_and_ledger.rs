@@ -272,7 +272,7 @@ async fn a_restarted_gateway_remembers_what_the_ledger_recorded() {
     assert_eq!(text(&r), "fake: before");
     let r = c.call(2, "read_docs", json!({})).await;
     assert_ne!(r["result"]["isError"], true, "{r}");
-    c.close_released().await;
+    c.close_released(&dir.path().join("ledger.db")).await;
 
     let mut c = Client::start(config(dir.path()), Some(&reader)).await;
     c.initialize("2025-11-25").await;

@@ -214,10 +214,14 @@ impl Client {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
 
-    /// Closes, then waits until nothing holds the engine (and its ledger's writer lock) any
-    /// more: a session's tasks may a moment longer. A gateway started again on the same ledger
-    /// waits for this, as a new process would wait for the old one to exit.
-    pub async fn close_released(self) {
+    /// Closes, then waits until nothing holds the engine, and the ledger at `ledger` has no
+    /// writer, any more: a session's tasks may hold them a moment longer. A gateway started
+    /// again on the same ledger waits for this, as a new process would wait for the old one to
+    /// exit.
+    pub async fn close_released(self, ledger: &std::path::Path) {
+        let mut lock = ledger.as_os_str().to_owned();
+        lock.push(".lock");
+        let released = || std::fs::File::open(&lock).is_ok_and(|f| f.try_lock().is_ok());
         let engine = Arc::downgrade(&self.engine);
         let Client {
             mut writer,
@@ -229,10 +233,10 @@ impl Client {
         writer.shutdown().await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         let until = std::time::Instant::now() + Duration::from_secs(10);
-        while engine.strong_count() > 0 {
+        while engine.strong_count() > 0 || !released() {
             assert!(
                 std::time::Instant::now() < until,
-                "the closed gateway's engine is still held"
+                "the closed gateway still holds its engine or its ledger's writer lock"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

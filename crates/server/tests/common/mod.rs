@@ -20,8 +20,10 @@ pub struct TestServer {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    /// The server's state, to see it gone (and with it the ledger's writer lock) after `stop`.
+    /// The server's state, to see it gone after `stop`.
     state: std::sync::Weak<AppState>,
+    /// The ledger's writer lock, to see it released after `stop`.
+    writer_lock: PathBuf,
 }
 
 pub async fn start(
@@ -50,6 +52,7 @@ pub async fn start(
         shutdown: Some(tx),
         handle: Some(handle),
         state: weak,
+        writer_lock: dir.join("ledger.db.lock"),
     }
 }
 
@@ -65,13 +68,18 @@ impl TestServer {
         // hold the state a moment longer; a restart on the same ledger waits for it, as a new
         // process waits for the old one to exit.
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while self.state.strong_count() > 0 {
+        while self.state.strong_count() > 0 || !self.writer_released() {
             assert!(
                 std::time::Instant::now() < until,
-                "the stopped server's state is still held"
+                "the stopped server still holds its state or its ledger's writer lock"
             );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+
+    /// Whether another writer could open the ledger now.
+    fn writer_released(&self) -> bool {
+        std::fs::File::open(&self.writer_lock).is_ok_and(|f| f.try_lock().is_ok())
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
