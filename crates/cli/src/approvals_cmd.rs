@@ -233,14 +233,4 @@ fn print_held(v: &Value) {
     }
 }
 
-/// Percent-encodes a path or query component.
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+use truststack_gateway::decider::encode as urlencode;

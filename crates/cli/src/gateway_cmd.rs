@@ -66,11 +66,11 @@ fn build_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
         config.approvals.listen = Some(a.clone());
     }
     if let Some(url) = &args.decider {
-        let timeout = config.decider.as_ref().map(|d| d.timeout.clone());
-        config.decider = Some(truststack_gateway::config::DeciderSection {
-            url: url.clone(),
-            timeout: timeout.unwrap_or_else(|| "2s".into()),
-        });
+        let timeout = config.decider.as_ref().map(|d| d.timeout);
+        config.decider = Some(truststack_gateway::config::DeciderSection::new(
+            url.clone(),
+            timeout,
+        ));
         config.check_decider()?;
     }
     if args.allow_anonymous {

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use truststack_engine::replay::divergences;
+use truststack_engine::replay::{divergences, Replayed};
 use truststack_engine::Settings;
 use truststack_ledger::query::{field, parse_time, RecordFilter};
 use truststack_ledger::{base64_hash, Entry, Ledger, LogKey, VerifierKey};
@@ -393,11 +393,18 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     for_each_entry(&ledger, ledger.len(), |entry| {
         let record = entry
             .record()
-            .with_context(|| format!("entry {} is not JSON", entry.index))?;
+            .unwrap_or_else(|e| truststack_ledger::ledger::unreadable_record(entry.index, &e));
         records.push((entry.index, record));
         Ok(())
     })?;
-    let (calls, changes) = divergences(&engine, &records);
+    let Replayed {
+        calls,
+        divergences: changes,
+        unreadable,
+    } = divergences(&engine, &records);
+    for e in &unreadable {
+        eprintln!("warning: not replayed: {e}");
+    }
 
     if args.json {
         for d in &changes {
@@ -462,7 +469,17 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         say!("{summary}");
     }
-    Ok(ExitCode::SUCCESS)
+    if unreadable.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        // An answer that left records out is not the answer: say so in the exit status too.
+        eprintln!(
+            "{} ledger entr{} could not be read as records and were not replayed",
+            unreadable.len(),
+            if unreadable.len() == 1 { "y" } else { "ies" }
+        );
+        Ok(ExitCode::from(1))
+    }
 }
 
 fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {

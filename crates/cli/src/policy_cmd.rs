@@ -211,9 +211,67 @@ struct TestFile {
     catalog: Option<PathBuf>,
     policies: Vec<PathBuf>,
     #[serde(default)]
-    settings: Option<Settings>,
+    settings: TestSettings,
     #[serde(rename = "case")]
     cases: Vec<TestCase>,
+}
+
+/// A test file's `[settings]`: the engine settings `truststack.toml` and `gateway.toml` write,
+/// with the same names and defaults. Tests always run on the events' clock.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestSettings {
+    #[serde(default)]
+    default_decision: DefaultDecision,
+    #[serde(default = "deny")]
+    unknown_tools: DefaultDecision,
+    #[serde(default = "fifteen_minutes")]
+    approval_deadline: truststack_policy::duration::Duration,
+    #[serde(default)]
+    approver_groups: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default = "default_provenance_bound")]
+    provenance_bound: usize,
+    #[serde(default)]
+    input_record: truststack_policy::RecordMode,
+}
+
+impl Default for TestSettings {
+    fn default() -> Self {
+        TestSettings {
+            default_decision: DefaultDecision::default(),
+            unknown_tools: deny(),
+            approval_deadline: fifteen_minutes(),
+            approver_groups: Default::default(),
+            provenance_bound: default_provenance_bound(),
+            input_record: Default::default(),
+        }
+    }
+}
+
+fn deny() -> DefaultDecision {
+    DefaultDecision::Deny
+}
+
+fn fifteen_minutes() -> truststack_policy::duration::Duration {
+    truststack_policy::duration::Duration::from_ms(15 * 60 * 1000)
+}
+
+fn default_provenance_bound() -> usize {
+    truststack_policy::provenance::DEFAULT_BOUND
+}
+
+impl TestSettings {
+    fn engine(&self) -> Settings {
+        Settings {
+            default_decision: self.default_decision,
+            unknown_tools: self.unknown_tools,
+            approval_deadline_ms: self.approval_deadline.ms(),
+            time_source: TimeSource::Event,
+            approver_groups: self.approver_groups.clone(),
+            provenance_bound: self.provenance_bound,
+            input_record: self.input_record,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -253,10 +311,7 @@ fn test(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         let policies: Vec<PathBuf> = spec.policies.iter().map(|p| dir.join(p)).collect();
         let catalog = spec.catalog.as_ref().map(|c| dir.join(c));
         for case in &spec.cases {
-            let settings = Settings {
-                time_source: TimeSource::Event,
-                ..spec.settings.clone().unwrap_or_default()
-            };
+            let settings = spec.settings.engine();
             let engine = load_engine(&policies, catalog.as_deref(), settings)?;
             let (name, events_text) = match (&case.trace, &case.events) {
                 (Some(t), None) => {

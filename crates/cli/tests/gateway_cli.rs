@@ -854,8 +854,9 @@ fn progress_of_a_held_call_only_increases() {
         })
         .map(|m| m["params"]["progress"].as_f64().unwrap())
         .collect();
-    // The gateway's notifications while held, then the upstream's four steps.
-    assert!(progress.len() >= 7, "{progress:?}");
+    // The gateway's notifications while held (at least one, however slow the machine), then
+    // the upstream's four steps.
+    assert!(progress.len() >= 5, "{progress:?}");
     assert!(
         progress.windows(2).all(|w| w[0] < w[1]),
         "progress went backwards: {progress:?}"
@@ -1047,7 +1048,7 @@ fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
         format!(
             "unknown_tools = \"allow\"\n[[identity.tokens]]\ntoken = \"{TOKEN}\"\n\
              agent = \"spiffe://e2e.example/agent/client\"\nchain = [\"user:alice@e2e.example\"]\n\
-             [limits]\nsession_idle_timeout = \"1s\"\nmax_sessions = 2\n"
+             [limits]\nsession_idle_timeout = \"3s\"\nmax_sessions = 2\n"
         ),
     )
     .unwrap();
@@ -1087,8 +1088,8 @@ fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
     let refusal: Value = third.json().unwrap();
     let message = refusal["error"]["message"].as_str().unwrap();
     assert!(message.contains("at most 2"), "{message}");
-    // Kept alive by requests, the first outlives the second, which nothing names for 2.5 s.
-    let quiet = Instant::now() + Duration::from_millis(2500);
+    // Kept alive by requests, the first outlives the second, which nothing names for 4.5 s.
+    let quiet = Instant::now() + Duration::from_millis(4500);
     while Instant::now() < quiet {
         std::thread::sleep(Duration::from_millis(300));
         let ping = post(

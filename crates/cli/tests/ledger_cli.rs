@@ -7,7 +7,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use truststack_ledger::merkle::{leaf_hash, verify_consistency, verify_inclusion};
 use truststack_ledger::{Checkpoint, Hash, VerifierKey};
 
@@ -21,9 +21,7 @@ const ENTRIES: u64 = 116;
 const EXFIL: u64 = 114;
 
 fn example(rel: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/gtg1002")
-        .join(rel)
+    truststack_testkit::examples::gtg1002(rel)
         .display()
         .to_string()
 }

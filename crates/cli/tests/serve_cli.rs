@@ -12,11 +12,7 @@ const POLICY: &str =
     "POLICY gate: ACTION: REQUIRE_HITL TARGET: agent_identity IF Tool_Call('ExploitationTool')\n";
 const AGENT: &str = "spiffe://acme.example/agent/recon";
 
-fn example(rel: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/gtg1002")
-        .join(rel)
-}
+use truststack_testkit::examples::gtg1002 as example;
 
 /// Writes a config (credentials off: the body names the agent) with `extra` settings.
 fn config(dir: &Path, extra: &str) -> std::path::PathBuf {

@@ -60,6 +60,32 @@ pub struct Decision {
     pub time: String,
 }
 
+impl Decision {
+    /// A denial no policy made (the call could not be decided, or was refused before policy
+    /// evaluation): no policies fired, and `reason` says why.
+    pub fn denied(
+        call_id: &str,
+        decision_id: String,
+        reason: String,
+        policy_hash: String,
+        now: i64,
+    ) -> Decision {
+        Decision {
+            decision: Verdict::Deny,
+            decision_id,
+            call_id: call_id.to_string(),
+            policies: Vec::new(),
+            shadow: Vec::new(),
+            reason,
+            approval_id: None,
+            deadline: None,
+            ledger_index: None,
+            policy_hash,
+            time: crate::event::format_time(now),
+        }
+    }
+}
+
 /// What [`Engine::decide_brief`](crate::Engine::decide_brief) answers: the verdict, and the
 /// approval id of a held call.
 #[derive(Debug, Clone, PartialEq, Eq)]

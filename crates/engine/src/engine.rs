@@ -6,13 +6,15 @@ use crate::event::{
     ToolCall,
 };
 use crate::log::clip;
+use crate::record::{decode_all, PolicyActivation, PolicySource, Record, RecordedInput};
 use crate::recorder::{private_payload, NoRecorder, Recorded, Recorder, Recording};
 use crate::settings::{DefaultDecision, Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use truststack_identity::id::UserId;
 use truststack_ledger::depth::{value_depth, MAX_INPUT_DEPTH};
 use truststack_policy::compile::CallContext;
 use truststack_policy::compile::CompiledPolicy;
@@ -787,7 +789,7 @@ impl Engine {
         fired
             .iter()
             .filter(|f| f.action == Action::RequireHitl && f.lease_until.is_none())
-            .filter_map(|f| bundle.policies.iter().find(|p| p.policy.id == f.id))
+            .filter_map(|f| bundle.policy(&f.id))
             .filter_map(|p| p.policy.deadline_ms)
             .min()
             .unwrap_or(self.settings.approval_deadline_ms)
@@ -799,23 +801,27 @@ impl Engine {
 
     fn fail_closed_for(&self, call_id: &str, now: i64, reason: String) -> Decision {
         tracing::warn!(call = %clip(call_id), reason = %clip(&reason), "denied before policy evaluation");
-        Decision {
-            decision: Verdict::Deny,
-            decision_id: self.next_id("d", now),
-            call_id: call_id.to_string(),
-            policies: Vec::new(),
-            shadow: Vec::new(),
+        Decision::denied(
+            call_id,
+            self.next_id("d", now),
             reason,
-            approval_id: None,
-            deadline: None,
-            ledger_index: None,
-            policy_hash: self.bundle.read().hash.clone(),
-            time: format_time(now),
-        }
+            self.bundle.read().hash.clone(),
+            now,
+        )
     }
 
-    /// Records an observation: its data-source labels taint every scope of its agent.
+    /// Records an observation: its data-source labels taint every scope of its agent. Blocks
+    /// until its record is durable (see [`Engine::queue_observation`]).
     pub fn observe(&self, obs: &Observation) -> Result<Option<u64>, String> {
+        self.queue_observation(obs)?.wait()
+    }
+
+    /// Applies an observation to its scopes at once (its data-source labels taint them, its
+    /// result's values enter the provenance index) and hands its record to the recorder, with
+    /// the result as the tool's catalog `record` mode keeps it. The scopes know the observation
+    /// before its record is durable: if the record fails, the taint stays, which errs toward
+    /// denying.
+    pub fn queue_observation(&self, obs: &Observation) -> Result<Recording, String> {
         let now = self.now(obs.time.as_deref())?;
         if let Some(depth) = obs.result.as_ref().map(value_depth) {
             if depth > MAX_INPUT_DEPTH {
@@ -824,23 +830,33 @@ impl Engine {
                 ));
             }
         }
-        let mut recorded = json!(obs);
-        let mode = obs
-            .tool
-            .as_deref()
-            .and_then(|t| self.bundle().catalog.tool(t).map(|s| s.record))
-            .unwrap_or_default();
-        if let (Some(result), true) = (
-            recorded.get_mut("result"),
-            mode != truststack_policy::RecordMode::Full,
-        ) {
-            *result = private_payload(mode, result);
-        }
-        let index = self.recorder.record(
-            json!({"kind": "observation", "time": format_time(now), "observation": recorded}),
-        )?;
+        let recording = self.recorder.enabled().then(|| {
+            let mode = obs
+                .tool
+                .as_deref()
+                .and_then(|t| self.bundle().catalog.tool(t).map(|s| s.record))
+                .unwrap_or_default();
+            let mut observation = obs.clone();
+            if let Some(result) = observation.result.as_mut() {
+                *result = private_payload(mode, result);
+            }
+            self.recorder.submit(
+                Record::Observation {
+                    time: format_time(now),
+                    observation,
+                }
+                .to_value(),
+            )
+        });
         self.taint(obs, now);
-        Ok(index)
+        Ok(recording.unwrap_or(Recording::Settled(Ok(None))))
+    }
+
+    /// Whether observations need their results: to record them, or to index their values for a
+    /// policy's provenance predicates. Without either, a caller need not parse them at all.
+    pub fn wants_results(&self) -> bool {
+        let bundle = self.bundle();
+        self.recorder.enabled() || Target::ALL.iter().any(|t| bundle.indexes(*t))
     }
 
     /// Applies a human's answer to a held call.
@@ -965,7 +981,7 @@ impl Engine {
         pending: &PendingApproval,
     ) -> Result<(), ApprovalError> {
         let approver = ans.approver.as_str();
-        if !approver.starts_with("user:") || approver.len() <= "user:".len() {
+        if UserId::parse(approver).is_err() {
             return Err(ApprovalError::NotHuman(approver.to_string()));
         }
         let call = &pending.call;
@@ -976,17 +992,13 @@ impl Engine {
                 call_id: call.id.clone(),
             });
         }
-        let enforce =
-            self.settings.require_approver_group || !self.settings.approver_groups.is_empty();
-        if !enforce {
+        if !self.settings.enforces_approver_groups() {
             return Ok(());
         }
         let bundle = self.bundle();
         for fired in &pending.policies {
             let group = bundle
-                .policies
-                .iter()
-                .find(|p| p.policy.id == fired.id)
+                .policy(&fired.id)
                 .and_then(|p| p.policy.approvers.clone());
             let Some(group) = group else { continue };
             let listed = self
@@ -1036,14 +1048,19 @@ impl Engine {
             ledger_index: None,
             time: format_time(now),
         };
-        match self
-            .recorder
-            .record(json!({"kind": "approval", "outcome": &outcome}))
-        {
-            Ok(index) => outcome.ledger_index = index,
-            Err(e) => return Err(Box::new((pending, e))),
+        match self.record_outcome(&mut outcome) {
+            Ok(()) => Ok(outcome),
+            Err(e) => Err(Box::new((pending, e))),
         }
-        Ok(outcome)
+    }
+
+    /// Writes an approval's outcome to the recorder, noting its ledger index.
+    fn record_outcome(&self, outcome: &mut ApprovalOutcome) -> Result<(), String> {
+        let record = Record::Approval {
+            outcome: outcome.clone(),
+        };
+        outcome.ledger_index = self.recorder.record(record.to_value())?;
+        Ok(())
     }
 
     /// A grant: re-decide the call at approval time with its HITL gates passed; a DENY that
@@ -1089,16 +1106,10 @@ impl Engine {
             ledger_index: None,
             time: format_time(now),
         };
-        match self
-            .recorder
-            .record(json!({"kind": "approval", "outcome": &outcome}))
-        {
-            Ok(index) => outcome.ledger_index = index,
+        if let Err(e) = self.record_outcome(&mut outcome) {
             // Nothing admitted, no lease: the call is held again, as the ledger has it.
-            Err(e) => {
-                drop(guards);
-                return Err(Box::new((pending, e)));
-            }
+            drop(guards);
+            return Err(Box::new((pending, e)));
         }
         if verdict == Verdict::Allow {
             admit(&bundle, &ctx, info, &mut guards);
@@ -1121,8 +1132,15 @@ impl Engine {
         sources: &[(String, usize)],
     ) -> Result<Engine, String> {
         let mut restored = 0usize;
-        for (index, record) in records.iter().enumerate() {
-            report_unreadable(index, record);
+        let (decoded, unreadable) = decode_all(
+            (0u64..)
+                .zip(records.iter())
+                .inspect(|(i, r)| report_truncated(*i, r)),
+        );
+        for e in &unreadable {
+            tracing::warn!(error = %clip(&e.to_string()), "ledger record not restored");
+        }
+        for (index, record) in &decoded {
             match self.restore(record) {
                 Ok(()) => restored += 1,
                 Err(e) => {
@@ -1138,13 +1156,23 @@ impl Engine {
     /// The record that says this engine's bundle became active (`sources`: the policy files).
     pub fn activation_record(&self, sources: &[(String, usize)]) -> Value {
         let bundle = self.bundle();
-        json!({
-            "kind": "policy_activation",
-            "time": format_time(system_now()),
-            "policy_hash": bundle.hash,
-            "sources": sources.iter().map(|(name, bytes)| json!({"name": name, "bytes": bytes})).collect::<Vec<_>>(),
-            "policies": bundle.policies.iter().map(|p| &p.policy.id).collect::<Vec<_>>(),
+        Record::PolicyActivation(PolicyActivation {
+            time: format_time(system_now()),
+            policy_hash: bundle.hash.clone(),
+            sources: sources
+                .iter()
+                .map(|(name, bytes)| PolicySource {
+                    name: name.clone(),
+                    bytes: *bytes,
+                })
+                .collect(),
+            policies: bundle
+                .policies
+                .iter()
+                .map(|p| p.policy.id.clone())
+                .collect(),
         })
+        .to_value()
     }
 
     /// Rebuilds state from one record previously written to the recorder (a ledger entry):
@@ -1153,26 +1181,16 @@ impl Engine {
     /// Feeding every record of a ledger in order restores the engine a restart would otherwise
     /// reset — a rate limit cannot be escaped by restarting the server. Records of other kinds
     /// are ignored.
-    pub fn restore(&self, record: &Value) -> Result<(), String> {
-        let kind = record.get("kind").and_then(Value::as_str).unwrap_or("");
-        let field = |v: &Value, name: &str| -> Result<Value, String> {
-            v.get(name)
-                .cloned()
-                .ok_or_else(|| format!("{kind} record without `{name}`"))
-        };
-        match kind {
-            "decision" => {
-                let call: ToolCall =
-                    serde_json::from_value(field(record, "call")?).map_err(|e| e.to_string())?;
-                let decision: Decision = serde_json::from_value(field(record, "decision")?)
-                    .map_err(|e| e.to_string())?;
+    pub fn restore(&self, record: &Record) -> Result<(), String> {
+        match record {
+            Record::Decision { call, decision } => {
                 let now = parse_time(&decision.time)?;
                 self.seq.fetch_add(1, Ordering::Relaxed);
                 match decision.decision {
-                    Verdict::Allow => self.admit_at(&call, now),
+                    Verdict::Allow => self.admit_at(call, now),
                     Verdict::RequireApproval => {
                         let (Some(approval_id), Some(deadline)) =
-                            (decision.approval_id, decision.deadline)
+                            (decision.approval_id.clone(), decision.deadline.clone())
                         else {
                             return Err(format!(
                                 "held call {} without approval id or deadline",
@@ -1186,19 +1204,19 @@ impl Engine {
                             deadline_ms: parse_time(&deadline)?,
                             deadline,
                             approvers: approver_groups(&bundle, &decision.policies),
-                            policies: decision.policies,
+                            policies: decision.policies.clone(),
                             call: call.clone(),
                         };
                         let mut approvals = self.approvals.lock();
-                        approvals.by_call.insert(call.id, approval_id.clone());
+                        approvals
+                            .by_call
+                            .insert(call.id.clone(), approval_id.clone());
                         approvals.by_id.insert(approval_id, pending);
                     }
                     Verdict::Deny => {}
                 }
             }
-            "approval" => {
-                let outcome: ApprovalOutcome =
-                    serde_json::from_value(field(record, "outcome")?).map_err(|e| e.to_string())?;
+            Record::Approval { outcome } => {
                 let pending = {
                     let mut approvals = self.approvals.lock();
                     approvals.by_call.remove(&outcome.call_id);
@@ -1212,17 +1230,15 @@ impl Engine {
                     }
                 }
             }
-            "observation" => {
-                let mut obs: Observation = serde_json::from_value(field(record, "observation")?)
-                    .map_err(|e| e.to_string())?;
-                obs.time = record.get("time").and_then(Value::as_str).map(String::from);
-                let now = parse_time(obs.time.as_deref().unwrap_or(""))?;
-                self.taint(&obs, now);
+            Record::Observation { time, observation } => {
+                let mut obs = observation.clone();
+                obs.time = Some(time.clone());
+                self.taint(&obs, parse_time(time)?);
             }
-            "input" => {
-                let input: Input =
-                    serde_json::from_value(field(record, "input")?).map_err(|e| e.to_string())?;
-                self.index_input(&input);
+            Record::Input { input, .. } => {
+                if let Some(input) = input.input() {
+                    self.index_input(&input);
+                }
             }
             _ => {}
         }
@@ -1249,7 +1265,7 @@ impl Engine {
             .iter()
             .filter(|f| f.action == Action::RequireHitl && f.lease_until.is_none())
         {
-            if let Some(cp) = bundle.policies.iter().find(|c| c.policy.id == f.id) {
+            if let Some(cp) = bundle.policy(&f.id) {
                 let target = cp.policy.target;
                 leases.insert((f.id.clone(), target, p.scope_key(target).into()), until);
             }
@@ -1301,9 +1317,9 @@ impl Engine {
             .now(input.time.as_deref())
             .map_err(InputError::Invalid)?;
         if let Some(principal) = &input.principal {
-            if !principal.starts_with("user:") {
+            if let Err(e) = UserId::parse(principal) {
                 return Err(InputError::Invalid(format!(
-                    "input principal `{principal}` is not a human principal (`user:...`)"
+                    "input principal `{principal}` is not a human principal (`user:...`): {e}"
                 )));
             }
             if !input.chain.iter().any(|c| c == principal) {
@@ -1312,23 +1328,19 @@ impl Engine {
                     input.agent
                 )));
             }
-        } else if !input.chain.iter().any(|c| c.starts_with("user:")) {
+        } else if !input.chain.iter().any(|c| UserId::parse(c).is_ok()) {
             return Err(InputError::Invalid(format!(
                 "input for {} names no human: its chain has no `user:` principal",
                 input.agent
             )));
         }
-        let mut recorded = json!(input);
-        if self.settings.input_record != truststack_policy::RecordMode::Full {
-            for field in ["text", "values"] {
-                if let Some(v) = recorded.get_mut(field) {
-                    *v = private_payload(self.settings.input_record, v);
-                }
-            }
-        }
+        let record = Record::Input {
+            time: format_time(now),
+            input: RecordedInput::new(input, self.settings.input_record),
+        };
         let index = self
             .recorder
-            .record(json!({"kind": "input", "time": format_time(now), "input": recorded}))
+            .record(record.to_value())
             .map_err(InputError::Ledger)?;
         self.index_input(input);
         Ok(index)
@@ -1464,7 +1476,7 @@ fn admit(
 fn approver_groups(bundle: &Bundle, fired: &[FiredPolicy]) -> Vec<String> {
     let mut groups: Vec<String> = fired
         .iter()
-        .filter_map(|f| bundle.policies.iter().find(|p| p.policy.id == f.id))
+        .filter_map(|f| bundle.policy(&f.id))
         .filter_map(|p| p.policy.approvers.clone())
         .collect();
     groups.sort();
@@ -1507,30 +1519,22 @@ pub fn decision_record(bundle: &Bundle, call: &ToolCall, decision: &Decision) ->
         .tool(&call.tool)
         .map(|t| t.record)
         .unwrap_or_default();
-    let mut call = json!(call);
+    let mut call = call.clone();
     if mode != truststack_policy::RecordMode::Full {
-        if let Some(args) = call.get_mut("args") {
-            *args = private_payload(mode, args);
-        }
+        call.args = private_payload(mode, &call.args);
     }
-    json!({"kind": "decision", "call": call, "decision": decision})
+    Record::Decision {
+        call,
+        decision: decision.clone(),
+    }
+    .to_value()
 }
 
-/// Says, at start-up, which ledger records could not be read whole. A record nested past the
-/// readers' depth is restored from the part that could be read (its agent, tool, verdict and
-/// labels: its calls still count and its taint still applies); an entry that is not JSON names
-/// no scope and contributes nothing.
-fn report_unreadable(index: usize, record: &Value) {
-    if record.get("kind").and_then(Value::as_str)
-        == Some(truststack_ledger::ledger::UNREADABLE_KIND)
-    {
-        let error = record.get("error").and_then(Value::as_str).unwrap_or("");
-        tracing::warn!(
-            entry = index,
-            %error,
-            "ledger entry is not a JSON record: it contributes no state"
-        );
-    } else if truncated_parts(record) > 0 {
+/// Says, at start-up, which ledger records nest past the readers' depth: such a record is
+/// restored from the part that could be read (its agent, tool, verdict and labels: its calls
+/// still count and its taint still applies).
+fn report_truncated(index: u64, record: &Value) {
+    if truncated_parts(record) > 0 {
         tracing::warn!(
             entry = index,
             limit = truststack_ledger::depth::MAX_RECORD_DEPTH,

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
+use truststack_identity::id::names_a_human;
 use truststack_policy::Target;
 
 /// Anything an agent does, as it reaches the engine.
@@ -166,11 +167,11 @@ impl<'a> Principals<'a> {
     pub fn of(agent: &'a str, session: Option<&'a str>, chain: &'a [String]) -> Self {
         let user = chain
             .iter()
-            .find(|p| p.starts_with("user:"))
+            .find(|p| names_a_human(p))
             .map_or(agent, String::as_str);
         let root = chain
             .iter()
-            .find(|p| !p.starts_with("user:"))
+            .find(|p| !names_a_human(p))
             .map_or(agent, String::as_str);
         Principals {
             agent,

@@ -1,9 +1,10 @@
 //! Replaying a JSONL trace of events through an engine: the contract of
 //! `truststack policy eval`, shared by every component that needs the same answers.
 
-use crate::decision::{ApprovalOutcome, Decision, Verdict};
+use crate::decision::{ApprovalOutcome, ApprovalResult, Decision, Verdict};
 use crate::engine::{Engine, Processed};
-use crate::event::Event;
+use crate::event::{parse_time, ApprovalAnswer, Event};
+use crate::record::{decode_all, Record, RecordError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -101,70 +102,53 @@ pub struct Divergence {
     pub reason: String,
 }
 
-/// Reconstructs the event stream from ledger records (`(index, record)`, in order): decisions
-/// become tool calls at their decision time, approval outcomes become answers at theirs,
-/// observations stay observations. Each tool call carries its recorded decision. Calls whose
-/// arguments were recorded as a hash replay with the digest in place of the arguments.
-pub fn events_from_records(
-    records: &[(u64, serde_json::Value)],
-) -> Vec<(u64, Event, Option<Decision>)> {
-    use serde_json::Value;
+/// Reconstructs the event stream from decoded ledger records (`(index, record)`, in order):
+/// decisions become tool calls at their decision time, approval outcomes become answers at
+/// theirs, observations stay observations, inputs kept whole stay inputs. Each tool call carries
+/// its recorded decision. Calls whose arguments were recorded as a hash replay with the digest
+/// in place of the arguments; an input kept only as a digest cannot be replayed and is left out.
+pub fn events_from_records(records: &[(u64, Record)]) -> Vec<(u64, Event, Option<Decision>)> {
     let mut out = Vec::new();
     for (index, record) in records {
-        match record.get("kind").and_then(Value::as_str) {
-            Some("decision") => {
-                let call = serde_json::from_value::<crate::event::ToolCall>(record["call"].clone());
-                let decision = serde_json::from_value::<Decision>(record["decision"].clone());
-                if let (Ok(mut call), Ok(decision)) = (call, decision) {
-                    call.time = Some(decision.time.clone());
-                    out.push((*index, Event::ToolCall(call), Some(decision)));
-                }
+        match record {
+            Record::Decision { call, decision } => {
+                let mut call = call.clone();
+                call.time = Some(decision.time.clone());
+                out.push((*index, Event::ToolCall(call), Some(decision.clone())));
             }
-            Some("approval") => {
-                let Ok(o) = serde_json::from_value::<ApprovalOutcome>(record["outcome"].clone())
-                else {
-                    continue;
-                };
+            Record::Approval { outcome: o } => {
                 let grant = match o.result {
-                    crate::decision::ApprovalResult::Granted
-                    | crate::decision::ApprovalResult::GrantedButDenied => true,
-                    crate::decision::ApprovalResult::Refused
-                    | crate::decision::ApprovalResult::Cancelled => false,
+                    ApprovalResult::Granted | ApprovalResult::GrantedButDenied => true,
+                    ApprovalResult::Refused | ApprovalResult::Cancelled => false,
                     // Nobody answered: in the replay the call stays held, as it did.
-                    crate::decision::ApprovalResult::Expired => continue,
+                    ApprovalResult::Expired => continue,
                 };
                 let lease = o.lease_until.as_deref().and_then(|until| {
-                    let ms = crate::event::parse_time(until).ok()?
-                        - crate::event::parse_time(&o.time).ok()?;
+                    let ms = parse_time(until).ok()? - parse_time(&o.time).ok()?;
                     (ms > 0).then(|| format!("{ms}ms"))
                 });
                 out.push((
                     *index,
-                    Event::Approval(crate::event::ApprovalAnswer {
+                    Event::Approval(ApprovalAnswer {
                         approval_id: None,
-                        call_id: Some(o.call_id),
-                        approver: o.approver,
+                        call_id: Some(o.call_id.clone()),
+                        approver: o.approver.clone(),
                         groups: Vec::new(),
                         grant,
                         lease,
-                        time: Some(o.time),
+                        time: Some(o.time.clone()),
                     }),
                     None,
                 ));
             }
-            Some("observation") => {
-                if let Ok(mut obs) = serde_json::from_value::<crate::event::Observation>(
-                    record["observation"].clone(),
-                ) {
-                    obs.time = record.get("time").and_then(Value::as_str).map(String::from);
-                    out.push((*index, Event::Observation(obs), None));
-                }
+            Record::Observation { time, observation } => {
+                let mut obs = observation.clone();
+                obs.time = Some(time.clone());
+                out.push((*index, Event::Observation(obs), None));
             }
-            Some("input") => {
-                if let Ok(mut input) =
-                    serde_json::from_value::<crate::event::Input>(record["input"].clone())
-                {
-                    input.time = record.get("time").and_then(Value::as_str).map(String::from);
+            Record::Input { time, input } => {
+                if let Some(mut input) = input.input() {
+                    input.time = Some(time.clone());
                     out.push((*index, Event::Input(input), None));
                 }
             }
@@ -174,25 +158,37 @@ pub fn events_from_records(
     out
 }
 
+/// What re-deciding a ledger found.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// Recorded calls re-decided.
+    pub calls: usize,
+    /// Those decided differently.
+    pub divergences: Vec<Divergence>,
+    /// Entries that are not valid records, each with its index and why: not replayed, and
+    /// reported (as restoring an engine from the same ledger reports them).
+    pub unreadable: Vec<RecordError>,
+}
+
 /// Re-decides every recorded call with `engine` (which must run on event time) and returns the
 /// calls it decides differently: "what would this policy change have done last week".
-pub fn divergences(
-    engine: &Engine,
-    records: &[(u64, serde_json::Value)],
-) -> (usize, Vec<Divergence>) {
-    let mut calls = 0;
-    let mut out = Vec::new();
-    for (index, event, recorded) in events_from_records(records) {
+pub fn divergences(engine: &Engine, entries: &[(u64, serde_json::Value)]) -> Replayed {
+    let (records, unreadable) = decode_all(entries.iter().map(|(i, v)| (*i, v)));
+    let mut replayed_all = Replayed {
+        unreadable,
+        ..Replayed::default()
+    };
+    for (index, event, recorded) in events_from_records(&records) {
         let Processed::Decision(replayed) = engine.process(&event) else {
             continue;
         };
-        calls += 1;
+        replayed_all.calls += 1;
         let (Some(recorded), Event::ToolCall(call)) = (recorded, &event) else {
             continue;
         };
         let ids = |d: &Decision| d.policies.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
         if recorded.decision != replayed.decision {
-            out.push(Divergence {
+            replayed_all.divergences.push(Divergence {
                 ledger_index: index,
                 call_id: call.id.clone(),
                 agent: call.agent.clone(),
@@ -207,5 +203,5 @@ pub fn divergences(
             });
         }
     }
-    (calls, out)
+    replayed_all
 }

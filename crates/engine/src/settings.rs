@@ -24,23 +24,20 @@ pub enum TimeSource {
     Event,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// What the engine decides with beyond its policies. Built by each component from its own
+/// configuration file (the server's `truststack.toml`, the gateway's `gateway.toml`, a proving
+/// ground manifest's `[settings]`), never read from a file itself.
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub default_decision: DefaultDecision,
     /// Whether a tool missing from the catalog may be called at all (policies still apply).
     pub unknown_tools: DefaultDecision,
-    /// How long a held call waits for an approver unless its policy sets `DEADLINE`; written
-    /// as a duration (`approval_deadline = "15min"`), as in every configuration.
-    #[serde(rename = "approval_deadline", with = "duration_text")]
+    /// How long a held call waits for an approver unless its policy sets `DEADLINE` (written
+    /// `approval_deadline = "15min"` in every configuration).
     pub approval_deadline_ms: i64,
     pub time_source: TimeSource,
     /// Approver groups: group name → human principals.
     pub approver_groups: BTreeMap<String, Vec<String>>,
-    /// When set, a policy's `APPROVERS` group is always enforced: the approver must be listed in
-    /// `approver_groups` or carry the group in a verified credential. When unset (replay), the
-    /// group is enforced only if `approver_groups` is configured.
-    pub require_approver_group: bool,
     /// Bytes the value provenance index of one scope may hold; past it, values not seen count
     /// as untrusted.
     pub provenance_bound: usize,
@@ -56,7 +53,6 @@ impl Default for Settings {
             approval_deadline_ms: 15 * 60 * 1000,
             time_source: TimeSource::System,
             approver_groups: BTreeMap::new(),
-            require_approver_group: false,
             provenance_bound: truststack_policy::provenance::DEFAULT_BOUND,
             input_record: truststack_policy::RecordMode::Full,
         }
@@ -64,27 +60,19 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Whether a policy's `APPROVERS` group binds the approver (listed in `approver_groups`, or
+    /// carrying the group in a verified credential). Always when deciding live, whichever
+    /// component loaded the policy; on recorded time (replay) only when groups are configured,
+    /// since a replayed answer's groups were checked when it was given.
+    pub fn enforces_approver_groups(&self) -> bool {
+        self.time_source == TimeSource::System || !self.approver_groups.is_empty()
+    }
+
     /// Settings for replaying recorded events on their own clock.
     pub fn replay() -> Self {
         Settings {
             time_source: TimeSource::Event,
             ..Settings::default()
         }
-    }
-}
-
-/// Durations as every configuration writes them (`"15min"`, `"1s"`), milliseconds in the
-/// program.
-pub mod duration_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use truststack_policy::duration::{format_duration, parse_duration};
-
-    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*ms))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }

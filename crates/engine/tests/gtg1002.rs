@@ -2,20 +2,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use truststack_engine::replay::{parse_trace, replay, Step};
 use truststack_engine::{ApprovalResult, Engine, Settings, Verdict};
-use truststack_policy::load::load_files;
 
-fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/gtg1002")
-        .join(rel)
-}
+use truststack_testkit::examples::gtg1002 as example;
 
 fn engine(policy: &str) -> Engine {
-    let loaded = load_files(&[example(policy)], Some(&example("catalog.toml"))).unwrap();
-    Engine::new(loaded.bundle, Settings::replay())
+    Engine::new(
+        truststack_testkit::examples::gtg1002_bundle(&[policy]),
+        Settings::replay(),
+    )
 }
 
 struct Run {

@@ -7,18 +7,11 @@ use std::sync::Arc;
 use truststack_engine::ledger::{verify_file, Ledger, LedgerConfig};
 use truststack_engine::replay::{divergences, parse_trace, replay, Step};
 use truststack_engine::{Engine, Settings, ToolCall, Verdict};
-use truststack_policy::load::load_files;
 
-fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/gtg1002")
-        .join(rel)
-}
+use truststack_testkit::examples::gtg1002 as example;
 
 fn bundle(policy: &str) -> truststack_policy::Bundle {
-    load_files(&[example(policy)], Some(&example("catalog.toml")))
-        .unwrap()
-        .bundle
+    truststack_testkit::examples::gtg1002_bundle(&[policy])
 }
 
 fn campaign() -> Vec<truststack_engine::Event> {
@@ -128,9 +121,10 @@ fn replaying_the_ledger_under_another_bundle_reports_what_would_change() {
 
     // The same bundle re-decides every call the same way.
     let same = Engine::new(bundle("policies/seed.tsp"), Settings::replay());
-    let (calls, diff) = divergences(&same, &records);
-    assert_eq!(calls, 114);
-    assert!(diff.is_empty(), "{diff:?}");
+    let same = divergences(&same, &records);
+    assert_eq!(same.calls, 114);
+    assert!(same.divergences.is_empty(), "{:?}", same.divergences);
+    assert!(same.unreadable.is_empty(), "{:?}", same.unreadable);
 
     // With no policies at all, every stopped step would have gone through.
     let none = Engine::new(
@@ -140,7 +134,7 @@ fn replaying_the_ledger_under_another_bundle_reports_what_would_change() {
             ..Settings::replay()
         },
     );
-    let (_, diff) = divergences(&none, &records);
+    let diff = divergences(&none, &records).divergences;
     let changed: Vec<&str> = diff.iter().map(|d| d.call_id.as_str()).collect();
     assert_eq!(
         changed,
@@ -198,4 +192,46 @@ fn queued_decisions_count_at_once_and_settle_in_ledger_order() {
         assert_eq!(entry["call"]["id"], d.call_id.as_str());
         assert_eq!(entry["call"]["agent"], caller.agent.as_str());
     }
+}
+
+/// Restoring an engine and replaying a ledger read it through one decoder: a record that is
+/// not valid is reported by both with its index and why, and neither drops it silently; the
+/// records around it still count.
+#[test]
+fn readers_of_a_ledger_agree_on_a_record_that_is_not_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ledger, engine) = seed_engine_on_ledger(&dir);
+    let events = campaign();
+    replay(&engine, &events[..20]);
+    drop(engine);
+    // A decision record without its decision, as a faulty writer might leave one.
+    let bad = ledger
+        .append(&serde_json::json!({"kind": "decision", "call": {"id": "c", "agent": "a", "tool": "t", "args": {}}}))
+        .unwrap();
+    let records: Vec<(u64, serde_json::Value)> = (0..ledger.len())
+        .map(|i| (i, ledger.entry(i).unwrap().record().unwrap()))
+        .collect();
+
+    let replayed = divergences(
+        &Engine::new(bundle("policies/seed.tsp"), Settings::replay()),
+        &records,
+    );
+    assert_eq!(replayed.unreadable.len(), 1, "{:?}", replayed.unreadable);
+    let error = &replayed.unreadable[0];
+    assert_eq!(error.index(), bad);
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("ledger entry {bad}")) && text.contains("missing field `decision`"),
+        "{text}"
+    );
+    assert!(replayed.calls > 0 && replayed.divergences.is_empty());
+
+    // Restoring from the same entries: the same error, and the others restored.
+    let decoded = truststack_engine::Record::decode(bad, &records[bad as usize].1);
+    assert_eq!(decoded.unwrap_err(), *error);
+    let values: Vec<serde_json::Value> = records.into_iter().map(|(_, r)| r).collect();
+    let restored = Engine::new(bundle("policies/seed.tsp"), Settings::replay())
+        .resume(ledger.clone(), &values, &[])
+        .unwrap();
+    assert!(!restored.snapshot().is_empty());
 }

@@ -5,18 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::sync::Arc;
 use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_engine::replay::{divergences, parse_trace, replay, Step};
 use truststack_engine::{Engine, Input, InputError, Settings, Verdict};
 use truststack_policy::load::load_files;
 
-fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/prompt-injection")
-        .join(rel)
-}
+use truststack_testkit::examples::prompt_injection as example;
 
 fn bundle() -> truststack_policy::Bundle {
     load_files(
@@ -82,15 +77,22 @@ fn injected_calls_are_stopped_the_users_are_not_and_replay_agrees() {
         .map(|i| (i, ledger.entry(i).unwrap().record().unwrap()))
         .collect();
     assert!(records.iter().any(|(_, r)| r["kind"] == "input"));
-    let (calls, diff) = divergences(&Engine::new(bundle(), Settings::replay()), &records);
-    assert_eq!(calls, got.len());
-    assert!(diff.is_empty(), "{diff:?}");
+    let replayed = divergences(&Engine::new(bundle(), Settings::replay()), &records);
+    assert_eq!(replayed.calls, got.len());
+    assert!(
+        replayed.divergences.is_empty(),
+        "{:?}",
+        replayed.divergences
+    );
+    assert!(replayed.unreadable.is_empty(), "{:?}", replayed.unreadable);
 
     // A restarted engine restores the index from the ledger: the attacker's reservation is
     // still refused, the user's hotel still goes through.
     let restored = Engine::new(bundle(), Settings::replay());
-    for (_, record) in &records {
-        restored.restore(record).unwrap();
+    for (index, record) in &records {
+        restored
+            .restore(&truststack_engine::Record::decode(*index, record).unwrap())
+            .unwrap();
     }
     let call = |id: &str, hotel: &str| truststack_engine::ToolCall {
         id: id.into(),

@@ -4,11 +4,9 @@
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::Arc;
 use truststack_engine::replay::{parse_trace, replay, Step};
 use truststack_engine::{Engine, Event, Recorder, Settings};
-use truststack_policy::load::load_files;
 
 #[derive(Default)]
 struct Memory(Mutex<Vec<Value>>);
@@ -21,15 +19,13 @@ impl Recorder for Memory {
     }
 }
 
-fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/gtg1002")
-        .join(rel)
-}
+use truststack_testkit::examples::gtg1002 as example;
 
 fn engine(policy: &str) -> Engine {
-    let loaded = load_files(&[example(policy)], Some(&example("catalog.toml"))).unwrap();
-    Engine::new(loaded.bundle, Settings::replay())
+    Engine::new(
+        truststack_testkit::examples::gtg1002_bundle(&[policy]),
+        Settings::replay(),
+    )
 }
 
 fn decisions(steps: Vec<Step>) -> Vec<String> {
@@ -70,8 +66,10 @@ fn restoring_from_records_at_any_point_gives_the_same_decisions() {
             drop(first);
             // "Restart": a fresh engine rebuilt from what the first one recorded.
             let second = engine(policy).with_recorder(memory.clone());
-            for record in memory.0.lock().clone() {
-                second.restore(&record).unwrap();
+            for (index, record) in (0u64..).zip(memory.0.lock().clone()) {
+                second
+                    .restore(&truststack_engine::Record::decode(index, &record).unwrap())
+                    .unwrap();
             }
             got.extend(decisions(replay(&second, &events[cut..])));
             assert_eq!(got, reference, "{trace}: restart after {cut} events");

@@ -47,8 +47,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use truststack_engine::ledger::LedgerSettings;
-use truststack_engine::settings::duration_text;
 use truststack_engine::{DefaultDecision, Settings, TimeSource};
+use truststack_policy::duration::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -77,19 +77,16 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// How often a held call sends `notifications/progress` while it waits (when the client
     /// asked for progress): `progress_interval = "1s"`.
-    #[serde(rename = "progress_interval", with = "duration_text")]
-    pub progress_interval_ms: i64,
+    pub progress_interval: Duration,
     /// How long the gateway waits for an upstream's answer to a request it makes itself
     /// (aggregating `tools/list` of several upstreams, initializing a restarted server):
     /// `internal_timeout = "30s"`.
-    #[serde(rename = "internal_timeout", with = "duration_text")]
-    pub internal_timeout_ms: i64,
+    pub internal_timeout: Duration,
     /// How many times a stdio upstream that exits is restarted before it is reported down.
     pub max_restarts: u32,
     /// An HTTP session that no request has named for this long, and on which the client holds
     /// no stream open, is ended, and its upstream with it: `session_idle_timeout = "30min"`.
-    #[serde(rename = "session_idle_timeout", with = "duration_text")]
-    pub session_idle_timeout_ms: i64,
+    pub session_idle_timeout: Duration,
     /// The most HTTP sessions at once (each may run its own upstream process); an `initialize`
     /// beyond it is refused with 503 once idle sessions are ended.
     pub max_sessions: usize,
@@ -99,10 +96,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_bytes: 4 * 1024 * 1024,
-            progress_interval_ms: 1000,
-            internal_timeout_ms: 30_000,
+            progress_interval: Duration::from_ms(1000),
+            internal_timeout: Duration::from_ms(30_000),
             max_restarts: 3,
-            session_idle_timeout_ms: 30 * 60 * 1000,
+            session_idle_timeout: Duration::from_ms(30 * 60 * 1000),
             max_sessions: 64,
         }
     }
@@ -131,23 +128,25 @@ pub struct DeciderSection {
     pub url: String,
     /// How long to wait for a decision (or any other answer) before denying the call.
     #[serde(default = "default_decider_timeout")]
-    pub timeout: String,
+    pub timeout: Duration,
 }
 
-fn default_decider_timeout() -> String {
-    "2s".into()
+fn default_decider_timeout() -> Duration {
+    Duration::from_ms(2000)
 }
 
 impl DeciderSection {
-    pub fn timeout(&self) -> Result<std::time::Duration, ConfigError> {
-        truststack_policy::duration::parse_duration(&self.timeout)
-            .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
-            .map_err(|e| ConfigError::Invalid(format!("decider.timeout: {e}")))
+    /// The decision point at `url`, with `timeout` or the default one.
+    pub fn new(url: String, timeout: Option<Duration>) -> DeciderSection {
+        DeciderSection {
+            url,
+            timeout: timeout.unwrap_or_else(default_decider_timeout),
+        }
     }
 }
 
-fn default_deadline() -> String {
-    "15min".into()
+fn default_deadline() -> Duration {
+    Duration::from_ms(15 * 60 * 1000)
 }
 
 /// One upstream MCP server as written in the configuration.
@@ -185,7 +184,7 @@ pub struct GatewayConfig {
     pub unknown_tools: DefaultDecision,
     /// How long a held call waits for an approver unless its policy sets `DEADLINE`.
     #[serde(default = "default_deadline")]
-    pub approval_deadline: String,
+    pub approval_deadline: Duration,
     /// Approver groups: group → human principals (credentials may also carry groups).
     #[serde(default)]
     pub approver_groups: BTreeMap<String, Vec<String>>,
@@ -261,25 +260,21 @@ impl GatewayConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        config.engine_settings().map_err(invalid)?;
         config.check_decider().map_err(invalid)?;
         Ok(config)
     }
 
     /// The engine settings the gateway runs with: always on the system clock (an agent does not
     /// get to say what time it is).
-    pub fn engine_settings(&self) -> Result<Settings, ConfigError> {
-        let deadline = truststack_policy::duration::parse_duration(&self.approval_deadline)
-            .map_err(|e| ConfigError::Invalid(format!("approval_deadline: {e}")))?;
-        Ok(Settings {
+    pub fn engine_settings(&self) -> Settings {
+        Settings {
             default_decision: self.default_decision,
             unknown_tools: self.unknown_tools,
-            approval_deadline_ms: deadline,
+            approval_deadline_ms: self.approval_deadline.ms(),
             time_source: TimeSource::System,
             approver_groups: self.approver_groups.clone(),
-            require_approver_group: false,
             ..Settings::default()
-        })
+        }
     }
 
     /// With `[decider]`, the decision point holds the policies, the ledger, the identities and
@@ -295,7 +290,6 @@ impl GatewayConfig {
                 d.url
             )));
         }
-        d.timeout()?;
         let here = [
             ("policies", !self.policies.is_empty()),
             ("catalog", self.catalog.is_some()),
@@ -512,7 +506,7 @@ mod tests {
         let c = GatewayConfig::load(&path).unwrap();
         assert_eq!(c.policies[0], dir.path().join("p.tsp"));
         assert_eq!(c.limits.max_message_bytes, 10);
-        assert_eq!(c.limits.progress_interval_ms, 1000);
+        assert_eq!(c.limits.progress_interval.ms(), 1000);
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(GatewayConfig::load(&path)
             .unwrap_err()

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use truststack_engine::event::format_time;
 use truststack_engine::{ApprovalOutcome, Decision, ToolCall, Verdict};
+use truststack_server::telemetry::TraceHeaders;
 
 /// The gateway's source of decisions.
 pub enum Decider {
@@ -48,11 +48,12 @@ pub struct Asker<'a> {
 }
 
 impl Decider {
-    /// Decides a call. Never blocks an async worker: the embedded engine awaits its record's
-    /// durability, the remote one its answer.
-    pub async fn decide(&self, who: Asker<'_>, call: &ToolCall) -> Decision {
+    /// Decides a call; `trace` is the caller's W3C trace context, which an embedded engine's
+    /// decision span continues. Never blocks an async worker: the embedded engine awaits its
+    /// record's durability, the remote one its answer.
+    pub async fn decide(&self, who: Asker<'_>, call: &ToolCall, trace: &TraceHeaders) -> Decision {
         match self {
-            Decider::Embedded(e) => e.engine().queue_as(who.identity, call).durable().await,
+            Decider::Embedded(e) => e.decide(who.identity, call, trace).await,
             Decider::Remote(r) => r.decide(who, call).await,
         }
     }
@@ -100,7 +101,7 @@ impl Decider {
     }
 
     /// Reports an allowed call's result (`result_text`: the JSON-RPC response). An embedded
-    /// engine with a ledger writes it here (callers run this on a blocking thread then).
+    /// engine applies it to its scopes at once and writes its record in the background.
     pub fn observe(&self, who: Asker<'_>, call: &ToolCall, result_text: &str) {
         match self {
             Decider::Embedded(e) => e.observe(call, result_text),
@@ -387,19 +388,13 @@ impl Remote {
 /// The denial for a call no decider decided.
 pub fn unanswered(call: &ToolCall, reason: String) -> Decision {
     let now = truststack_engine::engine::system_now();
-    Decision {
-        decision: Verdict::Deny,
-        decision_id: format!("unanswered-{now:x}"),
-        call_id: call.id.clone(),
-        policies: Vec::new(),
-        shadow: Vec::new(),
+    Decision::denied(
+        &call.id,
+        format!("unanswered-{now:x}"),
         reason,
-        approval_id: None,
-        deadline: None,
-        ledger_index: None,
-        policy_hash: String::new(),
-        time: format_time(now),
-    }
+        String::new(),
+        now,
+    )
 }
 
 /// The innermost cause of an HTTP error ("connection refused" rather than "error sending
@@ -416,14 +411,12 @@ fn show(d: Duration) -> String {
     truststack_policy::duration::format_duration(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Percent-encodes a path component.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Percent-encodes a path component (every byte but RFC 3986's unreserved characters).
+pub fn encode(s: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }

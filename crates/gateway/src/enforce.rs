@@ -4,10 +4,8 @@
 
 use crate::identity::CallerIdentity;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use truststack_engine::{ApprovalOutcome, DataAccess, Decision, Engine, Observation, ToolCall};
-use truststack_policy::RecordMode;
 use truststack_server::telemetry::{Telemetry, TraceHeaders};
 
 /// The `_meta` key under which denials carry the decision.
@@ -18,17 +16,13 @@ pub struct Enforcer {
     engine: Arc<Engine>,
     /// The decision spans' OTLP exporter, when the environment configures one.
     telemetry: std::sync::OnceLock<Telemetry>,
-    /// Whether observations carry the result (a recorder is attached); without one, the result
-    /// is not parsed at all.
-    record_results: bool,
 }
 
 impl Enforcer {
-    pub fn new(engine: Arc<Engine>, record_results: bool) -> Enforcer {
+    pub fn new(engine: Arc<Engine>) -> Enforcer {
         Enforcer {
             engine,
             telemetry: std::sync::OnceLock::new(),
-            record_results,
         }
     }
 
@@ -48,11 +42,16 @@ impl Enforcer {
         }
     }
 
-    /// Decides a call for a verified caller; `trace` is the caller's W3C trace context, which
-    /// the decision's span continues.
-    pub fn decide(&self, who: &CallerIdentity, call: &ToolCall, trace: &TraceHeaders) -> Decision {
+    /// Decides a call for a verified caller, once its record is durable; `trace` is the
+    /// caller's W3C trace context, which the decision's span continues.
+    pub async fn decide(
+        &self,
+        who: &CallerIdentity,
+        call: &ToolCall,
+        trace: &TraceHeaders,
+    ) -> Decision {
         let started = std::time::SystemTime::now();
-        let decision = self.engine.decide_as(who, call);
+        let decision = self.engine.queue_as(who, call).durable().await;
         if let Some(telemetry) = self.telemetry.get() {
             let record = self
                 .engine
@@ -78,11 +77,14 @@ impl Enforcer {
     }
 
     /// Reports an allowed call's result (`result_text`: the JSON-RPC response) as an observation
-    /// with the tool's catalog data source.
+    /// with the tool's catalog data source. The engine applies it to its scopes at once and
+    /// keeps of the result what the catalog's `record` mode says; the record is written in the
+    /// background.
     pub fn observe(&self, call: &ToolCall, result_text: &str) {
         let bundle = self.engine.bundle();
-        let spec = bundle.catalog.tool(&call.tool);
-        let data_sources: Vec<DataAccess> = spec
+        let data_sources: Vec<DataAccess> = bundle
+            .catalog
+            .tool(&call.tool)
             .and_then(|s| s.data_source.as_ref())
             .map(|d| {
                 vec![DataAccess {
@@ -91,19 +93,12 @@ impl Enforcer {
                 }]
             })
             .unwrap_or_default();
-        let result = if self.record_results {
-            match spec.map(|s| s.record).unwrap_or_default() {
-                RecordMode::Full => serde_json::from_str::<Value>(result_text)
-                    .ok()
-                    .and_then(|v| v.get("result").cloned()),
-                RecordMode::Hash => {
-                    Some(json!({"sha256": hex::encode(Sha256::digest(result_text.as_bytes()))}))
-                }
-                RecordMode::Redacted => None,
-            }
-        } else {
-            None
-        };
+        let result = self
+            .engine
+            .wants_results()
+            .then(|| serde_json::from_str::<Value>(result_text).ok())
+            .flatten()
+            .and_then(|mut v| v.get_mut("result").map(Value::take));
         let obs = Observation {
             id: None,
             time: None,
@@ -115,8 +110,16 @@ impl Enforcer {
             data_sources,
             result,
         };
-        if let Err(e) = self.engine.observe(&obs) {
-            tracing::warn!(call = %call.id, error = %e, "observation not recorded");
+        match self.engine.queue_observation(&obs) {
+            Ok(recording) => {
+                let call_id = call.id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = recording.durable().await {
+                        tracing::warn!(call = %call_id, error = %e, "observation not recorded");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(call = %call.id, error = %e, "observation not recorded"),
         }
     }
 }

@@ -216,7 +216,8 @@ impl HttpState {
         self.gateway
             .core
             .limits
-            .session_idle_timeout_ms
+            .session_idle_timeout
+            .ms()
             .unsigned_abs()
     }
 
@@ -396,11 +397,10 @@ async fn handle_post(
             state.expire_idle().await;
         }
         if state.sessions.lock().len() >= max {
-            let message =
-                format!(
+            let message = format!(
                 "too many sessions: this gateway serves at most {max} at once; end one (DELETE) \
                  or retry once one has been idle for {}",
-                truststack_policy::duration::format_duration(gw.core.limits.session_idle_timeout_ms)
+                gw.core.limits.session_idle_timeout
             );
             return rpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,

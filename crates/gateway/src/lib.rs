@@ -80,8 +80,6 @@ pub struct Core {
     pub limits: Limits,
     pub upstreams: Vec<Upstream>,
     pub http: reqwest::Client,
-    /// Run observations on blocking threads (a recorder that writes to disk is attached).
-    pub offload: bool,
 }
 
 /// A configured gateway. Serve it with [`Gateway::serve_stdio`] or [`Gateway::serve_http`].
@@ -101,11 +99,11 @@ impl Gateway {
     pub fn from_config(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         config.check_decider()?;
         if let Some(section) = &config.decider {
-            let remote = decider::Remote::new(&section.url, section.timeout()?)
+            let remote = decider::Remote::new(&section.url, section.timeout.std())
                 .map_err(GatewayError::Policy)?;
             let resolver = Arc::new(identity::RemoteResolver::new(config.identity.clone()));
             return Ok(
-                Gateway::with_decider(config, decider::Decider::Remote(remote), false)?
+                Gateway::with_decider(config, decider::Decider::Remote(remote))?
                     .with_resolver(resolver),
             );
         }
@@ -116,8 +114,7 @@ impl Gateway {
             tracing::warn!("{}", loaded.render_warnings());
         }
         let sources = loaded.source_sizes();
-        let mut engine = Engine::new(loaded.bundle, config.engine_settings()?);
-        let recording = config.ledger.is_some();
+        let mut engine = Engine::new(loaded.bundle, config.engine_settings());
         let mut revocation_log = None;
         if let Some(section) = &config.ledger {
             let ledger_err = |detail: String| GatewayError::Ledger {
@@ -151,7 +148,7 @@ impl Gateway {
             })?)),
             None => None,
         };
-        let mut gateway = Gateway::with_engine(config, Arc::new(engine), recording)?;
+        let mut gateway = Gateway::with_engine(config, Arc::new(engine))?;
         if let Some(issuer) = issuer {
             let mut resolver =
                 CredentialResolver::new(Arc::clone(&issuer), gateway.config.identity.clone());
@@ -170,21 +167,18 @@ impl Gateway {
         Ok(gateway)
     }
 
-    /// A gateway around an engine built elsewhere (e.g. with a ledger recorder attached;
-    /// `recording`: observations carry results and run on blocking threads).
+    /// A gateway around an engine built elsewhere (e.g. with a ledger recorder attached).
     pub fn with_engine(
         config: GatewayConfig,
         engine: Arc<Engine>,
-        recording: bool,
     ) -> Result<Gateway, GatewayError> {
-        let enforcer = enforce::Enforcer::new(engine, recording);
-        Gateway::with_decider(config, decider::Decider::Embedded(enforcer), recording)
+        let enforcer = enforce::Enforcer::new(engine);
+        Gateway::with_decider(config, decider::Decider::Embedded(enforcer))
     }
 
     fn with_decider(
         config: GatewayConfig,
         decider: decider::Decider,
-        recording: bool,
     ) -> Result<Gateway, GatewayError> {
         let upstreams = config.resolved_upstreams()?;
         let http = reqwest::Client::builder()
@@ -197,7 +191,6 @@ impl Gateway {
             limits: config.limits.clone(),
             upstreams,
             http,
-            offload: recording,
         });
         let resolver = Arc::new(config.identity.clone());
         Ok(Gateway {

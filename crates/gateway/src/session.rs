@@ -75,6 +75,8 @@ struct ToDecide {
     text: String,
     call: ToolCall,
     progress: Option<String>,
+    /// The caller's W3C trace context (`params._meta`), which the decision's span continues.
+    trace: TraceHeaders,
 }
 
 /// Responses to a JSON-RPC batch, sent together when complete.
@@ -678,7 +680,7 @@ impl Session {
             self.state.lock().inflight.remove(&(up, id));
             return Err((code::UPSTREAM_UNAVAILABLE, reason));
         }
-        let timeout = Duration::from_millis(self.core.limits.internal_timeout_ms.unsigned_abs());
+        let timeout = self.core.limits.internal_timeout.std();
         let text = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err((code::INTERNAL_ERROR, "request dropped".into())),
@@ -759,44 +761,29 @@ impl Session {
             tool: name.clone(),
             args: arguments.unwrap_or_else(|| json!({})),
         };
-        match self.decider() {
-            Decider::Embedded(e) => {
-                let meta = meta.unwrap_or_default();
-                let trace = TraceHeaders {
-                    traceparent: meta.traceparent,
-                    tracestate: meta.tracestate,
-                };
-                let decision = e.decide(&self.identity, &call, &trace);
-                self.decided(id, name, text, call, decision, progress);
-            }
-            Decider::Remote(_) => {
-                let item = ToDecide {
-                    id,
-                    name,
-                    text: text.to_string(),
-                    call,
-                    progress,
-                };
-                if let Err(mpsc::error::SendError(item)) = self.remote_queue().send(item) {
-                    let decision =
-                        crate::decider::unanswered(&item.call, "the session is closing".into());
-                    self.decided(
-                        item.id,
-                        item.name,
-                        &item.text,
-                        item.call,
-                        decision,
-                        item.progress,
-                    );
-                }
-            }
+        let meta = meta.unwrap_or_default();
+        let item = ToDecide {
+            id,
+            name,
+            text: text.to_string(),
+            call,
+            progress,
+            trace: TraceHeaders {
+                traceparent: meta.traceparent,
+                tracestate: meta.tracestate,
+            },
+        };
+        if let Err(mpsc::error::SendError(item)) = self.decision_queue().send(item) {
+            let decision = crate::decider::unanswered(&item.call, "the session is closing".into());
+            self.decided(item, decision);
         }
     }
 
-    /// The queue of calls for the remote decider, started on first use: one task per session
-    /// asks for decisions in the order the client sent its calls (so a rate limit admits the
-    /// first calls of a burst, as the embedded engine does).
-    fn remote_queue(self: &Arc<Self>) -> mpsc::UnboundedSender<ToDecide> {
+    /// The session's queue of calls to decide, started on first use: one task decides them in
+    /// the order the client sent them (so a rate limit admits the first calls of a burst), and
+    /// awaits each decision's durability or the decision point's answer without holding a
+    /// worker thread, so the session keeps answering other requests meanwhile.
+    fn decision_queue(self: &Arc<Self>) -> mpsc::UnboundedSender<ToDecide> {
         let mut slot = self.to_decide.lock();
         if let Some(tx) = slot.as_ref() {
             return tx.clone();
@@ -805,15 +792,11 @@ impl Session {
         let me = Arc::clone(self);
         let task = tokio::spawn(async move {
             while let Some(item) = rx.recv().await {
-                let decision = me.decider().decide(me.asker(), &item.call).await;
-                me.decided(
-                    item.id,
-                    item.name,
-                    &item.text,
-                    item.call,
-                    decision,
-                    item.progress,
-                );
+                let decision = me
+                    .decider()
+                    .decide(me.asker(), &item.call, &item.trace)
+                    .await;
+                me.decided(item, decision);
             }
         });
         *self.decide_task.lock() = Some(task);
@@ -822,15 +805,16 @@ impl Session {
     }
 
     /// Acts on a decision: forwards an allowed call, answers a denied one, holds the rest.
-    fn decided(
-        self: &Arc<Self>,
-        id: RawId,
-        name: String,
-        text: &str,
-        call: ToolCall,
-        decision: Decision,
-        progress: Option<String>,
-    ) {
+    fn decided(self: &Arc<Self>, item: ToDecide, decision: Decision) {
+        let ToDecide {
+            id,
+            name,
+            text,
+            call,
+            progress,
+            ..
+        } = item;
+        let text = text.as_str();
         // The upstream and the request it gets (renamed when namespaced).
         let (up, text) = if self.multi {
             match self.split_name(&name) {
@@ -899,8 +883,12 @@ impl Session {
         let mut st = self.state.lock();
         let waited = approval.clone();
         let task = tokio::spawn(async move {
-            let interval =
-                Duration::from_millis(me.core.limits.progress_interval_ms.max(10).unsigned_abs());
+            let interval = me
+                .core
+                .limits
+                .progress_interval
+                .std()
+                .max(Duration::from_millis(10));
             let note = enforce::held_message(&decision);
             let mut n = 0u64;
             if let Some(t) = &token {
@@ -1222,22 +1210,12 @@ impl Session {
                 });
             }
             Purpose::ToolsCall(call) => {
-                let observe = !is_error;
-                let text = text.into_owned();
-                if observe {
-                    // The answer goes first; the observation follows (it only adds taint).
-                    self.respond(&client_id, text.clone());
-                    if self.core.offload {
-                        let me = Arc::clone(self);
-                        tokio::task::spawn_blocking(move || {
-                            me.decider().observe(me.asker(), &call, &text);
-                        });
-                    } else {
-                        self.decider().observe(self.asker(), &call, &text);
-                    }
-                } else {
-                    self.respond(&client_id, text);
+                // The result's taint and values apply before the client sees the result, so
+                // the client's next call is decided knowing them.
+                if !is_error {
+                    self.decider().observe(self.asker(), &call, &text);
                 }
+                self.respond(&client_id, text.into_owned());
             }
         }
     }

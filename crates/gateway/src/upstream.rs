@@ -539,12 +539,15 @@ impl HttpConn {
         }
         let snippet: String = body.chars().take(300).collect();
         // The server no longer knows the session (it restarted, or expired it): 404 as the
-        // transport specification says, or 400 naming the session, as some servers answer. The
-        // request was not served; the session is opened again.
+        // transport specification says, or 400 naming the session or saying it is not
+        // initialized, as some servers answer (the TypeScript SDK's, for a session id it never
+        // issued). The request was not served; the session is opened again.
         let session_gone = self.session_id.lock().is_some()
             && (status == reqwest::StatusCode::NOT_FOUND
-                || (status == reqwest::StatusCode::BAD_REQUEST
-                    && body.to_ascii_lowercase().contains("session")));
+                || (status == reqwest::StatusCode::BAD_REQUEST && {
+                    let body = body.to_ascii_lowercase();
+                    body.contains("session") || body.contains("not initialized")
+                }));
         if session_gone {
             let reason = format!(
                 "upstream `{}` ended the session (HTTP {})",

@@ -145,15 +145,8 @@ async fn signed_credentials_authenticated_approvers_revocation_and_the_ledger() 
     c.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
         "params": {"name": "nmap_scan", "arguments": {"target": "10.0.0.5"}}}))
         .await;
-    let mut pending = Vec::new();
-    for _ in 0..400 {
-        pending = c.engine.pending();
-        if !pending.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let held = pending.first().expect("the scan is held");
+    let pending = held(&c).await;
+    let held = &pending[0];
     assert_eq!(
         held.call.agent,
         "spiffe://acme.example/agent/orchestrator/recon"
@@ -253,18 +246,7 @@ async fn a_restarted_gateway_remembers_what_the_ledger_recorded() {
     let tokens = issue(dir.path());
     // A credential with Benign tools: reading the docs taints the agent, so a later echo is
     // denied, also by a gateway started afresh on the same ledger.
-    let issuer = Issuer::open(&dir.path().join("issuer")).unwrap();
-    let td = TrustDomain::new("acme.example").unwrap();
-    let reader = issuer
-        .issue_agent(&AgentRequest {
-            agent: AgentId::new(&td, "reader").unwrap(),
-            owner: UserId::parse("user:alice@acme.example").unwrap(),
-            tools: ToolSet::parse_list("Benign").unwrap(),
-            ttl: Duration::from_secs(3600),
-            audience: None,
-        })
-        .unwrap()
-        .token;
+    let reader = reader(dir.path());
     drop(tokens);
     let mut c = Client::start(config(dir.path()), Some(&reader)).await;
     c.initialize("2025-11-25").await;
@@ -279,5 +261,180 @@ async fn a_restarted_gateway_remembers_what_the_ledger_recorded() {
     let r = c.call(3, "echo", json!({"text": "after"})).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
     assert!(text(&r).contains("no-echo-after-docs"), "{}", text(&r));
+    c.close().await;
+}
+
+/// The credential of an agent of Alice's allowed the Benign tools (docs and echo).
+fn reader(dir: &Path) -> String {
+    let td = TrustDomain::new("acme.example").unwrap();
+    Issuer::open(&dir.join("issuer"))
+        .unwrap()
+        .issue_agent(&AgentRequest {
+            agent: AgentId::new(&td, "reader").unwrap(),
+            owner: UserId::parse("user:alice@acme.example").unwrap(),
+            tools: ToolSet::parse_list("Benign").unwrap(),
+            ttl: Duration::from_secs(3600),
+            audience: None,
+        })
+        .unwrap()
+        .token
+}
+
+/// The calls `client`'s engine holds, once it holds one.
+async fn held(client: &Client) -> Vec<truststack_engine::PendingApproval> {
+    for _ in 0..400 {
+        let pending = client.engine.pending();
+        if !pending.is_empty() {
+            return pending;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no call is held");
+}
+
+/// A human credential with the `approver` role and these groups.
+fn approver(dir: &Path, name: &str, groups: &[&str]) -> String {
+    Issuer::open(&dir.join("issuer"))
+        .unwrap()
+        .issue_user(&UserRequest {
+            user: UserId::parse(name).unwrap(),
+            roles: vec!["approver".into()],
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ttl: Duration::from_secs(3600),
+            audience: None,
+        })
+        .unwrap()
+        .token
+}
+
+/// A policy's `APPROVERS` group binds the gateway's approvers as it binds the server's: the
+/// same policy file gives the same separation of duties whichever component loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_group_binds_the_gateway_as_it_binds_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = issue(dir.path());
+    let config = config(dir.path());
+    let gated = POLICIES.replace(
+        "REASON: \"every scan needs a human\"",
+        "REASON: \"every scan needs a human\"\n  APPROVERS: security-oncall",
+    );
+    std::fs::write(dir.path().join("policies.tsp"), gated).unwrap();
+    let oncall = approver(dir.path(), "user:oncall@acme.example", &["security-oncall"]);
+
+    let mut c = Client::start(config, Some(&tokens.recon)).await;
+    c.initialize("2025-11-25").await;
+    let base = approvals_endpoint(&c, dir.path()).await;
+    c.send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "nmap_scan", "arguments": {"target": "10.0.0.5"}}}))
+        .await;
+    let pending = held(&c).await;
+    let aid = pending[0].approval_id.clone();
+    assert_eq!(pending[0].approvers, ["security-oncall"]);
+
+    // Bob holds the approver role but not the group: refused, and the call stays held.
+    let (status, body) = answer(&base, &aid, Some(&tokens.bob), json!({"grant": true})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("security-oncall"),
+        "{body}"
+    );
+    assert!(c.engine.is_pending(&aid));
+    let (status, body) = answer(&base, &aid, Some(&oncall), json!({"grant": true})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["approver"], "user:oncall@acme.example");
+    let r = c.response(json!(1)).await;
+    assert_eq!(text(&r), "fake called nmap_scan");
+    c.close().await;
+}
+
+/// The catalog's `record` mode applies to the result the client received, in one place: a
+/// `hash` or `redacted` result recorded by the gateway can be proved later against the result
+/// disclosed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_recorded_by_the_gateway_can_be_proved_against_the_disclosed_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let catalog = CATALOG
+        .replace(
+            "[tools.echo]\nclasses = [\"Benign\"]",
+            "[tools.echo]\nclasses = [\"Benign\"]\nrecord = \"redacted\"",
+        )
+        .replace(
+            "data_source = { name = \"Internal_Docs\", mode = \"read\" }",
+            "data_source = { name = \"Internal_Docs\", mode = \"read\" }\nrecord = \"hash\"",
+        );
+    std::fs::write(dir.path().join("catalog.toml"), catalog).unwrap();
+    issue(dir.path());
+    let reader = reader(dir.path());
+    let mut c = Client::start(config, Some(&reader)).await;
+    c.initialize("2025-11-25").await;
+    let echoed = c.call(1, "echo", json!({"text": "secret"})).await;
+    assert_eq!(text(&echoed), "fake: secret");
+    let docs = c.call(2, "read_docs", json!({})).await;
+    assert_ne!(docs["result"]["isError"], true, "{docs}");
+    c.close_released(&dir.path().join("ledger.db")).await;
+
+    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let stored: Vec<(String, Value)> = ledger
+        .entries(0..ledger.len())
+        .unwrap()
+        .iter()
+        .map(|e| e.record().unwrap())
+        .filter(|r| r["kind"] == "observation")
+        .map(|r| {
+            let o = &r["observation"];
+            (o["tool"].as_str().unwrap().to_string(), o["result"].clone())
+        })
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for (tool, disclosed) in [("echo", &echoed["result"]), ("read_docs", &docs["result"])] {
+        let (_, kept) = stored.iter().find(|(t, _)| t == tool).unwrap();
+        assert!(
+            !kept.to_string().contains("secret") && kept.get("content").is_none(),
+            "{tool}: the ledger keeps only a digest: {kept}"
+        );
+        assert!(
+            truststack_engine::ledger::prove_disclosure(disclosed, kept),
+            "{tool}: {kept} does not commit to {disclosed}"
+        );
+    }
+    assert_eq!(stored[0].1["redacted"], true, "{:?}", stored[0]);
+}
+
+/// While a call's decision waits for the ledger, the session still answers: the gateway awaits
+/// durability instead of parking the runtime's only worker until the write is done.
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_waiting_for_the_ledger_does_not_stall_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = issue(dir.path());
+    let mut c = Client::start(config(dir.path()), Some(&tokens.recon)).await;
+    c.initialize("2025-11-25").await;
+    // Another connection holds the database's write lock: the decision's commit waits for it.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let db = dir.path().join("ledger.db");
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked.send(()).unwrap();
+        // Released when the session has answered meanwhile; else after a while, to report.
+        let answered_meanwhile = released.recv_timeout(Duration::from_secs(8)).is_ok();
+        conn.execute_batch("ROLLBACK").unwrap();
+        answered_meanwhile
+    });
+    is_locked.recv().unwrap();
+    c.send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "nmap_scan", "arguments": {"target": "8.8.8.8"}}}))
+        .await;
+    let pong = c.request(2, "tools/list", json!({})).await;
+    assert!(pong.get("result").is_some(), "{pong}");
+    let _ = release.send(());
+    assert!(
+        holder.join().unwrap(),
+        "tools/list was answered only once the ledger write finished"
+    );
+    let r = c.response(json!(1)).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(text(&r).contains("external-scan"), "{}", text(&r));
     c.close().await;
 }

@@ -488,6 +488,13 @@ impl fmt::Display for UserId {
     }
 }
 
+/// Whether a principal, as written in a verified chain, names a human (`user:…`) rather than an
+/// agent: the one test of a principal's kind for the paths that do not parse it (deciding a call
+/// reads its chain on every decision; the chain was parsed when its credential was issued).
+pub fn names_a_human(principal: &str) -> bool {
+    principal.starts_with(USER_PREFIX)
+}
+
 /// Who can hold a credential or appear in a delegation chain: a human or an agent.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

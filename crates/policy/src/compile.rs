@@ -163,6 +163,8 @@ pub struct Bundle {
     pub hash: String,
     tools: HashMap<String, ToolInfo>,
     unknown: ToolInfo,
+    /// Policy id → its position in `policies` (ids are unique in a bundle).
+    by_id: HashMap<String, usize>,
     /// Per target: the monitors and their capacities.
     monitors: [Vec<(MonitorSpec, usize)>; 4],
     /// Per target: the provenance index among the monitors, if a policy reads one.
@@ -543,17 +545,28 @@ impl Bundle {
                 .iter()
                 .position(|(spec, _)| *spec == MonitorSpec::Provenance)
         });
+        let by_id = compiled
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.policy.id.clone(), i))
+            .collect();
         Bundle {
             policies: compiled,
             catalog,
             hash,
             tools,
             unknown,
+            by_id,
             monitors,
             provenance,
             provenance_bound: provenance::DEFAULT_BOUND,
             provenance_unknown: false,
         }
+    }
+
+    /// The policy with this id.
+    pub fn policy(&self, id: &str) -> Option<&CompiledPolicy> {
+        self.by_id.get(id).and_then(|&i| self.policies.get(i))
     }
 
     /// What the bundle knows about a tool name (a shared `Unknown` entry for unlisted tools).

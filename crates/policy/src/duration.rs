@@ -63,3 +63,51 @@ pub fn format_duration(ms: i64) -> String {
     }
     format!("{ms}ms")
 }
+
+/// A duration as every configuration writes it (`approval_deadline = "15min"`), parsed once
+/// when the file is read: a bad one is an error at its line and column, never at first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration {
+    ms: i64,
+}
+
+impl Duration {
+    /// `ms` milliseconds (positive).
+    pub const fn from_ms(ms: i64) -> Duration {
+        Duration { ms }
+    }
+
+    pub const fn ms(self) -> i64 {
+        self.ms
+    }
+
+    pub fn std(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ms.unsigned_abs())
+    }
+}
+
+impl std::str::FromStr for Duration {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Duration, String> {
+        parse_duration(text).map(Duration::from_ms)
+    }
+}
+
+impl std::fmt::Display for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_duration(self.ms))
+    }
+}
+
+impl serde::Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use truststack_engine::event::Principals;
 use truststack_engine::log::clip;
+use truststack_engine::record::Record;
 use truststack_engine::{
     ApprovalAnswer, Caller, DataAccess, Engine, Input, InputError, Observation, ToolCall,
 };
@@ -29,7 +30,7 @@ type ApiResult = Result<Response, ApiError>;
 
 /// Every route of the API.
 pub fn router(state: Shared) -> Router {
-    let timeout = state.config.timeout().unwrap_or(Duration::from_secs(60));
+    let timeout = state.config.request_timeout.std();
     let limit = state.config.max_body_bytes;
     Router::new()
         .route("/v1/decide", post(decide))
@@ -464,6 +465,10 @@ async fn list_approvals(
 
 /// The most recent recorded decisions of the held call's orchestration: what led here.
 const CONTEXT_ENTRIES: usize = 50;
+/// How many of the newest ledger entries the approval view searches for them.
+const CONTEXT_SCAN: u64 = 100_000;
+/// Entries read per ledger call while searching.
+const CONTEXT_PAGE: u64 = 512;
 
 async fn show_approval(
     State(state): State<Shared>,
@@ -481,27 +486,38 @@ async fn show_approval(
     let call = pending.call.clone();
     let st = Arc::clone(&state);
     let trajectory = blocking(move || {
-        let root = Principals::of(&call.agent, call.session.as_deref(), &call.chain).root.to_string();
-        let records = st.ledger.records()?;
-        let mut matching: Vec<Value> = records
-            .into_iter()
-            .enumerate()
-            .filter(|(_, r)| r.get("kind").and_then(Value::as_str) == Some("decision"))
-            .filter(|(_, r)| {
-                let call = &r["call"];
-                let chain: Vec<String> = serde_json::from_value(call["chain"].clone()).unwrap_or_default();
-                let agent = call["agent"].as_str().unwrap_or("");
-                Principals::of(agent, None, &chain).root == root
-            })
-            .map(|(i, r)| {
-                json!({
-                    "ledger_index": i, "call_id": r["call"]["id"], "agent": r["call"]["agent"],
-                    "tool": r["call"]["tool"], "decision": r["decision"]["decision"], "time": r["decision"]["time"],
-                })
-            })
-            .collect();
-        let skip = matching.len().saturating_sub(CONTEXT_ENTRIES);
-        matching.drain(..skip);
+        let root = Principals::of(&call.agent, call.session.as_deref(), &call.chain)
+            .root
+            .to_string();
+        // Newest first, a page at a time, back at most CONTEXT_SCAN entries: the view costs
+        // the same however long the ledger has grown.
+        let mut found = Vec::new();
+        let mut end = st.ledger.size();
+        let floor = end.saturating_sub(CONTEXT_SCAN);
+        while end > floor && found.len() < CONTEXT_ENTRIES {
+            let start = end.saturating_sub(CONTEXT_PAGE).max(floor);
+            for entry in st.ledger.entries(start, end)?.iter().rev() {
+                let index = entry["index"].as_u64().unwrap_or_default();
+                let Ok(Record::Decision { call, decision }) =
+                    Record::decode(index, &entry["record"])
+                else {
+                    continue;
+                };
+                if Principals::of(&call.agent, None, &call.chain).root != root {
+                    continue;
+                }
+                found.push(json!({
+                    "ledger_index": index, "call_id": call.id, "agent": call.agent,
+                    "tool": call.tool, "decision": decision.decision, "time": decision.time,
+                }));
+                if found.len() == CONTEXT_ENTRIES {
+                    break;
+                }
+            }
+            end = start;
+        }
+        found.reverse();
+        let matching = found;
         Ok::<_, String>(matching)
     })
     .await?;
@@ -689,8 +705,8 @@ async fn wait(
 ) -> ApiResult {
     let cap = state
         .config
-        .timeout()
-        .unwrap_or(Duration::from_secs(60))
+        .request_timeout
+        .std()
         .saturating_sub(Duration::from_secs(1));
     let timeout = match &q.timeout {
         Some(t) => truststack_policy::duration::parse_duration(t)

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use truststack_engine::{DefaultDecision, Settings};
+use truststack_policy::duration::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,13 +39,13 @@ pub struct ServerConfig {
     pub default_decision: DefaultDecision,
     pub unknown_tools: DefaultDecision,
     /// How long a held call waits for an approver unless its policy says otherwise.
-    pub approval_deadline: String,
+    pub approval_deadline: Duration,
     /// Approver groups: group → human principals (tokens may also carry groups).
     pub approver_groups: BTreeMap<String, Vec<String>>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Longest a request may take (approval waits are capped below it).
-    pub request_timeout: String,
+    pub request_timeout: Duration,
     /// Most approval waits (`GET /v1/approvals/{id}/wait`) one caller may have open at once.
     pub max_waits_per_caller: usize,
     /// Most approval waits open at once on this server, all callers together.
@@ -74,10 +75,10 @@ impl Default for ServerConfig {
             require_credentials: true,
             default_decision: DefaultDecision::Allow,
             unknown_tools: DefaultDecision::Deny,
-            approval_deadline: "15min".into(),
+            approval_deadline: Duration::from_ms(15 * 60 * 1000),
             approver_groups: BTreeMap::new(),
             max_body_bytes: 1 << 20,
-            request_timeout: "60s".into(),
+            request_timeout: Duration::from_ms(60_000),
             max_waits_per_caller: 16,
             max_waits: 1024,
             clock: truststack_engine::TimeSource::System,
@@ -112,10 +113,6 @@ impl ServerConfig {
             path: path.to_path_buf(),
             message,
         };
-        self.deadline_ms()
-            .map_err(|e| invalid(format!("approval_deadline: {e}")))?;
-        self.timeout()
-            .map_err(|e| invalid(format!("request_timeout: {e}")))?;
         self.listen.parse::<std::net::SocketAddr>().map_err(|e| {
             invalid(format!(
                 "listen: `{}` is not an address like 127.0.0.1:8181: {e}",
@@ -133,24 +130,15 @@ impl ServerConfig {
         }
     }
 
-    pub fn deadline_ms(&self) -> Result<i64, String> {
-        truststack_policy::duration::parse_duration(&self.approval_deadline)
-    }
-
-    pub fn timeout(&self) -> Result<std::time::Duration, String> {
-        truststack_policy::duration::parse_duration(&self.request_timeout)
-            .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
-    }
-
-    /// Engine settings for enforcement: the system clock, approver groups always enforced.
+    /// The engine settings this configuration gives (approver groups bind on the system clock:
+    /// [`Settings::enforces_approver_groups`]).
     pub fn engine_settings(&self) -> Settings {
         Settings {
             default_decision: self.default_decision,
             unknown_tools: self.unknown_tools,
-            approval_deadline_ms: self.deadline_ms().unwrap_or(15 * 60 * 1000),
+            approval_deadline_ms: self.approval_deadline.ms(),
             time_source: self.clock,
             approver_groups: self.approver_groups.clone(),
-            require_approver_group: self.require_credentials,
             provenance_bound: self.provenance_bound,
             input_record: self.input_record,
         }

@@ -11,18 +11,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use truststack_sim::explore::{explore, Search};
 use truststack_sim::montecarlo::{monte_carlo, McOptions};
 use truststack_sim::synth::{generate, Shape};
 use truststack_sim::{analyse, prove_world, synth, Manifest, Options, ProveOptions, World};
 
-fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/gtg1002")
-        .join(name)
-}
+use truststack_testkit::examples::gtg1002 as example;
 
 fn world(name: &str) -> Option<World> {
     World::build(Manifest::load(&example(name)).ok()?).ok()

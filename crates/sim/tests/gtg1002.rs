@@ -2,18 +2,13 @@
 //! that `--fix` output is proved safe.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use truststack_engine::Verdict;
 use truststack_sim::toxic::HolderKind;
 use truststack_sim::{
     analyse, prove, remediate, Analysis, Manifest, Options, ProveOptions, Status, World,
 };
 
-fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/gtg1002")
-        .join(name)
-}
+use truststack_testkit::examples::gtg1002 as example;
 
 fn world(name: &str) -> World {
     World::build(Manifest::load(&example(name)).unwrap()).unwrap()

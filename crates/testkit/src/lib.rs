@@ -9,6 +9,7 @@
 // A failed lookup is a failed test: panicking with the install command is the point.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod examples;
 pub mod independent_verifier;
 pub mod peers;
 

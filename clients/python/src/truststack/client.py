@@ -307,9 +307,18 @@ class AsyncClient(_Base):
         traceparent: str | None = None,
         wait: float | None = None,
     ) -> Decision:
-        decision = await self.decide(
-            tool, args, session=session, call_id=call_id, traceparent=traceparent
+        deciding = asyncio.ensure_future(
+            self.decide(tool, args, session=session, call_id=call_id, traceparent=traceparent)
         )
+        try:
+            decision = await asyncio.shield(deciding)
+        except asyncio.CancelledError:
+            # Cancelled while the decision was on its way: the server may hold the call all
+            # the same, so it is withdrawn once the decision arrives.
+            decision = await deciding
+            if decision.held and decision.approval_id:
+                await asyncio.shield(self.withdraw(decision.approval_id))
+            raise
         outcome = None
         if decision.held and decision.approval_id:
             try:

@@ -5,10 +5,10 @@ use super::campaign::Outcome;
 use super::Story;
 use anyhow::Context;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use truststack_engine::ledger::{base64_hash, verify_file, Ledger, LogKey};
+use truststack_engine::{Decision, Record, Verdict};
 
 /// What the audit showed, for `--json`.
 #[derive(Serialize, Default)]
@@ -28,25 +28,19 @@ pub struct Findings {
 }
 
 /// The policies of a decision record, `id (ACTION)`, enforced ones that fired.
-fn fired(decision: &Value) -> String {
-    decision["policies"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .map(|p| {
-                    let lease = p["lease_until"]
-                        .as_str()
-                        .map_or(String::new(), |l| format!(", covered by a lease until {l}"));
-                    format!(
-                        "{} ({}{lease})",
-                        p["id"].as_str().unwrap_or("?"),
-                        p["action"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
+fn fired(decision: &Decision) -> String {
+    decision
+        .policies
+        .iter()
+        .map(|p| {
+            let lease = p
+                .lease_until
+                .as_deref()
+                .map_or(String::new(), |l| format!(", covered by a lease until {l}"));
+            format!("{} ({}{lease})", p.id, p.action.as_str())
         })
-        .unwrap_or_default()
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A record kind in words.
@@ -110,14 +104,12 @@ pub fn run(dir: &Path, outcome: &Outcome, story: &mut Story) -> anyhow::Result<F
     let entries = ledger.entries(0..ledger.len())?;
     let mut exfil = None;
     for entry in &entries {
-        let r = entry.record()?;
-        let kind = r["kind"].as_str().unwrap_or("?").to_string();
-        *f.records.entry(kind).or_default() += 1;
-        if r["kind"] == "decision"
-            && r["call"]["tool"] == "http_upload"
-            && r["decision"]["decision"] == "deny"
-        {
-            exfil = Some((entry.clone(), r));
+        let record = Record::decode(entry.index, &entry.record()?)?;
+        *f.records.entry(record.kind().to_string()).or_default() += 1;
+        if let Record::Decision { call, decision } = record {
+            if call.tool == "http_upload" && decision.decision == Verdict::Deny {
+                exfil = Some((entry.clone(), call, decision));
+            }
         }
     }
     story.line(format!(
@@ -140,35 +132,25 @@ pub fn run(dir: &Path, outcome: &Outcome, story: &mut Story) -> anyhow::Result<F
     }
 
     // 3. The exfiltration denial: who, on whose authority, and its inclusion proof.
-    let (entry, record) = exfil.context("no exfiltration denial in the ledger")?;
+    let (entry, call, decision) = exfil.context("no exfiltration denial in the ledger")?;
     f.exfiltration_index = Some(entry.index);
-    let call = &record["call"];
-    let mut chain: Vec<String> = call["chain"]
-        .as_array()
-        .map(|c| {
-            c.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    chain.push(call["agent"].as_str().unwrap_or("?").to_string());
+    let mut chain = call.chain.clone();
+    chain.push(call.agent.clone());
     story.line(format!(
         "  entry {}: the exfiltration denial — who did what, on whose authority, and why:",
         entry.index
     ));
     story.line(format!(
         "    {} {} → {}",
-        call["tool"].as_str().unwrap_or("?"),
-        call["args"],
-        st.red(record["decision"]["decision"].as_str().unwrap_or("?"))
+        call.tool,
+        call.args,
+        st.red(decision.decision.as_str())
     ));
     story.line(format!("    chain of command: {}", chain.join(" → ")));
-    story.line(format!("    policies: {}", fired(&record["decision"])));
+    story.line(format!("    policies: {}", fired(&decision)));
     story.line(format!(
         "    decision {}, policy bundle {}",
-        record["decision"]["decision_id"].as_str().unwrap_or("?"),
-        record["decision"]["policy_hash"].as_str().unwrap_or("?")
+        decision.decision_id, decision.policy_hash
     ));
     let proof = ledger.inclusion_proof(entry.index, checkpoint.checkpoint.size)?;
     f.inclusion_proof_verified = proof

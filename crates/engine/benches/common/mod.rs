@@ -9,7 +9,6 @@
 
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request};
 use serde_json::json;
-use std::path::PathBuf;
 use std::str::FromStr;
 use truststack_engine::event::format_time;
 use truststack_engine::{Engine, Settings, ToolCall, Verdict};
@@ -28,11 +27,7 @@ pub const TOOLS: usize = 100;
 /// Classes of the 100 tools (tool k has class `CLASSES[k % len]`).
 const CLASSES: [&str; 5] = ["Recon", "Analysis", "Benign", "Ops", "Build"];
 
-fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/gtg1002")
-        .join(rel)
-}
+use truststack_testkit::examples::gtg1002 as example;
 
 /// The three seed policies of `examples/gtg1002` on the example catalog.
 pub fn seed_engine(settings: Settings) -> Engine {

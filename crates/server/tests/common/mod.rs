@@ -9,11 +9,7 @@ use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_server::backend::IdentityService;
 use truststack_server::{AppState, ServerConfig};
 
-pub fn example(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/gtg1002")
-        .join(rel)
-}
+pub use truststack_testkit::examples::gtg1002 as example;
 
 pub struct TestServer {
     pub base: String,
@@ -107,12 +103,18 @@ impl TestServer {
     }
 }
 
-/// A config over the GTG-1002 example, with credentials off (the body names the agent).
+/// A config over the GTG-1002 example, with credentials off (the body names the agent and the
+/// approver); the on-call engineer is in the examples' approver group.
 pub fn open_config(policies: &[&str]) -> ServerConfig {
     ServerConfig {
         policies: policies.iter().map(|p| example(p)).collect(),
         catalog: Some(example("catalog.toml")),
         require_credentials: false,
+        approver_groups: [(
+            "security-oncall".to_string(),
+            vec!["user:oncall@acme.example".to_string()],
+        )]
+        .into(),
         ..ServerConfig::default()
     }
 }
