@@ -235,25 +235,15 @@ fn inclusion(file: &Path, index: u64, size: Option<u64>) -> anyhow::Result<ExitC
     if index >= size {
         bail!("--index {index} is not in a tree of --size {size}: the size must exceed the index");
     }
-    let proof = ledger.inclusion_proof(index, size)?;
-    let entry = ledger.entry(index)?;
-    let checkpoint = checkpoint_at(&ledger, size)?;
-    if checkpoint.is_none() {
+    let mut view = ledger.inclusion_view(index, size)?;
+    view.checkpoint = checkpoint_at(&ledger, size)?;
+    if view.checkpoint.is_none() {
         eprintln!(
             "note: no signed checkpoint has size {size}; the root below is computed, not signed"
         );
     }
-    let mut out = json!({
-        "leaf_index": proof.leaf_index,
-        "tree_size": proof.tree_size,
-        "leaf_hash": base64_hash(&entry.leaf),
-        "root": base64_hash(&ledger.root_at(size)?),
-        "path": proof.path.iter().map(base64_hash).collect::<Vec<_>>(),
-        "record": String::from_utf8_lossy(&entry.data),
-    });
-    if let Some(note) = checkpoint {
-        out["checkpoint"] = json!(note);
-    }
+    let mut out = serde_json::to_value(&view)?;
+    out["record"] = json!(String::from_utf8_lossy(&ledger.entry(index)?.data));
     print_json(&out)
 }
 
@@ -272,14 +262,7 @@ fn consistency(file: &Path, old: u64, new: Option<u64>) -> anyhow::Result<ExitCo
     if old > new {
         bail!("--old {old} is larger than --new {new}: a log only grows");
     }
-    let proof = ledger.consistency_proof(old, new)?;
-    let mut out = json!({
-        "old_size": proof.old_size,
-        "new_size": proof.new_size,
-        "old_root": base64_hash(&ledger.root_at(old)?),
-        "new_root": base64_hash(&ledger.root_at(new)?),
-        "path": proof.path.iter().map(base64_hash).collect::<Vec<_>>(),
-    });
+    let mut out = serde_json::to_value(ledger.consistency_view(old, new)?)?;
     if let Some(note) = checkpoint_at(&ledger, old)? {
         out["old_checkpoint"] = json!(note);
     }

@@ -274,7 +274,7 @@ fn an_inclusion_proof_verifies_against_the_signed_checkpoint() {
     let leaf = leaf_hash(record.as_bytes());
     assert_eq!(leaf, hash(&proof["leaf_hash"]));
     // The path leads to the root, which the checkpoint signs.
-    let root = hash(&proof["root"]);
+    let root = hash(&proof["root_hash"]);
     verify_inclusion(EXFIL, ENTRIES, &leaf, &hashes(&proof["path"]), &root).unwrap();
     let signed = Checkpoint::open(proof["checkpoint"].as_str().unwrap(), &key).unwrap();
     assert_eq!((signed.size, signed.root), (ENTRIES, root));
@@ -314,7 +314,7 @@ fn an_inclusion_proof_verifies_against_the_signed_checkpoint() {
         7,
         &hash(&small["leaf_hash"]),
         &hashes(&small["path"]),
-        &hash(&small["root"]),
+        &hash(&small["root_hash"]),
     )
     .unwrap();
 

@@ -20,152 +20,8 @@
 
 use crate::event::{Caller, Principals};
 use crate::DefaultDecision;
-use serde_json::Value;
-use truststack_policy::ast::{CallField, CmpOp, ContextField, Expr, Pred};
-use truststack_policy::catalog::UNKNOWN_CLASS;
-use truststack_policy::compile::{agent_depth, test_value};
+use truststack_policy::partial::{eval, nothing_assumed, Known, Subject, Truth};
 use truststack_policy::{Action, Bundle, Mode, ToolSpec};
-
-/// A truth value that may be unknown before the call is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tri {
-    True,
-    False,
-    Unknown,
-}
-
-impl From<bool> for Tri {
-    fn from(b: bool) -> Tri {
-        if b {
-            Tri::True
-        } else {
-            Tri::False
-        }
-    }
-}
-
-struct Facts<'a> {
-    tool: &'a str,
-    spec: Option<&'a ToolSpec>,
-    known: bool,
-    p: Principals<'a>,
-}
-
-impl Facts<'_> {
-    fn matches(&self, pattern: &str) -> bool {
-        pattern == self.tool
-            || self
-                .spec
-                .is_some_and(|s| s.classes.iter().any(|c| c == pattern))
-            || (!self.known && pattern == UNKNOWN_CLASS)
-    }
-}
-
-fn eval(e: &Expr, f: &Facts) -> Tri {
-    match e {
-        Expr::And(items) => {
-            let mut out = Tri::True;
-            for i in items {
-                match eval(i, f) {
-                    Tri::False => return Tri::False,
-                    Tri::Unknown => out = Tri::Unknown,
-                    Tri::True => {}
-                }
-            }
-            out
-        }
-        Expr::Or(items) => {
-            let mut out = Tri::False;
-            for i in items {
-                match eval(i, f) {
-                    Tri::True => return Tri::True,
-                    Tri::Unknown => out = Tri::Unknown,
-                    Tri::False => {}
-                }
-            }
-            out
-        }
-        Expr::Not(inner) => match eval(inner, f) {
-            Tri::True => Tri::False,
-            Tri::False => Tri::True,
-            Tri::Unknown => Tri::Unknown,
-        },
-        Expr::Pred(pred, _) => atom(pred, f),
-    }
-}
-
-fn atom(pred: &Pred, f: &Facts) -> Tri {
-    match pred {
-        Pred::Call { pattern } => f.matches(pattern).into(),
-        Pred::Count { pattern, op, n, .. } => {
-            if !f.matches(pattern) {
-                return Tri::False;
-            }
-            // The count includes the call being decided, so it is at least 1.
-            match op {
-                CmpOp::Gt if *n == 0 => Tri::True,
-                CmpOp::Ge if *n <= 1 => Tri::True,
-                _ => Tri::Unknown,
-            }
-        }
-        Pred::Distinct { pattern, .. } => {
-            if f.matches(pattern) {
-                Tri::Unknown
-            } else {
-                Tri::False
-            }
-        }
-        Pred::Field {
-            pattern,
-            field,
-            test,
-        } => {
-            if !f.matches(pattern) {
-                return Tri::False;
-            }
-            match field {
-                CallField::Mode => {
-                    let mode = f.spec.and_then(|s| s.mode.clone()).map(Value::String);
-                    test_value(test, mode.as_ref()).into()
-                }
-                CallField::Attr(_) => Tri::Unknown,
-            }
-        }
-        Pred::Contains { pattern, .. } => {
-            if f.matches(pattern) {
-                Tri::True
-            } else {
-                Tri::Unknown
-            }
-        }
-        Pred::Sequence { .. } => Tri::Unknown,
-        Pred::DataSource { source, mode, .. } => {
-            let own = f
-                .spec
-                .and_then(|s| s.data_source.as_ref())
-                .is_some_and(|d| d.name == *source && mode.as_deref().is_none_or(|m| m == d.mode));
-            if own {
-                Tri::True
-            } else {
-                Tri::Unknown
-            }
-        }
-        Pred::ChainContains { principal } => f.p.involves(principal).into(),
-        // Arguments and their provenance are known only at call time.
-        Pred::Value { .. } => Tri::Unknown,
-        Pred::Context { field, test } => {
-            let value = match field {
-                ContextField::Agent => Value::from(f.p.agent),
-                ContextField::User => Value::from(f.p.user),
-                ContextField::Session => Value::from(f.p.session),
-                ContextField::Root => Value::from(f.p.root),
-                ContextField::Tool => Value::from(f.tool),
-                ContextField::Depth => Value::from(agent_depth(f.p.chain)),
-            };
-            test_value(test, Some(&value)).into()
-        }
-    }
-}
 
 /// Whether the credential's allowed tools include `tool` (by name or class).
 pub fn credential_allows(who: &Caller, tool: &str, spec: Option<&ToolSpec>) -> bool {
@@ -190,15 +46,21 @@ pub fn never_allowed(
     if !credential_allows(who, tool, spec) {
         return Some("outside the credential's allowed tools".into());
     }
-    let known = spec.is_some();
-    if !known && settings.unknown_tools == DefaultDecision::Deny {
+    if spec.is_none() && settings.unknown_tools == DefaultDecision::Deny {
         return Some("not in the catalog, and unknown tools are denied".into());
     }
-    let facts = Facts {
+    let p = Principals::of(&who.agent, Some(session), &who.chain);
+    let known = Known {
         tool,
-        spec,
-        known,
-        p: Principals::of(&who.agent, Some(session), &who.chain),
+        catalog: &bundle.catalog,
+        args: None,
+        subject: Some(Subject {
+            agent: p.agent,
+            user: p.user,
+            session: p.session,
+            root: p.root,
+            chain: p.chain,
+        }),
     };
     let enforced = bundle
         .policies
@@ -206,12 +68,12 @@ pub fn never_allowed(
         .filter(|p| p.policy.mode == Mode::Enforce);
     let mut may_allow = false;
     for cp in enforced {
-        let truth = eval(&cp.policy.condition, &facts);
+        let truth = eval(&cp.policy.condition, &known, &nothing_assumed);
         match cp.policy.action {
-            Action::Deny if truth == Tri::True => {
+            Action::Deny if truth == Truth::True => {
                 return Some(format!("policy {} denies every call of it", cp.policy.id));
             }
-            Action::Allow | Action::RequireHitl if truth != Tri::False => may_allow = true,
+            Action::Allow | Action::RequireHitl if truth != Truth::False => may_allow = true,
             _ => {}
         }
     }

@@ -30,6 +30,7 @@ pub mod ledger;
 pub mod merkle;
 pub mod note;
 pub mod privacy;
+pub mod proof_view;
 pub mod query;
 pub mod settings;
 pub mod sqlite;
@@ -44,6 +45,7 @@ pub use ledger::{
 pub use merkle::Hash;
 pub use note::{LogKey, VerifierKey};
 pub use privacy::{prove_disclosure, stored_payload, PayloadMode};
+pub use proof_view::{ConsistencyView, InclusionView};
 pub use settings::LedgerSettings;
 pub use store::LedgerStore;
 pub use verify::{verify, verify_file, VerifyError, VerifyReport};

@@ -22,6 +22,7 @@ pub mod lexer;
 pub mod load;
 pub mod monitor;
 pub mod parser;
+pub mod partial;
 pub mod print;
 pub mod provenance;
 pub mod source;

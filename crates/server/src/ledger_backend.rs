@@ -1,8 +1,8 @@
 //! The embedded SQLite ledger as the server's [`LedgerBackend`].
 
 use crate::backend::LedgerBackend;
-use serde_json::{json, Value};
-use truststack_engine::ledger::{base64_hash, Ledger, SignedCheckpoint};
+use serde_json::Value;
+use truststack_engine::ledger::{Ledger, SignedCheckpoint};
 use truststack_engine::{Recorder, Recording};
 
 /// The checkpoint covering the whole log, signing a new one when entries came after the last.
@@ -60,30 +60,16 @@ impl LedgerBackend for Ledger {
                 (c.checkpoint.size, Some(c.note))
             }
         };
-        let proof = Ledger::inclusion_proof(self, index, size).map_err(|e| e.to_string())?;
-        let entry = self.entry(index).map_err(|e| e.to_string())?;
-        let root = self.root_at(size).map_err(|e| e.to_string())?;
-        Ok(json!({
-            "leaf_index": proof.leaf_index,
-            "tree_size": proof.tree_size,
-            "leaf_hash": base64_hash(&entry.leaf),
-            "root_hash": base64_hash(&root),
-            "path": serde_json::to_value(&proof).map_err(|e| e.to_string())?["path"].take(),
-            "checkpoint": note,
-        }))
+        let mut view = self
+            .inclusion_view(index, size)
+            .map_err(|e| e.to_string())?;
+        view.checkpoint = note;
+        serde_json::to_value(view).map_err(|e| e.to_string())
     }
 
     fn consistency_proof(&self, old: u64, new: Option<u64>) -> Result<Value, String> {
         let new = new.unwrap_or_else(|| self.len());
-        let proof = Ledger::consistency_proof(self, old, new).map_err(|e| e.to_string())?;
-        let old_root = self.root_at(old).map_err(|e| e.to_string())?;
-        let new_root = self.root_at(new).map_err(|e| e.to_string())?;
-        Ok(json!({
-            "old_size": old,
-            "new_size": new,
-            "old_root": base64_hash(&old_root),
-            "new_root": base64_hash(&new_root),
-            "path": serde_json::to_value(&proof).map_err(|e| e.to_string())?["path"].take(),
-        }))
+        let view = self.consistency_view(old, new).map_err(|e| e.to_string())?;
+        serde_json::to_value(view).map_err(|e| e.to_string())
     }
 }

@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use truststack_engine::event::Principals;
-use truststack_policy::ast::{CallField, CmpOp, ContextField, Expr, Mode, Pred};
-use truststack_policy::compile::test_value;
+use truststack_policy::ast::{CmpOp, Mode, Pred};
+use truststack_policy::partial::{eval, Known, Truth};
 use truststack_policy::{Action, Target};
 
 /// The most calls a workload may ask for in one trajectory.
@@ -71,115 +71,6 @@ pub struct Sweep {
     pub limits: Vec<LimitUse>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum T3 {
-    True,
-    False,
-    Unknown,
-}
-
-fn not(v: T3) -> T3 {
-    match v {
-        T3::True => T3::False,
-        T3::False => T3::True,
-        T3::Unknown => T3::Unknown,
-    }
-}
-
-fn matches(world: &World, tool: usize, pattern: &str) -> bool {
-    let t = &world.tools[tool];
-    t.name == pattern
-        || t.classes.iter().any(|c| c == pattern)
-        || (!t.known && pattern == "Unknown")
-}
-
-fn eval(world: &World, e: &Expr, tool: usize, args: &Value, focus: *const Pred) -> T3 {
-    match e {
-        Expr::And(items) => {
-            let vs: Vec<T3> = items
-                .iter()
-                .map(|i| eval(world, i, tool, args, focus))
-                .collect();
-            if vs.contains(&T3::False) {
-                T3::False
-            } else if vs.iter().all(|v| *v == T3::True) {
-                T3::True
-            } else {
-                T3::Unknown
-            }
-        }
-        Expr::Or(items) => {
-            let vs: Vec<T3> = items
-                .iter()
-                .map(|i| eval(world, i, tool, args, focus))
-                .collect();
-            if vs.contains(&T3::True) {
-                T3::True
-            } else if vs.iter().all(|v| *v == T3::False) {
-                T3::False
-            } else {
-                T3::Unknown
-            }
-        }
-        Expr::Not(inner) => not(eval(world, inner, tool, args, focus)),
-        Expr::Pred(p, _) => {
-            if std::ptr::eq(p, focus) {
-                return T3::True;
-            }
-            let catalog = &world.manifest.catalog;
-            let spec = catalog.tool(&world.tools[tool].name);
-            match p {
-                Pred::Call { pattern } => bool3(matches(world, tool, pattern)),
-                Pred::Count { pattern, .. } | Pred::Distinct { pattern, .. } => {
-                    if matches(world, tool, pattern) {
-                        T3::Unknown
-                    } else {
-                        T3::False
-                    }
-                }
-                Pred::Field {
-                    pattern,
-                    field,
-                    test,
-                } => {
-                    if !matches(world, tool, pattern) {
-                        return T3::False;
-                    }
-                    let value = match field {
-                        CallField::Mode => spec.and_then(|s| s.mode.clone()).map(Value::String),
-                        CallField::Attr(name) => catalog.attribute(spec, name, args),
-                    };
-                    bool3(test_value(test, value.as_ref()))
-                }
-                Pred::Context {
-                    field: ContextField::Tool,
-                    test,
-                } => bool3(test_value(
-                    test,
-                    Some(&Value::String(world.tools[tool].name.clone())),
-                )),
-                _ => T3::Unknown,
-            }
-        }
-    }
-}
-
-fn bool3(b: bool) -> T3 {
-    if b {
-        T3::True
-    } else {
-        T3::False
-    }
-}
-
-fn walk<'a>(e: &'a Expr, f: &mut impl FnMut(&'a Pred)) {
-    match e {
-        Expr::And(items) | Expr::Or(items) => items.iter().for_each(|i| walk(i, f)),
-        Expr::Not(inner) => walk(inner, f),
-        Expr::Pred(p, _) => f(p),
-    }
-}
-
 /// The rate limits that certainly apply to a call of `tool` with `args`, and the ones that may.
 pub fn limits_for(world: &World, tool: usize, args: &Value) -> (Vec<RateLimit>, Vec<String>) {
     let bundle = world.base.bundle();
@@ -190,22 +81,26 @@ pub fn limits_for(world: &World, tool: usize, args: &Value) -> (Vec<RateLimit>, 
         if p.action != Action::Deny || p.mode != Mode::Enforce {
             continue;
         }
-        let mut counts = Vec::new();
-        walk(&p.condition, &mut |pred| {
-            if let Pred::Count {
+        let known = Known {
+            tool: &world.tools[tool].name,
+            catalog: &bundle.catalog,
+            args: Some(args),
+            subject: None,
+        };
+        for count in p.condition.predicates() {
+            let Pred::Count {
                 pattern,
                 op,
                 n,
                 window_ms,
-            } = pred
-            {
-                counts.push((pred as *const Pred, pattern.clone(), *op, *n, *window_ms));
-            }
-        });
-        for (ptr, pattern, op, n, window_ms) in counts {
-            if !matches(world, tool, &pattern) {
+            } = count
+            else {
+                continue;
+            };
+            if !known.matches(pattern) {
                 continue;
             }
+            let (op, n, window_ms, pattern) = (*op, *n, *window_ms, pattern.clone());
             let max_calls = match op {
                 CmpOp::Gt => n,
                 CmpOp::Ge => n.saturating_sub(1),
@@ -218,16 +113,18 @@ pub fn limits_for(world: &World, tool: usize, args: &Value) -> (Vec<RateLimit>, 
                 max_calls,
                 window_ms,
             };
-            match eval(world, &p.condition, tool, args, ptr) {
-                T3::True => definite.push(limit),
-                T3::Unknown => conditional.push(format!(
+            // This count exceeded: does the rest of the condition certainly hold?
+            let exceeded = |pred: &Pred| std::ptr::eq(pred, count).then_some(Truth::True);
+            match eval(&p.condition, &known, &exceeded) {
+                Truth::True => definite.push(limit),
+                Truth::Unknown => conditional.push(format!(
                     "{} ({} calls per {} at {}, when the rest of its condition holds)",
                     limit.policy,
                     limit.max_calls,
                     truststack_policy::duration::format_duration(limit.window_ms),
                     limit.target.as_str()
                 )),
-                T3::False => {}
+                Truth::False => {}
             }
         }
     }
