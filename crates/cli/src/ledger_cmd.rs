@@ -235,15 +235,17 @@ fn inclusion(file: &Path, index: u64, size: Option<u64>) -> anyhow::Result<ExitC
     if index >= size {
         bail!("--index {index} is not in a tree of --size {size}: the size must exceed the index");
     }
-    let mut view = ledger.inclusion_view(index, size)?;
-    view.checkpoint = checkpoint_at(&ledger, size)?;
-    if view.checkpoint.is_none() {
+    let checkpoint = checkpoint_at(&ledger, size)?;
+    if checkpoint.is_none() {
         eprintln!(
             "note: no signed checkpoint has size {size}; the root below is computed, not signed"
         );
     }
-    let mut out = serde_json::to_value(&view)?;
+    let mut out = serde_json::to_value(ledger.inclusion_view(index, size)?)?;
     out["record"] = json!(String::from_utf8_lossy(&ledger.entry(index)?.data));
+    if let Some(note) = checkpoint {
+        out["checkpoint"] = json!(note);
+    }
     print_json(&out)
 }
 

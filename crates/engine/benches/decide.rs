@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Throughput of `Engine::decide` (criterion), and Cedar on the stateless part of the same
+//! Throughput of `Engine::queue(…).wait()` (criterion), and Cedar on the stateless part of the same
 //! 100 policies, in one run. See `docs/benchmarks.md`.
 //!
 //! ```text
@@ -34,7 +34,7 @@ fn time_decides(engine: &Engine, stream: &mut Stream, iters: u64) -> Duration {
         let calls = stream.take(n);
         let start = Instant::now();
         for call in &calls {
-            black_box(engine.decide(black_box(call)));
+            black_box(engine.queue(black_box(call)).wait());
         }
         total += start.elapsed();
         left -= n as u64;
@@ -218,7 +218,7 @@ fn provenance_benches(c: &mut Criterion) {
     group.bench_function("provenance_1000x10KB", |b| {
         b.iter(|| {
             n += 1;
-            black_box(engine.decide(&call(n)))
+            black_box(engine.queue(&call(n)).wait())
         })
     });
     group.finish();
@@ -227,7 +227,7 @@ fn provenance_benches(c: &mut Criterion) {
         .map(|i| {
             let c = call(1_000_000 + i);
             let t = Instant::now();
-            black_box(engine.decide(&c));
+            black_box(engine.queue(&c).wait());
             t.elapsed().as_nanos()
         })
         .collect();

@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Per-call latency of `Engine::decide`: p50 / p99 / p99.9 per scenario, and the memory of the
+//! Per-call latency of `Engine::queue(…).wait()`: p50 / p99 / p99.9 per scenario, and the memory of the
 //! agent's scope state. A plain `main`, not criterion. See `docs/benchmarks.md`.
 //!
 //! ```text
@@ -61,13 +61,13 @@ fn print_row(name: &str, s: &Stats, memory: &str) {
 
 fn engine_latency(engine: &Engine, stream: &mut Stream) -> Stats {
     for _ in 0..WARMUP {
-        black_box(engine.decide(&stream.next_call()));
+        black_box(engine.queue(&stream.next_call()).wait());
     }
     let mut ns = Vec::with_capacity(CALLS);
     for _ in 0..CALLS {
         let call = stream.next_call();
         let start = Instant::now();
-        let decision = engine.decide(black_box(&call));
+        let decision = engine.queue(black_box(&call)).wait();
         let elapsed = start.elapsed();
         black_box(decision);
         ns.push(elapsed.as_nanos() as u64);

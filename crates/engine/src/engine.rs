@@ -11,6 +11,7 @@ use crate::recorder::{private_payload, NoRecorder, Recorded, Recorder, Recording
 use crate::settings::{DefaultDecision, Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,50 @@ use truststack_policy::monitor::MonitorState;
 use truststack_policy::{Action, Bundle, Mode, Target, ToolInfo};
 
 type ScopeCell = Arc<Mutex<Vec<MonitorState>>>;
+/// A call to decide: which, on whose verified behalf, and at what time.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    call: &'a ToolCall,
+    caller: Option<&'a Caller>,
+    at: Option<i64>,
+}
+
+impl<'a> Request<'a> {
+    /// The call as it says, at the engine's time (on the event clock, the call's `time`).
+    pub fn new(call: &'a ToolCall) -> Request<'a> {
+        Request {
+            call,
+            caller: None,
+            at: None,
+        }
+    }
+
+    /// On behalf of a verified caller: the call's `agent` and `chain` are replaced by the
+    /// credential's, and a tool outside the credential's allowed tools is denied before any
+    /// policy is evaluated.
+    pub fn for_caller(self, caller: &'a Caller) -> Request<'a> {
+        Request {
+            caller: Some(caller),
+            ..self
+        }
+    }
+
+    /// At `now` (epoch ms), whatever the engine's time source and the call's `time`: a
+    /// simulated clock that need not format a timestamp for the engine to parse back.
+    pub fn at(self, now: i64) -> Request<'a> {
+        Request {
+            at: Some(now),
+            ..self
+        }
+    }
+}
+
+impl<'a> From<&'a ToolCall> for Request<'a> {
+    fn from(call: &'a ToolCall) -> Request<'a> {
+        Request::new(call)
+    }
+}
+
 /// A lease: `(policy id, target, scope key)`.
 type LeaseKey = (String, Target, Box<str>);
 type ScopeGuard = parking_lot::ArcMutexGuard<parking_lot::RawMutex, Vec<MonitorState>>;
@@ -576,92 +621,93 @@ impl Engine {
         }
     }
 
-    /// Decides a call on behalf of a verified caller: the call's `agent` and `chain` are
-    /// replaced by the credential's, and a tool outside the credential's allowed tools is denied
-    /// before any policy is evaluated.
-    pub fn decide_as(&self, caller: &Caller, call: &ToolCall) -> Decision {
-        self.queue_as(caller, call).wait()
+    /// Decides a call: the one entry point. The decision is made, its record handed to the
+    /// recorder and the scope locks released; the [`Queued`] decision may be returned once its
+    /// record is durable (`.wait()` blocks for it, `.durable().await` awaits it).
+    pub fn queue<'r>(&self, request: impl Into<Request<'r>>) -> Queued<'_> {
+        let request = request.into();
+        match self.prepare(request) {
+            Ok((call, now)) => self.queue_at(&call, now),
+            Err(refused) => *refused,
+        }
     }
 
-    /// [`Engine::decide_as`] up to the ledger: the decision is made, its record queued and the
-    /// scope locks released; the [`Queued`] decision may be returned once its record is durable.
-    pub fn queue_as(&self, caller: &Caller, call: &ToolCall) -> Queued<'_> {
-        let mut call = call.clone();
-        call.agent.clone_from(&caller.agent);
-        call.chain.clone_from(&caller.chain);
-        if let Some(allowed) = &caller.tools {
-            let bundle = self.bundle();
-            let classes = bundle
-                .catalog
-                .tool(&call.tool)
-                .map(|t| t.classes.as_slice())
-                .unwrap_or(&[]);
-            let permitted = allowed
-                .iter()
-                .any(|a| a == "*" || *a == call.tool || classes.iter().any(|c| c == a));
-            if !permitted {
-                let now = self
-                    .now(call.time.as_deref())
-                    .unwrap_or_else(|_| system_now());
-                let reason = format!(
-                    "the credential{} of {} does not allow tool `{}` (allowed: {})",
-                    caller
-                        .credential_id
-                        .as_deref()
-                        .map(|j| format!(" {j}"))
-                        .unwrap_or_default(),
-                    caller.agent,
-                    call.tool,
-                    allowed.join(", ")
-                );
-                // Denied before policy evaluation, and written to the ledger like any decision.
-                let decision = self.fail_closed(&call, now, reason);
-                let recording = self
-                    .recorder
-                    .submit(decision_record(&bundle, &call, &decision));
-                return Queued {
-                    engine: self,
-                    decision,
-                    recording: Some(recording),
-                    held: None,
-                    denied_before_policy: true,
-                    now,
-                };
+    /// What every decision goes through before its policies are evaluated: the caller's
+    /// identity replaces the call's, the credential's allowed tools and the call's depth are
+    /// checked, and its time is fixed. A call refused here is answered by the `Queued` denial.
+    fn prepare<'c>(
+        &self,
+        request: Request<'c>,
+    ) -> Result<(Cow<'c, ToolCall>, i64), Box<Queued<'_>>> {
+        let mut call = Cow::Borrowed(request.call);
+        let now = match request.at {
+            Some(now) => Ok(now),
+            None => self.now(call.time.as_deref()),
+        };
+        if let Some(caller) = request.caller {
+            let owned = call.to_mut();
+            owned.agent.clone_from(&caller.agent);
+            owned.chain.clone_from(&caller.chain);
+            if let Some(reason) = self.credential_refusal(caller, owned) {
+                let now = now.as_ref().copied().unwrap_or_else(|_| system_now());
+                return Err(Box::new(self.deny_before_policy(owned, now, reason)));
             }
         }
-        self.queue(&call)
-    }
-
-    /// Decides one tool call. On the system clock the call's own `time` is ignored.
-    pub fn decide(&self, call: &ToolCall) -> Decision {
-        self.queue(call).wait()
-    }
-
-    fn queue(&self, call: &ToolCall) -> Queued<'_> {
-        let refused = match self.now(call.time.as_deref()) {
+        let refused = match now {
             // Its record must be readable back by every reader: refused, and not recorded.
             Ok(_) if value_depth(&call.args) > MAX_INPUT_DEPTH => format!(
                 "cannot decide: `args` nest {} levels deep; at most {MAX_INPUT_DEPTH} are accepted",
                 value_depth(&call.args)
             ),
-            Ok(now) => return self.queue_at(call, now),
+            Ok(now) => return Ok((call, now)),
             Err(e) => format!("cannot decide: {e}"),
         };
         let now = system_now();
-        Queued {
+        Err(Box::new(Queued {
             engine: self,
-            decision: self.fail_closed(call, now, refused),
+            decision: self.fail_closed(&call, now, refused),
             recording: None,
             held: None,
             denied_before_policy: false,
             now,
-        }
+        }))
     }
 
-    /// Decides a call at `now` (epoch ms), whatever the engine's time source and the call's
-    /// `time`: a simulated clock that need not format a timestamp for the engine to parse back.
-    pub fn decide_at(&self, call: &ToolCall, now: i64) -> Decision {
-        self.queue_at(call, now).wait()
+    /// Why the caller's credential does not allow the call's tool, if it does not.
+    fn credential_refusal(&self, caller: &Caller, call: &ToolCall) -> Option<String> {
+        let allowed = caller.tools.as_ref()?;
+        let bundle = self.bundle();
+        let spec = bundle.catalog.tool(&call.tool);
+        if crate::visibility::credential_allows(caller, &call.tool, spec) {
+            return None;
+        }
+        Some(format!(
+            "the credential{} of {} does not allow tool `{}` (allowed: {})",
+            caller
+                .credential_id
+                .as_deref()
+                .map(|j| format!(" {j}"))
+                .unwrap_or_default(),
+            caller.agent,
+            call.tool,
+            allowed.join(", ")
+        ))
+    }
+
+    /// Denied before policy evaluation, and written to the ledger like any decision.
+    fn deny_before_policy(&self, call: &ToolCall, now: i64, reason: String) -> Queued<'_> {
+        let decision = self.fail_closed(call, now, reason);
+        let recording = self
+            .recorder
+            .submit(decision_record(&self.bundle(), call, &decision));
+        Queued {
+            engine: self,
+            decision,
+            recording: Some(recording),
+            held: None,
+            denied_before_policy: true,
+            now,
+        }
     }
 
     /// Decides under the scope locks, hands the record to the recorder and, for an allowed call,
@@ -716,13 +762,13 @@ impl Engine {
         }
     }
 
-    /// [`Engine::decide_at`] without the explanation, for the proving ground's millions of
+    /// [`Engine::queue`] at `now`, without the explanation, for the proving ground's millions of
     /// simulated calls: the same verdict, and the same effects on the engine's state (monitors,
     /// held calls, ids). A held call is still explained in full, as its pending approval keeps
     /// the policies that hold it; so is every call when the recorder keeps records.
     pub fn decide_brief(&self, call: &ToolCall, now: i64) -> Brief {
         if self.recorder.enabled() {
-            let d = self.decide_at(call, now);
+            let d = self.queue(Request::new(call).at(now)).wait();
             return Brief {
                 decision: d.decision,
                 approval_id: d.approval_id,
@@ -734,7 +780,7 @@ impl Engine {
         let info = bundle.tool(&call.tool);
         let mut guards = self.lock_scopes(&bundle, &p);
         let verdict = self.verdict(info, self.tally(&bundle, &ctx, &p, info, &guards), false);
-        // The decision id `decide_at` would have taken.
+        // The decision id `queue` would have taken.
         self.seq.fetch_add(1, Ordering::Relaxed);
         let mut approval_id = None;
         match verdict {
@@ -1430,7 +1476,7 @@ impl Engine {
     /// Processes one event of a trace.
     pub fn process(&self, event: &Event) -> Processed {
         match event {
-            Event::ToolCall(call) => Processed::Decision(self.decide(call)),
+            Event::ToolCall(call) => Processed::Decision(self.queue(call).wait()),
             Event::Observation(obs) => Processed::Observation(self.observe(obs)),
             Event::Approval(ans) => Processed::Approval(self.answer(ans)),
             Event::Input(input) => Processed::Input(self.input(input)),

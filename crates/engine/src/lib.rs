@@ -1,13 +1,15 @@
 //! The TrustStack decision core.
 //!
-//! [`Engine::decide`] answers a tool call with a [`Decision`] under a compiled policy
+//! [`Engine::queue`] answers a tool call ([`Request`]: the call, maybe the verified caller it
+//! is made for, maybe a simulated time) with a [`Decision`] under a compiled policy
 //! [`Bundle`](truststack_policy::Bundle): it locks the call's scopes (agent, session, user,
 //! delegation root), reads every candidate policy's monitors as if the call were admitted,
 //! combines the verdicts (deny > require approval > allow > default), hands the decision to the
-//! [`Recorder`], updates the monitors of an allowed call and releases the locks; the decision is
-//! returned only once its record is durable, and a ledger failure turns it into a denial (fail
-//! closed). [`Engine::queue_as`] returns the decision before that wait, as a [`Queued`] that an
-//! async server awaits without tying up a thread.
+//! [`Recorder`], updates the monitors of an allowed call and releases the locks. The decision
+//! comes back as a [`Queued`]: it may be returned only once its record is durable (`.wait()`
+//! blocks for that, `.durable().await` awaits it without tying up a thread), and a ledger
+//! failure turns it into a denial (fail closed). [`Engine::decide_brief`] is the proving
+//! ground's form: the same verdict and state effects without building the explanation.
 
 /// The ledger and identity crates, for components that depend on the engine alone.
 pub use truststack_identity as identity;
@@ -24,7 +26,7 @@ pub mod settings;
 pub mod visibility;
 
 pub use decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
-pub use engine::{ApprovalError, Engine, InputError, PendingApproval, Processed, Queued};
+pub use engine::{ApprovalError, Engine, InputError, PendingApproval, Processed, Queued, Request};
 pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Input, Observation, ToolCall};
 pub use record::{Record, RecordError};
 pub use recorder::{NoRecorder, Recorded, Recorder, Recording};

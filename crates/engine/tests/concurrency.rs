@@ -93,7 +93,7 @@ fn agent_rate_limit_admits_exactly_the_limit_under_contention() {
                     (0..CALLS)
                         .map(|i| {
                             let c = call(format!("t{t}-{i}"), &name, &["user:u1"], "nmap_scan");
-                            (who, engine.decide(&c))
+                            (who, engine.queue(&c).wait())
                         })
                         .collect::<Vec<_>>()
                 })
@@ -186,7 +186,7 @@ fn delegation_root_limit_is_shared_by_racing_sub_agents() {
                     (0..CALLS)
                         .map(|i| {
                             let c = call(format!("{name}-{i}"), name, &chain, "nmap_scan");
-                            (name.clone(), *root, engine.decide(&c))
+                            (name.clone(), *root, engine.queue(&c).wait())
                         })
                         .collect::<Vec<_>>()
                 })
@@ -275,7 +275,7 @@ fn pattern_race_across_sub_agents_matches_a_serial_order() {
                             let orch = agent(&format!("orch-{r}"));
                             let c = call(format!("{role}-{r}"), &name, &["user:u1", &orch], tool);
                             barrier.wait();
-                            engine.decide(&c)
+                            engine.queue(&c).wait()
                         })
                         .collect::<Vec<_>>()
                 })
@@ -351,12 +351,14 @@ fn concurrent_answers_resolve_each_held_call_once() {
     const APPROVERS: usize = 6;
     let name = agent("exploiter");
     for i in 0..HELD {
-        let d = engine.decide(&call(
-            format!("x{i}"),
-            &name,
-            &["user:u1"],
-            "exploit_runner",
-        ));
+        let d = engine
+            .queue(&call(
+                format!("x{i}"),
+                &name,
+                &["user:u1"],
+                "exploit_runner",
+            ))
+            .wait();
         assert_eq!(d.decision, Verdict::RequireApproval, "x{i}");
     }
     let barrier = Barrier::new(APPROVERS);
@@ -417,12 +419,14 @@ fn concurrent_answers_resolve_each_held_call_once() {
     assert_eq!((granted, denied), (25, HELD - 25));
     assert!(engine.pending().is_empty());
     // The window is full: the next exploit is denied outright, without a human being asked.
-    let d = engine.decide(&call(
-        "x-next".into(),
-        &name,
-        &["user:u1"],
-        "exploit_runner",
-    ));
+    let d = engine
+        .queue(&call(
+            "x-next".into(),
+            &name,
+            &["user:u1"],
+            "exploit_runner",
+        ))
+        .wait();
     assert_eq!(d.decision, Verdict::Deny);
     assert!(d.policy_ids().contains(&"cap"));
 }
@@ -457,7 +461,9 @@ fn a_held_call_being_answered_is_still_awaited_until_its_outcome_is_recorded() {
         })),
     );
     let name = agent("exploiter");
-    let held = engine.decide(&call("x".into(), &name, &["user:u1"], "exploit_runner"));
+    let held = engine
+        .queue(&call("x".into(), &name, &["user:u1"], "exploit_runner"))
+        .wait();
     let approval = held.approval_id.unwrap();
     std::thread::scope(|s| {
         let answerer = s.spawn(|| {

@@ -213,7 +213,7 @@ fn the_seed_scan_rule_cannot_be_walked_around_by_writing_the_target_another_way(
             "tool": "nmap_scan", "args": {"target": target},
         }))
         .unwrap();
-        engine.decide(&call)
+        engine.queue(&call).wait()
     };
     let external = [
         "dns.google",

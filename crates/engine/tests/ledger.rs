@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use truststack_engine::ledger::{verify_file, Ledger, LedgerConfig};
 use truststack_engine::replay::{divergences, parse_trace, replay, Step};
-use truststack_engine::{Engine, Settings, ToolCall, Verdict};
+use truststack_engine::{Engine, Request, Settings, ToolCall, Verdict};
 
 use truststack_testkit::examples::gtg1002 as example;
 
@@ -92,7 +92,7 @@ fn a_ledger_that_cannot_be_written_fails_closed() {
         tool: "read_docs".into(),
         args: serde_json::json!({}),
     };
-    let d = engine.decide(&call);
+    let d = engine.queue(&call).wait();
     assert_eq!(
         d.decision,
         Verdict::Deny,
@@ -165,10 +165,10 @@ fn queued_decisions_count_at_once_and_settle_in_ledger_order() {
     // Every decision is made and queued before any record is durable: the rate limit still
     // holds, since an allowed call counts as soon as it is queued.
     let mut queued: Vec<_> = (0..101)
-        .map(|i| engine.queue_as(&caller, &scan(i, "nmap_scan")))
+        .map(|i| engine.queue(Request::new(&scan(i, "nmap_scan")).for_caller(&caller)))
         .collect();
     // A tool outside the credential is denied before policy evaluation, and recorded too.
-    queued.push(engine.queue_as(&caller, &scan(101, "http_upload")));
+    queued.push(engine.queue(Request::new(&scan(101, "http_upload")).for_caller(&caller)));
     let decisions: Vec<_> = queued
         .into_iter()
         .map(|q| futures_executor::block_on(q.durable()))

@@ -105,12 +105,16 @@ fn injected_calls_are_stopped_the_users_are_not_and_replay_agrees() {
     };
     assert_ne!(
         restored
-            .decide(&call("x1", "Riverside View Hotel"))
+            .queue(&call("x1", "Riverside View Hotel"))
+            .wait()
             .decision,
         Verdict::Allow
     );
     assert_eq!(
-        restored.decide(&call("x2", "Le Marais Boutique")).decision,
+        restored
+            .queue(&call("x2", "Le Marais Boutique"))
+            .wait()
+            .decision,
         Verdict::Allow
     );
 }

@@ -5,7 +5,9 @@
 use crate::identity::CallerIdentity;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use truststack_engine::{ApprovalOutcome, DataAccess, Decision, Engine, Observation, ToolCall};
+use truststack_engine::{
+    ApprovalOutcome, DataAccess, Decision, Engine, Observation, Request, ToolCall,
+};
 use truststack_server::telemetry::{Telemetry, TraceHeaders};
 
 /// The `_meta` key under which denials carry the decision.
@@ -51,7 +53,11 @@ impl Enforcer {
         trace: &TraceHeaders,
     ) -> Decision {
         let started = std::time::SystemTime::now();
-        let decision = self.engine.queue_as(who, call).durable().await;
+        let decision = self
+            .engine
+            .queue(Request::new(call).for_caller(who))
+            .durable()
+            .await;
         if let Some(telemetry) = self.telemetry.get() {
             let record = self
                 .engine

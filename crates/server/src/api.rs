@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use truststack_engine::event::Principals;
 use truststack_engine::log::clip;
 use truststack_engine::record::Record;
+use truststack_engine::Request;
 use truststack_engine::{
     ApprovalAnswer, Caller, DataAccess, Engine, Input, InputError, Observation, ToolCall,
 };
@@ -208,7 +209,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     let queued = match state.engine.try_read() {
         Some(active) => {
             engine = Arc::clone(&active);
-            Some(engine.queue_as(&caller, &call))
+            Some(engine.queue(Request::new(&call).for_caller(&caller)))
         }
         None => None,
     };
@@ -219,7 +220,13 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         None => {
             let st = Arc::clone(&state);
             let (caller, call) = (caller.clone(), call.clone());
-            blocking(move || st.engine.read().decide_as(&caller, &call)).await?
+            blocking(move || {
+                st.engine
+                    .read()
+                    .queue(Request::new(&call).for_caller(&caller))
+                    .wait()
+            })
+            .await?
         }
     };
     let verdict = decision.decision.as_str();
@@ -1017,7 +1024,8 @@ pub fn fuzz_bodies(engine: &Engine, body: &[u8]) {
             tools: None,
             credential_id: None,
         };
-        let _ = engine.decide_as(&caller, &req.into_call(&caller, || "c-fuzz".into()));
+        let call = req.into_call(&caller, || "c-fuzz".into());
+        let _ = engine.queue(Request::new(&call).for_caller(&caller)).wait();
     }
     if let Ok(mut req) = parse_body::<ObservationRequest>(body) {
         let caller = Caller {

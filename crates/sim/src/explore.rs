@@ -1,6 +1,6 @@
 //! Exhaustive exploration: every order in which the agents, acting adversarially and through
 //! every permitted delegation chain, can call their tools — each call decided by the real engine
-//! ([`Engine::decide`] on a [`Engine::fork`] of the state), on a simulated clock.
+//! ([`Engine::queue`] on a [`Engine::fork`] of the state), on a simulated clock.
 //!
 //! Breadth-first over abstract states (see [`crate::abstraction`]): a state is the engine's
 //! canonical snapshot, the goal automata's progress and the approvers' running leases. From each
@@ -19,7 +19,7 @@
 use crate::world::{Lease, Move, World};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use truststack_engine::{Engine, ToolCall, Verdict};
+use truststack_engine::{Engine, Request, ToolCall, Verdict};
 use truststack_policy::duration::format_duration;
 use truststack_policy::Action as PolicyAction;
 
@@ -270,7 +270,8 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                                 c.time = Some(crate::clock::rfc3339(f.now));
                                 f.engine
                                     .fork()
-                                    .decide_at(&c, f.now)
+                                    .queue(Request::new(&c).at(f.now))
+                                    .wait()
                                     .policies
                                     .iter()
                                     .filter(|p| p.action == PolicyAction::RequireHitl)

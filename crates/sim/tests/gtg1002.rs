@@ -349,7 +349,7 @@ fn brief_decisions_are_the_engines_decisions() {
                 for step in 0..200 {
                     let mv = w.moves[rng.below(w.moves.len())];
                     let call = w.call(mv, now, format!("c{step}"));
-                    let d = full.decide(&call);
+                    let d = full.queue(&call).wait();
                     let b = brief.decide_brief(&call, now);
                     assert_eq!(
                         (b.decision, &b.approval_id),

@@ -143,7 +143,7 @@ fn brute(world: &World, depth: usize) -> Vec<(bool, bool)> {
         for &mv in &world.moves {
             let e = engine.fork();
             let call = world.call(mv, now, format!("c{k}"));
-            let d = e.decide(&call);
+            let d = e.queue(&call).wait();
             let mut branches: Vec<(Engine, bool, bool)> = Vec::new();
             match d.decision {
                 Verdict::Allow => branches.push((e, true, gated)),

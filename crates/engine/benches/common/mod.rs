@@ -205,7 +205,7 @@ impl Stream {
 pub fn build_history(engine: &Engine, stream: &mut Stream, n: u64) {
     for _ in 0..n {
         let call = stream.next_call();
-        let d = engine.decide(&call);
+        let d = engine.queue(&call).wait();
         assert_eq!(
             d.decision,
             Verdict::Allow,
@@ -309,7 +309,7 @@ pub fn check_cedar_agrees(cedar: &CedarBaseline, n: usize) -> (usize, usize) {
     let (mut allowed, mut denied) = (0, 0);
     for _ in 0..n {
         let call = stream.next_call();
-        let ours = engine.decide(&call).decision;
+        let ours = engine.queue(&call).wait().decision;
         let theirs = cedar.is_allowed(&cedar.request(&call));
         assert_eq!(
             ours == Verdict::Allow,

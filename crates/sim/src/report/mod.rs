@@ -178,7 +178,7 @@ pub(crate) fn pct(x: f64) -> String {
 
 /// The abstraction and its limits, for the "method" sections.
 pub(crate) const METHOD: &[&str] = &[
-    "Every call on every trajectory was decided by the TrustStack engine itself (Engine::decide on a fork of the state), on a simulated clock that advances by the step between calls.",
+    "Every call on every trajectory was decided by the TrustStack engine itself (Engine::queue on a fork of the state), on a simulated clock that advances by the step between calls.",
     "States are merged when the engine's monitor states agree on everything a policy can observe: ages instead of timestamps, ages beyond every window of their kind collapsed, expired ring entries dropped, and rate-limit rings whose counts cannot reach any threshold within the remaining budget abstracted away. Breadth-first order makes every trajectory a shortest one.",
     "A held call is explored twice: refused (the gate as a stop) and granted by an approver the engine accepts (the adversary and anyone in the call's chain of command cannot approve). A goal reached only through a grant is gated.",
     "The adversary may wait until any monitor entry leaves a window a policy reads; it never calls faster than one call per step.",
