@@ -80,6 +80,9 @@ pub enum LedgerError {
     SizeBeyondLog { size: u64, len: u64 },
     #[error("entry {index}: store returned entry {found}")]
     StoreOrder { index: u64, found: u64 },
+    /// An entry could not be shown as JSON.
+    #[error("entry as JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// How to open a writable ledger.

@@ -525,7 +525,7 @@ async fn show_approval(
         }
         found.reverse();
         let matching = found;
-        Ok::<_, String>(matching)
+        Ok::<_, truststack_engine::ledger::LedgerError>(matching)
     })
     .await?;
     let mut body = serde_json::to_value(&pending).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -750,11 +750,23 @@ async fn wait(
 
 // ---- ledger ----
 
+/// A proof or entry asked of a part of the log that does not exist is the caller's mistake
+/// (400); anything else is the ledger failing (503).
+fn ledger_error(e: truststack_engine::ledger::LedgerError) -> ApiError {
+    use truststack_engine::ledger::LedgerError as E;
+    match e {
+        E::Proof(_) | E::NoSuchEntry { .. } | E::SizeBeyondLog { .. } => {
+            ApiError::bad_request(e.to_string())
+        }
+        e => ApiError::unavailable(e.to_string()),
+    }
+}
+
 async fn checkpoint(State(state): State<Shared>) -> ApiResult {
     let st = Arc::clone(&state);
     let note = blocking(move || st.ledger.checkpoint())
         .await?
-        .map_err(ApiError::unavailable)?;
+        .map_err(ledger_error)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
 
@@ -783,7 +795,7 @@ async fn entries(State(state): State<Shared>, Query(r): Query<Range>) -> ApiResu
     let st = Arc::clone(&state);
     let list = blocking(move || st.ledger.entries(start, end))
         .await?
-        .map_err(ApiError::unavailable)?;
+        .map_err(ledger_error)?;
     Ok(reply(
         json!({"start": start, "end": end, "size": len, "entries": list}),
     ))
@@ -799,8 +811,8 @@ async fn inclusion(State(state): State<Shared>, Query(q): Query<InclusionQuery>)
     let st = Arc::clone(&state);
     let proof = blocking(move || st.ledger.inclusion_proof(q.index, q.size))
         .await?
-        .map_err(ApiError::bad_request)?;
-    Ok(reply(proof))
+        .map_err(ledger_error)?;
+    Ok(reply(json!(proof)))
 }
 
 #[derive(Deserialize)]
@@ -813,8 +825,8 @@ async fn consistency(State(state): State<Shared>, Query(q): Query<ConsistencyQue
     let st = Arc::clone(&state);
     let proof = blocking(move || st.ledger.consistency_proof(q.old, q.new))
         .await?
-        .map_err(ApiError::bad_request)?;
-    Ok(reply(proof))
+        .map_err(ledger_error)?;
+    Ok(reply(json!(proof)))
 }
 
 // ---- identities ----
@@ -877,7 +889,7 @@ async fn issue(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     let issued = state
         .identity()?
         .issue(&req)
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| issue_error(e, ApiError::bad_request))?;
     Ok(reply(recorded(&state, issued)?))
 }
 
@@ -891,7 +903,7 @@ async fn delegate(State(state): State<Shared>, headers: HeaderMap, body: Bytes) 
     let issued = state
         .identity()?
         .delegate(token, &req)
-        .map_err(ApiError::forbidden)?;
+        .map_err(|e| issue_error(e, ApiError::forbidden))?;
     Ok(reply(recorded(&state, issued)?))
 }
 
@@ -933,6 +945,18 @@ fn recorded(state: &AppState, mut issued: Value) -> Result<Value, ApiError> {
         map.remove("record");
     }
     Ok(issued)
+}
+
+/// A request the issuer could not serve: the caller's mistake (400), the issuer's refusal
+/// (`refused`: 400 for an issue, 403 for a delegation), or the issuer's files failing (503).
+fn issue_error(e: crate::backend::IssueError, refused: fn(String) -> ApiError) -> ApiError {
+    use crate::backend::IssueError;
+    use truststack_engine::identity::IssuerError;
+    match e {
+        IssueError::Issuer(e @ IssuerError::Io { .. }) => ApiError::unavailable(e.to_string()),
+        IssueError::Issuer(e) => refused(e.to_string()),
+        e => ApiError::bad_request(e.to_string()),
+    }
 }
 
 fn append_record(state: &AppState, record: Value) -> Result<u64, ApiError> {

@@ -3,28 +3,30 @@
 
 use crate::auth::Authenticator;
 use serde_json::Value;
+use truststack_engine::ledger::{ConsistencyView, InclusionView, LedgerError};
 use truststack_engine::Recording;
 
 /// The tamper-evident ledger behind the server.
 pub trait LedgerBackend: Send + Sync {
     /// Appends a record; returns its index once it is durable.
-    fn append(&self, record: Value) -> Result<u64, String>;
+    fn append(&self, record: Value) -> Result<u64, LedgerError>;
     /// Queues a record; the recording settles with its index once it is durable. Records are
     /// committed in the order they were submitted.
     fn submit(&self, record: Value) -> Recording;
     /// Returns once every record submitted so far is durable (the embedded ledger signs a
     /// checkpoint of the log on the way, if it has grown since the last one).
-    fn sync(&self) -> Result<(), String>;
+    fn sync(&self) -> Result<(), LedgerError>;
     /// The number of entries.
     fn size(&self) -> u64;
     /// Every record, in order (to rebuild the engine's state at start-up).
-    fn records(&self) -> Result<Vec<Value>, String>;
+    fn records(&self) -> Result<Vec<Value>, LedgerError>;
     /// Records `[start, end)` with their index and leaf hash.
-    fn entries(&self, start: u64, end: u64) -> Result<Vec<Value>, String>;
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Value>, LedgerError>;
     /// The latest signed checkpoint (a C2SP signed note), signing one if the log has grown.
-    fn checkpoint(&self) -> Result<String, String>;
-    fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<Value, String>;
-    fn consistency_proof(&self, old: u64, new: Option<u64>) -> Result<Value, String>;
+    fn checkpoint(&self) -> Result<String, LedgerError>;
+    fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<InclusionView, LedgerError>;
+    fn consistency_proof(&self, old: u64, new: Option<u64>)
+        -> Result<ConsistencyView, LedgerError>;
 }
 
 /// Why a revocation was not made.
@@ -38,12 +40,30 @@ pub enum RevokeError {
     Unavailable(String),
 }
 
+/// Why a credential was not issued or delegated.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The request body is wrong (a field missing or of the wrong type).
+    #[error("{0}")]
+    Request(String),
+    #[error(transparent)]
+    Id(#[from] truststack_engine::identity::IdError),
+    #[error(transparent)]
+    Tools(#[from] truststack_engine::identity::tools::ToolError),
+    #[error(transparent)]
+    Ttl(#[from] truststack_engine::identity::ttl::TtlError),
+    /// The issuer refused (a delegation wider than its parent, a revoked parent) or could not
+    /// write the credential.
+    #[error(transparent)]
+    Issuer(#[from] truststack_engine::identity::IssuerError),
+}
+
 /// Issuing and verifying identities.
 pub trait IdentityService: Authenticator {
     /// Issues a credential (admin): body `{agent | user, owner, tools, ttl, roles, groups}`.
-    fn issue(&self, request: &Value) -> Result<Value, String>;
+    fn issue(&self, request: &Value) -> Result<Value, IssueError>;
     /// Mints a narrower credential for a sub-agent from the caller's own token.
-    fn delegate(&self, parent_token: &str, request: &Value) -> Result<Value, String>;
+    fn delegate(&self, parent_token: &str, request: &Value) -> Result<Value, IssueError>;
     /// Revokes a credential (`jti`) or an identity (`agent`) and returns the revocation record.
     /// `record` writes that record (to the ledger) first: the revocation takes effect only once
     /// it is recorded, and is left undone, for a retry, if it cannot be.

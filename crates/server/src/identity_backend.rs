@@ -1,7 +1,7 @@
 //! The issuer directory (`truststack identity init`) as the server's identity service.
 
 use crate::auth::{Authenticator, Human};
-use crate::backend::{IdentityService, RevokeError};
+use crate::backend::{IdentityService, IssueError, RevokeError};
 use serde_json::{json, Value};
 use truststack_engine::identity::issuer::{AgentRequest, DelegationRequest, Issued, UserRequest};
 use truststack_engine::identity::ttl::parse_ttl;
@@ -21,14 +21,14 @@ impl IssuerService {
     }
 }
 
-fn text<'a>(request: &'a Value, field: &str) -> Result<&'a str, String> {
+fn text<'a>(request: &'a Value, field: &str) -> Result<&'a str, IssueError> {
     request
         .get(field)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("`{field}` is required (a string)"))
+        .ok_or_else(|| IssueError::Request(format!("`{field}` is required (a string)")))
 }
 
-fn strings(request: &Value, field: &str) -> Result<Vec<String>, String> {
+fn strings(request: &Value, field: &str) -> Result<Vec<String>, IssueError> {
     match request.get(field) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(s
@@ -37,18 +37,17 @@ fn strings(request: &Value, field: &str) -> Result<Vec<String>, String> {
             .filter(|x| !x.is_empty())
             .collect()),
         Some(v) => serde_json::from_value(v.clone())
-            .map_err(|_| format!("`{field}` must be a list of strings")),
+            .map_err(|_| IssueError::Request(format!("`{field}` must be a list of strings"))),
     }
 }
 
-fn ttl(request: &Value, default: &str) -> Result<std::time::Duration, String> {
-    parse_ttl(
+fn ttl(request: &Value, default: &str) -> Result<std::time::Duration, IssueError> {
+    Ok(parse_ttl(
         request
             .get("ttl")
             .and_then(Value::as_str)
             .unwrap_or(default),
-    )
-    .map_err(|e| e.to_string())
+    )?)
 }
 
 /// `{token, credential, record}`: the record is what the ledger keeps (no token).
@@ -92,51 +91,42 @@ impl Authenticator for IssuerService {
 }
 
 impl IdentityService for IssuerService {
-    fn issue(&self, request: &Value) -> Result<Value, String> {
+    fn issue(&self, request: &Value) -> Result<Value, IssueError> {
         let td = &self.issuer.config().trust_domain;
         if let Some(agent) = request.get("agent").and_then(Value::as_str) {
-            let tools = ToolSet::new(strings(request, "tools")?).map_err(|e| e.to_string())?;
-            let i = self
-                .issuer
-                .issue_agent(&AgentRequest {
-                    agent: AgentId::expand(agent, td).map_err(|e| e.to_string())?,
-                    owner: UserId::parse(text(request, "owner")?).map_err(|e| e.to_string())?,
-                    tools,
-                    ttl: ttl(request, "1h")?,
-                    audience: None,
-                })
-                .map_err(|e| e.to_string())?;
+            let tools = ToolSet::new(strings(request, "tools")?)?;
+            let i = self.issuer.issue_agent(&AgentRequest {
+                agent: AgentId::expand(agent, td)?,
+                owner: UserId::parse(text(request, "owner")?)?,
+                tools,
+                ttl: ttl(request, "1h")?,
+                audience: None,
+            })?;
             return Ok(issued(i));
         }
-        let i = self
-            .issuer
-            .issue_user(&UserRequest {
-                user: UserId::parse(text(request, "user")?).map_err(|e| e.to_string())?,
-                roles: strings(request, "roles")?,
-                groups: strings(request, "groups")?,
-                ttl: ttl(request, "8h")?,
-                audience: None,
-            })
-            .map_err(|e| e.to_string())?;
+        let i = self.issuer.issue_user(&UserRequest {
+            user: UserId::parse(text(request, "user")?)?,
+            roles: strings(request, "roles")?,
+            groups: strings(request, "groups")?,
+            ttl: ttl(request, "8h")?,
+            audience: None,
+        })?;
         Ok(issued(i))
     }
 
-    fn delegate(&self, parent_token: &str, request: &Value) -> Result<Value, String> {
+    fn delegate(&self, parent_token: &str, request: &Value) -> Result<Value, IssueError> {
         let ttl = match request.get("ttl").and_then(Value::as_str) {
-            Some(t) => Some(parse_ttl(t).map_err(|e| e.to_string())?),
+            Some(t) => Some(parse_ttl(t)?),
             None => None,
         };
-        let i = self
-            .issuer
-            .delegate(
-                parent_token,
-                &DelegationRequest {
-                    agent: text(request, "agent")?.to_string(),
-                    tools: ToolSet::new(strings(request, "tools")?).map_err(|e| e.to_string())?,
-                    ttl,
-                },
-            )
-            .map_err(|e| e.to_string())?;
+        let i = self.issuer.delegate(
+            parent_token,
+            &DelegationRequest {
+                agent: text(request, "agent")?.to_string(),
+                tools: ToolSet::new(strings(request, "tools")?)?,
+                ttl,
+            },
+        )?;
         Ok(issued(i))
     }
 

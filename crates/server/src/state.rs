@@ -87,7 +87,10 @@ pub enum StateError {
     #[error(transparent)]
     Policies(#[from] LoadError),
     #[error("ledger: {0}")]
-    Ledger(String),
+    Ledger(#[from] truststack_engine::ledger::LedgerError),
+    /// The engine's state could not be rebuilt from the ledger.
+    #[error("ledger: {0}")]
+    Restore(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -146,7 +149,7 @@ impl AppState {
         let loaded = load_bundle(&self.config)?;
         let mut active = self.engine.write();
         // Decisions queued on the old engine are in the ledger before the new one reads it.
-        self.ledger.sync().map_err(StateError::Ledger)?;
+        self.ledger.sync()?;
         let engine = build_engine(&self.config, loaded, &self.ledger, &self.metrics)?;
         let hash = engine.bundle().hash.clone();
         *active = Arc::new(engine);
@@ -176,9 +179,9 @@ fn build_engine(
         ledger: Arc::clone(ledger),
         metrics: Arc::clone(metrics),
     });
-    let records = ledger.records().map_err(StateError::Ledger)?;
+    let records = ledger.records()?;
     let engine = Engine::new(loaded.bundle, config.engine_settings())
         .resume(recorder, &records, &sources)
-        .map_err(StateError::Ledger)?;
+        .map_err(StateError::Restore)?;
     Ok(engine)
 }
