@@ -186,8 +186,10 @@ pub struct Engine {
     approvals: Mutex<Approvals>,
     /// `(policy id, target, scope key)` → lease expiry.
     leases: Mutex<HashMap<LeaseKey, i64>>,
-    recorder: Arc<dyn Recorder>,
+    pub(crate) recorder: Arc<dyn Recorder>,
     seq: AtomicU64,
+    /// Task grants in force, by session.
+    pub(crate) grants: crate::grant::Grants,
     /// Signalled whenever an approval is resolved.
     resolved: Condvar,
     /// The same, for async waiters ([`Engine::outcome`]), which hold no thread while they wait.
@@ -260,6 +262,7 @@ impl Engine {
             leases: Mutex::default(),
             recorder: Arc::new(NoRecorder),
             seq: AtomicU64::new(0),
+            grants: Default::default(),
             resolved: Condvar::new(),
             resolved_async: tokio::sync::Notify::new(),
         }
@@ -292,6 +295,7 @@ impl Engine {
             leases: Mutex::new(self.leases.lock().clone()),
             recorder: Arc::clone(&self.recorder),
             seq: AtomicU64::new(self.seq.load(Ordering::Relaxed)),
+            grants: self.grants.copy(),
             resolved: Condvar::new(),
             resolved_async: tokio::sync::Notify::new(),
         }
@@ -398,7 +402,7 @@ impl Engine {
         Arc::clone(&self.bundle.read())
     }
 
-    fn now(&self, time: Option<&str>) -> Result<i64, String> {
+    pub(crate) fn now(&self, time: Option<&str>) -> Result<i64, String> {
         match self.settings.time_source {
             TimeSource::System => Ok(system_now()),
             TimeSource::Event => match time {
@@ -408,7 +412,7 @@ impl Engine {
         }
     }
 
-    fn next_id(&self, prefix: &str, now: i64) -> String {
+    pub(crate) fn next_id(&self, prefix: &str, now: i64) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         format!("{prefix}-{now:x}-{n}")
     }
@@ -612,19 +616,7 @@ impl Engine {
                     call.tool,
                     allowed.join(", ")
                 );
-                // Denied before policy evaluation, and written to the ledger like any decision.
-                let decision = self.fail_closed(&call, now, reason);
-                let recording = self
-                    .recorder
-                    .submit(decision_record(&bundle, &call, &decision));
-                return Queued {
-                    engine: self,
-                    decision,
-                    recording: Some(recording),
-                    held: None,
-                    denied_before_policy: true,
-                    now,
-                };
+                return self.deny_before_policy(&call, now, reason);
             }
         }
         self.queue(&call)
@@ -642,7 +634,10 @@ impl Engine {
                 "cannot decide: `args` nest {} levels deep; at most {MAX_INPUT_DEPTH} are accepted",
                 value_depth(&call.args)
             ),
-            Ok(now) => return self.queue_at(call, now),
+            Ok(now) => match self.grant_refusal(call) {
+                Some(reason) => return self.deny_before_policy(call, now, reason),
+                None => return self.queue_at(call, now),
+            },
             Err(e) => format!("cannot decide: {e}"),
         };
         let now = system_now();
@@ -652,6 +647,23 @@ impl Engine {
             recording: None,
             held: None,
             denied_before_policy: false,
+            now,
+        }
+    }
+
+    /// Denied before policy evaluation (the credential or the session's task grant does not
+    /// allow the call), and written to the ledger like any decision.
+    fn deny_before_policy(&self, call: &ToolCall, now: i64, reason: String) -> Queued<'_> {
+        let decision = self.fail_closed(call, now, reason);
+        let recording = self
+            .recorder
+            .submit(decision_record(&self.bundle(), call, &decision));
+        Queued {
+            engine: self,
+            decision,
+            recording: Some(recording),
+            held: None,
+            denied_before_policy: true,
             now,
         }
     }
@@ -1224,6 +1236,7 @@ impl Engine {
                     serde_json::from_value(field(record, "input")?).map_err(|e| e.to_string())?;
                 self.index_input(&input);
             }
+            "grant" => self.restore_grant(record)?,
             _ => {}
         }
         Ok(())
@@ -1300,24 +1313,13 @@ impl Engine {
         let now = self
             .now(input.time.as_deref())
             .map_err(InputError::Invalid)?;
-        if let Some(principal) = &input.principal {
-            if !principal.starts_with("user:") {
-                return Err(InputError::Invalid(format!(
-                    "input principal `{principal}` is not a human principal (`user:...`)"
-                )));
-            }
-            if !input.chain.iter().any(|c| c == principal) {
-                return Err(InputError::Invalid(format!(
-                    "input principal `{principal}` is not in the chain of {}",
-                    input.agent
-                )));
-            }
-        } else if !input.chain.iter().any(|c| c.starts_with("user:")) {
-            return Err(InputError::Invalid(format!(
-                "input for {} names no human: its chain has no `user:` principal",
-                input.agent
-            )));
-        }
+        crate::event::check_human(
+            "input",
+            input.principal.as_deref(),
+            &input.chain,
+            &input.agent,
+        )
+        .map_err(InputError::Invalid)?;
         let mut recorded = json!(input);
         if self.settings.input_record != truststack_policy::RecordMode::Full {
             for field in ["text", "values"] {
@@ -1422,6 +1424,7 @@ impl Engine {
             Event::Observation(obs) => Processed::Observation(self.observe(obs)),
             Event::Approval(ans) => Processed::Approval(self.answer(ans)),
             Event::Input(input) => Processed::Input(self.input(input)),
+            Event::Grant(grant) => Processed::Grant(self.declare_grant(grant)),
         }
     }
 }
@@ -1433,6 +1436,7 @@ pub enum Processed {
     Observation(Result<Option<u64>, String>),
     Approval(Result<ApprovalOutcome, ApprovalError>),
     Input(Result<Option<u64>, InputError>),
+    Grant(Result<crate::grant::Declared, crate::grant::GrantError>),
 }
 
 fn context<'a>(call: &'a ToolCall, p: &Principals<'a>, now: i64) -> CallContext<'a> {

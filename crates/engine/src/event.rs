@@ -13,6 +13,7 @@ pub enum Event {
     Observation(Observation),
     Approval(ApprovalAnswer),
     Input(Input),
+    Grant(crate::grant::Grant),
 }
 
 /// What a human principal of the chain asked the agent: the instruction, and optional
@@ -38,6 +39,29 @@ pub struct Input {
     pub text: String,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub values: Value,
+}
+
+/// Checks that an instruction or grant (`what`) for `agent` comes from a human of its chain:
+/// `principal` when named (a `user:...` in the chain), else the chain must hold a human.
+pub fn check_human(
+    what: &str,
+    principal: Option<&str>,
+    chain: &[String],
+    agent: &str,
+) -> Result<(), String> {
+    match principal {
+        Some(principal) if !principal.starts_with("user:") => Err(format!(
+            "{what} principal `{principal}` is not a human principal (`user:...`)"
+        )),
+        Some(principal) if !chain.iter().any(|c| c == principal) => Err(format!(
+            "{what} principal `{principal}` is not in the chain of {agent}"
+        )),
+        Some(_) => Ok(()),
+        None if !chain.iter().any(|c| c.starts_with("user:")) => Err(format!(
+            "{what} for {agent} names no human: its chain has no `user:` principal"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A tool call that asks for a decision.

@@ -79,6 +79,7 @@ pub fn replay(engine: &Engine, events: &[Event]) -> Vec<Step> {
             Processed::Approval(r) => Step::Approval(r.map_err(|e| e.to_string())),
             Processed::Observation(r) => Step::Observation(r.map(|_| ())),
             Processed::Input(r) => Step::Observation(r.map(|_| ()).map_err(|e| e.to_string())),
+            Processed::Grant(r) => Step::Observation(r.map(|_| ()).map_err(|e| e.to_string())),
         })
         .collect()
 }
@@ -103,8 +104,9 @@ pub struct Divergence {
 
 /// Reconstructs the event stream from ledger records (`(index, record)`, in order): decisions
 /// become tool calls at their decision time, approval outcomes become answers at theirs,
-/// observations stay observations. Each tool call carries its recorded decision. Calls whose
-/// arguments were recorded as a hash replay with the digest in place of the arguments.
+/// observations, inputs and task grants stay what they were. Each tool call carries its
+/// recorded decision. Calls whose arguments were recorded as a hash replay with the digest in
+/// place of the arguments.
 pub fn events_from_records(
     records: &[(u64, serde_json::Value)],
 ) -> Vec<(u64, Event, Option<Decision>)> {
@@ -166,6 +168,14 @@ pub fn events_from_records(
                 {
                     input.time = record.get("time").and_then(Value::as_str).map(String::from);
                     out.push((*index, Event::Input(input), None));
+                }
+            }
+            Some("grant") => {
+                if let Ok(mut grant) =
+                    serde_json::from_value::<crate::grant::Grant>(record["grant"].clone())
+                {
+                    grant.time = record.get("time").and_then(Value::as_str).map(String::from);
+                    out.push((*index, Event::Grant(grant), None));
                 }
             }
             _ => {}

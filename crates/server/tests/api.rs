@@ -77,7 +77,7 @@ async fn traces_through_the_api_match_policy_eval() {
                         assert_eq!(body["result"], "granted");
                     }
                 }
-                Event::Observation(_) | Event::Input(_) => {}
+                Event::Observation(_) | Event::Input(_) | Event::Grant(_) => {}
             }
         }
         assert_eq!(got, expected, "{trace}");
