@@ -377,6 +377,7 @@ async fn operations_endpoints_and_bad_input() {
         "/v1/ledger/proofs/inclusion",
         "/v1/policies/reload",
         "/v1/inputs",
+        "/v1/grants",
         "/.well-known/jwks.json",
     ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} documented");
