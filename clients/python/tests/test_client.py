@@ -214,3 +214,34 @@ def test_the_users_input_is_recorded_and_must_come_from_the_chain(server: Server
     with pytest.raises(ApiError) as e:
         agent.input("wire the money", principal="user:mallory@evil.example", session="s-input")
     assert e.value.status == 400
+
+
+def test_a_task_grant_narrows_the_session(server: Server) -> None:
+    agent = Client(server.url, server.agent("orchestrator"))
+    granted = agent.grant_task(
+        [{"tool": "ScanTool", "args": {"/target": {"one_of": ["10.1.0.7"]}}},
+         {"tool": "read_docs"}],
+        session="s-grant",
+    )
+    assert granted.startswith("g-")
+    assert agent.decide("nmap_scan", {"target": "10.1.0.7"}, session="s-grant").allowed
+    d = agent.decide("nmap_scan", {"target": "10.1.0.8"}, session="s-grant")
+    assert d.denied and granted in d.reason and "`/target`" in d.reason
+    with pytest.raises(Denied) as e:
+        agent.authorize("code_review", {"repo": "svc-billing"}, session="s-grant")
+    assert "does not allow tool `code_review`" in e.value.reason
+    # Other sessions are untouched.
+    assert agent.decide("code_review", {"repo": "svc-billing"}, session="s-other").allowed
+
+    async def run() -> str:
+        async with AsyncClient(server.url, server.agent("orchestrator")) as a:
+            return await a.grant_task([{"tool": "read_docs"}], session="s-grant", grant_id="g-docs")
+
+    assert asyncio.run(run()) == "g-docs"
+    # The second grant narrows the session further: scanning is no longer in both.
+    d = agent.decide("nmap_scan", {"target": "10.1.0.7"}, session="s-grant")
+    assert d.denied and "g-docs" in d.reason
+    with pytest.raises(ApiError) as bad:
+        agent.grant_task([], principal="user:mallory@evil.example", session="s-grant")
+    assert bad.value.status == 400
+    assert any(e["record"]["kind"] == "grant" for e in server.ledger())

@@ -233,8 +233,10 @@ pub struct Engine {
     approvals: Mutex<Approvals>,
     /// `(policy id, target, scope key)` → lease expiry.
     leases: Mutex<HashMap<LeaseKey, i64>>,
-    recorder: Arc<dyn Recorder>,
+    pub(crate) recorder: Arc<dyn Recorder>,
     seq: AtomicU64,
+    /// Task grants in force, by session.
+    pub(crate) grants: crate::grant::Grants,
     /// Signalled whenever an approval is resolved.
     resolved: Condvar,
     /// The same, for async waiters ([`Engine::outcome`]), which hold no thread while they wait.
@@ -307,6 +309,7 @@ impl Engine {
             leases: Mutex::default(),
             recorder: Arc::new(NoRecorder),
             seq: AtomicU64::new(0),
+            grants: Default::default(),
             resolved: Condvar::new(),
             resolved_async: tokio::sync::Notify::new(),
         }
@@ -339,6 +342,7 @@ impl Engine {
             leases: Mutex::new(self.leases.lock().clone()),
             recorder: Arc::clone(&self.recorder),
             seq: AtomicU64::new(self.seq.load(Ordering::Relaxed)),
+            grants: self.grants.copy(),
             resolved: Condvar::new(),
             resolved_async: tokio::sync::Notify::new(),
         }
@@ -445,7 +449,7 @@ impl Engine {
         Arc::clone(&self.bundle.read())
     }
 
-    fn now(&self, time: Option<&str>) -> Result<i64, String> {
+    pub(crate) fn now(&self, time: Option<&str>) -> Result<i64, String> {
         match self.settings.time_source {
             TimeSource::System => Ok(system_now()),
             TimeSource::Event => match time {
@@ -455,7 +459,7 @@ impl Engine {
         }
     }
 
-    fn next_id(&self, prefix: &str, now: i64) -> String {
+    pub(crate) fn next_id(&self, prefix: &str, now: i64) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         format!("{prefix}-{now:x}-{n}")
     }
@@ -659,7 +663,10 @@ impl Engine {
                 "cannot decide: `args` nest {} levels deep; at most {MAX_INPUT_DEPTH} are accepted",
                 value_depth(&call.args)
             ),
-            Ok(now) => return Ok((call, now)),
+            Ok(now) => match self.grant_refusal(&call) {
+                Some(reason) => return Err(Box::new(self.deny_before_policy(&call, now, reason))),
+                None => return Ok((call, now)),
+            },
             Err(e) => format!("cannot decide: {e}"),
         };
         let now = system_now();
@@ -694,7 +701,8 @@ impl Engine {
         ))
     }
 
-    /// Denied before policy evaluation, and written to the ledger like any decision.
+    /// Denied before policy evaluation (the credential or the session's task grant does not
+    /// allow the call), and written to the ledger like any decision.
     fn deny_before_policy(&self, call: &ToolCall, now: i64, reason: String) -> Queued<'_> {
         let decision = self.fail_closed(call, now, reason);
         let recording = self
@@ -1286,6 +1294,7 @@ impl Engine {
                     self.index_input(&input);
                 }
             }
+            Record::Grant { grant, .. } => self.restore_grant(grant)?,
             _ => {}
         }
         Ok(())
@@ -1362,24 +1371,13 @@ impl Engine {
         let now = self
             .now(input.time.as_deref())
             .map_err(InputError::Invalid)?;
-        if let Some(principal) = &input.principal {
-            if let Err(e) = UserId::parse(principal) {
-                return Err(InputError::Invalid(format!(
-                    "input principal `{principal}` is not a human principal (`user:...`): {e}"
-                )));
-            }
-            if !input.chain.iter().any(|c| c == principal) {
-                return Err(InputError::Invalid(format!(
-                    "input principal `{principal}` is not in the chain of {}",
-                    input.agent
-                )));
-            }
-        } else if !input.chain.iter().any(|c| UserId::parse(c).is_ok()) {
-            return Err(InputError::Invalid(format!(
-                "input for {} names no human: its chain has no `user:` principal",
-                input.agent
-            )));
-        }
+        crate::event::check_human(
+            "input",
+            input.principal.as_deref(),
+            &input.chain,
+            &input.agent,
+        )
+        .map_err(InputError::Invalid)?;
         let record = Record::Input {
             time: format_time(now),
             input: RecordedInput::new(input, self.settings.input_record),
@@ -1480,6 +1478,7 @@ impl Engine {
             Event::Observation(obs) => Processed::Observation(self.observe(obs)),
             Event::Approval(ans) => Processed::Approval(self.answer(ans)),
             Event::Input(input) => Processed::Input(self.input(input)),
+            Event::Grant(grant) => Processed::Grant(self.declare_grant(grant)),
         }
     }
 }
@@ -1491,6 +1490,7 @@ pub enum Processed {
     Observation(Result<Option<u64>, String>),
     Approval(Result<ApprovalOutcome, ApprovalError>),
     Input(Result<Option<u64>, InputError>),
+    Grant(Result<crate::grant::Declared, crate::grant::GrantError>),
 }
 
 fn context<'a>(call: &'a ToolCall, p: &Principals<'a>, now: i64) -> CallContext<'a> {

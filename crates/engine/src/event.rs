@@ -14,6 +14,7 @@ pub enum Event {
     Observation(Observation),
     Approval(ApprovalAnswer),
     Input(Input),
+    Grant(crate::grant::Grant),
 }
 
 /// What a human principal of the chain asked the agent: the instruction, and optional
@@ -39,6 +40,36 @@ pub struct Input {
     pub text: String,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub values: Value,
+}
+
+/// Checks that an instruction or grant (`what`) for `agent` comes from a human of its chain:
+/// `principal` when named (a `user:...` in the chain), else the chain must hold a human.
+pub fn check_human(
+    what: &str,
+    principal: Option<&str>,
+    chain: &[String],
+    agent: &str,
+) -> Result<(), String> {
+    use truststack_identity::id::UserId;
+    match principal {
+        Some(principal) => {
+            if let Err(e) = UserId::parse(principal) {
+                return Err(format!(
+                    "{what} principal `{principal}` is not a human principal (`user:...`): {e}"
+                ));
+            }
+            if !chain.iter().any(|c| c == principal) {
+                return Err(format!(
+                    "{what} principal `{principal}` is not in the chain of {agent}"
+                ));
+            }
+            Ok(())
+        }
+        None if !chain.iter().any(|c| UserId::parse(c).is_ok()) => Err(format!(
+            "{what} for {agent} names no human: its chain has no `user:` principal"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A tool call that asks for a decision.

@@ -5,6 +5,7 @@
 
 use crate::decision::{ApprovalOutcome, Decision};
 use crate::event::{Input, Observation, ToolCall};
+use crate::grant::Grant;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -23,6 +24,8 @@ pub enum Record {
     Approval { outcome: ApprovalOutcome },
     /// A human's instruction to an agent (as the deployment's privacy mode keeps it).
     Input { time: String, input: RecordedInput },
+    /// A session's task grant (kept in full: it is what decisions were checked against).
+    Grant { time: String, grant: Grant },
     /// A policy bundle became active.
     PolicyActivation(PolicyActivation),
     /// A credential was issued (written by the identity service).
@@ -140,11 +143,12 @@ impl RecordError {
 }
 
 /// The kinds [`Record`] reads; others decode as [`Record::Other`].
-const KNOWN: [&str; 7] = [
+const KNOWN: [&str; 8] = [
     "decision",
     "observation",
     "approval",
     "input",
+    "grant",
     "policy_activation",
     "identity_issued",
     "identity_revoked",
@@ -190,6 +194,7 @@ impl Record {
             Record::Observation { .. } => "observation",
             Record::Approval { .. } => "approval",
             Record::Input { .. } => "input",
+            Record::Grant { .. } => "grant",
             Record::PolicyActivation(_) => "policy_activation",
             Record::IdentityIssued(_) => "identity_issued",
             Record::IdentityRevoked(_) => "identity_revoked",

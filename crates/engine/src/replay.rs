@@ -80,6 +80,7 @@ pub fn replay(engine: &Engine, events: &[Event]) -> Vec<Step> {
             Processed::Approval(r) => Step::Approval(r.map_err(|e| e.to_string())),
             Processed::Observation(r) => Step::Observation(r.map(|_| ())),
             Processed::Input(r) => Step::Observation(r.map(|_| ()).map_err(|e| e.to_string())),
+            Processed::Grant(r) => Step::Observation(r.map(|_| ()).map_err(|e| e.to_string())),
         })
         .collect()
 }
@@ -104,7 +105,8 @@ pub struct Divergence {
 
 /// Reconstructs the event stream from decoded ledger records (`(index, record)`, in order):
 /// decisions become tool calls at their decision time, approval outcomes become answers at
-/// theirs, observations stay observations, inputs kept whole stay inputs. Each tool call carries
+/// theirs, observations and task grants stay what they were, inputs kept whole stay inputs.
+/// Each tool call carries
 /// its recorded decision. Calls whose arguments were recorded as a hash replay with the digest
 /// in place of the arguments; an input kept only as a digest cannot be replayed and is left out.
 pub fn events_from_records(records: &[(u64, Record)]) -> Vec<(u64, Event, Option<Decision>)> {
@@ -151,6 +153,11 @@ pub fn events_from_records(records: &[(u64, Record)]) -> Vec<(u64, Event, Option
                     input.time = Some(time.clone());
                     out.push((*index, Event::Input(input), None));
                 }
+            }
+            Record::Grant { time, grant } => {
+                let mut grant = grant.clone();
+                grant.time = Some(time.clone());
+                out.push((*index, Event::Grant(grant), None));
             }
             _ => {}
         }

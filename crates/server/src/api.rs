@@ -23,7 +23,8 @@ use truststack_engine::log::clip;
 use truststack_engine::record::Record;
 use truststack_engine::Request;
 use truststack_engine::{
-    ApprovalAnswer, Caller, DataAccess, Engine, Input, InputError, Observation, ToolCall,
+    Allowance, ApprovalAnswer, Caller, DataAccess, Engine, Grant, GrantError, Input, InputError,
+    Observation, ToolCall,
 };
 
 type Shared = Arc<AppState>;
@@ -37,6 +38,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/decide", post(decide))
         .route("/v1/observations", post(observe))
         .route("/v1/inputs", post(input))
+        .route("/v1/grants", post(grant_task))
         .route("/v1/outcomes", post(outcome))
         .route("/v1/tools/visible", post(visible_tools))
         .route("/v1/approvals", get(list_approvals))
@@ -366,6 +368,53 @@ async fn input(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
             InputError::Ledger(_) => ApiError::unavailable(e.to_string()),
         })?;
     Ok(reply(json!({"recorded": true, "ledger_index": index})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    principal: Option<String>,
+    allow: Vec<Allowance>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    chain: Vec<String>,
+    /// Used only when the server runs on the event clock.
+    #[serde(default)]
+    time: Option<String>,
+}
+
+/// What a session's task authorises, declared by its host: credentialed like an input, so a
+/// caller declares grants only for its own sessions, on behalf of a human of its chain.
+async fn grant_task(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let req: GrantRequest = parse_body(&body)?;
+    let caller = state.caller(&headers, req.agent, req.chain)?;
+    let grant = Grant {
+        id: req.id,
+        time: req.time,
+        agent: caller.agent,
+        session: req.session,
+        chain: caller.chain,
+        principal: req.principal,
+        allow: req.allow,
+    };
+    let st = Arc::clone(&state);
+    let declared = blocking(move || st.engine.read().declare_grant(&grant))
+        .await?
+        .map_err(|e| match e {
+            GrantError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            GrantError::Ledger(_) => ApiError::unavailable(e.to_string()),
+        })?;
+    Ok(reply(json!({
+        "recorded": true,
+        "grant_id": declared.grant_id,
+        "ledger_index": declared.ledger_index,
+    })))
 }
 
 /// A call's outcome: an observation tied to the call, with the tool's data source (from the

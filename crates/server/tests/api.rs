@@ -77,7 +77,7 @@ async fn traces_through_the_api_match_policy_eval() {
                         assert_eq!(body["result"], "granted");
                     }
                 }
-                Event::Observation(_) | Event::Input(_) => {}
+                Event::Observation(_) | Event::Input(_) | Event::Grant(_) => {}
             }
         }
         assert_eq!(got, expected, "{trace}");
@@ -377,6 +377,7 @@ async fn operations_endpoints_and_bad_input() {
         "/v1/ledger/proofs/inclusion",
         "/v1/policies/reload",
         "/v1/inputs",
+        "/v1/grants",
         "/.well-known/jwks.json",
     ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} documented");

@@ -207,3 +207,138 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::init(
+        &dir.path().join("issuer"),
+        &TrustDomain::new("acme.example").unwrap(),
+    )
+    .unwrap();
+    let service: Arc<dyn IdentityService> = Arc::new(IssuerService::new(issuer));
+    let admin = service
+        .issue(&json!({"user": "user:root@acme.example", "roles": ["admin"]}))
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut config = open_config(&["policies/delegation-root.tsp"]);
+    config.require_credentials = true;
+    let server = start(config.clone(), dir.path(), Some(service.clone())).await;
+    let (status, agent) = server
+        .post("/v1/identities", Some(&admin), json!({"agent": "auditor", "owner": "user:operator@acme.example", "tools": ["ScanTool", "CodeAnalysisTool"], "ttl": "1h"}))
+        .await;
+    assert_eq!(status, 200, "{agent}");
+    let agent = agent["token"].as_str().unwrap().to_string();
+
+    // The task: scan the lab range, nothing else. Declared by the host with the agent's
+    // credential, for the human at the head of its chain.
+    let (status, granted) = server
+        .post(
+            "/v1/grants",
+            Some(&agent),
+            json!({"id": "g-lab-scan", "session": "job-1", "allow": [
+                {"tool": "ScanTool", "args": {"/target": {"pattern": "10\\.0\\.3\\.[0-9]+"}}}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{granted}");
+    assert_eq!(granted["grant_id"], "g-lab-scan");
+    assert!(granted["ledger_index"].is_u64(), "{granted}");
+
+    // Identity comes from the credential, and only a human of its chain grants.
+    let (status, body) = server
+        .post(
+            "/v1/grants",
+            Some(&agent),
+            json!({"session": "job-1", "allow": [], "agent": "spiffe://acme.example/agent/other"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server
+        .post(
+            "/v1/grants",
+            Some(&agent),
+            json!({"session": "job-1", "allow": [], "principal": "user:mallory@acme.example"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not in the chain"),
+        "{body}"
+    );
+    let (status, body) = server
+        .post("/v1/grants", Some(&agent), json!({"session": "job-1", "allow": [{"tool": "ScanTool", "args": {"/target": {"pattern": "("}}}]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("bad grant"),
+        "{body}"
+    );
+    let (status, _) = server
+        .post("/v1/grants", None, json!({"session": "job-1", "allow": []}))
+        .await;
+    assert_eq!(status, 401);
+
+    let decide = |session: &str, tool: &str, target: &str| json!({"session": session, "tool": tool, "args": {"target": target}});
+    let (_, d) = server
+        .post(
+            "/v1/decide",
+            Some(&agent),
+            decide("job-1", "nmap_scan", "10.0.3.7"),
+        )
+        .await;
+    assert_eq!(d["decision"], "allow", "{d}");
+    let (_, d) = server
+        .post(
+            "/v1/decide",
+            Some(&agent),
+            decide("job-1", "nmap_scan", "10.0.9.1"),
+        )
+        .await;
+    assert_eq!(d["decision"], "deny", "{d}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("g-lab-scan") && reason.contains("`/target` value \"10.0.9.1\""),
+        "{reason}"
+    );
+    assert_eq!(d["policies"], json!([]), "denied before policy evaluation");
+    let (_, d) = server
+        .post(
+            "/v1/decide",
+            Some(&agent),
+            decide("job-1", "code_review", "repo"),
+        )
+        .await;
+    assert_eq!(d["decision"], "deny", "{d}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not allow tool `code_review`"),
+        "{d}"
+    );
+    // Another session of the same agent has no grant.
+    let (_, d) = server
+        .post(
+            "/v1/decide",
+            Some(&agent),
+            decide("job-2", "code_review", "repo"),
+        )
+        .await;
+    assert_eq!(d["decision"], "allow", "{d}");
+    server.stop().await;
+
+    // A restart restores the grant from the ledger.
+    let server = start(config, dir.path(), Some(service)).await;
+    let (_, d) = server
+        .post(
+            "/v1/decide",
+            Some(&agent),
+            decide("job-1", "code_review", "repo"),
+        )
+        .await;
+    assert_eq!(d["decision"], "deny", "{d}");
+    assert!(d["reason"].as_str().unwrap().contains("g-lab-scan"), "{d}");
+    server.stop().await;
+}

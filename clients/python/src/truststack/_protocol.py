@@ -107,6 +107,19 @@ def user_input(
     return Request("POST", "/v1/inputs", json=body)
 
 
+def task_grant(
+    allow: Sequence[Mapping[str, Any]],
+    session: str | None,
+    principal: str | None,
+    grant_id: str | None,
+) -> Request:
+    body: dict[str, Any] = {"allow": [dict(entry) for entry in allow]}
+    for key, value in (("session", session), ("principal", principal), ("id", grant_id)):
+        if value is not None:
+            body[key] = value
+    return Request("POST", "/v1/grants", json=body)
+
+
 def wait(approval_id: str, seconds: float) -> Request:
     ms = max(1, int(seconds * 1000))
     return Request("GET", f"/v1/approvals/{approval_id}/wait", params={"timeout": f"{ms}ms"})

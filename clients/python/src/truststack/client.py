@@ -206,6 +206,21 @@ class Client(_Base):
         body = self._send(wire.user_input(text, values, session, principal, input_id))
         return body.get("ledger_index")
 
+    def grant_task(
+        self,
+        allow: Sequence[Mapping[str, Any]],
+        *,
+        session: str | None = None,
+        principal: str | None = None,
+        grant_id: str | None = None,
+    ) -> str:
+        """Declares what the session's task authorises: ``allow`` lists ``{"tool", "args"}``
+        entries (a tool or class, and constraints by argument: ``one_of``, ``min``, ``max``,
+        ``pattern``). Calls of the session outside it are denied; a second grant narrows the
+        session further. For a human of this credential's chain (``principal``, default its
+        head); the grant's id."""
+        return str(self._send(wire.task_grant(allow, session, principal, grant_id))["grant_id"])
+
     def delegate(self, agent: str, tools: Sequence[str], *, ttl: str | None = None) -> Credential:
         """Mints a narrower credential for a sub-agent from this client's credential."""
         return Credential.from_json(self._send(wire.delegate(agent, tools, ttl)))
@@ -383,6 +398,17 @@ class AsyncClient(_Base):
     ) -> int | None:
         body = await self._send(wire.user_input(text, values, session, principal, input_id))
         return body.get("ledger_index")
+
+    async def grant_task(
+        self,
+        allow: Sequence[Mapping[str, Any]],
+        *,
+        session: str | None = None,
+        principal: str | None = None,
+        grant_id: str | None = None,
+    ) -> str:
+        body = await self._send(wire.task_grant(allow, session, principal, grant_id))
+        return str(body["grant_id"])
 
     async def delegate(
         self, agent: str, tools: Sequence[str], *, ttl: str | None = None
