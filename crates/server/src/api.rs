@@ -803,10 +803,12 @@ async fn wait(
 /// (400); anything else is the ledger failing (503).
 fn ledger_error(e: truststack_engine::ledger::LedgerError) -> ApiError {
     use truststack_engine::ledger::LedgerError as E;
+    use truststack_engine::ledger::store::StoreError;
     match e {
-        E::Proof(_) | E::NoSuchEntry { .. } | E::SizeBeyondLog { .. } => {
-            ApiError::bad_request(e.to_string())
-        }
+        E::Proof(_)
+        | E::Store(StoreError::Merkle(_))
+        | E::NoSuchEntry { .. }
+        | E::SizeBeyondLog { .. } => ApiError::bad_request(e.to_string()),
         e => ApiError::unavailable(e.to_string()),
     }
 }
