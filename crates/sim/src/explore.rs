@@ -342,7 +342,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                     let mut progress = f.progress.clone();
                     completed.clear();
                     if admitted {
-                        world.advance(&mut progress, mv.actor, mv.tool, &mut completed);
+                        world.advance(&mut progress, mv, &mut completed);
                     }
                     let child = Frontier {
                         engine,

@@ -74,8 +74,10 @@ pub struct World {
     pub tools: Vec<ToolEntry>,
     pub actors: Vec<Actor>,
     pub goals: Vec<Goal>,
-    /// `effects[tool][goal]`.
+    /// `effects[tool][goal]`: what a call to the tool may do, with any of its variants.
     pub effects: Vec<Vec<Effect>>,
+    /// `variant_effects[tool][variant][goal]`: what a call with that variant does.
+    pub variant_effects: Vec<Vec<Vec<Effect>>>,
     /// Per goal: where its slots start in a progress vector.
     pub(crate) offsets: Vec<usize>,
     pub progress_len: usize,
@@ -313,12 +315,31 @@ impl World {
                     .or_else(|| depth_reason.clone())
             })
             .collect();
-        let effects = tools
+        let variant_effects: Vec<Vec<Vec<Effect>>> = tools
             .iter()
             .map(|t| {
-                goals
+                t.variants
                     .iter()
-                    .map(|g| g.effect(&manifest.catalog, &t.name, &t.tactics))
+                    .map(|args| {
+                        goals
+                            .iter()
+                            .map(|g| g.effect(&manifest.catalog, &t.name, &t.tactics, args))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let effects = variant_effects
+            .iter()
+            .map(|per_variant| {
+                (0..goals.len())
+                    .map(|g| {
+                        per_variant.iter().fold(Effect::default(), |acc, e| Effect {
+                            steps: acc.steps | e[g].steps,
+                            source: acc.source || e[g].source,
+                            sink: acc.sink || e[g].sink,
+                        })
+                    })
                     .collect()
             })
             .collect();
@@ -372,6 +393,7 @@ impl World {
             actors,
             goals,
             effects,
+            variant_effects,
             offsets,
             progress_len,
             approvers,
@@ -388,14 +410,28 @@ impl World {
         self.offsets[g] + self.actors[actor].slots[scope]
     }
 
+    /// Whether what a call to `tool` does to some goal depends on its argument variant.
+    pub fn variant_matters(&self, tool: usize) -> bool {
+        self.variant_effects
+            .get(tool)
+            .is_some_and(|v| v.windows(2).any(|w| w[0] != w[1]))
+    }
+
     /// Advances `progress` by an admitted move; returns the goals it completed.
-    pub fn advance(&self, progress: &mut [u8], actor: usize, tool: usize, out: &mut Vec<usize>) {
+    pub fn advance(&self, progress: &mut [u8], m: Move, out: &mut Vec<usize>) {
+        let Some(effects) = self
+            .variant_effects
+            .get(m.tool)
+            .and_then(|v| v.get(m.variant))
+        else {
+            return;
+        };
         for (g, goal) in self.goals.iter().enumerate() {
-            let effect = self.effects[tool][g];
+            let effect = effects[g];
             if effect.is_none() {
                 continue;
             }
-            let i = self.slot(g, actor);
+            let i = self.slot(g, m.actor);
             if let Some(p) = progress.get_mut(i) {
                 let target = goal.target();
                 if *p < target {
