@@ -15,6 +15,25 @@
 //! A goal is *unguarded* when a path without any grant reaches it, *gated* when only paths with
 //! a grant do, *unreachable* when no explored path does and the exploration was exhaustive.
 //! Breadth-first order makes every reported trajectory a shortest one.
+//!
+//! The reductions of the search, each sound (it never hides a trajectory to a goal the plain
+//! search would find) and each checked against the plain search on generated manifests:
+//!
+//! - **Goal progress that no longer matters is forgotten.** States are compared on the goal
+//!   automata's progress only where it can still change a verdict: a goal already reached
+//!   unguarded (breadth-first, its shortest witness is found) or not tracked by this search
+//!   drops out of the comparison, and in a scope whose actors hold no tools that could complete
+//!   the goal from where it stands (a sequence step none of them can match, a data flow with no
+//!   sink left), every progress value is the same *dead* one.
+//! - **A goal nobody can still complete is settled at the depth bound.** When the search stops
+//!   at `max_depth`, a goal not reached is unreachable, not unknown, if in every state left to
+//!   expand every scope's progress on it is dead: no longer trajectory can reach it either.
+//! - **Monitors keep only the windows that read them** (see [`crate::abstraction`]): a
+//!   `Trajectory_Contains('X')` monitor no predicate reads through `WITHIN` keeps presence only,
+//!   even when another monitor is read through a window.
+//! - **Interchangeable tools are explored once** (see [`World::representatives`]): two tools of
+//!   one actor with the same catalog entry but the name, named by no policy, with the same
+//!   argument variants, are decided alike in every state and do the same to every goal.
 
 use crate::world::{Lease, Move, World};
 use std::collections::HashMap;
@@ -75,6 +94,9 @@ pub struct Search {
     pub stop: Stop,
     pub max_depth: usize,
     pub max_states: usize,
+    /// Apply the reductions (see the module documentation); off only to check them against the plain
+    /// search.
+    pub reduce: bool,
 }
 
 impl Search {
@@ -86,6 +108,82 @@ impl Search {
             stop: Stop::Never,
             max_depth: world.manifest.settings.max_depth,
             max_states: world.manifest.settings.max_states,
+            reduce: true,
+        }
+    }
+}
+
+/// What the moves of one search can still do to each goal, per progress slot.
+struct Liveness {
+    /// Per progress slot: its goal.
+    goal: Vec<usize>,
+    /// Per progress slot: the union of the effects of the moves acting in it.
+    reach: Vec<crate::goal::Effect>,
+    /// Per goal: it drops out of state comparison (untracked, or reached unguarded).
+    settled: Vec<bool>,
+    /// Per goal: it drops out of the comparison of states behind a grant (untracked, or
+    /// reached at all): such states can only add gated witnesses, and its shortest is found.
+    witnessed: Vec<bool>,
+}
+
+impl Liveness {
+    fn new(world: &World, search: &Search) -> Liveness {
+        let mut goal = vec![usize::MAX; world.progress_len];
+        for g in 0..world.goals.len() {
+            for a in 0..world.actors.len() {
+                if let Some(x) = goal.get_mut(world.slot(g, a)) {
+                    *x = g;
+                }
+            }
+        }
+        let mut reach = vec![crate::goal::Effect::default(); world.progress_len];
+        for m in &search.moves {
+            for g in 0..world.goals.len() {
+                let e = world.variant_effects[m.tool][m.variant][g];
+                if let Some(r) = reach.get_mut(world.slot(g, m.actor)) {
+                    r.steps |= e.steps;
+                    r.source |= e.source;
+                    r.sink |= e.sink;
+                }
+            }
+        }
+        let settled: Vec<bool> = (0..world.goals.len())
+            .map(|g| !search.goals.contains(&g))
+            .collect();
+        Liveness {
+            goal,
+            reach,
+            witnessed: settled.clone(),
+            settled,
+        }
+    }
+
+    /// Whether slot `i` at `progress` can still complete its goal.
+    fn alive(&self, world: &World, i: usize, progress: u8) -> bool {
+        match (self.goal.get(i), self.reach.get(i)) {
+            (Some(&g), Some(r)) if g < world.goals.len() => {
+                world.goals[g].can_complete(progress, *r)
+            }
+            _ => false,
+        }
+    }
+
+    /// The progress vector as states are compared on it (`gated`: of a state behind a grant).
+    fn key(&self, world: &World, progress: &[u8], gated: bool, out: &mut Vec<u8>) {
+        let settled = if gated {
+            &self.witnessed
+        } else {
+            &self.settled
+        };
+        for (i, p) in progress.iter().enumerate() {
+            let g = self.goal.get(i).copied().unwrap_or(usize::MAX);
+            if settled.get(g).copied().unwrap_or(true) {
+                out.push(0xFF);
+            } else if !self.alive(world, i, *p) {
+                out.push(0xFE);
+            } else {
+                out.push(*p);
+            }
         }
     }
 }
@@ -148,6 +246,9 @@ pub struct Explored {
     pub early: bool,
     /// Per tracked goal (same order as `Search::goals`).
     pub witnesses: Vec<Witnesses>,
+    /// Per tracked goal: "not reached unguarded" is final — the search reached its fixpoint,
+    /// or stopped at the depth bound where no state left to expand can still complete it.
+    pub settled: Vec<bool>,
     pub elapsed: std::time::Duration,
 }
 
@@ -188,29 +289,40 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         rec: 0,
         gated: false,
     };
-    let key = |f: &Frontier, remaining: usize| {
+    let plain;
+    let abstraction = if search.reduce {
+        &world.abstraction
+    } else {
+        plain = crate::abstraction::Abstraction::per_kind_only(&world.base.bundle());
+        &plain
+    };
+    let mut live = Liveness::new(world, search);
+    let key = |f: &Frontier, remaining: usize, live: &Liveness| {
         let mut k = Vec::with_capacity(64);
-        world
-            .abstraction
-            .key(&f.engine.snapshot(), f.now, remaining, step_ms, &mut k);
+        abstraction.key(&f.engine.snapshot(), f.now, remaining, step_ms, &mut k);
         crate::abstraction::Abstraction::lease_key(&f.leases, f.now, &mut k);
-        k.extend_from_slice(&f.progress);
+        if search.reduce {
+            live.key(world, &f.progress, f.gated, &mut k);
+        } else {
+            k.extend_from_slice(&f.progress);
+        }
         k
     };
-    visited.insert(key(&root, search.max_depth), true);
+    visited.insert(key(&root, search.max_depth, &live), true);
     let mut frontier = vec![root];
-    let mut calls: Vec<ToolCall> = search
-        .moves
-        .iter()
-        .map(|m| world.untimed_call(*m))
-        .collect();
+    let moves = if search.reduce {
+        world.representatives(&search.moves)
+    } else {
+        search.moves.clone()
+    };
+    let mut calls: Vec<ToolCall> = moves.iter().map(|m| world.untimed_call(*m)).collect();
     let mut depth = 0;
     let mut bound = None;
     let mut bound_kind = None;
     let mut ungrantable: std::collections::BTreeMap<(usize, usize), Vec<String>> =
         std::collections::BTreeMap::new();
     let mut done = false;
-    let waits_enabled = settings.waits && world.abstraction.has_windows();
+    let waits_enabled = settings.waits && abstraction.has_windows();
     let mut completed = Vec::new();
     while !frontier.is_empty() && !done {
         if depth >= search.max_depth {
@@ -229,7 +341,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         let mut next = Vec::new();
         'states: for f in frontier.drain(..) {
             let mut children: Vec<(Frontier, Vec<usize>)> = Vec::new();
-            for (&mv, call) in search.moves.iter().zip(&calls) {
+            for (&mv, call) in moves.iter().zip(&calls) {
                 let engine = f.engine.fork();
                 let decision = engine.decide_brief(call, f.now);
                 decisions += 1;
@@ -367,7 +479,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
             }
             if waits_enabled {
                 let snap = f.engine.snapshot();
-                for w in world.abstraction.waits(&snap, f.now, remaining) {
+                for w in abstraction.waits(&snap, f.now, remaining) {
                     arena.push(Rec {
                         parent: f.rec,
                         step: Some(PathStep::Wait { ms: w }),
@@ -391,8 +503,14 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                         let w = &mut witnesses[*t];
                         if !child.gated && w.unguarded.is_none() {
                             w.unguarded = Some(path(&arena, child.rec));
+                            if let Some(s) = live.settled.get_mut(g) {
+                                *s = true;
+                            }
                         } else if child.gated && w.gated.is_none() && w.unguarded.is_none() {
                             w.gated = Some(path(&arena, child.rec));
+                        }
+                        if let Some(s) = live.witnessed.get_mut(g) {
+                            *s = true;
                         }
                     }
                 }
@@ -402,7 +520,12 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                     done = true;
                     break 'states;
                 }
-                let k = key(&child, remaining);
+                // Behind a grant, a state can only add gated witnesses: once every goal has a
+                // witness, it has nothing left to show.
+                if search.reduce && child.gated && live.witnessed.iter().all(|w| *w) {
+                    continue;
+                }
+                let k = key(&child, remaining, &live);
                 match visited.get_mut(&k) {
                     None => {
                         visited.insert(k, !child.gated);
@@ -430,6 +553,23 @@ pub fn explore(world: &World, search: &Search) -> Explored {
     }
     let early = done && bound.is_none();
     let exhaustive = bound.is_none() && !done;
+    // At the depth bound, a goal is settled when every state left to expand is dead on it.
+    let depth_bound = matches!(bound_kind, Some(BoundKind::Depth(_)));
+    let settled = search
+        .goals
+        .iter()
+        .map(|&g| {
+            exhaustive
+                || (search.reduce
+                    && depth_bound
+                    && frontier.iter().all(|f| {
+                        f.progress
+                            .iter()
+                            .enumerate()
+                            .all(|(i, p)| live.goal.get(i) != Some(&g) || !live.alive(world, i, *p))
+                    }))
+        })
+        .collect();
     Explored {
         states: visited.len(),
         decisions,
@@ -447,6 +587,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
             .collect(),
         early,
         witnesses,
+        settled,
         elapsed: started.elapsed(),
     }
 }

@@ -10,7 +10,63 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use truststack_engine::{ApprovalAnswer, ApprovalOutcome, Engine, Settings, ToolCall};
 use truststack_policy::load::{load_sources, LoadError};
-use truststack_policy::{Action as PolicyAction, Target};
+use truststack_policy::{Action as PolicyAction, Catalog, Target};
+
+/// Per tool, the first tool interchangeable with it (see [`World::representatives`]).
+fn twins(bundle: &truststack_policy::Bundle, catalog: &Catalog, tools: &[ToolEntry]) -> Vec<usize> {
+    use truststack_policy::ast::{ContextField, Expr, Pred, ValueTest};
+    fn walk(e: &Expr, f: &mut impl FnMut(&Pred)) {
+        match e {
+            Expr::And(items) | Expr::Or(items) => items.iter().for_each(|i| walk(i, f)),
+            Expr::Not(inner) => walk(inner, f),
+            Expr::Pred(p, _) => f(p),
+        }
+    }
+    let mut named: BTreeSet<String> = BTreeSet::new();
+    let mut tool_tested = false;
+    for cp in &bundle.policies {
+        walk(&cp.policy.condition, &mut |p| match p {
+            Pred::Call { pattern }
+            | Pred::Count { pattern, .. }
+            | Pred::Distinct { pattern, .. }
+            | Pred::Field { pattern, .. }
+            | Pred::Contains { pattern, .. } => {
+                named.insert(pattern.clone());
+            }
+            Pred::Sequence { steps, .. } => named.extend(steps.iter().cloned()),
+            Pred::Value {
+                test: ValueTest::InResults(names),
+                ..
+            } => named.extend(names.iter().cloned()),
+            Pred::Context {
+                field: ContextField::Tool,
+                ..
+            } => tool_tested = true,
+            _ => {}
+        });
+    }
+    let signature = |t: &ToolEntry| {
+        (
+            catalog
+                .tool(&t.name)
+                .and_then(|s| serde_json::to_string(s).ok()),
+            t.known,
+            t.tactics.clone(),
+            serde_json::to_string(&t.variants).ok(),
+        )
+    };
+    let signatures: Vec<_> = tools.iter().map(signature).collect();
+    (0..tools.len())
+        .map(|i| {
+            if tool_tested || named.contains(&tools[i].name) {
+                return i;
+            }
+            (0..i)
+                .find(|&j| !named.contains(&tools[j].name) && signatures[j] == signatures[i])
+                .unwrap_or(i)
+        })
+        .collect()
+}
 
 /// The approver assumed when the manifest lists none: any human outside the call's chain.
 pub const DEFAULT_APPROVER: &str = "user:approver@truststack.sim";
@@ -78,6 +134,8 @@ pub struct World {
     pub effects: Vec<Vec<Effect>>,
     /// `variant_effects[tool][variant][goal]`: what a call with that variant does.
     pub variant_effects: Vec<Vec<Vec<Effect>>>,
+    /// Per tool: the first tool interchangeable with it (itself when none is).
+    pub(crate) twin_of: Vec<usize>,
     /// Per goal: where its slots start in a progress vector.
     pub(crate) offsets: Vec<usize>,
     pub progress_len: usize,
@@ -183,6 +241,7 @@ impl World {
                 volume,
             });
         }
+        let twin_of = twins(&bundle, &manifest.catalog, &tools);
         let tool_index: BTreeMap<&str, usize> = tools
             .iter()
             .enumerate()
@@ -394,6 +453,7 @@ impl World {
             goals,
             effects,
             variant_effects,
+            twin_of,
             offsets,
             progress_len,
             approvers,
@@ -408,6 +468,23 @@ impl World {
     pub fn slot(&self, g: usize, actor: usize) -> usize {
         let scope = self.goals[g].scope.index();
         self.offsets[g] + self.actors[actor].slots[scope]
+    }
+
+    /// `moves` without those that repeat an earlier one up to interchangeable tools: the same
+    /// actor and variant, a tool with the same catalog entry but the name, that no policy names
+    /// (by name, `Tool` test or `Results`), with the same argument variants. The engine decides
+    /// both alike in every state — it sees a call's classes, never the name — and both do the
+    /// same to every goal, so exploring one finds every verdict the other would.
+    pub fn representatives(&self, moves: &[Move]) -> Vec<Move> {
+        let mut seen = BTreeSet::new();
+        moves
+            .iter()
+            .filter(|m| {
+                let twin = self.twin_of.get(m.tool).copied().unwrap_or(m.tool);
+                seen.insert((m.actor, twin, m.variant))
+            })
+            .copied()
+            .collect()
     }
 
     /// Whether what a call to `tool` does to some goal depends on its argument variant.
