@@ -17,7 +17,8 @@
 //! Breadth-first order makes every reported trajectory a shortest one.
 //!
 //! The reductions of the search, each sound (it never hides a trajectory to a goal the plain
-//! search would find) and each checked against the plain search on generated manifests:
+//! search would find) and each checked against the plain search on generated manifests. They
+//! apply when the plain search, run first within [`PLAIN_BUDGET`] states, stops at a bound:
 //!
 //! - **Goal progress that no longer matters is forgotten.** States are compared on the goal
 //!   automata's progress only where it can still change a verdict: a goal already reached
@@ -94,10 +95,17 @@ pub struct Search {
     pub stop: Stop,
     pub max_depth: usize,
     pub max_states: usize,
-    /// Apply the reductions (see the module documentation); off only to check them against the plain
-    /// search.
-    pub reduce: bool,
+    /// When to apply the reductions (see the module documentation): `None`, never (to check
+    /// them against the plain search); `Some(n)`, when the plain search, run first within `n`
+    /// states, stops at a bound — so manifests it explores to the fixpoint are explored, and
+    /// reported, exactly as without reductions; `Some(0)`, from the start.
+    pub reduce: Option<usize>,
 }
+
+/// The plain search's budget before the reduced one takes over: small manifests (the GTG-1002
+/// ones keep a few dozen states) are explored and reported state for state as without the
+/// reductions; the reduced search costs at most this many states more on large ones.
+pub const PLAIN_BUDGET: usize = 2_000;
 
 impl Search {
     /// Every move, every goal, the manifest's bounds.
@@ -108,7 +116,7 @@ impl Search {
             stop: Stop::Never,
             max_depth: world.manifest.settings.max_depth,
             max_states: world.manifest.settings.max_states,
-            reduce: true,
+            reduce: Some(PLAIN_BUDGET),
         }
     }
 }
@@ -165,6 +173,30 @@ impl Liveness {
                 world.goals[g].can_complete(progress, *r)
             }
             _ => false,
+        }
+    }
+
+    /// Rewrites the kept states' keys after goals dropped out of the comparison, so that a state
+    /// met again is still recognised. The progress vector ends every key; a state kept only
+    /// behind a grant was compared with the goals reached at all dropped, the others with the
+    /// goals reached unguarded dropped.
+    fn rekey(&self, visited: &mut HashMap<Vec<u8>, bool>) {
+        let len = self.goal.len();
+        for (mut k, ungated) in std::mem::take(visited) {
+            let dropped = if ungated {
+                &self.settled
+            } else {
+                &self.witnessed
+            };
+            let base = k.len().saturating_sub(len);
+            for (i, b) in k.iter_mut().skip(base).enumerate() {
+                let g = self.goal.get(i).copied().unwrap_or(usize::MAX);
+                if dropped.get(g).copied().unwrap_or(true) {
+                    *b = 0xFF;
+                }
+            }
+            let entry = visited.entry(k).or_insert(ungated);
+            *entry |= ungated;
         }
     }
 
@@ -267,6 +299,32 @@ fn path(arena: &[Rec], mut rec: u32) -> Vec<PathStep> {
 
 /// Runs an exploration.
 pub fn explore(world: &World, search: &Search) -> Explored {
+    let Some(budget) = search.reduce else {
+        return explore_once(world, search, false);
+    };
+    if budget > 0 {
+        let plain = explore_once(
+            world,
+            &Search {
+                max_states: budget.min(search.max_states),
+                ..search.clone()
+            },
+            false,
+        );
+        // A fixpoint (or an early stop) is final; at a bound, the reduced search may still
+        // reach its fixpoint, or settle goals at the depth bound.
+        if plain.bound_kind.is_none() {
+            return plain;
+        }
+        let mut reduced = explore_once(world, search, true);
+        reduced.decisions += plain.decisions;
+        reduced.elapsed += plain.elapsed;
+        return reduced;
+    }
+    explore_once(world, search, true)
+}
+
+fn explore_once(world: &World, search: &Search, reduce: bool) -> Explored {
     let started = std::time::Instant::now();
     let settings = &world.manifest.settings;
     let step_ms = settings.step_ms;
@@ -280,6 +338,8 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         .map(|g| search.goals.iter().position(|x| *x == g))
         .collect();
     let mut visited: HashMap<Vec<u8>, bool> = HashMap::new();
+    // Distinct states kept, counted when kept: re-keying may merge entries of `visited` later.
+    let mut kept = 1usize;
     let mut decisions = 0usize;
     let root = Frontier {
         engine: world.base.fork(),
@@ -290,18 +350,20 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         gated: false,
     };
     let plain;
-    let abstraction = if search.reduce {
+    let abstraction = if reduce {
         &world.abstraction
     } else {
         plain = crate::abstraction::Abstraction::per_kind_only(&world.base.bundle());
         &plain
     };
     let mut live = Liveness::new(world, search);
+    // A goal just settled or witnessed: the states already kept are compared anew.
+    let mut rekey = false;
     let key = |f: &Frontier, remaining: usize, live: &Liveness| {
         let mut k = Vec::with_capacity(64);
         abstraction.key(&f.engine.snapshot(), f.now, remaining, step_ms, &mut k);
         crate::abstraction::Abstraction::lease_key(&f.leases, f.now, &mut k);
-        if search.reduce {
+        if reduce {
             live.key(world, &f.progress, f.gated, &mut k);
         } else {
             k.extend_from_slice(&f.progress);
@@ -310,7 +372,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
     };
     visited.insert(key(&root, search.max_depth, &live), true);
     let mut frontier = vec![root];
-    let moves = if search.reduce {
+    let moves = if reduce {
         world.representatives(&search.moves)
     } else {
         search.moves.clone()
@@ -504,15 +566,20 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                         if !child.gated && w.unguarded.is_none() {
                             w.unguarded = Some(path(&arena, child.rec));
                             if let Some(s) = live.settled.get_mut(g) {
+                                rekey |= !*s;
                                 *s = true;
                             }
                         } else if child.gated && w.gated.is_none() && w.unguarded.is_none() {
                             w.gated = Some(path(&arena, child.rec));
                         }
                         if let Some(s) = live.witnessed.get_mut(g) {
+                            rekey |= !*s;
                             *s = true;
                         }
                     }
+                }
+                if std::mem::take(&mut rekey) && reduce {
+                    live.rekey(&mut visited);
                 }
                 if search.stop == Stop::AllUnguarded
                     && witnesses.iter().all(|w| w.unguarded.is_some())
@@ -522,13 +589,14 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                 }
                 // Behind a grant, a state can only add gated witnesses: once every goal has a
                 // witness, it has nothing left to show.
-                if search.reduce && child.gated && live.witnessed.iter().all(|w| *w) {
+                if reduce && child.gated && live.witnessed.iter().all(|w| *w) {
                     continue;
                 }
                 let k = key(&child, remaining, &live);
                 match visited.get_mut(&k) {
                     None => {
                         visited.insert(k, !child.gated);
+                        kept += 1;
                         next.push(child);
                     }
                     Some(ungated) if !*ungated && !child.gated => {
@@ -560,7 +628,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         .iter()
         .map(|&g| {
             exhaustive
-                || (search.reduce
+                || (reduce
                     && depth_bound
                     && frontier.iter().all(|f| {
                         f.progress
@@ -571,7 +639,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         })
         .collect();
     Explored {
-        states: visited.len(),
+        states: kept,
         decisions,
         depth,
         exhaustive,

@@ -18,7 +18,8 @@ fn world(shape: &Shape) -> World {
 
 fn run(world: &World, reduce: bool, max_depth: usize) -> Explored {
     let mut search = Search::full(world);
-    search.reduce = reduce;
+    // From the start, or never: small manifests would otherwise stay within the plain budget.
+    search.reduce = reduce.then_some(0);
     search.max_depth = max_depth;
     search.max_states = 2_000_000;
     explore(world, &search)
