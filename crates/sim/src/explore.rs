@@ -34,7 +34,7 @@
 //!   even when another monitor is read through a window.
 //! - **Interchangeable tools are explored once** (see [`World::representatives`]): two tools of
 //!   one actor with the same catalog entry but the name, named by no policy, with the same
-//!   argument variants, are decided alike in every state and do the same to every goal.
+//!   argument variants and workload, are decided alike in every state and do the same to every goal.
 
 use crate::world::{Lease, Move, World};
 use std::collections::HashMap;

@@ -51,6 +51,8 @@ fn twins(bundle: &truststack_policy::Bundle, catalog: &Catalog, tools: &[ToolEnt
                 .tool(&t.name)
                 .and_then(|s| serde_json::to_string(s).ok()),
             t.known,
+            // Time-to-goal reads a trajectory's workloads: twins must not differ there either.
+            t.volume,
             t.tactics.clone(),
             serde_json::to_string(&t.variants).ok(),
         )
@@ -472,9 +474,9 @@ impl World {
 
     /// `moves` without those that repeat an earlier one up to interchangeable tools: the same
     /// actor and variant, a tool with the same catalog entry but the name, that no policy names
-    /// (by name, `Tool` test or `Results`), with the same argument variants. The engine decides
-    /// both alike in every state — it sees a call's classes, never the name — and both do the
-    /// same to every goal, so exploring one finds every verdict the other would.
+    /// (by name, `Tool` test or `Results`), with the same argument variants and workload. The
+    /// engine decides both alike in every state — it sees a call's classes, never the name — and
+    /// both do the same to every goal, so exploring one finds every verdict the other would.
     pub fn representatives(&self, moves: &[Move]) -> Vec<Move> {
         let mut seen = BTreeSet::new();
         moves
