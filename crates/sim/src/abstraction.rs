@@ -56,10 +56,120 @@ enum Kind {
 /// What the policies of a bundle can observe of monitor states.
 #[derive(Debug, Clone)]
 pub struct Abstraction {
-    contains_windows: Vec<i64>,
-    taint_windows: Vec<i64>,
-    sequence_windows: Vec<i64>,
+    /// Per target, per monitor: the windows through which predicates read its times (`Last`,
+    /// `Taint` and `Sequence` monitors; empty: presence only).
+    windows: [Vec<Vec<i64>>; 4],
     kinds: [Vec<Kind>; 4],
+}
+
+/// A monitor as the policy text names it, to line the compiled layout up with the predicates
+/// that read each monitor (the compiled layout names tools by private symbols).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Named {
+    Ring(String, i64),
+    Distinct(String, String, i64),
+    Last(String),
+    Sequence(Vec<String>),
+    Taint(String, Option<String>),
+}
+
+/// Per monitor of each target, the windows its predicates read it through — or `None` when the
+/// compiled layout does not line up with the predicates (then every monitor of a kind is read
+/// through every window of that kind, as if one predicate read them all).
+fn per_monitor(bundle: &Bundle) -> Option<[Vec<Vec<i64>>; 4]> {
+    let mut out: [Vec<Vec<i64>>; 4] = Default::default();
+    for (ti, slot) in out.iter_mut().enumerate() {
+        let target = Target::ALL[ti];
+        // The compiler creates monitors in this order: policies in bundle order, predicates
+        // left to right, equal monitors once.
+        let mut named: Vec<(Named, BTreeSet<i64>)> = Vec::new();
+        for cp in bundle.policies.iter().filter(|c| c.policy.target == target) {
+            walk(&cp.policy.condition, &mut |p| {
+                let (n, w) = match p {
+                    Pred::Count {
+                        pattern, window_ms, ..
+                    } => (Named::Ring(pattern.clone(), *window_ms), None),
+                    Pred::Distinct {
+                        pattern,
+                        attr,
+                        window_ms,
+                        ..
+                    } => (
+                        Named::Distinct(pattern.clone(), attr.clone(), *window_ms),
+                        None,
+                    ),
+                    Pred::Contains { pattern, window_ms } => {
+                        (Named::Last(pattern.clone()), *window_ms)
+                    }
+                    Pred::Sequence { steps, window_ms } => {
+                        (Named::Sequence(steps.clone()), *window_ms)
+                    }
+                    Pred::DataSource {
+                        source,
+                        mode,
+                        window_ms,
+                    } => (Named::Taint(source.clone(), mode.clone()), *window_ms),
+                    _ => return,
+                };
+                let i = match named.iter().position(|(x, _)| *x == n) {
+                    Some(i) => i,
+                    None => {
+                        named.push((n, BTreeSet::new()));
+                        named.len() - 1
+                    }
+                };
+                if let (Some(w), Some(entry)) = (w, named.get_mut(i)) {
+                    entry.1.insert(w);
+                }
+            });
+        }
+        let specs = bundle.monitor_specs(target);
+        let mut names = named.into_iter();
+        // Symbols and names must correspond one to one.
+        let mut by_sym: std::collections::HashMap<u32, String> = Default::default();
+        let mut by_name: std::collections::HashMap<String, u32> = Default::default();
+        let mut same = |sym: u32, name: &str| {
+            let a = by_sym.entry(sym).or_insert_with(|| name.to_string()) == name;
+            let b = *by_name.entry(name.to_string()).or_insert(sym) == sym;
+            a && b
+        };
+        for (spec, _) in specs {
+            if *spec == MonitorSpec::Provenance {
+                slot.push(Vec::new());
+                continue;
+            }
+            let (n, windows) = names.next()?;
+            let ok = match (spec, &n) {
+                (MonitorSpec::Ring { pattern, window_ms }, Named::Ring(p, w)) => {
+                    window_ms == w && same(*pattern, p)
+                }
+                (
+                    MonitorSpec::Distinct {
+                        pattern,
+                        attr,
+                        window_ms,
+                    },
+                    Named::Distinct(p, a, w),
+                ) => window_ms == w && attr == a && same(*pattern, p),
+                (MonitorSpec::Last { pattern }, Named::Last(p)) => same(*pattern, p),
+                (MonitorSpec::Sequence { steps }, Named::Sequence(names)) => {
+                    steps.len() == names.len() && steps.iter().zip(names).all(|(s, n)| same(*s, n))
+                }
+                (MonitorSpec::Taint { source, mode }, Named::Taint(s, m)) => {
+                    source == s && mode == m
+                }
+                _ => false,
+            };
+            if !ok {
+                return None;
+            }
+            slot.push(windows.into_iter().collect());
+        }
+        if names.next().is_some() {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 fn walk(e: &Expr, f: &mut impl FnMut(&Pred)) {
@@ -155,6 +265,10 @@ fn push(out: &mut Vec<u8>, v: i64) {
 
 impl Abstraction {
     pub fn new(bundle: &Bundle) -> Abstraction {
+        Self::build(bundle, true)
+    }
+
+    fn build(bundle: &Bundle, per_monitor_windows: bool) -> Abstraction {
         let mut contains = BTreeSet::new();
         let mut taint = BTreeSet::new();
         let mut sequence = BTreeSet::new();
@@ -214,19 +328,47 @@ impl Abstraction {
                 })
                 .collect()
         });
-        Abstraction {
-            contains_windows: contains.into_iter().collect(),
-            taint_windows: taint.into_iter().collect(),
-            sequence_windows: sequence.into_iter().collect(),
-            kinds,
-        }
+        let windows = per_monitor_windows
+            .then(|| per_monitor(bundle))
+            .flatten()
+            .unwrap_or_else(|| Self::per_kind(bundle, [contains, taint, sequence]));
+        Abstraction { windows, kinds }
+    }
+
+    /// The same bundle without the per-monitor windows: every `Last`, `Taint` or `Sequence`
+    /// monitor read through every window any predicate of its kind uses (the finer abstraction
+    /// the reduction is checked against).
+    pub fn per_kind_only(bundle: &Bundle) -> Abstraction {
+        Self::build(bundle, false)
+    }
+
+    fn per_kind(
+        bundle: &Bundle,
+        [contains, taint, sequence]: [BTreeSet<i64>; 3],
+    ) -> [Vec<Vec<i64>>; 4] {
+        std::array::from_fn(|i| {
+            bundle
+                .monitor_specs(Target::ALL[i])
+                .iter()
+                .map(|(spec, _)| match spec {
+                    MonitorSpec::Last { .. } => contains.iter().copied().collect(),
+                    MonitorSpec::Taint { .. } => taint.iter().copied().collect(),
+                    MonitorSpec::Sequence { .. } => sequence.iter().copied().collect(),
+                    _ => Vec::new(),
+                })
+                .collect()
+        })
+    }
+
+    fn windows_of(&self, target: Target, monitor: usize) -> &[i64] {
+        self.windows[target.index()]
+            .get(monitor)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Whether any predicate reads a window at all (else waiting never changes a decision).
     pub fn has_windows(&self) -> bool {
-        !self.contains_windows.is_empty()
-            || !self.taint_windows.is_empty()
-            || !self.sequence_windows.is_empty()
+        self.windows.iter().flatten().any(|w| !w.is_empty())
             || self
                 .kinds
                 .iter()
@@ -256,19 +398,16 @@ impl Abstraction {
             let kinds = &self.kinds[target.index()];
             let mut empty = true;
             for (i, state) in states.iter().enumerate() {
+                let windows = self.windows_of(*target, i);
                 match (state, kinds.get(i)) {
-                    (MonitorState::Last(t), _) => {
+                    (MonitorState::Last(t), _) | (MonitorState::Taint(t), _) => {
                         empty &= t.is_none();
-                        enc.time(*t, &self.contains_windows, &mut scope);
-                    }
-                    (MonitorState::Taint(t), _) => {
-                        empty &= t.is_none();
-                        enc.time(*t, &self.taint_windows, &mut scope);
+                        enc.time(*t, windows, &mut scope);
                     }
                     (MonitorState::Sequence(starts), _) => {
                         for t in starts {
                             empty &= t.is_none();
-                            enc.time(*t, &self.sequence_windows, &mut scope);
+                            enc.time(*t, windows, &mut scope);
                         }
                     }
                     (MonitorState::Ring { times, .. }, Some(Kind::Ring { window, thresholds })) => {
@@ -365,12 +504,14 @@ impl Abstraction {
         for (target, _, states) in snapshot {
             let kinds = &self.kinds[target.index()];
             for (i, state) in states.iter().enumerate() {
+                let windows = self.windows_of(*target, i);
                 match (state, kinds.get(i)) {
-                    (MonitorState::Last(Some(t)), _) => f(*t, &self.contains_windows),
-                    (MonitorState::Taint(Some(t)), _) => f(*t, &self.taint_windows),
+                    (MonitorState::Last(Some(t)), _) | (MonitorState::Taint(Some(t)), _) => {
+                        f(*t, windows)
+                    }
                     (MonitorState::Sequence(starts), _) => {
                         for t in starts.iter().flatten() {
-                            f(*t, &self.sequence_windows);
+                            f(*t, windows);
                         }
                     }
                     (MonitorState::Ring { times, .. }, Some(Kind::Ring { window, thresholds })) => {

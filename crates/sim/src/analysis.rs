@@ -23,7 +23,8 @@ pub enum Status {
     Unguarded,
     /// Reachable only through a call a human must approve.
     Gated,
-    /// No trajectory reaches it (the exploration was exhaustive).
+    /// No trajectory reaches it (the exploration was exhaustive, or at the depth bound no state
+    /// left to expand could still complete it).
     Unreachable,
     /// Not reached, but the exploration hit a bound before it was exhaustive.
     Unknown,
@@ -238,7 +239,7 @@ pub fn analyse(world: &World, opts: &Options) -> Analysis {
         let (mut status, path) = match (&w.unguarded, &w.gated) {
             (Some(p), _) => (Status::Unguarded, Some(p)),
             (None, Some(p)) => (Status::Gated, Some(p)),
-            (None, None) if explored.exhaustive => (Status::Unreachable, None),
+            (None, None) if explored.settled[g] => (Status::Unreachable, None),
             (None, None) => (Status::Unknown, None),
         };
         let mut unknown_reason = None;

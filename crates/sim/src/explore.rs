@@ -15,6 +15,26 @@
 //! A goal is *unguarded* when a path without any grant reaches it, *gated* when only paths with
 //! a grant do, *unreachable* when no explored path does and the exploration was exhaustive.
 //! Breadth-first order makes every reported trajectory a shortest one.
+//!
+//! The reductions of the search, each sound (it never hides a trajectory to a goal the plain
+//! search would find) and each checked against the plain search on generated manifests. They
+//! apply when the plain search, run first within [`PLAIN_BUDGET`] states, stops at a bound:
+//!
+//! - **Goal progress that no longer matters is forgotten.** States are compared on the goal
+//!   automata's progress only where it can still change a verdict: a goal already reached
+//!   unguarded (breadth-first, its shortest witness is found) or not tracked by this search
+//!   drops out of the comparison, and in a scope whose actors hold no tools that could complete
+//!   the goal from where it stands (a sequence step none of them can match, a data flow with no
+//!   sink left), every progress value is the same *dead* one.
+//! - **A goal nobody can still complete is settled at the depth bound.** When the search stops
+//!   at `max_depth`, a goal not reached is unreachable, not unknown, if in every state left to
+//!   expand every scope's progress on it is dead: no longer trajectory can reach it either.
+//! - **Monitors keep only the windows that read them** (see [`crate::abstraction`]): a
+//!   `Trajectory_Contains('X')` monitor no predicate reads through `WITHIN` keeps presence only,
+//!   even when another monitor is read through a window.
+//! - **Interchangeable tools are explored once** (see [`World::representatives`]): two tools of
+//!   one actor with the same catalog entry but the name, named by no policy, with the same
+//!   argument variants and workload, are decided alike in every state and do the same to every goal.
 
 use crate::world::{Lease, Move, World};
 use std::collections::HashMap;
@@ -75,7 +95,17 @@ pub struct Search {
     pub stop: Stop,
     pub max_depth: usize,
     pub max_states: usize,
+    /// When to apply the reductions (see the module documentation): `None`, never (to check
+    /// them against the plain search); `Some(n)`, when the plain search, run first within `n`
+    /// states, stops at a bound — so manifests it explores to the fixpoint are explored, and
+    /// reported, exactly as without reductions; `Some(0)`, from the start.
+    pub reduce: Option<usize>,
 }
+
+/// The plain search's budget before the reduced one takes over: small manifests (the GTG-1002
+/// ones keep a few dozen states) are explored and reported state for state as without the
+/// reductions; the reduced search costs at most this many states more on large ones.
+pub const PLAIN_BUDGET: usize = 2_000;
 
 impl Search {
     /// Every move, every goal, the manifest's bounds.
@@ -86,6 +116,106 @@ impl Search {
             stop: Stop::Never,
             max_depth: world.manifest.settings.max_depth,
             max_states: world.manifest.settings.max_states,
+            reduce: Some(PLAIN_BUDGET),
+        }
+    }
+}
+
+/// What the moves of one search can still do to each goal, per progress slot.
+struct Liveness {
+    /// Per progress slot: its goal.
+    goal: Vec<usize>,
+    /// Per progress slot: the union of the effects of the moves acting in it.
+    reach: Vec<crate::goal::Effect>,
+    /// Per goal: it drops out of state comparison (untracked, or reached unguarded).
+    settled: Vec<bool>,
+    /// Per goal: it drops out of the comparison of states behind a grant (untracked, or
+    /// reached at all): such states can only add gated witnesses, and its shortest is found.
+    witnessed: Vec<bool>,
+}
+
+impl Liveness {
+    fn new(world: &World, search: &Search) -> Liveness {
+        let mut goal = vec![usize::MAX; world.progress_len];
+        for g in 0..world.goals.len() {
+            for a in 0..world.actors.len() {
+                if let Some(x) = goal.get_mut(world.slot(g, a)) {
+                    *x = g;
+                }
+            }
+        }
+        let mut reach = vec![crate::goal::Effect::default(); world.progress_len];
+        for m in &search.moves {
+            for g in 0..world.goals.len() {
+                let e = world.variant_effects[m.tool][m.variant][g];
+                if let Some(r) = reach.get_mut(world.slot(g, m.actor)) {
+                    r.steps |= e.steps;
+                    r.source |= e.source;
+                    r.sink |= e.sink;
+                }
+            }
+        }
+        let settled: Vec<bool> = (0..world.goals.len())
+            .map(|g| !search.goals.contains(&g))
+            .collect();
+        Liveness {
+            goal,
+            reach,
+            witnessed: settled.clone(),
+            settled,
+        }
+    }
+
+    /// Whether slot `i` at `progress` can still complete its goal.
+    fn alive(&self, world: &World, i: usize, progress: u8) -> bool {
+        match (self.goal.get(i), self.reach.get(i)) {
+            (Some(&g), Some(r)) if g < world.goals.len() => {
+                world.goals[g].can_complete(progress, *r)
+            }
+            _ => false,
+        }
+    }
+
+    /// Rewrites the kept states' keys after goals dropped out of the comparison, so that a state
+    /// met again is still recognised. The progress vector ends every key; a state kept only
+    /// behind a grant was compared with the goals reached at all dropped, the others with the
+    /// goals reached unguarded dropped.
+    fn rekey(&self, visited: &mut HashMap<Vec<u8>, bool>) {
+        let len = self.goal.len();
+        for (mut k, ungated) in std::mem::take(visited) {
+            let dropped = if ungated {
+                &self.settled
+            } else {
+                &self.witnessed
+            };
+            let base = k.len().saturating_sub(len);
+            for (i, b) in k.iter_mut().skip(base).enumerate() {
+                let g = self.goal.get(i).copied().unwrap_or(usize::MAX);
+                if dropped.get(g).copied().unwrap_or(true) {
+                    *b = 0xFF;
+                }
+            }
+            let entry = visited.entry(k).or_insert(ungated);
+            *entry |= ungated;
+        }
+    }
+
+    /// The progress vector as states are compared on it (`gated`: of a state behind a grant).
+    fn key(&self, world: &World, progress: &[u8], gated: bool, out: &mut Vec<u8>) {
+        let settled = if gated {
+            &self.witnessed
+        } else {
+            &self.settled
+        };
+        for (i, p) in progress.iter().enumerate() {
+            let g = self.goal.get(i).copied().unwrap_or(usize::MAX);
+            if settled.get(g).copied().unwrap_or(true) {
+                out.push(0xFF);
+            } else if !self.alive(world, i, *p) {
+                out.push(0xFE);
+            } else {
+                out.push(*p);
+            }
         }
     }
 }
@@ -148,6 +278,9 @@ pub struct Explored {
     pub early: bool,
     /// Per tracked goal (same order as `Search::goals`).
     pub witnesses: Vec<Witnesses>,
+    /// Per tracked goal: "not reached unguarded" is final — the search reached its fixpoint,
+    /// or stopped at the depth bound where no state left to expand can still complete it.
+    pub settled: Vec<bool>,
     pub elapsed: std::time::Duration,
 }
 
@@ -166,6 +299,32 @@ fn path(arena: &[Rec], mut rec: u32) -> Vec<PathStep> {
 
 /// Runs an exploration.
 pub fn explore(world: &World, search: &Search) -> Explored {
+    let Some(budget) = search.reduce else {
+        return explore_once(world, search, false);
+    };
+    if budget > 0 {
+        let plain = explore_once(
+            world,
+            &Search {
+                max_states: budget.min(search.max_states),
+                ..search.clone()
+            },
+            false,
+        );
+        // A fixpoint (or an early stop) is final; at a bound, the reduced search may still
+        // reach its fixpoint, or settle goals at the depth bound.
+        if plain.bound_kind.is_none() {
+            return plain;
+        }
+        let mut reduced = explore_once(world, search, true);
+        reduced.decisions += plain.decisions;
+        reduced.elapsed += plain.elapsed;
+        return reduced;
+    }
+    explore_once(world, search, true)
+}
+
+fn explore_once(world: &World, search: &Search, reduce: bool) -> Explored {
     let started = std::time::Instant::now();
     let settings = &world.manifest.settings;
     let step_ms = settings.step_ms;
@@ -179,6 +338,8 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         .map(|g| search.goals.iter().position(|x| *x == g))
         .collect();
     let mut visited: HashMap<Vec<u8>, bool> = HashMap::new();
+    // Distinct states kept, counted when kept: re-keying may merge entries of `visited` later.
+    let mut kept = 1usize;
     let mut decisions = 0usize;
     let root = Frontier {
         engine: world.base.fork(),
@@ -188,29 +349,42 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         rec: 0,
         gated: false,
     };
-    let key = |f: &Frontier, remaining: usize| {
+    let plain;
+    let abstraction = if reduce {
+        &world.abstraction
+    } else {
+        plain = crate::abstraction::Abstraction::per_kind_only(&world.base.bundle());
+        &plain
+    };
+    let mut live = Liveness::new(world, search);
+    // A goal just settled or witnessed: the states already kept are compared anew.
+    let mut rekey = false;
+    let key = |f: &Frontier, remaining: usize, live: &Liveness| {
         let mut k = Vec::with_capacity(64);
-        world
-            .abstraction
-            .key(&f.engine.snapshot(), f.now, remaining, step_ms, &mut k);
+        abstraction.key(&f.engine.snapshot(), f.now, remaining, step_ms, &mut k);
         crate::abstraction::Abstraction::lease_key(&f.leases, f.now, &mut k);
-        k.extend_from_slice(&f.progress);
+        if reduce {
+            live.key(world, &f.progress, f.gated, &mut k);
+        } else {
+            k.extend_from_slice(&f.progress);
+        }
         k
     };
-    visited.insert(key(&root, search.max_depth), true);
+    visited.insert(key(&root, search.max_depth, &live), true);
     let mut frontier = vec![root];
-    let mut calls: Vec<ToolCall> = search
-        .moves
-        .iter()
-        .map(|m| world.untimed_call(*m))
-        .collect();
+    let moves = if reduce {
+        world.representatives(&search.moves)
+    } else {
+        search.moves.clone()
+    };
+    let mut calls: Vec<ToolCall> = moves.iter().map(|m| world.untimed_call(*m)).collect();
     let mut depth = 0;
     let mut bound = None;
     let mut bound_kind = None;
     let mut ungrantable: std::collections::BTreeMap<(usize, usize), Vec<String>> =
         std::collections::BTreeMap::new();
     let mut done = false;
-    let waits_enabled = settings.waits && world.abstraction.has_windows();
+    let waits_enabled = settings.waits && abstraction.has_windows();
     let mut completed = Vec::new();
     while !frontier.is_empty() && !done {
         if depth >= search.max_depth {
@@ -229,7 +403,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
         let mut next = Vec::new();
         'states: for f in frontier.drain(..) {
             let mut children: Vec<(Frontier, Vec<usize>)> = Vec::new();
-            for (&mv, call) in search.moves.iter().zip(&calls) {
+            for (&mv, call) in moves.iter().zip(&calls) {
                 let engine = f.engine.fork();
                 let decision = engine.decide_brief(call, f.now);
                 decisions += 1;
@@ -343,7 +517,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                     let mut progress = f.progress.clone();
                     completed.clear();
                     if admitted {
-                        world.advance(&mut progress, mv.actor, mv.tool, &mut completed);
+                        world.advance(&mut progress, mv, &mut completed);
                     }
                     let child = Frontier {
                         engine,
@@ -368,7 +542,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
             }
             if waits_enabled {
                 let snap = f.engine.snapshot();
-                for w in world.abstraction.waits(&snap, f.now, remaining) {
+                for w in abstraction.waits(&snap, f.now, remaining) {
                     arena.push(Rec {
                         parent: f.rec,
                         step: Some(PathStep::Wait { ms: w }),
@@ -392,10 +566,21 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                         let w = &mut witnesses[*t];
                         if !child.gated && w.unguarded.is_none() {
                             w.unguarded = Some(path(&arena, child.rec));
+                            if let Some(s) = live.settled.get_mut(g) {
+                                rekey |= !*s;
+                                *s = true;
+                            }
                         } else if child.gated && w.gated.is_none() && w.unguarded.is_none() {
                             w.gated = Some(path(&arena, child.rec));
                         }
+                        if let Some(s) = live.witnessed.get_mut(g) {
+                            rekey |= !*s;
+                            *s = true;
+                        }
                     }
+                }
+                if std::mem::take(&mut rekey) && reduce {
+                    live.rekey(&mut visited);
                 }
                 if search.stop == Stop::AllUnguarded
                     && witnesses.iter().all(|w| w.unguarded.is_some())
@@ -403,10 +588,16 @@ pub fn explore(world: &World, search: &Search) -> Explored {
                     done = true;
                     break 'states;
                 }
-                let k = key(&child, remaining);
+                // Behind a grant, a state can only add gated witnesses: once every goal has a
+                // witness, it has nothing left to show.
+                if reduce && child.gated && live.witnessed.iter().all(|w| *w) {
+                    continue;
+                }
+                let k = key(&child, remaining, &live);
                 match visited.get_mut(&k) {
                     None => {
                         visited.insert(k, !child.gated);
+                        kept += 1;
                         next.push(child);
                     }
                     Some(ungated) if !*ungated && !child.gated => {
@@ -431,8 +622,25 @@ pub fn explore(world: &World, search: &Search) -> Explored {
     }
     let early = done && bound.is_none();
     let exhaustive = bound.is_none() && !done;
+    // At the depth bound, a goal is settled when every state left to expand is dead on it.
+    let depth_bound = matches!(bound_kind, Some(BoundKind::Depth(_)));
+    let settled = search
+        .goals
+        .iter()
+        .map(|&g| {
+            exhaustive
+                || (reduce
+                    && depth_bound
+                    && frontier.iter().all(|f| {
+                        f.progress
+                            .iter()
+                            .enumerate()
+                            .all(|(i, p)| live.goal.get(i) != Some(&g) || !live.alive(world, i, *p))
+                    }))
+        })
+        .collect();
     Explored {
-        states: visited.len(),
+        states: kept,
         decisions,
         depth,
         exhaustive,
@@ -448,6 +656,7 @@ pub fn explore(world: &World, search: &Search) -> Explored {
             .collect(),
         early,
         witnesses,
+        settled,
         elapsed: started.elapsed(),
     }
 }

@@ -641,7 +641,7 @@ fn open_goals(world: &World) -> Open {
     for (g, w) in explored.witnesses.iter().enumerate() {
         if w.unguarded.is_some() {
             open.unguarded.push(g);
-        } else if w.gated.is_none() && !explored.exhaustive && !explored.early {
+        } else if w.gated.is_none() && !explored.settled[g] && !explored.early {
             open.unknown.push(g);
         }
     }
@@ -1040,27 +1040,13 @@ pub fn remediate(
 
     // The smallest change: policies on the manifest as it is.
     let primary = finish(plan_policies(original, &preferred)?);
-    let proved = assemble(original, original.clone(), &primary.added, out, "", true)?;
-    let safe = proved.proof.safe && proved.shared_orchestrator.as_ref().is_none_or(|c| c.safe);
 
     // The alternatives reuse the fix's policies rather than search again: each is still proved.
-    let mut alternatives = Vec::new();
     // The identity split (least privilege), with the fix's policies: splitting alone is
     // defeated by a shared orchestrator.
-    let (split, split_changes, split_unresolved) = split_identities(original, analysis);
-    if !split_changes.is_empty() {
-        let mut changes = split_changes;
-        changes.extend(primary.changes.iter().cloned());
-        let p = assemble(original, split, &primary.added, out, ".split", false)?;
-        alternatives.push(Alternative::new(
-            "split",
-            "split the identities that hold a toxic combination (least privilege), keeping the \
-             fix's policies against a shared orchestrator",
-            changes,
-            split_unresolved,
-            p,
-        ));
-    }
+    let (split, mut split_changes, split_unresolved) = split_identities(original, analysis);
+    let has_split = !split_changes.is_empty();
+    split_changes.extend(primary.changes.iter().cloned());
     // Data flows gated by a human rather than denied.
     let attacked = shared_orchestrator(original).map_or_else(|| original.clone(), |(m, _)| m);
     let attacked = World::build(with_policies(&attacked, &primary.added, "remediation"))?;
@@ -1107,8 +1093,38 @@ pub fn remediate(
         *old = p;
         any_gate = true;
     }
-    if any_gate {
-        let p = assemble(original, original.clone(), &gated, out, ".gate", false)?;
+
+    // The fix and its alternatives are proved side by side: independent explorations, each
+    // deterministic, so the reports do not depend on the threads.
+    let (proved, split_proved, gate_proved) = std::thread::scope(|scope| {
+        let split_job = has_split.then(|| {
+            scope.spawn(|| assemble(original, split, &primary.added, out, ".split", false))
+        });
+        let gate_job = any_gate.then(|| {
+            scope.spawn(|| assemble(original, original.clone(), &gated, out, ".gate", false))
+        });
+        let proved = assemble(original, original.clone(), &primary.added, out, "", true);
+        let join = |job: std::thread::ScopedJoinHandle<'_, Result<Proved, FixError>>| {
+            job.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        (proved, split_job.map(join), gate_job.map(join))
+    });
+    let proved = proved?;
+    let safe = proved.proof.safe && proved.shared_orchestrator.as_ref().is_none_or(|c| c.safe);
+    let mut alternatives = Vec::new();
+    if let Some(p) = split_proved {
+        alternatives.push(Alternative::new(
+            "split",
+            "split the identities that hold a toxic combination (least privilege), keeping the \
+             fix's policies against a shared orchestrator",
+            split_changes,
+            split_unresolved,
+            p?,
+        ));
+    }
+    if let Some(p) = gate_proved {
+        let p = p?;
         alternatives.push(Alternative::new(
             "gate",
             "a human approves writing out data after it was read, instead of a deny",

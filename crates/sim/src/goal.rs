@@ -10,7 +10,9 @@
 
 use crate::taxonomy::{Phase, Tactic};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeSet;
+use truststack_policy::ip_class::classify_str;
 use truststack_policy::Catalog;
 
 /// Whose calls a goal's progress is accumulated over.
@@ -76,13 +78,84 @@ pub enum GoalKind {
         optional: Vec<GoalStep>,
     },
     /// A call that accesses `source` in `read_mode`, then a call whose catalog `mode` is one of
-    /// `sink_modes` or that is tagged with one of `sink_tactics`.
+    /// `sink_modes` or that is tagged with one of `sink_tactics`, and whose arguments meet every
+    /// condition of `sink_where`.
     DataFlow {
         source: String,
         read_mode: String,
         sink_modes: Vec<String>,
         sink_tactics: Vec<Tactic>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        sink_where: Vec<ArgCondition>,
     },
+}
+
+/// A condition on one argument attribute of a call: it holds when some value of the attribute
+/// (read as policies read it: the tool's catalog attribute, else the argument of that name) is
+/// one of `values`, or is classified as one of them. A value is classified as `ip_range`
+/// attributes are (`External_Public`, `Internal_Private`, ...), a URL by its host. An attribute
+/// the call does not carry meets the condition: a call whose arguments are not known (a tool
+/// without declared variants) may go anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArgCondition {
+    pub attribute: String,
+    pub values: Vec<String>,
+}
+
+impl ArgCondition {
+    pub fn holds(&self, catalog: &Catalog, tool: &str, args: &Value) -> bool {
+        let found = catalog.arg_values(catalog.tool(tool), &self.attribute, args);
+        found.is_empty() || found.iter().any(|v| self.matches(catalog, v))
+    }
+
+    fn matches(&self, catalog: &Catalog, v: &Value) -> bool {
+        let network = &catalog.network;
+        match v {
+            Value::String(s) => {
+                self.values.iter().any(|x| x == s)
+                    || self
+                        .values
+                        .iter()
+                        .any(|x| x == classify_str(url_host(s).unwrap_or(s), network))
+            }
+            Value::Array(items) => {
+                items.is_empty() || items.iter().any(|i| self.matches(catalog, i))
+            }
+            other => {
+                let class = truststack_policy::ip_class::classify_value(other, network);
+                let literal = other.to_string();
+                self.values.iter().any(|x| x == class || *x == literal)
+            }
+        }
+    }
+
+    /// `url in [...]`, for reports.
+    pub fn summary(&self) -> String {
+        format!("{} in [{}]", self.attribute, self.values.join(", "))
+    }
+}
+
+/// The host of a URL (`scheme://[user@]host[:port][/...]`), or `None` when `s` is not one.
+pub fn url_host(s: &str) -> Option<&str> {
+    let (scheme, rest) = s.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        }
+    };
+    Some(host)
 }
 
 /// A risk goal.
@@ -129,8 +202,14 @@ impl Goal {
         }
     }
 
-    /// What a call to `tool` (its catalog entry and tactics) does to this goal.
-    pub fn effect(&self, catalog: &Catalog, tool: &str, tactics: &[Tactic]) -> Effect {
+    /// What a call to `tool` (its catalog entry and tactics) with `args` does to this goal.
+    pub fn effect(
+        &self,
+        catalog: &Catalog,
+        tool: &str,
+        tactics: &[Tactic],
+        args: &Value,
+    ) -> Effect {
         match &self.kind {
             GoalKind::Sequence { steps, .. } => Effect {
                 steps: steps
@@ -145,6 +224,7 @@ impl Goal {
                 read_mode,
                 sink_modes,
                 sink_tactics,
+                sink_where,
             } => {
                 let spec = catalog.tool(tool);
                 Effect {
@@ -152,12 +232,26 @@ impl Goal {
                     source: spec
                         .and_then(|s| s.data_source.as_ref())
                         .is_some_and(|d| &d.name == source && &d.mode == read_mode),
-                    sink: spec
+                    sink: (spec
                         .and_then(|s| s.mode.as_ref())
                         .is_some_and(|m| sink_modes.contains(m))
-                        || sink_tactics.iter().any(|t| tactics.contains(t)),
+                        || sink_tactics.iter().any(|t| tactics.contains(t)))
+                        && sink_where.iter().all(|c| c.holds(catalog, tool, args)),
                 }
             }
+        }
+    }
+
+    /// Whether calls with the effects in `reach` (their union) can still take `progress` to the
+    /// target: every step left matched by some call, or a sink (and the source) left to call.
+    pub fn can_complete(&self, progress: u8, reach: Effect) -> bool {
+        let target = self.target();
+        if progress >= target {
+            return false;
+        }
+        match &self.kind {
+            GoalKind::Sequence { .. } => (progress..target).all(|k| reach.steps & (1u64 << k) != 0),
+            GoalKind::DataFlow { .. } => reach.sink && (progress >= 1 || reach.source),
         }
     }
 
@@ -203,7 +297,7 @@ impl Goal {
                     .iter()
                     .filter_map(|t| Tactic::parse(t))
                     .collect();
-                self.effect(catalog, name, &tactics)
+                self.effect(catalog, name, &tactics, &Value::Null)
             })
             .collect();
         match &self.kind {
@@ -258,10 +352,16 @@ impl Goal {
                 read_mode,
                 sink_modes,
                 sink_tactics,
+                sink_where,
             } => {
                 let mut sinks: Vec<String> = sink_modes.clone();
                 sinks.extend(sink_tactics.iter().map(|t| format!("tactic {t}")));
-                format!("{source} ({read_mode}) → {}", sinks.join(" or "))
+                let mut out = format!("{source} ({read_mode}) → {}", sinks.join(" or "));
+                if !sink_where.is_empty() {
+                    let conds: Vec<String> = sink_where.iter().map(ArgCondition::summary).collect();
+                    out.push_str(&format!(" where {}", conds.join(" and ")));
+                }
+                out
             }
         }
     }
@@ -332,7 +432,11 @@ pub fn gtg1002_chain(scope: GoalScope, phases: &[Phase]) -> Goal {
 
 /// The built-in data-flow goals: for every data source the catalog reads, that source read and
 /// then written externally (a tool with mode `write_external` or tagged `exfiltration`).
-pub fn data_exfiltration(catalog: &Catalog, scope: GoalScope) -> Vec<Goal> {
+pub fn data_exfiltration(
+    catalog: &Catalog,
+    scope: GoalScope,
+    sink_where: &[ArgCondition],
+) -> Vec<Goal> {
     let sources: BTreeSet<&str> = catalog
         .tools
         .values()
@@ -354,6 +458,7 @@ pub fn data_exfiltration(catalog: &Catalog, scope: GoalScope) -> Vec<Goal> {
                 read_mode: "read".into(),
                 sink_modes: vec!["write_external".into()],
                 sink_tactics: vec![Tactic::Exfiltration],
+                sink_where: sink_where.to_vec(),
             },
             scope,
             builtin: true,
@@ -370,9 +475,10 @@ mod tests {
     fn sequences_advance_in_order_one_step_per_call() {
         let g = gtg1002_escalation(GoalScope::DelegationRoot);
         let c = Catalog::default();
-        let scan = g.effect(&c, "scan", &[Tactic::Reconnaissance]);
-        let code = g.effect(&c, "code", &[Tactic::VulnerabilityDiscovery]);
-        let exploit = g.effect(&c, "x", &[Tactic::InitialAccess]);
+        let none = Value::Null;
+        let scan = g.effect(&c, "scan", &[Tactic::Reconnaissance], &none);
+        let code = g.effect(&c, "code", &[Tactic::VulnerabilityDiscovery], &none);
+        let exploit = g.effect(&c, "x", &[Tactic::InitialAccess], &none);
         assert_eq!(g.advance(0, exploit), 0);
         assert_eq!(g.advance(0, code), 0);
         let p = g.advance(0, scan);
@@ -394,12 +500,47 @@ mod tests {
             "#,
         )
         .unwrap();
-        let goals = data_exfiltration(&catalog, GoalScope::DelegationRoot);
+        let goals = data_exfiltration(&catalog, GoalScope::DelegationRoot, &[]);
         assert_eq!(goals.len(), 1);
         let g = &goals[0];
-        let db = g.effect(&catalog, "db", &[]);
-        let up = g.effect(&catalog, "up", &[]);
+        let db = g.effect(&catalog, "db", &[], &Value::Null);
+        let up = g.effect(&catalog, "up", &[], &Value::Null);
         assert_eq!(g.advance(0, up), 0);
         assert_eq!(g.advance(g.advance(0, db), up), 2);
+    }
+
+    #[test]
+    fn sinks_see_the_host_of_a_url() {
+        let catalog = Catalog::from_toml(
+            "t",
+            r#"
+            [network]
+            internal_domains = ["corp.internal"]
+            [tools.up]
+            mode = "write_external"
+            attributes.Dest = { from = "/url" }
+            "#,
+        )
+        .unwrap();
+        let external = ArgCondition {
+            attribute: "Dest".into(),
+            values: vec!["External_Public".into(), "Unknown".into()],
+        };
+        let holds = |args: Value| external.holds(&catalog, "up", &args);
+        assert!(!holds(
+            serde_json::json!({"url": "https://artifacts.corp.internal/x"})
+        ));
+        assert!(!holds(
+            serde_json::json!({"url": "https://ci@artifacts.corp.internal:8443/x?y"})
+        ));
+        assert!(holds(serde_json::json!({"url": "https://evil.example/x"})));
+        assert!(holds(serde_json::json!({"url": "http://203.0.113.7/x"})));
+        assert!(!holds(serde_json::json!({"url": "http://10.1.2.3/x"})));
+        assert!(!holds(serde_json::json!({"url": "http://[::1]:80/"})));
+        // Arguments not known: the call may go anywhere.
+        assert!(holds(serde_json::json!({})));
+        assert!(holds(Value::Null));
+        assert_eq!(url_host("ftp://h.example"), Some("h.example"));
+        assert_eq!(url_host("h.example/x"), None);
     }
 }

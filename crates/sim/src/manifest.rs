@@ -17,13 +17,14 @@
 //! security-oncall = ["user:oncall@acme.example"]
 //! ```
 
-use crate::goal::{self, Goal, GoalKind, GoalScope, GoalStep};
+use crate::goal::{self, ArgCondition, Goal, GoalKind, GoalScope, GoalStep};
 use crate::taxonomy::{Phase, Tactic};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use toml::Spanned;
 use truststack_engine::DefaultDecision;
 use truststack_policy::diagnostic::closest;
 use truststack_policy::duration::{format_duration, parse_duration};
@@ -194,6 +195,9 @@ pub struct Manifest {
     pub goals: Vec<Goal>,
     /// Tool → argument variants the adversary tries (JSON objects).
     pub arguments: BTreeMap<String, Vec<Value>>,
+    /// `[goals] sink_where`: the sink conditions of the built-in data-flow goals, and of the
+    /// manifest's own that give none.
+    pub sink_where: Vec<ArgCondition>,
     /// Tool or class → calls a real campaign makes of it (for time-to-goal).
     pub workload: BTreeMap<String, u64>,
     pub montecarlo: MonteCarloSpec,
@@ -224,7 +228,7 @@ struct RawManifest {
     #[serde(default)]
     goals: RawGoals,
     #[serde(default)]
-    arguments: BTreeMap<String, Vec<Value>>,
+    arguments: BTreeMap<String, Spanned<Vec<Value>>>,
     #[serde(default)]
     workload: BTreeMap<String, u64>,
     #[serde(default)]
@@ -292,6 +296,8 @@ struct RawGoals {
     gtg1002_phases: Option<Vec<String>>,
     scope: Option<GoalScope>,
     #[serde(default)]
+    sink_where: Option<RawWhere>,
+    #[serde(default)]
     sequence: Vec<RawSequence>,
     #[serde(default)]
     data_flow: Vec<RawFlow>,
@@ -333,8 +339,13 @@ struct RawFlow {
     #[serde(default)]
     sink_tactics: Option<Vec<String>>,
     #[serde(default)]
+    sink_where: Option<RawWhere>,
+    #[serde(default)]
     scope: Option<GoalScope>,
 }
+
+/// `sink_where = { <attribute> = ["<value or class>", ...], ... }`.
+type RawWhere = Spanned<BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>>;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -361,6 +372,7 @@ fn valid_name(name: &str) -> bool {
 
 struct Ctx<'a> {
     file: &'a str,
+    text: &'a str,
 }
 
 impl Ctx<'_> {
@@ -369,6 +381,69 @@ impl Ctx<'_> {
             file: self.file.to_string(),
             message: message.into(),
         }
+    }
+
+    /// An error at a position of the manifest text: `line L, column C: message`.
+    fn invalid_at(&self, span: std::ops::Range<usize>, message: impl AsRef<str>) -> ManifestError {
+        let before = self.text.get(..span.start).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        self.invalid(format!("line {line}, column {col}: {}", message.as_ref()))
+    }
+
+    /// Sink conditions, each attribute one the catalog or the declared arguments know.
+    fn sink_where(
+        &self,
+        context: &str,
+        raw: RawWhere,
+        known: &BTreeSet<String>,
+    ) -> Result<Vec<ArgCondition>, ManifestError> {
+        let span = raw.span();
+        let map = raw.into_inner();
+        if map.is_empty() {
+            return Err(self.invalid_at(
+                span,
+                format!(
+                    "{context}.sink_where: expected at least one attribute, e.g. \
+                     {{ url = [\"External_Public\", \"Unknown\"] }}"
+                ),
+            ));
+        }
+        let mut out = Vec::new();
+        for (attr, values) in map {
+            let (attr_span, attribute) = (attr.span(), attr.into_inner());
+            if !attribute.starts_with('/') && !known.contains(&attribute) {
+                let hint = closest(&attribute, known.iter().map(String::as_str))
+                    .map(|h| format!(" (did you mean `{h}`?)"))
+                    .unwrap_or_default();
+                return Err(self.invalid_at(
+                    attr_span,
+                    format!(
+                        "{context}.sink_where: `{attribute}` is no catalog attribute and no \
+                         argument of `[arguments]`{hint}; expected an attribute name or a JSON \
+                         pointer (`/url`)"
+                    ),
+                ));
+            }
+            let values_span = values.span();
+            let values: Vec<String> = values
+                .into_inner()
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect();
+            if values.is_empty() {
+                return Err(self.invalid_at(
+                    values_span,
+                    format!(
+                        "{context}.sink_where.{attribute}: expected at least one value or class \
+                         (External_Public, Internal_Private, Loopback, Link_Local, Unknown, a \
+                         named range, or a literal value)"
+                    ),
+                ));
+            }
+            out.push(ArgCondition { attribute, values });
+        }
+        Ok(out)
     }
 
     fn duration(&self, field: &str, text: &str) -> Result<i64, ManifestError> {
@@ -430,7 +505,7 @@ impl Manifest {
     /// Parses manifest text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         let file = path.display().to_string();
-        let ctx = Ctx { file: &file };
+        let ctx = Ctx { file: &file, text };
         let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Toml {
             file: file.clone(),
@@ -672,17 +747,26 @@ impl Manifest {
         // Arguments and workload.
         let mut arguments = BTreeMap::new();
         for (tool, variants) in raw.arguments {
+            let span = variants.span();
+            let variants = variants.into_inner();
             let targets = expand_tool(&catalog, &tool);
             if targets.is_empty() && !agents.iter().any(|a| a.tools.contains(&tool)) {
-                return Err(ctx.invalid(format!(
-                    "arguments.{tool}: no tool or class `{tool}` in the catalog"
-                )));
+                let hint = closest(&tool, catalog.names())
+                    .map(|h| format!(" (did you mean `{h}`?)"))
+                    .unwrap_or_default();
+                return Err(ctx.invalid_at(
+                    span,
+                    format!("arguments.{tool}: no tool or class `{tool}` in the catalog{hint}"),
+                ));
             }
             if variants.is_empty() || variants.iter().any(|v| !v.is_object()) {
-                return Err(ctx.invalid(format!(
-                    "arguments.{tool}: expected a non-empty list of argument tables, e.g. \
-                     [{{ target = \"10.0.0.0/16\" }}]"
-                )));
+                return Err(ctx.invalid_at(
+                    span,
+                    format!(
+                        "arguments.{tool}: expected a non-empty list of argument tables, e.g. \
+                         [{{ target = \"10.0.0.0/16\" }}]"
+                    ),
+                ));
             }
             let targets = if targets.is_empty() {
                 vec![tool.clone()]
@@ -707,6 +791,23 @@ impl Manifest {
         // Goals.
         let rg = raw.goals;
         let goal_scope = rg.scope.unwrap_or(GoalScope::DelegationRoot);
+        // The attributes a sink condition may name: the catalog's, and the declared arguments'.
+        let known_attributes: BTreeSet<String> = catalog
+            .tools
+            .values()
+            .flat_map(|t| t.attributes.keys().cloned())
+            .chain(
+                arguments
+                    .values()
+                    .flatten()
+                    .filter_map(Value::as_object)
+                    .flat_map(|o| o.keys().cloned()),
+            )
+            .collect();
+        let sink_where = match rg.sink_where {
+            Some(w) => ctx.sink_where("goals", w, &known_attributes)?,
+            None => Vec::new(),
+        };
         let builtin_goals = rg
             .builtin
             .unwrap_or_else(|| goal::BUILTINS.iter().map(|s| s.to_string()).collect());
@@ -746,7 +847,7 @@ impl Manifest {
             let mut add: Vec<Goal> = match b.as_str() {
                 "gtg1002-escalation" => vec![goal::gtg1002_escalation(goal_scope)],
                 "gtg1002-chain" => vec![goal::gtg1002_chain(goal_scope, &chain_phases)],
-                _ => goal::data_exfiltration(&catalog, goal_scope),
+                _ => goal::data_exfiltration(&catalog, goal_scope, &sink_where),
             };
             for g in &mut add {
                 g.line = builtin_line;
@@ -803,6 +904,10 @@ impl Manifest {
             let line = find_line(text, |l| {
                 l.starts_with("id") && l.contains(&format!("\"{}\"", f.id))
             });
+            let flow_where = match f.sink_where {
+                Some(w) => ctx.sink_where(&context, w, &known_attributes)?,
+                None => sink_where.clone(),
+            };
             goals.push(Goal {
                 title: f.title.unwrap_or_else(|| f.id.clone()),
                 description: f.description.unwrap_or_default(),
@@ -814,6 +919,7 @@ impl Manifest {
                         .sink_modes
                         .unwrap_or_else(|| vec!["write_external".into()]),
                     sink_tactics,
+                    sink_where: flow_where,
                 },
                 scope: f.scope.unwrap_or(goal_scope),
                 builtin: false,
@@ -909,6 +1015,7 @@ impl Manifest {
             goal_scope,
             goals,
             arguments,
+            sink_where,
             workload: raw.workload,
             montecarlo,
             warnings,
@@ -1042,6 +1149,9 @@ impl Manifest {
             .collect();
         let _ = writeln!(out, "gtg1002_phases = {}", toml_list(&phases));
         let _ = writeln!(out, "scope = {}", q(self.goal_scope.as_str()));
+        if !self.sink_where.is_empty() {
+            let _ = writeln!(out, "sink_where = {}", where_toml(&self.sink_where));
+        }
         for g in self.goals.iter().filter(|g| !g.builtin) {
             let _ = writeln!(out);
             match &g.kind {
@@ -1067,6 +1177,7 @@ impl Manifest {
                     read_mode,
                     sink_modes,
                     sink_tactics,
+                    sink_where,
                 } => {
                     let _ = writeln!(out, "[[goals.data_flow]]");
                     let _ = writeln!(out, "id = {}", q(&g.id));
@@ -1080,6 +1191,9 @@ impl Manifest {
                     let tactics: Vec<String> =
                         sink_tactics.iter().map(|t| t.name().to_string()).collect();
                     let _ = writeln!(out, "sink_tactics = {}", toml_list(&tactics));
+                    if !sink_where.is_empty() {
+                        let _ = writeln!(out, "sink_where = {}", where_toml(sink_where));
+                    }
                 }
             }
             let _ = writeln!(out, "scope = {}", q(g.scope.as_str()));
@@ -1162,6 +1276,14 @@ fn toml_key(s: &str) -> String {
 fn toml_list(items: &[String]) -> String {
     let parts: Vec<String> = items.iter().map(|s| toml_string(s)).collect();
     format!("[{}]", parts.join(", "))
+}
+
+fn where_toml(conditions: &[ArgCondition]) -> String {
+    let parts: Vec<String> = conditions
+        .iter()
+        .map(|c| format!("{} = {}", toml_key(&c.attribute), toml_list(&c.values)))
+        .collect();
+    format!("{{ {} }}", parts.join(", "))
 }
 
 fn json_to_toml_inline(v: &Value) -> String {

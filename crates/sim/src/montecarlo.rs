@@ -334,7 +334,7 @@ fn run_one(
                 };
                 if admitted {
                     done.clear();
-                    world.advance(&mut progress, mv.actor, mv.tool, &mut done);
+                    world.advance(&mut progress, mv, &mut done);
                     for g in &done {
                         if let Some(slot) = reached.get_mut(*g) {
                             if slot.is_none() {

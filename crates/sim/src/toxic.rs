@@ -129,6 +129,7 @@ fn reaches(world: &World, goal: usize, actors: &[usize], tools: &[usize]) -> boo
         stop: Stop::AllUnguarded,
         max_depth: world.manifest.settings.max_depth,
         max_states: world.manifest.settings.max_states,
+        reduce: Some(crate::explore::PLAIN_BUDGET),
     };
     explore(world, &search).witnesses[0].unguarded.is_some()
 }

@@ -34,6 +34,10 @@ pub struct TrajectoryStep {
     pub agent: String,
     pub chain: Vec<String>,
     pub tool: String,
+    /// The argument variant called, when what the call does to a goal depends on it (a sink
+    /// whose condition reads an argument); the full arguments are in the trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<serde_json::Value>,
     pub tactics: Vec<Tactic>,
     pub decision: Verdict,
     pub policies: Vec<String>,
@@ -45,6 +49,16 @@ pub struct TrajectoryStep {
     pub waited_ms: Option<i64>,
     /// Whether the call entered the trajectory (allowed, or granted).
     pub admitted: bool,
+}
+
+impl TrajectoryStep {
+    /// The tool, with the argument variant when it matters (`http_upload {"url":"..."}`).
+    pub fn call_label(&self) -> String {
+        match &self.args {
+            Some(args) => format!("{} {args}", self.tool),
+            None => self.tool.clone(),
+        }
+    }
 }
 
 /// A trajectory: evidence that a goal is reachable.
@@ -140,6 +154,10 @@ pub fn build(world: &World, goal: usize, path: &[PathStep]) -> Trajectory {
                     agent: actor.identity.clone(),
                     chain: actor.chain.clone(),
                     tool: tool.name.clone(),
+                    args: world
+                        .variant_matters(mv.tool)
+                        .then(|| tool.variants.get(mv.variant).cloned())
+                        .flatten(),
                     tactics: tool.tactics.clone(),
                     decision: d.decision,
                     policies: d.policies.iter().map(|p| p.id.clone()).collect(),
@@ -182,7 +200,7 @@ pub fn build(world: &World, goal: usize, path: &[PathStep]) -> Trajectory {
     let mut done = Vec::new();
     for (s, mv) in steps.iter().zip(&moves) {
         if s.admitted {
-            world.advance(&mut progress, mv.actor, mv.tool, &mut done);
+            world.advance(&mut progress, *mv, &mut done);
         }
     }
     if !done.contains(&goal) || steps.len() != expected.len() {

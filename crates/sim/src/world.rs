@@ -10,7 +10,65 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use truststack_engine::{ApprovalAnswer, ApprovalOutcome, Engine, Settings, ToolCall};
 use truststack_policy::load::{load_sources, LoadError};
-use truststack_policy::{Action as PolicyAction, Target};
+use truststack_policy::{Action as PolicyAction, Catalog, Target};
+
+/// Per tool, the first tool interchangeable with it (see [`World::representatives`]).
+fn twins(bundle: &truststack_policy::Bundle, catalog: &Catalog, tools: &[ToolEntry]) -> Vec<usize> {
+    use truststack_policy::ast::{ContextField, Expr, Pred, ValueTest};
+    fn walk(e: &Expr, f: &mut impl FnMut(&Pred)) {
+        match e {
+            Expr::And(items) | Expr::Or(items) => items.iter().for_each(|i| walk(i, f)),
+            Expr::Not(inner) => walk(inner, f),
+            Expr::Pred(p, _) => f(p),
+        }
+    }
+    let mut named: BTreeSet<String> = BTreeSet::new();
+    let mut tool_tested = false;
+    for cp in &bundle.policies {
+        walk(&cp.policy.condition, &mut |p| match p {
+            Pred::Call { pattern }
+            | Pred::Count { pattern, .. }
+            | Pred::Distinct { pattern, .. }
+            | Pred::Field { pattern, .. }
+            | Pred::Contains { pattern, .. } => {
+                named.insert(pattern.clone());
+            }
+            Pred::Sequence { steps, .. } => named.extend(steps.iter().cloned()),
+            Pred::Value {
+                test: ValueTest::InResults(names),
+                ..
+            } => named.extend(names.iter().cloned()),
+            Pred::Context {
+                field: ContextField::Tool,
+                ..
+            } => tool_tested = true,
+            _ => {}
+        });
+    }
+    let signature = |t: &ToolEntry| {
+        (
+            catalog
+                .tool(&t.name)
+                .and_then(|s| serde_json::to_string(s).ok()),
+            t.known,
+            // Time-to-goal reads a trajectory's workloads: twins must not differ there either.
+            t.volume,
+            t.tactics.clone(),
+            serde_json::to_string(&t.variants).ok(),
+        )
+    };
+    let signatures: Vec<_> = tools.iter().map(signature).collect();
+    (0..tools.len())
+        .map(|i| {
+            if tool_tested || named.contains(&tools[i].name) {
+                return i;
+            }
+            (0..i)
+                .find(|&j| !named.contains(&tools[j].name) && signatures[j] == signatures[i])
+                .unwrap_or(i)
+        })
+        .collect()
+}
 
 /// The approver assumed when the manifest lists none: any human outside the call's chain.
 pub const DEFAULT_APPROVER: &str = "user:approver@truststack.sim";
@@ -74,8 +132,12 @@ pub struct World {
     pub tools: Vec<ToolEntry>,
     pub actors: Vec<Actor>,
     pub goals: Vec<Goal>,
-    /// `effects[tool][goal]`.
+    /// `effects[tool][goal]`: what a call to the tool may do, with any of its variants.
     pub effects: Vec<Vec<Effect>>,
+    /// `variant_effects[tool][variant][goal]`: what a call with that variant does.
+    pub variant_effects: Vec<Vec<Vec<Effect>>>,
+    /// Per tool: the first tool interchangeable with it (itself when none is).
+    pub(crate) twin_of: Vec<usize>,
     /// Per goal: where its slots start in a progress vector.
     pub(crate) offsets: Vec<usize>,
     pub progress_len: usize,
@@ -181,6 +243,7 @@ impl World {
                 volume,
             });
         }
+        let twin_of = twins(&bundle, &manifest.catalog, &tools);
         let tool_index: BTreeMap<&str, usize> = tools
             .iter()
             .enumerate()
@@ -313,12 +376,31 @@ impl World {
                     .or_else(|| depth_reason.clone())
             })
             .collect();
-        let effects = tools
+        let variant_effects: Vec<Vec<Vec<Effect>>> = tools
             .iter()
             .map(|t| {
-                goals
+                t.variants
                     .iter()
-                    .map(|g| g.effect(&manifest.catalog, &t.name, &t.tactics))
+                    .map(|args| {
+                        goals
+                            .iter()
+                            .map(|g| g.effect(&manifest.catalog, &t.name, &t.tactics, args))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let effects = variant_effects
+            .iter()
+            .map(|per_variant| {
+                (0..goals.len())
+                    .map(|g| {
+                        per_variant.iter().fold(Effect::default(), |acc, e| Effect {
+                            steps: acc.steps | e[g].steps,
+                            source: acc.source || e[g].source,
+                            sink: acc.sink || e[g].sink,
+                        })
+                    })
                     .collect()
             })
             .collect();
@@ -372,6 +454,8 @@ impl World {
             actors,
             goals,
             effects,
+            variant_effects,
+            twin_of,
             offsets,
             progress_len,
             approvers,
@@ -388,14 +472,45 @@ impl World {
         self.offsets[g] + self.actors[actor].slots[scope]
     }
 
+    /// `moves` without those that repeat an earlier one up to interchangeable tools: the same
+    /// actor and variant, a tool with the same catalog entry but the name, that no policy names
+    /// (by name, `Tool` test or `Results`), with the same argument variants and workload. The
+    /// engine decides both alike in every state — it sees a call's classes, never the name — and
+    /// both do the same to every goal, so exploring one finds every verdict the other would.
+    pub fn representatives(&self, moves: &[Move]) -> Vec<Move> {
+        let mut seen = BTreeSet::new();
+        moves
+            .iter()
+            .filter(|m| {
+                let twin = self.twin_of.get(m.tool).copied().unwrap_or(m.tool);
+                seen.insert((m.actor, twin, m.variant))
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Whether what a call to `tool` does to some goal depends on its argument variant.
+    pub fn variant_matters(&self, tool: usize) -> bool {
+        self.variant_effects
+            .get(tool)
+            .is_some_and(|v| v.windows(2).any(|w| w[0] != w[1]))
+    }
+
     /// Advances `progress` by an admitted move; returns the goals it completed.
-    pub fn advance(&self, progress: &mut [u8], actor: usize, tool: usize, out: &mut Vec<usize>) {
+    pub fn advance(&self, progress: &mut [u8], m: Move, out: &mut Vec<usize>) {
+        let Some(effects) = self
+            .variant_effects
+            .get(m.tool)
+            .and_then(|v| v.get(m.variant))
+        else {
+            return;
+        };
         for (g, goal) in self.goals.iter().enumerate() {
-            let effect = self.effects[tool][g];
+            let effect = effects[g];
             if effect.is_none() {
                 continue;
             }
-            let i = self.slot(g, actor);
+            let i = self.slot(g, m.actor);
             if let Some(p) = progress.get_mut(i) {
                 let target = goal.target();
                 if *p < target {

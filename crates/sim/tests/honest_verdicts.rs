@@ -112,10 +112,21 @@ fn fix_never_reports_a_gate_nobody_may_grant_as_a_gate() {
 // 2. A bound hit in the fixed manifest's proof is unknown, with the bound to raise.
 
 #[test]
+fn at_the_depth_bound_only_goals_no_state_can_complete_are_unreachable() {
+    // One call: the flow (read, then upload) needs two, and its scope can still complete it;
+    // the escalation cannot complete anywhere (no exploitation tool), whatever the depth.
+    let a = run("[settings]\nmax_depth = 1\n[agents.a]\ntools = [\"db\", \"up\", \"scan\", \"code\"]\n[goals]\nbuiltin = [\"data-exfiltration\", \"gtg1002-escalation\"]");
+    assert!(!a.exploration.exhaustive);
+    assert_eq!(status(&a, FLOW), Status::Unknown);
+    assert_eq!(status(&a, ESC), Status::Unreachable);
+}
+
+#[test]
 fn fix_says_unknown_and_which_bound_when_its_proof_hits_the_depth_bound() {
     let w = world(
-        // The escalation's progress keeps states new at the bound (scan, then code).
-        "[settings]\nmax_depth = 2\n[agents.a]\ntools = [\"db\", \"up\", \"scan\", \"code\"]\n[goals]\nbuiltin = [\"data-exfiltration\", \"gtg1002-escalation\"]",
+        // The escalation's progress keeps states new at the bound (scan, then code, with the
+        // exploit still to call: a progress that cannot complete would not count).
+        "[settings]\nmax_depth = 2\n[agents.a]\ntools = [\"db\", \"up\", \"scan\", \"code\", \"exploit\"]\n[goals]\nbuiltin = [\"data-exfiltration\", \"gtg1002-escalation\"]",
     );
     let a = analyse(&w, &Options::default());
     assert_eq!(status(&a, FLOW), Status::Unguarded);

@@ -141,7 +141,7 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: u8) {
                     .collect();
                 let _ = write!(o, "<tr><td>{}</td><td>{}{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(&s.call_id), esc(&s.time), s.waited_ms.map(|w| format!("<br><span class=\"mute\">after waiting {}</span>", human_duration(w as f64))).unwrap_or_default(),
-                    esc(&s.actor), esc(&s.tool), esc(&tactics.join(", ")), esc(&super::decision_word(s)), esc(&s.reason));
+                    esc(&s.actor), esc(&s.call_label()), esc(&tactics.join(", ")), esc(&super::decision_word(s)), esc(&s.reason));
             }
             let _ = write!(o, "</tbody></table>");
             let trace = match trajectories {

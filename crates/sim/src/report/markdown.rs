@@ -53,7 +53,7 @@ fn evidence(o: &mut String, a: &Analysis, g: &GoalReport, trajectories: Option<&
             s.time,
             wait,
             cell(&s.actor),
-            s.tool,
+            s.call_label().replace('|', "\\|"),
             tactics.join(", "),
             cell(&decision_word(s)),
             cell(&s.policies.join(", "))

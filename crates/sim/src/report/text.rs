@@ -126,7 +126,12 @@ pub fn render(a: &Analysis, color: bool, trajectories: Option<&str>) -> String {
             .map(|s| s.actor.chars().count())
             .max()
             .unwrap_or(0);
-        let tw = t.steps.iter().map(|s| s.tool.len()).max().unwrap_or(0);
+        let tw = t
+            .steps
+            .iter()
+            .map(|s| s.call_label().chars().count())
+            .max()
+            .unwrap_or(0);
         for s in &t.steps {
             let tactics: Vec<&str> = s.tactics.iter().map(|t| t.name()).collect();
             let wait = s
@@ -138,7 +143,7 @@ pub fn render(a: &Analysis, color: bool, trajectories: Option<&str>) -> String {
                 "  {:<4} {:<aw$}  {:<tw$}  {:<28} {}{}",
                 s.call_id,
                 s.actor,
-                s.tool,
+                s.call_label(),
                 tactics.join(", "),
                 decision_word(s),
                 wait

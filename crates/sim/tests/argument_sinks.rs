@@ -1,0 +1,192 @@
+//! Goals and sinks that see arguments: a data flow whose sink condition reads an argument
+//! attribute (an upload URL's host, classified internal or external) is reached only through the
+//! argument variants the manifest declares that meet it; a tool without declared variants may
+//! send anywhere. Mistakes in the new syntax are reported with their line and column.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use truststack_sim::{analyse, Analysis, Manifest, ManifestError, Options, Status, World};
+
+const CATALOG: &str = r#"
+[catalog.network]
+internal_domains = ["corp.internal"]
+[catalog.tools.db]
+classes = ["DatabaseQuery"]
+tactics = ["collection"]
+data_source = { name = "DB", mode = "read" }
+[catalog.tools.upload]
+classes = ["Upload"]
+tactics = ["exfiltration"]
+mode = "write_external"
+attributes.Dest = { from = "/url" }
+"#;
+
+const INTERNAL: &str = "https://artifacts.corp.internal/x";
+const EXTERNAL: &str = "https://evil.example/x";
+
+fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    Manifest::parse(Path::new("args.toml"), &format!("{text}\n{CATALOG}"))
+}
+
+fn run(text: &str) -> Analysis {
+    analyse(
+        &World::build(parse(text).unwrap()).unwrap(),
+        &Options::default(),
+    )
+}
+
+fn manifest(variants: &[&str], goals: &str) -> String {
+    let arguments = if variants.is_empty() {
+        String::new()
+    } else {
+        let vs: Vec<String> = variants
+            .iter()
+            .map(|u| format!("{{ url = \"{u}\" }}"))
+            .collect();
+        format!("[arguments]\nupload = [{}]\n", vs.join(", "))
+    };
+    format!("[agents.a]\ntools = [\"db\", \"upload\"]\n{arguments}{goals}")
+}
+
+const FLOW: &str = r#"
+[goals]
+builtin = []
+[[goals.data_flow]]
+id = "db-leak"
+source = "DB"
+sink_where = { Dest = ["External_Public", "Unknown"] }
+"#;
+
+#[test]
+fn an_upload_to_an_internal_host_is_no_leak() {
+    let a = run(&manifest(&[INTERNAL], FLOW));
+    assert!(a.exploration.exhaustive);
+    assert_eq!(a.goal("db-leak").unwrap().status, Status::Unreachable);
+    assert!(a.safe);
+}
+
+#[test]
+fn an_upload_to_an_external_host_is_a_leak_and_the_evidence_shows_the_variant() {
+    let a = run(&manifest(&[INTERNAL, EXTERNAL], FLOW));
+    let g = a.goal("db-leak").unwrap();
+    assert_eq!(g.status, Status::Unguarded);
+    let t = g.trajectory.as_ref().unwrap();
+    assert!(t.replay_consistent);
+    let last = t.steps.last().unwrap();
+    assert_eq!(last.tool, "upload");
+    assert_eq!(last.args, Some(serde_json::json!({ "url": EXTERNAL })));
+    assert_eq!(
+        last.call_label(),
+        format!("upload {{\"url\":\"{EXTERNAL}\"}}")
+    );
+    // The read needs no argument shown: its effect does not depend on one.
+    assert_eq!(t.steps[0].args, None);
+    // The trace replayed by `truststack policy eval` carries the same arguments.
+    assert!(t.jsonl().contains(EXTERNAL), "{}", t.jsonl());
+    let text = truststack_sim::report::text::render(&a, false, None);
+    assert!(
+        text.contains(&format!("upload {{\"url\":\"{EXTERNAL}\"}}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_tool_without_declared_variants_may_send_anywhere() {
+    let a = run(&manifest(&[], FLOW));
+    assert_eq!(a.goal("db-leak").unwrap().status, Status::Unguarded);
+}
+
+#[test]
+fn goals_sink_where_applies_to_the_built_in_data_flows() {
+    let goals = "[goals]\nbuiltin = [\"data-exfiltration\"]\nsink_where = { Dest = [\"External_Public\", \"Unknown\"] }\n";
+    let a = run(&manifest(&[INTERNAL], goals));
+    assert_eq!(
+        a.goal("data-exfiltration:DB").unwrap().status,
+        Status::Unreachable
+    );
+    let a = run(&manifest(&[INTERNAL, EXTERNAL], goals));
+    assert_eq!(
+        a.goal("data-exfiltration:DB").unwrap().status,
+        Status::Unguarded
+    );
+    // Without the condition, any upload is a leak, as before.
+    let a = run(&manifest(
+        &[INTERNAL],
+        "[goals]\nbuiltin = [\"data-exfiltration\"]\n",
+    ));
+    assert_eq!(
+        a.goal("data-exfiltration:DB").unwrap().status,
+        Status::Unguarded
+    );
+}
+
+#[test]
+fn a_policy_on_the_argument_decides_per_variant() {
+    // The engine sees the same argument: a deny on external uploads leaves only internal ones.
+    let policies = "policies = [{ name = \"p\", text = \"POLICY no-ext: ACTION: DENY IF Tool_Call('upload') AND NOT (Url_Host(Arg('/url')) REGEX '(^|[.])corp[.]internal$')\" }]\n";
+    let a = run(&format!(
+        "{policies}{}",
+        manifest(&[INTERNAL, EXTERNAL], FLOW)
+    ));
+    assert_eq!(a.goal("db-leak").unwrap().status, Status::Unreachable);
+}
+
+#[test]
+fn sink_conditions_load_back_from_a_written_manifest() {
+    let m = parse(&manifest(&[INTERNAL, EXTERNAL], FLOW)).unwrap();
+    let written = m.to_toml(Path::new("."));
+    let back = Manifest::parse(Path::new("back.toml"), &written)
+        .unwrap_or_else(|e| panic!("{e}\n{written}"));
+    assert_eq!(back.goals[0].kind, m.goals[0].kind);
+}
+
+fn error(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn mistakes_are_reported_with_line_and_column() {
+    // A misspelt attribute.
+    let e = error(&manifest(
+        &[INTERNAL],
+        "[goals]\nbuiltin = []\n[[goals.data_flow]]\nid = \"x\"\nsource = \"DB\"\nsink_where = { Dst = [\"External_Public\"] }\n",
+    ));
+    assert!(
+        e.starts_with("args.toml: line 10, column 16: goals.data_flow `x`.sink_where: `Dst` is no catalog attribute"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `Dest`?"), "{e}");
+    // No value.
+    let e = error(&manifest(
+        &[INTERNAL],
+        "[goals]\nbuiltin = []\nsink_where = { Dest = [] }\n",
+    ));
+    assert!(
+        e.starts_with(
+            "args.toml: line 7, column 23: goals.sink_where.Dest: expected at least one value"
+        ),
+        "{e}"
+    );
+    // A value that is no list: the TOML layer reports it.
+    let e = error(&manifest(
+        &[INTERNAL],
+        "[goals]\nsink_where = { Dest = \"External_Public\" }\n",
+    ));
+    assert!(
+        e.starts_with("args.toml: not a valid manifest: line 6, column 23"),
+        "{e}"
+    );
+    // Argument variants for a tool that does not exist, and variants that are no tables.
+    let e =
+        error("[agents.a]\ntools = [\"db\", \"upload\"]\n[arguments]\nuplod = [{ url = \"x\" }]\n");
+    assert!(
+        e.starts_with("args.toml: line 4, column 9: arguments.uplod: no tool or class `uplod` in the catalog (did you mean `upload`?)"),
+        "{e}"
+    );
+    let e =
+        error("[agents.a]\ntools = [\"db\", \"upload\"]\n[arguments]\nupload = [\"https://x\"]\n");
+    assert!(
+        e.starts_with("args.toml: line 4, column 10: arguments.upload: expected a non-empty list"),
+        "{e}"
+    );
+}
