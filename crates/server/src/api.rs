@@ -802,8 +802,8 @@ async fn wait(
 /// A proof or entry asked of a part of the log that does not exist is the caller's mistake
 /// (400); anything else is the ledger failing (503).
 fn ledger_error(e: truststack_engine::ledger::LedgerError) -> ApiError {
-    use truststack_engine::ledger::LedgerError as E;
     use truststack_engine::ledger::store::StoreError;
+    use truststack_engine::ledger::LedgerError as E;
     match e {
         E::Proof(_)
         | E::Store(StoreError::Merkle(_))

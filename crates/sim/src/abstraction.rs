@@ -31,7 +31,7 @@
 
 use crate::world::Lease;
 use std::collections::BTreeSet;
-use truststack_policy::ast::{CmpOp, Expr, Pred};
+use truststack_policy::ast::{CmpOp, Pred};
 use truststack_policy::monitor::{MonitorSpec, MonitorState};
 use truststack_policy::{Bundle, Target};
 
@@ -84,7 +84,7 @@ fn per_monitor(bundle: &Bundle) -> Option<[Vec<Vec<i64>>; 4]> {
         // left to right, equal monitors once.
         let mut named: Vec<(Named, BTreeSet<i64>)> = Vec::new();
         for cp in bundle.policies.iter().filter(|c| c.policy.target == target) {
-            walk(&cp.policy.condition, &mut |p| {
+            cp.policy.condition.predicates().into_iter().for_each(|p| {
                 let (n, w) = match p {
                     Pred::Count {
                         pattern, window_ms, ..
@@ -170,14 +170,6 @@ fn per_monitor(bundle: &Bundle) -> Option<[Vec<Vec<i64>>; 4]> {
         }
     }
     Some(out)
-}
-
-fn walk(e: &Expr, f: &mut impl FnMut(&Pred)) {
-    match e {
-        Expr::And(items) | Expr::Or(items) => items.iter().for_each(|i| walk(i, f)),
-        Expr::Not(inner) => walk(inner, f),
-        Expr::Pred(p, _) => f(p),
-    }
 }
 
 /// Whether `count op n` has the same truth for every count in `1..=hi`.
@@ -276,30 +268,34 @@ impl Abstraction {
         let mut distincts: Vec<(Target, i64, CmpOp, u64)> = Vec::new();
         for cp in &bundle.policies {
             let target = cp.policy.target;
-            walk(&cp.policy.condition, &mut |p| match p {
-                Pred::Contains {
-                    window_ms: Some(w), ..
-                } => {
-                    contains.insert(*w);
-                }
-                Pred::DataSource {
-                    window_ms: Some(w), ..
-                } => {
-                    taint.insert(*w);
-                }
-                Pred::Sequence {
-                    window_ms: Some(w), ..
-                } => {
-                    sequence.insert(*w);
-                }
-                Pred::Count {
-                    op, n, window_ms, ..
-                } => counts.push((target, *window_ms, *op, *n)),
-                Pred::Distinct {
-                    op, n, window_ms, ..
-                } => distincts.push((target, *window_ms, *op, *n)),
-                _ => {}
-            });
+            cp.policy
+                .condition
+                .predicates()
+                .into_iter()
+                .for_each(|p| match p {
+                    Pred::Contains {
+                        window_ms: Some(w), ..
+                    } => {
+                        contains.insert(*w);
+                    }
+                    Pred::DataSource {
+                        window_ms: Some(w), ..
+                    } => {
+                        taint.insert(*w);
+                    }
+                    Pred::Sequence {
+                        window_ms: Some(w), ..
+                    } => {
+                        sequence.insert(*w);
+                    }
+                    Pred::Count {
+                        op, n, window_ms, ..
+                    } => counts.push((target, *window_ms, *op, *n)),
+                    Pred::Distinct {
+                        op, n, window_ms, ..
+                    } => distincts.push((target, *window_ms, *op, *n)),
+                    _ => {}
+                });
         }
         let kinds = std::array::from_fn(|i| {
             let target = Target::ALL[i];

@@ -492,7 +492,7 @@ pub fn ungrantable_warnings(world: &World, found: &[crate::explore::Ungrantable]
             let groups: Vec<String> = policies
                 .iter()
                 .filter_map(|id| {
-                    let cp = bundle.policies.iter().find(|c| &c.policy.id == id)?;
+                    let cp = bundle.policy(id)?;
                     let group = cp.policy.approvers.as_ref()?;
                     let members = world.manifest.approvers.get(group);
                     Some(format!(

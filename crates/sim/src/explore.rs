@@ -479,9 +479,7 @@ fn explore_once(world: &World, search: &Search, reduce: bool) -> Explored {
                                     .iter()
                                     .filter(|x| x.action == PolicyAction::RequireHitl)
                                 {
-                                    if let Some(cp) =
-                                        bundle.policies.iter().find(|c| c.policy.id == fired.id)
-                                    {
+                                    if let Some(cp) = bundle.policy(&fired.id) {
                                         let target = cp.policy.target;
                                         let scope = match target {
                                             truststack_policy::Target::AgentIdentity => p.agent,

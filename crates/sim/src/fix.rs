@@ -462,8 +462,7 @@ fn gate_approvers(
     let eligible = |members: &[String]| {
         held.iter().all(|a| {
             members.iter().any(|m| {
-                m.starts_with("user:")
-                    && m.len() > "user:".len()
+                truststack_engine::identity::UserId::parse(m).is_ok()
                     && *m != a.identity
                     && !a.chain.contains(m)
             })

@@ -25,6 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
+use truststack_engine::identity::id::names_a_human;
+use truststack_engine::identity::UserId;
 use truststack_engine::DefaultDecision;
 use truststack_policy::diagnostic::closest;
 use truststack_policy::duration::{format_duration, parse_duration};
@@ -574,7 +576,7 @@ impl Manifest {
             settings.unknown_tools = v;
         }
         if let Some(v) = rs.operator {
-            if !v.starts_with("user:") || v.len() <= 5 {
+            if UserId::parse(&v).is_err() {
                 return Err(ctx.invalid(format!(
                     "settings.operator: `{v}` is not a human principal (expected `user:...`)"
                 )));
@@ -652,14 +654,14 @@ impl Manifest {
             let identity = a
                 .identity
                 .unwrap_or_else(|| format!("spiffe://{}/agent/{name}", settings.trust_domain));
-            if identity.starts_with("user:") || identity.is_empty() {
+            if names_a_human(&identity) || identity.is_empty() {
                 return Err(ctx.invalid(format!(
                     "agents.{name}.identity: `{identity}` is a human principal; an agent identity \
                      is a SPIFFE URI such as `spiffe://acme.example/agent/{name}`"
                 )));
             }
             if let Some(l) = &a.launched_by {
-                if !l.starts_with("user:") || l.len() <= 5 {
+                if UserId::parse(l).is_err() {
                     return Err(ctx.invalid(format!(
                         "agents.{name}.launched_by: `{l}` is not a human principal (expected \
                          `user:...`)"
@@ -735,7 +737,7 @@ impl Manifest {
         // Approvers.
         for (group, members) in &raw.approvers {
             for m in members {
-                if !m.starts_with("user:") || m.len() <= 5 {
+                if UserId::parse(m).is_err() {
                     return Err(ctx.invalid(format!(
                         "approvers.{group}: `{m}` is not a human principal (expected `user:...`); \
                          agents cannot approve"
