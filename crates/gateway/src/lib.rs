@@ -13,7 +13,8 @@
 //!   their results reported as observations; denied calls are answered with a tool result
 //!   (`isError: true`) naming the policy and the reason; held calls wait for an approver (with
 //!   `notifications/progress` while they wait).
-//! - `tools/list` answers lose the tools the identity may never call ([`truststack_engine::visibility`]).
+//! - `tools/list` answers lose the tools the identity may never call ([`truststack_engine::visibility`])
+//!   and the tools whose definition is not the pinned one ([`pinning`]), whose calls are denied.
 //!
 //! Every other message passes through as the text it arrived as, ids preserved. With several
 //! upstreams, tool and prompt names are namespaced `<upstream>__<name>`.
@@ -32,6 +33,7 @@ pub mod framing;
 pub mod http;
 pub mod identity;
 pub mod jsonrpc;
+pub mod pinning;
 pub mod session;
 pub mod stdio;
 pub mod upstream;
@@ -55,6 +57,8 @@ pub enum GatewayError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Pins(#[from] pinning::PinError),
     #[error("{0}")]
     Policy(String),
     #[error("ledger {path}: {detail}")]
@@ -82,6 +86,8 @@ pub struct Core {
     pub http: reqwest::Client,
     /// Run observations on blocking threads (a recorder that writes to disk is attached).
     pub offload: bool,
+    /// The tools' pinned definitions.
+    pub pins: pinning::Pins,
 }
 
 /// A configured gateway. Serve it with [`Gateway::serve_stdio`] or [`Gateway::serve_http`].
@@ -104,10 +110,14 @@ impl Gateway {
             let remote = decider::Remote::new(&section.url, section.timeout()?)
                 .map_err(GatewayError::Policy)?;
             let resolver = Arc::new(identity::RemoteResolver::new(config.identity.clone()));
-            return Ok(
-                Gateway::with_decider(config, decider::Decider::Remote(remote), false)?
-                    .with_resolver(resolver),
-            );
+            let pins = pinning::Pins::new(&config.pinning, &[], None)?;
+            return Ok(Gateway::with_decider(
+                config,
+                decider::Decider::Remote(remote),
+                false,
+                pins,
+            )?
+            .with_resolver(resolver));
         }
         let loaded =
             truststack_policy::load::load_files(&config.policies, config.catalog.as_deref())
@@ -119,6 +129,7 @@ impl Gateway {
         let mut engine = Engine::new(loaded.bundle, config.engine_settings()?);
         let recording = config.ledger.is_some();
         let mut revocation_log = None;
+        let mut pins = None;
         if let Some(section) = &config.ledger {
             let ledger_err = |detail: String| GatewayError::Ledger {
                 path: section.path.clone(),
@@ -140,6 +151,11 @@ impl Gateway {
             engine = engine
                 .resume(ledger.clone(), &records, &sources)
                 .map_err(ledger_err)?;
+            pins = Some(pinning::Pins::new(
+                &config.pinning,
+                &records,
+                Some(ledger.clone() as Arc<dyn truststack_engine::Recorder>),
+            )?);
             revocation_log = Some(identity::RevocationLog::new(ledger, &records));
         }
         let issuer = match &config.identity.issuer {
@@ -151,7 +167,17 @@ impl Gateway {
             })?)),
             None => None,
         };
-        let mut gateway = Gateway::with_engine(config, Arc::new(engine), recording)?;
+        let pins = match pins {
+            Some(p) => p,
+            None => pinning::Pins::new(&config.pinning, &[], None)?,
+        };
+        let enforcer = enforce::Enforcer::new(Arc::new(engine), recording);
+        let mut gateway = Gateway::with_decider(
+            config,
+            decider::Decider::Embedded(enforcer),
+            recording,
+            pins,
+        )?;
         if let Some(issuer) = issuer {
             let mut resolver =
                 CredentialResolver::new(Arc::clone(&issuer), gateway.config.identity.clone());
@@ -178,13 +204,20 @@ impl Gateway {
         recording: bool,
     ) -> Result<Gateway, GatewayError> {
         let enforcer = enforce::Enforcer::new(engine, recording);
-        Gateway::with_decider(config, decider::Decider::Embedded(enforcer), recording)
+        let pins = pinning::Pins::new(&config.pinning, &[], None)?;
+        Gateway::with_decider(
+            config,
+            decider::Decider::Embedded(enforcer),
+            recording,
+            pins,
+        )
     }
 
     fn with_decider(
         config: GatewayConfig,
         decider: decider::Decider,
         recording: bool,
+        pins: pinning::Pins,
     ) -> Result<Gateway, GatewayError> {
         let upstreams = config.resolved_upstreams()?;
         let http = reqwest::Client::builder()
@@ -198,6 +231,7 @@ impl Gateway {
             upstreams,
             http,
             offload: recording,
+            pins,
         });
         let resolver = Arc::new(config.identity.clone());
         Ok(Gateway {

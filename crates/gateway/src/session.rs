@@ -14,6 +14,7 @@ use crate::decider::{Asker, Decider, Waited};
 use crate::enforce;
 use crate::identity::{CallerIdentity, IdentityResolver};
 use crate::jsonrpc::{self, code, Kind, RawId, RawObject};
+use crate::pinning;
 use crate::upstream::{Link, UpEvent};
 use crate::{Core, NAMESPACE_SEPARATOR};
 use parking_lot::Mutex;
@@ -28,6 +29,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use truststack_engine::{Decision, ToolCall, Verdict};
 use truststack_server::telemetry::TraceHeaders;
+
+/// The newest protocol revision the gateway speaks, which it asks for when it initializes an
+/// upstream itself.
+pub const LATEST_PROTOCOL_VERSION: &str = "2025-11-25";
 
 /// Where a message for the client belongs (HTTP clients have one stream per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +113,8 @@ struct State {
     /// Several upstreams: which upstream listed a resource URI.
     resource_owner: HashMap<String, usize>,
     batches: HashMap<RawId, Arc<Mutex<Batch>>>,
+    /// Listed tools withheld because their definition is not the pinned one.
+    pin_blocked: HashMap<String, pinning::Blocked>,
 }
 
 /// One client session.
@@ -750,6 +757,10 @@ impl Session {
                 return self.respond(&id, jsonrpc::tool_error_result(&id, &message, &meta));
             }
         }
+        if let Some(blocked) = self.pin_blocked(&name) {
+            let (message, meta) = blocked.denial(&name);
+            return self.respond(&id, jsonrpc::tool_error_result(&id, &message, &meta));
+        }
         let call = ToolCall {
             id: format!("{}#{}", self.id, id.display()),
             time: None,
@@ -1362,11 +1373,15 @@ impl Session {
             .iter()
             .filter_map(|t| serde_json::from_str::<Named>(t.get()).ok().map(|n| n.name))
             .collect();
-        let hidden = match self.hidden(names).await {
-            Ok(h) if h.is_empty() => return text,
+        let unpinned = self.review_pins(tools.iter().map(|t| t.get())).await;
+        let mut hidden = match self.hidden(names).await {
             Ok(h) => h,
             Err(e) => return self.tools_list_error(client_id, &e),
         };
+        hidden.extend(unpinned);
+        if hidden.is_empty() {
+            return text;
+        }
         let kept: Vec<Box<RawValue>> = tools
             .into_iter()
             .filter(|t| {
@@ -1376,6 +1391,42 @@ impl Session {
         result.set("tools", jsonrpc::raw(join_raw(&kept)));
         msg.set("result", result.into_raw());
         msg.to_text()
+    }
+
+    /// Checks listed tools against their pins: returns the names withheld, remembers them
+    /// for `tools/call`, and records the changes.
+    async fn review_pins<'a>(&self, tools: impl IntoIterator<Item = &'a str>) -> HashSet<String> {
+        let pins = &self.core.pins;
+        if !pins.enabled() {
+            return HashSet::new();
+        }
+        let review = pins.review(&self.id, tools);
+        let mut withheld = HashSet::new();
+        {
+            let mut st = self.state.lock();
+            for (name, blocked) in review.verdicts {
+                match blocked {
+                    Some(b) => {
+                        withheld.insert(name.clone());
+                        st.pin_blocked.insert(name, b);
+                    }
+                    None => {
+                        st.pin_blocked.remove(&name);
+                    }
+                }
+            }
+        }
+        pins.record(review.records).await;
+        withheld
+    }
+
+    /// Why a call to `tool` is refused by pinning, if it is.
+    fn pin_blocked(&self, tool: &str) -> Option<pinning::Blocked> {
+        if !self.core.pins.enabled() {
+            return None;
+        }
+        let listed = self.state.lock().pin_blocked.get(tool).cloned();
+        listed.or_else(|| self.core.pins.unlisted(tool))
     }
 
     /// The tools among `names` this identity may never call.
@@ -1459,6 +1510,104 @@ impl Session {
         self.respond(&id, jsonrpc::result_response(&id, &result));
     }
 
+    /// Every page of a list method (`key`: the result's list) of one upstream: the items,
+    /// whether any page came, and the error that ended the listing, if one did.
+    async fn list_pages(
+        &self,
+        up: usize,
+        method: &str,
+        key: &str,
+    ) -> (Vec<Box<RawValue>>, bool, Option<(i64, String)>) {
+        let mut items = Vec::new();
+        let mut answered = false;
+        let mut cursor: Option<String> = None;
+        for _page in 0..1000 {
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let result = match self.internal_request(up, method, &params).await {
+                Ok(r) => r,
+                Err(e) => return (items, answered, Some(e)),
+            };
+            answered = true;
+            let Ok(obj) = RawObject::parse(result.get()) else {
+                break;
+            };
+            let list: Vec<Box<RawValue>> = obj
+                .get(key)
+                .and_then(|l| serde_json::from_str(l.get()).ok())
+                .unwrap_or_default();
+            items.extend(list);
+            cursor = obj
+                .get("nextCursor")
+                .and_then(|c| serde_json::from_str::<Option<String>>(c.get()).ok())
+                .flatten();
+            if cursor.is_none() {
+                break;
+            }
+        }
+        (items, answered, None)
+    }
+
+    /// A tool or prompt of upstream `up` under its namespaced name (`None`: it has no name).
+    fn namespaced(&self, up: usize, item: &RawValue) -> Option<(String, Box<RawValue>)> {
+        let mut o = RawObject::parse(item.get()).ok()?;
+        let name = o
+            .get("name")
+            .and_then(|n| serde_json::from_str::<String>(n.get()).ok())?;
+        let full = format!("{}{NAMESPACE_SEPARATOR}{name}", self.links[up].spec.name);
+        o.set_json("name", &Value::from(full.clone()));
+        Some((full, o.into_raw()))
+    }
+
+    /// Initializes every upstream and lists all their tools, as a client of this session would
+    /// see them before any filtering (namespaced with several upstreams): what
+    /// `truststack gateway pin` pins.
+    pub async fn upstream_tools(&self) -> Result<Vec<Box<RawValue>>, String> {
+        let params = json!({
+            "protocolVersion": LATEST_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "truststack-gateway-pin", "version": env!("CARGO_PKG_VERSION")},
+        });
+        let mut tools = Vec::new();
+        for (up, link) in self.links.iter().enumerate() {
+            let name = &link.spec.name;
+            let init = self
+                .internal_request(up, "initialize", &params)
+                .await
+                .map_err(|(_, m)| format!("upstream `{name}`: initialize: {m}"))?;
+            if let Some(v) = serde_json::from_str::<Value>(init.get())
+                .ok()
+                .and_then(|r| {
+                    r.get("protocolVersion")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+            {
+                link.set_protocol_version(&v);
+            }
+            link.send(
+                jsonrpc::notification("notifications/initialized", &json!({})),
+                None,
+                Some("notifications/initialized"),
+            )
+            .map_err(|e| format!("upstream `{name}`: {e}"))?;
+            let (list, _, error) = self.list_pages(up, "tools/list", "tools").await;
+            if let Some((_, m)) = error {
+                return Err(format!("upstream `{name}`: tools/list: {m}"));
+            }
+            for item in list {
+                if !self.multi {
+                    tools.push(item);
+                } else if let Some((_, item)) = self.namespaced(up, &item) {
+                    tools.push(item);
+                }
+            }
+        }
+        Ok(tools)
+    }
+
     /// Merges a list method over every upstream, all pages, namespacing tool and prompt names.
     async fn multi_list(self: Arc<Self>, id: RawId, method: &str, params: Option<String>) {
         let cursor: Option<String> = params
@@ -1485,59 +1634,26 @@ impl Session {
         let mut answered = false;
         let mut last_error = None;
         for up in 0..self.links.len() {
-            let mut cursor: Option<String> = None;
-            for _page in 0..1000 {
-                let params = match &cursor {
-                    Some(c) => json!({"cursor": c}),
-                    None => json!({}),
-                };
-                let result = match self.internal_request(up, method, &params).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        last_error = Some(e);
-                        break;
-                    }
-                };
-                answered = true;
-                let Ok(obj) = RawObject::parse(result.get()) else {
-                    break;
-                };
-                let list: Vec<Box<RawValue>> = obj
-                    .get(key)
-                    .and_then(|l| serde_json::from_str(l.get()).ok())
-                    .unwrap_or_default();
-                for item in list {
-                    if !rename {
-                        if key == "resources" {
-                            if let Ok(v) = serde_json::from_str::<Value>(item.get()) {
-                                if let Some(uri) = v.get("uri").and_then(Value::as_str) {
-                                    self.state.lock().resource_owner.insert(uri.to_string(), up);
-                                }
+            let (list, any, error) = self.list_pages(up, method, key).await;
+            answered |= any;
+            if error.is_some() {
+                last_error = error;
+            }
+            for item in list {
+                if !rename {
+                    if key == "resources" {
+                        if let Ok(v) = serde_json::from_str::<Value>(item.get()) {
+                            if let Some(uri) = v.get("uri").and_then(Value::as_str) {
+                                self.state.lock().resource_owner.insert(uri.to_string(), up);
                             }
                         }
-                        items.push(item);
-                        continue;
                     }
-                    let Ok(mut o) = RawObject::parse(item.get()) else {
-                        continue;
-                    };
-                    let Some(name) = o
-                        .get("name")
-                        .and_then(|n| serde_json::from_str::<String>(n.get()).ok())
-                    else {
-                        continue;
-                    };
-                    let full = format!("{}{NAMESPACE_SEPARATOR}{name}", self.links[up].spec.name);
-                    o.set_json("name", &Value::from(full.clone()));
-                    names.push(full);
-                    items.push(o.into_raw());
+                    items.push(item);
+                    continue;
                 }
-                cursor = obj
-                    .get("nextCursor")
-                    .and_then(|c| serde_json::from_str::<Option<String>>(c.get()).ok())
-                    .flatten();
-                if cursor.is_none() {
-                    break;
+                if let Some((full, item)) = self.namespaced(up, &item) {
+                    names.push(full);
+                    items.push(item);
                 }
             }
         }
@@ -1547,10 +1663,12 @@ impl Session {
             }
         }
         if key == "tools" {
-            let hidden = match self.hidden(names.clone()).await {
+            let unpinned = self.review_pins(items.iter().map(|t| t.get())).await;
+            let mut hidden = match self.hidden(names.clone()).await {
                 Ok(h) => h,
                 Err(e) => return self.respond(&id, self.tools_list_error(&id, &e)),
             };
+            hidden.extend(unpinned);
             items = items
                 .into_iter()
                 .zip(&names)
