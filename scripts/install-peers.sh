@@ -6,7 +6,8 @@
 #     .ci/peers/requirements.txt (the official `mcp` SDK, PyJWT, cryptography): never the system
 #     interpreter, whose pip Debian refuses (PEP 668);
 #   - the npm packages pinned by .ci/peers/package-lock.json (the official MCP servers
-#     `server-everything` and `server-filesystem`, the TypeScript SDK client) into
+#     `server-everything` and `server-filesystem`, the TypeScript SDK client, the MCP
+#     conformance suite and the Node.js 22 binary it needs, as the `node` package) into
 #     .ci/peers/node_modules.
 # Needs only python3, node/npm and the package registries.
 set -euo pipefail

@@ -176,9 +176,11 @@ fn origin_allowed(origins: &[String], headers: &HeaderMap) -> bool {
 pub const PROTOCOL_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"];
 
 /// After `initialize`, a request's `MCP-Protocol-Version` (when present; absent means
-/// 2025-03-26) must be a revision the transport knows and the one the session negotiated: the
-/// specification answers anything else with 400 Bad Request.
-fn check_protocol_version(headers: &HeaderMap, negotiated: Option<String>) -> Result<(), String> {
+/// 2025-03-26) must be a revision the transport knows: the specification answers an invalid or
+/// unsupported one with 400 Bad Request. Another supported revision than the session's is
+/// served, as the reference servers serve it (the conformance suite sends 2025-03-26 on a
+/// session that negotiated 2025-11-25); messages keep the session's revision.
+fn check_protocol_version(headers: &HeaderMap) -> Result<(), String> {
     let Some(value) = headers.get("mcp-protocol-version") else {
         return Ok(());
     };
@@ -192,12 +194,7 @@ fn check_protocol_version(headers: &HeaderMap, negotiated: Option<String>) -> Re
             PROTOCOL_VERSIONS.join(", ")
         ));
     }
-    match negotiated {
-        Some(n) if n != version => Err(format!(
-            "Bad Request: MCP-Protocol-Version {version} differs from the version this session negotiated, {n}"
-        )),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 fn accepts_sse(headers: &HeaderMap) -> bool {
@@ -272,7 +269,7 @@ impl HttpState {
                 "this session belongs to another credential",
             ));
         }
-        if let Err(message) = check_protocol_version(headers, s.session.protocol_version()) {
+        if let Err(message) = check_protocol_version(headers) {
             return Err(rpc_error(
                 StatusCode::BAD_REQUEST,
                 None,

@@ -26,6 +26,9 @@ const NPM_FILES: &[&str] = &[
     "@modelcontextprotocol/server-everything/dist/index.js",
     "@modelcontextprotocol/server-filesystem/dist/index.js",
     "@modelcontextprotocol/sdk/package.json",
+    // The MCP conformance suite, and the Node.js 22 it needs (the system's may be older).
+    "@modelcontextprotocol/conformance/dist/index.js",
+    "node/bin/node",
 ];
 
 /// The repository's root directory.
