@@ -6,7 +6,9 @@
 //!   `text/event-stream` gets `application/json` instead. Notifications and responses get
 //!   `202 Accepted`.
 //! - The gateway assigns `Mcp-Session-Id` on the `initialize` answer; each session has its own
-//!   upstream connections (its own child process for a stdio upstream).
+//!   upstream connections (its own child process for a stdio upstream). A request of a
+//!   stateless revision (2026-07-28: no `initialize`, the revision in `params._meta`) without
+//!   a session gets one of its own, which ends once it is answered.
 //! - `GET /mcp` opens the session's stream for messages unrelated to a request (one at a time;
 //!   what arrives while none is open is kept, up to a bound, for the next one).
 //! - `DELETE /mcp` ends the session.
@@ -340,6 +342,9 @@ async fn handle_post(
     let batch = jsonrpc::is_batch(text);
     let mut requests: Vec<RawId> = Vec::new();
     let mut is_initialize = false;
+    // A request of a stateless revision (2026-07-28 on) comes without `initialize` or session:
+    // it gets a session of its own, which ends once it is answered.
+    let mut stateless = false;
     if batch {
         match jsonrpc::batch_elements(text) {
             Ok(els) => {
@@ -358,6 +363,9 @@ async fn handle_post(
             Ok(m) => {
                 is_initialize =
                     m.kind == Kind::Request && m.method.as_deref() == Some("initialize");
+                stateless = m.kind == Kind::Request
+                    && jsonrpc::request_version(text, m.params)
+                        .is_some_and(|(v, _)| jsonrpc::is_stateless(&v));
                 if let (Kind::Request, Some(id)) = (m.kind, m.id) {
                     requests.push(id);
                 }
@@ -373,65 +381,65 @@ async fn handle_post(
         }
     }
     let token = bearer(&headers);
-    let (hs, new_session) = if headers.get("mcp-session-id").is_none() && is_initialize {
-        let identity = match gw.resolver.resolve(token) {
-            Ok(i) => i,
-            Err(e) => {
-                let mut r = rpc_error(
-                    StatusCode::UNAUTHORIZED,
-                    requests.first(),
-                    code::INVALID_REQUEST,
-                    &e.to_string(),
-                );
-                r.headers_mut()
-                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-                return r;
+    let (hs, new_session) =
+        if headers.get("mcp-session-id").is_none() && (is_initialize || stateless) {
+            let identity = match gw.resolver.resolve(token) {
+                Ok(i) => i,
+                Err(e) => {
+                    let mut r = rpc_error(
+                        StatusCode::UNAUTHORIZED,
+                        requests.first(),
+                        code::INVALID_REQUEST,
+                        &e.to_string(),
+                    );
+                    r.headers_mut()
+                        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                    return r;
+                }
+            };
+            let max = gw.core.limits.max_sessions;
+            if state.sessions.lock().len() >= max {
+                state.expire_idle().await;
             }
-        };
-        let max = gw.core.limits.max_sessions;
-        if state.sessions.lock().len() >= max {
-            state.expire_idle().await;
-        }
-        if state.sessions.lock().len() >= max {
-            let message =
-                format!(
+            if state.sessions.lock().len() >= max {
+                let message = format!(
                 "too many sessions: this gateway serves at most {max} at once; end one (DELETE) \
                  or retry once one has been idle for {}",
                 truststack_policy::duration::format_duration(gw.core.limits.session_idle_timeout_ms)
             );
-            return rpc_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                requests.first(),
-                code::INTERNAL_ERROR,
-                &message,
+                return rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    requests.first(),
+                    code::INTERNAL_ERROR,
+                    &message,
+                );
+            }
+            let sink = Arc::new(HttpSink::default());
+            let id = crate::new_session_id();
+            tracing::info!(session = %id, agent = %identity.agent, "HTTP session started");
+            let session = Session::start(
+                Arc::clone(&gw.core),
+                identity,
+                id.clone(),
+                Arc::clone(&sink) as Arc<dyn ClientSink>,
             );
-        }
-        let sink = Arc::new(HttpSink::default());
-        let id = crate::new_session_id();
-        tracing::info!(session = %id, agent = %identity.agent, "HTTP session started");
-        let session = Session::start(
-            Arc::clone(&gw.core),
-            identity,
-            id.clone(),
-            Arc::clone(&sink) as Arc<dyn ClientSink>,
-        );
-        if let Some(t) = token {
-            session.bind_credential(Arc::clone(&gw.resolver), t.to_string());
-        }
-        let hs = Arc::new(HttpSession {
-            session,
-            sink,
-            credential: digest(token),
-            last_seen: AtomicU64::new(state.now_ms()),
-        });
-        state.sessions.lock().insert(id.clone(), Arc::clone(&hs));
-        (hs, Some(id))
-    } else {
-        match state.session(&headers) {
-            Ok(s) => (s, None),
-            Err(r) => return r,
-        }
-    };
+            if let Some(t) = token {
+                session.bind_credential(Arc::clone(&gw.resolver), t.to_string());
+            }
+            let hs = Arc::new(HttpSession {
+                session,
+                sink,
+                credential: digest(token),
+                last_seen: AtomicU64::new(state.now_ms()),
+            });
+            state.sessions.lock().insert(id.clone(), Arc::clone(&hs));
+            (hs, Some(id))
+        } else {
+            match state.session(&headers) {
+                Ok(s) => (s, None),
+                Err(r) => return r,
+            }
+        };
     if batch {
         // Answered here: the refusal has no id (`null`), so no request of this exchange would
         // ever be answered on the stream.
@@ -462,6 +470,10 @@ async fn handle_post(
         }
     }
     hs.session.on_client(text);
+    let rx = match (&new_session, stateless) {
+        (Some(id), true) => ephemeral(&state, &hs, id.clone(), rx),
+        _ => rx,
+    };
     let mut response = if sse {
         sse_response(rx)
     } else {
@@ -481,12 +493,34 @@ async fn handle_post(
             ),
         }
     };
-    if let Some(id) = new_session {
+    if let (Some(id), false) = (new_session, stateless) {
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("mcp-session-id", v);
         }
     }
     response
+}
+
+/// The stream of a request's own session (stateless revisions): once its answer is through,
+/// the session ends, and its upstream with it.
+fn ephemeral(
+    state: &Arc<HttpState>,
+    hs: &Arc<HttpSession>,
+    id: String,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) -> mpsc::UnboundedReceiver<Bytes> {
+    let (tx, out) = mpsc::unbounded_channel();
+    let (state, hs) = (Arc::clone(state), Arc::clone(hs));
+    tokio::spawn(async move {
+        // The stream's sender goes with the answer.
+        while let Some(b) = rx.recv().await {
+            let _ = tx.send(b);
+        }
+        drop(tx);
+        state.sessions.lock().remove(&id);
+        hs.session.close().await;
+    });
+    out
 }
 
 async fn handle_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {

@@ -115,6 +115,9 @@ struct State {
     batches: HashMap<RawId, Arc<Mutex<Batch>>>,
     /// Listed tools withheld because their definition is not the pinned one.
     pin_blocked: HashMap<String, pinning::Blocked>,
+    /// Stateless revisions: the `_meta` of the client's last request (its revision and
+    /// capabilities), which the gateway's own requests upstream carry too.
+    request_meta: Option<Value>,
 }
 
 /// One client session.
@@ -285,9 +288,28 @@ impl Session {
         }
     }
 
-    /// The negotiated protocol version, once `initialize` was answered.
+    /// The negotiated protocol version, once `initialize` was answered (or, in the stateless
+    /// revisions, the one the client's last request named).
     pub fn protocol_version(&self) -> Option<String> {
         self.state.lock().protocol_version.clone()
+    }
+
+    /// Whether the session speaks a stateless revision (2026-07-28 on).
+    fn stateless(&self) -> bool {
+        self.state
+            .lock()
+            .protocol_version
+            .as_deref()
+            .is_some_and(jsonrpc::is_stateless)
+    }
+
+    /// A result the gateway answers itself, valid in the session's revision: from 2026-07-28
+    /// every result says its `resultType`.
+    fn own_result(&self, id: &RawId, mut result: Value) -> String {
+        if let (true, Some(fields)) = (self.stateless(), result.as_object_mut()) {
+            fields.insert("resultType".into(), Value::from("complete"));
+        }
+        jsonrpc::result_response(id, &result)
     }
 
     // ---------------------------------------------------------------- client → upstream
@@ -392,6 +414,16 @@ impl Session {
 
     fn on_client_request(self: &Arc<Self>, text: &str, id: RawId, m: &jsonrpc::Message<'_>) {
         let method = m.method.as_deref().unwrap_or("");
+        if let Some((version, meta)) = jsonrpc::request_version(text, m.params) {
+            // Stateless revisions have no `initialize`: the request says which revision it
+            // speaks (and what the client can do), the gateway's own answers follow it, and
+            // its own requests upstream say the same.
+            let mut st = self.state.lock();
+            if st.protocol_version.as_deref() != Some(version.as_str()) {
+                st.protocol_version = Some(version);
+            }
+            st.request_meta = Some(meta);
+        }
         let progress = progress_token(m.params);
         match method {
             "tools/call" => return self.tools_call(text, id, m.params, progress),
@@ -435,17 +467,21 @@ impl Session {
                 let me = Arc::clone(self);
                 tokio::spawn(async move { me.multi_initialize(id, params).await });
             }
+            "server/discover" => {
+                let me = Arc::clone(self);
+                tokio::spawn(async move { me.multi_discover(id, params).await });
+            }
             "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
                 let me = Arc::clone(self);
                 let method = method.to_string();
                 tokio::spawn(async move { me.multi_list(id, &method, params).await });
             }
-            "ping" => self.respond(&id, jsonrpc::result_response(&id, &json!({}))),
+            "ping" => self.respond(&id, self.own_result(&id, json!({}))),
             "logging/setLevel" => {
                 for up in 0..self.links.len() {
                     self.send_internal(up, "logging/setLevel", params.as_deref());
                 }
-                self.respond(&id, jsonrpc::result_response(&id, &json!({})));
+                self.respond(&id, self.own_result(&id, json!({})));
             }
             "prompts/get" => self.route_by_name(text, id, method, m.params, progress),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -668,6 +704,14 @@ impl Session {
         params: &Value,
     ) -> Result<Box<RawValue>, (i64, String)> {
         let id = self.internal_id();
+        let mut params = params.clone();
+        if let (Some(meta), Some(fields)) = (
+            self.state.lock().request_meta.clone(),
+            params.as_object_mut(),
+        ) {
+            fields.entry("_meta").or_insert(meta);
+        }
+        let params = &params;
         let (tx, rx) = oneshot::channel();
         self.state
             .lock()
@@ -754,12 +798,18 @@ impl Session {
         if let Some((resolver, credential)) = self.credential.get() {
             if let Err(e) = resolver.resolve(Some(credential)) {
                 let (message, meta) = enforce::credential_denial(&name, &e.to_string());
-                return self.respond(&id, jsonrpc::tool_error_result(&id, &message, &meta));
+                return self.respond(
+                    &id,
+                    self.own_result(&id, jsonrpc::tool_error(&message, &meta)),
+                );
             }
         }
         if let Some(blocked) = self.pin_blocked(&name) {
             let (message, meta) = blocked.denial(&name);
-            return self.respond(&id, jsonrpc::tool_error_result(&id, &message, &meta));
+            return self.respond(
+                &id,
+                self.own_result(&id, jsonrpc::tool_error(&message, &meta)),
+            );
         }
         let call = ToolCall {
             id: format!("{}#{}", self.id, id.display()),
@@ -881,7 +931,10 @@ impl Session {
             }
             Verdict::Deny => {
                 let (message, meta) = enforce::denial(&name, &decision);
-                self.respond(&id, jsonrpc::tool_error_result(&id, &message, &meta));
+                self.respond(
+                    &id,
+                    self.own_result(&id, jsonrpc::tool_error(&message, &meta)),
+                );
             }
             Verdict::RequireApproval => {
                 let token: Option<Box<RawValue>> = progress
@@ -959,7 +1012,7 @@ impl Session {
                     let (message, meta) = enforce::refusal(&call.tool, &decision, &o);
                     me.respond(
                         &client_id,
-                        jsonrpc::tool_error_result(&client_id, &message, &meta),
+                        me.own_result(&client_id, jsonrpc::tool_error(&message, &meta)),
                     );
                 }
                 Err(why) => {
@@ -968,7 +1021,7 @@ impl Session {
                     let (message, meta) = enforce::denial(&call.tool, &lost);
                     me.respond(
                         &client_id,
-                        jsonrpc::tool_error_result(&client_id, &message, &meta),
+                        me.own_result(&client_id, jsonrpc::tool_error(&message, &meta)),
                     );
                 }
             }
@@ -1379,7 +1432,11 @@ impl Session {
             Err(e) => return self.tools_list_error(client_id, &e),
         };
         hidden.extend(unpinned);
-        if hidden.is_empty() {
+        // What a caller may see depends on who it is: no cache may share the list across
+        // authorization contexts (stateless revisions say so in `cacheScope`).
+        let shared = self.stateless()
+            && result.get("cacheScope").map(|c| c.get().trim()) != Some("\"private\"");
+        if hidden.is_empty() && !shared {
             return text;
         }
         let kept: Vec<Box<RawValue>> = tools
@@ -1389,6 +1446,9 @@ impl Session {
             })
             .collect();
         result.set("tools", jsonrpc::raw(join_raw(&kept)));
+        if shared {
+            result.set_json("cacheScope", &Value::from("private"));
+        }
         msg.set("result", result.into_raw());
         msg.to_text()
     }
@@ -1507,6 +1567,72 @@ impl Session {
         if !instructions.is_empty() {
             result["instructions"] = Value::from(instructions.join("\n\n"));
         }
+        self.respond(&id, self.own_result(&id, result));
+    }
+
+    /// Several upstreams, stateless revisions: the gateway's own `server/discover`, from every
+    /// upstream's: the revisions all of them support, their merged capabilities and
+    /// instructions.
+    async fn multi_discover(self: Arc<Self>, id: RawId, params: Option<String>) {
+        let params: Value = params
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(json!({}));
+        let results = futures_util::future::join_all(
+            (0..self.links.len()).map(|up| self.internal_request(up, "server/discover", &params)),
+        )
+        .await;
+        let mut versions: Option<Vec<String>> = None;
+        let mut capabilities = serde_json::Map::new();
+        let mut instructions = Vec::new();
+        let mut failures = Vec::new();
+        for (up, r) in results.into_iter().enumerate() {
+            let name = &self.links[up].spec.name;
+            match r.map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap_or_default()) {
+                Ok(v) => {
+                    let theirs: Vec<String> = v
+                        .get("supportedVersions")
+                        .and_then(|s| serde_json::from_value(s.clone()).ok())
+                        .unwrap_or_default();
+                    versions = Some(match versions {
+                        None => theirs,
+                        Some(ours) => ours.into_iter().filter(|v| theirs.contains(v)).collect(),
+                    });
+                    if let Some(Value::Object(caps)) = v.get("capabilities") {
+                        merge_capabilities(&mut capabilities, caps);
+                    }
+                    if let Some(i) = v.get("instructions").and_then(Value::as_str) {
+                        instructions.push(format!("[{name}] {i}"));
+                    }
+                }
+                Err((_, message)) => failures.push(format!("{name}: {message}")),
+            }
+        }
+        let Some(versions) = versions else {
+            let message = format!(
+                "no upstream answered server/discover ({})",
+                failures.join("; ")
+            );
+            return self.respond(
+                &id,
+                jsonrpc::error_response(Some(&id), code::UPSTREAM_UNAVAILABLE, &message),
+            );
+        };
+        for f in &failures {
+            tracing::error!(session = %self.id, "upstream not discovered: {f}");
+        }
+        let mut result = json!({
+            "supportedVersions": versions,
+            "capabilities": capabilities,
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "truststack-gateway", "version": env!("CARGO_PKG_VERSION")}},
+        });
+        if !instructions.is_empty() {
+            result["instructions"] = Value::from(instructions.join("\n\n"));
+        }
+        // `server/discover` exists in the stateless revisions only.
+        result["resultType"] = Value::from("complete");
         self.respond(&id, jsonrpc::result_response(&id, &result));
     }
 
@@ -1676,12 +1802,20 @@ impl Session {
                 .map(|(item, _)| item)
                 .collect();
         }
-        let result = format!("{{\"{key}\":{}}}", join_raw(&items));
+        let mut result = RawObject::default();
+        result.set(key, jsonrpc::raw(join_raw(&items)));
+        if self.stateless() {
+            // Merged and filtered for this caller: fresh each time, never shared.
+            result.set_json("resultType", &Value::from("complete"));
+            result.set_json("ttlMs", &json!(0));
+            result.set_json("cacheScope", &Value::from("private"));
+        }
         self.respond(
             &id,
             format!(
-                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
-                id.0
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{}}}",
+                id.0,
+                result.to_text()
             ),
         );
     }
