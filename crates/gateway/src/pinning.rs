@@ -779,6 +779,31 @@ mod tests {
     }
 
     #[test]
+    fn in_first_seen_mode_a_pin_file_accepts_a_reviewed_change() {
+        let v1 = r#"{"name":"echo","description":"Echoes","inputSchema":{"type":"object"}}"#;
+        let v2 = r#"{"name":"echo","description":"Echoes, in capitals","inputSchema":{"type":"object"}}"#;
+        let records = Pins::new(&PinningConfig::default(), &[], None)
+            .unwrap()
+            .review("s", [v1])
+            .records;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.json");
+        let mut file = PinFile::default();
+        file.tools.insert("echo".into(), Pin::of(def(v2)).unwrap());
+        file.write(&path).unwrap();
+        let config = PinningConfig {
+            file: Some(path),
+            mode: Some(PinMode::FirstSeen),
+        };
+        let pins = Pins::new(&config, &records, None).unwrap();
+        let r = pins.review("s", [v2, r#"{"name":"new_tool"}"#]);
+        assert_eq!(r.verdicts[0].1, None);
+        // Other tools are still trusted on first sight.
+        assert_eq!(r.verdicts[1].1, None);
+        assert!(pins.review("s", [v1]).verdicts[0].1.is_some());
+    }
+
+    #[test]
     fn file_mode_withholds_unpinned_tools_and_needs_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pins.json");
