@@ -5,24 +5,17 @@
 
 mod common;
 
-use common::{fixture, text, Client, Http, AGENT, TOKEN};
+use common::{config_for, fixture, text, Client, Http, TOKEN};
 use serde_json::{json, Value};
 use std::path::Path;
 use truststack_engine::ledger::Ledger;
 use truststack_gateway::pinning::{self, PinFile};
 use truststack_gateway::{Gateway, GatewayConfig};
 
-/// A gateway configuration with `extra` (TOML) and `upstream` (an `[[upstream]]` body).
+/// A gateway configuration with `extra` (TOML) and `upstream` (an `[[upstream]]` body); the
+/// rug-pull server's tools are not in the test catalog, and unknown tools are allowed.
 fn config(dir: &Path, extra: &str, upstream: &str) -> GatewayConfig {
-    let toml = format!(
-        "unknown_tools = \"allow\"\n{extra}\n\
-         [identity]\nallow_anonymous = false\n\
-         [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"{AGENT}\"\nchain = [\"user:alice@test.example\"]\n\
-         [[upstream]]\n{upstream}\n"
-    );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, toml).unwrap();
-    GatewayConfig::load(&path).unwrap()
+    config_for(dir, &[upstream.to_string()], extra)
 }
 
 /// The rug-pull server over stdio, with `args`.

@@ -2,12 +2,14 @@
 //! `_meta`, `resultType` in every result) through the gateway, in front of the scripted server
 //! speaking it: `server/discover` is forwarded (or, with several upstreams, answered from all
 //! of theirs), and every result the gateway writes itself — denials, merged lists, filtered
-//! lists — is valid in that revision, over stdio and over Streamable HTTP without a session.
+//! lists — is valid in that revision, over stdio and over Streamable HTTP without a session;
+//! and a real client and server of that revision (the official Python SDK 2.x, which validates
+//! every result) talk through it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::{config, sse_until, text, Client, Http, TOKEN};
+use common::{config, config_for, fixture, sse_until, text, Client, Http, TOKEN};
 use serde_json::{json, Value};
 use truststack_gateway::framing::SseParser;
 
@@ -182,4 +184,46 @@ async fn over_http_a_stateless_request_needs_no_session() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_of_2026_07_28_through_the_gateway() {
+    let python = truststack_testkit::python_2026();
+    let dir = tempfile::tempdir().unwrap();
+    let command = json!([
+        python.display().to_string(),
+        fixture("sdk2026_server.py").display().to_string()
+    ]);
+    let mut config = config_for(dir.path(), &[format!("command = {command}")], "");
+    // The SDK's client sends no credential.
+    config.identity.allow_anonymous = true;
+    let h = Http::serve(config).await;
+    let out = tokio::process::Command::new(&python)
+        .arg(fixture("sdk2026_client.py"))
+        .arg(format!("{}/mcp", h.base))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steps: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(steps[0]["version"], REVISION, "{stdout}");
+    // `http_upload` is one the identity may never call: not listed.
+    assert_eq!(steps[1]["names"], json!(["echo"]), "{stdout}");
+    assert_eq!(steps[2]["is_error"], false, "{stdout}");
+    assert_eq!(steps[2]["text"], "echo: hi");
+    assert_eq!(steps[3]["is_error"], true, "{stdout}");
+    assert!(steps[3]["text"]
+        .as_str()
+        .unwrap()
+        .contains("uploads leave the company"));
 }

@@ -65,21 +65,33 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A gateway configuration with the test policies and `upstreams` (name, FAKE_NAME) of the
 /// scripted server; `extra` is appended to the TOML.
 pub fn config(dir: &tempfile::TempDir, upstreams: &[&str], extra: &str) -> GatewayConfig {
-    std::fs::write(dir.path().join("catalog.toml"), CATALOG).unwrap();
-    std::fs::write(dir.path().join("policies.tsp"), POLICIES).unwrap();
+    let bodies: Vec<String> = upstreams
+        .iter()
+        .map(|name| {
+            format!(
+                "name = \"{name}\"\ncommand = [\"python3\", \"-u\", \"{}\"]\nenv = {{ FAKE_NAME = \"{name}\" }}",
+                fixture("fake_server.py").display()
+            )
+        })
+        .collect();
+    config_for(dir.path(), &bodies, extra)
+}
+
+/// A gateway configuration with the test policies, catalog and tokens and the given
+/// `[[upstream]]` bodies; `extra` is appended to the top-level TOML.
+pub fn config_for(dir: &std::path::Path, upstreams: &[String], extra: &str) -> GatewayConfig {
+    std::fs::write(dir.join("catalog.toml"), CATALOG).unwrap();
+    std::fs::write(dir.join("policies.tsp"), POLICIES).unwrap();
     let mut toml = format!(
         "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\nunknown_tools = \"allow\"\n{extra}\n\
          [identity]\nallow_anonymous = false\n\
          [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"{AGENT}\"\nchain = [\"user:alice@test.example\"]\n\
          [limits]\nmax_message_bytes = 65536\nprogress_interval = \"50ms\"\nmax_restarts = 1\n"
     );
-    for name in upstreams {
-        toml.push_str(&format!(
-            "[[upstream]]\nname = \"{name}\"\ncommand = [\"python3\", \"-u\", \"{}\"]\nenv = {{ FAKE_NAME = \"{name}\" }}\n",
-            fixture("fake_server.py").display()
-        ));
+    for body in upstreams {
+        toml.push_str(&format!("[[upstream]]\n{body}\n"));
     }
-    let path = dir.path().join("gateway.toml");
+    let path = dir.join("gateway.toml");
     std::fs::write(&path, toml).unwrap();
     GatewayConfig::load(&path).unwrap()
 }
