@@ -381,65 +381,66 @@ async fn handle_post(
         }
     }
     let token = bearer(&headers);
-    let (hs, new_session) =
-        if headers.get("mcp-session-id").is_none() && (is_initialize || stateless) {
-            let identity = match gw.resolver.resolve(token) {
-                Ok(i) => i,
-                Err(e) => {
-                    let mut r = rpc_error(
-                        StatusCode::UNAUTHORIZED,
-                        requests.first(),
-                        code::INVALID_REQUEST,
-                        &e.to_string(),
-                    );
-                    r.headers_mut()
-                        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-                    return r;
-                }
-            };
-            let max = gw.core.limits.max_sessions;
-            if state.sessions.lock().len() >= max {
-                state.expire_idle().await;
-            }
-            if state.sessions.lock().len() >= max {
-                let message = format!(
-                "too many sessions: this gateway serves at most {max} at once; end one (DELETE) \
-                 or retry once one has been idle for {}",
-                truststack_policy::duration::format_duration(gw.core.limits.session_idle_timeout_ms)
-            );
-                return rpc_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
+    let opens = headers.get("mcp-session-id").is_none() && (is_initialize || stateless);
+    let (hs, new_session) = if opens {
+        let identity = match gw.resolver.resolve(token) {
+            Ok(i) => i,
+            Err(e) => {
+                let mut r = rpc_error(
+                    StatusCode::UNAUTHORIZED,
                     requests.first(),
-                    code::INTERNAL_ERROR,
-                    &message,
+                    code::INVALID_REQUEST,
+                    &e.to_string(),
                 );
-            }
-            let sink = Arc::new(HttpSink::default());
-            let id = crate::new_session_id();
-            tracing::info!(session = %id, agent = %identity.agent, "HTTP session started");
-            let session = Session::start(
-                Arc::clone(&gw.core),
-                identity,
-                id.clone(),
-                Arc::clone(&sink) as Arc<dyn ClientSink>,
-            );
-            if let Some(t) = token {
-                session.bind_credential(Arc::clone(&gw.resolver), t.to_string());
-            }
-            let hs = Arc::new(HttpSession {
-                session,
-                sink,
-                credential: digest(token),
-                last_seen: AtomicU64::new(state.now_ms()),
-            });
-            state.sessions.lock().insert(id.clone(), Arc::clone(&hs));
-            (hs, Some(id))
-        } else {
-            match state.session(&headers) {
-                Ok(s) => (s, None),
-                Err(r) => return r,
+                r.headers_mut()
+                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                return r;
             }
         };
+        let max = gw.core.limits.max_sessions;
+        if state.sessions.lock().len() >= max {
+            state.expire_idle().await;
+        }
+        if state.sessions.lock().len() >= max {
+            let message =
+                format!(
+            "too many sessions: this gateway serves at most {max} at once; end one (DELETE) \
+             or retry once one has been idle for {}",
+            truststack_policy::duration::format_duration(gw.core.limits.session_idle_timeout_ms)
+        );
+            return rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                requests.first(),
+                code::INTERNAL_ERROR,
+                &message,
+            );
+        }
+        let sink = Arc::new(HttpSink::default());
+        let id = crate::new_session_id();
+        tracing::info!(session = %id, agent = %identity.agent, "HTTP session started");
+        let session = Session::start(
+            Arc::clone(&gw.core),
+            identity,
+            id.clone(),
+            Arc::clone(&sink) as Arc<dyn ClientSink>,
+        );
+        if let Some(t) = token {
+            session.bind_credential(Arc::clone(&gw.resolver), t.to_string());
+        }
+        let hs = Arc::new(HttpSession {
+            session,
+            sink,
+            credential: digest(token),
+            last_seen: AtomicU64::new(state.now_ms()),
+        });
+        state.sessions.lock().insert(id.clone(), Arc::clone(&hs));
+        (hs, Some(id))
+    } else {
+        match state.session(&headers) {
+            Ok(s) => (s, None),
+            Err(r) => return r,
+        }
+    };
     if batch {
         // Answered here: the refusal has no id (`null`), so no request of this exchange would
         // ever be answered on the stream.
