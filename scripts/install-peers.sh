@@ -4,9 +4,11 @@
 #   - Debian packages the tests need (python3-venv, curl, jq; apt-get only when missing);
 #   - a project-local Python virtual environment `.venv` with the pinned packages of
 #     .ci/peers/requirements.txt (the official `mcp` SDK, PyJWT, cryptography): never the system
-#     interpreter, whose pip Debian refuses (PEP 668);
+#     interpreter, whose pip Debian refuses (PEP 668); and `.venv-2026` with the `mcp` SDK of
+#     .ci/peers/requirements-2026.txt, which speaks protocol revision 2026-07-28;
 #   - the npm packages pinned by .ci/peers/package-lock.json (the official MCP servers
-#     `server-everything` and `server-filesystem`, the TypeScript SDK client) into
+#     `server-everything` and `server-filesystem`, the TypeScript SDK client, the MCP
+#     conformance suite and the Node.js 22 binary it needs, as the `node` package) into
 #     .ci/peers/node_modules.
 # Needs only python3, node/npm and the package registries.
 set -euo pipefail
@@ -34,17 +36,25 @@ else
   echo "debian packages: up to date"
 fi
 
-# Python: .venv, stamped with the hash of the requirements it was made from.
-stamp=.venv/.truststack-requirements.sha256
-want="$(sha256sum "$peers/requirements.txt" | cut -d' ' -f1)"
-if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  echo "python peers: up to date in .venv"
-else
-  echo "python peers: installing $peers/requirements.txt into .venv"
-  python3 -m venv .venv
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$peers/requirements.txt"
-  echo "$want" > "$stamp"
-fi
+# Python: a virtual environment per requirements file, stamped with the hash of the
+# requirements it was made from: .venv (the project's), .venv-2026 (the SDK speaking MCP
+# 2026-07-28, which the 1.x SDK of .venv does not).
+python_env() {
+  local dir=$1 requirements=$2
+  local stamp="$dir/.truststack-requirements.sha256"
+  local want
+  want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+  if [ -x "$dir/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "python peers: up to date in $dir"
+  else
+    echo "python peers: installing $requirements into $dir"
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    echo "$want" > "$stamp"
+  fi
+}
+python_env .venv "$peers/requirements.txt"
+python_env .venv-2026 "$peers/requirements-2026.txt"
 
 # npm: node_modules, stamped with the hash of the lockfile it was installed from.
 stamp="$peers/node_modules/.truststack-lock.sha256"

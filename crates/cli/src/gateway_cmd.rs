@@ -9,6 +9,7 @@ use truststack_gateway::config::{parse_upstream_arg, UpstreamConfig};
 use truststack_gateway::{Gateway, GatewayConfig};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 #[command(after_help = "Examples:\n  \
 truststack gateway --config gateway.toml -- npx -y @modelcontextprotocol/server-everything\n  \
 truststack gateway --config gateway.toml --listen 127.0.0.1:8808 --upstream http://127.0.0.1:3001/mcp\n  \
@@ -48,6 +49,33 @@ pub struct GatewayArgs {
     /// A stdio upstream server: the command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
+    #[command(subcommand)]
+    action: Option<GatewayAction>,
+}
+
+#[derive(clap::Subcommand)]
+enum GatewayAction {
+    /// Connect to the upstreams, list their tools and write their definitions and hashes to a
+    /// pin file, for review; the gateway then withholds any tool whose definition differs
+    /// (`[pinning] file`).
+    Pin(PinArgs),
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  truststack gateway pin --config gateway.toml -o pins.json")]
+struct PinArgs {
+    /// The gateway configuration (TOML) whose upstreams are pinned.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// An upstream MCP server, as for `truststack gateway`; replaces the configuration's.
+    #[arg(long = "upstream", value_name = "SPEC")]
+    upstreams: Vec<String>,
+    /// Where to write the pin file.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// A stdio upstream server: the command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 fn build_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
@@ -79,34 +107,83 @@ fn build_config(args: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
     if let Some(m) = args.max_message_bytes {
         config.limits.max_message_bytes = m;
     }
+    set_upstreams(&mut config, &args.upstreams, &args.command)?;
+    Ok(config)
+}
+
+/// Upstreams given on the command line (`--upstream`, `-- COMMAND`) replace the configuration's.
+fn set_upstreams(
+    config: &mut GatewayConfig,
+    specs: &[String],
+    command: &[String],
+) -> anyhow::Result<()> {
     let mut extra: Vec<UpstreamConfig> = Vec::new();
-    for spec in &args.upstreams {
+    for spec in specs {
         extra.push(parse_upstream_arg(spec)?);
     }
-    if !args.command.is_empty() {
+    if !command.is_empty() {
         extra.push(UpstreamConfig {
-            command: Some(args.command.clone()),
+            command: Some(command.to_vec()),
             ..UpstreamConfig::default()
         });
     }
     if !extra.is_empty() {
-        // Upstreams given on the command line replace the configuration's.
         config.upstreams = extra;
     }
-    Ok(config)
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("truststack-gateway")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `truststack gateway pin`: only the upstreams of the configuration matter; its policies,
+/// ledger (which a running gateway holds), issuer and current pins are left alone.
+fn pin(args: &PinArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => GatewayConfig::load(path)?,
+        None => GatewayConfig::default(),
+    };
+    set_upstreams(&mut config, &args.upstreams, &args.command)?;
+    let config = GatewayConfig {
+        upstreams: config.upstreams,
+        limits: config.limits,
+        pinning: truststack_gateway::pinning::PinningConfig {
+            file: None,
+            mode: Some(truststack_gateway::pinning::PinMode::Off),
+        },
+        ..GatewayConfig::default()
+    };
+    let upstreams = config.upstreams.len();
+    let pins = runtime()?.block_on(async move {
+        let gateway = Gateway::from_config(config)?;
+        truststack_gateway::pinning::pin_upstreams(&gateway)
+            .await
+            .map_err(anyhow::Error::msg)
+    })?;
+    pins.write(&args.output)?;
+    println!(
+        "pinned {} tools of {upstreams} upstream{} to {}",
+        pins.tools.len(),
+        if upstreams == 1 { "" } else { "s" },
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
+    if let Some(GatewayAction::Pin(pin_args)) = &args.action {
+        return pin(pin_args);
+    }
     let config = build_config(args)?;
     if config.policies.is_empty() && config.decider.is_none() {
         tracing::warn!("no policy files: every call follows the default decision");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("truststack-gateway")
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime()?.block_on(serve(config))
 }
 
 async fn serve(config: GatewayConfig) -> anyhow::Result<ExitCode> {

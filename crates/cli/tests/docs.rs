@@ -555,6 +555,13 @@ fn quickstart() {
 }
 
 #[test]
+fn gateway() {
+    // The page pins the tools of the Python example server.
+    truststack_testkit::python();
+    check("docs/gateway.md");
+}
+
+#[test]
 fn identity() {
     check("docs/identity.md");
 }
@@ -620,6 +627,7 @@ fn every_page_with_a_transcript_is_checked() {
     let checked = [
         "README.md",
         "docs/quickstart.md",
+        "docs/gateway.md",
         "docs/identity.md",
         "docs/ledger.md",
         "docs/policy-language.md",

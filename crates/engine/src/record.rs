@@ -28,6 +28,10 @@ pub enum Record {
     Grant { time: String, grant: Grant },
     /// A policy bundle became active.
     PolicyActivation(PolicyActivation),
+    /// A gateway pinned a tool's definition on first sight.
+    ToolPinned(ToolDefinition),
+    /// A gateway found a tool's definition changed from its pin (or unpinned) and withholds it.
+    ToolDefinitionChanged(ToolDefinition),
     /// A credential was issued (written by the identity service).
     IdentityIssued(Map<String, Value>),
     /// A credential or identity was revoked (written by the identity service).
@@ -115,6 +119,26 @@ pub struct PolicySource {
     pub bytes: usize,
 }
 
+/// A tool definition as a gateway saw it (see the gateway's tool pinning).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDefinition {
+    pub time: String,
+    /// The gateway session that listed it.
+    pub session: String,
+    pub tool: String,
+    /// SHA-256 of the RFC 8785 form of `{name, description, inputSchema}`.
+    pub sha256: String,
+    pub definition: Value,
+    /// `changed` (from its pin) or `unpinned` (not in the pin file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+    /// The fields that differ from the pin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_sha256: Option<String>,
+}
+
 /// Why a ledger entry is not a record of its kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -143,7 +167,7 @@ impl RecordError {
 }
 
 /// The kinds [`Record`] reads; others decode as [`Record::Other`].
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 10] = [
     "decision",
     "observation",
     "approval",
@@ -152,6 +176,8 @@ const KNOWN: [&str; 8] = [
     "policy_activation",
     "identity_issued",
     "identity_revoked",
+    "tool_pinned",
+    "tool_definition_changed",
 ];
 
 impl Record {
@@ -196,6 +222,8 @@ impl Record {
             Record::Input { .. } => "input",
             Record::Grant { .. } => "grant",
             Record::PolicyActivation(_) => "policy_activation",
+            Record::ToolPinned(_) => "tool_pinned",
+            Record::ToolDefinitionChanged(_) => "tool_definition_changed",
             Record::IdentityIssued(_) => "identity_issued",
             Record::IdentityRevoked(_) => "identity_revoked",
             Record::Other { kind } => kind,

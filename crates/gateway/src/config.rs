@@ -29,6 +29,10 @@
 //! [limits]
 //! max_message_bytes = 4194304
 //!
+//! [pinning]                                  # tool definitions as reviewed (crate::pinning)
+//! file = "pins.json"                         # `truststack gateway pin` writes it
+//! mode = "file"                              # default: "file" with a file, else "first-seen"
+//!
 //! [[upstream]]
 //! name = "fs"
 //! command = ["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
@@ -207,6 +211,9 @@ pub struct GatewayConfig {
     pub allowed_origins: Vec<String>,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Tool pinning (see [`crate::pinning`]).
+    #[serde(default)]
+    pub pinning: crate::pinning::PinningConfig,
 }
 
 impl Default for GatewayConfig {
@@ -226,6 +233,7 @@ impl Default for GatewayConfig {
             listen: None,
             allowed_origins: Vec::new(),
             upstreams: Vec::new(),
+            pinning: crate::pinning::PinningConfig::default(),
         }
     }
 }
@@ -256,11 +264,16 @@ impl GatewayConfig {
         for u in &mut config.upstreams {
             u.cwd.iter_mut().for_each(rel);
         }
+        config.pinning.file.iter_mut().for_each(rel);
         let invalid = |e: ConfigError| ConfigError::Toml {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
         config.check_decider().map_err(invalid)?;
+        config
+            .pinning
+            .check()
+            .map_err(|e| invalid(ConfigError::Invalid(e)))?;
         Ok(config)
     }
 

@@ -6,7 +6,9 @@
 //!   `text/event-stream` gets `application/json` instead. Notifications and responses get
 //!   `202 Accepted`.
 //! - The gateway assigns `Mcp-Session-Id` on the `initialize` answer; each session has its own
-//!   upstream connections (its own child process for a stdio upstream).
+//!   upstream connections (its own child process for a stdio upstream). A request of a
+//!   stateless revision (2026-07-28: no `initialize`, the revision in `params._meta`) without
+//!   a session gets one of its own, which ends once it is answered.
 //! - `GET /mcp` opens the session's stream for messages unrelated to a request (one at a time;
 //!   what arrives while none is open is kept, up to a bound, for the next one).
 //! - `DELETE /mcp` ends the session.
@@ -176,9 +178,11 @@ fn origin_allowed(origins: &[String], headers: &HeaderMap) -> bool {
 pub const PROTOCOL_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"];
 
 /// After `initialize`, a request's `MCP-Protocol-Version` (when present; absent means
-/// 2025-03-26) must be a revision the transport knows and the one the session negotiated: the
-/// specification answers anything else with 400 Bad Request.
-fn check_protocol_version(headers: &HeaderMap, negotiated: Option<String>) -> Result<(), String> {
+/// 2025-03-26) must be a revision the transport knows: the specification answers an invalid or
+/// unsupported one with 400 Bad Request. Another supported revision than the session's is
+/// served, as the reference servers serve it (the conformance suite sends 2025-03-26 on a
+/// session that negotiated 2025-11-25); messages keep the session's revision.
+fn check_protocol_version(headers: &HeaderMap) -> Result<(), String> {
     let Some(value) = headers.get("mcp-protocol-version") else {
         return Ok(());
     };
@@ -192,12 +196,7 @@ fn check_protocol_version(headers: &HeaderMap, negotiated: Option<String>) -> Re
             PROTOCOL_VERSIONS.join(", ")
         ));
     }
-    match negotiated {
-        Some(n) if n != version => Err(format!(
-            "Bad Request: MCP-Protocol-Version {version} differs from the version this session negotiated, {n}"
-        )),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 fn accepts_sse(headers: &HeaderMap) -> bool {
@@ -273,7 +272,7 @@ impl HttpState {
                 "this session belongs to another credential",
             ));
         }
-        if let Err(message) = check_protocol_version(headers, s.session.protocol_version()) {
+        if let Err(message) = check_protocol_version(headers) {
             return Err(rpc_error(
                 StatusCode::BAD_REQUEST,
                 None,
@@ -344,6 +343,9 @@ async fn handle_post(
     let batch = jsonrpc::is_batch(text);
     let mut requests: Vec<RawId> = Vec::new();
     let mut is_initialize = false;
+    // A request of a stateless revision (2026-07-28 on) comes without `initialize` or session:
+    // it gets a session of its own, which ends once it is answered.
+    let mut stateless = false;
     if batch {
         match jsonrpc::batch_elements(text) {
             Ok(els) => {
@@ -362,6 +364,9 @@ async fn handle_post(
             Ok(m) => {
                 is_initialize =
                     m.kind == Kind::Request && m.method.as_deref() == Some("initialize");
+                stateless = m.kind == Kind::Request
+                    && jsonrpc::request_version(text, m.params)
+                        .is_some_and(|(v, _)| jsonrpc::is_stateless(&v));
                 if let (Kind::Request, Some(id)) = (m.kind, m.id) {
                     requests.push(id);
                 }
@@ -377,7 +382,8 @@ async fn handle_post(
         }
     }
     let token = bearer(&headers);
-    let (hs, new_session) = if headers.get("mcp-session-id").is_none() && is_initialize {
+    let opens = headers.get("mcp-session-id").is_none() && (is_initialize || stateless);
+    let (hs, new_session) = if opens {
         let identity = match gw.resolver.resolve(token) {
             Ok(i) => i,
             Err(e) => {
@@ -465,6 +471,10 @@ async fn handle_post(
         }
     }
     hs.session.on_client(text);
+    let rx = match (&new_session, stateless) {
+        (Some(id), true) => ephemeral(&state, &hs, id.clone(), rx),
+        _ => rx,
+    };
     let mut response = if sse {
         sse_response(rx)
     } else {
@@ -484,12 +494,34 @@ async fn handle_post(
             ),
         }
     };
-    if let Some(id) = new_session {
+    if let (Some(id), false) = (new_session, stateless) {
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("mcp-session-id", v);
         }
     }
     response
+}
+
+/// The stream of a request's own session (stateless revisions): once its answer is through,
+/// the session ends, and its upstream with it.
+fn ephemeral(
+    state: &Arc<HttpState>,
+    hs: &Arc<HttpSession>,
+    id: String,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) -> mpsc::UnboundedReceiver<Bytes> {
+    let (tx, out) = mpsc::unbounded_channel();
+    let (state, hs) = (Arc::clone(state), Arc::clone(hs));
+    tokio::spawn(async move {
+        // The stream's sender goes with the answer.
+        while let Some(b) = rx.recv().await {
+            let _ = tx.send(b);
+        }
+        drop(tx);
+        state.sessions.lock().remove(&id);
+        hs.session.close().await;
+    });
+    out
 }
 
 async fn handle_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {

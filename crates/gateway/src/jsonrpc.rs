@@ -410,15 +410,35 @@ pub fn notification(method: &str, params: &Value) -> String {
 
 /// A `CallToolResult` with `isError: true`: how a denial reaches the model, as a tool result it
 /// can read rather than a protocol error.
-pub fn tool_error_result(id: &RawId, text: &str, meta: &Value) -> String {
-    result_response(
-        id,
-        &json!({
-            "content": [{"type": "text", "text": text}],
-            "isError": true,
-            "_meta": meta,
-        }),
-    )
+pub fn tool_error(text: &str, meta: &Value) -> Value {
+    json!({
+        "content": [{"type": "text", "text": text}],
+        "isError": true,
+        "_meta": meta,
+    })
+}
+
+/// The first protocol revision without the `initialize` handshake: every request carries its
+/// revision in `_meta` ([`REQUEST_VERSION_KEY`]) and every result its `resultType`.
+pub const STATELESS_VERSION: &str = "2026-07-28";
+
+/// Where a request of the stateless revisions names its protocol revision, in `params._meta`.
+pub const REQUEST_VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// Whether `version` is a stateless revision (revisions are dates: they sort as text).
+pub fn is_stateless(version: &str) -> bool {
+    version >= STATELESS_VERSION
+}
+
+/// The protocol revision a request names in `params._meta` (stateless revisions), with that
+/// `_meta`.
+pub fn request_version(text: &str, params: Option<&RawValue>) -> Option<(String, Value)> {
+    if !text.contains(REQUEST_VERSION_KEY) {
+        return None;
+    }
+    let meta: Value = param(params, "_meta")?;
+    let version = meta.get(REQUEST_VERSION_KEY)?.as_str()?.to_string();
+    Some((version, meta))
 }
 
 /// Reads `params.<key>` of a request as a typed value.

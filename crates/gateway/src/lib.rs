@@ -13,7 +13,8 @@
 //!   their results reported as observations; denied calls are answered with a tool result
 //!   (`isError: true`) naming the policy and the reason; held calls wait for an approver (with
 //!   `notifications/progress` while they wait).
-//! - `tools/list` answers lose the tools the identity may never call ([`truststack_engine::visibility`]).
+//! - `tools/list` answers lose the tools the identity may never call ([`truststack_engine::visibility`])
+//!   and the tools whose definition is not the pinned one ([`pinning`]), whose calls are denied.
 //!
 //! Every other message passes through as the text it arrived as, ids preserved. With several
 //! upstreams, tool and prompt names are namespaced `<upstream>__<name>`.
@@ -32,6 +33,7 @@ pub mod framing;
 pub mod http;
 pub mod identity;
 pub mod jsonrpc;
+pub mod pinning;
 pub mod session;
 pub mod stdio;
 pub mod upstream;
@@ -55,6 +57,8 @@ pub enum GatewayError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Pins(#[from] pinning::PinError),
     #[error("{0}")]
     Policy(String),
     #[error("ledger {path}: {detail}")]
@@ -80,6 +84,8 @@ pub struct Core {
     pub limits: Limits,
     pub upstreams: Vec<Upstream>,
     pub http: reqwest::Client,
+    /// The tools' pinned definitions.
+    pub pins: pinning::Pins,
 }
 
 /// A configured gateway. Serve it with [`Gateway::serve_stdio`] or [`Gateway::serve_http`].
@@ -102,8 +108,9 @@ impl Gateway {
             let remote = decider::Remote::new(&section.url, section.timeout.std())
                 .map_err(GatewayError::Policy)?;
             let resolver = Arc::new(identity::RemoteResolver::new(config.identity.clone()));
+            let pins = pinning::Pins::new(&config.pinning, &[], None)?;
             return Ok(
-                Gateway::with_decider(config, decider::Decider::Remote(remote))?
+                Gateway::with_decider(config, decider::Decider::Remote(remote), pins)?
                     .with_resolver(resolver),
             );
         }
@@ -116,6 +123,7 @@ impl Gateway {
         let sources = loaded.source_sizes();
         let mut engine = Engine::new(loaded.bundle, config.engine_settings());
         let mut revocation_log = None;
+        let mut pins = None;
         if let Some(section) = &config.ledger {
             let ledger_err = |detail: String| GatewayError::Ledger {
                 path: section.path.clone(),
@@ -137,6 +145,11 @@ impl Gateway {
             engine = engine
                 .resume(ledger.clone(), &records, &sources)
                 .map_err(ledger_err)?;
+            pins = Some(pinning::Pins::new(
+                &config.pinning,
+                &records,
+                Some(ledger.clone() as Arc<dyn truststack_engine::Recorder>),
+            )?);
             revocation_log = Some(identity::RevocationLog::new(ledger, &records));
         }
         let issuer = match &config.identity.issuer {
@@ -148,7 +161,13 @@ impl Gateway {
             })?)),
             None => None,
         };
-        let mut gateway = Gateway::with_engine(config, Arc::new(engine))?;
+        let pins = match pins {
+            Some(p) => p,
+            None => pinning::Pins::new(&config.pinning, &[], None)?,
+        };
+        let enforcer = enforce::Enforcer::new(Arc::new(engine));
+        let mut gateway =
+            Gateway::with_decider(config, decider::Decider::Embedded(enforcer), pins)?;
         if let Some(issuer) = issuer {
             let mut resolver =
                 CredentialResolver::new(Arc::clone(&issuer), gateway.config.identity.clone());
@@ -173,12 +192,14 @@ impl Gateway {
         engine: Arc<Engine>,
     ) -> Result<Gateway, GatewayError> {
         let enforcer = enforce::Enforcer::new(engine);
-        Gateway::with_decider(config, decider::Decider::Embedded(enforcer))
+        let pins = pinning::Pins::new(&config.pinning, &[], None)?;
+        Gateway::with_decider(config, decider::Decider::Embedded(enforcer), pins)
     }
 
     fn with_decider(
         config: GatewayConfig,
         decider: decider::Decider,
+        pins: pinning::Pins,
     ) -> Result<Gateway, GatewayError> {
         let upstreams = config.resolved_upstreams()?;
         let http = reqwest::Client::builder()
@@ -191,6 +212,7 @@ impl Gateway {
             limits: config.limits.clone(),
             upstreams,
             http,
+            pins,
         });
         let resolver = Arc::new(config.identity.clone());
         Ok(Gateway {

@@ -14,6 +14,7 @@ use crate::decider::{Asker, Decider, Waited};
 use crate::enforce;
 use crate::identity::{CallerIdentity, IdentityResolver};
 use crate::jsonrpc::{self, code, Kind, RawId, RawObject};
+use crate::pinning;
 use crate::upstream::{Link, UpEvent};
 use crate::{Core, NAMESPACE_SEPARATOR};
 use parking_lot::Mutex;
@@ -28,6 +29,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use truststack_engine::{Decision, ToolCall, Verdict};
 use truststack_server::telemetry::TraceHeaders;
+
+/// The newest protocol revision the gateway speaks, which it asks for when it initializes an
+/// upstream itself.
+pub const LATEST_PROTOCOL_VERSION: &str = "2025-11-25";
 
 /// Where a message for the client belongs (HTTP clients have one stream per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +115,11 @@ struct State {
     /// Several upstreams: which upstream listed a resource URI.
     resource_owner: HashMap<String, usize>,
     batches: HashMap<RawId, Arc<Mutex<Batch>>>,
+    /// Listed tools withheld because their definition is not the pinned one.
+    pin_blocked: HashMap<String, pinning::Blocked>,
+    /// Stateless revisions: the `_meta` of the client's last request (its revision and
+    /// capabilities), which the gateway's own requests upstream carry too.
+    request_meta: Option<Value>,
 }
 
 /// One client session.
@@ -280,9 +290,28 @@ impl Session {
         }
     }
 
-    /// The negotiated protocol version, once `initialize` was answered.
+    /// The negotiated protocol version, once `initialize` was answered (or, in the stateless
+    /// revisions, the one the client's last request named).
     pub fn protocol_version(&self) -> Option<String> {
         self.state.lock().protocol_version.clone()
+    }
+
+    /// Whether the session speaks a stateless revision (2026-07-28 on).
+    fn stateless(&self) -> bool {
+        self.state
+            .lock()
+            .protocol_version
+            .as_deref()
+            .is_some_and(jsonrpc::is_stateless)
+    }
+
+    /// A result the gateway answers itself, valid in the session's revision: from 2026-07-28
+    /// every result says its `resultType`.
+    fn own_result(&self, id: &RawId, mut result: Value) -> String {
+        if let (true, Some(fields)) = (self.stateless(), result.as_object_mut()) {
+            fields.insert("resultType".into(), Value::from("complete"));
+        }
+        jsonrpc::result_response(id, &result)
     }
 
     // ---------------------------------------------------------------- client → upstream
@@ -387,6 +416,16 @@ impl Session {
 
     fn on_client_request(self: &Arc<Self>, text: &str, id: RawId, m: &jsonrpc::Message<'_>) {
         let method = m.method.as_deref().unwrap_or("");
+        if let Some((version, meta)) = jsonrpc::request_version(text, m.params) {
+            // Stateless revisions have no `initialize`: the request says which revision it
+            // speaks (and what the client can do), the gateway's own answers follow it, and
+            // its own requests upstream say the same.
+            let mut st = self.state.lock();
+            if st.protocol_version.as_deref() != Some(version.as_str()) {
+                st.protocol_version = Some(version);
+            }
+            st.request_meta = Some(meta);
+        }
         let progress = progress_token(m.params);
         match method {
             "tools/call" => return self.tools_call(text, id, m.params, progress),
@@ -430,17 +469,21 @@ impl Session {
                 let me = Arc::clone(self);
                 tokio::spawn(async move { me.multi_initialize(id, params).await });
             }
+            "server/discover" => {
+                let me = Arc::clone(self);
+                tokio::spawn(async move { me.multi_discover(id, params).await });
+            }
             "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
                 let me = Arc::clone(self);
                 let method = method.to_string();
                 tokio::spawn(async move { me.multi_list(id, &method, params).await });
             }
-            "ping" => self.respond(&id, jsonrpc::result_response(&id, &json!({}))),
+            "ping" => self.respond(&id, self.own_result(&id, json!({}))),
             "logging/setLevel" => {
                 for up in 0..self.links.len() {
                     self.send_internal(up, "logging/setLevel", params.as_deref());
                 }
-                self.respond(&id, jsonrpc::result_response(&id, &json!({})));
+                self.respond(&id, self.own_result(&id, json!({})));
             }
             "prompts/get" => self.route_by_name(text, id, method, m.params, progress),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -663,6 +706,14 @@ impl Session {
         params: &Value,
     ) -> Result<Box<RawValue>, (i64, String)> {
         let id = self.internal_id();
+        let mut params = params.clone();
+        if let (Some(meta), Some(fields)) = (
+            self.state.lock().request_meta.clone(),
+            params.as_object_mut(),
+        ) {
+            fields.entry("_meta").or_insert(meta);
+        }
+        let params = &params;
         let (tx, rx) = oneshot::channel();
         self.state
             .lock()
@@ -749,8 +800,18 @@ impl Session {
         if let Some((resolver, credential)) = self.credential.get() {
             if let Err(e) = resolver.resolve(Some(credential)) {
                 let (message, meta) = enforce::credential_denial(&name, &e.to_string());
-                return self.respond(&id, jsonrpc::tool_error_result(&id, &message, &meta));
+                return self.respond(
+                    &id,
+                    self.own_result(&id, jsonrpc::tool_error(&message, &meta)),
+                );
             }
+        }
+        if let Some(blocked) = self.pin_blocked(&name) {
+            let (message, meta) = blocked.denial(&name);
+            return self.respond(
+                &id,
+                self.own_result(&id, jsonrpc::tool_error(&message, &meta)),
+            );
         }
         let call = ToolCall {
             id: format!("{}#{}", self.id, id.display()),
@@ -854,7 +915,10 @@ impl Session {
             }
             Verdict::Deny => {
                 let (message, meta) = enforce::denial(&name, &decision);
-                self.respond(&id, jsonrpc::tool_error_result(&id, &message, &meta));
+                self.respond(
+                    &id,
+                    self.own_result(&id, jsonrpc::tool_error(&message, &meta)),
+                );
             }
             Verdict::RequireApproval => {
                 let token: Option<Box<RawValue>> = progress
@@ -936,7 +1000,7 @@ impl Session {
                     let (message, meta) = enforce::refusal(&call.tool, &decision, &o);
                     me.respond(
                         &client_id,
-                        jsonrpc::tool_error_result(&client_id, &message, &meta),
+                        me.own_result(&client_id, jsonrpc::tool_error(&message, &meta)),
                     );
                 }
                 Err(why) => {
@@ -945,7 +1009,7 @@ impl Session {
                     let (message, meta) = enforce::denial(&call.tool, &lost);
                     me.respond(
                         &client_id,
-                        jsonrpc::tool_error_result(&client_id, &message, &meta),
+                        me.own_result(&client_id, jsonrpc::tool_error(&message, &meta)),
                     );
                 }
             }
@@ -1340,11 +1404,19 @@ impl Session {
             .iter()
             .filter_map(|t| serde_json::from_str::<Named>(t.get()).ok().map(|n| n.name))
             .collect();
-        let hidden = match self.hidden(names).await {
-            Ok(h) if h.is_empty() => return text,
+        let unpinned = self.review_pins(tools.iter().map(|t| t.get())).await;
+        let mut hidden = match self.hidden(names).await {
             Ok(h) => h,
             Err(e) => return self.tools_list_error(client_id, &e),
         };
+        hidden.extend(unpinned);
+        // What a caller may see depends on who it is: no cache may share the list across
+        // authorization contexts (stateless revisions say so in `cacheScope`).
+        let shared = self.stateless()
+            && result.get("cacheScope").map(|c| c.get().trim()) != Some("\"private\"");
+        if hidden.is_empty() && !shared {
+            return text;
+        }
         let kept: Vec<Box<RawValue>> = tools
             .into_iter()
             .filter(|t| {
@@ -1352,8 +1424,47 @@ impl Session {
             })
             .collect();
         result.set("tools", jsonrpc::raw(join_raw(&kept)));
+        if shared {
+            result.set_json("cacheScope", &Value::from("private"));
+        }
         msg.set("result", result.into_raw());
         msg.to_text()
+    }
+
+    /// Checks listed tools against their pins: returns the names withheld, remembers them
+    /// for `tools/call`, and records the changes.
+    async fn review_pins<'a>(&self, tools: impl IntoIterator<Item = &'a str>) -> HashSet<String> {
+        let pins = &self.core.pins;
+        if !pins.enabled() {
+            return HashSet::new();
+        }
+        let review = pins.review(&self.id, tools);
+        let mut withheld = HashSet::new();
+        {
+            let mut st = self.state.lock();
+            for (name, blocked) in review.verdicts {
+                match blocked {
+                    Some(b) => {
+                        withheld.insert(name.clone());
+                        st.pin_blocked.insert(name, b);
+                    }
+                    None => {
+                        st.pin_blocked.remove(&name);
+                    }
+                }
+            }
+        }
+        pins.record(review.records).await;
+        withheld
+    }
+
+    /// Why a call to `tool` is refused by pinning, if it is.
+    fn pin_blocked(&self, tool: &str) -> Option<pinning::Blocked> {
+        if !self.core.pins.enabled() {
+            return None;
+        }
+        let listed = self.state.lock().pin_blocked.get(tool).cloned();
+        listed.or_else(|| self.core.pins.unlisted(tool))
     }
 
     /// The tools among `names` this identity may never call.
@@ -1434,7 +1545,171 @@ impl Session {
         if !instructions.is_empty() {
             result["instructions"] = Value::from(instructions.join("\n\n"));
         }
+        self.respond(&id, self.own_result(&id, result));
+    }
+
+    /// Several upstreams, stateless revisions: the gateway's own `server/discover`, from every
+    /// upstream's: the revisions all of them support, their merged capabilities and
+    /// instructions.
+    async fn multi_discover(self: Arc<Self>, id: RawId, params: Option<String>) {
+        let params: Value = params
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(json!({}));
+        let results = futures_util::future::join_all(
+            (0..self.links.len()).map(|up| self.internal_request(up, "server/discover", &params)),
+        )
+        .await;
+        let mut versions: Option<Vec<String>> = None;
+        let mut capabilities = serde_json::Map::new();
+        let mut instructions = Vec::new();
+        let mut failures = Vec::new();
+        for (up, r) in results.into_iter().enumerate() {
+            let name = &self.links[up].spec.name;
+            match r.map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap_or_default()) {
+                Ok(v) => {
+                    let theirs: Vec<String> = v
+                        .get("supportedVersions")
+                        .and_then(|s| serde_json::from_value(s.clone()).ok())
+                        .unwrap_or_default();
+                    versions = Some(match versions {
+                        None => theirs,
+                        Some(ours) => ours.into_iter().filter(|v| theirs.contains(v)).collect(),
+                    });
+                    if let Some(Value::Object(caps)) = v.get("capabilities") {
+                        merge_capabilities(&mut capabilities, caps);
+                    }
+                    if let Some(i) = v.get("instructions").and_then(Value::as_str) {
+                        instructions.push(format!("[{name}] {i}"));
+                    }
+                }
+                Err((_, message)) => failures.push(format!("{name}: {message}")),
+            }
+        }
+        let Some(versions) = versions else {
+            let message = format!(
+                "no upstream answered server/discover ({})",
+                failures.join("; ")
+            );
+            return self.respond(
+                &id,
+                jsonrpc::error_response(Some(&id), code::UPSTREAM_UNAVAILABLE, &message),
+            );
+        };
+        for f in &failures {
+            tracing::error!(session = %self.id, "upstream not discovered: {f}");
+        }
+        let mut result = json!({
+            "supportedVersions": versions,
+            "capabilities": capabilities,
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "truststack-gateway", "version": env!("CARGO_PKG_VERSION")}},
+        });
+        if !instructions.is_empty() {
+            result["instructions"] = Value::from(instructions.join("\n\n"));
+        }
+        // `server/discover` exists in the stateless revisions only.
+        result["resultType"] = Value::from("complete");
         self.respond(&id, jsonrpc::result_response(&id, &result));
+    }
+
+    /// Every page of a list method (`key`: the result's list) of one upstream: the items,
+    /// whether any page came, and the error that ended the listing, if one did.
+    async fn list_pages(
+        &self,
+        up: usize,
+        method: &str,
+        key: &str,
+    ) -> (Vec<Box<RawValue>>, bool, Option<(i64, String)>) {
+        let mut items = Vec::new();
+        let mut answered = false;
+        let mut cursor: Option<String> = None;
+        for _page in 0..1000 {
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let result = match self.internal_request(up, method, &params).await {
+                Ok(r) => r,
+                Err(e) => return (items, answered, Some(e)),
+            };
+            answered = true;
+            let Ok(obj) = RawObject::parse(result.get()) else {
+                break;
+            };
+            let list: Vec<Box<RawValue>> = obj
+                .get(key)
+                .and_then(|l| serde_json::from_str(l.get()).ok())
+                .unwrap_or_default();
+            items.extend(list);
+            cursor = obj
+                .get("nextCursor")
+                .and_then(|c| serde_json::from_str::<Option<String>>(c.get()).ok())
+                .flatten();
+            if cursor.is_none() {
+                break;
+            }
+        }
+        (items, answered, None)
+    }
+
+    /// A tool or prompt of upstream `up` under its namespaced name (`None`: it has no name).
+    fn namespaced(&self, up: usize, item: &RawValue) -> Option<(String, Box<RawValue>)> {
+        let mut o = RawObject::parse(item.get()).ok()?;
+        let name = o
+            .get("name")
+            .and_then(|n| serde_json::from_str::<String>(n.get()).ok())?;
+        let full = format!("{}{NAMESPACE_SEPARATOR}{name}", self.links[up].spec.name);
+        o.set_json("name", &Value::from(full.clone()));
+        Some((full, o.into_raw()))
+    }
+
+    /// Initializes every upstream and lists all their tools, as a client of this session would
+    /// see them before any filtering (namespaced with several upstreams): what
+    /// `truststack gateway pin` pins.
+    pub async fn upstream_tools(&self) -> Result<Vec<Box<RawValue>>, String> {
+        let params = json!({
+            "protocolVersion": LATEST_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "truststack-gateway-pin", "version": env!("CARGO_PKG_VERSION")},
+        });
+        let mut tools = Vec::new();
+        for (up, link) in self.links.iter().enumerate() {
+            let name = &link.spec.name;
+            let init = self
+                .internal_request(up, "initialize", &params)
+                .await
+                .map_err(|(_, m)| format!("upstream `{name}`: initialize: {m}"))?;
+            if let Some(v) = serde_json::from_str::<Value>(init.get())
+                .ok()
+                .and_then(|r| {
+                    r.get("protocolVersion")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+            {
+                link.set_protocol_version(&v);
+            }
+            link.send(
+                jsonrpc::notification("notifications/initialized", &json!({})),
+                None,
+                Some("notifications/initialized"),
+            )
+            .map_err(|e| format!("upstream `{name}`: {e}"))?;
+            let (list, _, error) = self.list_pages(up, "tools/list", "tools").await;
+            if let Some((_, m)) = error {
+                return Err(format!("upstream `{name}`: tools/list: {m}"));
+            }
+            for item in list {
+                if !self.multi {
+                    tools.push(item);
+                } else if let Some((_, item)) = self.namespaced(up, &item) {
+                    tools.push(item);
+                }
+            }
+        }
+        Ok(tools)
     }
 
     /// Merges a list method over every upstream, all pages, namespacing tool and prompt names.
@@ -1463,59 +1738,26 @@ impl Session {
         let mut answered = false;
         let mut last_error = None;
         for up in 0..self.links.len() {
-            let mut cursor: Option<String> = None;
-            for _page in 0..1000 {
-                let params = match &cursor {
-                    Some(c) => json!({"cursor": c}),
-                    None => json!({}),
-                };
-                let result = match self.internal_request(up, method, &params).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        last_error = Some(e);
-                        break;
-                    }
-                };
-                answered = true;
-                let Ok(obj) = RawObject::parse(result.get()) else {
-                    break;
-                };
-                let list: Vec<Box<RawValue>> = obj
-                    .get(key)
-                    .and_then(|l| serde_json::from_str(l.get()).ok())
-                    .unwrap_or_default();
-                for item in list {
-                    if !rename {
-                        if key == "resources" {
-                            if let Ok(v) = serde_json::from_str::<Value>(item.get()) {
-                                if let Some(uri) = v.get("uri").and_then(Value::as_str) {
-                                    self.state.lock().resource_owner.insert(uri.to_string(), up);
-                                }
+            let (list, any, error) = self.list_pages(up, method, key).await;
+            answered |= any;
+            if error.is_some() {
+                last_error = error;
+            }
+            for item in list {
+                if !rename {
+                    if key == "resources" {
+                        if let Ok(v) = serde_json::from_str::<Value>(item.get()) {
+                            if let Some(uri) = v.get("uri").and_then(Value::as_str) {
+                                self.state.lock().resource_owner.insert(uri.to_string(), up);
                             }
                         }
-                        items.push(item);
-                        continue;
                     }
-                    let Ok(mut o) = RawObject::parse(item.get()) else {
-                        continue;
-                    };
-                    let Some(name) = o
-                        .get("name")
-                        .and_then(|n| serde_json::from_str::<String>(n.get()).ok())
-                    else {
-                        continue;
-                    };
-                    let full = format!("{}{NAMESPACE_SEPARATOR}{name}", self.links[up].spec.name);
-                    o.set_json("name", &Value::from(full.clone()));
-                    names.push(full);
-                    items.push(o.into_raw());
+                    items.push(item);
+                    continue;
                 }
-                cursor = obj
-                    .get("nextCursor")
-                    .and_then(|c| serde_json::from_str::<Option<String>>(c.get()).ok())
-                    .flatten();
-                if cursor.is_none() {
-                    break;
+                if let Some((full, item)) = self.namespaced(up, &item) {
+                    names.push(full);
+                    items.push(item);
                 }
             }
         }
@@ -1525,10 +1767,12 @@ impl Session {
             }
         }
         if key == "tools" {
-            let hidden = match self.hidden(names.clone()).await {
+            let unpinned = self.review_pins(items.iter().map(|t| t.get())).await;
+            let mut hidden = match self.hidden(names.clone()).await {
                 Ok(h) => h,
                 Err(e) => return self.respond(&id, self.tools_list_error(&id, &e)),
             };
+            hidden.extend(unpinned);
             items = items
                 .into_iter()
                 .zip(&names)
@@ -1536,12 +1780,20 @@ impl Session {
                 .map(|(item, _)| item)
                 .collect();
         }
-        let result = format!("{{\"{key}\":{}}}", join_raw(&items));
+        let mut result = RawObject::default();
+        result.set(key, jsonrpc::raw(join_raw(&items)));
+        if self.stateless() {
+            // Merged and filtered for this caller: fresh each time, never shared.
+            result.set_json("resultType", &Value::from("complete"));
+            result.set_json("ttlMs", &json!(0));
+            result.set_json("cacheScope", &Value::from("private"));
+        }
         self.respond(
             &id,
             format!(
-                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
-                id.0
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{}}}",
+                id.0,
+                result.to_text()
             ),
         );
     }

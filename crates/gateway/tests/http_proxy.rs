@@ -4,130 +4,14 @@
 
 mod common;
 
-use common::{config, TOKEN};
+use common::{sse_until, Http, TOKEN};
 use serde_json::{json, Value};
-use std::sync::Arc;
-use std::time::Duration;
 use truststack_gateway::framing::SseParser;
-use truststack_gateway::Gateway;
-
-struct Http {
-    base: String,
-    client: reqwest::Client,
-    session: Option<String>,
-}
-
-/// Reads SSE messages from a response until one satisfies `pred`.
-async fn sse_until(
-    resp: &mut reqwest::Response,
-    parser: &mut SseParser,
-    seen: &mut Vec<Value>,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    if let Some(i) = seen.iter().position(&pred) {
-        return seen.remove(i);
-    }
-    loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
-            .await
-            .expect("an SSE event in time")
-            .unwrap()
-            .expect("the stream is open");
-        for ev in parser.feed(&chunk) {
-            if ev.data.is_empty() {
-                continue;
-            }
-            let v: Value = serde_json::from_str(&ev.data).unwrap();
-            if pred(&v) {
-                return v;
-            }
-            seen.push(v);
-        }
-    }
-}
-
-impl Http {
-    async fn start(extra: &str) -> (Http, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let gateway = Arc::new(Gateway::from_config(config(&dir, &["fake"], extra)).unwrap());
-        gateway.spawn_expiry(Duration::from_millis(50));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { gateway.serve_http(listener).await });
-        let http = Http {
-            base,
-            client: reqwest::Client::new(),
-            session: None,
-        };
-        (http, dir)
-    }
-
-    fn post(&self, body: &Value, token: Option<&str>) -> reqwest::RequestBuilder {
-        let mut r = self
-            .client
-            .post(format!("{}/mcp", self.base))
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(s) = &self.session {
-            r = r.header("mcp-session-id", s);
-        }
-        r
-    }
-
-    /// POSTs a request and returns its answer (read from the SSE stream).
-    async fn rpc(&self, body: Value) -> Value {
-        let mut resp = self.post(&body, Some(TOKEN)).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{body}");
-        let id = body["id"].clone();
-        sse_until(
-            &mut resp,
-            &mut SseParser::new(1 << 20),
-            &mut Vec::new(),
-            |v| v["id"] == id,
-        )
-        .await
-    }
-
-    async fn initialize(&mut self) {
-        let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}});
-        let mut resp = self.post(&body, Some(TOKEN)).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["content-type"], "text/event-stream");
-        self.session = Some(
-            resp.headers()["mcp-session-id"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-        );
-        let init = sse_until(
-            &mut resp,
-            &mut SseParser::new(1 << 20),
-            &mut Vec::new(),
-            |v| v["id"] == 0,
-        )
-        .await;
-        assert_eq!(init["result"]["serverInfo"]["name"], "fake");
-        let r = self
-            .post(
-                &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-                Some(TOKEN),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_calls_denials_and_a_held_call_released_over_http() {
     let (mut h, _dir) = Http::start("").await;
-    h.initialize().await;
+    assert_eq!(h.initialize().await["result"]["serverInfo"]["name"], "fake");
     let r = h.rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})).await;
     assert_eq!(r["result"]["content"][0]["text"], "fake: hi");
     let r = h.rpc(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "http_upload", "arguments": {}}})).await;
@@ -317,34 +201,31 @@ async fn http_errors_credentials_sizes_and_origins() {
     let mut cfg_token = h.post(&ping, Some("someone-else")).send().await.unwrap();
     assert_eq!(cfg_token.status(), 403);
     let _ = cfg_token.chunk().await;
-    // An unknown protocol revision, and one other than the session negotiated: 400, as the
-    // specification requires; the negotiated one is served.
-    for (version, says) in [
-        ("1999-01-01", "unsupported MCP-Protocol-Version"),
-        (
-            "2025-06-18",
-            "differs from the version this session negotiated, 2025-11-25",
-        ),
-    ] {
-        let r = h
+    // An unknown protocol revision: 400, as the specification requires; any supported one is
+    // served (the negotiated one, and another, as the reference servers do).
+    let r = h
+        .post(&ping, Some(TOKEN))
+        .header("mcp-protocol-version", "1999-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("unsupported MCP-Protocol-Version"),
+        "{message}"
+    );
+    for version in ["2025-11-25", "2025-03-26"] {
+        let mut r = h
             .post(&ping, Some(TOKEN))
             .header("mcp-protocol-version", version)
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 400, "{version}");
-        let v: Value = r.json().await.unwrap();
-        let message = v["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(says), "{version}: {message}");
+        assert_eq!(r.status(), 200, "{version}");
+        let _ = r.chunk().await;
     }
-    let mut r = h
-        .post(&ping, Some(TOKEN))
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let _ = r.chunk().await;
     // Malformed JSON, invalid JSON-RPC, oversized bodies.
     let bad = h
         .client

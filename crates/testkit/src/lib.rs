@@ -2,7 +2,8 @@
 //!
 //! The tests talk to real peers: the official MCP servers and SDK clients from npm, the Python
 //! `mcp` SDK, PyJWT and `cryptography`. `bash scripts/install-peers.sh` installs them into the
-//! project (`.ci/peers/node_modules`, the virtual environment `.venv`); `bash scripts/test.sh`
+//! project (`.ci/peers/node_modules`, the virtual environments `.venv` and `.venv-2026`, the
+//! latter with the SDK of protocol revision 2026-07-28); `bash scripts/test.sh`
 //! installs them and runs the whole suite. A test whose peer is missing fails here, naming that
 //! command: it never passes by skipping.
 
@@ -13,4 +14,4 @@ pub mod examples;
 pub mod independent_verifier;
 pub mod peers;
 
-pub use peers::{node_modules, python, python_command, workspace_root, INSTALL_PEERS};
+pub use peers::{node_modules, python, python_2026, python_command, workspace_root, INSTALL_PEERS};

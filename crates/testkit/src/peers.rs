@@ -26,6 +26,9 @@ const NPM_FILES: &[&str] = &[
     "@modelcontextprotocol/server-everything/dist/index.js",
     "@modelcontextprotocol/server-filesystem/dist/index.js",
     "@modelcontextprotocol/sdk/package.json",
+    // The MCP conformance suite, and the Node.js 22 it needs (the system's may be older).
+    "@modelcontextprotocol/conformance/dist/index.js",
+    "node/bin/node",
 ];
 
 /// The repository's root directory.
@@ -45,6 +48,21 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|why| missing(&why))
 }
 
+/// The Python of `.venv-2026`, whose `mcp` SDK speaks protocol revision 2026-07-28 (the 1.x SDK
+/// of `.venv` does not).
+pub fn python_2026() -> PathBuf {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            find_env(
+                ".venv-2026",
+                "import mcp.types as t; assert t.LATEST_PROTOCOL_VERSION == '2026-07-28', t.LATEST_PROTOCOL_VERSION",
+            )
+        })
+        .clone()
+        .unwrap_or_else(|why| missing(&why))
+}
+
 /// `.ci/peers/node_modules`, with every npm test peer installed.
 pub fn node_modules() -> PathBuf {
     static MODULES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -59,21 +77,25 @@ fn missing(why: &str) -> ! {
 }
 
 fn find_python() -> Result<PathBuf, String> {
-    let python = workspace_root().join(".venv/bin/python");
+    find_env(".venv", &format!("import {}", PYTHON_MODULES.join(", ")))
+}
+
+/// The Python of the project's virtual environment `dir`, once `check` runs in it.
+fn find_env(dir: &str, check: &str) -> Result<PathBuf, String> {
+    let python = workspace_root().join(dir).join("bin/python");
     if !python.exists() {
         return Err(format!(
             "no project virtual environment at {}",
             python.display()
         ));
     }
-    let import = format!("import {}", PYTHON_MODULES.join(", "));
     let out = Command::new(&python)
-        .args(["-c", &import])
+        .args(["-c", check])
         .output()
         .map_err(|e| format!("{} cannot run: {e}", python.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "`{import}` fails in {}: {}",
+            "`{check}` fails in {}: {}",
             python.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         ));

@@ -55,6 +55,8 @@ fn noun(kind: &str, n: u64) -> String {
         "policy_activation" => ("policy bundle activation", "policy bundle activations"),
         "identity_issued" => ("credential issued", "credentials issued"),
         "identity_revoked" => ("revocation", "revocations"),
+        "tool_pinned" => ("tool pinned on first sight", "tools pinned on first sight"),
+        "tool_definition_changed" => ("changed tool definition", "changed tool definitions"),
         other => (other, other),
     };
     if n == 1 { one } else { many }.to_string()

@@ -1,5 +1,5 @@
-//! Shared test harness: a gateway served in-process over a pipe, in front of the scripted
-//! server `fixtures/fake_server.py` (real child processes).
+//! Shared test harness: a gateway served in-process over a pipe or Streamable HTTP, in front of
+//! the scripted server `fixtures/fake_server.py` (real child processes).
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
@@ -10,6 +10,7 @@ use tokio::io::{
     AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines, ReadHalf, WriteHalf,
 };
 use truststack_engine::{ApprovalAnswer, Engine};
+use truststack_gateway::framing::SseParser;
 use truststack_gateway::{Gateway, GatewayConfig};
 
 pub const CATALOG: &str = r#"
@@ -64,21 +65,33 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A gateway configuration with the test policies and `upstreams` (name, FAKE_NAME) of the
 /// scripted server; `extra` is appended to the TOML.
 pub fn config(dir: &tempfile::TempDir, upstreams: &[&str], extra: &str) -> GatewayConfig {
-    std::fs::write(dir.path().join("catalog.toml"), CATALOG).unwrap();
-    std::fs::write(dir.path().join("policies.tsp"), POLICIES).unwrap();
+    let bodies: Vec<String> = upstreams
+        .iter()
+        .map(|name| {
+            format!(
+                "name = \"{name}\"\ncommand = [\"python3\", \"-u\", \"{}\"]\nenv = {{ FAKE_NAME = \"{name}\" }}",
+                fixture("fake_server.py").display()
+            )
+        })
+        .collect();
+    config_for(dir.path(), &bodies, extra)
+}
+
+/// A gateway configuration with the test policies, catalog and tokens and the given
+/// `[[upstream]]` bodies; `extra` is appended to the top-level TOML.
+pub fn config_for(dir: &std::path::Path, upstreams: &[String], extra: &str) -> GatewayConfig {
+    std::fs::write(dir.join("catalog.toml"), CATALOG).unwrap();
+    std::fs::write(dir.join("policies.tsp"), POLICIES).unwrap();
     let mut toml = format!(
         "policies = [\"policies.tsp\"]\ncatalog = \"catalog.toml\"\nunknown_tools = \"allow\"\n{extra}\n\
          [identity]\nallow_anonymous = false\n\
          [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"{AGENT}\"\nchain = [\"user:alice@test.example\"]\n\
          [limits]\nmax_message_bytes = 65536\nprogress_interval = \"50ms\"\nmax_restarts = 1\n"
     );
-    for name in upstreams {
-        toml.push_str(&format!(
-            "[[upstream]]\nname = \"{name}\"\ncommand = [\"python3\", \"-u\", \"{}\"]\nenv = {{ FAKE_NAME = \"{name}\" }}\n",
-            fixture("fake_server.py").display()
-        ));
+    for body in upstreams {
+        toml.push_str(&format!("[[upstream]]\n{body}\n"));
     }
-    let path = dir.path().join("gateway.toml");
+    let path = dir.join("gateway.toml");
     std::fs::write(&path, toml).unwrap();
     GatewayConfig::load(&path).unwrap()
 }
@@ -249,4 +262,124 @@ pub fn text(v: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// A client of a gateway served over Streamable HTTP in this process.
+pub struct Http {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub session: Option<String>,
+}
+
+/// Reads SSE messages from a response until one satisfies `pred`.
+pub async fn sse_until(
+    resp: &mut reqwest::Response,
+    parser: &mut SseParser,
+    seen: &mut Vec<Value>,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    if let Some(i) = seen.iter().position(&pred) {
+        return seen.remove(i);
+    }
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
+            .await
+            .expect("an SSE event in time")
+            .unwrap()
+            .expect("the stream is open");
+        for ev in parser.feed(&chunk) {
+            if ev.data.is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            if pred(&v) {
+                return v;
+            }
+            seen.push(v);
+        }
+    }
+}
+
+impl Http {
+    /// A gateway in front of the scripted server, `extra` added to its configuration.
+    pub async fn start(extra: &str) -> (Http, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let http = Http::serve(config(&dir, &["fake"], extra)).await;
+        (http, dir)
+    }
+
+    pub async fn serve(config: GatewayConfig) -> Http {
+        let gateway = Arc::new(Gateway::from_config(config).unwrap());
+        gateway.spawn_expiry(Duration::from_millis(50));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { gateway.serve_http(listener).await });
+        Http {
+            base,
+            client: reqwest::Client::new(),
+            session: None,
+        }
+    }
+
+    pub fn post(&self, body: &Value, token: Option<&str>) -> reqwest::RequestBuilder {
+        let mut r = self
+            .client
+            .post(format!("{}/mcp", self.base))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(s) = &self.session {
+            r = r.header("mcp-session-id", s);
+        }
+        r
+    }
+
+    /// POSTs a request and returns its answer (read from the SSE stream).
+    pub async fn rpc(&self, body: Value) -> Value {
+        let mut resp = self.post(&body, Some(TOKEN)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{body}");
+        let id = body["id"].clone();
+        sse_until(
+            &mut resp,
+            &mut SseParser::new(1 << 20),
+            &mut Vec::new(),
+            |v| v["id"] == id,
+        )
+        .await
+    }
+
+    /// Opens a session; the answer to `initialize`.
+    pub async fn initialize(&mut self) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}});
+        let mut resp = self.post(&body, Some(TOKEN)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        self.session = Some(
+            resp.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        let init = sse_until(
+            &mut resp,
+            &mut SseParser::new(1 << 20),
+            &mut Vec::new(),
+            |v| v["id"] == 0,
+        )
+        .await;
+        let r = self
+            .post(
+                &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                Some(TOKEN),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        init
+    }
 }
