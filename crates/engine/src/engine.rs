@@ -891,8 +891,11 @@ impl Engine {
                 .and_then(|t| self.bundle().catalog.tool(t).map(|s| s.record))
                 .unwrap_or_default();
             let mut observation = obs.clone();
-            if let Some(result) = observation.result.as_mut() {
-                *result = private_payload(mode, result);
+            // Kept whole, the clone already is what the ledger keeps.
+            if mode != truststack_policy::RecordMode::Full {
+                if let Some(result) = observation.result.as_mut() {
+                    *result = private_payload(mode, result);
+                }
             }
             self.recorder.submit(
                 Record::Observation {

@@ -434,8 +434,8 @@ classes = ["Send", "Payment"]
         .unwrap()
     }
 
-    fn grant(allow: Value) -> Compiled {
-        let allow: Vec<Allowance> = serde_json::from_value(allow).unwrap();
+    /// A grant of `allow` (its JSON form) for agent `a`.
+    fn declared(allow: Value) -> Grant {
         Grant {
             id: None,
             time: None,
@@ -443,10 +443,12 @@ classes = ["Send", "Payment"]
             session: None,
             chain: vec![],
             principal: None,
-            allow,
+            allow: serde_json::from_value(allow).unwrap(),
         }
-        .compile("g-1".into())
-        .unwrap()
+    }
+
+    fn grant(allow: Value) -> Compiled {
+        declared(allow).compile("g-1".into()).unwrap()
     }
 
     fn check(g: &Compiled, tool: &str, args: Value) -> Option<String> {
@@ -594,17 +596,7 @@ classes = ["Send", "Payment"]
                 "names no argument",
             ),
         ] {
-            let allow: Vec<Allowance> = serde_json::from_value(allow).unwrap();
-            let g = Grant {
-                id: None,
-                time: None,
-                agent: "a".into(),
-                session: None,
-                chain: vec![],
-                principal: None,
-                allow,
-            };
-            let err = g.compile("g".into()).unwrap_err();
+            let err = declared(allow).compile("g".into()).unwrap_err();
             assert!(err.contains(says), "{err}");
         }
         let unknown: Result<Constraint, _> = serde_json::from_value(json!({"one_off": [1]}));

@@ -22,11 +22,6 @@ use truststack_engine::event::format_time;
 use truststack_engine::record::{Record, ToolDefinition};
 use truststack_engine::Recorder;
 
-/// The ledger record of a pin taken on first sight.
-pub const PINNED_KIND: &str = "tool_pinned";
-/// The ledger record of a listed definition that differs from its pin (or has none, in `file`
-/// mode).
-pub const CHANGED_KIND: &str = "tool_definition_changed";
 /// The pin file format this gateway writes and reads.
 pub const PIN_FILE_VERSION: u64 = 1;
 
@@ -752,14 +747,14 @@ mod tests {
         let r = pins.review("s", [v1]);
         assert_eq!(r.verdicts, vec![("echo".to_string(), None)]);
         assert_eq!(r.records.len(), 1);
-        assert_eq!(r.records[0]["kind"], PINNED_KIND);
+        assert_eq!(r.records[0]["kind"], "tool_pinned");
         let r = pins.review("s", [v2]);
         let Some(Blocked::Changed { fields, .. }) = &r.verdicts[0].1 else {
             panic!("{:?}", r.verdicts)
         };
         assert_eq!(fields, &vec!["description"]);
         assert_eq!(r.records.len(), 1);
-        assert_eq!(r.records[0]["kind"], CHANGED_KIND);
+        assert_eq!(r.records[0]["kind"], "tool_definition_changed");
         assert_eq!(r.records[0]["fields"], json!(["description"]));
         // Listed again: still withheld, not recorded again.
         let r = pins.review("s", [v2]);

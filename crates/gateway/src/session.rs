@@ -84,6 +84,15 @@ struct ToDecide {
     trace: TraceHeaders,
 }
 
+/// What every upstream answered to one request (see `Session::ask_every_upstream`).
+#[derive(Default)]
+struct Merged {
+    answers: Vec<Value>,
+    capabilities: serde_json::Map<String, Value>,
+    instructions: Vec<String>,
+    failures: Vec<String>,
+}
+
 /// Responses to a JSON-RPC batch, sent together when complete.
 struct Batch {
     waiting: usize,
@@ -1484,6 +1493,32 @@ impl Session {
 
     // ---------------------------------------------------------------- several upstreams
 
+    /// Sends `method` to every upstream at once: their answers, their capabilities merged,
+    /// their instructions each under its upstream's name, and the failures.
+    async fn ask_every_upstream(&self, method: &str, params: &Value) -> Merged {
+        let results = futures_util::future::join_all(
+            (0..self.links.len()).map(|up| self.internal_request(up, method, params)),
+        )
+        .await;
+        let mut merged = Merged::default();
+        for (up, r) in results.into_iter().enumerate() {
+            let name = &self.links[up].spec.name;
+            match r.map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap_or_default()) {
+                Ok(v) => {
+                    if let Some(Value::Object(caps)) = v.get("capabilities") {
+                        merge_capabilities(&mut merged.capabilities, caps);
+                    }
+                    if let Some(i) = v.get("instructions").and_then(Value::as_str) {
+                        merged.instructions.push(format!("[{name}] {i}"));
+                    }
+                    merged.answers.push(v);
+                }
+                Err((_, message)) => merged.failures.push(format!("{name}: {message}")),
+            }
+        }
+        merged
+    }
+
     async fn multi_initialize(self: Arc<Self>, id: RawId, params: Option<String>) {
         let params_value: Value = params
             .as_deref()
@@ -1494,31 +1529,19 @@ impl Session {
             .get("protocolVersion")
             .and_then(Value::as_str)
             .map(String::from);
-        let results = futures_util::future::join_all(
-            (0..self.links.len()).map(|up| self.internal_request(up, "initialize", &params_value)),
-        )
-        .await;
-        let mut versions = Vec::new();
-        let mut capabilities = serde_json::Map::new();
-        let mut instructions = Vec::new();
-        let mut failures = Vec::new();
-        for (up, r) in results.into_iter().enumerate() {
-            let name = &self.links[up].spec.name;
-            match r.map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap_or_default()) {
-                Ok(v) => {
-                    if let Some(pv) = v.get("protocolVersion").and_then(Value::as_str) {
-                        versions.push(pv.to_string());
-                    }
-                    if let Some(Value::Object(caps)) = v.get("capabilities") {
-                        merge_capabilities(&mut capabilities, caps);
-                    }
-                    if let Some(i) = v.get("instructions").and_then(Value::as_str) {
-                        instructions.push(format!("[{name}] {i}"));
-                    }
-                }
-                Err((_, message)) => failures.push(format!("{name}: {message}")),
-            }
-        }
+        let merged = self.ask_every_upstream("initialize", &params_value).await;
+        let versions: Vec<String> = merged
+            .answers
+            .iter()
+            .filter_map(|v| v.get("protocolVersion").and_then(Value::as_str))
+            .map(String::from)
+            .collect();
+        let Merged {
+            capabilities,
+            instructions,
+            failures,
+            ..
+        } = merged;
         if versions.is_empty() {
             let message = format!("no upstream could be initialized ({})", failures.join("; "));
             return self.respond(
@@ -1556,36 +1579,25 @@ impl Session {
             .as_deref()
             .and_then(|p| serde_json::from_str(p).ok())
             .unwrap_or(json!({}));
-        let results = futures_util::future::join_all(
-            (0..self.links.len()).map(|up| self.internal_request(up, "server/discover", &params)),
-        )
-        .await;
+        let merged = self.ask_every_upstream("server/discover", &params).await;
+        // The revisions every upstream that answered supports.
         let mut versions: Option<Vec<String>> = None;
-        let mut capabilities = serde_json::Map::new();
-        let mut instructions = Vec::new();
-        let mut failures = Vec::new();
-        for (up, r) in results.into_iter().enumerate() {
-            let name = &self.links[up].spec.name;
-            match r.map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap_or_default()) {
-                Ok(v) => {
-                    let theirs: Vec<String> = v
-                        .get("supportedVersions")
-                        .and_then(|s| serde_json::from_value(s.clone()).ok())
-                        .unwrap_or_default();
-                    versions = Some(match versions {
-                        None => theirs,
-                        Some(ours) => ours.into_iter().filter(|v| theirs.contains(v)).collect(),
-                    });
-                    if let Some(Value::Object(caps)) = v.get("capabilities") {
-                        merge_capabilities(&mut capabilities, caps);
-                    }
-                    if let Some(i) = v.get("instructions").and_then(Value::as_str) {
-                        instructions.push(format!("[{name}] {i}"));
-                    }
-                }
-                Err((_, message)) => failures.push(format!("{name}: {message}")),
-            }
+        for v in &merged.answers {
+            let theirs: Vec<String> = v
+                .get("supportedVersions")
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .unwrap_or_default();
+            versions = Some(match versions {
+                None => theirs,
+                Some(ours) => ours.into_iter().filter(|v| theirs.contains(v)).collect(),
+            });
         }
+        let Merged {
+            capabilities,
+            instructions,
+            failures,
+            ..
+        } = merged;
         let Some(versions) = versions else {
             let message = format!(
                 "no upstream answered server/discover ({})",

@@ -97,11 +97,11 @@ async fn a_tool_whose_description_changes_is_hidden_denied_and_recorded_over_std
     assert_eq!(text(&r), "stable", "{r}");
     c.close_released(&ledger).await;
 
-    let pinned = records(&ledger, pinning::PINNED_KIND);
+    let pinned = records(&ledger, "tool_pinned");
     let tools: Vec<&str> = pinned.iter().map(|r| r["tool"].as_str().unwrap()).collect();
     assert_eq!(tools, ["forecast", "rotate", "stable"]);
     assert_eq!(pinned[0]["sha256"], meta["pin"]["pinned_sha256"]);
-    let changed = records(&ledger, pinning::CHANGED_KIND);
+    let changed = records(&ledger, "tool_definition_changed");
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!(changed[0]["tool"], "forecast");
     assert_eq!(changed[0]["change"], "changed");
@@ -126,7 +126,7 @@ async fn a_tool_whose_description_changes_is_hidden_denied_and_recorded_over_std
     assert_changed_denial(&c.call(2, "forecast", json!({"city": "Oslo"})).await);
     c.close_released(&ledger).await;
     // Already recorded: not again.
-    assert_eq!(records(&ledger, pinning::CHANGED_KIND).len(), 1);
+    assert_eq!(records(&ledger, "tool_definition_changed").len(), 1);
 }
 
 /// Kills the server it holds when dropped.

@@ -10,11 +10,10 @@ use truststack_engine::identity::{Issuer, TrustDomain};
 use truststack_server::backend::IdentityService;
 use truststack_server::identity_backend::IssuerService;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
-    let dir = tempfile::tempdir().unwrap();
+/// An issuer for `acme.example` in `dir` as the server's identity service, and an admin's token.
+fn identity_service(dir: &std::path::Path) -> (Arc<dyn IdentityService>, String) {
     let issuer = Issuer::init(
-        &dir.path().join("issuer"),
+        &dir.join("issuer"),
         &TrustDomain::new("acme.example").unwrap(),
     )
     .unwrap();
@@ -25,6 +24,13 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
         .as_str()
         .unwrap()
         .to_string();
+    (service, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, admin) = identity_service(dir.path());
     let mut config = open_config(&["policies/delegation-root.tsp"]);
     config.require_credentials = true;
     let server = start(config, dir.path(), Some(service)).await;
@@ -211,18 +217,7 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let issuer = Issuer::init(
-        &dir.path().join("issuer"),
-        &TrustDomain::new("acme.example").unwrap(),
-    )
-    .unwrap();
-    let service: Arc<dyn IdentityService> = Arc::new(IssuerService::new(issuer));
-    let admin = service
-        .issue(&json!({"user": "user:root@acme.example", "roles": ["admin"]}))
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (service, admin) = identity_service(dir.path());
     let mut config = open_config(&["policies/delegation-root.tsp"]);
     config.require_credentials = true;
     let server = start(config.clone(), dir.path(), Some(service.clone())).await;
