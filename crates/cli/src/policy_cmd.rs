@@ -6,7 +6,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use truststack_engine::replay::{parse_trace, replay, EvalLine, Step};
+use truststack_engine::replay::{parse_trace, replay, EvalLine};
+use truststack_engine::Processed;
 use truststack_engine::{DefaultDecision, Engine, Settings, TimeSource, Verdict};
 use truststack_policy::load::{load_files, read, LoadError};
 use truststack_policy::{parse_and_check, Catalog, Source};
@@ -174,22 +175,30 @@ fn eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     for step in replay(&engine, &events) {
         let line = match step {
-            Step::Decision(d) if args.explain => serde_json::to_string(&*d)?,
-            Step::Decision(d) => serde_json::to_string(&EvalLine::from(&*d))?,
-            Step::Approval(Ok(o)) if args.approvals => serde_json::json!({
+            Processed::Decision(d) if args.explain => serde_json::to_string(&d)?,
+            Processed::Decision(d) => serde_json::to_string(&EvalLine::from(&d))?,
+            Processed::Approval(Ok(o)) if args.approvals => serde_json::json!({
                 "approval": o.call_id, "approver": o.approver, "result": o.result,
                 "decision": o.decision, "reason": o.reason,
             })
             .to_string(),
-            Step::Approval(Err(e)) => {
+            Processed::Approval(Err(e)) => {
                 eprintln!("approval not applied: {e}");
                 if !args.approvals {
                     continue;
                 }
-                serde_json::json!({"approval_error": e}).to_string()
+                serde_json::json!({"approval_error": e.to_string()}).to_string()
             }
-            Step::Observation(Err(e)) => {
+            Processed::Observation(Err(e)) => {
                 eprintln!("observation not applied: {e}");
+                continue;
+            }
+            Processed::Input(Err(e)) => {
+                eprintln!("input not applied: {e}");
+                continue;
+            }
+            Processed::Grant(Err(e)) => {
+                eprintln!("grant not applied: {e}");
                 continue;
             }
             _ => continue,
@@ -328,8 +337,8 @@ fn test(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             let events = parse_trace(&name, &events_text)?;
             let mut got: BTreeMap<String, EvalLine> = BTreeMap::new();
             for step in replay(&engine, &events) {
-                if let Step::Decision(d) = step {
-                    got.insert(d.call_id.clone(), EvalLine::from(&*d));
+                if let Processed::Decision(d) = step {
+                    got.insert(d.call_id.clone(), EvalLine::from(&d));
                 }
             }
             let failures = compare(case, &got);

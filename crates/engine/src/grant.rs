@@ -84,14 +84,14 @@ pub struct Constraint {
 }
 
 /// Why a grant was not declared.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum GrantError {
     /// The grant itself is wrong (no human gave it, a bad pattern): the caller's to fix.
     #[error("bad grant: {0}")]
     Invalid(String),
     /// The ledger could not keep it; it does not apply.
     #[error("grant not recorded: {0}")]
-    Ledger(String),
+    Ledger(#[source] crate::recorder::WriteError),
 }
 
 /// A declared grant: its id and its ledger entry.

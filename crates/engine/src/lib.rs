@@ -27,9 +27,12 @@ pub mod settings;
 pub mod visibility;
 
 pub use decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
-pub use engine::{ApprovalError, Engine, InputError, PendingApproval, Processed, Queued, Request};
+pub use engine::{
+    ApprovalError, Engine, InputError, ObservationError, PendingApproval, Processed, Queued,
+    Request,
+};
 pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Input, Observation, ToolCall};
 pub use grant::{Allowance, Constraint, Declared, Grant, GrantError};
 pub use record::{Record, RecordError};
-pub use recorder::{NoRecorder, Recorded, Recorder, Recording};
+pub use recorder::{NoRecorder, Recorded, Recorder, Recording, WriteError};
 pub use settings::{DefaultDecision, Settings, TimeSource};

@@ -6,7 +6,18 @@ use std::pin::Pin;
 
 /// What a recorder answers: a record's ledger index once it is durable (`None` when the
 /// recorder keeps no index), or why it could not be written.
-pub type Recorded = Result<Option<u64>, String>;
+pub type Recorded = Result<Option<u64>, WriteError>;
+
+/// Why a record could not be written. Either way nothing of it is kept, and the engine fails
+/// closed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Ledger(#[from] truststack_ledger::LedgerError),
+    /// A recorder other than the ledger refused the record.
+    #[error("{0}")]
+    Refused(String),
+}
 
 /// A record handed to a recorder: either already settled, or queued for a commit still to come.
 #[must_use = "a record is durable only once its recording settles"]
@@ -74,15 +85,13 @@ impl Recorder for NoRecorder {
 /// The tamper-evident ledger: `record` returns once the record is durable (group commit).
 impl Recorder for truststack_ledger::Ledger {
     fn record(&self, record: Value) -> Recorded {
-        self.append(&record).map(Some).map_err(|e| e.to_string())
+        Ok(Some(self.append(&record)?))
     }
 
     fn submit(&self, record: Value) -> Recording {
         match truststack_ledger::Ledger::submit(self, &record) {
-            Ok(ticket) => Recording::Queued(Box::pin(async move {
-                ticket.await.map(Some).map_err(|e| e.to_string())
-            })),
-            Err(e) => Recording::Settled(Err(e.to_string())),
+            Ok(ticket) => Recording::Queued(Box::pin(async move { Ok(Some(ticket.await?)) })),
+            Err(e) => Recording::Settled(Err(e.into())),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Replaying a JSONL trace of events through an engine: the contract of
 //! `truststack policy eval`, shared by every component that needs the same answers.
 
-use crate::decision::{ApprovalOutcome, ApprovalResult, Decision, Verdict};
+use crate::decision::{ApprovalResult, Decision, Verdict};
 use crate::engine::{Engine, Processed};
 use crate::event::{parse_time, ApprovalAnswer, Event};
 use crate::record::{decode_all, Record, RecordError};
@@ -63,26 +63,9 @@ impl From<&Decision> for EvalLine {
     }
 }
 
-/// What happened at one event of a replay.
-#[derive(Debug)]
-pub enum Step {
-    Decision(Box<Decision>),
-    Approval(Result<ApprovalOutcome, String>),
-    Observation(Result<(), String>),
-}
-
-/// Runs every event through the engine, in order.
-pub fn replay(engine: &Engine, events: &[Event]) -> Vec<Step> {
-    events
-        .iter()
-        .map(|e| match engine.process(e) {
-            Processed::Decision(d) => Step::Decision(Box::new(d)),
-            Processed::Approval(r) => Step::Approval(r.map_err(|e| e.to_string())),
-            Processed::Observation(r) => Step::Observation(r.map(|_| ())),
-            Processed::Input(r) => Step::Observation(r.map(|_| ()).map_err(|e| e.to_string())),
-            Processed::Grant(r) => Step::Observation(r.map(|_| ()).map_err(|e| e.to_string())),
-        })
-        .collect()
+/// Runs every event through the engine, in order: what each did.
+pub fn replay(engine: &Engine, events: &[Event]) -> Vec<Processed> {
+    events.iter().map(|e| engine.process(e)).collect()
 }
 
 /// A recorded decision that another bundle decides differently.

@@ -126,8 +126,7 @@ mod tests {
     fn bundle(policies: &str) -> Bundle {
         let catalog = Catalog::from_toml("c.toml", CATALOG).unwrap();
         load_sources(vec![Source::new("p.tsp", policies)], catalog, CATALOG)
-            .map_err(|e| e.to_string())
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}"))
             .bundle
     }
 

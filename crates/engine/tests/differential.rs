@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use truststack_engine::event::format_time;
-use truststack_engine::replay::{parse_trace, replay, Step};
+use truststack_engine::replay::{parse_trace, replay};
 use truststack_engine::{
     ApprovalAnswer, ApprovalResult, DataAccess, DefaultDecision, Engine, Event, Observation,
     Processed, Settings, ToolCall, Verdict,
@@ -1392,8 +1392,8 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                     panic!("an approval gives an approval result")
                 };
                 prop_assert_eq!(
-                    &b,
-                    &r,
+                    b.as_ref().map_err(ToString::to_string),
+                    r.as_ref().map_err(ToString::to_string),
                     "after decide_brief (left) and decide (right), answers differ at {}",
                     ctx()
                 );
@@ -1449,12 +1449,12 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let replayed: Vec<Seen> = replay(&fresh, &parsed)
         .into_iter()
         .map(|s| match s {
-            Step::Decision(d) => Seen::Decision(
+            Processed::Decision(d) => Seen::Decision(
                 d.decision,
                 sorted(d.policies.iter().map(|p| p.id.clone()).collect()),
             ),
-            Step::Approval(r) => Seen::Approval(r.map(|o| o.result).map_err(|_| ())),
-            Step::Observation(_) => Seen::Observation,
+            Processed::Approval(r) => Seen::Approval(r.map(|o| o.result).map_err(|_| ())),
+            _ => Seen::Observation,
         })
         .collect();
     prop_assert_eq!(

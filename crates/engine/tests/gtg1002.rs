@@ -2,7 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use truststack_engine::replay::{parse_trace, replay, Step};
+use truststack_engine::replay::{parse_trace, replay};
+use truststack_engine::Processed;
 use truststack_engine::{ApprovalResult, Engine, Settings, Verdict};
 
 use truststack_testkit::examples::gtg1002 as example;
@@ -35,7 +36,7 @@ fn run(policy: &str, trace: &str) -> Run {
     };
     for step in replay(&engine, &events) {
         match step {
-            Step::Decision(d) => {
+            Processed::Decision(d) => {
                 run.order.push(d.call_id.clone());
                 run.decisions.insert(
                     d.call_id.clone(),
@@ -45,8 +46,10 @@ fn run(policy: &str, trace: &str) -> Run {
                     ),
                 );
             }
-            Step::Approval(a) => run.approvals.push(a.map(|o| (o.call_id, o.result))),
-            Step::Observation(_) => {}
+            Processed::Approval(a) => run
+                .approvals
+                .push(a.map(|o| (o.call_id, o.result)).map_err(|e| e.to_string())),
+            _ => {}
         }
     }
     run

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use truststack_engine::ledger::{verify_file, Ledger, LedgerConfig};
-use truststack_engine::replay::{divergences, parse_trace, replay, Step};
+use truststack_engine::replay::{divergences, parse_trace, replay};
+use truststack_engine::Processed;
 use truststack_engine::{Engine, Request, Settings, ToolCall, Verdict};
 
 use truststack_testkit::examples::gtg1002 as example;
@@ -36,7 +37,7 @@ fn every_decision_is_durable_before_it_is_returned() {
     let steps = replay(&engine, &campaign());
     let mut last_index = None;
     for step in &steps {
-        if let Step::Decision(d) = step {
+        if let Processed::Decision(d) = step {
             let index = d
                 .ledger_index
                 .expect("every decision names its ledger entry");

@@ -7,7 +7,8 @@
 use serde_json::{json, Value};
 use std::sync::Arc;
 use truststack_engine::ledger::{Ledger, LedgerConfig};
-use truststack_engine::replay::{divergences, parse_trace, replay, Step};
+use truststack_engine::replay::{divergences, parse_trace, replay};
+use truststack_engine::Processed;
 use truststack_engine::{Engine, Input, InputError, Settings, Verdict};
 use truststack_policy::load::load_files;
 
@@ -37,11 +38,11 @@ fn open_ledger(dir: &tempfile::TempDir) -> Arc<Ledger> {
     )
 }
 
-fn verdicts(steps: &[Step]) -> Vec<(String, Verdict)> {
+fn verdicts(steps: &[Processed]) -> Vec<(String, Verdict)> {
     steps
         .iter()
         .filter_map(|s| match s {
-            Step::Decision(d) => Some((d.call_id.clone(), d.decision)),
+            Processed::Decision(d) => Some((d.call_id.clone(), d.decision)),
             _ => None,
         })
         .collect()
@@ -54,8 +55,11 @@ fn injected_calls_are_stopped_the_users_are_not_and_replay_agrees() {
     let engine = Engine::new(bundle(), Settings::replay()).with_recorder(ledger.clone());
     let steps = replay(&engine, &sample());
     for step in &steps {
-        if let Step::Observation(r) = step {
-            r.as_ref().unwrap();
+        match step {
+            Processed::Observation(r) => assert!(r.is_ok(), "{r:?}"),
+            Processed::Input(r) => assert!(r.is_ok(), "{r:?}"),
+            Processed::Grant(r) => assert!(r.is_ok(), "{r:?}"),
+            _ => {}
         }
     }
     let got = verdicts(&steps);

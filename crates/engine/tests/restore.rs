@@ -5,14 +5,15 @@
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::sync::Arc;
-use truststack_engine::replay::{parse_trace, replay, Step};
+use truststack_engine::replay::{parse_trace, replay};
+use truststack_engine::Processed;
 use truststack_engine::{Engine, Event, Recorder, Settings};
 
 #[derive(Default)]
 struct Memory(Mutex<Vec<Value>>);
 
 impl Recorder for Memory {
-    fn record(&self, record: Value) -> Result<Option<u64>, String> {
+    fn record(&self, record: Value) -> truststack_engine::Recorded {
         let mut records = self.0.lock();
         records.push(record);
         Ok(Some(records.len() as u64 - 1))
@@ -28,13 +29,13 @@ fn engine(policy: &str) -> Engine {
     )
 }
 
-fn decisions(steps: Vec<Step>) -> Vec<String> {
+fn decisions(steps: Vec<Processed>) -> Vec<String> {
     steps
         .into_iter()
         .filter_map(|s| match s {
-            Step::Decision(d) => Some(format!("{} {}", d.call_id, d.decision.as_str())),
-            Step::Approval(a) => Some(format!("approval {:?}", a.map(|o| o.result))),
-            Step::Observation(_) => None,
+            Processed::Decision(d) => Some(format!("{} {}", d.call_id, d.decision.as_str())),
+            Processed::Approval(a) => Some(format!("approval {:?}", a.map(|o| o.result))),
+            _ => None,
         })
         .collect()
 }

@@ -29,6 +29,18 @@ pub enum Decider {
 }
 
 /// The result of waiting on a held call for a while.
+/// Why a held call could not be withdrawn.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error(transparent)]
+    Engine(#[from] truststack_engine::ApprovalError),
+    #[error("the engine's worker stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
+    /// The decision point over HTTP failed or refused, in its words.
+    #[error("{0}")]
+    Remote(String),
+}
+
 #[derive(Debug)]
 pub enum Waited {
     /// An approver answered (or the deadline passed, or the call was cancelled).
@@ -85,16 +97,13 @@ impl Decider {
 
     /// Withdraws a held call whose client cancelled it or went away: it is refused and
     /// recorded, so no approver can grant a call nobody waits for.
-    pub async fn cancel(&self, who: Asker<'_>, approval_id: &str) -> Result<(), String> {
+    pub async fn cancel(&self, who: Asker<'_>, approval_id: &str) -> Result<(), CancelError> {
         match self {
             Decider::Embedded(e) => {
                 let engine = Arc::clone(e.engine());
                 let (id, caller) = (approval_id.to_string(), who.identity.clone());
-                tokio::task::spawn_blocking(move || engine.cancel(&id, &caller, None))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                tokio::task::spawn_blocking(move || engine.cancel(&id, &caller, None)).await??;
+                Ok(())
             }
             Decider::Remote(r) => r.cancel(who, approval_id).await,
         }
@@ -346,10 +355,13 @@ impl Remote {
             .collect())
     }
 
-    async fn cancel(&self, who: Asker<'_>, approval_id: &str) -> Result<(), String> {
+    async fn cancel(&self, who: Asker<'_>, approval_id: &str) -> Result<(), CancelError> {
         let path = format!("/v1/approvals/{}/cancel", encode(approval_id));
         let req = self.request(reqwest::Method::POST, &path, who, Some(json!({})));
-        self.exchange(req, self.timeout).await.map(|_| ())
+        self.exchange(req, self.timeout)
+            .await
+            .map(|_| ())
+            .map_err(CancelError::Remote)
     }
 
     /// Reports the outcome in the background: the answer is already on its way to the client,

@@ -183,7 +183,7 @@ impl RevocationLog {
     }
 
     /// Records the revocations of `issuer`'s list not recorded yet.
-    pub fn sync(&self, issuer: &Issuer) -> Result<(), String> {
+    pub fn sync(&self, issuer: &Issuer) -> Result<(), truststack_engine::WriteError> {
         let mut recorded = self.recorded.lock();
         for record in issuer.verifier().revocations().records() {
             let key = record.to_string();
@@ -206,7 +206,10 @@ impl CredentialResolver {
     }
 
     /// Records revocations in `log` as they are noticed (and those not recorded yet, now).
-    pub fn with_revocation_log(mut self, log: RevocationLog) -> Result<Self, String> {
+    pub fn with_revocation_log(
+        mut self,
+        log: RevocationLog,
+    ) -> Result<Self, truststack_engine::WriteError> {
         log.sync(&self.issuer)?;
         self.revocation_log = Some(log);
         Ok(self)

@@ -61,10 +61,17 @@ pub enum GatewayError {
     Pins(#[from] pinning::PinError),
     #[error("{0}")]
     Policy(String),
-    #[error("ledger {path}: {detail}")]
+    /// The issuer's revocations could not be written to the ledger: the gateway does not start
+    /// rather than admit a credential whose revocation it cannot record.
+    #[error("cannot record the issuer's revocations in the ledger: {0}")]
+    RevocationsNotRecorded(#[source] truststack_engine::WriteError),
+    #[error("ledger {path}: {source}{hint}")]
     Ledger {
         path: std::path::PathBuf,
-        detail: String,
+        #[source]
+        source: truststack_engine::WriteError,
+        /// What to do about it, when there is something to say.
+        hint: &'static str,
     },
     #[error("issuer {path}: {detail}")]
     Issuer {
@@ -125,22 +132,26 @@ impl Gateway {
         let mut revocation_log = None;
         let mut pins = None;
         if let Some(section) = &config.ledger {
-            let ledger_err = |detail: String| GatewayError::Ledger {
+            let ledger_err = |source: truststack_engine::WriteError| GatewayError::Ledger {
                 path: section.path.clone(),
-                detail,
+                source,
+                hint: "",
             };
             let ledger = section.open().map_err(|e| {
                 use truststack_engine::ledger::{store::StoreError, LedgerError};
-                let mut detail = e.to_string();
-                if matches!(e, LedgerError::Store(StoreError::InUse { .. })) {
-                    detail.push_str(
-                        "; gateways that share one ledger decide through one `truststack serve`: \
-                         give each `--decider <url>` (or `[decider] url`) instead of `[ledger]`",
-                    );
+                let hint = if matches!(e, LedgerError::Store(StoreError::InUse { .. })) {
+                    "; gateways that share one ledger decide through one `truststack serve`: \
+                     give each `--decider <url>` (or `[decider] url`) instead of `[ledger]`"
+                } else {
+                    ""
+                };
+                GatewayError::Ledger {
+                    path: section.path.clone(),
+                    source: e.into(),
+                    hint,
                 }
-                ledger_err(detail)
             })?;
-            let records = ledger.records().map_err(|e| ledger_err(e.to_string()))?;
+            let records = ledger.records().map_err(|e| ledger_err(e.into()))?;
             let ledger = Arc::new(ledger);
             engine = engine
                 .resume(ledger.clone(), &records, &sources)
@@ -172,13 +183,9 @@ impl Gateway {
             let mut resolver =
                 CredentialResolver::new(Arc::clone(&issuer), gateway.config.identity.clone());
             if let Some(log) = revocation_log {
-                resolver =
-                    resolver
-                        .with_revocation_log(log)
-                        .map_err(|detail| GatewayError::Issuer {
-                            path: issuer.dir().to_path_buf(),
-                            detail,
-                        })?;
+                resolver = resolver
+                    .with_revocation_log(log)
+                    .map_err(GatewayError::RevocationsNotRecorded)?;
             }
             gateway.resolver = Arc::new(resolver);
             gateway.issuer = Some(issuer);

@@ -124,9 +124,8 @@ impl Definition {
 
     /// SHA-256 of the RFC 8785 canonical JSON of [`Definition::to_value`], in hex. Fails only
     /// for a schema nested deeper than a ledger record may be.
-    pub fn sha256(&self) -> Result<String, String> {
-        let bytes = truststack_engine::ledger::canonical::canonicalize(&self.to_value())
-            .map_err(|e| e.to_string())?;
+    pub fn sha256(&self) -> Result<String, truststack_engine::ledger::canonical::CanonicalError> {
+        let bytes = truststack_engine::ledger::canonical::canonicalize(&self.to_value())?;
         Ok(hex::encode(Sha256::digest(&bytes)))
     }
 
@@ -154,7 +153,9 @@ pub struct Pin {
 }
 
 impl Pin {
-    pub fn of(definition: Definition) -> Result<Pin, String> {
+    pub fn of(
+        definition: Definition,
+    ) -> Result<Pin, truststack_engine::ledger::canonical::CanonicalError> {
         Ok(Pin {
             sha256: definition.sha256()?,
             definition,
@@ -242,7 +243,7 @@ impl PinFile {
                 input_schema: entry.input_schema,
             };
             let (line, column) = at(&name);
-            let pin = Pin::of(definition).map_err(|e| (line, column, e))?;
+            let pin = Pin::of(definition).map_err(|e| (line, column, format!("{e}")))?;
             if pin.sha256 != entry.sha256 {
                 return Err((
                     line,
@@ -458,7 +459,9 @@ impl Pins {
             let listed = match Pin::of(definition) {
                 Ok(p) => p,
                 Err(why) => {
-                    review.verdicts.push((name, Some(Blocked::Unhashable(why))));
+                    review
+                        .verdicts
+                        .push((name, Some(Blocked::Unhashable(format!("{why}")))));
                     continue;
                 }
             };
@@ -583,7 +586,8 @@ pub async fn pin_upstreams(gateway: &crate::Gateway) -> Result<PinFile, String> 
         let Some(definition) = Definition::of_tool(tool.get()) else {
             continue;
         };
-        let pin = Pin::of(definition)?;
+        let name = definition.name.clone();
+        let pin = Pin::of(definition).map_err(|e| format!("tool `{name}`: {e}"))?;
         file.tools.insert(pin.definition.name.clone(), pin);
     }
     Ok(file)

@@ -88,9 +88,9 @@ pub enum StateError {
     Policies(#[from] LoadError),
     #[error("ledger: {0}")]
     Ledger(#[from] truststack_engine::ledger::LedgerError),
-    /// The engine's state could not be rebuilt from the ledger.
+    /// The bundle's activation could not be recorded.
     #[error("ledger: {0}")]
-    Restore(String),
+    Activation(#[from] truststack_engine::WriteError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -181,7 +181,6 @@ fn build_engine(
     });
     let records = ledger.records()?;
     let engine = Engine::new(loaded.bundle, config.engine_settings())
-        .resume(recorder, &records, &sources)
-        .map_err(StateError::Restore)?;
+        .resume(recorder, &records, &sources)?;
     Ok(engine)
 }

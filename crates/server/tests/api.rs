@@ -5,7 +5,8 @@ mod common;
 
 use common::{config_with_policy, example, open_config, start};
 use serde_json::{json, Value};
-use truststack_engine::replay::{parse_trace, replay, Step};
+use truststack_engine::replay::{parse_trace, replay};
+use truststack_engine::Processed;
 use truststack_engine::{Engine, Event, Settings, TimeSource};
 use truststack_policy::load::load_files;
 
@@ -31,7 +32,9 @@ async fn traces_through_the_api_match_policy_eval() {
             replay(&Engine::new(loaded.bundle, Settings::replay()), &events)
                 .into_iter()
                 .filter_map(|s| match s {
-                    Step::Decision(d) => Some((d.call_id.clone(), d.decision.as_str().to_string())),
+                    Processed::Decision(d) => {
+                        Some((d.call_id.clone(), d.decision.as_str().to_string()))
+                    }
                     _ => None,
                 })
                 .collect();

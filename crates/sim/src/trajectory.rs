@@ -11,7 +11,8 @@ use crate::taxonomy::Tactic;
 use crate::world::World;
 use serde::Serialize;
 use truststack_engine::event::format_time;
-use truststack_engine::replay::{replay, Step};
+use truststack_engine::replay::replay;
+use truststack_engine::Processed;
 use truststack_engine::{ApprovalAnswer, ApprovalResult, Engine, Event, Verdict};
 use truststack_policy::duration::format_duration;
 
@@ -140,7 +141,7 @@ pub fn build(world: &World, goal: usize, path: &[PathStep]) -> Trajectory {
     let mut call_index = 0usize;
     for step in replay(&engine, &events) {
         match step {
-            Step::Decision(d) => {
+            Processed::Decision(d) => {
                 let Some(mv) = moves.get(call_index) else {
                     consistent = false;
                     continue;
@@ -168,7 +169,7 @@ pub fn build(world: &World, goal: usize, path: &[PathStep]) -> Trajectory {
                 });
                 call_index += 1;
             }
-            Step::Approval(result) => match (result, steps.last_mut()) {
+            Processed::Approval(result) => match (result, steps.last_mut()) {
                 (Ok(outcome), Some(last)) => {
                     last.admitted = outcome.decision == Verdict::Allow;
                     last.approval = Some(ApprovalStep {
@@ -180,7 +181,7 @@ pub fn build(world: &World, goal: usize, path: &[PathStep]) -> Trajectory {
                 }
                 _ => consistent = false,
             },
-            Step::Observation(_) => {}
+            _ => {}
         }
     }
     for (s, (held, granted, admitted)) in steps.iter().zip(&expected) {

@@ -8,7 +8,8 @@
 
 use proptest::prelude::*;
 use std::path::Path;
-use truststack_engine::replay::{parse_trace, replay, Step};
+use truststack_engine::replay::{parse_trace, replay};
+use truststack_engine::Processed;
 use truststack_engine::{ApprovalResult, Engine, Verdict};
 use truststack_sim::world::Move;
 use truststack_sim::{analyse, Manifest, Options, Status, World};
@@ -225,7 +226,7 @@ proptest! {
             let mut admitted_moves = Vec::new();
             for step in replay(&engine, &events) {
                 match step {
-                    Step::Decision(d) => {
+                    Processed::Decision(d) => {
                         let reported = &t.steps[k];
                         prop_assert_eq!(d.decision, reported.decision);
                         let ids: Vec<String> = d.policies.iter().map(|p| p.id.clone()).collect();
@@ -235,13 +236,13 @@ proptest! {
                         }
                         k += 1;
                     }
-                    Step::Approval(r) => {
+                    Processed::Approval(r) => {
                         let o = r.unwrap();
                         prop_assert_eq!(o.result, ApprovalResult::Granted);
                         prop_assert!(t.steps[k - 1].approval.is_some());
                         admitted_moves.push(k - 1);
                     }
-                    Step::Observation(_) => {}
+                    _ => {}
                 }
             }
             prop_assert_eq!(k, t.steps.len());
