@@ -12,11 +12,18 @@ pub type Recorded = Result<Option<u64>, WriteError>;
 /// closed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// Boxed: a ledger error is large, and this travels in every decision's result.
     #[error(transparent)]
-    Ledger(#[from] truststack_ledger::LedgerError),
+    Ledger(Box<truststack_ledger::LedgerError>),
     /// A recorder other than the ledger refused the record.
     #[error("{0}")]
     Refused(String),
+}
+
+impl From<truststack_ledger::LedgerError> for WriteError {
+    fn from(e: truststack_ledger::LedgerError) -> WriteError {
+        WriteError::Ledger(Box::new(e))
+    }
 }
 
 /// A record handed to a recorder: either already settled, or queued for a commit still to come.
