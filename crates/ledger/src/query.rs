@@ -10,6 +10,7 @@
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use truststack_identity::id::names_a_human;
 
 /// How deep [`field`] looks for a field inside nested objects.
 const MAX_FIELD_DEPTH: usize = 3;
@@ -67,7 +68,7 @@ pub fn delegation_root(record: &Value) -> Option<&str> {
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .find(|p| !p.starts_with("user:"))
+        .find(|p| !names_a_human(p))
         .or_else(|| text_field(record, "agent"))
 }
 

@@ -13,6 +13,7 @@ use crate::monitor::{MonitorId, MonitorSpec, MonitorState};
 use crate::provenance::{self, ProvenanceIndex, Seen};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use truststack_identity::id::names_a_human;
 
 /// An interned tool name or class.
 pub type Sym = u32;
@@ -1113,7 +1114,7 @@ fn index_leaf(index: &mut ProvenanceIndex, v: &Value, trust: u8, bits: u64) {
 
 /// How many agents (non-human principals) delegated to the acting agent.
 pub fn agent_depth(chain: &[String]) -> u64 {
-    chain.iter().filter(|p| !p.starts_with("user:")).count() as u64
+    chain.iter().filter(|p| !names_a_human(p)).count() as u64
 }
 
 /// A JSON value as the string key used for equality and distinct counting.
