@@ -26,8 +26,11 @@ pub enum TimeSource {
 
 /// What the engine decides with beyond its policies. Built by each component from its own
 /// configuration file (the server's `truststack.toml`, the gateway's `gateway.toml`, a proving
-/// ground manifest's `[settings]`), never read from a file itself.
-#[derive(Debug, Clone)]
+/// ground manifest's `[settings]`), never read from a file itself. The server and the gateway
+/// write these settings with the same keys at the top level of their files; each declares them
+/// in its own struct (serde cannot combine `flatten` with `deny_unknown_fields`, which gives an
+/// unknown key its line), and a test keeps the two giving equal `Settings` for the same text.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub default_decision: DefaultDecision,
     /// Whether a tool missing from the catalog may be called at all (policies still apply).

@@ -120,6 +120,10 @@ pub struct ApprovalsConfig {
     pub token: Option<String>,
 }
 
+fn default_provenance_bound() -> usize {
+    truststack_policy::provenance::DEFAULT_BOUND
+}
+
 fn deny() -> DefaultDecision {
     DefaultDecision::Deny
 }
@@ -192,6 +196,12 @@ pub struct GatewayConfig {
     /// Approver groups: group → human principals (credentials may also carry groups).
     #[serde(default)]
     pub approver_groups: BTreeMap<String, Vec<String>>,
+    /// Bytes the value provenance index of one session (or delegation root) may hold.
+    #[serde(default = "default_provenance_bound")]
+    pub provenance_bound: usize,
+    /// What the ledger keeps of users' inputs: `full`, `hash` or `redacted` (privacy mode).
+    #[serde(default)]
+    pub input_record: truststack_policy::RecordMode,
     /// Ask this decision point instead of deciding in this process.
     pub decider: Option<DeciderSection>,
     #[serde(default)]
@@ -225,6 +235,8 @@ impl Default for GatewayConfig {
             unknown_tools: deny(),
             approval_deadline: default_deadline(),
             approver_groups: BTreeMap::new(),
+            provenance_bound: default_provenance_bound(),
+            input_record: truststack_policy::RecordMode::Full,
             decider: None,
             identity: StaticResolver::default(),
             approvals: ApprovalsConfig::default(),
@@ -286,7 +298,8 @@ impl GatewayConfig {
             approval_deadline_ms: self.approval_deadline.ms(),
             time_source: TimeSource::System,
             approver_groups: self.approver_groups.clone(),
-            ..Settings::default()
+            provenance_bound: self.provenance_bound,
+            input_record: self.input_record,
         }
     }
 
