@@ -332,11 +332,7 @@ fn context<'a>(call: &'a ToolCall, p: &Principals<'a>, now: i64) -> CallContext<
     CallContext {
         tool: &call.tool,
         args: &call.args,
-        agent: p.agent,
-        session: p.session,
-        user: p.user,
-        root: p.root,
-        chain: &call.chain,
+        who: *p,
         now,
     }
 }

@@ -20,7 +20,7 @@
 
 use crate::event::{Caller, Principals};
 use crate::DefaultDecision;
-use truststack_policy::partial::{eval, nothing_assumed, Known, Subject, Truth};
+use truststack_policy::partial::{eval, nothing_assumed, Known, Truth};
 use truststack_policy::{Action, Bundle, Mode, ToolSpec};
 
 /// Whether the credential's allowed tools include `tool` (by name or class).
@@ -54,13 +54,7 @@ pub fn never_allowed(
         tool,
         catalog: &bundle.catalog,
         args: None,
-        subject: Some(Subject {
-            agent: p.agent,
-            user: p.user,
-            session: p.session,
-            root: p.root,
-            chain: p.chain,
-        }),
+        subject: Some(p),
     };
     let enforced = bundle
         .policies

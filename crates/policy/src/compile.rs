@@ -13,7 +13,6 @@ use crate::monitor::{MonitorId, MonitorSpec, MonitorState};
 use crate::provenance::{self, ProvenanceIndex, Seen};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use truststack_identity::id::names_a_human;
 
 /// An interned tool name or class.
 pub type Sym = u32;
@@ -23,13 +22,8 @@ pub type Sym = u32;
 pub struct CallContext<'a> {
     pub tool: &'a str,
     pub args: &'a Value,
-    pub agent: &'a str,
-    pub session: &'a str,
-    /// The human at the head of the chain.
-    pub user: &'a str,
-    /// The delegation root: the first agent in the chain, or the acting agent.
-    pub root: &'a str,
-    pub chain: &'a [String],
+    /// Who makes the call.
+    pub who: crate::principals::Principals<'a>,
     /// Milliseconds since the Unix epoch, on the engine's clock.
     pub now: i64,
 }
@@ -869,16 +863,12 @@ impl Bundle {
                     .is_some_and(|t| in_window(t, *window_ms));
                 (current || earlier, None)
             }
-            Atom::ChainContains(p) => (call.agent == p || call.chain.iter().any(|c| c == p), None),
+            Atom::ChainContains(p) => (call.who.involves(p), None),
             Atom::Context { field, test } => {
-                let value = match field {
-                    ContextField::Agent => Value::from(call.agent),
-                    ContextField::User => Value::from(call.user),
-                    ContextField::Session => Value::from(call.session),
-                    ContextField::Root => Value::from(call.root),
-                    ContextField::Tool => Value::from(call.tool),
-                    ContextField::Depth => Value::from(agent_depth(call.chain)),
-                };
+                let value = call
+                    .who
+                    .field(*field)
+                    .unwrap_or_else(|| Value::from(call.tool));
                 (test_value(test, Some(&value)), Some(value))
             }
             Atom::Value {
@@ -1110,11 +1100,6 @@ fn index_leaf(index: &mut ProvenanceIndex, v: &Value, trust: u8, bits: u64) {
         Value::String(s) => index.index_text(s, trust, bits),
         other => index.index_scalar(other, trust, bits),
     }
-}
-
-/// How many agents (non-human principals) delegated to the acting agent.
-pub fn agent_depth(chain: &[String]) -> u64 {
-    chain.iter().filter(|p| !names_a_human(p)).count() as u64
 }
 
 /// A JSON value as the string key used for equality and distinct counting.

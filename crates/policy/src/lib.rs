@@ -23,6 +23,7 @@ pub mod load;
 pub mod monitor;
 pub mod parser;
 pub mod partial;
+pub mod principals;
 pub mod print;
 pub mod provenance;
 pub mod source;

@@ -7,7 +7,7 @@
 
 use crate::ast::{CallField, ContextField, Expr, Pred};
 use crate::catalog::{Catalog, ToolSpec, UNKNOWN_CLASS};
-use crate::compile::{agent_depth, test_value};
+use crate::compile::test_value;
 use serde_json::Value;
 
 /// A truth value that may be unknown before the call is made.
@@ -39,17 +39,6 @@ impl std::ops::Not for Truth {
     }
 }
 
-/// Who makes the call: its agent, the human at the head of its chain, its session, its
-/// delegation root and its chain.
-#[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
-    pub agent: &'a str,
-    pub user: &'a str,
-    pub session: &'a str,
-    pub root: &'a str,
-    pub chain: &'a [String],
-}
-
 /// What is known of the call being evaluated.
 #[derive(Debug, Clone, Copy)]
 pub struct Known<'a> {
@@ -58,7 +47,7 @@ pub struct Known<'a> {
     /// The call's arguments, when known (the proving ground's chosen variant).
     pub args: Option<&'a Value>,
     /// Who calls, when known (the gateway's verified caller).
-    pub subject: Option<Subject<'a>>,
+    pub subject: Option<crate::principals::Principals<'a>>,
 }
 
 impl Known<'_> {
@@ -177,7 +166,7 @@ fn atom(pred: &Pred, k: &Known) -> Truth {
             }
         }
         Pred::ChainContains { principal } => match k.subject {
-            Some(s) => (s.agent == principal || s.chain.iter().any(|c| c == principal)).into(),
+            Some(s) => s.involves(principal).into(),
             None => Truth::Unknown,
         },
         // Argument values and their provenance are known only at call time.
@@ -185,11 +174,7 @@ fn atom(pred: &Pred, k: &Known) -> Truth {
         Pred::Context { field, test } => {
             let value = match (field, k.subject) {
                 (ContextField::Tool, _) => Value::from(k.tool),
-                (ContextField::Agent, Some(s)) => Value::from(s.agent),
-                (ContextField::User, Some(s)) => Value::from(s.user),
-                (ContextField::Session, Some(s)) => Value::from(s.session),
-                (ContextField::Root, Some(s)) => Value::from(s.root),
-                (ContextField::Depth, Some(s)) => Value::from(agent_depth(s.chain)),
+                (_, Some(s)) => s.field(*field).unwrap_or_default(),
                 (_, None) => return Truth::Unknown,
             };
             test_value(test, Some(&value)).into()

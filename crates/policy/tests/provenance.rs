@@ -111,11 +111,13 @@ fn fired(
     let ctx = CallContext {
         tool,
         args: &args,
-        agent: "spiffe://t/agent/a",
-        session: "s",
-        user: "user:alice",
-        root: "spiffe://t/agent/a",
-        chain: &[],
+        who: truststack_policy::principals::Principals {
+            agent: "spiffe://t/agent/a",
+            session: "s",
+            user: "user:alice",
+            root: "spiffe://t/agent/a",
+            chain: &[],
+        },
         now: 0,
     };
     let info = b.tool(tool);
