@@ -4,25 +4,9 @@
 //! a record that reads must be readable back from the JSON it is shown as.
 #![no_main]
 
-use std::sync::OnceLock;
 use truststack_engine::ledger::canonical::check_canonical;
 use truststack_engine::ledger::ledger::Entry;
-use truststack_engine::{Engine, Settings};
-use truststack_policy::load::load_sources;
-use truststack_policy::{Catalog, Source};
-
-const CATALOG: &str = include_str!("../../examples/gtg1002/catalog.toml");
-const SEED: &str = include_str!("../../examples/gtg1002/policies/seed.tsp");
-
-fn bundle() -> &'static truststack_policy::Bundle {
-    static BUNDLE: OnceLock<truststack_policy::Bundle> = OnceLock::new();
-    BUNDLE.get_or_init(|| {
-        let catalog = Catalog::from_toml("catalog.toml", CATALOG).expect("embedded catalog");
-        load_sources(vec![Source::new("seed.tsp", SEED)], catalog, CATALOG)
-            .expect("embedded policies")
-            .bundle
-    })
-}
+use truststack_engine::{Engine, Record, Settings};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let entry = Entry {
@@ -36,8 +20,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let text = serde_json::to_string(&shown).expect("a JSON value serializes");
         serde_json::from_str::<serde_json::Value>(&text).expect("what the entries API shows reads back");
     }
-    if let Ok(record) = entry.record() {
-        let engine = Engine::new(bundle().clone(), Settings::replay());
-        let _ = engine.restore(&record);
+    // Decoded as every reader decodes it, then restored as a restarting engine restores it.
+    if let Ok(record) = entry.record().map(|v| Record::decode(0, &v)) {
+        let engine = Engine::new(truststack_testkit::examples::gtg1002_seed().clone(), Settings::replay());
+        if let Ok(record) = record {
+            let _ = engine.restore(&record);
+        }
     }
 });

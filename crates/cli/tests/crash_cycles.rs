@@ -1,8 +1,8 @@
-//! The reliability harness (examples/crash_cycles) run with three kill -9 cycles, so it cannot
+//! The reliability harness (`truststack_testkit::crash_cycles`, run long by the
+//! `crash_cycles` example) with three kill -9 cycles, so it cannot
 //! rot between its long runs.
 
-#[path = "../examples/crash_cycles/harness/mod.rs"]
-mod harness;
+use truststack_testkit::crash_cycles as harness;
 
 #[test]
 fn three_kill_cycles_lose_nothing_acknowledged() {

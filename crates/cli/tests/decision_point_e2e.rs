@@ -14,10 +14,11 @@ mod common;
 use common::{cli, ok, root};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+use truststack_testkit::net::{free_port, Bg};
 
 const BIN: &str = env!("CARGO_BIN_EXE_truststack");
 const AGENT: &str = "spiffe://acme.example/agent/claude-ops";
@@ -27,24 +28,6 @@ const SCANS_CODE: usize = 41;
 /// The project's Python, with the `mcp` SDK (a missing one fails naming the install command).
 fn python() -> PathBuf {
     truststack_testkit::python()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills a background process when the test ends.
-struct Bg(Child);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn example(rel: &str) -> String {

@@ -102,6 +102,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
+use truststack_testkit::net::free_port;
 
 mod common;
 
@@ -323,14 +324,6 @@ fn wildcards(expected: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Ports of the page → ports of this run.

@@ -10,10 +10,12 @@
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use truststack_testkit::net::{free_port, wait_port, Bg};
+use truststack_testkit::{everything_server, filesystem_server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_truststack");
 const TOKEN: &str = "e2e-token";
@@ -31,49 +33,6 @@ fn clients() -> PathBuf {
 fn peers() -> PathBuf {
     truststack_testkit::python();
     truststack_testkit::node_modules()
-}
-
-fn everything(modules: &Path) -> String {
-    modules
-        .join("@modelcontextprotocol/server-everything/dist/index.js")
-        .display()
-        .to_string()
-}
-
-fn filesystem(modules: &Path) -> String {
-    modules
-        .join("@modelcontextprotocol/server-filesystem/dist/index.js")
-        .display()
-        .to_string()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port}");
-}
-
-/// Kills a background process when the test ends.
-struct Bg(Child);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A minimal HTTP/1.1 exchange with a local server: (status, body).
@@ -238,10 +197,10 @@ fn stdio_gateway(config: &Path, approvals: u16, upstream: &[String]) -> String {
     serde_json::to_string(&cmd).unwrap()
 }
 
-fn spawn_everything_http(modules: &Path) -> (Bg, u16) {
+fn spawn_everything_http() -> (Bg, u16) {
     let port = free_port();
     let child = Command::new("node")
-        .arg(everything(modules))
+        .arg(everything_server())
         .arg("streamableHttp")
         .env("PORT", port.to_string())
         .stdout(Stdio::null())
@@ -323,7 +282,7 @@ fn check_policy_scenario(out: &Value, held: &(Value, u16, Value)) {
 
 #[test]
 fn python_sdk_through_the_stdio_gateway_to_server_everything() {
-    let modules = peers();
+    peers();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "");
     let approvals = free_port();
@@ -331,7 +290,7 @@ fn python_sdk_through_the_stdio_gateway_to_server_everything() {
     let cmd = stdio_gateway(
         &config,
         approvals,
-        &["node".into(), everything(&modules), "stdio".into()],
+        &["node".into(), everything_server(), "stdio".into()],
     );
     let out = run_client(python(&[
         "--scenario",
@@ -364,10 +323,10 @@ fn python_sdk_through_the_stdio_gateway_to_server_everything() {
 
 #[test]
 fn python_sdk_through_the_http_gateway_to_server_everything_over_http() {
-    let modules = peers();
+    peers();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "");
-    let (_everything, ev_port) = spawn_everything_http(&modules);
+    let (_everything, ev_port) = spawn_everything_http();
     let (_gateway, gw_port) =
         spawn_http_gateway(&config, &format!("http://127.0.0.1:{ev_port}/mcp"));
     let held = approve_when_held(gw_port, "user:bob@e2e.example");
@@ -395,7 +354,7 @@ fn typescript_sdk_through_the_gateway_over_stdio_and_http() {
     let cmd = stdio_gateway(
         &config,
         approvals,
-        &["node".into(), everything(&modules), "stdio".into()],
+        &["node".into(), everything_server(), "stdio".into()],
     );
     let out = run_client(node(&modules, &["--token", TOKEN, "--stdio", &cmd]));
     check_policy_scenario(&out, &held.join().unwrap());
@@ -403,7 +362,7 @@ fn typescript_sdk_through_the_gateway_over_stdio_and_http() {
     // Streamable HTTP in front of a stdio server (one server process per client session).
     let (_gateway, gw_port) = spawn_http_gateway(
         &config,
-        &format!("stdio:node {} stdio", everything(&modules)),
+        &format!("stdio:node {} stdio", everything_server()),
     );
     let held = approve_when_held(gw_port, "user:bob@e2e.example");
     let url = format!("http://127.0.0.1:{gw_port}/mcp");
@@ -414,7 +373,7 @@ fn typescript_sdk_through_the_gateway_over_stdio_and_http() {
 
 #[test]
 fn server_filesystem_reads_are_allowed_and_writes_denied_and_hidden() {
-    let modules = peers();
+    peers();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "");
     let data = tempfile::tempdir().unwrap();
@@ -426,7 +385,7 @@ fn server_filesystem_reads_are_allowed_and_writes_denied_and_hidden() {
         free_port(),
         &[
             "node".into(),
-            filesystem(&modules),
+            filesystem_server(),
             data_dir.display().to_string(),
         ],
     );
@@ -472,7 +431,7 @@ fn server_filesystem_reads_are_allowed_and_writes_denied_and_hidden() {
 
 #[test]
 fn several_upstreams_behind_one_gateway_are_namespaced() {
-    let modules = peers();
+    peers();
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().canonicalize().unwrap();
@@ -481,8 +440,8 @@ fn several_upstreams_behind_one_gateway_are_namespaced() {
     let upstreams = format!(
         "[[upstream]]\nname = \"everything\"\ncommand = [\"node\", \"{}\", \"stdio\"]\n\
          [[upstream]]\nname = \"fs\"\ncommand = [\"node\", \"{}\", \"{}\"]\n",
-        everything(&modules),
-        filesystem(&modules),
+        everything_server(),
+        filesystem_server(),
         data_dir.display()
     );
     std::fs::write(dir.path().join("catalog.toml"), CATALOG).unwrap();
@@ -566,7 +525,7 @@ fn raw_session(cmd: &mut Command, messages: &[Value]) -> Vec<String> {
 
 #[test]
 fn differential_the_same_session_directly_and_through_an_allow_all_gateway() {
-    let modules = peers();
+    peers();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), false, "");
     // Raw bytes over stdio: every answer identical, byte for byte.
@@ -590,7 +549,7 @@ fn differential_the_same_session_directly_and_through_an_allow_all_gateway() {
             "params": {"ref": {"type": "ref/prompt", "name": "completable-prompt"}, "argument": {"name": "department", "value": "E"}}}),
     ];
     let direct = raw_session(
-        Command::new("node").arg(everything(&modules)).arg("stdio"),
+        Command::new("node").arg(everything_server()).arg("stdio"),
         &messages,
     );
     let via = raw_session(
@@ -598,7 +557,7 @@ fn differential_the_same_session_directly_and_through_an_allow_all_gateway() {
             .args(["gateway", "--config"])
             .arg(&config)
             .env("TRUSTSTACK_TOKEN", TOKEN)
-            .args(["--", "node", &everything(&modules), "stdio"]),
+            .args(["--", "node", &everything_server(), "stdio"]),
         &messages,
     );
     assert_eq!(
@@ -610,7 +569,7 @@ fn differential_the_same_session_directly_and_through_an_allow_all_gateway() {
         assert_eq!(d, v);
     }
     // Through the SDK over Streamable HTTP (gateway → server over HTTP): identical results.
-    let (_everything, ev_port) = spawn_everything_http(&modules);
+    let (_everything, ev_port) = spawn_everything_http();
     let direct = run_client(python(&[
         "--scenario",
         "diff",
@@ -815,7 +774,6 @@ fn gateway_command_line_errors_are_clear() {
 /// held, then the upstream's for the released call, shifted past them.
 #[test]
 fn progress_of_a_held_call_only_increases() {
-    let modules = truststack_testkit::node_modules();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "");
     let approvals = free_port();
@@ -831,7 +789,7 @@ fn progress_of_a_held_call_only_increases() {
     cmd.args(["gateway", "--config"])
         .arg(&config)
         .args(["--approvals-listen", &format!("127.0.0.1:{approvals}")])
-        .args(["--", "node", &everything(&modules)])
+        .args(["--", "node", &everything_server()])
         .env("TRUSTSTACK_TOKEN", TOKEN);
     let out = raw_session(
         &mut cmd,
@@ -910,9 +868,8 @@ impl McpHttp {
 /// no id to go to.
 #[test]
 fn a_batch_in_a_later_protocol_version_is_refused_at_once_over_http() {
-    let modules = truststack_testkit::node_modules();
     let dir = tempfile::tempdir().unwrap();
-    let (_server, server_port) = spawn_everything_http(&modules);
+    let (_server, server_port) = spawn_everything_http();
     let config = gateway_config(dir.path(), false, "");
     let (_gw, port) = spawn_http_gateway(&config, &format!("http://127.0.0.1:{server_port}/mcp"));
     let http = McpHttp::new(port);
@@ -959,7 +916,6 @@ fn a_batch_in_a_later_protocol_version_is_refused_at_once_over_http() {
 /// entries): the second refuses to start, saying what to do, and the first keeps serving.
 #[test]
 fn a_second_gateway_on_the_same_ledger_refuses_to_start() {
-    let modules = truststack_testkit::node_modules();
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "[ledger]\npath = \"shared.db\"\n");
     let gateway = |approvals: u16| {
@@ -967,7 +923,7 @@ fn a_second_gateway_on_the_same_ledger_refuses_to_start() {
         c.args(["gateway", "--config"])
             .arg(&config)
             .args(["--approvals-listen", &format!("127.0.0.1:{approvals}")])
-            .args(["--", "node", &everything(&modules)])
+            .args(["--", "node", &everything_server()])
             .env("TRUSTSTACK_TOKEN", TOKEN);
         c
     };
@@ -1040,7 +996,6 @@ fn children(pid: u32) -> Vec<u32> {
 /// `max_sessions` are served at once.
 #[test]
 fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
-    let modules = truststack_testkit::node_modules();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
     std::fs::write(
@@ -1057,7 +1012,7 @@ fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
         .args(["gateway", "--config"])
         .arg(&config)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--", "node", &everything(&modules)])
+        .args(["--", "node", &everything_server()])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -1121,9 +1076,8 @@ fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
 /// new one, so the client's session recovers instead of failing every call from then on.
 #[test]
 fn a_restarted_http_upstream_gets_a_new_session() {
-    let modules = truststack_testkit::node_modules();
     let dir = tempfile::tempdir().unwrap();
-    let (server, server_port) = spawn_everything_http(&modules);
+    let (server, server_port) = spawn_everything_http();
     let config = gateway_config(dir.path(), false, "");
     let mut gateway = Command::new(BIN)
         .args(["gateway", "--config"])
@@ -1173,7 +1127,7 @@ fn a_restarted_http_upstream_gets_a_new_session() {
     drop(server);
     let _server = {
         let child = Command::new("node")
-            .arg(everything(&modules))
+            .arg(everything_server())
             .arg("streamableHttp")
             .env("PORT", server_port.to_string())
             .stdout(Stdio::null())

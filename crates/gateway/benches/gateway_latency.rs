@@ -91,6 +91,7 @@ fn echo_http(port: u16) {
 }
 
 use axum::response::IntoResponse;
+use truststack_testkit::net::{free_port, wait_port};
 
 /// How a bench gateway decides.
 #[derive(Clone, Copy)]
@@ -650,20 +651,4 @@ fn report_paths(transport: &str, names: &[&str], times: &[Vec<f64>]) {
             if added <= 250.0 { "met" } else { "MISSED" }
         );
     }
-}
-
-fn wait_port(port: u16) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

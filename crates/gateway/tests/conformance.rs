@@ -12,6 +12,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use truststack_gateway::{Gateway, GatewayConfig};
+use truststack_testkit::everything_server;
+use truststack_testkit::net::free_port;
 
 /// The scenario the gateway answers itself.
 const GATEWAY_OWN: &str = "dns-rebinding-protection";
@@ -24,21 +26,6 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn everything(modules: &Path) -> String {
-    modules
-        .join("@modelcontextprotocol/server-everything/dist/index.js")
-        .display()
-        .to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_port(port: u16, child: &mut Child) {
@@ -137,7 +124,7 @@ async fn the_gateway_passes_the_conformance_scenarios_the_reference_server_passe
     let port = free_port();
     let mut server = Child(
         std::process::Command::new("node")
-            .arg(everything(&modules))
+            .arg(everything_server())
             .arg("streamableHttp")
             .env("PORT", port.to_string())
             .stdin(Stdio::null())
@@ -164,7 +151,7 @@ async fn the_gateway_passes_the_conformance_scenarios_the_reference_server_passe
     }
 
     let stdio_dir = tempfile::tempdir().unwrap();
-    let command = serde_json::json!(["node", everything(&modules)]);
+    let command = serde_json::json!(["node", everything_server()]);
     let via_stdio = gateway(stdio_dir.path(), &format!("command = {command}")).await;
     let through_stdio = conformance(&modules, &via_stdio, dir.path()).await;
 

@@ -22,3 +22,10 @@ pub fn gtg1002_bundle(policies: &[&str]) -> Bundle {
         .unwrap_or_else(|e| panic!("the GTG-1002 example does not load: {e}"))
         .bundle
 }
+
+/// The GTG-1002 seed policies with their catalog, compiled once per process (fuzz targets and
+/// benchmarks build an engine from it per input).
+pub fn gtg1002_seed() -> &'static Bundle {
+    static SEED: std::sync::OnceLock<Bundle> = std::sync::OnceLock::new();
+    SEED.get_or_init(|| gtg1002_bundle(&["policies/seed.tsp"]))
+}

@@ -10,8 +10,13 @@
 // A failed lookup is a failed test: panicking with the install command is the point.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod crash_cycles;
 pub mod examples;
 pub mod independent_verifier;
+pub mod net;
 pub mod peers;
 
-pub use peers::{node_modules, python, python_2026, python_command, workspace_root, INSTALL_PEERS};
+pub use peers::{
+    everything_server, filesystem_server, node_modules, python, python_2026, python_command,
+    workspace_root, INSTALL_PEERS,
+};

@@ -72,6 +72,20 @@ pub fn node_modules() -> PathBuf {
         .unwrap_or_else(|why| missing(&why))
 }
 
+/// The entry script of the reference MCP server `@modelcontextprotocol/server-everything`.
+pub fn everything_server() -> String {
+    peer_script("@modelcontextprotocol/server-everything/dist/index.js")
+}
+
+/// The entry script of the reference MCP server `@modelcontextprotocol/server-filesystem`.
+pub fn filesystem_server() -> String {
+    peer_script("@modelcontextprotocol/server-filesystem/dist/index.js")
+}
+
+fn peer_script(rel: &str) -> String {
+    node_modules().join(rel).display().to_string()
+}
+
 fn missing(why: &str) -> ! {
     panic!("test peer missing: {why}\ninstall every test peer with `{INSTALL_PEERS}` (or run the whole suite with `bash scripts/test.sh`)")
 }

@@ -9,7 +9,7 @@
 //! cargo run --release -p truststack --example crash_cycles -- --cycles 3
 //! ```
 
-mod harness;
+use truststack_testkit::crash_cycles as harness;
 
 use anyhow::{bail, Context};
 use clap::Parser;
