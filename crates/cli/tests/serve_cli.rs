@@ -13,6 +13,7 @@ const POLICY: &str =
 const AGENT: &str = "spiffe://acme.example/agent/recon";
 
 use truststack_testkit::examples::gtg1002 as example;
+use truststack_testkit::net::JsonReply;
 
 /// Writes a config (credentials off: the body names the agent) with `extra` settings.
 fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
@@ -149,12 +150,7 @@ fn waiters_slow_neither_a_grant_nor_shutdown() {
             let held: Value = client
                 .post(format!("{base}/v1/decide"))
                 .json(&json!({"tool": "exploit_runner", "agent": AGENT, "chain": ["user:op@acme.example"]}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .json_reply().await;
             held["approval_id"].as_str().unwrap().to_string()
         };
         let crowd = |approval: String| -> Vec<tokio::task::JoinHandle<Option<Value>>> {
@@ -179,12 +175,7 @@ fn waiters_slow_neither_a_grant_nor_shutdown() {
         let granted: Value = client
             .post(format!("{base}/v1/approvals/{approval}/grant"))
             .json(&json!({"approver": "user:oncall@acme.example"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_reply().await;
         assert_eq!(granted["decision"], "allow", "{granted}");
         let grant_took = started.elapsed();
         for w in waiters {

@@ -196,37 +196,18 @@ const T0: i64 = 1_790_000_000_000;
 // ---------------------------------------------------------------------------------------------
 // The generated policy AST and its printing.
 
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
+/// The language's comparison operators; the reference applies them on its own.
+use truststack_policy::ast::CmpOp as Op;
 
-impl Op {
-    fn text(self) -> &'static str {
-        match self {
-            Op::Eq => "==",
-            Op::Ne => "!=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-        }
-    }
-
-    fn holds(self, a: u64, b: u64) -> bool {
-        match self {
-            Op::Eq => a == b,
-            Op::Ne => a != b,
-            Op::Lt => a < b,
-            Op::Le => a <= b,
-            Op::Gt => a > b,
-            Op::Ge => a >= b,
-        }
+/// Whether `a <op> b`, computed by the reference without the engine's comparison.
+fn reference_holds(op: Op, a: u64, b: u64) -> bool {
+    match op {
+        Op::Eq => a == b,
+        Op::Ne => a != b,
+        Op::Lt => a < b,
+        Op::Le => a <= b,
+        Op::Gt => a > b,
+        Op::Ge => a >= b,
     }
 }
 
@@ -308,7 +289,7 @@ impl P {
                 window_s,
             } => format!(
                 "Tool_Call('{pat}').Count {} {n} requests/{window_s}s",
-                op.text()
+                op.as_str()
             ),
             P::Distinct {
                 pat,
@@ -318,7 +299,7 @@ impl P {
                 window_s,
             } => format!(
                 "Tool_Call('{pat}').Distinct('{attr}') {} {n} values/{window_s}s",
-                op.text()
+                op.as_str()
             ),
             P::Attr { pat, attr, test } => {
                 let test = match test {
@@ -950,7 +931,7 @@ impl<'a> Reference<'a> {
                     .iter()
                     .filter(|(t, tool, _)| in_window(*t, *window_s) && matches(tool, pat))
                     .count() as u64;
-                op.holds(earlier + 1, *n)
+                reference_holds(*op, earlier + 1, *n)
             }
             P::Distinct {
                 pat,
@@ -972,7 +953,7 @@ impl<'a> Reference<'a> {
                 if let Some(v) = attribute(c.tool, attr, &c.args) {
                     set.insert(key_of(&v));
                 }
-                op.holds(set.len() as u64, *n)
+                reference_holds(*op, set.len() as u64, *n)
             }
             P::Attr { pat, attr, test } => {
                 if !matches(c.tool, pat) {

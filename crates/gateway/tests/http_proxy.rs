@@ -7,6 +7,7 @@ mod common;
 use common::{sse_until, Http, TOKEN};
 use serde_json::{json, Value};
 use truststack_gateway::framing::SseParser;
+use truststack_testkit::net::JsonReply;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_calls_denials_and_a_held_call_released_over_http() {
@@ -40,12 +41,8 @@ async fn sessions_calls_denials_and_a_held_call_released_over_http() {
     let listed: Value = h
         .client
         .get(format!("{}/v1/approvals", h.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     let pending = listed["pending"].as_array().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["call"]["tool"], "nmap_scan");

@@ -23,8 +23,7 @@ use truststack_engine::log::clip;
 use truststack_engine::record::Record;
 use truststack_engine::Request;
 use truststack_engine::{
-    Allowance, ApprovalAnswer, Caller, DataAccess, Engine, Grant, GrantError, Input, InputError,
-    Observation, ToolCall,
+    Allowance, ApprovalAnswer, Caller, DataAccess, Engine, Grant, Input, Observation, ToolCall,
 };
 
 type Shared = Arc<AppState>;
@@ -361,12 +360,7 @@ async fn input(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         values: req.values,
     };
     let st = Arc::clone(&state);
-    let index = blocking(move || st.engine.read().input(&input))
-        .await?
-        .map_err(|e| match e {
-            InputError::Invalid(_) => ApiError::bad_request(e.to_string()),
-            InputError::Ledger(_) => ApiError::unavailable(e.to_string()),
-        })?;
+    let index = blocking(move || st.engine.read().input(&input)).await??;
     Ok(reply(json!({"recorded": true, "ledger_index": index})))
 }
 
@@ -404,12 +398,7 @@ async fn grant_task(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         allow: req.allow,
     };
     let st = Arc::clone(&state);
-    let declared = blocking(move || st.engine.read().declare_grant(&grant))
-        .await?
-        .map_err(|e| match e {
-            GrantError::Invalid(_) => ApiError::bad_request(e.to_string()),
-            GrantError::Ledger(_) => ApiError::unavailable(e.to_string()),
-        })?;
+    let declared = blocking(move || st.engine.read().declare_grant(&grant)).await??;
     Ok(reply(json!({
         "recorded": true,
         "grant_id": declared.grant_id,

@@ -30,6 +30,28 @@ impl From<ApprovalError> for ApiError {
     }
 }
 
+/// An input the caller got wrong is its to fix (400); one the ledger could not keep is ours (503).
+impl From<truststack_engine::InputError> for ApiError {
+    fn from(e: truststack_engine::InputError) -> Self {
+        let status = match e {
+            truststack_engine::InputError::Invalid(_) => StatusCode::BAD_REQUEST,
+            truststack_engine::InputError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// As for an input: a bad grant is the caller's (400), an unrecorded one ours (503).
+impl From<truststack_engine::GrantError> for ApiError {
+    fn from(e: truststack_engine::GrantError) -> Self {
+        let status = match e {
+            truststack_engine::GrantError::Invalid(_) => StatusCode::BAD_REQUEST,
+            truststack_engine::GrantError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {

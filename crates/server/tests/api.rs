@@ -9,6 +9,7 @@ use truststack_engine::replay::{parse_trace, replay};
 use truststack_engine::Processed;
 use truststack_engine::{Engine, Event, Settings, TimeSource};
 use truststack_policy::load::load_files;
+use truststack_testkit::net::JsonReply;
 
 /// The GTG-1002 traces driven through the API give the same decisions as `policy eval`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,7 +302,7 @@ async fn racing_clients_never_exceed_a_rate_limit() {
                 let body = json!({"id": format!("{client}-{i}"), "tool": "nmap_scan", "args": {"target": "10.0.0.1"},
                     "agent": format!("spiffe://acme.example/agent/recon-{client}"),
                     "chain": ["user:u@acme.example", "spiffe://acme.example/agent/orchestrator"]});
-                let d: Value = http.post(&url).json(&body).send().await.unwrap().json().await.unwrap();
+                let d: Value = http.post(&url).json(&body).json_reply().await;
                 if d["decision"] == "allow" {
                     allowed += 1;
                 }

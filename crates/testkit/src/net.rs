@@ -30,3 +30,15 @@ impl Drop for Bg {
         let _ = self.0.wait();
     }
 }
+
+/// Sends a request and reads its answer as JSON: what a test of an HTTP API does most.
+pub trait JsonReply {
+    fn json_reply(self) -> impl std::future::Future<Output = serde_json::Value> + Send;
+}
+
+impl JsonReply for reqwest::RequestBuilder {
+    async fn json_reply(self) -> serde_json::Value {
+        let response = self.send().await.expect("the request reaches the server");
+        response.json().await.expect("the server answers JSON")
+    }
+}

@@ -57,6 +57,20 @@ pub struct Findings {
     pub failures: Vec<String>,
 }
 
+impl Findings {
+    /// Adds another audit's findings to these.
+    pub fn absorb(&mut self, f: Findings) {
+        self.lost_decisions += f.lost_decisions;
+        self.verdict_mismatches += f.verdict_mismatches;
+        self.limit_violations += f.limit_violations;
+        self.lost_approvals += f.lost_approvals;
+        self.lost_observations += f.lost_observations;
+        self.lost_reloads += f.lost_reloads;
+        self.lost_held += f.lost_held;
+        self.failures.extend(f.failures);
+    }
+}
+
 impl LedgerView {
     pub fn new(limit: Limit) -> Self {
         LedgerView {

@@ -58,36 +58,23 @@ pub struct Report {
     pub approvals: u64,
     pub observations: u64,
     pub reloads: u64,
-    pub lost_decisions: u64,
-    pub verdict_mismatches: u64,
-    pub limit_violations: u64,
-    pub lost_approvals: u64,
-    pub lost_observations: u64,
-    pub lost_reloads: u64,
-    pub lost_held: u64,
+    /// What every audit found, added up.
+    pub found: audit::Findings,
     pub taint_lost: u64,
     pub ledger_entries: u64,
     pub elapsed: Duration,
     /// Start-up time (spawn to `/readyz` 200) of the first and of the last restart.
     pub first_start: Duration,
     pub last_start: Duration,
-    pub failures: Vec<String>,
 }
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.failures.is_empty()
+        self.found.failures.is_empty()
     }
 
     fn add(&mut self, f: audit::Findings) {
-        self.lost_decisions += f.lost_decisions;
-        self.verdict_mismatches += f.verdict_mismatches;
-        self.limit_violations += f.limit_violations;
-        self.lost_approvals += f.lost_approvals;
-        self.lost_observations += f.lost_observations;
-        self.lost_reloads += f.lost_reloads;
-        self.lost_held += f.lost_held;
-        self.failures.extend(f.failures);
+        self.found.absorb(f);
     }
 
     fn count(&mut self, acks: &load::Acks) {
@@ -107,7 +94,10 @@ impl Report {
     fn summary(&self) -> String {
         format!(
             "acked {} · lost {} · mismatched {} · over limit {}",
-            self.decisions, self.lost_decisions, self.verdict_mismatches, self.limit_violations
+            self.decisions,
+            self.found.lost_decisions,
+            self.found.verdict_mismatches,
+            self.found.limit_violations
         )
     }
 }
@@ -124,13 +114,28 @@ impl fmt::Display for Report {
         writeln!(f, "approval answers:          {}", self.approvals)?;
         writeln!(f, "observations recorded:     {}", self.observations)?;
         writeln!(f, "policy reloads:            {}", self.reloads)?;
-        writeln!(f, "lost decisions:            {}", self.lost_decisions)?;
-        writeln!(f, "verdict mismatches:        {}", self.verdict_mismatches)?;
-        writeln!(f, "rate-limit violations:     {}", self.limit_violations)?;
+        writeln!(
+            f,
+            "lost decisions:            {}",
+            self.found.lost_decisions
+        )?;
+        writeln!(
+            f,
+            "verdict mismatches:        {}",
+            self.found.verdict_mismatches
+        )?;
+        writeln!(
+            f,
+            "rate-limit violations:     {}",
+            self.found.limit_violations
+        )?;
         writeln!(
             f,
             "lost approvals/observations/reloads/held calls: {}/{}/{}/{}",
-            self.lost_approvals, self.lost_observations, self.lost_reloads, self.lost_held
+            self.found.lost_approvals,
+            self.found.lost_observations,
+            self.found.lost_reloads,
+            self.found.lost_held
         )?;
         writeln!(f, "taint lost across restart: {}", self.taint_lost)?;
         writeln!(f, "ledger entries at the end: {}", self.ledger_entries)?;
@@ -141,7 +146,7 @@ impl fmt::Display for Report {
             self.first_start.as_millis(),
             self.last_start.as_millis()
         )?;
-        for failure in &self.failures {
+        for failure in &self.found.failures {
             writeln!(f, "FAILED {failure}")?;
         }
         Ok(())
@@ -243,7 +248,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         let server = match Server::start(&options.bin, &config, &http) {
             Ok(server) => server,
             Err(e) => {
-                report.failures.push(format!(
+                report.found.failures.push(format!(
                     "cycle {cycle}: the server does not answer again after the kill: {e:#}"
                 ));
                 break;
@@ -255,7 +260,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         }
         report.last_start = took;
         if let Err(e) = view.read_new(&http, &server.base) {
-            report.failures.push(format!(
+            report.found.failures.push(format!(
                 "cycle {cycle}: reading the ledger back through the restarted server: {e:#}"
             ));
             break;
@@ -286,7 +291,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
                 Some(ack) if ack.verdict == "deny" => next.decisions.push(ack),
                 answer => {
                     report.taint_lost += 1;
-                    report.failures.push(format!(
+                    report.found.failures.push(format!(
                         "cycle {cycle}: {agent} read Internal_Prod_DB before the kill, yet its upload {call} was answered {answer:?}"
                     ));
                     break;
@@ -326,7 +331,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             .output()
             .context("running `truststack ledger verify`")?;
         if !verify.status.success() {
-            report.failures.push(format!(
+            report.found.failures.push(format!(
                 "cycle {cycle}: `truststack ledger verify` failed after the kill: {}{}",
                 String::from_utf8_lossy(&verify.stdout),
                 String::from_utf8_lossy(&verify.stderr)
