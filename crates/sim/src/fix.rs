@@ -314,14 +314,20 @@ fn last_step_tools(m: &Manifest, goal: usize) -> BTreeSet<String> {
 /// under, while the engine keeps a principal's monitors per place in the chain of command, so an
 /// identity acting under two chains (delegated to, and launched directly) may take the earlier
 /// steps under one and the last under the other. Their last step is held whatever came before.
-/// Returns the context field to test and the identities.
-fn unseen_history(world: &World, scope: GoalScope) -> Option<(ContextField, Vec<String>)> {
+/// Only those that can make a call in `last` matter. Returns the context field to test and the
+/// identities.
+fn unseen_history(
+    world: &World,
+    scope: GoalScope,
+    last: &BTreeSet<String>,
+) -> Option<(ContextField, Vec<String>)> {
     let (field, target) = match scope {
         GoalScope::AgentIdentity => (ContextField::Agent, Target::AgentIdentity),
         GoalScope::DelegationRoot => (ContextField::Root, Target::DelegationRoot),
         GoalScope::User => return None,
     };
     let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut completes = BTreeSet::new();
     for a in &world.actors {
         let p = truststack_engine::event::Principals::of(&a.identity, Some(&a.session), &a.chain);
         let who = match field {
@@ -331,10 +337,13 @@ fn unseen_history(world: &World, scope: GoalScope) -> Option<(ContextField, Vec<
         keys.entry(who.to_string())
             .or_default()
             .insert(p.scope_key(target).into_owned());
+        if a.tools.iter().any(|t| last.contains(&world.tools[*t].name)) {
+            completes.insert(who.to_string());
+        }
     }
     let ids: Vec<String> = keys
         .into_iter()
-        .filter(|(_, k)| k.len() > 1)
+        .filter(|(id, k)| k.len() > 1 && completes.contains(id))
         .map(|(id, _)| id)
         .collect();
     (!ids.is_empty()).then_some((field, ids))
@@ -447,7 +456,7 @@ enum Stopper {
 /// the source was read (the seed's third policy).
 fn gate_for(m: &Manifest, world: &World, goal: usize, stopper: &Stopper) -> Option<Policy> {
     let g = m.goals.get(goal)?;
-    let unseen = unseen_history(world, g.scope);
+    let unseen = unseen_history(world, g.scope, &last_step_tools(m, goal));
     let catalog = &m.catalog;
     let target = target_of(g.scope);
     let (action, approvers) = match stopper {
