@@ -6,8 +6,11 @@
 //!    delegates to all of that human's top-level agents (context splitting), a policy in the
 //!    goal's scope — `REQUIRE_HITL` on the call that would complete a tactic sequence once the
 //!    earlier steps are in the trajectory, `DENY` on the write that would complete a data flow
-//!    after the read (the seed's third policy). Goals are taken shortest first and the
-//!    exploration is re-run after each policy, so a gate that covers several goals is added once.
+//!    after the read (the seed's third policy). Goals are taken shortest first, and after each
+//!    policy the next goal's recorded witness is replayed under the policies so far (the
+//!    manifest is explored again only when it no longer replays), so a gate that covers several
+//!    goals is added once. The last exploration is the fix's proof when nothing else changes the
+//!    manifest under attack.
 //!    Bulk tools no policy limits get `DENY ... Tool_Call('X').Count > N requests/W` at the
 //!    delegation root (`settings.fix_rate_limit`).
 //! 2. **The identity split** (alternative): an agent that alone holds a toxic combination is
