@@ -1489,6 +1489,22 @@ mod tests {
                 let (plan, _) = plan_policies(&m, &[], first, false).unwrap();
                 let replayed: Vec<String> = plan.added.iter().map(|p| p.to_string()).collect();
                 assert_eq!(replayed, plan_by_exploring(&m), "seed {seed}\n{text}");
+                // The fix's proof reuses the plan's last search: the same verdicts as proving
+                // the written manifest afresh.
+                if seed <= 2 {
+                    let analysis = crate::analyse(&world, &Options::default());
+                    let dir = tempfile::tempdir().unwrap();
+                    let fix = remediate(&world, &analysis, Some(dir.path())).unwrap();
+                    let again = crate::prove(
+                        &dir.path().join("synthetic.fixed.toml"),
+                        &crate::ProveOptions {
+                            runs: Some(0),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                    assert_eq!(statuses(&fix.proof), statuses(&again), "seed {seed}");
+                }
             }
         }
     }
