@@ -1,6 +1,6 @@
 //! The whole analysis of one manifest, as the reports present it.
 
-use crate::explore::{explore, Search, Stop};
+use crate::explore::{explore, Explored, Search, Stop};
 use crate::fix::FixReport;
 use crate::goal::{GoalKind, GoalScope};
 use crate::manifest::{CatalogOrigin, PolicyOrigin};
@@ -192,6 +192,9 @@ pub struct Analysis {
     /// The adversary's speed for time-to-goal.
     pub calls_per_second: f64,
     pub elapsed_ms: f64,
+    /// The exploration itself, for `--fix` to start from.
+    #[serde(skip)]
+    pub explored: Option<std::sync::Arc<Explored>>,
 }
 
 impl Analysis {
@@ -228,10 +231,29 @@ impl Default for Options<'_> {
 /// time-to-goal, and (if asked) Monte Carlo.
 pub fn analyse(world: &World, opts: &Options) -> Analysis {
     let started = std::time::Instant::now();
-    let manifest = &world.manifest;
+    let search = goal_search(world);
+    let explored = explore(world, &search);
+    analyse_explored(world, opts, std::sync::Arc::new(explored), started)
+}
+
+/// The search `prove` runs: every goal, until every goal has an unguarded witness or the
+/// fixpoint.
+pub fn goal_search(world: &World) -> Search {
     let mut search = Search::full(world);
     search.stop = Stop::AllUnguarded;
-    let explored = explore(world, &search);
+    search
+}
+
+/// [`analyse`] from an exploration already made with [`goal_search`] (or the same search with
+/// the reductions from the start), started at `started`.
+pub fn analyse_explored(
+    world: &World,
+    opts: &Options,
+    explored: std::sync::Arc<Explored>,
+    started: std::time::Instant,
+) -> Analysis {
+    let manifest = &world.manifest;
+    let search = goal_search(world);
     let mut goals = Vec::new();
     let mut unguarded = Vec::new();
     for (g, goal) in world.goals.iter().enumerate() {
@@ -406,6 +428,7 @@ pub fn analyse(world: &World, opts: &Options) -> Analysis {
         safe,
         calls_per_second: manifest.settings.calls_per_second,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        explored: Some(explored),
     }
 }
 

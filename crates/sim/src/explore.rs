@@ -281,6 +281,8 @@ pub struct Explored {
     /// Per tracked goal: "not reached unguarded" is final — the search reached its fixpoint,
     /// or stopped at the depth bound where no state left to expand can still complete it.
     pub settled: Vec<bool>,
+    /// The reduced search gave this answer (the plain one stopped at a bound, or was skipped).
+    pub reduced: bool,
     pub elapsed: std::time::Duration,
 }
 
@@ -655,6 +657,41 @@ fn explore_once(world: &World, search: &Search, reduce: bool) -> Explored {
         early,
         witnesses,
         settled,
+        reduced: reduce,
         elapsed: started.elapsed(),
     }
+}
+
+/// Whether `path`, a trajectory without grants, is decided in `world` as it was recorded: every
+/// call allowed, denied or held (and refused) alike, at the same times. Goal progress depends on
+/// the admitted calls only, so the path then reaches the same goals unguarded in `world` — how
+/// `--fix` knows, without exploring again, that a goal is still open after a policy it added.
+pub fn replays_unguarded(world: &World, path: &[PathStep]) -> bool {
+    let engine = world.base.fork();
+    for (i, step) in path.iter().enumerate() {
+        let PathStep::Call {
+            mv,
+            time,
+            held,
+            granted_by,
+            admitted,
+        } = step
+        else {
+            continue;
+        };
+        if granted_by.is_some() || mv.actor >= world.actors.len() || mv.tool >= world.tools.len() {
+            return false;
+        }
+        let mut call = world.untimed_call(*mv);
+        let _ = write!(call.id, "c{}", i + 1);
+        let same = match engine.decide_brief(&call, *time).decision {
+            Verdict::Allow => *admitted && !*held,
+            Verdict::Deny => !*admitted && !*held,
+            Verdict::RequireApproval => *held && !*admitted,
+        };
+        if !same {
+            return false;
+        }
+    }
+    true
 }

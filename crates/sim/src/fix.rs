@@ -6,8 +6,11 @@
 //!    delegates to all of that human's top-level agents (context splitting), a policy in the
 //!    goal's scope — `REQUIRE_HITL` on the call that would complete a tactic sequence once the
 //!    earlier steps are in the trajectory, `DENY` on the write that would complete a data flow
-//!    after the read (the seed's third policy). Goals are taken shortest first and the
-//!    exploration is re-run after each policy, so a gate that covers several goals is added once.
+//!    after the read (the seed's third policy). Goals are taken shortest first, and after each
+//!    policy the next goal's recorded witness is replayed under the policies so far (the
+//!    manifest is explored again only when it no longer replays), so a gate that covers several
+//!    goals is added once. The last exploration is the fix's proof when nothing else changes the
+//!    manifest under attack.
 //!    Bulk tools no policy limits get `DENY ... Tool_Call('X').Count > N requests/W` at the
 //!    delegation root (`settings.fix_rate_limit`).
 //! 2. **The identity split** (alternative): an agent that alone holds a toxic combination is
@@ -22,8 +25,8 @@
 //! may grant is a silent deny. Policies are built as syntax trees and printed with the policy
 //! crate's printer, so they are exactly what the parser reads back.
 
-use crate::analysis::{analyse, statuses, Analysis, Options, Status};
-use crate::explore::{explore, Search, Stop};
+use crate::analysis::{analyse_explored, goal_search, statuses, Analysis, Options, Status};
+use crate::explore::{explore, replays_unguarded, Explored, Search};
 use crate::goal::{GoalKind, GoalScope};
 use crate::manifest::{Agent, Manifest, ManifestError, PolicyOrigin};
 use crate::quant::limits_for;
@@ -34,7 +37,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use truststack_policy::ast::{CmpOp, Expr, Pred};
+use truststack_policy::ast::{CallField, CmpOp, ContextField, Expr, Literal, Pred, Test};
 use truststack_policy::duration::format_duration;
 use truststack_policy::{Action, Catalog, Mode, Policy, Source, Span, Target};
 
@@ -309,6 +312,139 @@ fn last_step_tools(m: &Manifest, goal: usize) -> BTreeSet<String> {
     }
 }
 
+/// The principals whose goal progress the engine cannot see whole: a goal in `scope` counts the
+/// calls of one agent identity (or of one delegation root) whatever chain of command it acts
+/// under, while the engine keeps a principal's monitors per place in the chain of command, so an
+/// identity acting under two chains (delegated to, and launched directly) may take the earlier
+/// steps under one and the last under the other. Their last step is held whatever came before.
+/// Only those that can make a call in `last` matter. Returns the context field to test and the
+/// identities.
+fn unseen_history(
+    world: &World,
+    scope: GoalScope,
+    last: &BTreeSet<String>,
+) -> Option<(ContextField, Vec<String>)> {
+    let (field, target) = match scope {
+        GoalScope::AgentIdentity => (ContextField::Agent, Target::AgentIdentity),
+        GoalScope::DelegationRoot => (ContextField::Root, Target::DelegationRoot),
+        GoalScope::User => return None,
+    };
+    let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut completes = BTreeSet::new();
+    for a in &world.actors {
+        let p = truststack_engine::event::Principals::of(&a.identity, Some(&a.session), &a.chain);
+        let who = match field {
+            ContextField::Agent => p.agent,
+            _ => p.root,
+        };
+        keys.entry(who.to_string())
+            .or_default()
+            .insert(p.scope_key(target).into_owned());
+        if a.tools.iter().any(|t| last.contains(&world.tools[*t].name)) {
+            completes.insert(who.to_string());
+        }
+    }
+    let ids: Vec<String> = keys
+        .into_iter()
+        .filter(|(id, k)| k.len() > 1 && completes.contains(id))
+        .map(|(id, _)| id)
+        .collect();
+    (!ids.is_empty()).then_some((field, ids))
+}
+
+/// `history` (every part must hold), or else the principal is one whose history the engine
+/// cannot see whole (see [`unseen_history`]).
+fn or_unseen(history: Vec<Expr>, unseen: &Option<(ContextField, Vec<String>)>) -> Vec<Expr> {
+    match unseen {
+        None => history,
+        Some((field, ids)) => vec![Expr::Or(vec![
+            all(history),
+            pred(Pred::Context {
+                field: *field,
+                test: Test::In(ids.iter().map(|i| Literal::Str(i.clone())).collect()),
+            }),
+        ])],
+    }
+}
+
+/// The sink calls a data-flow goal with argument conditions counts, as a policy condition: a call
+/// to one of its sinks, except (per tool) when an argument attribute the goal's `sink_where`
+/// reads has a value that fails its condition. The values exempted are those of the argument
+/// variants the manifest declares (an upload to an internal host; with an `ip_range` attribute,
+/// its class), compared exactly: any other value, and a call without the attribute, is still a
+/// sink — fail closed. `None` when no tool is a sink.
+fn sink_calls(
+    m: &Manifest,
+    world: &World,
+    goal: usize,
+    sink_where: &[crate::goal::ArgCondition],
+) -> Option<Expr> {
+    let catalog = &m.catalog;
+    let mut plain = BTreeSet::new();
+    let mut narrowed = Vec::new();
+    for name in last_step_tools(m, goal) {
+        let spec = catalog.tool(&name);
+        let variants = world
+            .tools
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.variants.as_slice())
+            .unwrap_or_default();
+        let mut exempt = Vec::new();
+        for c in sink_where {
+            // A wildcard pointer reads many values: the condition is on all of them together.
+            if spec
+                .and_then(|s| s.attributes.get(&c.attribute))
+                .is_some_and(|a| a.from.contains('*'))
+            {
+                continue;
+            }
+            let mut values: Vec<Literal> = Vec::new();
+            for args in variants {
+                if c.holds(catalog, &name, args) {
+                    continue;
+                }
+                let literal = match catalog.attribute(spec, &c.attribute, args) {
+                    Some(serde_json::Value::String(v)) if !v.contains(['\'', '\\']) => {
+                        Literal::Str(v)
+                    }
+                    Some(serde_json::Value::Number(n)) => match n.as_f64() {
+                        Some(x) => Literal::Num(x),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                if !values.contains(&literal) {
+                    values.push(literal);
+                }
+            }
+            if !values.is_empty() {
+                exempt.push(pred(Pred::Field {
+                    pattern: name.clone(),
+                    field: CallField::Attr(c.attribute.clone()),
+                    test: Test::In(values),
+                }));
+            }
+        }
+        if exempt.is_empty() {
+            plain.insert(name);
+        } else {
+            narrowed.push(all(vec![
+                pred(Pred::Call {
+                    pattern: name.clone(),
+                }),
+                Expr::Not(Box::new(any(exempt))),
+            ]));
+        }
+    }
+    let mut calls: Vec<Expr> = names_for(catalog, &plain)
+        .into_iter()
+        .map(|n| pred(Pred::Call { pattern: n }))
+        .collect();
+    calls.extend(narrowed);
+    (!calls.is_empty()).then(|| any(calls))
+}
+
 /// How a goal's policy stops it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Stopper {
@@ -321,8 +457,9 @@ enum Stopper {
 /// The policy for one goal, or `None` when no catalog tool can complete it: on the call that
 /// completes a sequence once its earlier steps are in the trajectory, or on a sink call after
 /// the source was read (the seed's third policy).
-fn gate_for(m: &Manifest, goal: usize, stopper: &Stopper) -> Option<Policy> {
+fn gate_for(m: &Manifest, world: &World, goal: usize, stopper: &Stopper) -> Option<Policy> {
     let g = m.goals.get(goal)?;
+    let unseen = unseen_history(world, g.scope, &last_step_tools(m, goal));
     let catalog = &m.catalog;
     let target = target_of(g.scope);
     let (action, approvers) = match stopper {
@@ -355,9 +492,9 @@ fn gate_for(m: &Manifest, goal: usize, stopper: &Stopper) -> Option<Policy> {
             if earlier.iter().any(Vec::is_empty) {
                 return None;
             }
-            let mut parts = vec![last_call];
+            let mut history = Vec::new();
             for names in earlier {
-                parts.push(any(names
+                history.push(any(names
                     .iter()
                     .map(|n| {
                         pred(Pred::Contains {
@@ -367,6 +504,8 @@ fn gate_for(m: &Manifest, goal: usize, stopper: &Stopper) -> Option<Policy> {
                     })
                     .collect()));
             }
+            let mut parts = vec![last_call];
+            parts.extend(or_unseen(history, &unseen));
             let labels: Vec<&str> = steps.iter().map(|s| s.label.as_str()).collect();
             policy(
                 policy_id(
@@ -398,16 +537,26 @@ fn gate_for(m: &Manifest, goal: usize, stopper: &Stopper) -> Option<Policy> {
             )
         }
         GoalKind::DataFlow {
-            source, read_mode, ..
+            source,
+            read_mode,
+            sink_where,
+            ..
         } => {
-            let cond = all(vec![
-                pred(Pred::DataSource {
+            let last_call = if sink_where.is_empty() {
+                last_call
+            } else {
+                sink_calls(m, world, goal, sink_where)?
+            };
+            let mut parts = or_unseen(
+                vec![pred(Pred::DataSource {
                     source: source.clone(),
                     mode: Some(read_mode.clone()),
                     window_ms: None,
-                }),
-                last_call,
-            ]);
+                })],
+                &unseen,
+            );
+            parts.push(last_call);
+            let cond = all(parts);
             policy(
                 policy_id(
                     if action == Action::Deny {
@@ -619,32 +768,48 @@ pub fn partition(tools: &[String], edges: &[BTreeSet<String>]) -> Vec<Vec<String
     vec![tools.to_vec()]
 }
 
-/// The goals still open in a manifest: reachable unguarded, or unknown because the
-/// exploration hit a bound (and which).
+/// The goals still open in a manifest: reachable unguarded (with the shortest witness), or
+/// unknown because the exploration hit a bound (and which).
 struct Open {
     unguarded: Vec<usize>,
     unknown: Vec<usize>,
     bound: Option<crate::explore::BoundKind>,
+    witnesses: Vec<Option<Vec<crate::explore::PathStep>>>,
 }
 
-fn open_goals(world: &World) -> Open {
-    let mut search = Search::full(world);
-    // Which goals are open is all that matters: stop once every one is.
-    search.stop = Stop::AllUnguarded;
-    let explored = explore(world, &search);
-    let mut open = Open {
-        unguarded: Vec::new(),
-        unknown: Vec::new(),
-        bound: explored.bound_kind,
-    };
-    for (g, w) in explored.witnesses.iter().enumerate() {
-        if w.unguarded.is_some() {
-            open.unguarded.push(g);
-        } else if w.gated.is_none() && !explored.settled[g] && !explored.early {
-            open.unknown.push(g);
+impl Open {
+    fn of(explored: &Explored) -> Open {
+        let mut open = Open {
+            unguarded: Vec::new(),
+            unknown: Vec::new(),
+            bound: explored.bound_kind,
+            witnesses: explored
+                .witnesses
+                .iter()
+                .map(|w| w.unguarded.clone())
+                .collect(),
+        };
+        for (g, w) in explored.witnesses.iter().enumerate() {
+            if w.unguarded.is_some() {
+                open.unguarded.push(g);
+            } else if w.gated.is_none() && !explored.settled[g] && !explored.early {
+                open.unknown.push(g);
+            }
         }
+        open
     }
-    open
+}
+
+/// How `--fix` explores a manifest: as `prove` does (which goals are open is all that matters,
+/// so it stops once every one is), with the reductions from the start when `reduced` — when the
+/// plain search of the manifest under attack already stopped at its bound, that of a fixed
+/// manifest (more states: gates branch, goals it closes stay alive to the fixpoint) would too.
+fn fix_search(world: &World, reduced: bool) -> Search {
+    let mut search = goal_search(world);
+    if reduced {
+        search.reduce = Some(0);
+    }
+    search
 }
 
 fn with_policies(m: &Manifest, policies: &[Policy], file: &str) -> Manifest {
@@ -666,24 +831,42 @@ struct Plan {
 }
 
 /// Adds, goal by goal (shortest first), the policy that stops each goal still unguarded when one
-/// orchestrator per human delegates to all of that human's top-level agents, re-exploring after
-/// each. Sequences get a gate; data flows a deny. A gate names an
-/// approver group with a member outside the chain of command of every agent it can hold; when
-/// no group has one, a deny is proposed instead and the plan says so: such a gate would be a
-/// silent deny, never a gate.
-fn plan_policies(base: &Manifest, preferred: &[String]) -> Result<Plan, ManifestError> {
+/// orchestrator per human delegates to all of that human's top-level agents. Sequences get a
+/// gate; data flows a deny. A gate names an approver group with a member outside the chain of
+/// command of every agent it can hold; when no group has one, a deny is proposed instead and the
+/// plan says so: such a gate would be a silent deny, never a gate.
+///
+/// After each policy the next goal is the shortest still unguarded. Its recorded witness,
+/// replayed through the engine under the policies added so far, shows that it still is without
+/// exploring again; only when a witness no longer replays is the manifest explored again (the
+/// goal may still be open another way). `first` is the exploration of `base` itself when it is
+/// the manifest under attack (no shared orchestrator). Returns the plan and the last
+/// exploration: that of the manifest under attack with every policy of the plan.
+fn plan_policies(
+    base: &Manifest,
+    preferred: &[String],
+    first: Option<Arc<Explored>>,
+    reduced: bool,
+) -> Result<(Plan, Arc<Explored>), ManifestError> {
     let mut plan = Plan::default();
     let mut done = BTreeSet::new();
+    let attacked = shared_orchestrator(base).map_or_else(|| base.clone(), |(m, _)| m);
+    let mut first = first;
     for _ in 0..base.goals.len() + 1 {
-        let attacked = shared_orchestrator(base).map_or_else(|| base.clone(), |(m, _)| m);
         let world = World::build(with_policies(&attacked, &plan.added, "remediation"))?;
-        let open = open_goals(&world);
-        let Some(&goal) = open
+        let explored = match first.take() {
+            Some(e) => e,
+            None => Arc::new(explore(&world, &fix_search(&world, reduced))),
+        };
+        let open = Open::of(&explored);
+        let mut candidates: Vec<usize> = open
             .unguarded
             .iter()
-            .filter(|g| !done.contains(*g))
-            .min_by_key(|g| (base.goals[**g].target(), **g))
-        else {
+            .copied()
+            .filter(|g| !done.contains(g))
+            .collect();
+        candidates.sort_by_key(|g| (base.goals[*g].target(), *g));
+        if candidates.is_empty() {
             for g in &open.unguarded {
                 plan.unresolved.push(format!(
                     "goal `{}` is still reachable unguarded after its policy",
@@ -699,44 +882,70 @@ fn plan_policies(base: &Manifest, preferred: &[String]) -> Result<Plan, Manifest
                         .map_or_else(|| "raise settings.max_depth".to_string(), |b| b.advice())
                 ));
             }
-            break;
-        };
-        done.insert(goal);
-        let g = &base.goals[goal];
-        let flow = matches!(g.kind, GoalKind::DataFlow { .. });
-        let stopper = if flow {
-            Stopper::Deny
-        } else {
-            match gate_approvers(&world, &last_step_tools(base, goal), preferred) {
-                Ok(group) => Stopper::Gate(group),
-                Err(why) => {
-                    plan.unresolved.push(format!(
-                        "goal `{}`: {why}; a gate nobody may grant is a deny, so a DENY is \
-                         proposed — add an approver outside that chain of command to gate it",
-                        g.id
-                    ));
-                    Stopper::Deny
+            return Ok((plan, explored));
+        }
+        for (k, goal) in candidates.into_iter().enumerate() {
+            if k > 0 {
+                let now = World::build(with_policies(&attacked, &plan.added, "remediation"))?;
+                let still = open.witnesses[goal]
+                    .as_ref()
+                    .is_some_and(|path| replays_unguarded(&now, path));
+                if !still {
+                    break;
                 }
             }
-        };
-        match gate_for(base, goal, &stopper) {
-            Some(p) => {
-                plan.changes.push(Change::AddPolicy {
-                    id: p.id.clone(),
-                    action: p.action,
-                    target: p.target,
-                    goal: g.id.clone(),
-                    text: p.to_string(),
-                });
-                plan.added.push(p);
-            }
-            None => plan.unresolved.push(format!(
-                "goal `{}`: no catalog tool completes it, so no policy can be written",
-                g.id
-            )),
+            done.insert(goal);
+            add_policy(base, &world, goal, preferred, &mut plan);
         }
     }
-    Ok(plan)
+    // Every round added a policy for a goal of its own: the last one's exploration is to come.
+    let world = World::build(with_policies(&attacked, &plan.added, "remediation"))?;
+    let explored = Arc::new(explore(&world, &fix_search(&world, reduced)));
+    let open = Open::of(&explored);
+    for g in &open.unguarded {
+        plan.unresolved.push(format!(
+            "goal `{}` is still reachable unguarded after its policy",
+            base.goals[*g].id
+        ));
+    }
+    Ok((plan, explored))
+}
+
+/// Adds to `plan` the policy that stops `goal` (see [`plan_policies`]).
+fn add_policy(base: &Manifest, world: &World, goal: usize, preferred: &[String], plan: &mut Plan) {
+    let g = &base.goals[goal];
+    let flow = matches!(g.kind, GoalKind::DataFlow { .. });
+    let stopper = if flow {
+        Stopper::Deny
+    } else {
+        match gate_approvers(world, &last_step_tools(base, goal), preferred) {
+            Ok(group) => Stopper::Gate(group),
+            Err(why) => {
+                plan.unresolved.push(format!(
+                    "goal `{}`: {why}; a gate nobody may grant is a deny, so a DENY is \
+                     proposed — add an approver outside that chain of command to gate it",
+                    g.id
+                ));
+                Stopper::Deny
+            }
+        }
+    };
+    match gate_for(base, world, goal, &stopper) {
+        Some(p) => {
+            plan.changes.push(Change::AddPolicy {
+                id: p.id.clone(),
+                action: p.action,
+                target: p.target,
+                goal: g.id.clone(),
+                text: p.to_string(),
+            });
+            plan.added.push(p);
+        }
+        None => plan.unresolved.push(format!(
+            "goal `{}`: no catalog tool completes it, so no policy can be written",
+            g.id
+        )),
+    }
 }
 
 /// Splits every agent that alone holds a toxic combination (step 1 of the module docs).
@@ -903,9 +1112,19 @@ struct Proved {
     shared_orchestrator: Option<OrchestratorCheck>,
 }
 
+/// An exploration already made of one of the manifests a fix is proved on.
+enum Reuse {
+    None,
+    /// Of the fixed manifest itself.
+    Proof(Arc<Explored>),
+    /// Of the fixed manifest under a shared orchestrator.
+    Shared(Arc<Explored>),
+}
+
 /// Writes (under `out`, with file names ending in `suffix`) and proves one fix: the fixed
 /// manifest is loaded back from disk when written, and proved again under a shared
-/// orchestrator.
+/// orchestrator. `reduced`: see [`fix_search`].
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     original: &Manifest,
     mut fixed: Manifest,
@@ -913,6 +1132,8 @@ fn assemble(
     out: Option<&Path>,
     suffix: &str,
     full: bool,
+    reduced: bool,
+    reuse: Reuse,
 ) -> Result<Proved, FixError> {
     let policy_text: String = if added.is_empty() {
         String::new()
@@ -974,24 +1195,31 @@ fn assemble(
         }
     };
     let orchestrator = shared_orchestrator(&fixed);
+    let prove = |world: &World, toxic: bool, done: Option<Arc<Explored>>| {
+        let started = std::time::Instant::now();
+        let explored =
+            done.unwrap_or_else(|| Arc::new(explore(world, &fix_search(world, reduced))));
+        analyse_explored(
+            world,
+            &Options {
+                toxic,
+                ..Options::default()
+            },
+            explored,
+            started,
+        )
+    };
+    let (reuse_proof, reuse_shared) = match reuse {
+        Reuse::None => (None, None),
+        Reuse::Proof(e) => (Some(e), None),
+        Reuse::Shared(e) => (None, Some(e)),
+    };
     let fixed_world = World::build(fixed)?;
-    let proof = analyse(
-        &fixed_world,
-        &Options {
-            toxic: full,
-            ..Options::default()
-        },
-    );
+    let proof = prove(&fixed_world, full, reuse_proof);
     let shared_orchestrator = match orchestrator {
         Some((m, names)) => {
             let w = World::build(m)?;
-            let a = analyse(
-                &w,
-                &Options {
-                    toxic: false,
-                    ..Options::default()
-                },
-            );
+            let a = prove(&w, false, reuse_shared);
             Some(OrchestratorCheck {
                 orchestrators: names,
                 statuses: statuses(&a),
@@ -1037,8 +1265,26 @@ pub fn remediate(
         plan
     };
 
-    // The smallest change: policies on the manifest as it is.
-    let primary = finish(plan_policies(original, &preferred)?);
+    // The smallest change: policies on the manifest as it is. The first round is the manifest's
+    // own exploration when no shared orchestrator attacks it; the fixed manifests go straight to
+    // the reduced search when the manifest's own plain search stopped at its bound.
+    let own = analysis.explored.clone();
+    let reduced = own.as_ref().is_some_and(|e| e.reduced);
+    let attacked_by_shared = shared_orchestrator(original).is_some();
+    let (plan, last) = plan_policies(
+        original,
+        &preferred,
+        own.filter(|_| !attacked_by_shared),
+        reduced,
+    )?;
+    let primary = finish(plan);
+    // Without rate limits, the plan's last exploration is that of the fix (or of the fix under
+    // a shared orchestrator): the same policies on the same agents.
+    let reuse = match (limits.is_empty(), attacked_by_shared) {
+        (false, _) => Reuse::None,
+        (true, false) => Reuse::Proof(last),
+        (true, true) => Reuse::Shared(last),
+    };
 
     // The alternatives reuse the fix's policies rather than search again: each is still proved.
     // The identity split (least privilege), with the fix's policies: splitting alone is
@@ -1077,7 +1323,7 @@ pub fn remediate(
             }
         };
         let (Some(p), Some(old)) = (
-            gate_for(original, g, &Stopper::Gate(group)),
+            gate_for(original, &attacked, g, &Stopper::Gate(group)),
             gated.get_mut(slot),
         ) else {
             continue;
@@ -1097,12 +1343,43 @@ pub fn remediate(
     // deterministic, so the reports do not depend on the threads.
     let (proved, split_proved, gate_proved) = std::thread::scope(|scope| {
         let split_job = has_split.then(|| {
-            scope.spawn(|| assemble(original, split, &primary.added, out, ".split", false))
+            scope.spawn(|| {
+                assemble(
+                    original,
+                    split,
+                    &primary.added,
+                    out,
+                    ".split",
+                    false,
+                    reduced,
+                    Reuse::None,
+                )
+            })
         });
         let gate_job = any_gate.then(|| {
-            scope.spawn(|| assemble(original, original.clone(), &gated, out, ".gate", false))
+            scope.spawn(|| {
+                assemble(
+                    original,
+                    original.clone(),
+                    &gated,
+                    out,
+                    ".gate",
+                    false,
+                    reduced,
+                    Reuse::None,
+                )
+            })
         });
-        let proved = assemble(original, original.clone(), &primary.added, out, "", true);
+        let proved = assemble(
+            original,
+            original.clone(),
+            &primary.added,
+            out,
+            "",
+            true,
+            reduced,
+            reuse,
+        );
         let join = |job: std::thread::ScopedJoinHandle<'_, Result<Proved, FixError>>| {
             job.join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -1161,6 +1438,76 @@ pub fn remediate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plan as it was made before witnesses were replayed: explore after every policy, take
+    /// the shortest goal still unguarded.
+    fn plan_by_exploring(base: &Manifest) -> Vec<String> {
+        let mut plan = Plan::default();
+        let mut done = BTreeSet::new();
+        let attacked = shared_orchestrator(base).map_or_else(|| base.clone(), |(m, _)| m);
+        for _ in 0..base.goals.len() + 1 {
+            let world = World::build(with_policies(&attacked, &plan.added, "remediation")).unwrap();
+            let open = Open::of(&explore(&world, &fix_search(&world, false)));
+            let Some(&goal) = open
+                .unguarded
+                .iter()
+                .filter(|g| !done.contains(*g))
+                .min_by_key(|g| (base.goals[**g].target(), **g))
+            else {
+                break;
+            };
+            done.insert(goal);
+            add_policy(base, &world, goal, &[], &mut plan);
+        }
+        plan.added.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn replayed_witnesses_plan_the_same_policies_as_exploring_after_each() {
+        for seed in 1..=4 {
+            for per_identity in [false, true] {
+                let text = crate::synth::generate(&crate::synth::Shape {
+                    tools: 10,
+                    agents: 3 + (seed as usize % 2),
+                    seed,
+                    windows: seed % 3 == 0,
+                    max_depth: Some(8),
+                    per_identity,
+                });
+                let m = Manifest::parse(Path::new("synthetic.toml"), &text).unwrap();
+                let world = World::build(m.clone()).unwrap();
+                let explored = explore(&world, &fix_search(&world, false));
+                // Every unguarded witness replays in its own manifest.
+                for w in &explored.witnesses {
+                    if let Some(p) = &w.unguarded {
+                        assert!(replays_unguarded(&world, p), "seed {seed}");
+                    }
+                }
+                let first = shared_orchestrator(&m)
+                    .is_none()
+                    .then(|| Arc::new(explored));
+                let (plan, _) = plan_policies(&m, &[], first, false).unwrap();
+                let replayed: Vec<String> = plan.added.iter().map(|p| p.to_string()).collect();
+                assert_eq!(replayed, plan_by_exploring(&m), "seed {seed}\n{text}");
+                // The fix's proof reuses the plan's last search: the same verdicts as proving
+                // the written manifest afresh.
+                if seed <= 2 {
+                    let analysis = crate::analyse(&world, &Options::default());
+                    let dir = tempfile::tempdir().unwrap();
+                    let fix = remediate(&world, &analysis, Some(dir.path())).unwrap();
+                    let again = crate::prove(
+                        &dir.path().join("synthetic.fixed.toml"),
+                        &crate::ProveOptions {
+                            runs: Some(0),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                    assert_eq!(statuses(&fix.proof), statuses(&again), "seed {seed}");
+                }
+            }
+        }
+    }
 
     fn set(items: &[&str]) -> BTreeSet<String> {
         items.iter().map(|s| s.to_string()).collect()

@@ -104,8 +104,22 @@ pub struct ArgCondition {
 
 impl ArgCondition {
     pub fn holds(&self, catalog: &Catalog, tool: &str, args: &Value) -> bool {
-        let found = catalog.arg_values(catalog.tool(tool), &self.attribute, args);
-        found.is_empty() || found.iter().any(|v| self.matches(catalog, v))
+        let spec = catalog.tool(tool);
+        let found = catalog.arg_values(spec, &self.attribute, args);
+        // An `ip_range` attribute's values are its classes already: classified again, a class
+        // name would read as a host name.
+        let classified = spec
+            .and_then(|s| s.attributes.get(&self.attribute))
+            .is_some_and(|a| a.classify.is_some());
+        found.is_empty()
+            || found.iter().any(|v| {
+                if classified {
+                    v.as_str()
+                        .is_some_and(|c| self.values.iter().any(|x| x == c))
+                } else {
+                    self.matches(catalog, v)
+                }
+            })
     }
 
     fn matches(&self, catalog: &Catalog, v: &Value) -> bool {

@@ -5,7 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use truststack_sim::{analyse, Analysis, Manifest, ManifestError, Options, Status, World};
+use truststack_engine::Verdict;
+use truststack_sim::world::Move;
+use truststack_sim::{
+    analyse, remediate, Analysis, Manifest, ManifestError, Options, Status, World,
+};
 
 const CATALOG: &str = r#"
 [catalog.network]
@@ -138,6 +142,104 @@ fn sink_conditions_load_back_from_a_written_manifest() {
     let back = Manifest::parse(Path::new("back.toml"), &written)
         .unwrap_or_else(|e| panic!("{e}\n{written}"));
     assert_eq!(back.goals[0].kind, m.goals[0].kind);
+}
+
+/// What the engine of `world` decides for `calls` (tool, variant url or none) made in turn by
+/// the one agent.
+fn decide(world: &World, calls: &[(&str, Option<&str>)]) -> Vec<Verdict> {
+    let engine = world.base.fork();
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, (tool, url))| {
+            let t = world.tools.iter().position(|x| x.name == *tool).unwrap();
+            let variant = match url {
+                None => 0,
+                Some(u) => world.tools[t]
+                    .variants
+                    .iter()
+                    .position(|v| v["url"] == *u)
+                    .unwrap(),
+            };
+            let mut call = world.untimed_call(Move {
+                actor: 0,
+                tool: t,
+                variant,
+            });
+            call.id = format!("c{i}");
+            engine
+                .decide_brief(&call, world.manifest.settings.start_ms + i as i64 * 1000)
+                .decision
+        })
+        .collect()
+}
+
+#[test]
+fn the_fix_stops_only_the_sink_calls_the_goal_counts() {
+    let w = World::build(parse(&manifest(&[INTERNAL, EXTERNAL], FLOW)).unwrap()).unwrap();
+    let a = analyse(&w, &Options::default());
+    assert_eq!(a.goal("db-leak").unwrap().status, Status::Unguarded);
+    let dir = tempfile::tempdir().unwrap();
+    let fix = remediate(&w, &a, Some(dir.path())).unwrap();
+    assert!(fix.safe, "{:?}", fix.unresolved);
+    assert!(fix.unresolved.is_empty(), "{:?}", fix.unresolved);
+    // The deny reads the attribute the goal's sink condition reads, and exempts the internal
+    // upload the manifest declares; any other destination is still denied after the read.
+    let exempt = format!("NOT (Tool_Call('upload').Dest IN ['{INTERNAL}'])");
+    assert!(fix.policy_text.contains(&exempt), "{}", fix.policy_text);
+    let fixed = dir.path().join("args.fixed.toml");
+    let fixed = World::build(Manifest::load(&fixed).unwrap()).unwrap();
+    let after_read = |url| decide(&fixed, &[("db", None), ("upload", Some(url))]);
+    assert_eq!(after_read(INTERNAL), [Verdict::Allow, Verdict::Allow]);
+    assert_eq!(after_read(EXTERNAL), [Verdict::Allow, Verdict::Deny]);
+    // The gate alternative holds the same calls, and only those.
+    let gate = fix.alternatives.iter().find(|x| x.id == "gate").unwrap();
+    assert!(gate.safe, "{:?}", gate.unresolved);
+    assert!(gate.policy_text.contains(&exempt), "{}", gate.policy_text);
+    let gated = dir.path().join("args.gate.fixed.toml");
+    let gated = World::build(Manifest::load(&gated).unwrap()).unwrap();
+    let after_read = |url| decide(&gated, &[("db", None), ("upload", Some(url))]);
+    assert_eq!(after_read(INTERNAL), [Verdict::Allow, Verdict::Allow]);
+    assert_eq!(
+        after_read(EXTERNAL),
+        [Verdict::Allow, Verdict::RequireApproval]
+    );
+}
+
+#[test]
+fn an_ip_range_attribute_is_compared_by_its_class() {
+    // With `classify = "ip_range"` the attribute's value is already its class: an upload to an
+    // internal host is no leak, and the fix exempts the class.
+    let catalog = CATALOG.replace(
+        "attributes.Dest = { from = \"/url\" }",
+        "attributes.Dest = { from = \"/host\", classify = \"ip_range\" }",
+    );
+    let text = "[agents.a]\ntools = [\"db\", \"upload\"]\n[arguments]\nupload = [{ host = \"10.0.0.7\" }, { host = \"203.0.113.9\" }]\n";
+    let m = Manifest::parse(Path::new("args.toml"), &format!("{text}{FLOW}\n{catalog}")).unwrap();
+    let w = World::build(m).unwrap();
+    let a = analyse(&w, &Options::default());
+    let g = a.goal("db-leak").unwrap();
+    assert_eq!(g.status, Status::Unguarded);
+    let last = g
+        .trajectory
+        .as_ref()
+        .unwrap()
+        .steps
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        last.args,
+        Some(serde_json::json!({ "host": "203.0.113.9" }))
+    );
+    let fix = remediate(&w, &a, None).unwrap();
+    assert!(fix.safe, "{:?}", fix.unresolved);
+    assert!(
+        fix.policy_text
+            .contains("NOT (Tool_Call('upload').Dest IN ['Internal_Private'])"),
+        "{}",
+        fix.policy_text
+    );
 }
 
 fn error(text: &str) -> String {

@@ -290,3 +290,41 @@ fn a_goal_naming_a_data_source_no_tool_has_is_unknown_not_safe() {
     );
     assert_eq!(status(&a, "db-out"), Status::Unguarded);
 }
+
+// A goal counted per agent identity sees every chain an identity acts under; the engine keeps
+// monitors per place in the chain of command. The fix's gate must hold the last step of an
+// identity that acts under two chains whatever came before, or the earlier steps taken under one
+// chain would not be seen when the last comes under the other.
+
+#[test]
+fn fix_gates_an_identity_acting_under_two_chains_of_command() {
+    let w = world(
+        "[settings]\noperator = \"user:op@x\"\n[agents.orch]\ntools = []\ndelegates_to = [\"worker\"]\nlaunched_by = \"user:op@x\"\n[agents.worker]\ntools = [\"scan\", \"code\", \"exploit\"]\nlaunched_by = \"user:other@x\"\n[approvers]\nsecurity = [\"user:sec@x\"]\n[goals]\nbuiltin = [\"gtg1002-escalation\"]\nscope = \"agent_identity\"",
+    );
+    let a = analyse(&w, &Options::default());
+    assert_eq!(status(&a, ESC), Status::Unguarded);
+    let fix = remediate(&w, &a, None).unwrap();
+    assert!(fix.safe, "{:?}\n{}", fix.unresolved, fix.policy_text);
+    assert_eq!(status(&fix.proof, ESC), Status::Gated);
+    let worker = &w.manifest.agent("worker").unwrap().identity;
+    assert!(
+        fix.policy_text.contains(&format!("Agent IN ['{worker}']")),
+        "{}",
+        fix.policy_text
+    );
+    // Without that clause, a gate on the trajectory alone leaves the goal open: the scan and the
+    // code analysis under `orch`, the exploit launched directly.
+    let alone = fix
+        .policy_text
+        .replace(&format!(" OR (Agent IN ['{worker}'])"), "")
+        .replace(&format!(" OR Agent IN ['{worker}']"), "");
+    assert_ne!(alone, fix.policy_text);
+    let a = analyse(
+        &world(&format!(
+            "{}\n[settings]\noperator = \"user:op@x\"\n[agents.orch]\ntools = []\ndelegates_to = [\"worker\"]\nlaunched_by = \"user:op@x\"\n[agents.worker]\ntools = [\"scan\", \"code\", \"exploit\"]\nlaunched_by = \"user:other@x\"\n[approvers]\nsecurity = [\"user:sec@x\"]\n[goals]\nbuiltin = [\"gtg1002-escalation\"]\nscope = \"agent_identity\"",
+            policies(alone.trim_start_matches(|c| c != 'P'))
+        )),
+        &Options::default(),
+    );
+    assert_eq!(status(&a, ESC), Status::Unguarded);
+}
