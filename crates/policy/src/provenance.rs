@@ -776,7 +776,10 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn scan(text: &str, each: fn(&str, &mut dyn FnMut(&str))) -> Vec<String> {
+    /// A scan of a text, as `each_value` and the reference's have it.
+    type Scan = fn(&str, &mut dyn FnMut(&str));
+
+    fn scan(text: &str, each: Scan) -> Vec<String> {
         let mut got = Vec::new();
         each(text, &mut |v| got.push(v.to_string()));
         got
