@@ -195,9 +195,19 @@ fn provenance_benches(c: &mut Criterion) {
         bytes as f64 / 1e6,
         took.as_secs_f64(),
         bytes as f64 / 1e6 / took.as_secs_f64(),
-        engine
-            .scope_memory(truststack_policy::Target::Session, "s")
-            .unwrap_or(0),
+        {
+            // The session's scope key, qualified by its chain as the engine keys it.
+            let chain = ["user:bench".to_string()];
+            let p = truststack_engine::event::Principals::of(
+                "spiffe://bench/agent/a",
+                Some("s"),
+                &chain,
+            );
+            let key = p.scope_key(truststack_policy::Target::Session);
+            engine
+                .scope_memory(truststack_policy::Target::Session, &key)
+                .unwrap_or(0)
+        },
         engine.settings().provenance_bound,
     );
     let call = |i: u64| truststack_engine::ToolCall {

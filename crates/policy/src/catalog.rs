@@ -332,9 +332,14 @@ pub fn select<'v>(args: &'v Value, from: &str) -> Vec<&'v Value> {
                 ("*", Value::Array(items)) => next.extend(items.iter()),
                 ("*", Value::Object(map)) => next.extend(map.values()),
                 (t, v) => {
-                    let t = t.replace("~1", "/").replace("~0", "~");
+                    // Unescaped only when it holds an escape: most tokens do not.
+                    let t: std::borrow::Cow<str> = if t.contains('~') {
+                        t.replace("~1", "/").replace("~0", "~").into()
+                    } else {
+                        t.into()
+                    };
                     let child = match v {
-                        Value::Object(map) => map.get(&t),
+                        Value::Object(map) => map.get(t.as_ref()),
                         Value::Array(items) => t.parse::<usize>().ok().and_then(|i| items.get(i)),
                         _ => None,
                     };

@@ -708,7 +708,7 @@ impl Bundle {
             CExpr::Not(inner) => self.eval_tri(inner, call, info, states).map(|b| !b),
             CExpr::Atom(atom, _) => match &**atom {
                 Atom::Value { index: Some(_), .. } => None,
-                other => Some(self.atom(other, call, info, states).0),
+                other => Some(self.holds(other, call, info, states)),
             },
         }
     }
@@ -724,7 +724,44 @@ impl Bundle {
             CExpr::And(items) => items.iter().all(|i| self.eval(i, call, info, states)),
             CExpr::Or(items) => items.iter().any(|i| self.eval(i, call, info, states)),
             CExpr::Not(inner) => !self.eval(inner, call, info, states),
-            CExpr::Atom(atom, _) => self.atom(atom, call, info, states).0,
+            CExpr::Atom(atom, _) => self.holds(atom, call, info, states),
+        }
+    }
+
+    /// An atom's truth alone. A value atom's is found without building its explanation (the
+    /// values with their sources), which only a fired policy's explanation needs.
+    fn holds(
+        &self,
+        atom: &Atom,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &[MonitorState],
+    ) -> bool {
+        let Atom::Value {
+            quant,
+            value,
+            test,
+            index,
+        } = atom
+        else {
+            return self.atom(atom, call, info, states).0;
+        };
+        let index = index.and_then(|m| match states.get(m) {
+            Some(MonitorState::Provenance(ix)) => Some(&**ix),
+            _ => None,
+        });
+        let values = self.values(value, call, info, index);
+        let one = |v: &Value| match test {
+            CValueTest::Test(t) => test_value(t, Some(v)),
+            CValueTest::From { mask, none } => {
+                let seen = lookup(index, v);
+                seen.sources & mask != 0 || (*none && seen.sources == 0)
+            }
+            CValueTest::InResults(bits) => lookup(index, v).results & bits != 0,
+        };
+        match quant {
+            Quant::Any => values.iter().any(one),
+            Quant::All => values.iter().all(one),
         }
     }
 
@@ -999,7 +1036,10 @@ fn lookup(index: Option<&ProvenanceIndex>, v: &Value) -> Seen {
 }
 
 fn json_pair(v: &Value, source: &str) -> Value {
-    serde_json::json!({ "value": v, "from": source })
+    let mut pair = serde_json::Map::with_capacity(2);
+    pair.insert("value".into(), v.clone());
+    pair.insert("from".into(), Value::from(source));
+    Value::Object(pair)
 }
 
 /// A value function applied to one value; `None` when it has no answer (the domain of a text

@@ -20,6 +20,10 @@
 
 use std::collections::HashMap;
 
+/// The index's hasher: keyed per process like std's, and several times faster on short keys.
+/// Indexed values come from untrusted content, so the hash must not be predictable.
+type Hasher = foldhash::quality::RandomState;
+
 /// Seen in an input of a human principal of the chain.
 pub const USER: u8 = 1;
 /// Seen in the output of a tool the catalog trusts.
@@ -82,7 +86,7 @@ pub struct Seen {
 /// The provenance index of one scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvenanceIndex {
-    values: HashMap<Box<str>, Seen>,
+    values: HashMap<Box<str>, Seen, Hasher>,
     /// Normalised input texts, for phrase lookups.
     inputs: Vec<Box<str>>,
     bytes: usize,
@@ -94,7 +98,7 @@ pub struct ProvenanceIndex {
 impl ProvenanceIndex {
     pub fn new(bound: usize) -> Self {
         ProvenanceIndex {
-            values: HashMap::new(),
+            values: HashMap::default(),
             inputs: Vec::new(),
             bytes: 0,
             bound,
@@ -188,6 +192,7 @@ impl ProvenanceIndex {
             Value::Array(items) => weakest(items.iter().map(|v| self.lookup(v))),
             Value::Object(map) => weakest(map.values().map(|v| self.lookup(v))),
             Value::Null => Seen::default(),
+            Value::String(s) => self.lookup_normalized(&normalize_cow(s)),
             scalar => match normalize_value(scalar) {
                 Some(norm) => self.lookup_normalized(&norm),
                 None => Seen::default(),
@@ -275,36 +280,122 @@ fn is_wrapping(c: char) -> bool {
     )
 }
 
+/// `char::is_whitespace` for one ASCII byte (it counts the vertical tab, unlike
+/// `u8::is_ascii_whitespace`).
+#[inline(always)]
+fn is_ascii_space(b: u8) -> bool {
+    // Bits 9 to 13 (tab, line feed, vertical tab, form feed, carriage return) and 32 (space).
+    b <= b' ' && (0x1_0000_3E00u64 >> b) & 1 == 1
+}
+
+/// Buffers reused across the values of one text, so that scanning it allocates once per
+/// buffer rather than once per value.
+#[derive(Default)]
+struct Scratch {
+    /// The normal form of the value at hand.
+    norm: String,
+    /// The normal form of a value derived from it (an email's domain, an URL's host).
+    derived: String,
+    /// Room for the steps of a normal form that rewrite it (URL and number forms).
+    tmp: String,
+    /// A run of capitalised words, lowercased and joined, and where each word starts in it.
+    caps: String,
+    caps_starts: Vec<usize>,
+}
+
 /// The normal form of a text value: trimmed of wrapping punctuation, whitespace collapsed,
 /// lowercased; URLs without scheme, `www.`, default port or trailing slash; numbers in one
 /// form (`1,000.50` → `1000.5`); IBAN-like ids without spaces.
 pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    normalize_into(text, &mut out, &mut String::new());
+    out
+}
+
+/// [`normalize`] borrowing the text when it already is in normal form (an argument usually is).
+pub fn normalize_cow(text: &str) -> std::borrow::Cow<'_, str> {
+    if is_normal(text) {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(normalize(text))
+    }
+}
+
+/// A cheap, conservative test that [`normalize`] would return `s` unchanged: `true` only for
+/// ASCII text with nothing to trim, collapse, lowercase or rewrite.
+fn is_normal(s: &str) -> bool {
+    let b = s.as_bytes();
+    let edge_ok =
+        |c: Option<&u8>| c.is_some_and(|c| !is_ascii_space(*c) && !is_wrapping(*c as char));
+    if !s.is_ascii() || !edge_ok(b.first()) || !edge_ok(b.last()) {
+        return false;
+    }
+    let mut prev_space = false;
+    for &c in b {
+        if c.is_ascii_uppercase() || (is_ascii_space(c) && (c != b' ' || prev_space)) {
+            return false;
+        }
+        prev_space = c == b' ';
+    }
+    if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("www.") {
+        return false;
+    }
+    if is_plain_integer(s) {
+        return true;
+    }
+    number_core(s).is_none() && !(s.contains(' ') && looks_like_iban(s))
+}
+
+/// Digits only, no leading zero, short enough to be exact: its own normal form as a number.
+fn is_plain_integer(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 15
+        && (b.len() == 1 || b.first() != Some(&b'0'))
+        && b.iter().all(u8::is_ascii_digit)
+}
+
+/// Writes the normal form of `text` into `out`; `tmp` is room for the rewriting steps.
+fn normalize_into(text: &str, out: &mut String, tmp: &mut String) {
+    out.clear();
     let trimmed = text.trim_matches(|c: char| c.is_whitespace() || is_wrapping(c));
-    let mut out = String::with_capacity(trimmed.len());
     let mut space = false;
-    for c in trimmed.chars() {
-        if c.is_whitespace() {
-            space = true;
-            continue;
+    if trimmed.is_ascii() {
+        for &b in trimmed.as_bytes() {
+            if is_ascii_space(b) {
+                space = true;
+                continue;
+            }
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.push(b.to_ascii_lowercase() as char);
         }
-        if space && !out.is_empty() {
-            out.push(' ');
-        }
-        space = false;
-        for l in c.to_lowercase() {
-            out.push(l);
+    } else {
+        for c in trimmed.chars() {
+            if c.is_whitespace() {
+                space = true;
+                continue;
+            }
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            if c.is_ascii() {
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
         }
     }
-    if let Some(url) = normalize_url(&out) {
-        return url;
+    if normalize_url_into(out, tmp) || normalize_number_into(out, tmp) {
+        std::mem::swap(out, tmp);
+        return;
     }
-    if let Some(n) = normalize_number(&out) {
-        return n;
-    }
-    if looks_like_iban(&out) {
+    if looks_like_iban(out) {
         out.retain(|c| c != ' ');
     }
-    out
 }
 
 /// The normal form of a JSON scalar; `None` for null, lists and objects.
@@ -322,53 +413,102 @@ pub fn normalize_value(value: &serde_json::Value) -> Option<String> {
 }
 
 fn format_number(f: f64) -> String {
-    if f.fract() == 0.0 && f.abs() < 1e15 {
-        format!("{}", f as i64)
-    } else {
-        format!("{f}")
-    }
+    let mut out = String::new();
+    write_number(f, &mut out);
+    out
 }
 
-/// `1,000.50`, `$120`, `-3`, `12.5%`: one canonical number; `None` if not a number.
-fn normalize_number(s: &str) -> Option<String> {
+fn write_number(f: f64, out: &mut String) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = if f.fract() == 0.0 && f.abs() < 1e15 {
+        write!(out, "{}", f as i64)
+    } else {
+        write!(out, "{f}")
+    };
+}
+
+/// The number part of `1,000.50`, `$120`, `-3`, `12.5%` (currency and percent signs off), if
+/// `s` looks like a number at all.
+fn number_core(s: &str) -> Option<&str> {
     let core = s
         .trim_start_matches(['$', '€', '£', '+'])
         .trim_end_matches(['%', '€', '$', '£']);
-    if core.is_empty() || !core.bytes().any(|b| b.is_ascii_digit()) {
-        return None;
+    let b = core.as_bytes();
+    (!b.is_empty()
+        && b.iter().any(u8::is_ascii_digit)
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || *c == b',' || *c == b'.' || *c == b'-'))
+    .then_some(core)
+}
+
+/// Writes the canonical form of a number (`1,000.50` → `1000.5`) into `out`; `false` (and
+/// `out` unspecified) if `s` is not a number.
+fn normalize_number_into(s: &str, out: &mut String) -> bool {
+    let Some(core) = number_core(s) else {
+        return false;
+    };
+    out.clear();
+    if is_plain_integer(core) {
+        out.push_str(core);
+        return true;
     }
-    if !core
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b == b',' || b == b'.' || b == b'-')
-    {
-        return None;
+    if let Some((int, frac)) = core.split_once('.') {
+        // At most 15 digits convert to a double and back unchanged, so the shortest form that
+        // `f64`'s Display prints is the decimal itself, without its redundant zeros.
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
+        if digits(int) && digits(frac) && int.len() + frac.len() <= 15 {
+            let int = int.trim_start_matches('0');
+            let frac = frac.trim_end_matches('0');
+            out.push_str(if int.is_empty() { "0" } else { int });
+            if !frac.is_empty() {
+                out.push('.');
+                out.push_str(frac);
+            }
+            return true;
+        }
     }
-    let plain: String = core.chars().filter(|c| *c != ',').collect();
-    let f: f64 = plain.parse().ok()?;
-    f.is_finite().then(|| format_number(f))
+    let parsed = if core.contains(',') {
+        out.extend(core.chars().filter(|c| *c != ','));
+        let f = out.parse::<f64>();
+        out.clear();
+        f
+    } else {
+        core.parse::<f64>()
+    };
+    match parsed {
+        Ok(f) if f.is_finite() => {
+            write_number(f, out);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Two letters, two digits, then 10 to 30 letters, digits or spaces: an IBAN or alike.
 fn looks_like_iban(s: &str) -> bool {
     let b = s.as_bytes();
-    let compact = s.bytes().filter(|c| *c != b' ').count();
     b.len() >= 14
-        && (14..=34).contains(&compact)
         && b.first().is_some_and(u8::is_ascii_alphabetic)
         && b.get(1).is_some_and(u8::is_ascii_alphabetic)
         && b.get(2).is_some_and(u8::is_ascii_digit)
         && b.get(3).is_some_and(u8::is_ascii_digit)
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b' ')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b' ')
+        && (14..=34).contains(&b.iter().filter(|c| **c != b' ').count())
 }
 
-/// A lowercased URL in normal form, or `None` if `s` is not one.
-fn normalize_url(s: &str) -> Option<String> {
-    let rest = s
+/// Writes the normal form of a lowercased URL into `out`; `false` (and `out` unspecified) if
+/// `s` is not one.
+fn normalize_url_into(s: &str, out: &mut String) -> bool {
+    let Some(rest) = s
         .strip_prefix("https://")
         .or_else(|| s.strip_prefix("http://"))
-        .or_else(|| s.starts_with("www.").then_some(s))?;
+        .or_else(|| s.starts_with("www.").then_some(s))
+    else {
+        return false;
+    };
     if rest.is_empty() || rest.contains(' ') {
-        return None;
+        return false;
     }
     let rest = rest.strip_prefix("www.").unwrap_or(rest);
     let (host, path) = match rest.find(['/', '?', '#']) {
@@ -381,13 +521,25 @@ fn normalize_url(s: &str) -> Option<String> {
         .unwrap_or(host);
     let path = path.split('#').next().unwrap_or("");
     let path = path.trim_end_matches('/');
-    Some(format!("{host}{path}"))
+    out.clear();
+    out.push_str(host);
+    out.push_str(path);
+    true
 }
 
 /// The host of a URL (scheme optional), lowercased, without `www.` or port.
 pub fn url_host(s: &str) -> Option<String> {
-    let norm = normalize(s);
-    let candidate = normalize_url(&norm).unwrap_or(norm);
+    let mut sc = Scratch::default();
+    host_in(s, &mut sc.derived, &mut sc.tmp).map(str::to_string)
+}
+
+/// [`url_host`] in `out` (with `tmp` as room).
+fn host_in<'o>(s: &str, out: &'o mut String, tmp: &mut String) -> Option<&'o str> {
+    normalize_into(s, out, tmp);
+    if normalize_url_into(out, tmp) {
+        std::mem::swap(out, tmp);
+    }
+    let candidate: &'o str = out;
     let host = candidate
         .split(['/', '?', '#'])
         .next()
@@ -396,91 +548,202 @@ pub fn url_host(s: &str) -> Option<String> {
         .next()
         .unwrap_or("");
     let host = host.rsplit('@').next().unwrap_or(host);
-    (host.contains('.') && !host.contains(' ')).then(|| host.to_string())
+    (host.contains('.') && !host.contains(' ')).then_some(host)
 }
 
 /// The domain of an email address, lowercased.
 pub fn email_domain(s: &str) -> Option<String> {
-    let norm = normalize(s);
+    let mut sc = Scratch::default();
+    domain_in(s, &mut sc.derived, &mut sc.tmp).map(str::to_string)
+}
+
+/// [`email_domain`] in `out` (with `tmp` as room).
+fn domain_in<'o>(s: &str, out: &'o mut String, tmp: &mut String) -> Option<&'o str> {
+    normalize_into(s, out, tmp);
+    let norm: &'o str = out;
     let (local, domain) = norm.rsplit_once('@')?;
-    (!local.is_empty() && domain.contains('.') && !domain.contains(' ')).then(|| domain.to_string())
+    (!local.is_empty() && domain.contains('.') && !domain.contains(' ')).then_some(domain)
+}
+
+/// `s.trim_matches(is_wrapping)`, without decoding characters when both ends are ASCII that
+/// wraps nothing (most words).
+fn trim_wrapping(s: &str) -> &str {
+    let plain = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii() && !is_wrapping(*b as char));
+    if plain(s.as_bytes().first()) && plain(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim_matches(is_wrapping)
+    }
+}
+
+/// The words of a text as `str::split_whitespace` has them, one byte at a time where the text
+/// is ASCII.
+struct Words<'t> {
+    text: &'t str,
+    pos: usize,
+}
+
+impl<'t> Words<'t> {
+    #[cold]
+    fn non_ascii_at(&self, i: usize) -> (bool, usize) {
+        match self.text.get(i..).and_then(|s| s.chars().next()) {
+            Some(c) => (c.is_whitespace(), c.len_utf8()),
+            None => (false, 1),
+        }
+    }
+}
+
+impl<'t> Iterator for Words<'t> {
+    type Item = &'t str;
+
+    fn next(&mut self) -> Option<&'t str> {
+        let bytes = self.text.as_bytes();
+        let mut i = self.pos;
+        while let Some(&b) = bytes.get(i) {
+            if b < 0x80 {
+                if !is_ascii_space(b) {
+                    break;
+                }
+                i += 1;
+            } else {
+                let (space, n) = self.non_ascii_at(i);
+                if !space {
+                    break;
+                }
+                i += n;
+            }
+        }
+        if i >= bytes.len() {
+            self.pos = i;
+            return None;
+        }
+        let start = i;
+        while let Some(&b) = bytes.get(i) {
+            if b < 0x80 {
+                if is_ascii_space(b) {
+                    break;
+                }
+                i += 1;
+            } else {
+                let (space, n) = self.non_ascii_at(i);
+                if space {
+                    break;
+                }
+                i += n;
+            }
+        }
+        self.pos = i;
+        self.text.get(start..i)
+    }
 }
 
 /// Calls `f` with every normalised value a text yields (see the module documentation).
+///
+/// One pass over the words, with the normal forms written into buffers reused for the whole
+/// text: the values and their order are those of the first version (kept in
+/// `provenance/reference.rs` and checked against it), without an allocation per value.
 pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
+    let mut sc = Scratch::default();
+    let Scratch {
+        norm,
+        derived,
+        tmp,
+        caps,
+        caps_starts,
+    } = &mut sc;
+    let emit = |s: &str, norm: &mut String, tmp: &mut String, f: &mut dyn FnMut(&str)| {
+        normalize_into(s, norm, tmp);
+        f(norm);
+    };
     if text.len() <= WHOLE_MAX {
-        f(&normalize(text));
+        emit(text, norm, tmp, &mut f);
     }
     // Lines of a listing ("Hotel Names: A\nB\n"), and the value after a label ("Phone: 555").
     if text.contains('\n') || text.contains(": ") {
         for line in text.lines() {
             let line = line.trim();
             if !line.is_empty() && line.len() <= WHOLE_MAX && line.len() < text.len() {
-                f(&normalize(line));
+                emit(line, norm, tmp, &mut f);
             }
             if let Some((_, value)) = line.split_once(": ") {
                 if !value.is_empty() && value.len() <= WHOLE_MAX {
-                    f(&normalize(value));
+                    emit(value, norm, tmp, &mut f);
                 }
             }
         }
     }
-    let mut caps: Vec<&str> = Vec::new();
     // A run of capitalised words, and its tails: a sentence's first word is capitalised too
-    // ("Visit Riverside View Hotel").
-    let flush = |caps: &mut Vec<&str>, f: &mut dyn FnMut(&str)| {
-        for start in 0..caps.len().saturating_sub(1) {
-            if let Some(tail) = caps.get(start..) {
-                f(&normalize(&tail.join(" ")));
+    // ("Visit Riverside View Hotel"). The words are trimmed and hold letters, `-` and `'`
+    // only, so the normal form of a tail is its words lowercased and joined by one space: the
+    // run is lowercased once and each tail is a suffix of it.
+    let flush = |caps: &mut String, starts: &mut Vec<usize>, f: &mut dyn FnMut(&str)| {
+        if starts.len() > 1 {
+            for &start in starts.iter().take(starts.len() - 1) {
+                if let Some(tail) = caps.get(start..) {
+                    f(tail);
+                }
             }
         }
         caps.clear();
+        starts.clear();
     };
-    for raw in text.split_whitespace() {
-        let token = raw.trim_matches(is_wrapping);
+    for raw in (Words { text, pos: 0 }) {
+        let token = trim_wrapping(raw);
         if token.is_empty() {
-            flush(&mut caps, &mut f);
+            flush(caps, caps_starts, &mut f);
             continue;
         }
         let capitalised = token.chars().next().is_some_and(char::is_uppercase)
             && token
                 .chars()
                 .all(|c| c.is_alphabetic() || c == '-' || c == '\'');
-        if capitalised && caps.len() < 6 {
-            caps.push(token);
+        if capitalised && caps_starts.len() < 6 {
+            if !caps.is_empty() {
+                caps.push(' ');
+            }
+            caps_starts.push(caps.len());
+            for c in token.chars() {
+                if c.is_ascii() {
+                    caps.push(c.to_ascii_lowercase());
+                } else {
+                    caps.extend(c.to_lowercase());
+                }
+            }
         } else {
-            flush(&mut caps, &mut f);
+            flush(caps, caps_starts, &mut f);
         }
         // A phrase ends at punctuation that ends a clause.
         if raw.ends_with([',', '.', ';', ':', '!', '?']) {
-            flush(&mut caps, &mut f);
+            flush(caps, caps_starts, &mut f);
         }
-        let bytes = token.as_bytes();
-        let has_at = bytes.contains(&b'@');
-        let has_digit = bytes.iter().any(u8::is_ascii_digit);
+        let (mut has_at, mut has_digit) = (false, false);
+        for &b in token.as_bytes() {
+            has_at |= b == b'@';
+            has_digit |= b.is_ascii_digit();
+        }
         let urlish = token.starts_with("http://")
             || token.starts_with("https://")
             || token.starts_with("www.");
         if has_at || has_digit || urlish {
-            let norm = normalize(token);
-            f(&norm);
+            normalize_into(token, norm, tmp);
+            f(norm);
             if has_at {
-                if let Some(d) = email_domain(&norm) {
-                    f(&d);
+                if let Some(d) = domain_in(norm, derived, tmp) {
+                    f(d);
                 }
             }
             if urlish {
-                if let Some(h) = url_host(&norm) {
-                    f(&h);
+                if let Some(h) = host_in(norm, derived, tmp) {
+                    f(h);
                 }
             }
         } else if token.contains('.') && !capitalised {
             // A bare host or file name: `example.com`, `report.pdf`.
-            f(&normalize(token));
+            emit(token, norm, tmp, &mut f);
         }
     }
-    flush(&mut caps, &mut f);
-    each_quoted(text, &mut f);
+    flush(caps, caps_starts, &mut f);
+    each_quoted(text, &mut |s| emit(s, norm, tmp, &mut f));
 }
 
 /// Strings between matching quotes (straight or typographic), up to [`QUOTED_MAX`] bytes.
@@ -497,7 +760,7 @@ fn each_quoted(text: &str, f: &mut impl FnMut(&str)) {
             let inner = after.get(..j).unwrap_or("");
             // A straight single quote is mostly an apostrophe: only take short, plain runs.
             if !inner.is_empty() && inner.len() <= QUOTED_MAX && !inner.contains('\n') {
-                f(&normalize(inner));
+                f(inner);
             }
             rest = after.get(j + close.len_utf8()..).unwrap_or("");
         }
@@ -505,9 +768,123 @@ fn each_quoted(text: &str, f: &mut impl FnMut(&str)) {
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// A scan of a text, as `each_value` and the reference's have it.
+    type Scan = fn(&str, &mut dyn FnMut(&str));
+
+    fn scan(text: &str, each: Scan) -> Vec<String> {
+        let mut got = Vec::new();
+        each(text, &mut |v| got.push(v.to_string()));
+        got
+    }
+
+    /// Texts built from the pieces the scan treats specially: words in both cases (also
+    /// outside ASCII), emails, URLs, numbers, IBANs, quotes, wrapping punctuation and every
+    /// kind of whitespace.
+    fn texts() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("Riverside".to_string()),
+            Just("View".to_string()),
+            Just("ÉCOLE".to_string()),
+            Just("Σίσυφος".to_string()),
+            Just("İstanbul".to_string()),
+            Just("\u{212A}elvin".to_string()),
+            Just("O'Brien".to_string()),
+            Just("Jean-Luc".to_string()),
+            Just("mark.black@Evil.example".to_string()),
+            Just("https://www.Example.com:443/a/b/".to_string()),
+            Just("http://x.example/p?q=1#frag".to_string()),
+            Just("www.host.example".to_string()),
+            Just("report.pdf".to_string()),
+            Just("$1,000.50".to_string()),
+            Just("0042".to_string()),
+            Just("12345678901234567890".to_string()),
+            Just("-3".to_string()),
+            Just("12.5%".to_string()),
+            Just("DE89 3704 0044 0532 0130 00".to_string()),
+            Just("GB29NWBK60161331926819".to_string()),
+            Just("Title: \"Q3 plan\"".to_string()),
+            Just("“quoted”".to_string()),
+            Just("'single'".to_string()),
+            "[ -~]{0,12}",
+            "[a-zA-Z0-9@.:/,'\"()-]{1,10}",
+            "[\\PC]{0,6}",
+        ];
+        let sep = prop_oneof![
+            Just(" "),
+            Just("  "),
+            Just("\t"),
+            Just("\n"),
+            Just("\x0B"),
+            Just("\r\n"),
+            Just("\u{a0}"),
+            Just("\u{2003}"),
+            Just("\u{85}"),
+            Just(": "),
+            Just(", "),
+            Just(". "),
+            Just(""),
+        ];
+        prop::collection::vec((piece, sep), 0..40).prop_map(|parts| {
+            parts
+                .into_iter()
+                .map(|(p, s)| format!("{p}{s}"))
+                .collect::<String>()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The single-pass scan yields the values of the first version, in the same order (the
+        /// order decides what a full index keeps).
+        #[test]
+        fn scan_matches_the_reference(text in texts()) {
+            prop_assert_eq!(
+                scan(&text, |t, f| each_value(t, f)),
+                scan(&text, |t, f| reference::each_value(t, f))
+            );
+        }
+
+        #[test]
+        fn scan_matches_the_reference_on_any_text(text in "[\\PC\t\n\x0B\u{a0}\u{2003}‘’“”]{0,300}") {
+            prop_assert_eq!(
+                scan(&text, |t, f| each_value(t, f)),
+                scan(&text, |t, f| reference::each_value(t, f))
+            );
+        }
+
+        /// Normal forms, hosts and domains are those of the first version; a text found already
+        /// normal is.
+        #[test]
+        fn numbers_match_the_reference(n in "[-+$]?[0-9,]{0,9}[.]?[0-9]{0,9}[%€]?", f in any::<f64>()) {
+            prop_assert_eq!(normalize(&n), reference::normalize(&n));
+            let shown = format!("{f}");
+            prop_assert_eq!(normalize(&shown), reference::normalize(&shown));
+        }
+
+        #[test]
+        fn normal_forms_match_the_reference(text in texts()) {
+            for s in std::iter::once(text.as_str()).chain(text.split_whitespace()) {
+                let norm = normalize(s);
+                prop_assert_eq!(&norm, &reference::normalize(s));
+                prop_assert_eq!(url_host(s), reference::url_host(s));
+                prop_assert_eq!(email_domain(s), reference::email_domain(s));
+                if is_normal(s) {
+                    prop_assert_eq!(&norm, s);
+                }
+                let cow = normalize_cow(s);
+                prop_assert_eq!(cow.as_ref(), norm.as_str());
+            }
+        }
+    }
 
     #[test]
     fn normal_forms() {
