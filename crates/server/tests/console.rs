@@ -5,8 +5,18 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::{identity_service, open_config, start, TestServer};
 use serde_json::{json, Value};
+use sha2::Digest as _;
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
 
 /// A browser-like client that follows no redirects (the test looks at each answer).
 fn client() -> reqwest::Client {
@@ -317,6 +327,32 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     let (status, gone) = page(&server, &me, &call_path).await;
     assert_eq!(status, 404);
     assert!(gone.contains("not held: it was answered"), "{gone}");
+
+    // The ledger browser: the checkpoint and its key, the entry of the grant, and what the
+    // browser verifies: bytes that hash to the entry's leaf.
+    let index = waited["outcome"]["ledger_index"].as_u64().unwrap();
+    let (status, ledger) = page(&server, &me, "/console/ledger?decision=allow").await;
+    assert_eq!(status, 200);
+    assert!(ledger.contains("Verifier key"), "{ledger}");
+    assert!(
+        ledger.contains(&format!("/console/ledger/{index}")),
+        "the grant is listed"
+    );
+    let (status, _) = page(&server, &me, &format!("/console/ledger/{index}")).await;
+    assert_eq!(status, 200);
+    let (status, proof) = page(&server, &me, &format!("/console/ledger/{index}/proof.json")).await;
+    assert_eq!(status, 200);
+    let proof: Value = serde_json::from_str(&proof).unwrap();
+    let data = base64_decode(proof["data"].as_str().unwrap());
+    let leaf = sha2::Sha256::digest([&[0u8][..], &data].concat());
+    assert_eq!(base64_encode(&leaf), proof["leaf_hash"].as_str().unwrap());
+    assert!(proof["checkpoint"].as_str().unwrap().contains("\n\n— "));
+    assert!(proof["verifier_key"].is_string());
+    let (status, _) = page(&server, "", &format!("/console/ledger/{index}/proof.json")).await;
+    assert_eq!(status, 401, "signed in only");
+    let (status, policies) = page(&server, &me, "/console/policies").await;
+    assert_eq!(status, 200);
+    assert!(policies.contains("chain-of-command") && policies.contains("sha256:"));
 
     // Sign-out needs the token too, then ends the session.
     let (_, queue) = page(&server, &me, "/console/approvals").await;

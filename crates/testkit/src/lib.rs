@@ -14,4 +14,6 @@ pub mod examples;
 pub mod independent_verifier;
 pub mod peers;
 
-pub use peers::{node_modules, python, python_2026, python_command, workspace_root, INSTALL_PEERS};
+pub use peers::{
+    chromium, node_modules, python, python_2026, python_command, workspace_root, INSTALL_PEERS,
+};

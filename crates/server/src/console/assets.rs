@@ -1,4 +1,4 @@
-//! The console's script and stylesheet, embedded in the binary.
+//! The console's script, stylesheet and icon, embedded in the binary.
 
 /// An asset's body and content type.
 pub fn get(name: &str) -> Option<(&'static str, &'static str)> {
@@ -11,6 +11,7 @@ pub fn get(name: &str) -> Option<(&'static str, &'static str)> {
             include_str!("assets/console.css"),
             "text/css; charset=utf-8",
         )),
+        "favicon.svg" => Some((include_str!("assets/favicon.svg"), "image/svg+xml")),
         _ => None,
     }
 }

@@ -9,6 +9,7 @@
 //! `textContent`.
 
 pub mod assets;
+pub mod ledger;
 pub mod pages;
 pub mod session;
 
@@ -44,6 +45,9 @@ pub struct ConsoleConfig {
     pub public_url: Option<String>,
     /// How long a sign-in lasts (the credential's own expiry and revocation end it sooner).
     pub session_ttl: Duration,
+    /// A directory of safety cases written by `truststack prove` (relative to the config file),
+    /// shown on the policies page.
+    pub safety_cases: Option<std::path::PathBuf>,
 }
 
 impl Default for ConsoleConfig {
@@ -52,6 +56,7 @@ impl Default for ConsoleConfig {
             enabled: true,
             public_url: None,
             session_ttl: Duration::from_ms(8 * 3600 * 1000),
+            safety_cases: None,
         }
     }
 }
@@ -75,6 +80,11 @@ pub fn router(state: Shared) -> Router {
         .route("/console/approvals/{id}/grant", post(grant))
         .route("/console/approvals/{id}/refuse", post(refuse))
         .route("/console/events", get(events))
+        .route("/console/ledger", get(ledger::list))
+        .route("/console/ledger/{index}", get(ledger::entry))
+        .route("/console/ledger/{index}/proof.json", get(ledger::proof))
+        .route("/console/policies", get(ledger::policies))
+        .route("/console/safety-cases/{name}", get(ledger::safety_case))
         .route("/console/assets/{name}", get(asset))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)

@@ -7,7 +7,7 @@ use serde_json::Value;
 use truststack_engine::event::Principals;
 use truststack_engine::{ApprovalOutcome, ApprovalResult, PendingApproval};
 
-fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -16,6 +16,7 @@ fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · TrustStack console" }
                 link rel="stylesheet" href="/console/assets/console.css";
+                link rel="icon" href="/console/assets/favicon.svg" type="image/svg+xml";
                 script src="/console/assets/console.js" defer {}
             }
             body {
@@ -25,6 +26,8 @@ fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                     @if let Some(v) = viewer {
                         nav aria-label="Console" {
                             a href="/console/approvals" { "Approvals" }
+                            a href="/console/ledger" { "Ledger" }
+                            a href="/console/policies" { "Policies" }
                         }
                         form.signout method="post" action="/console/sign-out" {
                             input type="hidden" name="csrf" value=(v.session.csrf);
