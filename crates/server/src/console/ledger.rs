@@ -157,12 +157,13 @@ pub async fn list(
             Some(r) if rows.len() == PAGE_ROWS => Some(r.index),
             _ => (end > 0).then_some(end),
         };
-        Ok::<_, truststack_engine::ledger::LedgerError>((rows, next, size))
+        // The checkpoint may be signed now (SQLite and a signature): off the async workers too.
+        let checkpoint = st.ledger.checkpoint()?;
+        Ok::<_, truststack_engine::ledger::LedgerError>((rows, next, size, checkpoint))
     })
     .await;
-    let checkpoint = state.ledger.checkpoint().unwrap_or_default();
     match found {
-        Ok(Ok((rows, next, size))) => page(
+        Ok(Ok((rows, next, size, checkpoint))) => page(
             StatusCode::OK,
             list_page(&viewer, &state, &filter, &rows, next, size, &checkpoint),
         ),

@@ -522,8 +522,10 @@ async fn events(
                     _ = stopping.wait_for(|s| *s) => return None,
                 }
             }
-            // A signed-out (or expired) session's stream ends.
-            state.sessions.get(&session)?;
+            // The stream ends with its session (signed out, expired) or its credential
+            // (expired, revoked), as a page load would.
+            let live = state.sessions.get(&session)?;
+            state.identity.as_ref()?.human(&live.token).ok()?;
             let list: Vec<Value> = held(&state, &filter).iter().map(queue_row).collect();
             let event = SseEvent::default()
                 .event("queue")
