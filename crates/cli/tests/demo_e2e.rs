@@ -155,7 +155,10 @@ fn every_control_fires_where_it_should_and_the_ledger_verifies() {
     let console = truststack_server::ServerConfig::load(&dir.join("truststack.toml")).unwrap();
     let cases = console.resolve(console.console.safety_cases.as_ref().unwrap());
     assert!(cases.join("safety-case.md").exists());
-    assert!(console.resolve(&console.issuer_dir).join("issuer.json").exists());
+    assert!(console
+        .resolve(&console.issuer_dir)
+        .join("issuer.json")
+        .exists());
     let html = std::fs::read_to_string(dir.join("crawl/fixed/safety-case.html")).unwrap();
     assert!(html.contains("<svg"), "the trajectory graph is drawn");
 
