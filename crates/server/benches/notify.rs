@@ -19,6 +19,9 @@ use truststack_server::{AppState, ServerConfig};
 /// Holds every exploitation call, so each decision sends a notification.
 const POLICY: &str = "POLICY hold-exploits:\n  ACTION: REQUIRE_HITL\n  TARGET: session\n  IF Trajectory_Contains('ExploitationTool')\n  REASON: \"exploitation needs a human\"\n";
 
+/// Decisions made on each server before measuring.
+const WARM: u64 = 3000;
+
 struct Server {
     base: String,
     _dir: tempfile::TempDir,
@@ -75,18 +78,45 @@ fn bench(c: &mut Criterion) {
         (server(NotifyConfig::default()).await, server(dead).await)
     });
     let client = reqwest::Client::new();
+    let decide = |base: &str, n: u64| {
+        let body = json!({"tool": "exploit_runner", "args": {"target": "10.0.0.5"}, "agent": "spiffe://acme.example/agent/bench", "session": format!("s-{n}")});
+        let url = format!("{base}/v1/decide");
+        let client = client.clone();
+        async move {
+            let d: serde_json::Value = client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(d["decision"], "require_approval", "{d}");
+        }
+    };
+    // Both ledgers warm before measuring: a fresh SQLite WAL grows its file on every commit,
+    // which makes the first thousand durable writes slower than the rest.
+    rt.block_on(async {
+        for s in [&quiet, &notifying] {
+            for n in 0..WARM {
+                decide(&s.base, u64::MAX - n).await;
+            }
+        }
+    });
     let mut group = c.benchmark_group("held_call_decision");
-    for (name, s) in [("no_notify", &quiet), ("dead_webhook", &notifying)] {
-        let url = format!("{}/v1/decide", s.base);
+    // The quiet server again last: the machine's drift over the run shows as the difference
+    // between the two quiet measurements.
+    for (name, s) in [
+        ("no_notify", &quiet),
+        ("dead_webhook", &notifying),
+        ("no_notify_again", &quiet),
+    ] {
         let mut n = 0u64;
         group.bench_function(name, |b| {
             b.iter(|| {
                 n += 1;
-                let body = json!({"tool": "exploit_runner", "args": {"target": "10.0.0.5"}, "agent": "spiffe://acme.example/agent/bench", "session": format!("s-{n}")});
-                let d: serde_json::Value = rt.block_on(async {
-                    client.post(&url).json(&body).send().await.unwrap().json().await.unwrap()
-                });
-                assert_eq!(d["decision"], "require_approval", "{d}");
+                rt.block_on(decide(&s.base, n));
             })
         });
     }

@@ -251,6 +251,16 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     )
     .await;
     assert_eq!(status, 403);
+    // The right token in a request the browser labels cross-site is refused too.
+    let resp = client()
+        .post(format!("{}{call_path}/refuse", server.base))
+        .header("cookie", &me)
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf", csrf_of(&call).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
     let (status, _) = page(&server, &me, &call_path).await;
     assert_eq!(status, 200, "still held");
 

@@ -228,3 +228,38 @@ async fn a_receiver_that_never_answers_holds_up_no_decision() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_call_is_notified_as_expired() {
+    let receiver = receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A policy without its own DEADLINE, so the server's (1s) applies.
+    let text = "POLICY hold-exploits:\n  ACTION: REQUIRE_HITL\n  TARGET: session\n  IF Trajectory_Contains('ExploitationTool')\n";
+    let (mut config, _) = common::config_with_policy(dir.path(), "hold.tsp", text);
+    config.approval_deadline = "1s".parse().unwrap();
+    config.notify = NotifyConfig {
+        targets: vec![target(
+            TargetKind::Webhook,
+            "hooks",
+            format!("{}/hook", receiver.base),
+            Some(KEY),
+        )],
+        ..NotifyConfig::default()
+    };
+    let server = start(config, dir.path(), None).await;
+    let (_, held) = server
+        .post("/v1/decide", None, agent_call("exploit_runner", "solo"))
+        .await;
+    assert_eq!(held["decision"], "require_approval", "{held}");
+    // Held, then (the deadline passing, the expiry sweep refusing it) expired.
+    let hooks = tokio::time::timeout(Duration::from_secs(30), receiver.until("hook", 2))
+        .await
+        .unwrap();
+    let expired: Value = serde_json::from_slice(&hooks[1].1).unwrap();
+    assert!(signature_verifies(&hooks[1].0, &hooks[1].1));
+    assert_eq!(expired["type"], "approval.expired", "{expired}");
+    assert_eq!(expired["approval_id"], held["approval_id"]);
+    assert_eq!(expired["tool"], "exploit_runner");
+    assert!(expired.get("approver").is_none(), "{expired}");
+    server.stop().await;
+}

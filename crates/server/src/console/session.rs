@@ -114,3 +114,31 @@ pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> S
         if secure { "; Secure" } else { "" }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_http_only_strict_and_secure_over_tls() {
+        let c = set_cookie("s", "v", Duration::from_secs(60), true);
+        assert_eq!(
+            c,
+            "s=v; Path=/console; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        assert!(!set_cookie("s", "v", Duration::ZERO, false).contains("Secure"));
+    }
+
+    #[test]
+    fn a_session_ends_when_closed_or_expired() {
+        let sessions = Sessions::new(Duration::from_secs(3600));
+        let id = sessions.open("token".into());
+        assert_eq!(sessions.get(&id).map(|s| s.token), Some("token".into()));
+        assert!(sessions.get("another").is_none());
+        sessions.close(&id);
+        assert!(sessions.get(&id).is_none());
+        let expired = Sessions::new(Duration::ZERO);
+        let id = expired.open("token".into());
+        assert!(expired.get(&id).is_none());
+    }
+}
