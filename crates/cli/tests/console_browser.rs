@@ -140,6 +140,7 @@ fn an_approver_answers_a_held_call_in_chromium_and_verifies_it_in_the_ledger() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "the browser checks failed:\n{report}");
+    println!("{report}");
     assert!(report.contains("console browser checks passed"), "{report}");
     for shot in [
         "01-sign-in",

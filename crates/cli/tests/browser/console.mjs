@@ -81,6 +81,7 @@ async function tabTo(page, selector, max = 60) {
 async function signIn(page, credential, name) {
   await page.goto(`${BASE}/console/`);
   await page.waitForURL(/\/console\/sign-in$/);
+  if (name) await audit(page, "sign-in page");
   await tabTo(page, "#credential");
   await page.keyboard.insertText(credential);
   await tabTo(page, "button[type=submit]");
@@ -201,6 +202,7 @@ try {
     `${await page.locator("#verdict").innerText()}\n${await page.locator("#steps").innerText()}`,
   );
   assert.match(await page.locator("#verified-record").innerText(), /"result": "granted"/);
+  await audit(page, "ledger entry page");
   const steps = await page.locator("#steps li.ok").count();
   assert.ok(steps >= 6, `each step shown (${steps})`);
   await shot(page, "08-ledger-verified");
