@@ -337,6 +337,11 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     let (status, gone) = page(&server, &me, &call_path).await;
     assert_eq!(status, 404);
     assert!(gone.contains("not held: it was answered"), "{gone}");
+    assert!(
+        gone.contains("Granted: the call proceeds."),
+        "what became of it: {gone}"
+    );
+    assert!(gone.contains("user:oncall@acme.example"), "{gone}");
 
     // The ledger browser: the checkpoint and its key, the entry of the grant, and what the
     // browser verifies: bytes that hash to the entry's leaf.
@@ -378,5 +383,67 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     assert_eq!(status, 303);
     let (status, _) = page(&server, &me, "/console/approvals").await;
     assert_eq!(status, 303, "signed out");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_call_is_shown_as_expired_and_cannot_be_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, admin) = identity_service(dir.path());
+    // A policy without its own DEADLINE, so the server's (1s) applies.
+    let text = "POLICY hold-exploits:\n  ACTION: REQUIRE_HITL\n  TARGET: session\n  IF Trajectory_Contains('ExploitationTool')\n";
+    let (mut config, _) = common::config_with_policy(dir.path(), "hold.tsp", text);
+    config.require_credentials = true;
+    config.approval_deadline = "1s".parse().unwrap();
+    let server = start(config, dir.path(), Some(service)).await;
+    let token = |v: (u16, Value)| v.1["token"].as_str().unwrap().to_string();
+    let agent = token(server.post("/v1/identities", Some(&admin), json!({"agent": "solo", "owner": "user:operator@acme.example", "tools": ["ExploitationTool"]})).await);
+    let oncall = token(
+        server
+            .post(
+                "/v1/identities",
+                Some(&admin),
+                json!({"user": "user:oncall@acme.example", "roles": ["approver"]}),
+            )
+            .await,
+    );
+    let (_, held) = server
+        .post(
+            "/v1/decide",
+            Some(&agent),
+            json!({"tool": "exploit_runner", "args": {"target": "10.0.0.5"}}),
+        )
+        .await;
+    let approval = held["approval_id"].as_str().unwrap().to_string();
+    let call_path = format!("/console/approvals/{approval}");
+    let me = session(&server, &oncall).await;
+    let (_, call) = page(&server, &me, &call_path).await;
+    let csrf = csrf_of(&call);
+    // Past the deadline the sweep refuses the call; the page then says so.
+    let expired = async {
+        loop {
+            let (status, body) = page(&server, &me, &call_path).await;
+            if status == 404 {
+                return body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let body = tokio::time::timeout(std::time::Duration::from_secs(30), expired)
+        .await
+        .expect("the held call expires");
+    assert!(body.contains("Expired: the deadline passed"), "{body}");
+    assert!(
+        body.contains("deadline"),
+        "answered by the deadline: {body}"
+    );
+    let (status, body) = post_form(
+        &server,
+        &me,
+        &format!("{call_path}/grant"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, 404, "an expired call cannot be granted: {body}");
     server.stop().await;
 }

@@ -398,8 +398,25 @@ async fn call_page(
     };
     match held_call(&state, &id).await {
         Ok((pending, view)) => page(StatusCode::OK, pages::call(&viewer, &pending, &view, None)),
-        Err(e) => page(e.status, pages::gone(&viewer, &id, &e.message)),
+        Err(e) => {
+            let outcome = recent_outcome(&state, &id).await;
+            page(
+                e.status,
+                pages::gone(&viewer, &id, &e.message, outcome.as_ref()),
+            )
+        }
     }
+}
+
+/// What became of approval `id`, if it was answered (granted, refused, expired, withdrawn)
+/// recently enough for the engine to remember.
+async fn recent_outcome(state: &Shared, id: &str) -> Option<truststack_engine::ApprovalOutcome> {
+    let engine = state.engine();
+    // Answers at once for a resolved approval; the bound covers one being resolved right now.
+    tokio::time::timeout(std::time::Duration::from_millis(200), engine.outcome(id))
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn held_call(state: &Shared, id: &str) -> Result<(PendingApproval, Value), ApiError> {
@@ -496,7 +513,13 @@ async fn answer(
                 e.status,
                 pages::call(&viewer, &pending, &view, Some(&e.message)),
             ),
-            None => page(e.status, pages::gone(&viewer, &id, &e.message)),
+            None => {
+                let outcome = recent_outcome(&state, &id).await;
+                page(
+                    e.status,
+                    pages::gone(&viewer, &id, &e.message, outcome.as_ref()),
+                )
+            }
         },
     }
 }

@@ -257,40 +257,55 @@ pub fn call(viewer: &Viewer, p: &PendingApproval, view: &Value, error: Option<&s
     )
 }
 
-pub fn gone(viewer: &Viewer, id: &str, why: &str) -> Markup {
+pub fn gone(viewer: &Viewer, id: &str, why: &str, outcome: Option<&ApprovalOutcome>) -> Markup {
     layout(
         "Not held",
         Some(viewer),
         html! {
             p role="alert" { "Approval " code { (id) } ": " (why) }
+            @if let Some(o) = outcome {
+                (outcome_facts(o))
+            }
             p { a href="/console/approvals" { "Back to the approvals" } }
         },
     )
 }
 
-pub fn answered(viewer: &Viewer, o: &ApprovalOutcome) -> Markup {
+fn outcome_facts(o: &ApprovalOutcome) -> Markup {
     let what = match o.result {
         ApprovalResult::Granted => "Granted: the call proceeds.",
         ApprovalResult::GrantedButDenied => {
             "Granted, but a DENY policy fires now: the call is denied."
         }
         ApprovalResult::Refused => "Refused: the call is denied.",
-        ApprovalResult::Expired => "The deadline had passed: the call was refused.",
-        ApprovalResult::Cancelled => "The caller withdrew the call.",
+        ApprovalResult::Expired => {
+            "Expired: the deadline passed without an answer, so the call was refused."
+        }
+        ApprovalResult::Cancelled => "Withdrawn by its caller: the call is denied.",
     };
+    html! {
+        p role="status" { strong { (what) } }
+        dl.facts {
+            dt { "Approval" } dd { code { (o.approval_id) } }
+            dt { "Call" } dd { code { (o.call_id) } }
+            dt { "Answered by" } dd { (o.approver) }
+            dt { "Decision" } dd { (o.decision.as_str()) }
+            dt { "Reason" } dd { (o.reason) }
+            @if let Some(l) = &o.lease_until { dt { "Lease until" } dd { (l) } }
+            @if let Some(i) = o.ledger_index {
+                dt { "Ledger entry" } dd { a href=(format!("/console/ledger/{i}")) { (i) } }
+            }
+            dt { "Time" } dd { (o.time) }
+        }
+    }
+}
+
+pub fn answered(viewer: &Viewer, o: &ApprovalOutcome) -> Markup {
     layout(
         "Answered",
         Some(viewer),
         html! {
-            p role="status" { strong { (what) } }
-            dl.facts {
-                dt { "Approval" } dd { code { (o.approval_id) } }
-                dt { "Call" } dd { code { (o.call_id) } }
-                dt { "Decision" } dd { (o.decision.as_str()) }
-                dt { "Reason" } dd { (o.reason) }
-                @if let Some(l) = &o.lease_until { dt { "Lease until" } dd { (l) } }
-                @if let Some(i) = o.ledger_index { dt { "Ledger entry" } dd { (i) } }
-            }
+            (outcome_facts(o))
             p { a href="/console/approvals" { "Back to the approvals" } }
         },
     )
