@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs every peer the test suite talks to, into the project and idempotently (a second run
 # with nothing changed does nothing):
-#   - Debian packages the tests need (python3-venv, curl, jq; apt-get only when missing);
+#   - Debian packages the tests need (python3-venv, curl, jq, chromium and chromium-driver;
+#     apt-get only when missing);
 #   - a project-local Python virtual environment `.venv` with the pinned packages of
 #     .ci/peers/requirements.txt (the official `mcp` SDK, PyJWT, cryptography): never the system
 #     interpreter, whose pip Debian refuses (PEP 668); and `.venv-2026` with the `mcp` SDK of
 #     .ci/peers/requirements-2026.txt, which speaks protocol revision 2026-07-28;
 #   - the npm packages pinned by .ci/peers/package-lock.json (the official MCP servers
 #     `server-everything` and `server-filesystem`, the TypeScript SDK client, the MCP
-#     conformance suite and the Node.js 22 binary it needs, as the `node` package) into
+#     conformance suite and the Node.js 22 binary it needs, as the `node` package; playwright-core
+#     and axe-core for the console's browser tests) into
 #     .ci/peers/node_modules.
 # Needs only python3, node/npm and the package registries.
 set -euo pipefail
@@ -26,6 +28,9 @@ fi
 for tool in curl jq; do
   command -v "$tool" >/dev/null || apt_missing+=("$tool")
 done
+# The console's browser tests drive Debian's Chromium (through playwright-core, from npm below).
+command -v chromium >/dev/null || apt_missing+=(chromium)
+command -v chromedriver >/dev/null || apt_missing+=(chromium-driver)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "debian packages: installing ${apt_missing[*]}"
   sudo_cmd=()

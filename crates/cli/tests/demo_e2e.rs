@@ -143,6 +143,7 @@ fn every_control_fires_where_it_should_and_the_ledger_verifies() {
         "crawl/fixed/prove.sarif",
         "scenario/manifest-fixed.toml",
         "gateway.toml",
+        "truststack.toml",
         "ledger.db",
         "ledger.key",
         "issuer/issuer.json",
@@ -150,6 +151,14 @@ fn every_control_fires_where_it_should_and_the_ledger_verifies() {
     ] {
         assert!(dir.join(f).exists(), "{f}");
     }
+    // The console's configuration on the demo's data loads, with its safety cases.
+    let console = truststack_server::ServerConfig::load(&dir.join("truststack.toml")).unwrap();
+    let cases = console.resolve(console.console.safety_cases.as_ref().unwrap());
+    assert!(cases.join("safety-case.md").exists());
+    assert!(console
+        .resolve(&console.issuer_dir)
+        .join("issuer.json")
+        .exists());
     let html = std::fs::read_to_string(dir.join("crawl/fixed/safety-case.html")).unwrap();
     assert!(html.contains("<svg"), "the trajectory graph is drawn");
 

@@ -70,7 +70,10 @@ pub fn router(state: Shared) -> Router {
         .layer(axum::middleware::map_response(move |r| {
             json_errors(r, limit)
         }))
-        .with_state(state)
+        .with_state(Arc::clone(&state))
+        // After the API's layers: the console answers HTML, and its live stream outlasts the
+        // request timeout.
+        .merge(crate::console::router(state))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -245,6 +248,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         .with_label_values(&[verdict])
         .observe(started.elapsed().as_secs_f64());
     state.count_pending();
+    state.notify.decided(&call, &decision);
     if let Some(telemetry) = &state.telemetry {
         let record = state
             .engine()
@@ -522,14 +526,20 @@ async fn show_approval(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     state.human(&headers, "approver", q.get("approver").map(String::as_str))?;
+    Ok(reply(approval_view(&state, &id).await?))
+}
+
+/// A held call with the recent trajectory of its orchestration from the ledger: what the API
+/// and the console show an approver.
+pub(crate) async fn approval_view(state: &Shared, id: &str) -> Result<Value, ApiError> {
     let pending = state
         .engine()
         .pending()
         .into_iter()
         .find(|p| p.approval_id == id)
-        .ok_or_else(|| ApiError::not_found(format!("no pending approval {id}")))?;
+        .ok_or_else(|| ApiError::not_found(format!("no pending approval {}", clip(id))))?;
     let call = pending.call.clone();
-    let st = Arc::clone(&state);
+    let st = Arc::clone(state);
     let trajectory = blocking(move || {
         let root = Principals::of(&call.agent, call.session.as_deref(), &call.chain)
             .root
@@ -575,7 +585,7 @@ async fn show_approval(
             body["trajectory_error"] = json!(format!("the ledger could not be read: {e}"));
         }
     }
-    Ok(reply(body))
+    Ok(body)
 }
 
 #[derive(Deserialize, Default)]
@@ -606,7 +616,23 @@ async fn answer(
         parse_body(&body)?
     };
     let human = state.human(&headers, "approver", req.approver.as_deref())?;
-    if let Some(comment) = &req.comment {
+    let outcome = answer_as(&state, human, id, grant, req.lease, req.comment, req.time).await?;
+    let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(reply(body))
+}
+
+/// Grants or refuses held call `id` as the verified `human`: the one path for the API and the
+/// console. The engine checks separation of duties and approver groups.
+pub(crate) async fn answer_as(
+    state: &Shared,
+    human: Human,
+    id: String,
+    grant: bool,
+    lease: Option<String>,
+    comment: Option<String>,
+    time: Option<String>,
+) -> Result<truststack_engine::ApprovalOutcome, ApiError> {
+    if let Some(comment) = &comment {
         tracing::info!(approval = %clip(&id), approver = %human.principal, comment = %clip(comment), "approval comment");
     }
     let ans = ApprovalAnswer {
@@ -615,14 +641,14 @@ async fn answer(
         approver: human.principal,
         groups: human.groups,
         grant,
-        lease: req.lease,
-        time: req.time,
+        lease,
+        time,
     };
-    let st = Arc::clone(&state);
+    let st = Arc::clone(state);
     let outcome = blocking(move || st.engine.read().answer(&ans)).await??;
     state.count_pending();
-    let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(reply(body))
+    state.notify.answered(&outcome);
+    Ok(outcome)
 }
 
 async fn grant(
@@ -675,6 +701,7 @@ async fn cancel(
     let outcome =
         blocking(move || st.engine.read().cancel(&id, &caller, req.time.as_deref())).await??;
     state.count_pending();
+    state.notify.answered(&outcome);
     let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(reply(body))
 }

@@ -27,6 +27,11 @@ pub trait LedgerBackend: Send + Sync {
     fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<InclusionView, LedgerError>;
     fn consistency_proof(&self, old: u64, new: Option<u64>)
         -> Result<ConsistencyView, LedgerError>;
+    /// The key that verifies the checkpoints' signatures, as a C2SP verifier key string, when
+    /// the backend knows it.
+    fn verifier_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a revocation was not made.

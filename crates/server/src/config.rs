@@ -58,6 +58,10 @@ pub struct ServerConfig {
     pub provenance_bound: usize,
     /// What the ledger keeps of users' inputs: `full`, `hash` or `redacted` (privacy mode).
     pub input_record: truststack_policy::RecordMode,
+    /// Notifications of held calls (`[notify]`): webhooks, Slack, Teams.
+    pub notify: crate::notify::NotifyConfig,
+    /// The approvals console (`[console]`).
+    pub console: crate::console::ConsoleConfig,
     /// The directory relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base: PathBuf,
@@ -84,6 +88,8 @@ impl Default for ServerConfig {
             clock: truststack_engine::TimeSource::System,
             provenance_bound: truststack_policy::provenance::DEFAULT_BOUND,
             input_record: truststack_policy::RecordMode::Full,
+            notify: Default::default(),
+            console: Default::default(),
             base: PathBuf::from("."),
         }
     }
@@ -119,7 +125,23 @@ impl ServerConfig {
                 self.listen
             ))
         })?;
+        if let Some(url) = &self.console.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(format!(
+                    "console.public_url: `{url}` is not an http(s) URL"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The console's base address as approvers reach it: `console.public_url`, or the listen
+    /// address over plain HTTP.
+    pub fn console_url(&self) -> String {
+        self.console
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {

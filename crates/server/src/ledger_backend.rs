@@ -71,4 +71,8 @@ impl LedgerBackend for Ledger {
     ) -> Result<ConsistencyView, LedgerError> {
         self.consistency_view(old, new.unwrap_or_else(|| self.len()))
     }
+
+    fn verifier_key(&self) -> Option<String> {
+        Some(Ledger::verifier_key(self).to_string())
+    }
 }

@@ -9,10 +9,12 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod identity_backend;
 pub mod ledger_backend;
 pub mod metrics;
+pub mod notify;
 pub mod state;
 pub mod telemetry;
 pub mod waiters;
@@ -50,6 +52,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let expiry = tokio::spawn(expire_held_calls(Arc::clone(&state)));
+    let notifications = state.notify.start();
     let draining = Arc::clone(&state);
     let result = axum::serve(no_delay(listener), api::router(Arc::clone(&state)))
         .with_graceful_shutdown(async move {
@@ -62,6 +65,10 @@ pub async fn serve(
     expiry.abort();
     // Wait for the task to go, so the state (and the ledger's writer) can be released.
     let _ = expiry.await;
+    if let Some(n) = notifications {
+        n.abort();
+        let _ = n.await;
+    }
     result
 }
 
@@ -80,6 +87,7 @@ async fn expire_held_calls(state: Arc<AppState>) {
         .unwrap_or_default();
         for outcome in &expired {
             tracing::info!(approval = %outcome.approval_id, call = %outcome.call_id, "held call expired: refused");
+            state.notify.answered(outcome);
         }
         if !expired.is_empty() {
             state.count_pending();

@@ -12,6 +12,10 @@ pub struct Metrics {
     pub pending_approvals: IntGauge,
     pub ledger_size: IntGauge,
     pub ledger_append_latency: HistogramVec,
+    /// Each notification delivery attempt, by target and outcome (delivered, failed, rejected).
+    pub notify_attempts: IntCounterVec,
+    /// Each notification's fate per target (delivered, gave_up, dropped).
+    pub notify_deliveries: IntCounterVec,
 }
 
 fn buckets() -> Vec<f64> {
@@ -54,6 +58,22 @@ impl Metrics {
             .buckets(buckets()),
             &["kind"],
         )?;
+        let notify_attempts = IntCounterVec::new(
+            Opts::new(
+                "truststack_notify_attempts_total",
+                "Notification delivery attempts, by target and outcome",
+            ),
+            &["target", "outcome"],
+        )?;
+        let notify_deliveries = IntCounterVec::new(
+            Opts::new(
+                "truststack_notify_deliveries_total",
+                "Notifications by target and fate (delivered, gave_up, dropped)",
+            ),
+            &["target", "result"],
+        )?;
+        registry.register(Box::new(notify_attempts.clone()))?;
+        registry.register(Box::new(notify_deliveries.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(policy_fired.clone()))?;
         registry.register(Box::new(decide_latency.clone()))?;
@@ -68,6 +88,8 @@ impl Metrics {
             pending_approvals,
             ledger_size,
             ledger_append_latency,
+            notify_attempts,
+            notify_deliveries,
         })
     }
 

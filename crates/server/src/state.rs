@@ -80,6 +80,10 @@ pub struct AppState {
     pub waiters: Arc<crate::waiters::Waiters>,
     /// The decision spans' OTLP exporter, when the environment configures one.
     pub telemetry: Option<crate::telemetry::Telemetry>,
+    /// Notifications of held calls and their answers; the console's live queue.
+    pub notify: crate::notify::Notifier,
+    /// The console's signed-in sessions.
+    pub sessions: crate::console::session::Sessions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,8 @@ pub enum StateError {
     Activation(#[from] truststack_engine::WriteError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 impl AppState {
@@ -110,7 +116,15 @@ impl AppState {
             .ledger_size
             .set(i64::try_from(ledger.size()).unwrap_or(i64::MAX));
         let waiters = crate::waiters::Waiters::new(config.max_waits_per_caller, config.max_waits);
+        let notify = crate::notify::Notifier::new(
+            &config.notify,
+            &config.console_url(),
+            Arc::clone(&metrics),
+        )?;
+        let sessions = crate::console::session::Sessions::new(config.console.session_ttl.std());
         Ok(AppState {
+            notify,
+            sessions,
             config,
             stopping: tokio::sync::watch::Sender::new(false),
             waiters,

@@ -3,29 +3,8 @@
 
 mod common;
 
-use common::{open_config, start};
+use common::{identity_service, open_config, start};
 use serde_json::json;
-use std::sync::Arc;
-use truststack_engine::identity::{Issuer, TrustDomain};
-use truststack_server::backend::IdentityService;
-use truststack_server::identity_backend::IssuerService;
-
-/// An issuer for `acme.example` in `dir` as the server's identity service, and an admin's token.
-fn identity_service(dir: &std::path::Path) -> (Arc<dyn IdentityService>, String) {
-    let issuer = Issuer::init(
-        &dir.join("issuer"),
-        &TrustDomain::new("acme.example").unwrap(),
-    )
-    .unwrap();
-    let service: Arc<dyn IdentityService> = Arc::new(IssuerService::new(issuer));
-    let admin = service
-        .issue(&json!({"user": "user:root@acme.example", "roles": ["admin"]}))
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (service, admin)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_comes_from_the_credential_and_approvals_from_approvers() {

@@ -17,6 +17,6 @@ pub mod net;
 pub mod peers;
 
 pub use peers::{
-    everything_server, filesystem_server, node_modules, python, python_2026, python_command,
-    workspace_root, INSTALL_PEERS,
+    chromium, everything_server, filesystem_server, node_modules, python, python_2026,
+    python_command, workspace_root, INSTALL_PEERS,
 };

@@ -29,7 +29,13 @@ const NPM_FILES: &[&str] = &[
     // The MCP conformance suite, and the Node.js 22 it needs (the system's may be older).
     "@modelcontextprotocol/conformance/dist/index.js",
     "node/bin/node",
+    // The console's browser tests: Playwright's driver for Debian's Chromium, and the audit.
+    "playwright-core/package.json",
+    "axe-core/axe.min.js",
 ];
+
+/// Debian's Chromium, which the console's browser tests drive.
+const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The repository's root directory.
 pub fn workspace_root() -> PathBuf {
@@ -84,6 +90,17 @@ pub fn filesystem_server() -> String {
 
 fn peer_script(rel: &str) -> String {
     node_modules().join(rel).display().to_string()
+}
+
+/// Debian's Chromium (`/usr/bin/chromium`), for the browser tests.
+pub fn chromium() -> PathBuf {
+    let path = PathBuf::from(CHROMIUM);
+    if !path.exists() {
+        missing(&format!(
+            "no Chromium at {CHROMIUM} (Debian package `chromium`)"
+        ));
+    }
+    path
 }
 
 fn missing(why: &str) -> ! {

@@ -185,6 +185,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     drop(runtime);
     let outcome = outcome?;
     let audit = audit::run(&dir, &outcome, &mut story)?;
+    console_config(&dir)?;
 
     let passed = story.controls.iter().all(|c| c.passed);
     let summary = Summary {
@@ -212,6 +213,23 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `truststack.toml`: the decision point over the demo's policies, issuer and ledger, so its
+/// console shows what the demo did (and holds new calls for the on-call approver).
+fn console_config(dir: &Path) -> anyhow::Result<()> {
+    let text = "# The decision point on the demo's data, with its approvals console:\n\
+         #   truststack serve --config truststack.toml\n\
+         # then open http://127.0.0.1:8181/console/ and sign in with credentials/oncall.jwt.\n\
+         policies = [\"scenario/policies/seed.tsp\", \"scenario/policies/delegation-root.tsp\"]\n\
+         catalog = \"scenario/catalog.toml\"\n\
+         issuer_dir = \"issuer\"\ntrust_domain = \"acme.example\"\n\n\
+         [ledger]\npath = \"ledger.db\"\n\n\
+         # The proving ground's safety case of the fixed manifest, on the console's policies page.\n\
+         [console]\nsafety_cases = \"crawl/fixed\"\n";
+    let path = dir.join("truststack.toml");
+    std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
 }
 
 fn tell_summary(story: &Story, s: &Summary) {
@@ -273,6 +291,14 @@ fn tell_summary(story: &Story, s: &Summary) {
                 format!(
                     "the gateway: `truststack gateway --config {} --listen 127.0.0.1:8808`",
                     dir.join("gateway.toml").display()
+                ),
+            ),
+            (
+                "truststack.toml".to_string(),
+                format!(
+                    "the console on this data: `truststack serve --config {}`, then open \
+                     http://127.0.0.1:8181/console/ and sign in with credentials/oncall.jwt",
+                    dir.join("truststack.toml").display()
                 ),
             ),
             (

@@ -1,6 +1,8 @@
 //! A real server on a loopback port, over a real SQLite ledger.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod receiver;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,4 +128,24 @@ pub fn config_with_policy(dir: &Path, name: &str, text: &str) -> (ServerConfig, 
     let mut config = open_config(&[]);
     config.policies = vec![policy.clone()];
     (config, policy)
+}
+
+/// An issuer for `acme.example` in `dir` as the server's identity service, and an admin's token.
+pub fn identity_service(dir: &Path) -> (Arc<dyn IdentityService>, String) {
+    use truststack_engine::identity::{Issuer, TrustDomain};
+    let issuer = Issuer::init(
+        &dir.join("issuer"),
+        &TrustDomain::new("acme.example").unwrap(),
+    )
+    .unwrap();
+    let service: Arc<dyn IdentityService> = Arc::new(
+        truststack_server::identity_backend::IssuerService::new(issuer),
+    );
+    let admin = service
+        .issue(&serde_json::json!({"user": "user:root@acme.example", "roles": ["admin"]}))
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (service, admin)
 }
