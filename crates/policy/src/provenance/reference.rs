@@ -2,36 +2,8 @@
 //! reference the single-pass scan in the parent module is checked against.
 #![allow(clippy::unwrap_used)]
 
-use super::{QUOTED_MAX, WHOLE_MAX};
-
-/// Punctuation that ends a sentence or wraps a token rather than belonging to a value.
-fn is_wrapping(c: char) -> bool {
-    matches!(
-        c,
-        '.' | ','
-            | ';'
-            | ':'
-            | '!'
-            | '?'
-            | '('
-            | ')'
-            | '['
-            | ']'
-            | '{'
-            | '}'
-            | '<'
-            | '>'
-            | '"'
-            | '\''
-            | '`'
-            | '‘'
-            | '’'
-            | '“'
-            | '”'
-            | '*'
-            | '|'
-    )
-}
+// What counts as wrapping punctuation is a definition, not the scan under test: shared.
+use super::{is_wrapping, QUOTED_MAX, WHOLE_MAX};
 
 /// The normal form of a text value: trimmed of wrapping punctuation, whitespace collapsed,
 /// lowercased; URLs without scheme, `www.`, default port or trailing slash; numbers in one
