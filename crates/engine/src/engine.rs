@@ -18,6 +18,7 @@ use crate::record::{Record, RecordedInput};
 use crate::recorder::{private_payload, NoRecorder, Recorder, Recording, WriteError};
 use crate::settings::{Settings, TimeSource};
 use parking_lot::{Condvar, Mutex, RwLock};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -296,6 +297,42 @@ impl Engine {
         Ok(index)
     }
 
+    /// Where each scalar of a call's arguments came from, as the provenance index of the call's
+    /// session knows it (or, when no policy indexes sessions, of the first scope kind that is
+    /// indexed): what an approver should see beside the arguments. Empty when no policy reads
+    /// provenance. At most [`ARGUMENT_SOURCES_SHOWN`] values, in document order.
+    pub fn argument_provenance(&self, call: &ToolCall) -> Vec<ArgumentSource> {
+        let bundle = self.bundle();
+        let Some(target) = [Target::Session]
+            .into_iter()
+            .chain(Target::ALL)
+            .find(|t| bundle.indexes(*t))
+        else {
+            return Vec::new();
+        };
+        let p = Principals::of(&call.agent, call.session.as_deref(), &call.chain);
+        let cell = self.scopes[target.index()]
+            .read()
+            .get(p.scope_key(target).as_ref())
+            .map(Arc::clone);
+        let states = cell.as_ref().map(|c| c.lock().clone()).unwrap_or_default();
+        let mut out = Vec::new();
+        let mut pointer = String::new();
+        argument_leaves(&call.args, &mut pointer, &mut |pointer, value| {
+            if out.len() < ARGUMENT_SOURCES_SHOWN {
+                let seen = bundle
+                    .provenance_of(target, &states, value)
+                    .unwrap_or_default();
+                out.push(ArgumentSource {
+                    pointer: pointer.to_string(),
+                    value: value.clone(),
+                    source: truststack_policy::provenance::strongest(seen.sources),
+                });
+            }
+        });
+        out
+    }
+
     /// Bytes held by the monitor state of one scope (`None` if the scope has no state).
     pub fn scope_memory(&self, target: Target, key: &str) -> Option<usize> {
         let cell = Arc::clone(self.scopes[target.index()].read().get(key)?);
@@ -315,6 +352,43 @@ impl Engine {
             Event::Input(input) => Processed::Input(self.input(input)),
             Event::Grant(grant) => Processed::Grant(self.declare_grant(grant)),
         }
+    }
+}
+
+/// How many argument values [`Engine::argument_provenance`] reports at most.
+pub const ARGUMENT_SOURCES_SHOWN: usize = 100;
+
+/// Where one argument value came from: `user`, `trusted`, `untrusted` or `none` (never seen).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ArgumentSource {
+    /// The value's JSON pointer in the arguments (`/recipients/0`).
+    pub pointer: String,
+    pub value: Value,
+    pub source: &'static str,
+}
+
+/// Every scalar of `v` with its JSON pointer (RFC 6901 escaping).
+fn argument_leaves(v: &Value, pointer: &mut String, f: &mut impl FnMut(&str, &Value)) {
+    let len = pointer.len();
+    match v {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                pointer.push('/');
+                pointer.push_str(&i.to_string());
+                argument_leaves(item, pointer, f);
+                pointer.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                argument_leaves(item, pointer, f);
+                pointer.truncate(len);
+            }
+        }
+        Value::Null => {}
+        scalar => f(pointer, scalar),
     }
 }
 

@@ -28,8 +28,8 @@ pub mod visibility;
 
 pub use decision::{ApprovalOutcome, ApprovalResult, Brief, Decision, FiredPolicy, Verdict};
 pub use engine::{
-    ApprovalError, Engine, InputError, ObservationError, PendingApproval, Processed, Queued,
-    Request,
+    ApprovalError, ArgumentSource, Engine, InputError, ObservationError, PendingApproval,
+    Processed, Queued, Request,
 };
 pub use event::{ApprovalAnswer, Caller, DataAccess, Event, Input, Observation, ToolCall};
 pub use grant::{Allowance, Constraint, Declared, Grant, GrantError};

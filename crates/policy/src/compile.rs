@@ -591,6 +591,20 @@ impl Bundle {
         self.provenance[target.index()].is_some()
     }
 
+    /// What the provenance index among one scope's `states` knows of `value`; `None` when no
+    /// policy indexes scopes of kind `target`.
+    pub fn provenance_of(
+        &self,
+        target: Target,
+        states: &[MonitorState],
+        value: &Value,
+    ) -> Option<Seen> {
+        match states.get(self.provenance[target.index()]?)? {
+            MonitorState::Provenance(index) => Some(index.lookup(value)),
+            _ => None,
+        }
+    }
+
     fn index_mut<'s>(
         &self,
         target: Target,

@@ -577,6 +577,7 @@ pub(crate) async fn approval_view(state: &Shared, id: &str) -> Result<Value, Api
     })
     .await?;
     let mut body = serde_json::to_value(&pending).map_err(|e| ApiError::internal(e.to_string()))?;
+    body["provenance"] = json!(state.engine().argument_provenance(&pending.call));
     // Without the ledger the held call is still shown, saying why its context is missing.
     match trajectory {
         Ok(list) => body["trajectory"] = Value::Array(list),

@@ -130,6 +130,8 @@ async fn a_held_call_waits_for_an_approver_and_is_then_admitted() {
         .map(|t| t["tool"].as_str().unwrap())
         .collect();
     assert_eq!(tools, ["nmap_scan", "code_review", "exploit_runner"]);
+    // The seed policies read no provenance: the view says so with an empty list.
+    assert_eq!(shown["provenance"], json!([]), "{shown}");
 
     // A client long-polls while the approver decides.
     let waiter = {

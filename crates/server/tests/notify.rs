@@ -158,19 +158,25 @@ async fn held_and_answered_calls_are_notified_signed_and_retried_after_a_500() {
     assert_eq!(answered["tool"], "exploit_runner");
     assert!(answered["lease_until"].is_string(), "{answered}");
 
-    let (_, metrics) = server.get("/metrics", None).await;
-    let metrics = metrics.as_str().unwrap();
+    // The receiver has the third delivery before its sender has counted it: read the metrics
+    // until the count arrives (bounded).
     let attempts = "truststack_notify_attempts_total";
+    let delivered = r#"outcome="delivered",target="hooks""#;
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (_, metrics) = server.get("/metrics", None).await;
+        let metrics = metrics.as_str().unwrap().to_string();
+        if metric(&metrics, attempts, delivered) >= 2 || std::time::Instant::now() > until {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(
-        metric(metrics, attempts, r#"outcome="failed",target="hooks""#),
+        metric(&metrics, attempts, r#"outcome="failed",target="hooks""#),
         1,
         "{metrics}"
     );
-    assert_eq!(
-        metric(metrics, attempts, r#"outcome="delivered",target="hooks""#),
-        2,
-        "{metrics}"
-    );
+    assert_eq!(metric(&metrics, attempts, delivered), 2, "{metrics}");
     server.stop().await;
 }
 

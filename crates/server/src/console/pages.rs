@@ -187,6 +187,23 @@ pub fn call(viewer: &Viewer, p: &PendingApproval, view: &Value, error: Option<&s
             }
             h2 { "Arguments" }
             pre.args tabindex="0" aria-label="Arguments, as JSON" { (args) }
+            @let sources = view.get("provenance").and_then(Value::as_array).cloned().unwrap_or_default();
+            @if !sources.is_empty() {
+                h2 { "Where the argument values came from" }
+                table.provenance {
+                    caption { "As this session's provenance index knows them: " code { "user" } " (the human's instruction), " code { "trusted" } " or " code { "untrusted" } " tool output, " code { "none" } " (never seen)" }
+                    thead { tr { th scope="col" { "Argument" } th scope="col" { "Value" } th scope="col" { "Came from" } } }
+                    tbody {
+                        @for s in &sources {
+                            tr {
+                                td { code { (s["pointer"].as_str().unwrap_or_default()) } }
+                                td { code { (compact(&s["value"])) } }
+                                td { (s["source"].as_str().unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+            }
             h2 { "Policies that held it" }
             @for fired in &p.policies {
                 section.policy {
@@ -309,4 +326,12 @@ pub fn answered(viewer: &Viewer, o: &ApprovalOutcome) -> Markup {
             p { a href="/console/approvals" { "Back to the approvals" } }
         },
     )
+}
+
+/// A JSON value as one line of text (a string without its quotes).
+fn compact(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
