@@ -26,13 +26,8 @@ impl Drop for Bg {
 }
 
 fn example(rel: &str) -> String {
-    root()
-        .join("examples/gtg1002")
-        .join(rel)
-        .canonicalize()
-        .unwrap()
-        .display()
-        .to_string()
+    let path = truststack_testkit::examples::gtg1002(rel);
+    path.canonicalize().unwrap().display().to_string()
 }
 
 fn identity(issuer: &Path, args: &[&str]) -> String {

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{cli, ok, root};
+use common::{cli, ok};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -31,13 +31,8 @@ fn python() -> PathBuf {
 }
 
 fn example(rel: &str) -> String {
-    root()
-        .join("examples/gtg1002")
-        .join(rel)
-        .canonicalize()
-        .unwrap()
-        .display()
-        .to_string()
+    let path = truststack_testkit::examples::gtg1002(rel);
+    path.canonicalize().unwrap().display().to_string()
 }
 
 /// The issuer, the campaign agent's credential, a second agent's and an approver's.

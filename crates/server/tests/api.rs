@@ -137,16 +137,7 @@ async fn a_held_call_waits_for_an_approver_and_is_then_admitted() {
     let waiter = {
         let client = server.client.clone();
         let url = format!("{}/v1/approvals/{approval}/wait?timeout=20s", server.base);
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { client.get(url).json_reply().await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // The operator who launched the agent is refused...

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use common::{identity_service, open_config, start, TestServer};
 use serde_json::{json, Value};
 use sha2::Digest as _;
+use truststack_testkit::net::JsonReply;
 
 fn base64_decode(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
@@ -304,16 +305,7 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
             format!("{}/v1/approvals/{approval}/wait?timeout=30s", server.base),
             orch.clone(),
         );
-        tokio::spawn(async move {
-            c.get(url)
-                .bearer_auth(orch)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { c.get(url).bearer_auth(orch).json_reply().await })
     };
     let csrf = csrf_of(&call);
     let (status, body) = post_form(

@@ -13,6 +13,7 @@ use truststack_engine::identity::{Issuer, TrustDomain};
 use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_server::backend::IdentityService;
 use truststack_server::identity_backend::IssuerService;
+use truststack_testkit::net::JsonReply;
 
 fn nested(levels: usize) -> Value {
     let mut v = json!([]);
@@ -412,17 +413,7 @@ async fn approval_waits_are_authorised_bounded_and_end_on_shutdown() {
                 format!("{}{wait_path}", server.base),
                 creds.approver.clone(),
             );
-            tokio::spawn(async move {
-                client
-                    .get(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json::<Value>()
-                    .await
-                    .unwrap()
-            })
+            tokio::spawn(async move { client.get(url).bearer_auth(token).json_reply().await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
