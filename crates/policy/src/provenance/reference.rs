@@ -77,27 +77,11 @@ fn looks_like_iban(s: &str) -> bool {
         && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b' ')
 }
 
-/// A lowercased URL in normal form, or `None` if `s` is not one.
+/// A lowercased URL in normal form, or `None` if `s` is not one. The URL form itself did not
+/// change with the single-pass scan: shared.
 fn normalize_url(s: &str) -> Option<String> {
-    let rest = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"))
-        .or_else(|| s.starts_with("www.").then_some(s))?;
-    if rest.is_empty() || rest.contains(' ') {
-        return None;
-    }
-    let rest = rest.strip_prefix("www.").unwrap_or(rest);
-    let (host, path) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let host = host
-        .strip_suffix(":443")
-        .or_else(|| host.strip_suffix(":80"))
-        .unwrap_or(host);
-    let path = path.split('#').next().unwrap_or("");
-    let path = path.trim_end_matches('/');
-    Some(format!("{host}{path}"))
+    let mut out = String::new();
+    super::normalize_url_into(s, &mut out).then_some(out)
 }
 
 /// The host of a URL (scheme optional), lowercased, without `www.` or port.
