@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 // What counts as wrapping punctuation is a definition, not the scan under test: shared.
-use super::{is_wrapping, QUOTED_MAX, WHOLE_MAX};
+use super::{is_wrapping, WHOLE_MAX};
 
 /// The normal form of a text value: trimmed of wrapping punctuation, whitespace collapsed,
 /// lowercased; URLs without scheme, `www.`, default port or trailing slash; numbers in one
@@ -183,23 +183,8 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
     each_quoted(text, &mut f);
 }
 
-/// Strings between matching quotes (straight or typographic), up to [`QUOTED_MAX`] bytes.
+/// Strings between matching quotes, normalised. Finding the quotes did not change with the
+/// single-pass scan: shared.
 fn each_quoted(text: &str, f: &mut impl FnMut(&str)) {
-    const PAIRS: [(char, char); 3] = [('"', '"'), ('“', '”'), ('\'', '\'')];
-    for (open, close) in PAIRS {
-        if !text.contains(open) {
-            continue;
-        }
-        let mut rest = text;
-        while let Some(i) = rest.find(open) {
-            let after = rest.get(i + open.len_utf8()..).unwrap_or("");
-            let Some(j) = after.find(close) else { break };
-            let inner = after.get(..j).unwrap_or("");
-            // A straight single quote is mostly an apostrophe: only take short, plain runs.
-            if !inner.is_empty() && inner.len() <= QUOTED_MAX && !inner.contains('\n') {
-                f(&normalize(inner));
-            }
-            rest = after.get(j + close.len_utf8()..).unwrap_or("");
-        }
-    }
+    super::each_quoted(text, &mut |inner| f(&normalize(inner)));
 }
