@@ -315,13 +315,15 @@ impl Engine {
             .read()
             .get(p.scope_key(target).as_ref())
             .map(Arc::clone);
-        let states = cell.as_ref().map(|c| c.lock().clone()).unwrap_or_default();
+        // Looked up under the scope's lock, not copied: an index may hold megabytes.
+        let guard = cell.as_ref().map(|c| c.lock());
+        let states = guard.as_deref().map_or(&[][..], Vec::as_slice);
         let mut out = Vec::new();
         let mut pointer = String::new();
         argument_leaves(&call.args, &mut pointer, &mut |pointer, value| {
             if out.len() < ARGUMENT_SOURCES_SHOWN {
                 let seen = bundle
-                    .provenance_of(target, &states, value)
+                    .provenance_of(target, states, value)
                     .unwrap_or_default();
                 out.push(ArgumentSource {
                     pointer: pointer.to_string(),
