@@ -21,15 +21,13 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
     assert_eq!(status, 200, "{orch}");
     assert!(orch["ledger_index"].is_u64(), "issuance is a ledger record");
     let orch = orch["token"].as_str().unwrap().to_string();
-    let (status, recon) = server
-        .post(
+    let recon = server
+        .issued(
             "/v1/identities/delegate",
             Some(&orch),
             json!({"agent": "recon", "tools": ["ScanTool"]}),
         )
         .await;
-    assert_eq!(status, 200, "{recon}");
-    let recon = recon["token"].as_str().unwrap().to_string();
     let (status, wider) = server
         .post(
             "/v1/identities/delegate",
@@ -117,29 +115,22 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
     assert_eq!(held["decision"], "require_approval", "{held}");
     let approval = held["approval_id"].as_str().unwrap();
 
-    let token = |v: serde_json::Value| v["token"].as_str().unwrap().to_string();
-    let operator = token(server.post("/v1/identities", Some(&admin), json!({"user": "user:operator@acme.example", "roles": ["approver"], "groups": ["security-oncall"]})).await.1);
-    let outsider = token(
-        server
-            .post(
-                "/v1/identities",
-                Some(&admin),
-                json!({"user": "user:dev@acme.example", "roles": ["approver"]}),
-            )
-            .await
-            .1,
-    );
-    let no_role = token(
-        server
-            .post(
-                "/v1/identities",
-                Some(&admin),
-                json!({"user": "user:intern@acme.example", "groups": ["security-oncall"]}),
-            )
-            .await
-            .1,
-    );
-    let oncall = token(server.post("/v1/identities", Some(&admin), json!({"user": "user:oncall@acme.example", "roles": ["approver"], "groups": ["security-oncall"]})).await.1);
+    let operator = server.issued("/v1/identities", Some(&admin), json!({"user": "user:operator@acme.example", "roles": ["approver"], "groups": ["security-oncall"]})).await;
+    let outsider = server
+        .issued(
+            "/v1/identities",
+            Some(&admin),
+            json!({"user": "user:dev@acme.example", "roles": ["approver"]}),
+        )
+        .await;
+    let no_role = server
+        .issued(
+            "/v1/identities",
+            Some(&admin),
+            json!({"user": "user:intern@acme.example", "groups": ["security-oncall"]}),
+        )
+        .await;
+    let oncall = server.issued("/v1/identities", Some(&admin), json!({"user": "user:oncall@acme.example", "roles": ["approver"], "groups": ["security-oncall"]})).await;
 
     let grant = format!("/v1/approvals/{approval}/grant");
     let (status, body) = server.post(&grant, Some(&orch), json!({})).await;
@@ -200,11 +191,9 @@ async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
     let mut config = open_config(&["policies/delegation-root.tsp"]);
     config.require_credentials = true;
     let server = start(config.clone(), dir.path(), Some(service.clone())).await;
-    let (status, agent) = server
-        .post("/v1/identities", Some(&admin), json!({"agent": "auditor", "owner": "user:operator@acme.example", "tools": ["ScanTool", "CodeAnalysisTool"], "ttl": "1h"}))
+    let agent = server
+        .issued("/v1/identities", Some(&admin), json!({"agent": "auditor", "owner": "user:operator@acme.example", "tools": ["ScanTool", "CodeAnalysisTool"], "ttl": "1h"}))
         .await;
-    assert_eq!(status, 200, "{agent}");
-    let agent = agent["token"].as_str().unwrap().to_string();
 
     // The task: scan the lab range, nothing else. Declared by the host with the agent's
     // credential, for the human at the head of its chain.

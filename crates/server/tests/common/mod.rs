@@ -90,6 +90,14 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs a request that issues or delegates a credential; asserts it succeeded and gives
+    /// the new token.
+    pub async fn issued(&self, path: &str, token: Option<&str>, body: Value) -> String {
+        let (status, answer) = self.post(path, token, body).await;
+        assert_eq!(status, 200, "{answer}");
+        answer["token"].as_str().unwrap().to_string()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.client.get(format!("{}{path}", self.base));
         if let Some(t) = token {
