@@ -15,6 +15,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use truststack_testkit::assert_contains;
+use truststack_testkit::write_file;
 
 struct Bg(Child);
 
@@ -89,9 +91,9 @@ fn an_approver_answers_a_held_call_in_chromium_and_verifies_it_in_the_ledger() {
         .local_addr()
         .unwrap()
         .port();
-    let config = dir.path().join("truststack.toml");
-    std::fs::write(
-        &config,
+    let config = write_file(
+        dir.path(),
+        "truststack.toml",
         format!(
             "listen = \"127.0.0.1:{port}\"\npolicies = [{:?}]\ncatalog = {:?}\n\
              issuer_dir = {:?}\ntrust_domain = \"acme.example\"\n\
@@ -102,8 +104,7 @@ fn an_approver_answers_a_held_call_in_chromium_and_verifies_it_in_the_ledger() {
             dir.path().join("ledger.db").display().to_string(),
             dir.path().join("ledger.key").display().to_string(),
         ),
-    )
-    .unwrap();
+    );
     let _server = Bg(cli()
         .args(["serve", "--config"])
         .arg(&config)
@@ -136,7 +137,7 @@ fn an_approver_answers_a_held_call_in_chromium_and_verifies_it_in_the_ledger() {
     );
     assert!(out.status.success(), "the browser checks failed:\n{report}");
     println!("{report}");
-    assert!(report.contains("console browser checks passed"), "{report}");
+    assert_contains!(report, "console browser checks passed");
     for shot in [
         "01-sign-in",
         "03-queue-live",

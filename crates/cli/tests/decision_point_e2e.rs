@@ -18,7 +18,9 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+use truststack_testkit::assert_contains;
 use truststack_testkit::net::{free_port, Bg};
+use truststack_testkit::write_file;
 
 const BIN: &str = env!("CARGO_BIN_EXE_truststack");
 const AGENT: &str = "spiffe://acme.example/agent/claude-ops";
@@ -102,9 +104,9 @@ fn credentials(dir: &Path) -> Credentials {
 fn serve(dir: &Path, creds: &Credentials) -> (Bg, String, PathBuf) {
     let port = free_port();
     let ledger = dir.join("server.db");
-    let config = dir.join("truststack.toml");
-    std::fs::write(
-        &config,
+    let config = write_file(
+        dir,
+        "truststack.toml",
         format!(
             "listen = \"127.0.0.1:{port}\"\npolicies = [{:?}]\ncatalog = {:?}\n\
              issuer_dir = {:?}\ntrust_domain = \"acme.example\"\napproval_deadline = \"15min\"\n\
@@ -115,8 +117,7 @@ fn serve(dir: &Path, creds: &Credentials) -> (Bg, String, PathBuf) {
             ledger.display().to_string(),
             dir.join("server.key").display().to_string(),
         ),
-    )
-    .unwrap();
+    );
     let child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&config)
@@ -133,17 +134,16 @@ fn serve(dir: &Path, creds: &Credentials) -> (Bg, String, PathBuf) {
 
 /// The configuration of a gateway with its own engine: the seed policies, the test issuer.
 fn embedded_config(dir: &Path, creds: &Credentials) -> String {
-    let config = dir.join("embedded.toml");
-    std::fs::write(
-        &config,
+    let config = write_file(
+        dir,
+        "embedded.toml",
         format!(
             "policies = [{:?}]\ncatalog = {:?}\n[identity]\nissuer = {:?}\n",
             example("policies/seed.tsp"),
             example("catalog.toml"),
             creds.issuer.display().to_string()
         ),
-    )
-    .unwrap();
+    );
     config.display().to_string()
 }
 
@@ -400,10 +400,12 @@ fn three_gateways_one_decision_point_see_the_whole_campaign() {
         .map(|(i, _)| i)
         .collect();
     assert_eq!(denied, [SCANS_RECON + SCANS_CODE - 1], "{scans:#?}");
-    assert!(scans[SCANS_RECON + SCANS_CODE - 1]["text"]
-        .as_str()
-        .unwrap()
-        .contains("TrustStack denied"));
+    assert_contains!(
+        scans[SCANS_RECON + SCANS_CODE - 1]["text"]
+            .as_str()
+            .unwrap(),
+        "TrustStack denied"
+    );
     let exploit = campaign.step("exploit");
     assert_eq!(
         exploit[0]["isError"], false,
@@ -414,10 +416,7 @@ fn three_gateways_one_decision_point_see_the_whole_campaign() {
     // agent's, wherever it was set.
     let upload = campaign.step("exfiltration");
     assert_eq!(upload[0]["isError"], true, "{upload:?}");
-    assert!(upload[0]["text"]
-        .as_str()
-        .unwrap()
-        .contains("TrustStack denied"));
+    assert_contains!(upload[0]["text"].as_str().unwrap(), "TrustStack denied");
 
     // A plain HTTP client deciding for the same agent sees that taint too.
     let http = reqwest::blocking::Client::new();
@@ -536,5 +535,5 @@ fn a_remote_gateway_lists_what_the_decision_point_could_allow() {
     let message = answer["error"]["message"]
         .as_str()
         .unwrap_or_else(|| panic!("{answer}"));
-    assert!(message.contains("no tools listed"), "{message}");
+    assert_contains!(message, "no tools listed");
 }

@@ -11,6 +11,7 @@ use std::process::Output;
 
 mod common;
 use common::{text, truststack};
+use truststack_testkit::assert_contains;
 
 fn demo(dir: &Path, json: bool) -> Output {
     let dir = dir.to_str().unwrap();
@@ -160,7 +161,7 @@ fn every_control_fires_where_it_should_and_the_ledger_verifies() {
         .join("issuer.json")
         .exists());
     let html = std::fs::read_to_string(dir.join("crawl/fixed/safety-case.html")).unwrap();
-    assert!(html.contains("<svg"), "the trajectory graph is drawn");
+    assert_contains!(html, "<svg", "the trajectory graph is drawn");
 
     // The ledger it wrote checks with the ordinary CLI; the edited copy fails at the entry.
     let ledger = dir.join("ledger.db");
@@ -198,7 +199,7 @@ fn the_story_is_plain_when_piped_and_replaces_an_earlier_run() {
         "time taken",
         "PASS",
     ] {
-        assert!(story.contains(needle), "{needle}\n{story}");
+        assert_contains!(story, needle, "{needle}\n{story}");
     }
     assert!(
         !dir.join("stale.txt").exists(),
@@ -214,7 +215,7 @@ fn a_directory_that_is_not_a_demo_run_is_never_wiped() {
     std::fs::write(foreign.join("notes.txt"), "keep me").unwrap();
     let out = demo(&foreign, true);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not a TrustStack demo directory"));
+    assert_contains!(text(&out.stderr), "not a TrustStack demo directory");
     assert!(foreign.join("notes.txt").exists());
 }
 

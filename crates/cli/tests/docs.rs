@@ -103,6 +103,7 @@ use std::process::{Command, Stdio};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 use truststack_testkit::net::free_port;
+use truststack_testkit::write_file;
 
 mod common;
 
@@ -438,8 +439,7 @@ fn run_page(rel: &str) -> Vec<String> {
             out = sh_quote(&out),
         );
     }
-    let script_path = work.path().join("page.sh");
-    std::fs::write(&script_path, &script).unwrap();
+    let script_path = write_file(work.path(), "page.sh", &script);
 
     let mut child = Command::new("bash")
         .arg(&script_path)

@@ -14,7 +14,9 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use truststack_testkit::assert_contains;
 use truststack_testkit::net::{free_port, wait_port, Bg};
+use truststack_testkit::write_file;
 use truststack_testkit::{everything_server, filesystem_server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_truststack");
@@ -150,8 +152,7 @@ fn gateway_config(dir: &Path, policies: bool, extra: &str) -> PathBuf {
          [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"spiffe://e2e.example/agent/client\"\nchain = [\"user:alice@e2e.example\"]\n\
          [limits]\nprogress_interval = \"200ms\"\n"
     );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = write_file(dir, "gateway.toml", text);
     path
 }
 
@@ -250,10 +251,7 @@ fn check_policy_scenario(out: &Value, held: &(Value, u16, Value)) {
         "get-env is denied unconditionally, so it is not listed: {tools:?}"
     );
     assert_eq!(out["echo"]["isError"], false);
-    assert!(
-        out["echo"]["text"].as_str().unwrap().contains("Echo:"),
-        "{out}"
-    );
+    assert_contains!(out["echo"]["text"].as_str().unwrap(), "Echo:");
     assert_eq!(out["get_env"]["isError"], true);
     let denial = out["get_env"]["text"].as_str().unwrap();
     assert!(
@@ -261,13 +259,7 @@ fn check_policy_scenario(out: &Value, held: &(Value, u16, Value)) {
         "{denial}"
     );
     assert_eq!(out["get_sum"]["isError"], false, "{out}");
-    assert!(
-        out["get_sum"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("The sum of"),
-        "{out}"
-    );
+    assert_contains!(out["get_sum"]["text"].as_str().unwrap(), "The sum of");
     let progress = match &out["get_sum"]["progress"] {
         Value::Array(a) => a.len() as u64,
         v => v.as_u64().unwrap_or(0),
@@ -302,10 +294,10 @@ fn python_sdk_through_the_stdio_gateway_to_server_everything() {
     ]));
     check_policy_scenario(&out, &held.join().unwrap());
     // Resources and prompts pass through untouched.
-    assert!(out["read"]["contents"][0]["text"]
-        .as_str()
-        .unwrap()
-        .contains("Everything Server"));
+    assert_contains!(
+        out["read"]["contents"][0]["text"].as_str().unwrap(),
+        "Everything Server"
+    );
     assert_eq!(
         out["prompt"]["messages"][0]["content"]["text"],
         "This is a simple prompt without arguments."
@@ -378,8 +370,7 @@ fn server_filesystem_reads_are_allowed_and_writes_denied_and_hidden() {
     let config = gateway_config(dir.path(), true, "");
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().canonicalize().unwrap();
-    let file = data_dir.join("notes.txt");
-    std::fs::write(&file, "the original text\n").unwrap();
+    let file = write_file(&data_dir, "notes.txt", "the original text\n");
     let cmd = stdio_gateway(
         &config,
         free_port(),
@@ -417,16 +408,13 @@ fn server_filesystem_reads_are_allowed_and_writes_denied_and_hidden() {
     );
     assert_eq!(out["read"]["text"], "the original text\n");
     assert_eq!(out["write"]["isError"], true);
-    assert!(
-        out["write"]["text"].as_str().unwrap().contains("no-writes"),
-        "{out}"
-    );
+    assert_contains!(out["write"]["text"].as_str().unwrap(), "no-writes");
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         "the original text\n",
         "the write never reached the server"
     );
-    assert!(out["list"]["text"].as_str().unwrap().contains("notes.txt"));
+    assert_contains!(out["list"]["text"].as_str().unwrap(), "notes.txt");
 }
 
 #[test]
@@ -435,8 +423,7 @@ fn several_upstreams_behind_one_gateway_are_namespaced() {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().canonicalize().unwrap();
-    let file = data_dir.join("a.txt");
-    std::fs::write(&file, "namespaced\n").unwrap();
+    let file = write_file(&data_dir, "a.txt", "namespaced\n");
     let upstreams = format!(
         "[[upstream]]\nname = \"everything\"\ncommand = [\"node\", \"{}\", \"stdio\"]\n\
          [[upstream]]\nname = \"fs\"\ncommand = [\"node\", \"{}\", \"{}\"]\n",
@@ -659,25 +646,18 @@ fn the_gtg1002_campaign_is_stopped_at_the_gateway_over_stdio_and_http() {
 fn check_campaign(summary: &Value) {
     assert_eq!(summary["failures"], json!([]), "{summary:#}");
     let d = &summary["decisions"];
-    assert!(
-        d["ext-scan"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("External_Public"),
+    assert_contains!(
+        d["ext-scan"]["text"].as_str().unwrap(),
+        "External_Public",
         "{d:#}"
     );
-    assert!(
-        d["scan-101"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("Count > 100"),
+    assert_contains!(
+        d["scan-101"]["text"].as_str().unwrap(),
+        "Count > 100",
         "{d:#}"
     );
     assert_eq!(d["exploit-1"]["outcome"], "allow");
-    assert!(
-        d["exfil-1"]["text"].as_str().unwrap().contains("seed#3"),
-        "{d:#}"
-    );
+    assert_contains!(d["exfil-1"]["text"].as_str().unwrap(), "seed#3", "{d:#}");
     let approvals = summary["approvals"].as_array().unwrap();
     assert!(
         approvals.iter().any(|a| a["status"] == 403),
@@ -744,7 +724,7 @@ fn stdout_carries_only_protocol_messages_even_with_debug_logs() {
 fn gateway_command_line_errors_are_clear() {
     let out = Command::new(BIN).args(["gateway"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no upstream server"));
+    assert_contains!(String::from_utf8_lossy(&out.stderr), "no upstream server");
     let dir = tempfile::tempdir().unwrap();
     let config = gateway_config(dir.path(), true, "");
     let out = Command::new(BIN)
@@ -767,7 +747,7 @@ fn gateway_command_line_errors_are_clear() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ftp://x"));
+    assert_contains!(String::from_utf8_lossy(&out.stderr), "ftp://x");
 }
 
 /// Progress on one token only increases: the gateway's own notifications while the call is
@@ -824,7 +804,7 @@ fn progress_of_a_held_call_only_increases() {
     let text = last["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_default();
-    assert!(text.contains("completed"), "{last}");
+    assert_contains!(text, "completed", "{last}");
 }
 
 /// A client of a gateway's Streamable HTTP endpoint, as the test token.
@@ -885,10 +865,7 @@ fn a_batch_in_a_later_protocol_version_is_refused_at_once_over_http() {
         .to_string();
     // The answer (one server-sent event): the version is negotiated once it has arrived.
     let body = init.text().unwrap();
-    assert!(
-        body.contains("\"protocolVersion\":\"2025-11-25\""),
-        "{body}"
-    );
+    assert_contains!(body, "\"protocolVersion\":\"2025-11-25\"");
     let note = post(
         Some(&session),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
@@ -903,7 +880,7 @@ fn a_batch_in_a_later_protocol_version_is_refused_at_once_over_http() {
     assert_eq!(answer["error"]["code"], -32600, "{answer}");
     assert_eq!(answer["id"], Value::Null, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("2025-11-25"), "{message}");
+    assert_contains!(message, "2025-11-25");
     // The session still serves single messages.
     let ping = post(
         Some(&session),
@@ -997,16 +974,15 @@ fn children(pid: u32) -> Vec<u32> {
 #[test]
 fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
+    let config = write_file(
+        dir.path(),
+        "gateway.toml",
         format!(
             "unknown_tools = \"allow\"\n[[identity.tokens]]\ntoken = \"{TOKEN}\"\n\
              agent = \"spiffe://e2e.example/agent/client\"\nchain = [\"user:alice@e2e.example\"]\n\
              [limits]\nsession_idle_timeout = \"3s\"\nmax_sessions = 2\n"
         ),
-    )
-    .unwrap();
+    );
     let port = free_port();
     let gateway = Command::new(BIN)
         .args(["gateway", "--config"])
@@ -1042,7 +1018,7 @@ fn idle_http_sessions_end_with_their_upstreams_and_sessions_are_capped() {
     assert_eq!(third.status(), 503);
     let refusal: Value = third.json().unwrap();
     let message = refusal["error"]["message"].as_str().unwrap();
-    assert!(message.contains("at most 2"), "{message}");
+    assert_contains!(message, "at most 2");
     // Kept alive by requests, the first outlives the second, which nothing names for 4.5 s.
     let quiet = Instant::now() + Duration::from_millis(4500);
     while Instant::now() < quiet {
@@ -1146,7 +1122,7 @@ fn a_restarted_http_upstream_gets_a_new_session() {
             break;
         }
         let message = answer["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("ended the session"), "{answer}");
+        assert_contains!(message, "ended the session", "{answer}");
         assert!(
             Instant::now() < until,
             "the session never recovered: {answer}"

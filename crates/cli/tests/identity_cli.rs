@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 mod common;
 use common::{ok, refused, stderr};
+use truststack_testkit::assert_contains;
 
 /// The binary with the issuer directory under `dir`.
 fn in_issuer(dir: &Path) -> Command {
@@ -69,7 +70,7 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
         dir,
         &["identity", "init", "--trust-domain", "acme.example"],
     ));
-    assert!(again.contains("already exists in"), "{again}");
+    assert_contains!(again, "already exists in");
     // The private key is readable by its owner only.
     #[cfg(unix)]
     {
@@ -118,11 +119,9 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
             "identity", "delegate", "--from", orch, "--agent", "scout", "--tools", "ScanTool",
         ],
     ));
-    assert!(
-        described.contains(
-            "chain      user:alice@acme.example → spiffe://acme.example/agent/orchestrator"
-        ),
-        "{described}"
+    assert_contains!(
+        described,
+        "chain      user:alice@acme.example → spiffe://acme.example/agent/orchestrator"
     );
 
     // Widening is refused with the reason.
@@ -170,13 +169,11 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
     // The chain of command, drawn as a tree.
     let shown = ok(&truststack(dir, &["identity", "inspect", recon]));
     assert!(shown.starts_with("valid"), "{shown}");
-    assert!(
-        shown.contains(
-            "user:alice@acme.example  (the human in command)\n\
+    assert_contains!(
+        shown,
+        "user:alice@acme.example  (the human in command)\n\
              └─ spiffe://acme.example/agent/orchestrator\n   \
              └─ spiffe://acme.example/agent/orchestrator/recon  tools: ScanTool"
-        ),
-        "{shown}"
     );
     let json: Value = serde_json::from_str(&ok(&truststack(
         dir,
@@ -220,8 +217,8 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
         ],
     ));
     let shown = ok(&truststack(dir, &["identity", "inspect", approver.trim()]));
-    assert!(shown.contains("roles      approver"), "{shown}");
-    assert!(shown.contains("groups     security-oncall"), "{shown}");
+    assert_contains!(shown, "roles      approver");
+    assert_contains!(shown, "groups     security-oncall");
     assert!(
         !shown.contains("chain of command"),
         "a human has none: {shown}"
@@ -269,10 +266,10 @@ fn init_issue_delegate_inspect_revoke_and_jwks() {
         "{text}"
     );
     // What it said is still shown, decoded without verification.
-    assert!(text.contains("decoded without verification"), "{text}");
-    assert!(
-        text.contains("\"sub\": \"spiffe://acme.example/agent/orchestrator/recon\""),
-        "{text}"
+    assert_contains!(text, "decoded without verification");
+    assert_contains!(
+        text,
+        "\"sub\": \"spiffe://acme.example/agent/orchestrator/recon\""
     );
     // Twice is refused, naming the first.
     let twice = truststack(dir, &["identity", "revoke", "--token", orch]);
@@ -455,13 +452,12 @@ fn a_retired_key_no_longer_verifies_what_it_signed() {
     );
     refused(&out, "active signing key");
     let retired = ok(&truststack(dir, &["identity", "retire", "--kid", &old_kid]));
-    assert!(retired.contains("retired"), "{retired}");
+    assert_contains!(retired, "retired");
     let out = truststack(dir, &["identity", "inspect", &old]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("no trusted issuer key has kid"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    assert_contains!(
+        String::from_utf8_lossy(&out.stdout),
+        "no trusted issuer key has kid"
     );
     ok(&truststack(dir, &["identity", "inspect", &new]));
     let jwks: Value = serde_json::from_str(&ok(&truststack(dir, &["identity", "jwks"]))).unwrap();

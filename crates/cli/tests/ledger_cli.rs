@@ -13,7 +13,9 @@ use truststack_ledger::{Checkpoint, Hash, VerifierKey};
 
 mod common;
 use common::{ok, refused, stderr, stdout, truststack};
+use truststack_testkit::assert_contains;
 use truststack_testkit::independent_verifier as python_verifier;
+use truststack_testkit::write_file;
 
 /// Entries of the campaign ledger: the policy activation, 114 decisions, 1 approval.
 const ENTRIES: u64 = 116;
@@ -85,14 +87,13 @@ fn verify_checks_against_the_recorded_or_a_trusted_key() {
         )),
         "{verified}"
     );
-    assert!(verified.contains("as recorded in the ledger"), "{verified}");
+    assert_contains!(verified, "as recorded in the ledger");
 
     // Against the published key, given as text, in a file, or as the log's private key file.
     let key = published_key(&db).to_string();
     let trusted = ok(&truststack(&["ledger", "verify", &db, "--key", &key]));
     assert!(!trusted.contains("as recorded"), "{trusted}");
-    let key_file = tmp.path().join("published.key");
-    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let key_file = write_file(tmp.path(), "published.key", format!("{key}\n"));
     ok(&truststack(&[
         "ledger",
         "verify",
@@ -202,10 +203,7 @@ fn show_filters_records_as_a_table_and_as_json_lines() {
 
     // The approval answer, by kind; a time window; an agent; a delegation root.
     let approval = ok(&truststack(&["ledger", "show", &db, "--kind", "approval"]));
-    assert!(
-        approval.lines().nth(1).unwrap().contains("exploit-1"),
-        "{approval}"
-    );
+    assert_contains!(approval.lines().nth(1).unwrap(), "exploit-1");
     assert_eq!(approval.lines().count(), 2, "{approval}");
     let window = ok(&truststack(&[
         "ledger",
@@ -231,11 +229,7 @@ fn show_filters_records_as_a_table_and_as_json_lines() {
     }
     let none = truststack(&["ledger", "show", &db, "--agent", "spiffe://x/agent/nobody"]);
     assert_eq!(ok(&none).lines().count(), 1, "the header alone");
-    assert!(
-        stderr(&none).contains("no record matches"),
-        "{}",
-        stderr(&none)
-    );
+    assert_contains!(stderr(&none), "no record matches");
 
     refused(
         &truststack(&["ledger", "show", &db, "--decision", "denied"]),
@@ -308,7 +302,7 @@ fn an_inclusion_proof_verifies_against_the_signed_checkpoint() {
     ]);
     let small = json(&ok(&out));
     assert!(small.get("checkpoint").is_none());
-    assert!(stderr(&out).contains("no signed checkpoint has size 7"));
+    assert_contains!(stderr(&out), "no signed checkpoint has size 7");
     verify_inclusion(
         3,
         7,
@@ -357,7 +351,7 @@ fn a_consistency_proof_links_successive_checkpoints() {
     // A second run appends the benign traffic and signs a second checkpoint.
     record(Path::new(&db), "policies/seed.tsp", "traces/benign.jsonl");
     let verified = ok(&truststack(&["ledger", "verify", &db]));
-    assert!(verified.contains("2 checkpoints verified"), "{verified}");
+    assert_contains!(verified, "2 checkpoints verified");
     let key = published_key(&db);
 
     let proof = json(&ok(&truststack(&[
@@ -510,11 +504,9 @@ fn replay_reports_the_decisions_another_bundle_would_change() {
         "{exfil}"
     );
     assert!(!exfil["reason"].as_str().unwrap().is_empty(), "{exfil}");
-    assert!(
-        stderr(&out)
-            .contains("5 of 114 recorded calls would be decided differently under no policies"),
-        "{}",
-        stderr(&out)
+    assert_contains!(
+        stderr(&out),
+        "5 of 114 recorded calls would be decided differently under no policies"
     );
 
     // The table: one row per changed call, then the summary.
@@ -530,7 +522,7 @@ fn replay_reports_the_decisions_another_bundle_would_change() {
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 4, "{table}");
     assert!(rows[0].starts_with("index  time"), "{table}");
-    assert!(rows[0].contains("recorded → replayed"), "{table}");
+    assert_contains!(rows[0], "recorded → replayed", "{table}");
     assert!(
         rows[1].starts_with("  111  2026-11-13T09:06:01.000Z")
             && rows[1].contains("exploit_runner")
@@ -566,27 +558,16 @@ fn replay_reports_the_decisions_another_bundle_would_change() {
     // Without the catalog every tool is unknown, and said so.
     let out = truststack(&["ledger", "replay", &db, "--json"]);
     ok(&out);
-    assert!(
-        stderr(&out).contains("warning: no --catalog"),
-        "{}",
-        stderr(&out)
-    );
+    assert_contains!(stderr(&out), "warning: no --catalog");
     let first = json(stdout(&out).lines().next().unwrap());
     assert_eq!(first["replayed"], "deny");
-    assert!(
-        first["reason"]
-            .as_str()
-            .unwrap()
-            .contains("not in the catalog"),
-        "{first}"
-    );
+    assert_contains!(first["reason"].as_str().unwrap(), "not in the catalog");
 
     refused(
         &truststack(&["ledger", "replay", &db, "--policy", "no-such.tsp"]),
         "no-such.tsp",
     );
-    let bad = tmp.path().join("bad.tsp");
-    std::fs::write(&bad, "POLICY oops: ACTION: MAYBE\n").unwrap();
+    let bad = write_file(tmp.path(), "bad.tsp", "POLICY oops: ACTION: MAYBE\n");
     refused(
         &truststack(&["ledger", "replay", &db, "--policy", bad.to_str().unwrap()]),
         "error(s) in the policies",
@@ -665,8 +646,9 @@ fn tampering_is_named_at_its_index() {
         "FAILED: entry 60 missing: indices jump from 59 to 61"
     );
     let copy = tampered(&db, "truncated.db", "DELETE FROM entries WHERE idx >= 100;");
-    assert!(
-        fails(&copy).contains("the log has only 100 entries; entries 100..116 are missing"),
+    assert_contains!(
+        fails(&copy),
+        "the log has only 100 entries; entries 100..116 are missing",
         "truncation"
     );
 
@@ -689,8 +671,7 @@ fn bad_input_is_named() {
         &truststack(&["ledger", "checkpoint", missing]),
         "no such file",
     );
-    let junk = tmp.path().join("junk.db");
-    std::fs::write(&junk, b"not a database at all").unwrap();
+    let junk = write_file(tmp.path(), "junk.db", b"not a database at all");
     let out = truststack(&["ledger", "show", junk.to_str().unwrap()]);
     refused(&out, "junk.db");
     // A file that is not a ledger does not verify.

@@ -1,19 +1,10 @@
 //! `truststack policy check|eval|test` as a user runs them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Output;
-
 mod common;
-use common::{root, text};
-
-/// Runs `truststack ARGS` from the repository root, as the documentation does.
-fn truststack(args: &[&str]) -> Output {
-    common::cli()
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
+use common::{root, text, truststack_from_root as truststack};
+use truststack_testkit::assert_contains;
+use truststack_testkit::write_file;
 
 #[test]
 fn check_accepts_the_examples() {
@@ -35,33 +26,25 @@ fn check_accepts_the_examples() {
 #[test]
 fn check_rejects_a_malformed_policy_with_position_caret_and_hint() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.tsp");
-    std::fs::write(
-        &file,
+    let file = write_file(
+        dir.path(),
+        "bad.tsp",
         "POLICY: ACTION: DENY IF (Tool_Call('ScanTool').Count > 100 requests/5 mins)\n",
-    )
-    .unwrap();
+    );
     let out = truststack(&["policy", "check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("error: unknown time unit `mins`"), "{err}");
-    assert!(err.contains("bad.tsp:1:71"), "{err}");
-    assert!(
-        err.contains("^^^^ expected one of ms, s, min, h, d"),
-        "{err}"
-    );
-    assert!(err.contains("hint: did you mean `min`?"), "{err}");
+    assert_contains!(err, "error: unknown time unit `mins`");
+    assert_contains!(err, "bad.tsp:1:71");
+    assert_contains!(err, "^^^^ expected one of ms, s, min, h, d");
+    assert_contains!(err, "hint: did you mean `min`?");
 }
 
 #[test]
 fn check_reports_a_missing_file_precisely() {
     let out = truststack(&["policy", "check", "no/such/file.tsp"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("no/such/file.tsp: cannot read"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains!(text(&out.stderr), "no/such/file.tsp: cannot read");
 }
 
 #[test]
@@ -96,18 +79,13 @@ fn eval_prints_one_decision_per_tool_call() {
     assert_eq!(find("exploit-1")["decision"], "require_approval");
     assert_eq!(find("exfil-1")["decision"], "deny");
     // The separation-of-duties refusal is reported on stderr, not mixed into the decisions.
-    assert!(
-        text(&out.stderr).contains("separation of duties"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains!(text(&out.stderr), "separation of duties");
 }
 
 #[test]
 fn eval_reports_a_malformed_trace_line_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.jsonl");
-    std::fs::write(&trace, "{\"type\":\"tool_call\",\"id\":\"a\",\"agent\":\"x\",\"tool\":\"read_docs\",\"time\":\"2026-01-01T00:00:00Z\"}\n{\"type\": \"tool_call\", \"id\": 7}\n").unwrap();
+    let trace = write_file(dir.path(), "t.jsonl", "{\"type\":\"tool_call\",\"id\":\"a\",\"agent\":\"x\",\"tool\":\"read_docs\",\"time\":\"2026-01-01T00:00:00Z\"}\n{\"type\": \"tool_call\", \"id\": 7}\n");
     let out = truststack(&[
         "policy",
         "eval",
@@ -118,8 +96,8 @@ fn eval_reports_a_malformed_trace_line_with_its_position() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("t.jsonl:2:"), "{err}");
-    assert!(err.contains("not a valid event"), "{err}");
+    assert_contains!(err, "t.jsonl:2:");
+    assert_contains!(err, "not a valid event");
 }
 
 #[test]
@@ -158,10 +136,7 @@ fn test_runs_the_example_suites_and_fails_on_a_wrong_expectation() {
     let out = truststack(&["policy", "test", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains("scan-101: expected allow, got deny"),
-        "{stdout}"
-    );
+    assert_contains!(stdout, "scan-101: expected allow, got deny");
     assert!(
         stdout.lines().any(|l| l == "0 passed, 1 failed"),
         "{stdout}"

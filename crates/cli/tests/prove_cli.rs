@@ -6,16 +6,9 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{root, text};
-
-/// Runs `truststack ARGS` from the repository root, as the documentation does.
-fn truststack(args: &[&str]) -> Output {
-    common::cli()
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
+use common::{root, text, truststack_from_root as truststack};
+use truststack_testkit::assert_contains;
+use truststack_testkit::write_file;
 
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
@@ -31,12 +24,12 @@ fn naive_manifest_fails_with_exit_1_and_names_the_toxic_combination() {
     ]);
     assert_eq!(code(&out), 1, "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("UNGUARDED   gtg1002-chain"), "{stdout}");
-    assert!(
-        stdout.contains("{ScanTool, CodeAnalysisTool, ExploitationTool} → gtg1002-escalation"),
-        "{stdout}"
+    assert_contains!(stdout, "UNGUARDED   gtg1002-chain");
+    assert_contains!(
+        stdout,
+        "{ScanTool, CodeAnalysisTool, ExploitationTool} → gtg1002-escalation"
     );
-    assert!(stdout.contains("Verdict NOT SAFE"), "{stdout}");
+    assert_contains!(stdout, "Verdict NOT SAFE");
     // No progress bar when stderr is not a terminal.
     assert!(
         !text(&out.stderr).contains("Monte Carlo"),
@@ -54,7 +47,10 @@ fn split_manifest_fails_and_fixed_manifest_passes() {
         "0",
     ]);
     assert_eq!(code(&out), 1, "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("delegation root, split across patch, recon"));
+    assert_contains!(
+        text(&out.stdout),
+        "delegation root, split across patch, recon"
+    );
     let out = truststack(&[
         "prove",
         "examples/gtg1002/manifest-fixed.toml",
@@ -62,7 +58,7 @@ fn split_manifest_fails_and_fixed_manifest_passes() {
         "100",
     ]);
     assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("Verdict SAFE"));
+    assert_contains!(text(&out.stdout), "Verdict SAFE");
 }
 
 #[test]
@@ -70,25 +66,18 @@ fn bad_input_exits_2_with_a_precise_message() {
     let out = truststack(&["prove", "examples/gtg1002/no-such-manifest.toml"]);
     assert_eq!(code(&out), 2);
     let err = text(&out.stderr);
-    assert!(
-        err.contains("no-such-manifest.toml: cannot read: No such file"),
-        "{err}"
-    );
+    assert_contains!(err, "no-such-manifest.toml: cannot read: No such file");
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
+    let bad = write_file(
+        dir.path(),
+        "bad.toml",
         "catalog = \"../x.toml\"\n[agents.a]\ntools = \"scan\"\n",
-    )
-    .unwrap();
+    );
     let out = truststack(&["prove", bad.to_str().unwrap()]);
     assert_eq!(code(&out), 2);
     let err = text(&out.stderr);
-    assert!(
-        err.contains("bad.toml: not a valid manifest: line 3"),
-        "{err}"
-    );
+    assert_contains!(err, "bad.toml: not a valid manifest: line 3");
     let catalog = root()
         .join("examples/gtg1002/catalog.toml")
         .canonicalize()
@@ -103,11 +92,7 @@ fn bad_input_exits_2_with_a_precise_message() {
     .unwrap();
     let out = truststack(&["prove", bad.to_str().unwrap()]);
     assert_eq!(code(&out), 2);
-    assert!(
-        text(&out.stderr).contains("agents.a.delegates_to: no agent `b`"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains!(text(&out.stderr), "agents.a.delegates_to: no agent `b`");
 }
 
 #[test]
@@ -117,22 +102,17 @@ fn a_goal_the_manifest_makes_impossible_fails_as_unknown() {
         .join("examples/gtg1002/catalog.toml")
         .canonicalize()
         .unwrap();
-    let m = dir.path().join("typo.toml");
-    std::fs::write(
-        &m,
-        format!(
+    let m = write_file(dir.path(), "typo.toml", format!(
             "catalog = {:?}\n[agents.a]\ntools = [\"prod_db_query\", \"http_upload\"]\n[goals]\nbuiltin = []\n[[goals.data_flow]]\nid = \"prod-out\"\nsource = \"Internal_Prod_Db\"\n",
             catalog.display().to_string()
-        ),
-    )
-    .unwrap();
+        ));
     let out = truststack(&["prove", m.to_str().unwrap(), "--runs", "0"]);
     assert_eq!(code(&out), 1, "{}{}", text(&out.stdout), text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("UNKNOWN"), "{stdout}");
-    assert!(
-        stdout.contains("unknown: the manifest is wrong: no catalog tool accesses data source `Internal_Prod_Db`"),
-        "{stdout}"
+    assert_contains!(stdout, "UNKNOWN");
+    assert_contains!(
+        stdout,
+        "unknown: the manifest is wrong: no catalog tool accesses data source `Internal_Prod_Db`"
     );
 }
 
@@ -268,8 +248,8 @@ fn fix_writes_a_manifest_that_proves_safe() {
         text(&out.stderr)
     );
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("split identity `operator`"), "{stdout}");
-    assert!(stdout.contains("fixed manifest: SAFE"), "{stdout}");
+    assert_contains!(stdout, "split identity `operator`");
+    assert_contains!(stdout, "fixed manifest: SAFE");
     let fixed = Path::new(out_dir).join("manifest-naive.fixed.toml");
     assert!(Path::new(out_dir)
         .join("policies/remediation.tsp")
@@ -278,8 +258,8 @@ fn fix_writes_a_manifest_that_proves_safe() {
     assert_eq!(code(&out), 0, "{}{}", text(&out.stdout), text(&out.stderr));
     // The smallest fix adds policies only; the split and a human gate on the data flow are
     // alternatives, written beside it and proved in the same run.
-    assert!(stdout.contains("Alternative `split`"), "{stdout}");
-    assert!(stdout.contains("Alternative `gate`"), "{stdout}");
+    assert_contains!(stdout, "Alternative `split`");
+    assert_contains!(stdout, "Alternative `gate`");
     for alt in ["split", "gate"] {
         let f = Path::new(out_dir).join(format!("manifest-naive.{alt}.fixed.toml"));
         let out = truststack(&["prove", f.to_str().unwrap(), "--runs", "0"]);

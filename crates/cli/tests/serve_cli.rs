@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use truststack_testkit::assert_contains;
+use truststack_testkit::write_file;
 
 const POLICY: &str =
     "POLICY gate: ACTION: REQUIRE_HITL TARGET: agent_identity IF Tool_Call('ExploitationTool')\n";
@@ -18,15 +20,10 @@ use truststack_testkit::net::JsonReply;
 /// Writes a config (credentials off: the body names the agent) with `extra` settings.
 fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("gate.tsp"), POLICY).unwrap();
-    let path = dir.join("truststack.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let path = write_file(dir, "truststack.toml", format!(
             "listen = \"127.0.0.1:0\"\npolicies = [\"gate.tsp\"]\ncatalog = {:?}\nrequire_credentials = false\n{extra}",
             example("catalog.toml")
-        ),
-    )
-    .unwrap();
+        ));
     path
 }
 
@@ -108,10 +105,7 @@ fn a_file_size_limit_fails_closed_and_the_server_lives_on() {
     let denied = denied.expect("the file size limit was never reached");
     assert!(allowed > 0, "{denied}");
     assert_eq!(denied["decision"], "deny");
-    assert!(
-        denied["reason"].as_str().unwrap().contains("ledger"),
-        "{denied}"
-    );
+    assert_contains!(denied["reason"].as_str().unwrap(), "ledger");
     // Still alive, still failing closed.
     assert!(child.try_wait().unwrap().is_none(), "the process died");
     let health = client.get(format!("{base}/healthz")).send().unwrap();

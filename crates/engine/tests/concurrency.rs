@@ -18,6 +18,7 @@ use truststack_engine::{
 };
 use truststack_policy::load::load_sources;
 use truststack_policy::{Catalog, Source};
+use truststack_testkit::assert_contains;
 
 const CATALOG: &str = r#"
 [tools.nmap_scan]
@@ -404,7 +405,7 @@ fn concurrent_answers_resolve_each_held_call_once() {
                 applied.insert(i, result).is_none(),
                 "x{i} was resolved twice"
             ),
-            Err(e) => assert!(e.contains("no pending approval"), "x{i}: {e}"),
+            Err(e) => assert_contains!(e, "no pending approval", "x{i}: {e}"),
         }
     }
     assert_eq!(applied.len(), HELD, "every held call resolved once");

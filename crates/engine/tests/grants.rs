@@ -9,6 +9,7 @@ use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_engine::replay::divergences;
 use truststack_engine::{Caller, Engine, Grant, GrantError, Request, Settings, ToolCall, Verdict};
 use truststack_policy::{build_bundle, Catalog, Source};
+use truststack_testkit::assert_contains;
 
 const USER: &str = "user:alice@acme.example";
 const AGENT: &str = "spiffe://acme.example/agent/assistant";
@@ -111,11 +112,9 @@ fn a_call_outside_the_grant_is_denied_before_policy_evaluation() {
         "no policy was evaluated: {:?}",
         d.policies
     );
-    assert!(
-        d.reason
-            .contains("`/recipient` value \"eve\" is not one of the granted values"),
-        "{}",
-        d.reason
+    assert_contains!(
+        d.reason,
+        "`/recipient` value \"eve\" is not one of the granted values"
     );
 
     // Within the grant, policies still decide: the grant does not allow what they hold.
@@ -197,23 +196,21 @@ fn only_a_human_of_the_chain_declares_a_grant() {
     g.chain = vec!["spiffe://acme.example/agent/orchestrator".into()];
     let err = e.declare_grant(&g).unwrap_err();
     assert!(matches!(err, GrantError::Invalid(_)), "{err}");
-    assert!(err.to_string().contains("names no human"), "{err}");
+    assert_contains!(err.to_string(), "names no human");
 
     let mut g = grant("s1", json!([]));
     g.principal = Some("user:mallory@acme.example".into());
-    assert!(e
-        .declare_grant(&g)
-        .unwrap_err()
-        .to_string()
-        .contains("not in the chain"));
+    assert_contains!(
+        e.declare_grant(&g).unwrap_err().to_string(),
+        "not in the chain"
+    );
 
     let mut g = grant("s1", json!([]));
     g.principal = Some(AGENT.into());
-    assert!(e
-        .declare_grant(&g)
-        .unwrap_err()
-        .to_string()
-        .contains("not a human principal"));
+    assert_contains!(
+        e.declare_grant(&g).unwrap_err().to_string(),
+        "not a human principal"
+    );
 
     // Nothing of the refused grants applies.
     assert_eq!(

@@ -6,6 +6,7 @@ use truststack_engine::replay::{parse_trace, replay};
 use truststack_engine::Processed;
 use truststack_engine::{ApprovalResult, Engine, Settings, Verdict};
 
+use truststack_testkit::assert_contains;
 use truststack_testkit::examples::gtg1002 as example;
 
 fn engine(policy: &str) -> Engine {
@@ -107,8 +108,9 @@ fn single_agent_campaign_under_seed_policies() {
     );
     assert_eq!(r.policies("exploit-1"), ["seed#2"]);
     let first = r.approvals[0].as_ref().unwrap_err();
-    assert!(
-        first.contains("separation of duties"),
+    assert_contains!(
+        first,
+        "separation of duties",
         "the launching operator cannot approve: {first}"
     );
     assert_eq!(
@@ -171,10 +173,10 @@ fn context_split_campaign_evades_agent_scope_and_is_stopped_at_delegation_root()
     );
     assert_eq!(root.verdict("split-scan-101"), Verdict::Deny);
     assert_eq!(root.verdict("split-exploit-1"), Verdict::RequireApproval);
-    assert!(root.approvals[0]
-        .as_ref()
-        .unwrap_err()
-        .contains("separation of duties"));
+    assert_contains!(
+        root.approvals[0].as_ref().unwrap_err(),
+        "separation of duties"
+    );
     assert_eq!(
         root.approvals[1],
         Ok(("split-exploit-1".to_string(), ApprovalResult::Granted))

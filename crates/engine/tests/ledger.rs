@@ -9,6 +9,7 @@ use truststack_engine::replay::{divergences, parse_trace, replay};
 use truststack_engine::Processed;
 use truststack_engine::{Engine, Request, Settings, ToolCall, Verdict};
 
+use truststack_testkit::assert_contains;
 use truststack_testkit::examples::gtg1002 as example;
 
 fn bundle(policy: &str) -> truststack_policy::Bundle {
@@ -99,7 +100,7 @@ fn a_ledger_that_cannot_be_written_fails_closed() {
         Verdict::Deny,
         "a benign call is denied when it cannot be recorded"
     );
-    assert!(d.reason.contains("ledger unavailable"), "{}", d.reason);
+    assert_contains!(d.reason, "ledger unavailable");
     assert_eq!(d.ledger_index, None);
 }
 
@@ -180,9 +181,7 @@ fn queued_decisions_count_at_once_and_settle_in_ledger_order() {
         .count();
     assert_eq!(allowed, 100, "the 101st scan in five minutes is denied");
     assert_eq!(decisions[100].decision, Verdict::Deny);
-    assert!(decisions[101]
-        .reason
-        .contains("does not allow tool `http_upload`"));
+    assert_contains!(decisions[101].reason, "does not allow tool `http_upload`");
     for (i, d) in decisions.iter().enumerate() {
         let index = d.ledger_index.expect("durable before it is returned");
         assert_eq!(

@@ -25,6 +25,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use truststack_testkit::assert_contains;
 
 const TOKEN: &str = "bench-token";
 
@@ -502,8 +503,9 @@ fn main() {
             peer.call(&call_msg(i));
         }
         let probe = peer.call(&call_msg(1)).to_string();
-        assert!(
-            probe.contains("\"p1\""),
+        assert_contains!(
+            probe,
+            "\"p1\"",
             "the path allowed and answered the call: {probe}"
         );
     }
@@ -566,8 +568,9 @@ fn main() {
         via.post(&call_msg(i));
     }
     let probe = via.post(&call_msg(1));
-    assert!(
-        probe.contains("\"p1\""),
+    assert_contains!(
+        probe,
+        "\"p1\"",
         "the gateway allowed and answered the call: {probe}"
     );
     let (mut d, mut g) = (Vec::new(), Vec::new());

@@ -14,6 +14,7 @@ use std::time::Duration;
 use truststack_gateway::{Gateway, GatewayConfig};
 use truststack_testkit::everything_server;
 use truststack_testkit::net::free_port;
+use truststack_testkit::write_file;
 
 /// The scenario the gateway answers itself.
 const GATEWAY_OWN: &str = "dns-rebinding-protection";
@@ -85,15 +86,14 @@ async fn conformance(modules: &Path, url: &str, dir: &Path) -> BTreeMap<String, 
 /// An allow-all gateway (anonymous callers, every call allowed) in front of `upstream` (an
 /// `[[upstream]]` body), served over Streamable HTTP: its MCP endpoint.
 async fn gateway(dir: &Path, upstream: &str) -> String {
-    let path = dir.join("gateway.toml");
-    std::fs::write(
-        &path,
+    let path = write_file(
+        dir,
+        "gateway.toml",
         format!(
             "default_decision = \"allow\"\nunknown_tools = \"allow\"\n\
              [identity]\nallow_anonymous = true\n[[upstream]]\n{upstream}\n"
         ),
-    )
-    .unwrap();
+    );
     let gateway = Arc::new(Gateway::from_config(GatewayConfig::load(&path).unwrap()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());

@@ -16,6 +16,8 @@ use truststack_engine::identity::{
 };
 use truststack_engine::ledger::Ledger;
 use truststack_gateway::{approvals, GatewayConfig};
+use truststack_testkit::assert_contains;
+use truststack_testkit::write_file;
 
 struct Tokens {
     recon: String,
@@ -81,8 +83,7 @@ fn config(dir: &Path) -> GatewayConfig {
          [[upstream]]\nname = \"fake\"\ncommand = [\"python3\", \"-u\", \"{}\"]\n",
         fixture("fake_server.py").display()
     );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, toml).unwrap();
+    let path = write_file(dir, "gateway.toml", toml);
     GatewayConfig::load(&path).unwrap()
 }
 
@@ -128,7 +129,7 @@ async fn signed_credentials_authenticated_approvers_revocation_and_the_ledger() 
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("not valid"), "{err}");
+    assert_contains!(err, "not valid");
     drop(gw);
 
     let mut c = Client::start(config(dir.path()), Some(&tokens.recon)).await;
@@ -138,7 +139,7 @@ async fn signed_credentials_authenticated_approvers_revocation_and_the_ledger() 
     // The credential names ScanTool only: echo is refused before any policy is evaluated.
     let r = c.call(1, "echo", json!({"text": "hi"})).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
-    assert!(text(&r).contains("credential"), "{}", text(&r));
+    assert_contains!(text(&r), "credential");
 
     // A scan is held for a human; the agent and chain come from the credential.
     let id = 2;
@@ -175,13 +176,10 @@ async fn signed_credentials_authenticated_approvers_revocation_and_the_ledger() 
     );
     let (status, body) = answer(&base, &aid, Some(&tokens.recon), grant.clone()).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("agent"), "{body}");
+    assert_contains!(body["error"].as_str().unwrap(), "agent");
     let (status, body) = answer(&base, &aid, Some(&tokens.carol), grant.clone()).await;
     assert_eq!(status, 403, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("approver"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "approver");
     let (status, body) = answer(&base, &aid, Some(&tokens.alice), grant.clone()).await;
     assert_eq!(status, 403, "the launching human may not approve: {body}");
     let (status, body) = answer(
@@ -206,7 +204,7 @@ async fn signed_credentials_authenticated_approvers_revocation_and_the_ledger() 
         .unwrap();
     let r = c.call(3, "nmap_scan", json!({"target": "10.0.0.6"})).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
-    assert!(text(&r).contains("revoked"), "{}", text(&r));
+    assert_contains!(text(&r), "revoked");
     c.close().await;
 
     // Every decision and approval is in the ledger, which verifies.
@@ -260,7 +258,7 @@ async fn a_restarted_gateway_remembers_what_the_ledger_recorded() {
     c.initialize("2025-11-25").await;
     let r = c.call(3, "echo", json!({"text": "after"})).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
-    assert!(text(&r).contains("no-echo-after-docs"), "{}", text(&r));
+    assert_contains!(text(&r), "no-echo-after-docs");
     c.close().await;
 }
 
@@ -334,10 +332,7 @@ async fn an_approver_group_binds_the_gateway_as_it_binds_the_server() {
     // Bob holds the approver role but not the group: refused, and the call stays held.
     let (status, body) = answer(&base, &aid, Some(&tokens.bob), json!({"grant": true})).await;
     assert_eq!(status, 403, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("security-oncall"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "security-oncall");
     assert!(c.engine.is_pending(&aid));
     let (status, body) = answer(&base, &aid, Some(&oncall), json!({"grant": true})).await;
     assert_eq!(status, 200, "{body}");
@@ -436,6 +431,6 @@ async fn a_call_waiting_for_the_ledger_does_not_stall_the_session() {
     );
     let r = c.response(json!(1)).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
-    assert!(text(&r).contains("external-scan"), "{}", text(&r));
+    assert_contains!(text(&r), "external-scan");
     c.close().await;
 }

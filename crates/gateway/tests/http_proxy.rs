@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::{sse_until, Http, TOKEN};
+use common::{sse_answer, sse_until, Http, TOKEN};
 use serde_json::{json, Value};
 use truststack_gateway::framing::SseParser;
+use truststack_testkit::assert_contains;
 use truststack_testkit::net::JsonReply;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,10 +18,10 @@ async fn sessions_calls_denials_and_a_held_call_released_over_http() {
     assert_eq!(r["result"]["content"][0]["text"], "fake: hi");
     let r = h.rpc(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "http_upload", "arguments": {}}})).await;
     assert_eq!(r["result"]["isError"], true);
-    assert!(r["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap()
-        .contains("no-upload"));
+    assert_contains!(
+        r["result"]["content"][0]["text"].as_str().unwrap(),
+        "no-upload"
+    );
 
     // A held call: its stream carries progress, other requests are answered meanwhile, and an
     // approval through the endpoint releases it.
@@ -143,13 +144,7 @@ async fn the_get_stream_carries_server_requests_and_json_only_clients_get_json()
         h.post(&answer, Some(TOKEN)).send().await.unwrap().status(),
         202
     );
-    let r = sse_until(
-        &mut ask,
-        &mut SseParser::new(1 << 20),
-        &mut Vec::new(),
-        |v| v["id"] == 1,
-    )
-    .await;
+    let r = sse_answer(&mut ask, 1).await;
     assert_eq!(r["result"]["client_said"], json!({"roots": []}));
 
     let r = h
@@ -209,10 +204,7 @@ async fn http_errors_credentials_sizes_and_origins() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     let message = v["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("unsupported MCP-Protocol-Version"),
-        "{message}"
-    );
+    assert_contains!(message, "unsupported MCP-Protocol-Version");
     for version in ["2025-11-25", "2025-03-26"] {
         let mut r = h
             .post(&ping, Some(TOKEN))
@@ -267,10 +259,7 @@ async fn http_errors_credentials_sizes_and_origins() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let v = sse_until(&mut r, &mut SseParser::new(1 << 20), &mut Vec::new(), |v| {
-        v["id"] == 1
-    })
-    .await;
+    let v = sse_answer(&mut r, 1).await;
     assert_eq!(v["result"], json!({}));
 }
 

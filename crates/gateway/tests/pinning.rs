@@ -11,6 +11,7 @@ use std::path::Path;
 use truststack_engine::ledger::Ledger;
 use truststack_gateway::pinning::{self, PinFile};
 use truststack_gateway::{Gateway, GatewayConfig};
+use truststack_testkit::assert_contains;
 
 /// A gateway configuration with `extra` (TOML) and `upstream` (an `[[upstream]]` body); the
 /// rug-pull server's tools are not in the test catalog, and unknown tools are allowed.
@@ -43,10 +44,7 @@ fn names(list: &Value) -> Vec<String> {
 fn assert_changed_denial(r: &Value) -> Value {
     assert_eq!(r["result"]["isError"], true, "{r}");
     let t = text(r);
-    assert!(
-        t.contains("the definition of tool `forecast` changed since it was pinned (description changed; pinned sha256 "),
-        "{t}"
-    );
+    assert_contains!(t, "the definition of tool `forecast` changed since it was pinned (description changed; pinned sha256 ");
     let meta = r["result"]["_meta"]["io.truststack/decision"].clone();
     assert_eq!(meta["decision"], "deny");
     assert_eq!(meta["pin"]["fields"], json!(["description"]));
@@ -108,10 +106,10 @@ async fn a_tool_whose_description_changes_is_hidden_denied_and_recorded_over_std
     assert_eq!(changed[0]["fields"], json!(["description"]));
     assert_eq!(changed[0]["pinned_sha256"], meta["pin"]["pinned_sha256"]);
     assert_eq!(changed[0]["sha256"], meta["pin"]["sha256"]);
-    assert!(changed[0]["definition"]["description"]
-        .as_str()
-        .unwrap()
-        .contains("~/.ssh/id_rsa"));
+    assert_contains!(
+        changed[0]["definition"]["description"].as_str().unwrap(),
+        "~/.ssh/id_rsa"
+    );
 
     // Restarted on the same ledger, in front of a server changed from the start: the first-seen
     // pin still holds.
@@ -213,10 +211,7 @@ async fn with_a_pin_file_only_its_tools_as_pinned_are_visible() {
     // Called before any listing: refused all the same.
     let r = c.call(1, "stable", json!({})).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
-    assert!(
-        text(&r).contains("tool `stable` is not in the pin file"),
-        "{r}"
-    );
+    assert_contains!(text(&r), "tool `stable` is not in the pin file");
     let list = c.request(2, "tools/list", json!({})).await;
     assert_eq!(names(&list), ["forecast", "rotate"]);
     let r = c.call(3, "stable", json!({})).await;

@@ -3,6 +3,7 @@
 
 use truststack_gateway::GatewayConfig;
 use truststack_server::config::ServerConfig;
+use truststack_testkit::write_file;
 
 const SHARED: &str = r#"
 default_decision = "deny"
@@ -18,8 +19,7 @@ secops = ["user:lead@acme.example"]
 #[test]
 fn the_same_engine_keys_give_the_same_settings_in_server_and_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shared.toml");
-    std::fs::write(&path, SHARED).unwrap();
+    let path = write_file(dir.path(), "shared.toml", SHARED);
     let server = ServerConfig::load(&path).unwrap().engine_settings();
     let gateway = GatewayConfig::load(&path).unwrap().engine_settings();
     assert_eq!(server, gateway);
@@ -32,8 +32,7 @@ fn the_same_engine_keys_give_the_same_settings_in_server_and_gateway() {
 #[test]
 fn the_defaults_agree_too() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("empty.toml");
-    std::fs::write(&path, "").unwrap();
+    let path = write_file(dir.path(), "empty.toml", "");
     assert_eq!(
         ServerConfig::load(&path).unwrap().engine_settings(),
         GatewayConfig::load(&path).unwrap().engine_settings()

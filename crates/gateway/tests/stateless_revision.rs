@@ -9,9 +9,9 @@
 
 mod common;
 
-use common::{config, config_for, fixture, sse_until, text, Client, Http, TOKEN};
+use common::{config, config_for, fixture, sse_answer, text, Client, Http, TOKEN};
 use serde_json::{json, Value};
-use truststack_gateway::framing::SseParser;
+use truststack_testkit::assert_contains;
 
 const REVISION: &str = "2026-07-28";
 
@@ -29,7 +29,7 @@ fn request(id: i64, method: &str, mut params: Value) -> Value {
 fn assert_denied(r: &Value, says: &str) {
     assert_eq!(r["result"]["resultType"], "complete", "{r}");
     assert_eq!(r["result"]["isError"], true, "{r}");
-    assert!(text(r).contains(says), "{r}");
+    assert_contains!(text(r), says);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,13 +156,7 @@ async fn over_http_a_stateless_request_needs_no_session() {
         // No session: the next request needs none either.
         assert!(resp.headers().get("mcp-session-id").is_none());
         let r = if sse {
-            sse_until(
-                &mut resp,
-                &mut SseParser::new(1 << 20),
-                &mut Vec::new(),
-                |v| v["id"] == id,
-            )
-            .await
+            sse_answer(&mut resp, id).await
         } else {
             resp.json::<Value>().await.unwrap()
         };
@@ -222,8 +216,8 @@ async fn the_python_sdk_of_2026_07_28_through_the_gateway() {
     assert_eq!(steps[2]["is_error"], false, "{stdout}");
     assert_eq!(steps[2]["text"], "echo: hi");
     assert_eq!(steps[3]["is_error"], true, "{stdout}");
-    assert!(steps[3]["text"]
-        .as_str()
-        .unwrap()
-        .contains("uploads leave the company"));
+    assert_contains!(
+        steps[3]["text"].as_str().unwrap(),
+        "uploads leave the company"
+    );
 }

@@ -7,6 +7,7 @@ mod common;
 use common::{config, text, Client, AGENT, TOKEN};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use truststack_testkit::assert_contains;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_pass_through_byte_for_byte_with_ids_preserved() {
@@ -100,7 +101,7 @@ async fn credentials_limit_the_tools_listed_and_called() {
     names.sort();
     assert_eq!(names, ["echo", "read_docs"]);
     let r = c.call(3, "crash", json!({})).await;
-    assert!(text(&r).contains("does not allow tool `crash`"), "{r}");
+    assert_contains!(text(&r), "does not allow tool `crash`");
     c.close().await;
 }
 
@@ -115,18 +116,14 @@ async fn a_held_call_waits_without_blocking_others_and_runs_when_granted() {
     // Progress arrives while the call is held, and other requests are answered meanwhile.
     let p = c.until(|v| v["method"] == "notifications/progress").await;
     assert_eq!(p["params"]["progressToken"], "tok-1");
-    assert!(p["params"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("scan-needs-human"));
+    assert_contains!(p["params"]["message"].as_str().unwrap(), "scan-needs-human");
     let r = c.call(2, "echo", json!({"text": "meanwhile"})).await;
     assert_eq!(text(&r), "fake: meanwhile");
     // The agent's own operator cannot approve; someone else can.
-    assert!(c
-        .answer("user:alice@test.example", true)
-        .await
-        .unwrap_err()
-        .contains("separation of duties"));
+    assert_contains!(
+        c.answer("user:alice@test.example", true).await.unwrap_err(),
+        "separation of duties"
+    );
     let outcome = c.answer("user:bob@test.example", true).await.unwrap();
     assert_eq!(outcome.decision, truststack_engine::Verdict::Allow);
     let r = c.response(json!(1)).await;
@@ -157,7 +154,7 @@ async fn a_refused_or_cancelled_held_call_is_never_forwarded() {
     c.answer("user:bob@test.example", false).await.unwrap();
     let r = c.response(json!(1)).await;
     assert_eq!(r["result"]["isError"], true);
-    assert!(text(&r).contains("refused by user:bob@test.example"), "{r}");
+    assert_contains!(text(&r), "refused by user:bob@test.example");
     // A held call the client cancels ends without an answer, and is withdrawn from the
     // approvals queue: nobody can grant it any more.
     c.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "nmap_scan", "arguments": {"target": "10.0.0.3"}}}))
@@ -276,18 +273,9 @@ async fn a_server_that_dies_mid_session_fails_its_requests_and_is_restarted() {
     c.initialize("2025-11-25").await;
     let r = c.call(1, "crash", json!({})).await;
     assert_eq!(r["error"]["code"], -32001);
-    assert!(
-        r["error"]["message"].as_str().unwrap().contains("exited"),
-        "{r}"
-    );
+    assert_contains!(r["error"]["message"].as_str().unwrap(), "exited");
     let note = c.until(|v| v["method"] == "notifications/message").await;
-    assert!(
-        note["params"]["data"]
-            .as_str()
-            .unwrap()
-            .contains("restarted"),
-        "{note}"
-    );
+    assert_contains!(note["params"]["data"].as_str().unwrap(), "restarted");
     // The restarted server was re-initialized and serves calls.
     let r = c.call(2, "echo", json!({"text": "again"})).await;
     assert_eq!(text(&r), "fake: again");
@@ -297,22 +285,10 @@ async fn a_server_that_dies_mid_session_fails_its_requests_and_is_restarted() {
     let note = c
         .until(|v| v["method"] == "notifications/message" && v["params"]["level"] == "error")
         .await;
-    assert!(
-        note["params"]["data"]
-            .as_str()
-            .unwrap()
-            .contains("not restarted"),
-        "{note}"
-    );
+    assert_contains!(note["params"]["data"].as_str().unwrap(), "not restarted");
     let r = c.call(4, "echo", json!({"text": "gone"})).await;
     assert_eq!(r["error"]["code"], -32001);
-    assert!(
-        r["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not restarted"),
-        "{r}"
-    );
+    assert_contains!(r["error"]["message"].as_str().unwrap(), "not restarted");
     c.close().await;
 }
 
@@ -327,17 +303,11 @@ async fn oversized_and_malformed_messages_from_either_side_are_contained() {
         .await;
     let e = c.response(json!(1)).await;
     assert_eq!(e["error"]["code"], -32600);
-    assert!(
-        e["error"]["message"].as_str().unwrap().contains("exceeds"),
-        "{e}"
-    );
+    assert_contains!(e["error"]["message"].as_str().unwrap(), "exceeds");
     // From the server: its oversized answer becomes an error for that request.
     let e = c.call(2, "huge", json!({"bytes": 100_000})).await;
     assert_eq!(e["error"]["code"], -32603);
-    assert!(
-        e["error"]["message"].as_str().unwrap().contains("exceeds"),
-        "{e}"
-    );
+    assert_contains!(e["error"]["message"].as_str().unwrap(), "exceeds");
     // A line of garbage from the server is dropped; the answer after it arrives.
     let r = c.call(3, "garbage", json!({})).await;
     assert_eq!(text(&r), "after garbage");
@@ -358,14 +328,14 @@ async fn an_unknown_credential_is_refused_and_anonymous_needs_the_config() {
         .unwrap()
         .unwrap()
         .unwrap_err();
-    assert!(err.contains("not valid"), "{err}");
+    assert_contains!(err, "not valid");
     let c = Client::start(config(&dir, &["fake"], ""), None).await;
     let err = tokio::time::timeout(Duration::from_secs(5), c.task)
         .await
         .unwrap()
         .unwrap()
         .unwrap_err();
-    assert!(err.contains("anonymous"), "{err}");
+    assert_contains!(err, "anonymous");
     let mut cfg = config(&dir, &["fake"], "");
     cfg.identity.allow_anonymous = true;
     let mut c = Client::start(cfg, None).await;
@@ -457,7 +427,7 @@ async fn allowed_results_become_observations_that_taint() {
     // Reading the docs (catalog data source Internal_Docs) taints this agent's trajectory.
     let r = c.call(3, "echo", json!({"text": "after"})).await;
     assert_eq!(r["result"]["isError"], true);
-    assert!(text(&r).contains("no-echo-after-docs"), "{r}");
+    assert_contains!(text(&r), "no-echo-after-docs");
     // The agent's scope, keyed by the agent under its chain of command.
     assert!(c
         .engine

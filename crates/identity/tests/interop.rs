@@ -12,6 +12,8 @@ use truststack_identity::{
     AgentId, AgentRequest, Claims, DelegationRequest, Issuer, Principal, ToolSet, TrustDomain,
     UserId, VerifyError,
 };
+use truststack_testkit::assert_contains;
+use truststack_testkit::write_file;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop.py")
@@ -56,15 +58,13 @@ fn pyjwt_verifies_a_truststack_token_against_the_jwks() {
             },
         )
         .unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
+    let jwks = write_file(dir.path(), "jwks.json", issuer.jwks().to_string());
 
     for (issued, kid) in [
         (&orch, &orch.credential.kid),
         (&recon, &recon.credential.kid),
     ] {
-        let token = dir.path().join("token.txt");
-        std::fs::write(&token, &issued.token).unwrap();
+        let token = write_file(dir.path(), "token.txt", &issued.token);
         let out = python(&[
             "verify",
             "--jwks",
@@ -89,8 +89,7 @@ fn pyjwt_verifies_a_truststack_token_against_the_jwks() {
     }
 
     // PyJWT sees the same RFC 8693 nesting.
-    let token = dir.path().join("token.txt");
-    std::fs::write(&token, &recon.token).unwrap();
+    let token = write_file(dir.path(), "token.txt", &recon.token);
     let out = python(&[
         "verify",
         "--jwks",
@@ -127,7 +126,10 @@ fn pyjwt_verifies_a_truststack_token_against_the_jwks() {
         "truststack",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidSignatureError"));
+    assert_contains!(
+        String::from_utf8_lossy(&out.stderr),
+        "InvalidSignatureError"
+    );
 }
 
 fn base64_url(bytes: &[u8]) -> String {
@@ -155,8 +157,11 @@ fn truststack_accepts_a_token_pyjwt_signed_with_the_issuer_key() {
         Principal::parse("spiffe://acme.example/agent/orchestrator").unwrap(),
     ]);
     claims.ancestors = vec![parent.credential.jti.clone()];
-    let claims_path = dir.path().join("claims.json");
-    std::fs::write(&claims_path, serde_json::to_vec(&claims).unwrap()).unwrap();
+    let claims_path = write_file(
+        dir.path(),
+        "claims.json",
+        serde_json::to_vec(&claims).unwrap(),
+    );
     let kid = issuer.active_kid();
     let sign = |kid: &str| {
         // `--kid=…`: a thumbprint can begin with `-`, which argparse would read as an option.

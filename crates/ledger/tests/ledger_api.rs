@@ -11,6 +11,7 @@ use std::sync::Arc;
 use truststack_ledger::merkle::root_from_leaves;
 use truststack_ledger::verify::{verify_file, KeySource};
 use truststack_ledger::{Ledger, LedgerConfig, LedgerError, LogKey};
+use truststack_testkit::assert_contains;
 
 #[test]
 fn concurrent_appends_get_unique_contiguous_indices() {
@@ -102,7 +103,7 @@ fn checkpoints_follow_the_cadence_and_on_demand_requests() {
     assert_eq!(ledger.checkpoint().unwrap(), c);
     assert_eq!(ledger.latest_checkpoint(), Some(c.clone()));
     assert!(c.note.starts_with("truststack.local/ledger\n35\n"));
-    assert!(c.note.contains("\n\n— truststack.local/ledger "));
+    assert_contains!(c.note, "\n\n— truststack.local/ledger ");
     // Every entry is provably in the checkpoint, and checkpoints extend each other.
     for i in 0..35 {
         let proof = ledger.inclusion_proof(i, 35).unwrap();
@@ -169,7 +170,7 @@ fn a_ledger_stays_bound_to_its_key() {
         ..f.config(0)
     };
     let err = Ledger::open(&f.db, &renamed).unwrap_err();
-    assert!(err.to_string().contains("holds the key of"), "{err}");
+    assert_contains!(err.to_string(), "holds the key of");
     // And verification against the operator's copy of the public key works.
     let trusted = LogKey::load(&f.key).unwrap().verifier().clone();
     let report = verify_file(&f.db, Some(&trusted)).unwrap();

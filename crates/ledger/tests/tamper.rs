@@ -17,6 +17,8 @@ use truststack_ledger::merkle::{leaf_hash, Frontier, Hash};
 use truststack_ledger::sqlite::SqliteStore;
 use truststack_ledger::verify::{verify, verify_file, Location, VerifyError};
 use truststack_ledger::{LogKey, VerifierKey, DEFAULT_ORIGIN};
+use truststack_testkit::assert_contains;
+use truststack_testkit::write_file;
 
 const N: u64 = 100;
 
@@ -201,10 +203,7 @@ fn deleting_the_last_entry_is_caught_by_the_final_checkpoint() {
     let err = c.verify().unwrap_err();
     assert_eq!(err.location(), Location::Entries(99..100), "{err}");
     assert_eq!(err.first_bad_index(), Some(99));
-    assert!(
-        err.to_string().contains("entries 99..100 are missing"),
-        "{err}"
-    );
+    assert_contains!(err.to_string(), "entries 99..100 are missing");
 }
 
 #[test]
@@ -294,7 +293,7 @@ fn a_rewrite_with_all_hashes_recomputed_is_caught_by_the_signed_checkpoint() {
         msg.starts_with("checkpoint at size 48 (checkpoint 3): root mismatch"),
         "{msg}"
     );
-    assert!(msg.contains("an entry in 32..48 was rewritten"), "{msg}");
+    assert_contains!(msg, "an entry in 32..48 was rewritten");
 }
 
 #[test]
@@ -412,7 +411,7 @@ fn replacing_the_key_and_every_checkpoint_needs_a_trusted_key_to_catch() {
     // ...but not against the key the operator trusts.
     let err = verify_file(&c.path(), Some(&trusted_key())).unwrap_err();
     assert_eq!(err.location(), Location::Ledger);
-    assert!(err.to_string().contains("but the trusted key is"), "{err}");
+    assert_contains!(err.to_string(), "but the trusted key is");
 }
 
 #[test]
@@ -423,8 +422,7 @@ fn verify_reports_unreadable_files() {
         verify_file(&missing, None).unwrap_err().location(),
         Location::Ledger
     );
-    let junk = dir.path().join("junk.db");
-    std::fs::write(&junk, b"not a database").unwrap();
+    let junk = write_file(dir.path(), "junk.db", b"not a database");
     assert!(verify_file(Path::new(&junk), None).is_err());
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_server::notify::{NotifyConfig, TargetConfig, TargetKind};
 use truststack_server::{AppState, ServerConfig};
+use truststack_testkit::write_file;
 
 /// Holds every exploitation call, so each decision sends a notification.
 const POLICY: &str = "POLICY hold-exploits:\n  ACTION: REQUIRE_HITL\n  TARGET: session\n  IF Trajectory_Contains('ExploitationTool')\n  REASON: \"exploitation needs a human\"\n";
@@ -29,8 +30,7 @@ struct Server {
 
 async fn server(notify: NotifyConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("hold.tsp");
-    std::fs::write(&policy, POLICY).unwrap();
+    let policy = write_file(dir.path(), "hold.tsp", POLICY);
     let config = ServerConfig {
         policies: vec![policy],
         catalog: Some(truststack_testkit::examples::gtg1002("catalog.toml")),

@@ -9,6 +9,7 @@ use truststack_engine::replay::{parse_trace, replay};
 use truststack_engine::Processed;
 use truststack_engine::{Engine, Event, Settings, TimeSource};
 use truststack_policy::load::load_files;
+use truststack_testkit::assert_contains;
 use truststack_testkit::net::JsonReply;
 
 /// The GTG-1002 traces driven through the API give the same decisions as `policy eval`.
@@ -72,10 +73,7 @@ async fn traces_through_the_api_match_policy_eval() {
                         .await;
                     if a.approver.starts_with("user:operator") {
                         assert_eq!(status, 403, "the launching operator cannot approve: {body}");
-                        assert!(body["error"]
-                            .as_str()
-                            .unwrap()
-                            .contains("separation of duties"));
+                        assert_contains!(body["error"].as_str().unwrap(), "separation of duties");
                     } else {
                         assert_eq!(status, 200, "{body}");
                         assert_eq!(body["result"], "granted");
@@ -227,13 +225,7 @@ async fn a_bad_reload_leaves_the_old_bundle_active() {
     .unwrap();
     let (status, body) = server.post("/v1/policies/reload", None, json!({})).await;
     assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("a Count needs a window"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "a Count needs a window");
     let (_, after) = server.get("/v1/policies", None).await;
     assert_eq!(before["policy_hash"], after["policy_hash"]);
     assert_eq!(
@@ -328,15 +320,15 @@ async fn ledger_endpoints_prove_what_was_decided() {
     assert_eq!(status, 200);
     let note = note.as_str().unwrap().to_string();
     assert!(note.starts_with("truststack"), "{note}");
-    assert!(note.contains("\n\n— "), "a signed note: {note}");
+    assert_contains!(note, "\n\n— ", "a signed note: {note}");
     let (_, proof) = server
         .get(&format!("/v1/ledger/proofs/inclusion?index={index}"), None)
         .await;
     assert_eq!(proof["leaf_index"], index);
-    assert!(proof["checkpoint"]
-        .as_str()
-        .unwrap()
-        .contains(proof["root_hash"].as_str().unwrap()));
+    assert_contains!(
+        proof["checkpoint"].as_str().unwrap(),
+        proof["root_hash"].as_str().unwrap()
+    );
     let (_, entries) = server
         .get(
             &format!("/v1/ledger/entries?start={index}&end={}", index + 1),
@@ -392,10 +384,7 @@ async fn operations_endpoints_and_bad_input() {
         .post("/v1/inputs", None, json!({"text": "x", "principal": "user:other@acme.example", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("not in the chain"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "not in the chain");
     let (_, metrics) = server.get("/metrics", None).await;
     let metrics = metrics.as_str().unwrap().to_string();
     for name in [
@@ -405,7 +394,7 @@ async fn operations_endpoints_and_bad_input() {
         "truststack_ledger_entries",
         "truststack_ledger_append_seconds",
     ] {
-        assert!(metrics.contains(name), "{name} in\n{metrics}");
+        assert_contains!(metrics, name, "{name} in\n{metrics}");
     }
     // Malformed JSON: a precise 400, not a crash.
     let resp = server
@@ -418,10 +407,7 @@ async fn operations_endpoints_and_bad_input() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().await.unwrap();
-    assert!(
-        body["error"].as_str().unwrap().contains("line 1 column"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "line 1 column");
     assert!(body["decision_id"].is_string());
     // Oversized bodies are refused.
     let big = json!({"tool": "read_docs", "agent": "spiffe://a/agent/b", "args": {"x": "y".repeat(10_000)}});

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use common::{identity_service, open_config, start, TestServer};
 use serde_json::{json, Value};
 use sha2::Digest as _;
+use truststack_testkit::assert_contains;
 use truststack_testkit::net::JsonReply;
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -66,9 +67,9 @@ async fn session(server: &TestServer, credential: &str) -> String {
     let resp = sign_in(server, credential).await;
     assert_eq!(resp.status(), 303, "sign-in should redirect to the queue");
     let cookie = set_cookie(&resp, "truststack_console").unwrap();
-    assert!(cookie.contains("HttpOnly"), "{cookie}");
-    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
-    assert!(cookie.contains("Path=/console"), "{cookie}");
+    assert_contains!(cookie, "HttpOnly");
+    assert_contains!(cookie, "SameSite=Strict");
+    assert_contains!(cookie, "Path=/console");
     assert!(
         !cookie.contains("Secure"),
         "plain HTTP: no Secure flag: {cookie}"
@@ -137,9 +138,9 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
         .await
         .unwrap();
     let csp = resp.headers()["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_contains!(csp, "script-src 'self'");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
-    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_contains!(csp, "frame-ancestors 'none'");
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     let js = client()
         .get(format!("{}/console/assets/console.js", server.base))
@@ -161,11 +162,10 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     let resp = sign_in(&server, &orch).await;
     assert_eq!(resp.status(), 401);
     assert!(set_cookie(&resp, "truststack_console").is_none());
-    assert!(resp
-        .text()
-        .await
-        .unwrap()
-        .contains("credential: only approvers and administrators can sign in"));
+    assert_contains!(
+        resp.text().await.unwrap(),
+        "credential: only approvers and administrators can sign in"
+    );
     let resp = sign_in(&server, &viewer).await;
     assert_eq!(resp.status(), 403);
     let resp = sign_in(&server, "eyJhbGciOiJFZERTQSJ9.e30.AAAA").await;
@@ -204,7 +204,7 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     let (status, queue) = page(&server, &me, "/console/approvals").await;
     assert_eq!(status, 200);
     assert!(queue.contains(&call_path), "the held call is in the queue");
-    assert!(queue.contains("exploit_runner"));
+    assert_contains!(queue, "exploit_runner");
     let (status, filtered) = page(&server, &me, "/console/approvals?policy=scan-rate-limit").await;
     assert_eq!(status, 200);
     assert!(!filtered.contains(&call_path), "filtered out by policy");
@@ -219,15 +219,15 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     // The call page: chain, policy with monitor values, arguments as inert text.
     let (status, call) = page(&server, &me, &call_path).await;
     assert_eq!(status, 200);
-    assert!(call.contains("user:operator@acme.example"), "the chain");
-    assert!(call.contains("chain-of-command"));
-    assert!(call.contains("✓"), "monitor values shown");
+    assert_contains!(call, "user:operator@acme.example", "the chain");
+    assert_contains!(call, "chain-of-command");
+    assert_contains!(call, "✓", "monitor values shown");
     assert!(
         !call.contains("<script>document"),
         "script tag in arguments escaped"
     );
     assert!(!call.contains("<img src=x"), "markup in arguments escaped");
-    assert!(call.contains("&lt;script&gt;"), "shown as text");
+    assert_contains!(call, "&lt;script&gt;", "shown as text");
     assert!(!call.contains("href=\"javascript:"), "no javascript: link");
     assert_eq!(
         call.matches("<script").count(),
@@ -269,7 +269,7 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     let operator_session = session(&server, &operator).await;
     let (status, seen) = page(&server, &operator_session, &call_path).await;
     assert_eq!(status, 200);
-    assert!(seen.contains("Separation of duties"), "said on the page");
+    assert_contains!(seen, "Separation of duties", "said on the page");
     assert!(
         !seen.contains(&format!("{call_path}/grant")),
         "no grant form"
@@ -283,7 +283,7 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     )
     .await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("separation of duties"), "{body}");
+    assert_contains!(body, "separation of duties");
 
     // The live queue's first event lists the held call.
     let mut sse = client()
@@ -320,7 +320,7 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("Granted"), "{body}");
+    assert_contains!(body, "Granted");
     let waited = wait.await.unwrap();
     assert_eq!(waited["status"], "answered", "{waited}");
     assert_eq!(waited["outcome"]["result"], "granted");
@@ -328,19 +328,20 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     assert!(waited["outcome"]["lease_until"].is_string());
     let (status, gone) = page(&server, &me, &call_path).await;
     assert_eq!(status, 404);
-    assert!(gone.contains("not held: it was answered"), "{gone}");
-    assert!(
-        gone.contains("Granted: the call proceeds."),
+    assert_contains!(gone, "not held: it was answered");
+    assert_contains!(
+        gone,
+        "Granted: the call proceeds.",
         "what became of it: {gone}"
     );
-    assert!(gone.contains("user:oncall@acme.example"), "{gone}");
+    assert_contains!(gone, "user:oncall@acme.example");
 
     // The ledger browser: the checkpoint and its key, the entry of the grant, and what the
     // browser verifies: bytes that hash to the entry's leaf.
     let index = waited["outcome"]["ledger_index"].as_u64().unwrap();
     let (status, ledger) = page(&server, &me, "/console/ledger?decision=allow").await;
     assert_eq!(status, 200);
-    assert!(ledger.contains("Verifier key"), "{ledger}");
+    assert_contains!(ledger, "Verifier key");
     assert!(
         ledger.contains(&format!("/console/ledger/{index}")),
         "the grant is listed"
@@ -353,7 +354,7 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     let data = base64_decode(proof["data"].as_str().unwrap());
     let leaf = sha2::Sha256::digest([&[0u8][..], &data].concat());
     assert_eq!(base64_encode(&leaf), proof["leaf_hash"].as_str().unwrap());
-    assert!(proof["checkpoint"].as_str().unwrap().contains("\n\n— "));
+    assert_contains!(proof["checkpoint"].as_str().unwrap(), "\n\n— ");
     assert!(proof["verifier_key"].is_string());
     let (status, _) = page(&server, "", &format!("/console/ledger/{index}/proof.json")).await;
     assert_eq!(status, 401, "signed in only");
@@ -424,11 +425,8 @@ async fn an_expired_call_is_shown_as_expired_and_cannot_be_granted() {
     let body = tokio::time::timeout(std::time::Duration::from_secs(30), expired)
         .await
         .expect("the held call expires");
-    assert!(body.contains("Expired: the deadline passed"), "{body}");
-    assert!(
-        body.contains("deadline"),
-        "answered by the deadline: {body}"
-    );
+    assert_contains!(body, "Expired: the deadline passed");
+    assert_contains!(body, "deadline", "answered by the deadline: {body}");
     let (status, body) = post_form(
         &server,
         &me,

@@ -5,6 +5,7 @@ mod common;
 
 use common::{identity_service, open_config, start};
 use serde_json::json;
+use truststack_testkit::assert_contains;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
@@ -93,12 +94,9 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
         )
         .await;
     assert_eq!(d["decision"], "deny");
-    assert!(
-        d["reason"]
-            .as_str()
-            .unwrap()
-            .contains("does not allow tool `exploit_runner`"),
-        "{d}"
+    assert_contains!(
+        d["reason"].as_str().unwrap(),
+        "does not allow tool `exploit_runner`"
     );
 
     // The orchestration's escalation is held.
@@ -139,14 +137,12 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
     assert_eq!(status, 403, "no approver role: {body}");
     let (status, body) = server.post(&grant, Some(&operator), json!({})).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"]
-        .as_str()
-        .unwrap()
-        .contains("separation of duties"));
+    assert_contains!(body["error"].as_str().unwrap(), "separation of duties");
     let (status, body) = server.post(&grant, Some(&outsider), json!({})).await;
     assert_eq!(status, 403, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("security-oncall"),
+    assert_contains!(
+        body["error"].as_str().unwrap(),
+        "security-oncall",
         "not in the policy's approver group: {body}"
     );
     let (status, body) = server
@@ -173,10 +169,7 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
         )
         .await;
     assert_eq!(status, 401, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("revoked"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "revoked");
 
     let (_, jwks) = server.get("/.well-known/jwks.json", None).await;
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
@@ -226,18 +219,12 @@ async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("not in the chain"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "not in the chain");
     let (status, body) = server
         .post("/v1/grants", Some(&agent), json!({"session": "job-1", "allow": [{"tool": "ScanTool", "args": {"/target": {"pattern": "("}}}]}))
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("bad grant"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "bad grant");
     let (status, _) = server
         .post("/v1/grants", None, json!({"session": "job-1", "allow": []}))
         .await;
@@ -274,12 +261,9 @@ async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
         )
         .await;
     assert_eq!(d["decision"], "deny", "{d}");
-    assert!(
-        d["reason"]
-            .as_str()
-            .unwrap()
-            .contains("does not allow tool `code_review`"),
-        "{d}"
+    assert_contains!(
+        d["reason"].as_str().unwrap(),
+        "does not allow tool `code_review`"
     );
     // Another session of the same agent has no grant.
     let (_, d) = server
@@ -302,6 +286,6 @@ async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
         )
         .await;
     assert_eq!(d["decision"], "deny", "{d}");
-    assert!(d["reason"].as_str().unwrap().contains("g-lab-scan"), "{d}");
+    assert_contains!(d["reason"].as_str().unwrap(), "g-lab-scan");
     server.stop().await;
 }

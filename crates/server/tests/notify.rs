@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use std::time::Duration;
 use truststack_server::notify::{NotifyConfig, TargetConfig, TargetKind};
+use truststack_testkit::assert_contains;
 
 const KEY: &str = "a-webhook-signing-key-for-tests";
 
@@ -21,6 +22,11 @@ fn target(kind: TargetKind, name: &str, url: String, secret: Option<&str>) -> Ta
         secret_env: None,
         secret: secret.map(String::from),
     }
+}
+
+/// A webhook target signed with `KEY`.
+fn webhook(name: &str, url: String) -> TargetConfig {
+    target(TargetKind::Webhook, name, url, Some(KEY))
 }
 
 fn agent_call(tool: &str, agent: &str) -> Value {
@@ -77,12 +83,7 @@ async fn held_and_answered_calls_are_notified_signed_and_retried_after_a_500() {
     config.console.public_url = Some("https://truststack.example.com".into());
     config.notify = NotifyConfig {
         targets: vec![
-            target(
-                TargetKind::Webhook,
-                "hooks",
-                format!("{}/hook", receiver.base),
-                Some(KEY),
-            ),
+            webhook("hooks", format!("{}/hook", receiver.base)),
             target(
                 TargetKind::Slack,
                 "slack",
@@ -133,7 +134,7 @@ async fn held_and_answered_calls_are_notified_signed_and_retried_after_a_500() {
     let slack: Value = serde_json::from_slice(&slack[0].1).unwrap();
     let text = slack["text"].as_str().unwrap();
     assert!(text.contains(&format!("<{link}|")), "{text}");
-    assert!(text.contains("Held for approval: exploit_runner"), "{text}");
+    assert_contains!(text, "Held for approval: exploit_runner");
     let teams = bounded(receiver.until("teams", 1)).await.unwrap();
     let teams: Value = serde_json::from_slice(&teams[0].1).unwrap();
     let card = &teams["attachments"][0]["content"];
@@ -186,12 +187,7 @@ async fn a_receiver_that_never_answers_holds_up_no_decision() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = open_config(&["policies/delegation-root.tsp"]);
     config.notify = NotifyConfig {
-        targets: vec![target(
-            TargetKind::Webhook,
-            "dead",
-            format!("{}/hang", receiver.base),
-            Some(KEY),
-        )],
+        targets: vec![webhook("dead", format!("{}/hang", receiver.base))],
         // One delivery at a time and two queued: the rest are dropped, and counted.
         concurrency: 1,
         queue: 2,
@@ -244,12 +240,7 @@ async fn an_expired_call_is_notified_as_expired() {
     let (mut config, _) = common::config_with_policy(dir.path(), "hold.tsp", text);
     config.approval_deadline = "1s".parse().unwrap();
     config.notify = NotifyConfig {
-        targets: vec![target(
-            TargetKind::Webhook,
-            "hooks",
-            format!("{}/hook", receiver.base),
-            Some(KEY),
-        )],
+        targets: vec![webhook("hooks", format!("{}/hook", receiver.base))],
         ..NotifyConfig::default()
     };
     let server = start(config, dir.path(), None).await;

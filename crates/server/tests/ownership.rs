@@ -14,6 +14,8 @@ use truststack_engine::identity::{Issuer, TrustDomain};
 use truststack_server::backend::IdentityService;
 use truststack_server::identity_backend::IssuerService;
 use truststack_server::ServerConfig;
+use truststack_testkit::assert_contains;
+use truststack_testkit::write_file;
 
 fn token(v: &Value) -> String {
     v["token"]
@@ -82,12 +84,7 @@ async fn a_sub_agent_named_like_another_agent_gets_none_of_its_lease_limits_or_t
     let dir = tempfile::tempdir().unwrap();
     let (service, admin) = identity(dir.path());
     // The seed's per-agent policies, and a tight per-agent scan limit to see counts apart.
-    let burst = dir.path().join("burst.tsp");
-    std::fs::write(
-        &burst,
-        "POLICY scan-burst: ACTION: DENY TARGET: agent_identity IF Tool_Call('ScanTool').Count > 2 requests/1h\n",
-    )
-    .unwrap();
+    let burst = write_file(dir.path(), "burst.tsp", "POLICY scan-burst: ACTION: DENY TARGET: agent_identity IF Tool_Call('ScanTool').Count > 2 requests/1h\n");
     let mut config = open_config(&["policies/seed.tsp"]);
     config.policies.push(burst);
     config.require_credentials = true;
@@ -158,10 +155,7 @@ async fn a_sub_agent_named_like_another_agent_gets_none_of_its_lease_limits_or_t
         )
         .await;
     assert_eq!(status, 403, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("is not below"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "is not below");
 
     // The same escalation by mallory's sub-agent is held for a human of its own: no lease.
     let d = decide(&server, &squatter, "exploit_runner", "10.0.0.5").await;
@@ -264,10 +258,7 @@ async fn a_revocation_the_ledger_cannot_record_is_not_applied_and_a_retry_works(
         .post("/v1/identities/revoke", Some(&admin), json!({"agent": "a"}))
         .await;
     assert_eq!(status, 503, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("not applied"),
-        "{body}"
-    );
+    assert_contains!(body["error"].as_str().unwrap(), "not applied");
     assert_eq!(std::fs::read(&list).unwrap(), before, "nothing was changed");
     drop(lock);
 
@@ -355,10 +346,7 @@ async fn an_answer_the_ledger_cannot_record_leaves_the_call_held_across_a_restar
             .post(&format!("/v1/approvals/{id}/{verb}"), None, answer.clone())
             .await;
         assert_eq!(status, 503, "{verb}: {body}");
-        assert!(
-            body["error"].as_str().unwrap().contains("stays held"),
-            "{body}"
-        );
+        assert_contains!(body["error"].as_str().unwrap(), "stays held");
     }
     drop(lock);
     assert_eq!(

@@ -13,6 +13,7 @@ use truststack_engine::identity::{Issuer, TrustDomain};
 use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_server::backend::IdentityService;
 use truststack_server::identity_backend::IssuerService;
+use truststack_testkit::assert_contains;
 use truststack_testkit::net::JsonReply;
 
 fn nested(levels: usize) -> Value {
@@ -33,21 +34,12 @@ async fn post_text(
     token: Option<&str>,
     body: String,
 ) -> (u16, Value) {
-    let mut req = server
+    let req = server
         .client
         .post(format!("{}{path}", server.base))
         .header("content-type", "application/json")
         .body(body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::answer(req, token).await
 }
 
 const LIMITED: &str = "POLICY scans: ACTION: DENY TARGET: agent_identity IF Tool_Call('ScanTool').Count > 2 requests/1h\n\
@@ -69,10 +61,7 @@ async fn json_nested_past_the_limit_is_refused_at_the_edge() {
     let (status, answer) = post_text(&server, "/v1/decide", None, body).await;
     assert_eq!(status, 400, "{answer}");
     let error = answer["error"].as_str().unwrap();
-    assert!(
-        error.contains("more than 64 levels deep at line 1 column"),
-        "{error}"
-    );
+    assert_contains!(error, "more than 64 levels deep at line 1 column");
     assert!(answer["decision_id"].is_string(), "{answer}");
 
     let body = format!(
@@ -196,10 +185,7 @@ async fn every_error_is_json_with_a_decision_id() {
     let big = format!(r#"{{"tool":"{}"}}"#, "x".repeat(10_000));
     let (status, answer) = post_text(&server, "/v1/decide", None, big).await;
     assert_eq!(status, 413, "{answer}");
-    assert!(
-        answer["error"].as_str().unwrap().contains("4096 bytes"),
-        "{answer}"
-    );
+    assert_contains!(answer["error"].as_str().unwrap(), "4096 bytes");
     assert!(answer["decision_id"].is_string(), "{answer}");
 
     for path in [
@@ -214,10 +200,7 @@ async fn every_error_is_json_with_a_decision_id() {
     }
     let (status, answer) = server.get("/v1/ledger/entries?start=abc", None).await;
     assert_eq!(status, 400);
-    assert!(
-        answer["error"].as_str().unwrap().contains("start"),
-        "{answer}"
-    );
+    assert_contains!(answer["error"].as_str().unwrap(), "start");
     server.stop().await;
 }
 
@@ -355,11 +338,7 @@ async fn approval_waits_are_authorised_bounded_and_end_on_shutdown() {
     // The agent itself and approvers may wait, each up to its share.
     let spawn_wait = |token: String| {
         let (client, url) = (server.client.clone(), format!("{}{wait_path}", server.base));
-        tokio::spawn(async move {
-            let resp = client.get(url).bearer_auth(token).send().await.unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        })
+        tokio::spawn(async move { client.get(url).bearer_auth(token).status_reply().await })
     };
     let mut waiters: Vec<_> = (0..8).map(|_| spawn_wait(recon.clone())).collect();
     waiters.extend((0..8).map(|_| spawn_wait(creds.approver.clone())));

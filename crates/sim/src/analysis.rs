@@ -198,6 +198,14 @@ pub struct Analysis {
 }
 
 impl Analysis {
+    /// The goals that have a time to goal, each with it.
+    pub fn times_to_goal(&self) -> Vec<(&GoalReport, &TimeToGoal)> {
+        self.goals
+            .iter()
+            .filter_map(|g| g.time_to_goal.as_ref().map(|t| (g, t)))
+            .collect()
+    }
+
     pub fn goal(&self, id: &str) -> Option<&GoalReport> {
         self.goals.iter().find(|g| g.id == id)
     }

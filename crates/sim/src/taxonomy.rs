@@ -173,14 +173,7 @@ impl Tactic {
     /// Parses a tactic by name (`credential_access`, `credential-access`, `Credential Access`)
     /// or ATT&CK id (`TA0006`), case-insensitively.
     pub fn parse(text: &str) -> Option<Tactic> {
-        let norm: String = text
-            .trim()
-            .chars()
-            .map(|c| match c {
-                '-' | ' ' => '_',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect();
+        let norm = name_key(text);
         let norm = norm.replace("_&_", "_and_");
         Tactic::ALL.into_iter().find(|t| {
             t.name() == norm
@@ -316,16 +309,20 @@ impl Phase {
 
     /// Parses a phase name (`credential_harvesting`, `data analysis`), case-insensitively.
     pub fn parse(text: &str) -> Option<Phase> {
-        let norm: String = text
-            .trim()
-            .chars()
-            .map(|c| match c {
-                '-' | ' ' => '_',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect();
+        let norm = name_key(text);
         Phase::ALL.into_iter().find(|p| p.name() == norm)
     }
+}
+
+/// A name as tactics and phases are matched: trimmed, lowercase, `-` and spaces as `_`.
+fn name_key(text: &str) -> String {
+    text.trim()
+        .chars()
+        .map(|c| match c {
+            '-' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use truststack_sim::world::Move;
 use truststack_sim::{
     analyse, remediate, Analysis, Manifest, ManifestError, Options, Status, World,
 };
+use truststack_testkit::assert_contains;
 
 const CATALOG: &str = r#"
 [catalog.network]
@@ -86,7 +87,7 @@ fn an_upload_to_an_external_host_is_a_leak_and_the_evidence_shows_the_variant() 
     // The read needs no argument shown: its effect does not depend on one.
     assert_eq!(t.steps[0].args, None);
     // The trace replayed by `truststack policy eval` carries the same arguments.
-    assert!(t.jsonl().contains(EXTERNAL), "{}", t.jsonl());
+    assert_contains!(t.jsonl(), EXTERNAL);
     let text = truststack_sim::report::text::render(&a, false, None);
     assert!(
         text.contains(&format!("upload {{\"url\":\"{EXTERNAL}\"}}")),
@@ -234,11 +235,9 @@ fn an_ip_range_attribute_is_compared_by_its_class() {
     );
     let fix = remediate(&w, &a, None).unwrap();
     assert!(fix.safe, "{:?}", fix.unresolved);
-    assert!(
-        fix.policy_text
-            .contains("NOT (Tool_Call('upload').Dest IN ['Internal_Private'])"),
-        "{}",
-        fix.policy_text
+    assert_contains!(
+        fix.policy_text,
+        "NOT (Tool_Call('upload').Dest IN ['Internal_Private'])"
     );
 }
 
@@ -257,7 +256,7 @@ fn mistakes_are_reported_with_line_and_column() {
         e.starts_with("args.toml: line 10, column 16: goals.data_flow `x`.sink_where: `Dst` is no catalog attribute"),
         "{e}"
     );
-    assert!(e.contains("did you mean `Dest`?"), "{e}");
+    assert_contains!(e, "did you mean `Dest`?");
     // No value.
     let e = error(&manifest(
         &[INTERNAL],

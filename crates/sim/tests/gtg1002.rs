@@ -8,6 +8,7 @@ use truststack_sim::{
     analyse, prove, remediate, Analysis, Manifest, Options, ProveOptions, Status, World,
 };
 
+use truststack_testkit::assert_contains;
 use truststack_testkit::examples::gtg1002 as example;
 
 fn world(name: &str) -> World {
@@ -236,7 +237,7 @@ fn fix_of_the_naive_manifest_adds_policies_first_and_offers_the_split_as_a_prove
         .changes
         .iter()
         .all(|c| !matches!(c, truststack_sim::fix::Change::SplitIdentity { .. })));
-    assert!(fix.policy_text.contains("TARGET: delegation_root"));
+    assert_contains!(fix.policy_text, "TARGET: delegation_root");
     // The split is offered as an alternative, proved in the same run.
     let alt = fix
         .alternatives
@@ -262,7 +263,7 @@ fn fix_of_the_naive_manifest_adds_policies_first_and_offers_the_split_as_a_prove
         assert!(!all3, "{p:?} still holds the toxic combination");
     }
     // Splitting alone is defeated by a shared orchestrator: the split still gates the root.
-    assert!(alt.policy_text.contains("TARGET: delegation_root"));
+    assert_contains!(alt.policy_text, "TARGET: delegation_root");
     assert!(alt.shared_orchestrator.as_ref().unwrap().safe);
     // The data flow is denied; a human gate is offered instead, and proved.
     let gate = fix
@@ -271,11 +272,7 @@ fn fix_of_the_naive_manifest_adds_policies_first_and_offers_the_split_as_a_prove
         .find(|x| x.id == "gate")
         .expect("a gate alternative");
     assert!(gate.safe, "{gate:#?}");
-    assert!(
-        gate.policy_text.contains("REQUIRE_HITL"),
-        "{}",
-        gate.policy_text
-    );
+    assert_contains!(gate.policy_text, "REQUIRE_HITL");
     assert!(gate.statuses.values().any(|s| *s == Status::Gated));
 }
 

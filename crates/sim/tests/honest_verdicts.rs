@@ -10,6 +10,7 @@ use truststack_sim::{analyse, remediate, Analysis, Manifest, McOptions, Options,
 
 mod common;
 use common::CATALOG;
+use truststack_testkit::assert_contains;
 
 fn world(text: &str) -> World {
     let m = Manifest::parse(Path::new("hand.toml"), &format!("{text}\n{CATALOG}")).unwrap();
@@ -50,7 +51,7 @@ fn prove_warns_about_a_gate_whose_only_approver_launched_the_agent() {
         w.contains("`gate`") && w.contains("user:op@x") && w.contains("`exploit`"),
         "{w}"
     );
-    assert!(w.contains("acts as a deny"), "{w}");
+    assert_contains!(w, "acts as a deny");
     // The same gate with an independent approver: gated, and no warning.
     let a = run(&format!(
         "{}\n[settings]\noperator = \"user:op@x\"\n[agents.a]\ntools = [\"scan\", \"code\", \"exploit\"]\n[approvers]\nops = [\"user:op@x\", \"user:sec@x\"]",
@@ -72,11 +73,7 @@ fn fix_gates_with_a_group_that_has_an_eligible_approver() {
     let a = analyse(&w, &Options::default());
     assert_eq!(status(&a, ESC), Status::Unguarded);
     let fix = remediate(&w, &a, None).unwrap();
-    assert!(
-        fix.policy_text.contains("APPROVERS: 'z-security'"),
-        "{}",
-        fix.policy_text
-    );
+    assert_contains!(fix.policy_text, "APPROVERS: 'z-security'");
     assert_eq!(status(&fix.proof, ESC), Status::Gated);
     assert!(fix.safe);
 }
@@ -156,7 +153,7 @@ fn fix_says_unknown_and_which_bound_when_its_proof_hits_the_depth_bound() {
         false,
         None,
     );
-    assert!(text.contains("fixed manifest: UNKNOWN"), "{text}");
+    assert_contains!(text, "fixed manifest: UNKNOWN");
 }
 
 // 3. Time to goal includes the waits the trajectory needs.
@@ -247,7 +244,7 @@ fn monte_carlo_explains_a_goal_its_model_cannot_reach() {
         "{note}"
     );
     let text = truststack_sim::report::text::render(&a, false, None);
-    assert!(text.contains(note.as_str()), "{text}");
+    assert_contains!(text, note.as_str());
 }
 
 // 5. A goal made impossible by a manifest mistake is unknown, not safe.

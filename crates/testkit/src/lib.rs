@@ -16,7 +16,46 @@ pub mod independent_verifier;
 pub mod net;
 pub mod peers;
 
+/// Writes `contents` to `name` in `dir`; the file's path.
+pub fn write_file(
+    dir: impl AsRef<std::path::Path>,
+    name: impl AsRef<std::path::Path>,
+    contents: impl AsRef<[u8]>,
+) -> std::path::PathBuf {
+    let path = dir.as_ref().join(name);
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
 pub use peers::{
     chromium, everything_server, filesystem_server, node_modules, python, python_2026,
     python_command, workspace_root, INSTALL_PEERS,
 };
+
+/// Asserts that a text contains a pattern; on failure prints both, and an optional message.
+///
+/// `assert_contains!(stderr, "bad.tsp:1:71")`, `assert_contains!(body, "x", "after {n} calls")`.
+#[macro_export]
+macro_rules! assert_contains {
+    ($text:expr, $pattern:expr $(,)?) => {{
+        let text: &str = &$text;
+        let pattern = $pattern;
+        assert!(
+            text.contains(pattern),
+            "expected {:?} in:\n{}",
+            pattern,
+            text
+        );
+    }};
+    ($text:expr, $pattern:expr, $($message:tt)+) => {{
+        let text: &str = &$text;
+        let pattern = $pattern;
+        assert!(
+            text.contains(pattern),
+            "{}: expected {:?} in:\n{}",
+            format_args!($($message)+),
+            pattern,
+            text
+        );
+    }};
+}

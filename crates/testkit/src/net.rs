@@ -34,11 +34,21 @@ impl Drop for Bg {
 /// Sends a request and reads its answer as JSON: what a test of an HTTP API does most.
 pub trait JsonReply {
     fn json_reply(self) -> impl std::future::Future<Output = serde_json::Value> + Send;
+    /// The status and the body: as JSON, or as a JSON string when it is not JSON.
+    fn status_reply(self) -> impl std::future::Future<Output = (u16, serde_json::Value)> + Send;
 }
 
 impl JsonReply for reqwest::RequestBuilder {
     async fn json_reply(self) -> serde_json::Value {
         let response = self.send().await.expect("the request reaches the server");
         response.json().await.expect("the server answers JSON")
+    }
+
+    async fn status_reply(self) -> (u16, serde_json::Value) {
+        let response = self.send().await.expect("the request reaches the server");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("the server sends a body");
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body)
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use truststack_testkit::assert_contains;
 
 /// The repository root (the examples are under it).
 pub fn root() -> PathBuf {
@@ -19,6 +20,11 @@ pub fn cli() -> Command {
 /// Runs `truststack ARGS` in the current directory.
 pub fn truststack(args: &[&str]) -> Output {
     cli().args(args).output().unwrap()
+}
+
+/// Runs `truststack ARGS` from the repository root, as the documentation does.
+pub fn truststack_from_root(args: &[&str]) -> Output {
+    cli().args(args).current_dir(root()).output().unwrap()
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -48,5 +54,5 @@ pub fn ok(out: &Output) -> String {
 /// Asserts exit status 2 (bad input) with `needle` in the error.
 pub fn refused(out: &Output, needle: &str) {
     assert_eq!(out.status.code(), Some(2), "{}{}", stdout(out), stderr(out));
-    assert!(stderr(out).contains(needle), "{}", stderr(out));
+    assert_contains!(stderr(out), needle);
 }

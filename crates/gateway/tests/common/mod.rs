@@ -12,6 +12,7 @@ use tokio::io::{
 use truststack_engine::{ApprovalAnswer, Engine};
 use truststack_gateway::framing::SseParser;
 use truststack_gateway::{Gateway, GatewayConfig};
+use truststack_testkit::write_file;
 
 pub const CATALOG: &str = r#"
 [tools.echo]
@@ -91,8 +92,7 @@ pub fn config_for(dir: &std::path::Path, upstreams: &[String], extra: &str) -> G
     for body in upstreams {
         toml.push_str(&format!("[[upstream]]\n{body}\n"));
     }
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, toml).unwrap();
+    let path = write_file(dir, "gateway.toml", toml);
     GatewayConfig::load(&path).unwrap()
 }
 
@@ -271,6 +271,15 @@ pub struct Http {
     pub session: Option<String>,
 }
 
+/// Reads an SSE stream of its own until the answer to request `id`.
+pub async fn sse_answer(resp: &mut reqwest::Response, id: impl Into<Value>) -> Value {
+    let id = id.into();
+    sse_until(resp, &mut SseParser::new(1 << 20), &mut Vec::new(), |v| {
+        v["id"] == id
+    })
+    .await
+}
+
 /// Reads SSE messages from a response until one satisfies `pred`.
 pub async fn sse_until(
     resp: &mut reqwest::Response,
@@ -341,14 +350,7 @@ impl Http {
     pub async fn rpc(&self, body: Value) -> Value {
         let mut resp = self.post(&body, Some(TOKEN)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{body}");
-        let id = body["id"].clone();
-        sse_until(
-            &mut resp,
-            &mut SseParser::new(1 << 20),
-            &mut Vec::new(),
-            |v| v["id"] == id,
-        )
-        .await
+        sse_answer(&mut resp, body["id"].clone()).await
     }
 
     /// Opens a session; the answer to `initialize`.
@@ -364,13 +366,7 @@ impl Http {
                 .unwrap()
                 .to_string(),
         );
-        let init = sse_until(
-            &mut resp,
-            &mut SseParser::new(1 << 20),
-            &mut Vec::new(),
-            |v| v["id"] == 0,
-        )
-        .await;
+        let init = sse_answer(&mut resp, 0).await;
         let r = self
             .post(
                 &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),

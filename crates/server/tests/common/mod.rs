@@ -10,6 +10,8 @@ use tokio::sync::oneshot;
 use truststack_engine::ledger::{Ledger, LedgerConfig};
 use truststack_server::backend::IdentityService;
 use truststack_server::{AppState, ServerConfig};
+use truststack_testkit::net::JsonReply;
+use truststack_testkit::write_file;
 
 pub use truststack_testkit::examples::gtg1002 as example;
 
@@ -81,13 +83,11 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        answer(
+            self.client.post(format!("{}{path}", self.base)).json(&body),
+            token,
+        )
+        .await
     }
 
     /// POSTs a request that issues or delegates a credential; asserts it succeeded and gives
@@ -99,18 +99,17 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = self.client.get(format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        answer(self.client.get(format!("{}{path}", self.base)), token).await
     }
+}
+
+/// Sends `req` (with `token` as its bearer, if any): the status and the body as JSON, or as a
+/// string when it is not JSON.
+pub async fn answer(mut req: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.status_reply().await
 }
 
 /// A config over the GTG-1002 example, with credentials off (the body names the agent and the
@@ -131,8 +130,7 @@ pub fn open_config(policies: &[&str]) -> ServerConfig {
 
 /// [`open_config`] with one policy file, written into `dir` as `name`, instead of the examples'.
 pub fn config_with_policy(dir: &Path, name: &str, text: &str) -> (ServerConfig, PathBuf) {
-    let policy = dir.join(name);
-    std::fs::write(&policy, text).unwrap();
+    let policy = write_file(dir, name, text);
     let mut config = open_config(&[]);
     config.policies = vec![policy.clone()];
     (config, policy)

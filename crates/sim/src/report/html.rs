@@ -3,8 +3,8 @@
 
 use super::svg::{self, esc};
 use super::{
-    change_line, exploration_line, grouped, pct, status_word, time_cell, trajectory_cell,
-    trajectory_file, verdict_line, METHOD,
+    change_line, exploration_line, grouped, joined_or_none, pct, status_word, time_cell,
+    trajectory_cell, trajectory_file, verdict_line, METHOD,
 };
 use crate::analysis::{Analysis, Status};
 use crate::quant::human_duration;
@@ -65,11 +65,7 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: u8) {
     let _ = write!(
         o,
         "<tr><th>Policies</th><td>{}</td></tr>",
-        if pols.is_empty() {
-            "none".into()
-        } else {
-            pols.join(", ")
-        }
+        joined_or_none(&pols, ", ")
     );
     let _ = write!(
         o,
@@ -169,15 +165,10 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: u8) {
         let _ = write!(o, "</tbody></table>");
     }
 
-    let timed: Vec<_> = a
-        .goals
-        .iter()
-        .filter(|g| g.time_to_goal.is_some())
-        .collect();
+    let timed = a.times_to_goal();
     if !timed.is_empty() || !a.sweeps.is_empty() {
         let _ = write!(o, "<{h2}>Time to goal</{h2}><p>One call at a time at {} calls per second, with the manifest's workload, delayed by every rate limit the policies certainly apply.</p><table><thead><tr><th>goal</th><th>calls</th><th>unlimited</th><th>under the policies</th><th>limits</th></tr></thead><tbody>", a.calls_per_second);
-        for g in timed {
-            let Some(t) = &g.time_to_goal else { continue };
+        for (g, t) in timed {
             let limits: Vec<String> = t
                 .limits
                 .iter()
@@ -199,11 +190,7 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: u8) {
                 grouped(t.calls),
                 human_duration(t.unlimited_ms),
                 t.limited_ms.map_or("never".into(), human_duration),
-                esc(&if limits.is_empty() {
-                    "none".into()
-                } else {
-                    limits.join("; ")
-                })
+                esc(&joined_or_none(&limits, "; "))
             );
         }
         let _ = write!(o, "</tbody></table>");

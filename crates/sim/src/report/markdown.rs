@@ -2,8 +2,8 @@
 //! the toxic combinations, how long it takes, how often stochastic agents get there, and the fix.
 
 use super::{
-    change_line, decision_word, exploration_line, grouped, pct, status_word, time_cell,
-    trajectory_cell, trajectory_file, verdict_line, METHOD,
+    change_line, decision_word, exploration_line, grouped, joined_or_none, pct, status_word,
+    time_cell, trajectory_cell, trajectory_file, verdict_line, METHOD,
 };
 use crate::analysis::{Analysis, GoalReport};
 use crate::quant::human_duration;
@@ -115,15 +115,7 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
         .iter()
         .map(|p| format!("`{}` ({}, {})", p.id, p.action.as_str(), p.target.as_str()))
         .collect();
-    let _ = writeln!(
-        o,
-        "| Policies | {} |",
-        if pols.is_empty() {
-            "none".into()
-        } else {
-            pols.join(", ")
-        }
-    );
+    let _ = writeln!(o, "| Policies | {} |", joined_or_none(&pols, ", "));
     let _ = writeln!(o, "| Approvers | {} |", a.approvers.join(", "));
     let _ = writeln!(o, "| Exploration | {} |", cell(&exploration_line(a)));
     let _ = writeln!(o);
@@ -220,11 +212,7 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
         let _ = writeln!(o);
     }
 
-    let timed: Vec<&GoalReport> = a
-        .goals
-        .iter()
-        .filter(|g| g.time_to_goal.is_some())
-        .collect();
+    let timed = a.times_to_goal();
     if !timed.is_empty() || !a.sweeps.is_empty() {
         let _ = writeln!(o, "{h} Time to goal\n");
         let _ = writeln!(
@@ -239,8 +227,7 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
             "| goal | calls | unlimited | under the policies | limits |"
         );
         let _ = writeln!(o, "|---|---|---|---|---|");
-        for g in timed {
-            let Some(t) = &g.time_to_goal else { continue };
+        for (g, t) in timed {
             let limits: Vec<String> = t
                 .limits
                 .iter()
@@ -263,11 +250,7 @@ fn body(o: &mut String, a: &Analysis, trajectories: Option<&str>, h: &str) {
                 grouped(t.calls),
                 human_duration(t.unlimited_ms),
                 t.limited_ms.map_or("never".into(), human_duration),
-                if limits.is_empty() {
-                    "none".into()
-                } else {
-                    cell(&limits.join("; "))
-                }
+                cell(&joined_or_none(&limits, "; "))
             );
         }
         for s in &a.sweeps {

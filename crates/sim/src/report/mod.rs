@@ -172,6 +172,18 @@ pub(crate) fn grouped(n: u64) -> String {
     out
 }
 
+/// `items` joined by `sep`, or `none` when there are none.
+pub(crate) fn joined_or_none<S: AsRef<str>>(items: &[S], sep: &str) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    items
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 pub(crate) fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }

@@ -1,8 +1,8 @@
 //! The terminal summary `truststack prove` prints.
 
 use super::{
-    change_line, decision_word, exploration_line, grouped, pct, status_word, time_cell,
-    trajectory_file, verdict_line,
+    change_line, decision_word, exploration_line, grouped, joined_or_none, pct, status_word,
+    time_cell, trajectory_file, verdict_line,
 };
 use crate::analysis::{Analysis, Status};
 use crate::quant::human_duration;
@@ -72,15 +72,7 @@ pub fn render(a: &Analysis, color: bool, trajectories: Option<&str>) -> String {
         a.exploration.moves
     );
     let pol: Vec<&str> = a.policies.iter().map(|x| x.id.as_str()).collect();
-    let _ = writeln!(
-        o,
-        "  policies    {}",
-        if pol.is_empty() {
-            "none".to_string()
-        } else {
-            pol.join(", ")
-        }
-    );
+    let _ = writeln!(o, "  policies    {}", joined_or_none(&pol, ", "));
     let _ = writeln!(o, "  approvers   {}", a.approvers.join(", "));
     let _ = writeln!(o, "  explored    {}", exploration_line(a));
 
@@ -186,11 +178,7 @@ pub fn render(a: &Analysis, color: bool, trajectories: Option<&str>) -> String {
         }
     }
 
-    let timed: Vec<_> = a
-        .goals
-        .iter()
-        .filter(|g| g.time_to_goal.is_some())
-        .collect();
+    let timed = a.times_to_goal();
     if !timed.is_empty() || !a.sweeps.is_empty() {
         let _ = writeln!(
             o,
@@ -201,30 +189,28 @@ pub fn render(a: &Analysis, color: bool, trajectories: Option<&str>) -> String {
                 a.calls_per_second
             ))
         );
-        for g in timed {
-            if let Some(t) = &g.time_to_goal {
+        for (g, t) in timed {
+            let _ = writeln!(
+                o,
+                "  {:<width$}  {:>10} calls  {}",
+                g.id,
+                grouped(t.calls),
+                time_cell(g)
+            );
+            for l in &t.limits {
                 let _ = writeln!(
                     o,
-                    "  {:<width$}  {:>10} calls  {}",
-                    g.id,
-                    grouped(t.calls),
-                    time_cell(g)
+                    "      {}",
+                    p.dim(&format!(
+                        "limited by {}: {} {} per {} at {} ({} calls delayed)",
+                        l.limit.policy,
+                        l.limit.max_calls,
+                        l.limit.pattern,
+                        truststack_policy::duration::format_duration(l.limit.window_ms),
+                        l.limit.target.as_str(),
+                        grouped(l.throttled_calls)
+                    ))
                 );
-                for l in &t.limits {
-                    let _ = writeln!(
-                        o,
-                        "      {}",
-                        p.dim(&format!(
-                            "limited by {}: {} {} per {} at {} ({} calls delayed)",
-                            l.limit.policy,
-                            l.limit.max_calls,
-                            l.limit.pattern,
-                            truststack_policy::duration::format_duration(l.limit.window_ms),
-                            l.limit.target.as_str(),
-                            grouped(l.throttled_calls)
-                        ))
-                    );
-                }
             }
         }
         for s in &a.sweeps {
