@@ -1,5 +1,6 @@
 """A real `truststack serve` per test module, with the GTG-1002 scenario's catalog and policies
-and credentials minted by the real issuer (`truststack identity`).
+and credentials minted by the real issuer (`truststack identity`); the scenario's tools, for the
+framework integrations to guard.
 
 The binary is `$TRUSTSTACK_BIN` (the Rust test that runs this suite sets it), else the debug
 build under `target/`.
@@ -14,10 +15,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from truststack import Client
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "clients" / "python" / "src"))
@@ -71,6 +75,14 @@ class Server:
         r = httpx.get(f"{self.url}/v1/ledger/entries", params={"start": 0, "end": 100000})
         r.raise_for_status()
         return r.json()["entries"]
+
+    def observed_calls(self) -> set[str | None]:
+        """The call ids the ledger's observations are tied to."""
+        return {
+            e["record"]["observation"].get("call_id")
+            for e in self.ledger()
+            if e["record"].get("kind") == "observation"
+        }
 
 
 def start(tmp: Path, extra_env: dict[str, str] | None = None, config_extra: str = "") -> Server:
@@ -136,3 +148,52 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s = start(tmp_path)
     yield s
     stop(s)
+
+
+def first_held(approver: Client, seconds: float) -> dict[str, Any] | None:
+    """The first held call ``approver`` sees within ``seconds``, or ``None``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pending = approver.approvals()
+        if pending:
+            return pending[0]
+        time.sleep(0.02)
+    return None
+
+
+# What the scenario's tools ran: a tool body appends here only when a guard let it run.
+RAN: list[str] = []
+
+
+def nmap_scan(target: str) -> str:
+    """Network scan of a host or range."""
+    RAN.append(f"nmap_scan {target}")
+    return f"{target}: 22/tcp open"
+
+
+def code_review(repo: str) -> str:
+    """Static analysis of a repository."""
+    RAN.append(f"code_review {repo}")
+    return f"{repo}: CVE-2026-0001 in the upload handler"
+
+
+def exploit_runner(target: str, payload: str) -> str:
+    """Runs a payload against a target."""
+    RAN.append(f"exploit_runner {target}")
+    return f"{target}: shell as svc-billing"
+
+
+def prod_db_query(sql: str) -> str:
+    """Read-only query against the production database."""
+    RAN.append("prod_db_query")
+    return "customers: 48213 rows"
+
+
+def http_upload(url: str, file: str) -> str:
+    """Uploads a file to an external URL."""
+    RAN.append(f"http_upload {url}")
+    return "uploaded"
+
+
+# The tools in this order, for a framework's decorator to wrap (`map(tool, CAMPAIGN_TOOLS)`).
+CAMPAIGN_TOOLS = (nmap_scan, code_review, exploit_runner, prod_db_query, http_upload)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ONCALL, OPERATOR, Server
+from conftest import ONCALL, OPERATOR, Server, first_held
 from truststack import (
     ApiError,
     ApprovalRefused,
@@ -90,13 +90,9 @@ def test_authorize_waits_then_raises_on_refusal(server: Server) -> None:
     assert agent.decide("code_review", {"repo": "r"}).allowed
 
     def refuse_when_held() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pending = oncall.approvals()
-            if pending:
-                oncall.refuse(pending[0]["approval_id"], comment="no")
-                return
-            time.sleep(0.02)
+        held = first_held(oncall, 10)
+        if held is not None:
+            oncall.refuse(held["approval_id"], comment="no")
 
     t = threading.Thread(target=refuse_when_held)
     t.start()

@@ -6,7 +6,6 @@ the graph once granted through the API; the exfiltration is denied and the model
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -17,49 +16,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command
 
-from conftest import ONCALL, OPERATOR, Server
+from conftest import CAMPAIGN_TOOLS, ONCALL, OPERATOR, RAN, Server, first_held
 from truststack import ApiError, Client
 from truststack.integrations.langgraph import ToolGuard
 
 SCANS = 160
 
-# What actually ran: a tool body appends here only when the guard let it run.
-RAN: list[str] = []
-
-
-@tool
-def nmap_scan(target: str) -> str:
-    """Network scan of a host or range."""
-    RAN.append(f"nmap_scan {target}")
-    return f"{target}: 22/tcp open"
-
-
-@tool
-def code_review(repo: str) -> str:
-    """Static analysis of a repository."""
-    RAN.append(f"code_review {repo}")
-    return f"{repo}: CVE-2026-0001 in the upload handler"
-
-
-@tool
-def exploit_runner(target: str, payload: str) -> str:
-    """Runs a payload against a target."""
-    RAN.append(f"exploit_runner {target}")
-    return f"{target}: shell as svc-billing"
-
-
-@tool
-def prod_db_query(sql: str) -> str:
-    """Read-only query against the production database."""
-    RAN.append("prod_db_query")
-    return "customers: 48213 rows"
-
-
-@tool
-def http_upload(url: str, file: str) -> str:
-    """Uploads a file to an external URL."""
-    RAN.append(f"http_upload {url}")
-    return "uploaded"
+nmap_scan, code_review, exploit_runner, prod_db_query, http_upload = map(tool, CAMPAIGN_TOOLS)
 
 
 def call(name: str, args: dict[str, Any], n: int) -> dict[str, Any]:
@@ -145,12 +108,7 @@ def check_campaign(messages: list[Any], server: Server) -> None:
     assert "no-exfiltration-after-prod-read" in upload.content
     assert not [r for r in RAN if r.startswith("http_upload")]
     # Allowed results were reported as outcomes, tied to their calls.
-    ledger = server.ledger()
-    observed = {
-        e["record"]["observation"].get("call_id")
-        for e in ledger
-        if e["record"].get("kind") == "observation"
-    }
+    observed = server.observed_calls()
     assert {"call-501", "call-502", "call-503"} <= observed, observed
 
 
@@ -168,19 +126,15 @@ def grant_when_held(server: Server, result: dict[str, Any]) -> threading.Thread:
     oncall = Client(server.url, server.human(ONCALL))
 
     def run() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            pending = oncall.approvals()
-            if pending:
-                held = pending[0]
-                result["held"] = held
-                try:
-                    operator.grant(held["approval_id"])
-                except ApiError as e:
-                    result["operator_status"] = e.status
-                result["outcome"] = oncall.grant(held["approval_id"], lease="30min")
-                return
-            time.sleep(0.02)
+        held = first_held(oncall, 60)
+        if held is None:
+            return
+        result["held"] = held
+        try:
+            operator.grant(held["approval_id"])
+        except ApiError as e:
+            result["operator_status"] = e.status
+        result["outcome"] = oncall.grant(held["approval_id"], lease="30min")
 
     t = threading.Thread(target=run)
     t.start()

@@ -7,52 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 from agents import Agent, RunConfig, Runner, function_tool
 from agents.testing import ScriptedModel, assistant_message, function_call
 
-from conftest import ONCALL, Server
+from conftest import CAMPAIGN_TOOLS, ONCALL, RAN, Server, first_held
 from truststack import AsyncClient, Client
 from truststack.integrations.openai_agents import TrustStackGuardrails
 
-RAN: list[str] = []
-
-
-@function_tool
-def nmap_scan(target: str) -> str:
-    """Network scan of a host or range."""
-    RAN.append(f"nmap_scan {target}")
-    return f"{target}: 22/tcp open"
-
-
-@function_tool
-def code_review(repo: str) -> str:
-    """Static analysis of a repository."""
-    RAN.append(f"code_review {repo}")
-    return f"{repo}: CVE-2026-0001"
-
-
-@function_tool
-def exploit_runner(target: str, payload: str) -> str:
-    """Runs a payload against a target."""
-    RAN.append(f"exploit_runner {target}")
-    return "shell"
-
-
-@function_tool
-def prod_db_query(sql: str) -> str:
-    """Read-only query against the production database."""
-    RAN.append("prod_db_query")
-    return "48213 rows"
-
-
-@function_tool
-def http_upload(url: str, file: str) -> str:
-    """Uploads a file to an external URL."""
-    RAN.append(f"http_upload {url}")
-    return "uploaded"
+nmap_scan, code_review, exploit_runner, prod_db_query, http_upload = map(
+    function_tool, CAMPAIGN_TOOLS
+)
 
 
 def step(name: str, args: dict[str, Any], call_id: str) -> list[Any]:
@@ -77,13 +43,9 @@ def test_campaign_through_the_agents_sdk(server: Server) -> None:
     granted: dict[str, Any] = {}
 
     def grant_when_held() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            pending = oncall.approvals()
-            if pending:
-                granted["outcome"] = oncall.grant(pending[0]["approval_id"], lease="30min")
-                return
-            time.sleep(0.02)
+        held = first_held(oncall, 30)
+        if held is not None:
+            granted["outcome"] = oncall.grant(held["approval_id"], lease="30min")
 
     async def run() -> Any:
         guard = TrustStackGuardrails(AsyncClient(server.url, token), session="s-agents", wait_timeout=20)
@@ -116,13 +78,9 @@ def test_campaign_through_the_agents_sdk(server: Server) -> None:
     assert "scan-rate-limit" in out["a1"] and "nmap_scan 203.0.113.0/24" not in RAN
     assert "22/tcp" in out["a2"]
     assert granted["outcome"].allowed
-    assert out["a4"] == "shell" and "exploit_runner 10.1.0.7" in RAN
+    assert out["a4"] == "10.1.0.7: shell as svc-billing" and "exploit_runner 10.1.0.7" in RAN
     assert "no-exfiltration-after-prod-read" in out["a6"]
     assert not [r for r in RAN if r.startswith("http_upload")]
     assert result.final_output == "done"
-    observed = {
-        e["record"]["observation"].get("call_id")
-        for e in server.ledger()
-        if e["record"].get("kind") == "observation"
-    }
+    observed = server.observed_calls()
     assert {"a2", "a3", "a4", "a5"} <= observed, observed

@@ -12,7 +12,7 @@ scanned, exploited, read or uploaded, and no network connection is made.
 
 import argparse
 import hashlib
-import sys
+from typing import Callable
 
 from mcp.server.fastmcp import FastMCP
 
@@ -22,28 +22,20 @@ mcp = FastMCP(
     log_level="WARNING",
 )
 
-
-def _wanted_tools(argv: list[str]) -> set[str] | None:
-    """The `--tools` list, read before the tools are registered (None: all of them)."""
-    ap = argparse.ArgumentParser(add_help=False)
-    ap.add_argument("--tools")
-    known, _ = ap.parse_known_args(argv)
-    return set(known.tools.split(",")) if known.tools else None
-
-
-_WANTED = _wanted_tools(sys.argv[1:])
+# The scenario's tools; `main` serves those `--tools` names.
+TOOLS: list[Callable[..., str]] = []
 
 
 def tool():
-    """Registers a tool unless `--tools` leaves it out (the campaign split across servers, as
-    in GTG-1002, where scanning, code analysis and exploitation lived in separate MCP servers)."""
+    """Lists a tool; it is served unless `--tools` leaves it out (the campaign split across
+    servers, as in GTG-1002, where scanning, code analysis and exploitation lived in separate MCP
+    servers)."""
 
-    def register(fn):
-        if _WANTED is None or fn.__name__ in _WANTED:
-            return mcp.tool()(fn)
+    def listed(fn):
+        TOOLS.append(fn)
         return fn
 
-    return register
+    return listed
 
 
 def _port_list(target: str) -> list[int]:
@@ -137,6 +129,10 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--tools", help="comma-separated tool names to serve (default: all)")
     args = ap.parse_args()
+    wanted = set(args.tools.split(",")) if args.tools else None
+    for fn in TOOLS:
+        if wanted is None or fn.__name__ in wanted:
+            mcp.add_tool(fn)
     mcp.settings.host = args.host
     mcp.settings.port = args.port
     mcp.run(transport=args.transport)

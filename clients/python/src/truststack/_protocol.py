@@ -1,14 +1,14 @@
 """What goes on the wire, shared by the sync and the async client: each operation is a request
-built here and an answer read here, so the two clients cannot drift apart."""
+built here that carries how its answer is read, so the two clients cannot drift apart."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 
 from .errors import ApiError, ApprovalRefused, ApprovalTimeout, Denied
-from .models import ApprovalOutcome, Decision
+from .models import ApprovalOutcome, Credential, Decision
 
 DEFAULT_URL = "http://127.0.0.1:8181"
 TOKEN_ENV = "TRUSTSTACK_TOKEN"
@@ -20,10 +20,24 @@ LONG_POLL_SECONDS = 25.0
 CANCELLABLE_POLL_SECONDS = 0.5
 
 
+T = TypeVar("T")
+
+
+def _ledger_index(body: Mapping[str, Any]) -> int | None:
+    return body.get("ledger_index")
+
+
+def _nothing(body: Any) -> None:
+    return None
+
+
 @dataclass
-class Request:
+class Request(Generic[T]):
+    """One operation: what to send, and ``read``, which turns the JSON answer into its result."""
+
     method: str
     path: str
+    read: Callable[[Any], T]
     json: Any = None
     params: Mapping[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -60,13 +74,15 @@ def decide(
     session: str | None,
     call_id: str | None,
     traceparent: str | None,
-) -> Request:
+) -> Request[Decision]:
     body: dict[str, Any] = {"tool": tool, "args": dict(args or {})}
     if session is not None:
         body["session"] = session
     if call_id is not None:
         body["id"] = call_id
-    return Request("POST", "/v1/decide", json=body, headers=trace_headers(traceparent))
+    return Request(
+        "POST", "/v1/decide", Decision.from_json, json=body, headers=trace_headers(traceparent)
+    )
 
 
 def observation(
@@ -76,7 +92,7 @@ def observation(
     result: Any,
     session: str | None,
     data_sources: Sequence[Mapping[str, str]] | None,
-) -> Request:
+) -> Request[int | None]:
     body: dict[str, Any] = {}
     for key, value in (
         ("call_id", call_id),
@@ -88,7 +104,7 @@ def observation(
             body[key] = value
     if data_sources:
         body["data_sources"] = [dict(d) for d in data_sources]
-    return Request("POST", path, json=body)
+    return Request("POST", path, _ledger_index, json=body)
 
 
 def user_input(
@@ -97,14 +113,14 @@ def user_input(
     session: str | None,
     principal: str | None,
     input_id: str | None,
-) -> Request:
+) -> Request[int | None]:
     body: dict[str, Any] = {"text": text}
     for key, value in (("session", session), ("principal", principal), ("id", input_id)):
         if value is not None:
             body[key] = value
     if values:
         body["values"] = dict(values)
-    return Request("POST", "/v1/inputs", json=body)
+    return Request("POST", "/v1/inputs", _ledger_index, json=body)
 
 
 def task_grant(
@@ -112,43 +128,56 @@ def task_grant(
     session: str | None,
     principal: str | None,
     grant_id: str | None,
-) -> Request:
+) -> Request[str]:
     body: dict[str, Any] = {"allow": [dict(entry) for entry in allow]}
     for key, value in (("session", session), ("principal", principal), ("id", grant_id)):
         if value is not None:
             body[key] = value
-    return Request("POST", "/v1/grants", json=body)
+    return Request("POST", "/v1/grants", lambda answer: str(answer["grant_id"]), json=body)
 
 
-def wait(approval_id: str, seconds: float) -> Request:
+def wait(approval_id: str, seconds: float) -> Request[ApprovalOutcome | None]:
+    """One long-poll: the answer, or ``None`` while the call is still pending."""
     ms = max(1, int(seconds * 1000))
-    return Request("GET", f"/v1/approvals/{approval_id}/wait", params={"timeout": f"{ms}ms"})
+    return Request(
+        "GET", f"/v1/approvals/{approval_id}/wait", _wait_answer, params={"timeout": f"{ms}ms"}
+    )
 
 
-def withdraw(approval_id: str) -> Request:
-    return Request("POST", f"/v1/approvals/{approval_id}/cancel", json={})
+def withdraw(approval_id: str) -> Request[None]:
+    return Request("POST", f"/v1/approvals/{approval_id}/cancel", _nothing, json={})
 
 
-def answer(approval_id: str, grant: bool, lease: str | None, comment: str | None) -> Request:
+def answer(
+    approval_id: str, grant: bool, lease: str | None, comment: str | None
+) -> Request[ApprovalOutcome]:
     body: dict[str, Any] = {}
     if lease is not None:
         body["lease"] = lease
     if comment is not None:
         body["comment"] = comment
     verb = "grant" if grant else "refuse"
-    return Request("POST", f"/v1/approvals/{approval_id}/{verb}", json=body)
+    return Request(
+        "POST", f"/v1/approvals/{approval_id}/{verb}", ApprovalOutcome.from_json, json=body
+    )
 
 
-def approvals(policy: str | None, agent: str | None, root: str | None) -> Request:
+def approvals(
+    policy: str | None, agent: str | None, root: str | None
+) -> Request[list[dict[str, Any]]]:
     params = {k: v for k, v in (("policy", policy), ("agent", agent), ("root", root)) if v}
-    return Request("GET", "/v1/approvals", params=params)
+    return Request("GET", "/v1/approvals", lambda answer: list(answer["pending"]), params=params)
 
 
-def delegate(agent: str, tools: Sequence[str], ttl: str | None) -> Request:
+def approval(approval_id: str) -> Request[dict[str, Any]]:
+    return Request("GET", f"/v1/approvals/{approval_id}", dict)
+
+
+def delegate(agent: str, tools: Sequence[str], ttl: str | None) -> Request[Credential]:
     body: dict[str, Any] = {"agent": agent, "tools": list(tools)}
     if ttl is not None:
         body["ttl"] = ttl
-    return Request("POST", "/v1/identities/delegate", json=body)
+    return Request("POST", "/v1/identities/delegate", Credential.from_json, json=body)
 
 
 def body_of(status: int, text: str, json_body: Any) -> Any:
@@ -163,8 +192,7 @@ def body_of(status: int, text: str, json_body: Any) -> Any:
     return json_body
 
 
-def wait_answer(body: Mapping[str, Any]) -> ApprovalOutcome | None:
-    """The outcome of one long-poll: the answer, or ``None`` while still pending."""
+def _wait_answer(body: Mapping[str, Any]) -> ApprovalOutcome | None:
     if body.get("status") == "answered":
         return ApprovalOutcome.from_json(body["outcome"])
     return None

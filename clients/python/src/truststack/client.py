@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeVar
 
 import httpx
 
@@ -20,15 +20,53 @@ from .errors import Cancelled, Unavailable
 from .models import ApprovalOutcome, Credential, Decision
 
 DEFAULT_TIMEOUT = 60.0
+T = TypeVar("T")
 
 
 def _headers(token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
+def _unavailable(req: wire.Request[Any], error: httpx.HTTPError) -> Unavailable:
+    return Unavailable(f"{req.method} {req.path}: {error}")
+
+
+def _result(req: wire.Request[T], r: httpx.Response) -> T:
+    """The operation's result read from the server's answer (``ApiError`` for an error status)."""
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    return req.read(wire.body_of(r.status_code, r.text, body))
+
+
 class _Base:
     base_url: str
     token: str | None
+    _http: httpx.Client | httpx.AsyncClient
+
+    def __init__(
+        self,
+        base_url: str | None,
+        token: str | None,
+        timeout: float,
+        http: httpx.Client | httpx.AsyncClient,
+        own_http: bool,
+    ):
+        self.base_url, self.token = wire.resolve(base_url, token)
+        self._http = http
+        self._own_http = own_http
+        self._timeout = timeout
+
+    def _request(self, req: wire.Request[Any]) -> httpx.Request:
+        """The HTTP request of an operation, carrying this client's credential."""
+        return self._http.build_request(
+            req.method,
+            self.base_url + req.path,
+            json=req.json,
+            params=req.params,
+            headers={**_headers(self.token), **req.headers},
+        )
 
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else time.monotonic() + timeout
@@ -51,6 +89,8 @@ class Client(_Base):
     client the approver's.
     """
 
+    _http: httpx.Client
+
     def __init__(
         self,
         base_url: str | None = None,
@@ -59,10 +99,9 @@ class Client(_Base):
         timeout: float = DEFAULT_TIMEOUT,
         http: httpx.Client | None = None,
     ):
-        self.base_url, self.token = wire.resolve(base_url, token)
-        self._own_http = http is None
-        self._http = http or httpx.Client(timeout=timeout)
-        self._timeout = timeout
+        super().__init__(
+            base_url, token, timeout, http or httpx.Client(timeout=timeout), http is None
+        )
 
     def close(self) -> None:
         if self._own_http:
@@ -74,23 +113,12 @@ class Client(_Base):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _send(self, req: wire.Request) -> Any:
-        headers = {**_headers(self.token), **req.headers}
+    def _send(self, req: wire.Request[T]) -> T:
         try:
-            r = self._http.request(
-                req.method,
-                self.base_url + req.path,
-                json=req.json,
-                params=req.params,
-                headers=headers,
-            )
+            r = self._http.send(self._request(req))
         except httpx.HTTPError as e:
-            raise Unavailable(f"{req.method} {req.path}: {e}") from e
-        try:
-            body = r.json()
-        except ValueError:
-            body = None
-        return wire.body_of(r.status_code, r.text, body)
+            raise _unavailable(req, e) from e
+        return _result(req, r)
 
     # ---- agents ----
 
@@ -104,9 +132,7 @@ class Client(_Base):
         traceparent: str | None = None,
     ) -> Decision:
         """Asks for a decision on a tool call. Returns it whatever it is (see ``authorize``)."""
-        return Decision.from_json(
-            self._send(wire.decide(tool, args, session, call_id, traceparent))
-        )
+        return self._send(wire.decide(tool, args, session, call_id, traceparent))
 
     def authorize(
         self,
@@ -152,7 +178,7 @@ class Client(_Base):
             seconds = self._poll_seconds(deadline, cancel is not None)
             if seconds is None:
                 return None
-            outcome = wire.wait_answer(self._send(wire.wait(approval_id, seconds)))
+            outcome = self._send(wire.wait(approval_id, seconds))
             if outcome is not None:
                 return outcome
 
@@ -171,10 +197,9 @@ class Client(_Base):
         data_sources: Sequence[Mapping[str, str]] | None = None,
     ) -> int | None:
         """Reports a tool's result or a data access (``{"name", "mode"}``); the ledger index."""
-        body = self._send(
+        return self._send(
             wire.observation("/v1/observations", call_id, tool, result, session, data_sources)
         )
-        return body.get("ledger_index")
 
     def outcome(
         self,
@@ -186,10 +211,9 @@ class Client(_Base):
         data_sources: Sequence[Mapping[str, str]] | None = None,
     ) -> int | None:
         """Reports a call's outcome; the server adds the tool's catalog data source as taint."""
-        body = self._send(
+        return self._send(
             wire.observation("/v1/outcomes", call_id, tool, result, session, data_sources)
         )
-        return body.get("ledger_index")
 
     def input(
         self,
@@ -203,8 +227,7 @@ class Client(_Base):
         """Reports what a human of this agent's chain asked it (the user's intent), so policies
         can tell the values the user gave from values injected by content; the ledger index.
         ``principal`` defaults to the human at the head of the credential's chain."""
-        body = self._send(wire.user_input(text, values, session, principal, input_id))
-        return body.get("ledger_index")
+        return self._send(wire.user_input(text, values, session, principal, input_id))
 
     def grant_task(
         self,
@@ -219,11 +242,11 @@ class Client(_Base):
         ``pattern``). Calls of the session outside it are denied; a second grant narrows the
         session further. For a human of this credential's chain (``principal``, default its
         head); the grant's id."""
-        return str(self._send(wire.task_grant(allow, session, principal, grant_id))["grant_id"])
+        return self._send(wire.task_grant(allow, session, principal, grant_id))
 
     def delegate(self, agent: str, tools: Sequence[str], *, ttl: str | None = None) -> Credential:
         """Mints a narrower credential for a sub-agent from this client's credential."""
-        return Credential.from_json(self._send(wire.delegate(agent, tools, ttl)))
+        return self._send(wire.delegate(agent, tools, ttl))
 
     def for_subagent(
         self, agent: str, tools: Sequence[str], *, ttl: str | None = None
@@ -239,24 +262,26 @@ class Client(_Base):
         self, *, policy: str | None = None, agent: str | None = None, root: str | None = None
     ) -> list[dict[str, Any]]:
         """The held calls (approver credential)."""
-        return list(self._send(wire.approvals(policy, agent, root))["pending"])
+        return self._send(wire.approvals(policy, agent, root))
 
     def approval(self, approval_id: str) -> dict[str, Any]:
         """One held call, with its policies and the orchestration's recent trajectory."""
-        return dict(self._send(wire.Request("GET", f"/v1/approvals/{approval_id}")))
+        return self._send(wire.approval(approval_id))
 
     def grant(
         self, approval_id: str, *, lease: str | None = None, comment: str | None = None
     ) -> ApprovalOutcome:
-        return ApprovalOutcome.from_json(self._send(wire.answer(approval_id, True, lease, comment)))
+        return self._send(wire.answer(approval_id, True, lease, comment))
 
     def refuse(self, approval_id: str, *, comment: str | None = None) -> ApprovalOutcome:
-        return ApprovalOutcome.from_json(self._send(wire.answer(approval_id, False, None, comment)))
+        return self._send(wire.answer(approval_id, False, None, comment))
 
 
 class AsyncClient(_Base):
     """The asyncio client: the same operations as ``Client``, awaited. Cancelling the task that
     awaits ``wait`` or ``authorize`` cancels the wait (the held call stays held on the server)."""
+
+    _http: httpx.AsyncClient
 
     def __init__(
         self,
@@ -266,10 +291,9 @@ class AsyncClient(_Base):
         timeout: float = DEFAULT_TIMEOUT,
         http: httpx.AsyncClient | None = None,
     ):
-        self.base_url, self.token = wire.resolve(base_url, token)
-        self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout)
-        self._timeout = timeout
+        super().__init__(
+            base_url, token, timeout, http or httpx.AsyncClient(timeout=timeout), http is None
+        )
 
     async def aclose(self) -> None:
         if self._own_http:
@@ -281,23 +305,12 @@ class AsyncClient(_Base):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _send(self, req: wire.Request) -> Any:
-        headers = {**_headers(self.token), **req.headers}
+    async def _send(self, req: wire.Request[T]) -> T:
         try:
-            r = await self._http.request(
-                req.method,
-                self.base_url + req.path,
-                json=req.json,
-                params=req.params,
-                headers=headers,
-            )
+            r = await self._http.send(self._request(req))
         except httpx.HTTPError as e:
-            raise Unavailable(f"{req.method} {req.path}: {e}") from e
-        try:
-            body = r.json()
-        except ValueError:
-            body = None
-        return wire.body_of(r.status_code, r.text, body)
+            raise _unavailable(req, e) from e
+        return _result(req, r)
 
     async def decide(
         self,
@@ -308,9 +321,7 @@ class AsyncClient(_Base):
         call_id: str | None = None,
         traceparent: str | None = None,
     ) -> Decision:
-        return Decision.from_json(
-            await self._send(wire.decide(tool, args, session, call_id, traceparent))
-        )
+        return await self._send(wire.decide(tool, args, session, call_id, traceparent))
 
     async def authorize(
         self,
@@ -352,7 +363,7 @@ class AsyncClient(_Base):
             seconds = self._poll_seconds(deadline, False)
             if seconds is None:
                 return None
-            outcome = wire.wait_answer(await self._send(wire.wait(approval_id, seconds)))
+            outcome = await self._send(wire.wait(approval_id, seconds))
             if outcome is not None:
                 return outcome
 
@@ -368,10 +379,9 @@ class AsyncClient(_Base):
         session: str | None = None,
         data_sources: Sequence[Mapping[str, str]] | None = None,
     ) -> int | None:
-        body = await self._send(
+        return await self._send(
             wire.observation("/v1/observations", call_id, tool, result, session, data_sources)
         )
-        return body.get("ledger_index")
 
     async def outcome(
         self,
@@ -382,10 +392,9 @@ class AsyncClient(_Base):
         session: str | None = None,
         data_sources: Sequence[Mapping[str, str]] | None = None,
     ) -> int | None:
-        body = await self._send(
+        return await self._send(
             wire.observation("/v1/outcomes", call_id, tool, result, session, data_sources)
         )
-        return body.get("ledger_index")
 
     async def input(
         self,
@@ -396,8 +405,7 @@ class AsyncClient(_Base):
         principal: str | None = None,
         input_id: str | None = None,
     ) -> int | None:
-        body = await self._send(wire.user_input(text, values, session, principal, input_id))
-        return body.get("ledger_index")
+        return await self._send(wire.user_input(text, values, session, principal, input_id))
 
     async def grant_task(
         self,
@@ -407,13 +415,12 @@ class AsyncClient(_Base):
         principal: str | None = None,
         grant_id: str | None = None,
     ) -> str:
-        body = await self._send(wire.task_grant(allow, session, principal, grant_id))
-        return str(body["grant_id"])
+        return await self._send(wire.task_grant(allow, session, principal, grant_id))
 
     async def delegate(
         self, agent: str, tools: Sequence[str], *, ttl: str | None = None
     ) -> Credential:
-        return Credential.from_json(await self._send(wire.delegate(agent, tools, ttl)))
+        return await self._send(wire.delegate(agent, tools, ttl))
 
     async def for_subagent(
         self, agent: str, tools: Sequence[str], *, ttl: str | None = None
@@ -424,19 +431,15 @@ class AsyncClient(_Base):
     async def approvals(
         self, *, policy: str | None = None, agent: str | None = None, root: str | None = None
     ) -> list[dict[str, Any]]:
-        return list((await self._send(wire.approvals(policy, agent, root)))["pending"])
+        return await self._send(wire.approvals(policy, agent, root))
 
     async def approval(self, approval_id: str) -> dict[str, Any]:
-        return dict(await self._send(wire.Request("GET", f"/v1/approvals/{approval_id}")))
+        return await self._send(wire.approval(approval_id))
 
     async def grant(
         self, approval_id: str, *, lease: str | None = None, comment: str | None = None
     ) -> ApprovalOutcome:
-        return ApprovalOutcome.from_json(
-            await self._send(wire.answer(approval_id, True, lease, comment))
-        )
+        return await self._send(wire.answer(approval_id, True, lease, comment))
 
     async def refuse(self, approval_id: str, *, comment: str | None = None) -> ApprovalOutcome:
-        return ApprovalOutcome.from_json(
-            await self._send(wire.answer(approval_id, False, None, comment))
-        )
+        return await self._send(wire.answer(approval_id, False, None, comment))
