@@ -537,3 +537,43 @@ fn a_remote_gateway_lists_what_the_decision_point_could_allow() {
         .unwrap_or_else(|| panic!("{answer}"));
     assert_contains!(message, "no tools listed");
 }
+
+/// A gateway reports each call's result to the decision point in the background, yet the
+/// session's next call is decided only once that report is recorded: provenance and taint read
+/// what the agent saw, whatever the timing. Calls follow each other as fast as the client can
+/// send them.
+#[test]
+fn each_result_is_recorded_before_the_sessions_next_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials(dir.path());
+    let (_server, url, _ledger) = serve(dir.path(), &creds);
+    let mut raw = Raw::start(&url, &creds.agent, "code_review");
+    const CALLS: i64 = 30;
+    for id in 1..=CALLS {
+        let r = raw.call(id, "code_review", json!({"repo": format!("repo-{id}")}));
+        assert_eq!(r["result"]["isError"], false, "{r}");
+    }
+    let records = ledger_records(&url);
+    let position = |kind: &str, call_id: &str| {
+        records
+            .iter()
+            .position(|r| {
+                r["kind"] == kind
+                    && (r["call"]["id"] == call_id || r["observation"]["call_id"] == call_id)
+            })
+            .unwrap_or_else(|| panic!("no {kind} of {call_id} in {records:#?}"))
+    };
+    let decided: Vec<String> = records
+        .iter()
+        .filter(|r| r["kind"] == "decision" && r["call"]["tool"] == "code_review")
+        .map(|r| r["call"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(decided.len(), CALLS as usize);
+    for pair in decided.windows(2) {
+        let (earlier, next) = (&pair[0], &pair[1]);
+        assert!(
+            position("observation", earlier) < position("decision", next),
+            "the result of {earlier} was recorded after {next} was decided"
+        );
+    }
+}

@@ -152,8 +152,7 @@ fn gateway_config(dir: &Path, policies: bool, extra: &str) -> PathBuf {
          [[identity.tokens]]\ntoken = \"{TOKEN}\"\nagent = \"spiffe://e2e.example/agent/client\"\nchain = [\"user:alice@e2e.example\"]\n\
          [limits]\nprogress_interval = \"200ms\"\n"
     );
-    let path = write_file(dir, "gateway.toml", text);
-    path
+    write_file(dir, "gateway.toml", text)
 }
 
 /// Runs a client script; returns its JSON output.

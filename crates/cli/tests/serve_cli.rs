@@ -20,11 +20,10 @@ use truststack_testkit::net::JsonReply;
 /// Writes a config (credentials off: the body names the agent) with `extra` settings.
 fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("gate.tsp"), POLICY).unwrap();
-    let path = write_file(dir, "truststack.toml", format!(
+    write_file(dir, "truststack.toml", format!(
             "listen = \"127.0.0.1:0\"\npolicies = [\"gate.tsp\"]\ncatalog = {:?}\nrequire_credentials = false\n{extra}",
             example("catalog.toml")
-        ));
-    path
+        ))
 }
 
 /// Starts `sh -c '<prefix>; exec truststack serve --config …'` and waits for its address.

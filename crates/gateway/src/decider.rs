@@ -160,6 +160,10 @@ pub struct Remote {
     timeout: Duration,
     /// Outcome reports still on their way, so that a gateway that stops sends them first.
     reports: parking_lot::Mutex<tokio::task::JoinSet<()>>,
+    /// Per agent and session, the outcome reports in flight hold a read lock that the session's
+    /// next decision write-locks first: the result an agent acted on is in the decision
+    /// point's provenance index before its next call is decided, whatever the timing.
+    in_flight: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +190,7 @@ impl Remote {
             http,
             timeout,
             reports: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
+            in_flight: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -277,7 +282,35 @@ impl Remote {
         Ok(value)
     }
 
+    /// The key of `call`'s session among the outcome reports in flight.
+    fn session_key(who: Asker<'_>, call: &ToolCall) -> String {
+        format!(
+            "{}\n{}",
+            who.identity.agent,
+            call.session.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Waits (at most the decider timeout, as the reports do) for the outcome reports of
+    /// `call`'s session still in flight.
+    async fn settle_session(&self, who: Asker<'_>, call: &ToolCall) {
+        let lock = self
+            .in_flight
+            .lock()
+            .get(&Self::session_key(who, call))
+            .cloned();
+        if let Some(lock) = lock {
+            if tokio::time::timeout(self.timeout, lock.write())
+                .await
+                .is_err()
+            {
+                tracing::warn!(call = %call.id, "deciding before an earlier outcome was reported");
+            }
+        }
+    }
+
     async fn decide(&self, who: Asker<'_>, call: &ToolCall) -> Decision {
+        self.settle_session(who, call).await;
         let body =
             json!({"id": call.id, "tool": call.tool, "args": call.args, "session": call.session});
         let req = self.request(reqwest::Method::POST, "/v1/decide", who, Some(body));
@@ -373,7 +406,19 @@ impl Remote {
         let body = json!({"call_id": call.id, "tool": call.tool, "session": call.session, "result": result});
         let req = self.request(reqwest::Method::POST, "/v1/outcomes", who, Some(body));
         let (timeout, call_id, base) = (self.timeout, call.id.clone(), self.base.clone());
+        let lock = {
+            let mut in_flight = self.in_flight.lock();
+            // Sessions with no report in flight are forgotten (only the map holds their lock).
+            in_flight.retain(|_, lock| Arc::strong_count(lock) > 1);
+            Arc::clone(in_flight.entry(Self::session_key(who, call)).or_default())
+        };
+        // Taken before `observe` returns, so the session's next decision waits for the report.
+        let held = Arc::clone(&lock).try_read_owned().ok();
         let send = async move {
+            let _in_flight = match held {
+                Some(guard) => guard,
+                None => lock.read_owned().await,
+            };
             let Ok(Ok(resp)) = tokio::time::timeout(timeout, req.send()).await else {
                 tracing::warn!(call = %call_id, "outcome not reported: {base} did not answer");
                 return;

@@ -38,31 +38,20 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(
                 }
                 (true, 0)
             } else {
-                match buf.iter().position(|b| *b == b'\n') {
-                    Some(i) => {
-                        let part = buf.get(..i).unwrap_or_default();
-                        len += part.len();
-                        if !too_long && len <= max {
-                            line.extend_from_slice(part);
-                        } else if !too_long {
-                            too_long = true;
-                            line.extend_from_slice(part);
-                            line.truncate(SNIFF_BYTES);
-                        }
-                        (true, i + 1)
-                    }
-                    None => {
-                        len += buf.len();
-                        if !too_long && len <= max {
-                            line.extend_from_slice(buf);
-                        } else if !too_long {
-                            too_long = true;
-                            line.extend_from_slice(buf);
-                            line.truncate(SNIFF_BYTES);
-                        }
-                        (false, buf.len())
+                let (part, done, used) = match buf.iter().position(|b| *b == b'\n') {
+                    Some(i) => (buf.get(..i).unwrap_or_default(), true, i + 1),
+                    None => (buf, false, buf.len()),
+                };
+                len += part.len();
+                if !too_long {
+                    line.extend_from_slice(part);
+                    if len > max {
+                        // Past the limit only a prefix is kept, to name the message.
+                        too_long = true;
+                        line.truncate(SNIFF_BYTES);
                     }
                 }
+                (done, used)
             }
         };
         reader.consume(used);

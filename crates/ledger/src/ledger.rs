@@ -625,39 +625,35 @@ impl Ledger {
 
     /// The inclusion proof of entry `index` in the tree of the first `size` entries.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<InclusionProof, LedgerError> {
-        self.check_size(size)?;
-        let path = self
-            .reader
-            .lock()
-            .with_nodes(|nodes| merkle::inclusion_proof(nodes, index, size))?;
         Ok(InclusionProof {
             leaf_index: index,
             tree_size: size,
-            path,
+            path: self.over_tree(size, |nodes| merkle::inclusion_proof(nodes, index, size))?,
         })
     }
 
     /// The consistency proof between the trees of the first `old` and `new` entries.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<ConsistencyProof, LedgerError> {
-        self.check_size(new)?;
-        let path = self
-            .reader
-            .lock()
-            .with_nodes(|nodes| merkle::consistency_proof(nodes, old, new))?;
         Ok(ConsistencyProof {
             old_size: old,
             new_size: new,
-            path,
+            path: self.over_tree(new, |nodes| merkle::consistency_proof(nodes, old, new))?,
         })
     }
 
     /// The root of the tree of the first `size` entries.
     pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        self.over_tree(size, |nodes| merkle::root(nodes, size))
+    }
+
+    /// Runs tree math over the stored subtrees of the tree of the first `size` entries.
+    fn over_tree<T>(
+        &self,
+        size: u64,
+        compute: impl Fn(&Prefetch) -> Result<T, StoreError>,
+    ) -> Result<T, LedgerError> {
         self.check_size(size)?;
-        Ok(self
-            .reader
-            .lock()
-            .with_nodes(|nodes| merkle::root(nodes, size))?)
+        Ok(self.reader.lock().with_nodes(compute)?)
     }
 
     /// Finishes the queued appends and stops the writer thread.

@@ -157,6 +157,20 @@ impl Drop for Checkpointer {
     }
 }
 
+/// A connection to the ledger file at `path` (`flags` besides no-mutex: each store's connection
+/// is used by one thread at a time), waiting up to 10 s for another connection's lock.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let opened = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(opened)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(opened)?;
+    Ok(conn)
+}
+
 impl SqliteStore {
     /// Opens the ledger at `path` for writing, creating the file and schema if needed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -165,15 +179,10 @@ impl SqliteStore {
             source,
         };
         let writer = lock_writer(path)?;
-        let conn = Connection::open_with_flags(
+        let conn = connect(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(opened)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(opened)?;
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(opened)?;
@@ -213,17 +222,7 @@ impl SqliteStore {
                 reason: "no such file".into(),
             });
         }
-        let opened = |source| StoreError::Open {
-            path: shown.clone(),
-            source,
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(opened)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(opened)?;
+        let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let store = SqliteStore {
             conn,
             checkpointer: None,
@@ -241,13 +240,7 @@ impl SqliteStore {
             path: path.display().to_string(),
             source,
         };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(opened)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(opened)?;
+        let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         conn.execute_batch("PRAGMA query_only=1;").map_err(opened)?;
         let store = SqliteStore {
             conn,

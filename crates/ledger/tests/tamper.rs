@@ -62,6 +62,12 @@ impl Copy {
         std::fs::copy(&template().db, dir.path().join("ledger.db")).unwrap();
         Copy { dir }
     }
+    /// A copy with `sql` run on it.
+    fn altered(sql: &str) -> Self {
+        let c = Copy::new();
+        c.sql().execute_batch(sql).unwrap();
+        c
+    }
     fn path(&self) -> PathBuf {
         self.dir.path().join("ledger.db")
     }
@@ -185,10 +191,7 @@ fn a_deleted_entry_is_named() {
         (40, "entry 40 missing: indices jump from 39 to 41"),
         (0, "entry 0 missing: the first stored index is 1"),
     ] {
-        let c = Copy::new();
-        c.sql()
-            .execute("DELETE FROM entries WHERE idx = ?1", [index])
-            .unwrap();
+        let c = Copy::altered(&format!("DELETE FROM entries WHERE idx = {index}"));
         let err = expect_entry(c.verify(), index);
         assert_eq!(err.to_string(), message);
     }
@@ -196,10 +199,7 @@ fn a_deleted_entry_is_named() {
 
 #[test]
 fn deleting_the_last_entry_is_caught_by_the_final_checkpoint() {
-    let c = Copy::new();
-    c.sql()
-        .execute("DELETE FROM entries WHERE idx = ?1", [N - 1])
-        .unwrap();
+    let c = Copy::altered(&format!("DELETE FROM entries WHERE idx = {}", N - 1));
     let err = c.verify().unwrap_err();
     assert_eq!(err.location(), Location::Entries(99..100), "{err}");
     assert_eq!(err.first_bad_index(), Some(99));
@@ -208,10 +208,7 @@ fn deleting_the_last_entry_is_caught_by_the_final_checkpoint() {
 
 #[test]
 fn truncating_the_log_is_named() {
-    let c = Copy::new();
-    c.sql()
-        .execute("DELETE FROM entries WHERE idx >= 60", [])
-        .unwrap();
+    let c = Copy::altered("DELETE FROM entries WHERE idx >= 60");
     let err = c.verify().unwrap_err();
     assert_eq!(err.first_bad_index(), Some(60), "{err}");
     assert_eq!(
@@ -373,10 +370,7 @@ fn a_checkpoint_with_a_different_root_is_named() {
 
 #[test]
 fn a_deleted_checkpoint_is_named() {
-    let c = Copy::new();
-    c.sql()
-        .execute("DELETE FROM checkpoints WHERE seq = 2", [])
-        .unwrap();
+    let c = Copy::altered("DELETE FROM checkpoints WHERE seq = 2");
     let err = c.verify().unwrap_err();
     assert_eq!(err.location(), Location::Checkpoint(2), "{err}");
     assert_eq!(

@@ -28,68 +28,55 @@ fn buckets() -> Vec<f64> {
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let decisions = IntCounterVec::new(
-            Opts::new("truststack_decisions_total", "Decisions by outcome"),
-            &["decision"],
-        )?;
-        let policy_fired = IntCounterVec::new(
-            Opts::new(
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let histogram = |name: &str, help: &str, label: &str| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets()), &[label])?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        Ok(Metrics {
+            decisions: counter(
+                "truststack_decisions_total",
+                "Decisions by outcome",
+                &["decision"],
+            )?,
+            policy_fired: counter(
                 "truststack_policy_fired_total",
                 "Policies that fired, by policy and action",
-            ),
-            &["policy", "action"],
-        )?;
-        let decide_latency = HistogramVec::new(
-            HistogramOpts::new(
+                &["policy", "action"],
+            )?,
+            decide_latency: histogram(
                 "truststack_decide_seconds",
                 "Time to decide a call, ledger write included",
-            )
-            .buckets(buckets()),
-            &["decision"],
-        )?;
-        let pending_approvals =
-            IntGauge::new("truststack_pending_approvals", "Calls held for a human")?;
-        let ledger_size = IntGauge::new("truststack_ledger_entries", "Entries in the ledger")?;
-        let ledger_append_latency = HistogramVec::new(
-            HistogramOpts::new(
+                "decision",
+            )?,
+            pending_approvals: gauge("truststack_pending_approvals", "Calls held for a human")?,
+            ledger_size: gauge("truststack_ledger_entries", "Entries in the ledger")?,
+            ledger_append_latency: histogram(
                 "truststack_ledger_append_seconds",
                 "Durable ledger append latency",
-            )
-            .buckets(buckets()),
-            &["kind"],
-        )?;
-        let notify_attempts = IntCounterVec::new(
-            Opts::new(
+                "kind",
+            )?,
+            notify_attempts: counter(
                 "truststack_notify_attempts_total",
                 "Notification delivery attempts, by target and outcome",
-            ),
-            &["target", "outcome"],
-        )?;
-        let notify_deliveries = IntCounterVec::new(
-            Opts::new(
+                &["target", "outcome"],
+            )?,
+            notify_deliveries: counter(
                 "truststack_notify_deliveries_total",
                 "Notifications by target and fate (delivered, gave_up, dropped)",
-            ),
-            &["target", "result"],
-        )?;
-        registry.register(Box::new(notify_attempts.clone()))?;
-        registry.register(Box::new(notify_deliveries.clone()))?;
-        registry.register(Box::new(decisions.clone()))?;
-        registry.register(Box::new(policy_fired.clone()))?;
-        registry.register(Box::new(decide_latency.clone()))?;
-        registry.register(Box::new(pending_approvals.clone()))?;
-        registry.register(Box::new(ledger_size.clone()))?;
-        registry.register(Box::new(ledger_append_latency.clone()))?;
-        Ok(Metrics {
+                &["target", "result"],
+            )?,
             registry,
-            decisions,
-            policy_fired,
-            decide_latency,
-            pending_approvals,
-            ledger_size,
-            ledger_append_latency,
-            notify_attempts,
-            notify_deliveries,
         })
     }
 

@@ -47,11 +47,7 @@ async fn traces_through_the_api_match_policy_eval() {
             match event {
                 Event::ToolCall(c) => {
                     let (status, d) = server
-                        .post(
-                            "/v1/decide",
-                            None,
-                            json!({"id": c.id, "tool": c.tool, "args": c.args, "session": c.session, "agent": c.agent, "chain": c.chain, "time": c.time}),
-                        )
+                        .decide(None, json!({"id": c.id, "tool": c.tool, "args": c.args, "session": c.session, "agent": c.agent, "chain": c.chain, "time": c.time}))
                         .await;
                     assert_eq!(status, 200, "{d}");
                     assert!(d["decision_id"].as_str().unwrap().starts_with("d-"));
@@ -99,12 +95,12 @@ async fn a_held_call_waits_for_an_approver_and_is_then_admitted() {
     let chain = json!(["user:operator@acme.example"]);
     for (id, tool) in [("s", "nmap_scan"), ("c", "code_review")] {
         let (_, d) = server
-            .post("/v1/decide", None, json!({"id": id, "tool": tool, "args": {"target": "10.0.0.1"}, "agent": "spiffe://acme.example/agent/a", "chain": chain}))
+            .decide(None, json!({"id": id, "tool": tool, "args": {"target": "10.0.0.1"}, "agent": "spiffe://acme.example/agent/a", "chain": chain}))
             .await;
         assert_eq!(d["decision"], "allow");
     }
     let (_, held) = server
-        .post("/v1/decide", None, json!({"id": "x", "tool": "exploit_runner", "args": {"target": "10.0.0.1"}, "agent": "spiffe://acme.example/agent/a", "chain": chain}))
+        .decide(None, json!({"id": "x", "tool": "exploit_runner", "args": {"target": "10.0.0.1"}, "agent": "spiffe://acme.example/agent/a", "chain": chain}))
         .await;
     assert_eq!(held["decision"], "require_approval");
     let approval = held["approval_id"].as_str().unwrap().to_string();
@@ -182,7 +178,7 @@ async fn a_deadline_turns_a_held_call_into_a_refusal() {
     );
     let server = start(config, dir.path(), None).await;
     let (_, held) = server
-        .post("/v1/decide", None, json!({"tool": "exploit_runner", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
+        .decide(None, json!({"tool": "exploit_runner", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
         .await;
     let approval = held["approval_id"].as_str().unwrap();
     let (_, waited) = server
@@ -214,7 +210,7 @@ async fn a_bad_reload_leaves_the_old_bundle_active() {
     let (_, before) = server.get("/v1/policies", None).await;
     let call = json!({"tool": "http_upload", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]});
     assert_eq!(
-        server.post("/v1/decide", None, call.clone()).await.1["decision"],
+        server.decide(None, call.clone()).await.1["decision"],
         "deny"
     );
 
@@ -229,7 +225,7 @@ async fn a_bad_reload_leaves_the_old_bundle_active() {
     let (_, after) = server.get("/v1/policies", None).await;
     assert_eq!(before["policy_hash"], after["policy_hash"]);
     assert_eq!(
-        server.post("/v1/decide", None, call.clone()).await.1["decision"],
+        server.decide(None, call.clone()).await.1["decision"],
         "deny"
     );
 
@@ -238,10 +234,7 @@ async fn a_bad_reload_leaves_the_old_bundle_active() {
     let (status, body) = server.post("/v1/policies/reload", None, json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_ne!(body["policy_hash"], before["policy_hash"]);
-    assert_eq!(
-        server.post("/v1/decide", None, call).await.1["decision"],
-        "allow"
-    );
+    assert_eq!(server.decide(None, call).await.1["decision"], "allow");
     server.stop().await;
 }
 
@@ -257,14 +250,14 @@ async fn a_restart_does_not_reset_a_rate_limit() {
     let server = start(config.clone(), dir.path(), None).await;
     for _ in 0..3 {
         assert_eq!(
-            server.post("/v1/decide", None, call.clone()).await.1["decision"],
+            server.decide(None, call.clone()).await.1["decision"],
             "allow"
         );
     }
     server.stop().await;
 
     let server = start(config, dir.path(), None).await;
-    let (_, d) = server.post("/v1/decide", None, call).await;
+    let (_, d) = server.decide(None, call).await;
     assert_eq!(
         d["decision"], "deny",
         "the fourth scan in the hour is denied after a restart: {d}"
@@ -312,7 +305,7 @@ async fn ledger_endpoints_prove_what_was_decided() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(open_config(&["policies/seed.tsp"]), dir.path(), None).await;
     let (_, d) = server
-        .post("/v1/decide", None, json!({"tool": "nmap_scan", "args": {"target": "8.8.8.8"}, "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
+        .decide(None, json!({"tool": "nmap_scan", "args": {"target": "8.8.8.8"}, "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
         .await;
     assert_eq!(d["decision"], "deny");
     let index = d["ledger_index"].as_u64().unwrap();
@@ -372,7 +365,7 @@ async fn operations_endpoints_and_bad_input() {
         assert!(openapi["paths"].get(path).is_some(), "{path} documented");
     }
     server
-        .post("/v1/decide", None, json!({"tool": "read_docs", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
+        .decide(None, json!({"tool": "read_docs", "agent": "spiffe://acme.example/agent/a", "chain": ["user:u@acme.example"]}))
         .await;
     // A user's instruction is recorded; one no human gave is refused precisely.
     let (status, body) = server
@@ -411,12 +404,11 @@ async fn operations_endpoints_and_bad_input() {
     assert!(body["decision_id"].is_string());
     // Oversized bodies are refused.
     let big = json!({"tool": "read_docs", "agent": "spiffe://a/agent/b", "args": {"x": "y".repeat(10_000)}});
-    let (status, _) = server.post("/v1/decide", None, big).await;
+    let (status, _) = server.decide(None, big).await;
     assert_eq!(status, 413);
     // Unknown fields are rejected rather than silently ignored.
     let (status, body) = server
-        .post(
-            "/v1/decide",
+        .decide(
             None,
             json!({"tool": "read_docs", "agent": "spiffe://a/agent/b", "agnet": "x"}),
         )

@@ -182,19 +182,14 @@ async fn the_console_signs_in_approvers_only_and_answers_through_the_api_path() 
     // Hold a call whose arguments try to run script in an approver's browser.
     for tool in ["nmap_scan", "code_review"] {
         server
-            .post(
-                "/v1/decide",
+            .decide(
                 Some(&orch),
                 json!({"tool": tool, "args": {"target": "10.0.0.5"}}),
             )
             .await;
     }
     let (_, held) = server
-        .post(
-            "/v1/decide",
-            Some(&orch),
-            json!({"tool": "exploit_runner", "args": {"target": "10.0.0.5", "payload": SCRIPT, "note": IMG, "link": JS_URL}}),
-        )
+        .decide(Some(&orch), json!({"tool": "exploit_runner", "args": {"target": "10.0.0.5", "payload": SCRIPT, "note": IMG, "link": JS_URL}}))
         .await;
     assert_eq!(held["decision"], "require_approval", "{held}");
     let approval = held["approval_id"].as_str().unwrap().to_string();
@@ -401,8 +396,7 @@ async fn an_expired_call_is_shown_as_expired_and_cannot_be_granted() {
             .await,
     );
     let (_, held) = server
-        .post(
-            "/v1/decide",
+        .decide(
             Some(&agent),
             json!({"tool": "exploit_runner", "args": {"target": "10.0.0.5"}}),
         )

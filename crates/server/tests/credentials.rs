@@ -39,13 +39,10 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
     assert_eq!(status, 403, "a delegation cannot widen tools: {wider}");
 
     // No credential, or an identity claimed in the body: refused.
-    let (status, _) = server
-        .post("/v1/decide", None, json!({"tool": "nmap_scan"}))
-        .await;
+    let (status, _) = server.decide(None, json!({"tool": "nmap_scan"})).await;
     assert_eq!(status, 401);
     let (status, body) = server
-        .post(
-            "/v1/decide",
+        .decide(
             Some(&recon),
             json!({"tool": "nmap_scan", "agent": "spiffe://acme.example/agent/admin"}),
         )
@@ -54,8 +51,7 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
 
     // The agent and chain come from the token.
     let (status, d) = server
-        .post(
-            "/v1/decide",
+        .decide(
             Some(&recon),
             json!({"id": "s1", "tool": "nmap_scan", "args": {"target": "10.0.0.1"}}),
         )
@@ -87,11 +83,7 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
 
     // A tool outside the credential is denied before any policy.
     let (_, d) = server
-        .post(
-            "/v1/decide",
-            Some(&recon),
-            json!({"tool": "exploit_runner", "args": {}}),
-        )
+        .decide(Some(&recon), json!({"tool": "exploit_runner", "args": {}}))
         .await;
     assert_eq!(d["decision"], "deny");
     assert_contains!(
@@ -101,11 +93,10 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
 
     // The orchestration's escalation is held.
     server
-        .post("/v1/decide", Some(&orch), json!({"tool": "code_review"}))
+        .decide(Some(&orch), json!({"tool": "code_review"}))
         .await;
     let (_, held) = server
-        .post(
-            "/v1/decide",
+        .decide(
             Some(&orch),
             json!({"tool": "exploit_runner", "args": {"target": "10.0.0.1"}}),
         )
@@ -162,8 +153,7 @@ async fn identity_comes_from_the_credential_and_approvals_from_approvers() {
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = server
-        .post(
-            "/v1/decide",
+        .decide(
             Some(&recon),
             json!({"tool": "nmap_scan", "args": {"target": "10.0.0.2"}}),
         )
@@ -232,19 +222,11 @@ async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
 
     let decide = |session: &str, tool: &str, target: &str| json!({"session": session, "tool": tool, "args": {"target": target}});
     let (_, d) = server
-        .post(
-            "/v1/decide",
-            Some(&agent),
-            decide("job-1", "nmap_scan", "10.0.3.7"),
-        )
+        .decide(Some(&agent), decide("job-1", "nmap_scan", "10.0.3.7"))
         .await;
     assert_eq!(d["decision"], "allow", "{d}");
     let (_, d) = server
-        .post(
-            "/v1/decide",
-            Some(&agent),
-            decide("job-1", "nmap_scan", "10.0.9.1"),
-        )
+        .decide(Some(&agent), decide("job-1", "nmap_scan", "10.0.9.1"))
         .await;
     assert_eq!(d["decision"], "deny", "{d}");
     let reason = d["reason"].as_str().unwrap();
@@ -254,11 +236,7 @@ async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
     );
     assert_eq!(d["policies"], json!([]), "denied before policy evaluation");
     let (_, d) = server
-        .post(
-            "/v1/decide",
-            Some(&agent),
-            decide("job-1", "code_review", "repo"),
-        )
+        .decide(Some(&agent), decide("job-1", "code_review", "repo"))
         .await;
     assert_eq!(d["decision"], "deny", "{d}");
     assert_contains!(
@@ -267,11 +245,7 @@ async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
     );
     // Another session of the same agent has no grant.
     let (_, d) = server
-        .post(
-            "/v1/decide",
-            Some(&agent),
-            decide("job-2", "code_review", "repo"),
-        )
+        .decide(Some(&agent), decide("job-2", "code_review", "repo"))
         .await;
     assert_eq!(d["decision"], "allow", "{d}");
     server.stop().await;
@@ -279,11 +253,7 @@ async fn a_task_grant_narrows_the_callers_own_session_and_survives_a_restart() {
     // A restart restores the grant from the ledger.
     let server = start(config, dir.path(), Some(service)).await;
     let (_, d) = server
-        .post(
-            "/v1/decide",
-            Some(&agent),
-            decide("job-1", "code_review", "repo"),
-        )
+        .decide(Some(&agent), decide("job-1", "code_review", "repo"))
         .await;
     assert_eq!(d["decision"], "deny", "{d}");
     assert_contains!(d["reason"].as_str().unwrap(), "g-lab-scan");

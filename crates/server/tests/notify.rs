@@ -37,13 +37,11 @@ fn agent_call(tool: &str, agent: &str) -> Value {
 /// holds the last call. Gives its approval id.
 async fn hold(server: &common::TestServer, agent: &str) -> String {
     for tool in ["nmap_scan", "code_review"] {
-        let (status, d) = server
-            .post("/v1/decide", None, agent_call(tool, agent))
-            .await;
+        let (status, d) = server.decide(None, agent_call(tool, agent)).await;
         assert_eq!(status, 200, "{d}");
     }
     let (_, held) = server
-        .post("/v1/decide", None, agent_call("exploit_runner", agent))
+        .decide(None, agent_call("exploit_runner", agent))
         .await;
     assert_eq!(held["decision"], "require_approval", "{held}");
     held["approval_id"].as_str().unwrap().to_string()
@@ -245,7 +243,7 @@ async fn an_expired_call_is_notified_as_expired() {
     };
     let server = start(config, dir.path(), None).await;
     let (_, held) = server
-        .post("/v1/decide", None, agent_call("exploit_runner", "solo"))
+        .decide(None, agent_call("exploit_runner", "solo"))
         .await;
     assert_eq!(held["decision"], "require_approval", "{held}");
     // Held, then (the deadline passing, the expiry sweep refusing it) expired.

@@ -56,8 +56,7 @@ impl LedgerLock {
 
 async fn decide(server: &TestServer, agent: &str, tool: &str, target: &str) -> Value {
     let (status, d) = server
-        .post(
-            "/v1/decide",
+        .decide(
             Some(agent),
             json!({"tool": tool, "args": {"target": target}}),
         )
@@ -199,8 +198,7 @@ async fn a_sub_agent_named_like_another_agent_gets_none_of_its_lease_limits_or_t
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, d) = server
-        .post(
-            "/v1/decide",
+        .decide(
             Some(&victim),
             json!({"tool": "http_upload", "args": {"url": "https://backup.example/x"}}),
         )
@@ -285,8 +283,7 @@ async fn a_revocation_the_ledger_cannot_record_is_not_applied_and_a_retry_works(
         2
     );
     let (status, body) = server
-        .post(
-            "/v1/decide",
+        .decide(
             Some(&agent),
             json!({"tool": "nmap_scan", "args": {"target": "10.0.0.1"}}),
         )
@@ -328,14 +325,9 @@ async fn an_answer_the_ledger_cannot_record_leaves_the_call_held_across_a_restar
         c
     };
     for tool in ["nmap_scan", "code_review"] {
-        assert_eq!(
-            server.post("/v1/decide", None, call(tool)).await.1["decision"],
-            "allow"
-        );
+        assert_eq!(server.decide(None, call(tool)).await.1["decision"], "allow");
     }
-    let (_, held) = server
-        .post("/v1/decide", None, call("exploit_runner"))
-        .await;
+    let (_, held) = server.decide(None, call("exploit_runner")).await;
     assert_eq!(held["decision"], "require_approval", "{held}");
     let id = held["approval_id"].as_str().unwrap().to_string();
     let answer = json!({"approver": "user:oncall@acme.example"});

@@ -73,11 +73,7 @@ async fn json_nested_past_the_limit_is_refused_at_the_edge() {
 
     // At the limit it is accepted, recorded and read back.
     let (status, d) = server
-        .post(
-            "/v1/decide",
-            None,
-            json!({"tool": "nmap_scan", "agent": AGENT, "chain": ["user:op@acme.example"], "args": {"deep": nested(62)}}),
-        )
+        .decide(None, json!({"tool": "nmap_scan", "agent": AGENT, "chain": ["user:op@acme.example"], "args": {"deep": nested(62)}}))
         .await;
     assert_eq!(status, 200, "{d}");
     let index = d["ledger_index"].as_u64().unwrap();
@@ -104,7 +100,7 @@ async fn an_over_deep_record_in_the_ledger_does_not_stop_the_server() {
     // One real allowed scan, to copy its record.
     let server = start(config.clone(), dir.path(), None).await;
     let (_, d) = server
-        .post("/v1/decide", None, json!({"id": "scan-1", "tool": "nmap_scan", "agent": AGENT, "chain": ["user:op@acme.example"], "args": {"target": "10.0.0.1"}}))
+        .decide(None, json!({"id": "scan-1", "tool": "nmap_scan", "agent": AGENT, "chain": ["user:op@acme.example"], "args": {"target": "10.0.0.1"}}))
         .await;
     assert_eq!(d["decision"], "allow", "{d}");
     let first = d["ledger_index"].as_u64().unwrap();
@@ -133,7 +129,7 @@ async fn an_over_deep_record_in_the_ledger_does_not_stop_the_server() {
     // It starts, and the deep record counts: two scans are in the window, the third is over.
     let server = start(config, dir.path(), None).await;
     let (status, d) = server
-        .post("/v1/decide", None, json!({"tool": "nmap_scan", "agent": AGENT, "chain": ["user:op@acme.example"], "args": {"target": "10.0.0.2"}}))
+        .decide(None, json!({"tool": "nmap_scan", "agent": AGENT, "chain": ["user:op@acme.example"], "args": {"target": "10.0.0.2"}}))
         .await;
     assert_eq!(status, 200, "{d}");
     assert_eq!(
@@ -151,8 +147,7 @@ async fn an_over_deep_record_in_the_ledger_does_not_stop_the_server() {
     assert_eq!(entry["record"]["call"]["tool"], "nmap_scan");
 
     let (_, held) = server
-        .post(
-            "/v1/decide",
+        .decide(
             None,
             json!({"tool": "exploit_runner", "agent": AGENT, "chain": ["user:op@acme.example"]}),
         )
@@ -306,11 +301,7 @@ async fn approval_waits_are_authorised_bounded_and_end_on_shutdown() {
     let server = start(config, dir.path(), Some(Arc::clone(&creds.service))).await;
 
     let (status, held) = server
-        .post(
-            "/v1/decide",
-            Some(&recon),
-            json!({"tool": "exploit_runner"}),
-        )
+        .decide(Some(&recon), json!({"tool": "exploit_runner"}))
         .await;
     assert_eq!(status, 200, "{held}");
     let approval = held["approval_id"].as_str().unwrap().to_string();
@@ -377,11 +368,7 @@ async fn approval_waits_are_authorised_bounded_and_end_on_shutdown() {
 
     // Shutdown ends the waits at once instead of draining them for 50 s.
     let (_, held) = server
-        .post(
-            "/v1/decide",
-            Some(&recon),
-            json!({"tool": "exploit_runner"}),
-        )
+        .decide(Some(&recon), json!({"tool": "exploit_runner"}))
         .await;
     let approval = held["approval_id"].as_str().unwrap().to_string();
     let wait_path = format!("/v1/approvals/{approval}/wait?timeout=50s");

@@ -222,6 +222,15 @@ impl Stats {
     }
 }
 
+/// `k` of `n` as a fraction (0 when there were none).
+fn share(k: u64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        k as f64 / n as f64
+    }
+}
+
 /// The Wilson score interval (95%) for `k` successes in `n` trials.
 pub fn wilson(k: u64, n: u64) -> (f64, f64) {
     if n == 0 {
@@ -413,18 +422,10 @@ pub fn monte_carlo(world: &World, opts: &McOptions, progress: &(dyn Fn(u64) + Sy
             GoalFrequency {
                 goal: goal.id.clone(),
                 reached,
-                rate: if n == 0 {
-                    0.0
-                } else {
-                    reached as f64 / n as f64
-                },
+                rate: share(reached, n),
                 rate_ci: wilson(reached, n),
                 unguarded,
-                unguarded_rate: if n == 0 {
-                    0.0
-                } else {
-                    unguarded as f64 / n as f64
-                },
+                unguarded_rate: share(unguarded, n),
                 unguarded_ci: wilson(unguarded, n),
                 steps: Stats::of(hits.iter().map(|h| f64::from(h.0)).collect()),
                 time_ms: Stats::of(hits.iter().map(|h| h.1 as f64).collect()),

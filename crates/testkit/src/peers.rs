@@ -47,33 +47,34 @@ pub fn workspace_root() -> PathBuf {
 
 /// The project's Python interpreter (`.venv/bin/python`), with every Python test peer importable.
 pub fn python() -> PathBuf {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PYTHON
-        .get_or_init(find_python)
-        .clone()
-        .unwrap_or_else(|why| missing(&why))
+    static PYTHON: Found = OnceLock::new();
+    found(&PYTHON, find_python)
 }
 
 /// The Python of `.venv-2026`, whose `mcp` SDK speaks protocol revision 2026-07-28 (the 1.x SDK
 /// of `.venv` does not).
 pub fn python_2026() -> PathBuf {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            find_env(
-                ".venv-2026",
-                "import mcp.types as t; assert t.LATEST_PROTOCOL_VERSION == '2026-07-28', t.LATEST_PROTOCOL_VERSION",
-            )
-        })
-        .clone()
-        .unwrap_or_else(|why| missing(&why))
+    static PYTHON: Found = OnceLock::new();
+    found(&PYTHON, || {
+        find_env(
+            ".venv-2026",
+            "import mcp.types as t; assert t.LATEST_PROTOCOL_VERSION == '2026-07-28', t.LATEST_PROTOCOL_VERSION",
+        )
+    })
 }
 
 /// `.ci/peers/node_modules`, with every npm test peer installed.
 pub fn node_modules() -> PathBuf {
-    static MODULES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    MODULES
-        .get_or_init(find_node_modules)
+    static MODULES: Found = OnceLock::new();
+    found(&MODULES, find_node_modules)
+}
+
+/// A peer looked up once per test process: where it is, or why it is missing.
+type Found = OnceLock<Result<PathBuf, String>>;
+
+/// The peer `cell` holds, looked up with `find` the first time; a missing peer fails the test.
+fn found(cell: &Found, find: impl FnOnce() -> Result<PathBuf, String>) -> PathBuf {
+    cell.get_or_init(find)
         .clone()
         .unwrap_or_else(|why| missing(&why))
 }

@@ -90,6 +90,11 @@ impl TestServer {
         .await
     }
 
+    /// Asks `/v1/decide` about `call`.
+    pub async fn decide(&self, token: Option<&str>, call: Value) -> (u16, Value) {
+        self.post("/v1/decide", token, call).await
+    }
+
     /// POSTs a request that issues or delegates a credential; asserts it succeeded and gives
     /// the new token.
     pub async fn issued(&self, path: &str, token: Option<&str>, body: Value) -> String {
