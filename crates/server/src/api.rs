@@ -23,7 +23,7 @@ use truststack_engine::log::clip;
 use truststack_engine::record::Record;
 use truststack_engine::Request;
 use truststack_engine::{
-    Allowance, ApprovalAnswer, Caller, DataAccess, Engine, Grant, Input, Observation, ToolCall,
+    ApprovalAnswer, Caller, DataAccess, Engine, Grant, Input, Observation, ToolCall,
 };
 
 type Shared = Arc<AppState>;
@@ -267,54 +267,67 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     Ok(Json(decision).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ObservationRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    call_id: Option<String>,
-    #[serde(default)]
-    tool: Option<String>,
-    #[serde(default)]
-    session: Option<String>,
-    #[serde(default)]
-    data_sources: Vec<DataAccess>,
-    #[serde(default)]
-    result: Option<Value>,
-    #[serde(default)]
-    agent: Option<String>,
-    #[serde(default)]
-    chain: Vec<String>,
-    /// Used only when the server runs on the event clock.
-    #[serde(default)]
-    time: Option<String>,
+/// What a host reports about its agent's session — a result, an instruction, a task grant:
+/// the engine's own event, read from the body with `agent` optional, whose agent and chain are
+/// then the verified caller's, never the body's.
+trait Reported: serde::de::DeserializeOwned {
+    fn act_as(&mut self, caller: Caller);
 }
 
-impl ObservationRequest {
-    /// The observation, for `caller` (identity is the caller's, never the body's).
-    fn into_observation(self, caller: Caller) -> Observation {
-        Observation {
-            id: self.id,
-            time: self.time,
-            agent: caller.agent,
-            session: self.session,
-            chain: caller.chain,
-            call_id: self.call_id,
-            tool: self.tool,
-            data_sources: self.data_sources,
-            result: self.result,
-        }
+impl Reported for Observation {
+    fn act_as(&mut self, caller: Caller) {
+        (self.agent, self.chain) = (caller.agent, caller.chain);
     }
 }
 
-async fn record_observation(
-    state: Shared,
-    headers: HeaderMap,
-    mut req: ObservationRequest,
-) -> ApiResult {
-    let caller = state.caller(&headers, req.agent.take(), std::mem::take(&mut req.chain))?;
-    let obs = req.into_observation(caller);
+impl Reported for Input {
+    fn act_as(&mut self, caller: Caller) {
+        (self.agent, self.chain) = (caller.agent, caller.chain);
+    }
+}
+
+impl Reported for Grant {
+    fn act_as(&mut self, caller: Caller) {
+        (self.agent, self.chain) = (caller.agent, caller.chain);
+    }
+}
+
+/// The event a host reports in `body`, with the agent and chain the body claims (which only a
+/// server that does not require credentials takes). A placeholder agent stands for the caller
+/// until it is known, so the body is checked before the caller, as every request's is.
+fn parse_reported<T: Reported>(body: &[u8]) -> Result<(T, Option<String>, Vec<String>), ApiError> {
+    let mut value: Value = parse_body(body)?;
+    let Value::Object(fields) = &mut value else {
+        return Err(ApiError::bad_request(
+            "invalid request body: expected a JSON object",
+        ));
+    };
+    let agent = match fields.remove("agent") {
+        None => None,
+        Some(Value::String(agent)) => Some(agent),
+        Some(_) => return Err(ApiError::bad_request("`agent` must be a string")),
+    };
+    let chain: Vec<String> = match fields.remove("chain") {
+        None => Vec::new(),
+        Some(chain) => serde_json::from_value(chain)
+            .map_err(|_| ApiError::bad_request("`chain` must be a list of principals (strings)"))?,
+    };
+    fields.insert("agent".into(), Value::String(String::new()));
+    let event = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    Ok((event, agent, chain))
+}
+
+impl AppState {
+    /// The event a host reports in `body`, attributed to the verified caller.
+    fn reported<T: Reported>(&self, headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+        let (mut event, agent, chain) = parse_reported::<T>(body)?;
+        event.act_as(self.caller(headers, agent, chain)?);
+        Ok(event)
+    }
+}
+
+async fn record_observation(state: Shared, obs: Observation) -> ApiResult {
     let st = Arc::clone(&state);
     let index = blocking(move || st.engine.read().observe(&obs))
         .await?
@@ -323,84 +336,23 @@ async fn record_observation(
 }
 
 async fn observe(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let req: ObservationRequest = parse_body(&body)?;
-    record_observation(state, headers, req).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InputRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    session: Option<String>,
-    #[serde(default)]
-    principal: Option<String>,
-    text: String,
-    #[serde(default)]
-    values: Value,
-    #[serde(default)]
-    agent: Option<String>,
-    #[serde(default)]
-    chain: Vec<String>,
-    /// Used only when the server runs on the event clock.
-    #[serde(default)]
-    time: Option<String>,
+    let obs: Observation = state.reported(&headers, &body)?;
+    record_observation(state, obs).await
 }
 
 /// A human's instruction to an agent, reported by its host: credentialed like an observation,
 /// so the agent and its chain (and so the human) come from the verified credential.
 async fn input(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let req: InputRequest = parse_body(&body)?;
-    let caller = state.caller(&headers, req.agent, req.chain)?;
-    let input = Input {
-        id: req.id,
-        time: req.time,
-        agent: caller.agent,
-        session: req.session,
-        chain: caller.chain,
-        principal: req.principal,
-        text: req.text,
-        values: req.values,
-    };
+    let input: Input = state.reported(&headers, &body)?;
     let st = Arc::clone(&state);
     let index = blocking(move || st.engine.read().input(&input)).await??;
     Ok(reply(json!({"recorded": true, "ledger_index": index})))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GrantRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    session: Option<String>,
-    #[serde(default)]
-    principal: Option<String>,
-    allow: Vec<Allowance>,
-    #[serde(default)]
-    agent: Option<String>,
-    #[serde(default)]
-    chain: Vec<String>,
-    /// Used only when the server runs on the event clock.
-    #[serde(default)]
-    time: Option<String>,
-}
-
 /// What a session's task authorises, declared by its host: credentialed like an input, so a
 /// caller declares grants only for its own sessions, on behalf of a human of its chain.
 async fn grant_task(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let req: GrantRequest = parse_body(&body)?;
-    let caller = state.caller(&headers, req.agent, req.chain)?;
-    let grant = Grant {
-        id: req.id,
-        time: req.time,
-        agent: caller.agent,
-        session: req.session,
-        chain: caller.chain,
-        principal: req.principal,
-        allow: req.allow,
-    };
+    let grant: Grant = state.reported(&headers, &body)?;
     let st = Arc::clone(&state);
     let declared = blocking(move || st.engine.read().declare_grant(&grant)).await??;
     Ok(reply(json!({
@@ -413,13 +365,13 @@ async fn grant_task(State(state): State<Shared>, headers: HeaderMap, body: Bytes
 /// A call's outcome: an observation tied to the call, with the tool's data source (from the
 /// catalog) as its label so taint policies see it.
 async fn outcome(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let mut req: ObservationRequest = parse_body(&body)?;
-    if req.call_id.is_none() {
+    let mut obs: Observation = state.reported(&headers, &body)?;
+    if obs.call_id.is_none() {
         return Err(ApiError::bad_request(
             "an outcome needs the `call_id` it reports on",
         ));
     }
-    if let Some(tool) = &req.tool {
+    if let Some(tool) = &obs.tool {
         if let Some(ds) = state
             .engine()
             .bundle()
@@ -427,19 +379,19 @@ async fn outcome(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
             .tool(tool)
             .and_then(|t| t.data_source.clone())
         {
-            if !req
+            if !obs
                 .data_sources
                 .iter()
                 .any(|d| d.name == ds.name && d.mode == ds.mode)
             {
-                req.data_sources.push(DataAccess {
+                obs.data_sources.push(DataAccess {
                     name: ds.name,
                     mode: ds.mode,
                 });
             }
         }
     }
-    record_observation(state, headers, req).await
+    record_observation(state, obs).await
 }
 
 /// Which of `tools` the caller could ever be allowed to call in `session` (an MCP gateway's
@@ -1119,15 +1071,17 @@ pub fn fuzz_bodies(engine: &Engine, body: &[u8]) {
         let call = req.into_call(&caller, || "c-fuzz".into());
         let _ = engine.queue(Request::new(&call).for_caller(&caller)).wait();
     }
-    if let Ok(mut req) = parse_body::<ObservationRequest>(body) {
-        let caller = Caller {
-            agent: req.agent.take().unwrap_or_default(),
-            chain: std::mem::take(&mut req.chain),
+    if let Ok((mut obs, agent, chain)) = parse_reported::<Observation>(body) {
+        obs.act_as(Caller {
+            agent: agent.unwrap_or_default(),
+            chain,
             tools: None,
             credential_id: None,
-        };
-        let _ = engine.observe(&req.into_observation(caller));
+        });
+        let _ = engine.observe(&obs);
     }
+    let _ = parse_reported::<Input>(body);
+    let _ = parse_reported::<Grant>(body);
     let _ = parse_body::<AnswerRequest>(body);
     let _ = identity_request::<IssueRequest>(body);
     let _ = identity_request::<DelegateRequest>(body);
