@@ -828,11 +828,7 @@ struct InclusionQuery {
 }
 
 async fn inclusion(State(state): State<Shared>, Query(q): Query<InclusionQuery>) -> ApiResult {
-    let st = Arc::clone(&state);
-    let proof = blocking(move || st.ledger.inclusion_proof(q.index, q.size))
-        .await?
-        .map_err(ledger_error)?;
-    Ok(reply(json!(proof)))
+    ledger_read(state, move |ledger| ledger.inclusion_proof(q.index, q.size)).await
 }
 
 #[derive(Deserialize)]
@@ -842,11 +838,22 @@ struct ConsistencyQuery {
 }
 
 async fn consistency(State(state): State<Shared>, Query(q): Query<ConsistencyQuery>) -> ApiResult {
-    let st = Arc::clone(&state);
-    let proof = blocking(move || st.ledger.consistency_proof(q.old, q.new))
+    ledger_read(state, move |ledger| ledger.consistency_proof(q.old, q.new)).await
+}
+
+/// A read of the ledger, off the async workers, as the JSON answer.
+async fn ledger_read<T: Serialize + Send + 'static>(
+    state: Shared,
+    read: impl FnOnce(
+            &dyn crate::backend::LedgerBackend,
+        ) -> Result<T, truststack_engine::ledger::LedgerError>
+        + Send
+        + 'static,
+) -> ApiResult {
+    let value = blocking(move || read(state.ledger.as_ref()))
         .await?
         .map_err(ledger_error)?;
-    Ok(reply(json!(proof)))
+    Ok(reply(json!(value)))
 }
 
 // ---- identities ----
