@@ -358,9 +358,20 @@ fn is_plain_integer(s: &str) -> bool {
 /// Writes the normal form of `text` into `out`; `tmp` is room for the rewriting steps.
 fn normalize_into(text: &str, out: &mut String, tmp: &mut String) {
     out.clear();
-    let trimmed = text.trim_matches(|c: char| c.is_whitespace() || is_wrapping(c));
+    let plain_edge = |b: Option<&u8>| {
+        b.is_some_and(|b| b.is_ascii() && !is_ascii_space(*b) && !is_wrapping(*b as char))
+    };
+    let trimmed = if plain_edge(text.as_bytes().first()) && plain_edge(text.as_bytes().last()) {
+        text
+    } else {
+        text.trim_matches(|c: char| c.is_whitespace() || is_wrapping(c))
+    };
     let mut space = false;
-    if trimmed.is_ascii() {
+    if trimmed.is_ascii() && !trimmed.bytes().any(is_ascii_space) {
+        // A token (no whitespace to collapse): copied whole, then lowercased in place.
+        out.push_str(trimmed);
+        out.make_ascii_lowercase();
+    } else if trimmed.is_ascii() {
         for &b in trimmed.as_bytes() {
             if is_ascii_space(b) {
                 space = true;

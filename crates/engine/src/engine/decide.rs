@@ -160,11 +160,10 @@ impl Tally {
     }
 }
 
-/// The policies (enforced and shadow) whose condition holds for the call, in bundle order,
-/// with the monitor states of their target scope.
-fn firing<'e>(
+/// The policies (enforced and shadow) that may fire for the call, in bundle order, with the
+/// monitor states of their target scope.
+fn candidates<'e>(
     bundle: &'e Bundle,
-    ctx: &'e CallContext<'e>,
     info: &'e ToolInfo,
     guards: &'e [Option<ScopeGuard>; 4],
 ) -> impl Iterator<Item = (&'e CompiledPolicy, &'e [MonitorState], usize)> + 'e {
@@ -173,9 +172,7 @@ fn firing<'e>(
         let states = guards[cp.policy.target.index()]
             .as_deref()
             .map_or(&[][..], Vec::as_slice);
-        bundle
-            .evaluate(pid, ctx, info, states)
-            .then_some((cp, states, pid))
+        Some((cp, states, pid))
     })
 }
 
@@ -192,13 +189,16 @@ impl Engine {
             fired: Vec::new(),
             shadow: Vec::new(),
         };
-        for (cp, states, pid) in firing(bundle, ctx, info, guards) {
+        for (cp, states, pid) in candidates(bundle, info, guards) {
+            let Some(monitors) = bundle.evaluate_explained(pid, ctx, info, states) else {
+                continue;
+            };
             let mut fired = FiredPolicy {
                 id: cp.policy.id.clone(),
                 action: cp.policy.action,
                 mode: cp.policy.mode,
                 reason: cp.policy.reason.clone(),
-                monitors: bundle.explain(pid, ctx, info, states),
+                monitors,
                 lease_until: None,
             };
             if cp.policy.mode == Mode::Shadow {
@@ -221,7 +221,10 @@ impl Engine {
         guards: &[Option<ScopeGuard>; 4],
     ) -> Tally {
         let mut t = Tally::default();
-        for (cp, _, _) in firing(bundle, ctx, info, guards) {
+        for (cp, states, pid) in candidates(bundle, info, guards) {
+            if !bundle.evaluate(pid, ctx, info, states) {
+                continue;
+            }
             let policy = &cp.policy;
             if policy.mode == Mode::Shadow {
                 continue;
@@ -501,8 +504,8 @@ fn held_atoms(f: &FiredPolicy) -> String {
         .iter()
         .filter_map(|(label, v)| match v {
             Value::Bool(true) => Some(label.clone()),
-            Value::Object(o) if o.get("holds") == Some(&Value::Bool(true)) => {
-                match o.get("value") {
+            Value::Object(o) if member(o, "holds") == Some(&Value::Bool(true)) => {
+                match member(o, "value") {
                     Some(Value::Number(n)) => Some(format!("{label} [= {n}]")),
                     _ => Some(label.clone()),
                 }
@@ -511,6 +514,14 @@ fn held_atoms(f: &FiredPolicy) -> String {
         })
         .collect();
     held.join(" and ")
+}
+
+/// A member of an explanation's `{holds, value}` pair, found without hashing its name (the
+/// pair's map hashes with SipHash).
+fn member<'o>(pair: &'o serde_json::Map<String, Value>, name: &str) -> Option<&'o Value> {
+    pair.iter()
+        .find(|(k, _)| k.as_str() == name)
+        .map(|(_, v)| v)
 }
 
 /// The ledger record of a decision: the call (its arguments kept as the catalog's `record` mode
