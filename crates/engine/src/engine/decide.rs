@@ -260,16 +260,25 @@ impl Engine {
         verdict: Verdict,
         fired: &[FiredPolicy],
     ) -> String {
+        // `id (reason or held predicates), …`, written into one string.
         let describe = |action: Action| {
-            fired
+            let mut out = String::new();
+            for f in fired
                 .iter()
                 .filter(|f| f.action == action && f.lease_until.is_none())
-                .map(|f| match &f.reason {
-                    Some(r) => format!("{} ({r})", f.id),
-                    None => format!("{} ({})", f.id, held_atoms(f)),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+            {
+                if !out.is_empty() {
+                    out.push_str(", ");
+                }
+                out.push_str(&f.id);
+                out.push_str(" (");
+                match &f.reason {
+                    Some(r) => out.push_str(r),
+                    None => held_atoms(f, &mut out),
+                }
+                out.push(')');
+            }
+            out
         };
         match verdict {
             Verdict::Deny
@@ -497,23 +506,32 @@ impl Engine {
     }
 }
 
-/// The predicates of a fired policy that held, with their values: `Count > 100 (= 101)`.
-fn held_atoms(f: &FiredPolicy) -> String {
-    let held: Vec<String> = f
-        .monitors
-        .iter()
-        .filter_map(|(label, v)| match v {
-            Value::Bool(true) => Some(label.clone()),
+/// The predicates of a fired policy that held, with their values: `Count > 100 [= 101]`,
+/// joined by ` and `, written to `out`.
+fn held_atoms(f: &FiredPolicy, out: &mut String) {
+    let mut first = true;
+    for (label, v) in &f.monitors {
+        let number = match v {
+            Value::Bool(true) => None,
             Value::Object(o) if member(o, "holds") == Some(&Value::Bool(true)) => {
                 match member(o, "value") {
-                    Some(Value::Number(n)) => Some(format!("{label} [= {n}]")),
-                    _ => Some(label.clone()),
+                    Some(Value::Number(n)) => Some(n),
+                    _ => None,
                 }
             }
-            _ => None,
-        })
-        .collect();
-    held.join(" and ")
+            _ => continue,
+        };
+        if !first {
+            out.push_str(" and ");
+        }
+        first = false;
+        out.push_str(label);
+        if let Some(n) = number {
+            use std::fmt::Write;
+            // Writing to a String cannot fail.
+            let _ = write!(out, " [= {n}]");
+        }
+    }
 }
 
 /// A member of an explanation's `{holds, value}` pair, found without hashing its name (the
