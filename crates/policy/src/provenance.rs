@@ -709,11 +709,7 @@ impl<'t> Iterator for Words<'t> {
                 if is_ascii_space(b) {
                     break;
                 }
-                // The rest of an ASCII run of word bytes, in one tight loop.
-                i += bytes
-                    .get(i..)
-                    .and_then(|rest| rest.iter().position(|&b| b >= 0x80 || is_ascii_space(b)))
-                    .unwrap_or(bytes.len() - i);
+                i += 1;
             } else {
                 let (space, n) = self.non_ascii_at(i);
                 if space {
@@ -783,18 +779,15 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
             flush(caps, caps_starts, &mut f);
             continue;
         }
-        let capitalised = if token.is_ascii() {
-            // `char`'s tests agree with the ASCII ones on ASCII, without decoding.
-            token.as_bytes().first().is_some_and(u8::is_ascii_uppercase)
-                && token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'\'')
-        } else {
-            token.chars().next().is_some_and(char::is_uppercase)
-                && token
-                    .chars()
-                    .all(|c| c.is_alphabetic() || c == '-' || c == '\'')
+        // An ASCII first byte is tested without decoding (most words are lowercase).
+        let first_upper = match token.as_bytes().first() {
+            Some(&b) if b < 0x80 => b.is_ascii_uppercase(),
+            _ => token.chars().next().is_some_and(char::is_uppercase),
         };
+        let capitalised = first_upper
+            && token
+                .chars()
+                .all(|c| c.is_alphabetic() || c == '-' || c == '\'');
         if capitalised && caps_starts.len() < 6 {
             if !caps.is_empty() {
                 caps.push(' ');
