@@ -836,7 +836,7 @@ impl Bundle {
             index,
         } = atom
         else {
-            return self.atom(atom, call, info, states).0;
+            return self.plain(atom, call, info, states).0;
         };
         let index = index.and_then(|m| match states.get(m) {
             Some(MonitorState::Provenance(ix)) => Some(&**ix),
@@ -934,20 +934,6 @@ impl Bundle {
         }
     }
 
-    /// An atom's truth and, where it has one, the monitor value behind it.
-    fn atom(
-        &self,
-        atom: &Atom,
-        call: &CallContext,
-        info: &ToolInfo,
-        states: &[MonitorState],
-    ) -> (bool, Option<Value>) {
-        match atom {
-            Atom::Value { .. } => self.outcome(atom, call, info, states).explained(),
-            _ => self.plain(atom, call, info, states),
-        }
-    }
-
     /// An atom's outcome: what its explanation is made of.
     fn outcome<'c>(
         &self,
@@ -997,7 +983,8 @@ impl Bundle {
         Outcome::Values(holds, shown)
     }
 
-    /// The truth and monitor value of an atom that is not a value atom.
+    /// The truth and, where it has one, the monitor value behind an atom that is not a value
+    /// atom (those have an [`Outcome::Values`]).
     fn plain(
         &self,
         atom: &Atom,
