@@ -13,8 +13,8 @@
 mod common;
 
 use common::{
-    build_history, check_cedar_agrees, hundred_engine, memory_report, seed_engine, CedarBaseline,
-    Mix, Stream,
+    build_history, check_cedar_agrees, hundred_engine, memory_report, provenance_call,
+    provenance_engine, seed_engine, CedarBaseline, Mix, Stream,
 };
 use criterion::{Criterion, Throughput};
 use std::hint::black_box;
@@ -125,59 +125,6 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// A session with `n` observed results of ~10 KB each (prose with emails, amounts, ids and
-/// names, as mail bodies hold) under a pack whose policies read provenance.
-fn provenance_engine(n: usize) -> (Engine, Vec<truststack_engine::Observation>) {
-    let catalog = r#"
-[tools.send_email]
-classes = ["Send"]
-attributes.Recipient = { from = "/recipients/*" }
-output = "trusted"
-[tools.read_inbox]
-output = "untrusted"
-output_fields = { "/*/sender" = "trusted" }
-"#;
-    let policies = r#"
-POLICY recipient: ACTION: DENY TARGET: session
-  IF Tool_Call('Send') AND Provenance(Arg('Recipient')) IN ['untrusted', 'none']
-POLICY subject: ACTION: DENY TARGET: session
-  IF Tool_Call('Send') AND Arg('/subject') FROM 'untrusted' AND NOT (Arg('/subject') FROM 'user')
-POLICY known: ACTION: REQUIRE_HITL TARGET: session
-  IF Tool_Call('Send') AND NOT (ALL Arg('/recipients/*') IN Results('read_inbox'))
-"#;
-    let sources = [truststack_policy::Source::new("p.tsp", policies)];
-    let catalog_parsed = truststack_policy::Catalog::from_toml("c.toml", catalog).unwrap();
-    let bundle = truststack_policy::build_bundle(&sources, catalog_parsed, catalog)
-        .unwrap()
-        .0;
-    let engine = Engine::new(bundle, Settings::replay());
-    let observations = (0..n)
-        .map(|i| {
-            let mut body = String::with_capacity(10_240);
-            let mut k = 0;
-            while body.len() < 10_000 {
-                body.push_str(&format!(
-                    "Dear Team, invoice {i}-{k} of EUR {}.{:02} is due; contact person{k}.{i}@corp{}.example or see https://portal.example/inv/{i}/{k}. Project Blue Harbor status is fine and the rest of this line is ordinary prose. ",
-                    (i * 31 + k) % 9000, k % 100, k % 50
-                ));
-                k += 1;
-            }
-            truststack_engine::Observation {
-                id: None,
-                time: Some(format_time(common::T0_MS + i as i64)),
-                agent: "spiffe://bench/agent/a".into(),
-                session: Some("s".into()),
-                chain: vec!["user:bench".into()],
-                call_id: None,
-                tool: Some("read_inbox".into()),
-                data_sources: Vec::new(),
-                result: Some(serde_json::json!([{"sender": format!("boss{i}@corp.example"), "body": body}])),
-            }
-        })
-        .collect();
-    (engine, observations)
-}
-
 fn provenance_benches(c: &mut Criterion) {
     let (engine, observations) = provenance_engine(1000);
     let bytes: usize = observations
@@ -210,32 +157,20 @@ fn provenance_benches(c: &mut Criterion) {
         },
         engine.settings().provenance_bound,
     );
-    let call = |i: u64| truststack_engine::ToolCall {
-        id: format!("p{i}"),
-        time: Some(format_time(common::T0_MS + 10_000 + i as i64)),
-        agent: "spiffe://bench/agent/a".into(),
-        session: Some("s".into()),
-        chain: vec!["user:bench".into()],
-        tool: "send_email".into(),
-        args: serde_json::json!({
-            "recipients": [format!("person{}.{}@corp{}.example", i % 40, i % 1000, i % 40 % 50), "boss7@corp.example"],
-            "subject": "Project Blue Harbor"
-        }),
-    };
     let mut group = c.benchmark_group("decide");
     group.throughput(Throughput::Elements(1));
     let mut n = 0u64;
     group.bench_function("provenance_1000x10KB", |b| {
         b.iter(|| {
             n += 1;
-            black_box(engine.queue(&call(n)).wait())
+            black_box(engine.queue(&provenance_call(n)).wait())
         })
     });
     group.finish();
     // Per-call percentiles, building the call outside the timed part.
     let mut samples: Vec<u128> = (0..20_000u64)
         .map(|i| {
-            let c = call(1_000_000 + i);
+            let c = provenance_call(1_000_000 + i);
             let t = Instant::now();
             black_box(engine.queue(&c).wait());
             t.elapsed().as_nanos()

@@ -25,6 +25,7 @@ use crate::ip_class::{classify_value, is_dns_name, Network};
 use crate::parser::parse_net;
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The class every tool missing from the catalog gets.
@@ -276,20 +277,34 @@ impl Catalog {
     /// selects from the arguments; a name reads the tool's catalog attribute of that name
     /// (its pointer may hold `*` too), or else the argument of that name.
     pub fn arg_values(&self, tool: Option<&ToolSpec>, arg: &str, args: &Value) -> Vec<Value> {
+        self.arg_values_in(tool, arg, args)
+            .into_iter()
+            .map(Cow::into_owned)
+            .collect()
+    }
+
+    /// [`Catalog::arg_values`] borrowing from the arguments where a value is not classified
+    /// (a decision reads them without copying them).
+    pub fn arg_values_in<'v>(
+        &self,
+        tool: Option<&ToolSpec>,
+        arg: &str,
+        args: &'v Value,
+    ) -> Vec<Cow<'v, Value>> {
         if arg.starts_with('/') {
-            return select(args, arg).into_iter().cloned().collect();
+            return select(args, arg).into_iter().map(Cow::Borrowed).collect();
         }
         match tool.and_then(|t| t.attributes.get(arg)) {
             Some(spec) => select(args, &spec.from)
                 .into_iter()
                 .map(|raw| match spec.classify {
-                    Some(Classifier::IpRange) => {
-                        Value::String(classify_value(raw, &self.network).to_string())
-                    }
-                    None => raw.clone(),
+                    Some(Classifier::IpRange) => Cow::Owned(Value::String(
+                        classify_value(raw, &self.network).to_string(),
+                    )),
+                    None => Cow::Borrowed(raw),
                 })
                 .collect(),
-            None => args.get(arg).cloned().into_iter().collect(),
+            None => member(args, arg).map(Cow::Borrowed).into_iter().collect(),
         }
     }
 
@@ -313,7 +328,7 @@ impl Catalog {
                     None => raw.clone(),
                 })
             }
-            None => args.get(attr).cloned(),
+            None => member(args, attr).cloned(),
         }
     }
 }
@@ -333,13 +348,13 @@ pub fn select<'v>(args: &'v Value, from: &str) -> Vec<&'v Value> {
                 ("*", Value::Object(map)) => next.extend(map.values()),
                 (t, v) => {
                     // Unescaped only when it holds an escape: most tokens do not.
-                    let t: std::borrow::Cow<str> = if t.contains('~') {
+                    let t: Cow<str> = if t.contains('~') {
                         t.replace("~1", "/").replace("~0", "~").into()
                     } else {
                         t.into()
                     };
                     let child = match v {
-                        Value::Object(map) => map.get(t.as_ref()),
+                        Value::Object(_) => member(v, &t),
                         Value::Array(items) => t.parse::<usize>().ok().and_then(|i| items.get(i)),
                         _ => None,
                     };
@@ -361,11 +376,23 @@ fn pointer<'v>(args: &'v Value, from: &str) -> Option<&'v Value> {
     let mut value = args;
     for token in path.split('/') {
         match value {
-            Value::Object(map) => value = map.get(token)?,
+            Value::Object(_) => value = member(value, token)?,
             _ => return args.pointer(from),
         }
     }
     Some(value)
+}
+
+/// The member `key` of an object (`None` for any other value). Arguments keep their members
+/// in order in a map hashed with SipHash: a few comparisons find a key in a small object
+/// faster than hashing it.
+fn member<'v>(object: &'v Value, key: &str) -> Option<&'v Value> {
+    const SCAN_MAX: usize = 8;
+    let map = object.as_object()?;
+    if map.len() > SCAN_MAX {
+        return map.get(key);
+    }
+    map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
 }
 
 /// A TOML error as `line L, column C: message`.

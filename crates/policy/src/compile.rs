@@ -12,6 +12,7 @@ use crate::ip_class;
 use crate::monitor::{MonitorId, MonitorSpec, MonitorState};
 use crate::provenance::{self, ProvenanceIndex, Seen};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// An interned tool name or class.
@@ -137,8 +138,8 @@ enum CExpr {
     And(Vec<CExpr>),
     Or(Vec<CExpr>),
     Not(Box<CExpr>),
-    /// An atom and its source text (for explanations).
-    Atom(Box<Atom>, String),
+    /// An atom, its source text (for explanations) and its place among the policy's atoms.
+    Atom(Box<Atom>, String, usize),
 }
 
 /// A policy ready to evaluate.
@@ -146,6 +147,45 @@ enum CExpr {
 pub struct CompiledPolicy {
     pub policy: Policy,
     expr: CExpr,
+    /// How many atoms `expr` holds.
+    atoms: usize,
+}
+
+/// An atom's value for one call, kept from evaluating a condition for its explanation.
+enum Outcome<'c> {
+    /// Its truth and the monitor value behind it, if any.
+    Plain(bool, Option<Value>),
+    /// A value atom's truth, its values and, for the tests that read the index, what the index
+    /// knows of each.
+    Values(bool, Vec<(Cow<'c, Value>, Option<Seen>)>),
+}
+
+impl Outcome<'_> {
+    fn holds(&self) -> bool {
+        match self {
+            Outcome::Plain(holds, _) | Outcome::Values(holds, _) => *holds,
+        }
+    }
+
+    /// The truth and the value an explanation shows: a value atom's values, each with its
+    /// strongest source where the test read the index.
+    fn explained(self) -> (bool, Option<Value>) {
+        match self {
+            Outcome::Plain(holds, value) => (holds, value),
+            Outcome::Values(holds, values) => {
+                let shown = values
+                    .into_iter()
+                    .map(|(v, seen)| match seen {
+                        Some(seen) => {
+                            json_pair(v.into_owned(), provenance::strongest(seen.sources))
+                        }
+                        None => v.into_owned(),
+                    })
+                    .collect();
+                (holds, Some(Value::Array(shown)))
+            }
+        }
+    }
 }
 
 /// Policies compiled against a catalog, with their monitor layout. Immutable once built; the
@@ -179,6 +219,8 @@ struct Compiler<'c> {
     monitors: [Vec<(MonitorSpec, usize)>; 4],
     /// `Results('X')` patterns, one bit each.
     results: Vec<Sym>,
+    /// Atoms of the policy being compiled so far.
+    atoms: usize,
 }
 
 impl Compiler<'_> {
@@ -218,7 +260,8 @@ impl Compiler<'_> {
             Expr::Pred(p, span) => {
                 let range = span.start.saturating_sub(offset)..span.end.saturating_sub(offset);
                 let label = text.get(range).unwrap_or("").to_string();
-                CExpr::Atom(Box::new(self.atom(target, p)), label)
+                self.atoms += 1;
+                CExpr::Atom(Box::new(self.atom(target, p)), label, self.atoms - 1)
             }
         }
     }
@@ -395,7 +438,7 @@ impl Compiler<'_> {
                 .collect::<Option<Vec<_>>>()
                 .map(|sets| sets.into_iter().flatten().collect()),
             CExpr::Not(_) => None,
-            CExpr::Atom(atom, _) => match &**atom {
+            CExpr::Atom(atom, _, _) => match &**atom {
                 Atom::Call(p)
                 | Atom::Count { pattern: p, .. }
                 | Atom::Distinct { pattern: p, .. }
@@ -485,18 +528,24 @@ impl Bundle {
             symbols: HashMap::new(),
             monitors: Default::default(),
             results: Vec::new(),
+            atoms: 0,
         };
         let unknown_sym = c.sym(UNKNOWN_CLASS);
         let compiled: Vec<CompiledPolicy> = policies
             .into_iter()
-            .map(|policy| CompiledPolicy {
-                expr: c.expr(
+            .map(|policy| {
+                c.atoms = 0;
+                let expr = c.expr(
                     policy.target,
                     &policy.condition,
                     &policy.text,
                     policy.span.start,
-                ),
-                policy,
+                );
+                CompiledPolicy {
+                    expr,
+                    atoms: c.atoms,
+                    policy,
+                }
             })
             .collect();
         let triggers: Vec<Option<BTreeSet<Sym>>> = compiled
@@ -720,7 +769,7 @@ impl Bundle {
                 (!unknown).then_some(false)
             }
             CExpr::Not(inner) => self.eval_tri(inner, call, info, states).map(|b| !b),
-            CExpr::Atom(atom, _) => match &**atom {
+            CExpr::Atom(atom, _, _) => match &**atom {
                 Atom::Value { index: Some(_), .. } => None,
                 other => Some(self.holds(other, call, info, states)),
             },
@@ -738,7 +787,36 @@ impl Bundle {
             CExpr::And(items) => items.iter().all(|i| self.eval(i, call, info, states)),
             CExpr::Or(items) => items.iter().any(|i| self.eval(i, call, info, states)),
             CExpr::Not(inner) => !self.eval(inner, call, info, states),
-            CExpr::Atom(atom, _) => self.holds(atom, call, info, states),
+            CExpr::Atom(atom, _, _) => self.holds(atom, call, info, states),
+        }
+    }
+
+    /// [`Bundle::eval`] keeping each atom's outcome in `memo` (by its place) for the
+    /// explanation.
+    fn eval_memo<'c>(
+        &self,
+        e: &CExpr,
+        call: &CallContext<'c>,
+        info: &ToolInfo,
+        states: &[MonitorState],
+        memo: &mut [Option<Outcome<'c>>],
+    ) -> bool {
+        match e {
+            CExpr::And(items) => items
+                .iter()
+                .all(|i| self.eval_memo(i, call, info, states, memo)),
+            CExpr::Or(items) => items
+                .iter()
+                .any(|i| self.eval_memo(i, call, info, states, memo)),
+            CExpr::Not(inner) => !self.eval_memo(inner, call, info, states, memo),
+            CExpr::Atom(atom, _, place) => {
+                let outcome = self.outcome(atom, call, info, states);
+                let holds = outcome.holds();
+                if let Some(slot) = memo.get_mut(*place) {
+                    *slot = Some(outcome);
+                }
+                holds
+            }
         }
     }
 
@@ -758,14 +836,14 @@ impl Bundle {
             index,
         } = atom
         else {
-            return self.atom(atom, call, info, states).0;
+            return self.plain(atom, call, info, states).0;
         };
         let index = index.and_then(|m| match states.get(m) {
             Some(MonitorState::Provenance(ix)) => Some(&**ix),
             _ => None,
         });
         let values = self.values(value, call, info, index);
-        let one = |v: &Value| match test {
+        let one = |v: &Cow<Value>| match test {
             CValueTest::Test(t) => test_value(t, Some(v)),
             CValueTest::From { mask, none } => {
                 let seen = lookup(index, v);
@@ -789,39 +867,125 @@ impl Bundle {
     ) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
         if let Some(p) = self.policies.get(policy) {
-            self.explain_expr(&p.expr, call, info, states, &mut out);
+            self.explain_expr(&p.expr, call, info, states, &mut [], &mut out);
         }
         out
     }
 
+    /// Whether `policy`'s condition holds for `call` ([`Bundle::evaluate`]) and, when it does,
+    /// its explanation ([`Bundle::explain`]), with each atom evaluated once for both.
+    pub fn evaluate_explained(
+        &self,
+        policy: usize,
+        call: &CallContext,
+        info: &ToolInfo,
+        states: &[MonitorState],
+    ) -> Option<BTreeMap<String, Value>> {
+        let p = self.policies.get(policy)?;
+        if self.provenance_unknown {
+            return self
+                .evaluate(policy, call, info, states)
+                .then(|| self.explain(policy, call, info, states));
+        }
+        let mut memo: Vec<Option<Outcome>> = (0..p.atoms).map(|_| None).collect();
+        if !self.eval_memo(&p.expr, call, info, states, &mut memo) {
+            return None;
+        }
+        let mut out = BTreeMap::new();
+        self.explain_expr(&p.expr, call, info, states, &mut memo, &mut out);
+        Some(out)
+    }
+
+    /// Explains every atom of `e` into `out`, taking an atom's outcome from `memo` where the
+    /// evaluation left one.
     fn explain_expr(
         &self,
         e: &CExpr,
         call: &CallContext,
         info: &ToolInfo,
         states: &[MonitorState],
+        memo: &mut [Option<Outcome>],
         out: &mut BTreeMap<String, Value>,
     ) {
         match e {
             CExpr::And(items) | CExpr::Or(items) => {
                 for i in items {
-                    self.explain_expr(i, call, info, states, out);
+                    self.explain_expr(i, call, info, states, memo, out);
                 }
             }
-            CExpr::Not(inner) => self.explain_expr(inner, call, info, states, out),
-            CExpr::Atom(atom, label) => {
-                let (holds, value) = self.atom(atom, call, info, states);
-                let value = match value {
-                    Some(v) => serde_json::json!({ "holds": holds, "value": v }),
-                    None => Value::Bool(holds),
+            CExpr::Not(inner) => self.explain_expr(inner, call, info, states, memo, out),
+            CExpr::Atom(atom, label, place) => {
+                let outcome = match memo.get_mut(*place).and_then(Option::take) {
+                    Some(outcome) => outcome,
+                    None => self.outcome(atom, call, info, states),
+                };
+                let value = match outcome.explained() {
+                    (holds, Some(v)) => {
+                        // Built in place: `json!` would serialise `v` into a copy.
+                        let mut pair = serde_json::Map::with_capacity(2);
+                        pair.insert("holds".into(), Value::Bool(holds));
+                        pair.insert("value".into(), v);
+                        Value::Object(pair)
+                    }
+                    (holds, None) => Value::Bool(holds),
                 };
                 out.insert(label.clone(), value);
             }
         }
     }
 
-    /// An atom's truth and, where it has one, the monitor value behind it.
-    fn atom(
+    /// An atom's outcome: what its explanation is made of.
+    fn outcome<'c>(
+        &self,
+        atom: &Atom,
+        call: &CallContext<'c>,
+        info: &ToolInfo,
+        states: &[MonitorState],
+    ) -> Outcome<'c> {
+        let Atom::Value {
+            quant,
+            value,
+            test,
+            index,
+        } = atom
+        else {
+            let (holds, value) = self.plain(atom, call, info, states);
+            return Outcome::Plain(holds, value);
+        };
+        let index = index.and_then(|m| match states.get(m) {
+            Some(MonitorState::Provenance(ix)) => Some(&**ix),
+            _ => None,
+        });
+        let values = self.values(value, call, info, index);
+        let (mut any, mut all) = (false, true);
+        let mut shown = Vec::with_capacity(values.len());
+        for v in values {
+            let (holds, seen) = match test {
+                CValueTest::Test(t) => (test_value(t, Some(&v)), None),
+                CValueTest::From { mask, none } => {
+                    let seen = lookup(index, &v);
+                    let holds = seen.sources & mask != 0 || (*none && seen.sources == 0);
+                    (holds, Some(seen))
+                }
+                CValueTest::InResults(bits) => {
+                    let seen = lookup(index, &v);
+                    (seen.results & bits != 0, Some(seen))
+                }
+            };
+            any |= holds;
+            all &= holds;
+            shown.push((v, seen));
+        }
+        let holds = match quant {
+            Quant::Any => any,
+            Quant::All => all,
+        };
+        Outcome::Values(holds, shown)
+    }
+
+    /// The truth and, where it has one, the monitor value behind an atom that is not a value
+    /// atom (those have an [`Outcome::Values`]).
+    fn plain(
         &self,
         atom: &Atom,
         call: &CallContext,
@@ -922,65 +1086,31 @@ impl Bundle {
                     .unwrap_or_else(|| Value::from(call.tool));
                 (test_value(test, Some(&value)), Some(value))
             }
-            Atom::Value {
-                quant,
-                value,
-                test,
-                index,
-            } => {
-                let index = index.and_then(|m| match state(&m) {
-                    Some(MonitorState::Provenance(ix)) => Some(&**ix),
-                    _ => None,
-                });
-                let values = self.values(value, call, info, index);
-                let mut shown = Vec::with_capacity(values.len());
-                let mut passed = Vec::with_capacity(values.len());
-                for v in &values {
-                    let (holds, seen) = match test {
-                        CValueTest::Test(t) => (test_value(t, Some(v)), None),
-                        CValueTest::From { mask, none } => {
-                            let seen = lookup(index, v);
-                            let holds = seen.sources & mask != 0 || (*none && seen.sources == 0);
-                            (holds, Some(seen))
-                        }
-                        CValueTest::InResults(bits) => {
-                            let seen = lookup(index, v);
-                            (seen.results & bits != 0, Some(seen))
-                        }
-                    };
-                    shown.push(match seen {
-                        Some(seen) => json_pair(v, provenance::strongest(seen.sources)),
-                        None => v.clone(),
-                    });
-                    passed.push(holds);
-                }
-                let holds = match quant {
-                    Quant::Any => passed.iter().any(|p| *p),
-                    Quant::All => passed.iter().all(|p| *p),
-                };
-                (holds, Some(Value::Array(shown)))
-            }
+            // Value atoms have an outcome of their own (see `outcome`).
+            Atom::Value { .. } => (false, None),
         }
     }
 
     /// The values of a value expression for the call being decided.
-    fn values(
+    fn values<'c>(
         &self,
         value: &ValueExpr,
-        call: &CallContext,
+        call: &CallContext<'c>,
         info: &ToolInfo,
         index: Option<&ProvenanceIndex>,
-    ) -> Vec<Value> {
+    ) -> Vec<Cow<'c, Value>> {
         match value {
-            ValueExpr::Arg(arg) => self.catalog.arg_values(info.spec(), arg, call.args),
+            ValueExpr::Arg(arg) => self.catalog.arg_values_in(info.spec(), arg, call.args),
             ValueExpr::Call(ValueFn::Tokens, inner) => {
                 let mut out = Vec::new();
                 for v in self.values(inner, call, info, index) {
-                    match &v {
+                    match v.as_ref() {
                         Value::String(s) => {
-                            provenance::each_value(s, |t| out.push(Value::from(t)));
+                            provenance::each_value(s, |t| out.push(Cow::Owned(Value::from(t))));
                         }
-                        other => out.extend(provenance::normalize_value(other).map(Value::from)),
+                        other => out.extend(
+                            provenance::normalize_value(other).map(|t| Cow::Owned(Value::from(t))),
+                        ),
                     }
                 }
                 out
@@ -988,7 +1118,7 @@ impl Bundle {
             ValueExpr::Call(f, inner) => self
                 .values(inner, call, info, index)
                 .into_iter()
-                .filter_map(|v| apply(*f, &v, index))
+                .filter_map(|v| apply(*f, &v, index).map(Cow::Owned))
                 .collect(),
         }
     }
@@ -1049,9 +1179,9 @@ fn lookup(index: Option<&ProvenanceIndex>, v: &Value) -> Seen {
     index.map(|ix| ix.lookup(v)).unwrap_or_default()
 }
 
-fn json_pair(v: &Value, source: &str) -> Value {
+fn json_pair(v: Value, source: &str) -> Value {
     let mut pair = serde_json::Map::with_capacity(2);
-    pair.insert("value".into(), v.clone());
+    pair.insert("value".into(), v);
     pair.insert("from".into(), Value::from(source));
     Value::Object(pair)
 }

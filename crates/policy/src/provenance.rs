@@ -18,7 +18,8 @@
 //! on a value it has not seen counts as [`UNTRUSTED`] — never as [`USER`]: provenance degrades
 //! toward the side that holds calls, never toward the side that lets them through.
 
-use std::collections::HashMap;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 
 /// The index's hasher: keyed per process like std's, and several times faster on short keys.
 /// Indexed values come from untrusted content, so the hash must not be predictable.
@@ -83,10 +84,28 @@ pub struct Seen {
     pub results: u64,
 }
 
+/// One indexed value: where its text is in the index's buffer, its hash, what is known of it.
+#[derive(Debug, Clone)]
+struct Entry {
+    start: usize,
+    end: usize,
+    hash: u64,
+    seen: Seen,
+}
+
 /// The provenance index of one scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The values' texts are kept one after another in one buffer, and a table of positions finds
+/// them by hash: indexing a new value appends it and hashes it once, with no allocation of
+/// its own.
+#[derive(Debug, Clone)]
 pub struct ProvenanceIndex {
-    values: HashMap<Box<str>, Seen, Hasher>,
+    /// The indexed values' texts, one after another.
+    text: String,
+    entries: Vec<Entry>,
+    /// Positions in `entries`, by the hash of their text.
+    table: HashTable<usize>,
+    hasher: Hasher,
     /// Normalised input texts, for phrase lookups.
     inputs: Vec<Box<str>>,
     bytes: usize,
@@ -98,7 +117,10 @@ pub struct ProvenanceIndex {
 impl ProvenanceIndex {
     pub fn new(bound: usize) -> Self {
         ProvenanceIndex {
-            values: HashMap::default(),
+            text: String::new(),
+            entries: Vec::new(),
+            table: HashTable::new(),
+            hasher: Hasher::default(),
             inputs: Vec::new(),
             bytes: 0,
             bound,
@@ -118,11 +140,25 @@ impl ProvenanceIndex {
 
     /// How many distinct values are indexed.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// The entry of a normalised value, if indexed, and the value's hash.
+    fn find(&self, value: &str) -> (Option<usize>, u64) {
+        let hash = self.hasher.hash_one(value);
+        let found = self
+            .table
+            .find(hash, |&i| {
+                self.entries
+                    .get(i)
+                    .is_some_and(|e| self.text.get(e.start..e.end) == Some(value))
+            })
+            .copied();
+        (found, hash)
     }
 
     /// Adds one normalised value. Past the bound a new value is dropped (and the index marked
@@ -131,9 +167,10 @@ impl ProvenanceIndex {
         if value.is_empty() {
             return;
         }
-        if let Some(seen) = self.values.get_mut(value) {
-            seen.sources |= sources;
-            seen.results |= results;
+        let (found, hash) = self.find(value);
+        if let Some(e) = found.and_then(|i| self.entries.get_mut(i)) {
+            e.seen.sources |= sources;
+            e.seen.results |= results;
             return;
         }
         let cost = value.len() + ENTRY_OVERHEAD;
@@ -142,7 +179,18 @@ impl ProvenanceIndex {
             return;
         }
         self.bytes += cost;
-        self.values.insert(value.into(), Seen { sources, results });
+        let start = self.text.len();
+        self.text.push_str(value);
+        self.entries.push(Entry {
+            start,
+            end: self.text.len(),
+            hash,
+            seen: Seen { sources, results },
+        });
+        let entries = &self.entries;
+        self.table.insert_unique(hash, entries.len() - 1, |&i| {
+            entries.get(i).map_or(0, |e| e.hash)
+        });
     }
 
     /// Indexes a text seen in `sources` (and, for results, the `Results` bits of its tool).
@@ -173,7 +221,12 @@ impl ProvenanceIndex {
     /// What is known of an already normalised value. A value not seen counts as untrusted once
     /// the index has turned values away.
     pub fn lookup_normalized(&self, norm: &str) -> Seen {
-        let mut seen = self.values.get(norm).copied().unwrap_or_default();
+        let mut seen = self
+            .find(norm)
+            .0
+            .and_then(|i| self.entries.get(i))
+            .map(|e| e.seen)
+            .unwrap_or_default();
         if seen.sources & USER == 0 && !norm.is_empty() && self.in_inputs(norm) {
             seen.sources |= USER;
         }
@@ -205,6 +258,28 @@ impl ProvenanceIndex {
         self.inputs.iter().any(|text| contains_phrase(text, norm))
     }
 }
+
+/// Two indexes are equal when they hold the same values with the same sources (in whatever
+/// order they came), the same inputs, and the same accounting.
+impl PartialEq for ProvenanceIndex {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+            && self.bound == other.bound
+            && self.saturated == other.saturated
+            && self.inputs == other.inputs
+            && self.entries.len() == other.entries.len()
+            && self.entries.iter().all(|e| {
+                let theirs = self
+                    .text
+                    .get(e.start..e.end)
+                    .and_then(|v| other.find(v).0)
+                    .and_then(|i| other.entries.get(i));
+                theirs.is_some_and(|t| t.seen == e.seen)
+            })
+    }
+}
+
+impl Eq for ProvenanceIndex {}
 
 fn weakest(seen: impl Iterator<Item = Seen>) -> Seen {
     let mut out: Option<Seen> = None;
@@ -358,9 +433,20 @@ fn is_plain_integer(s: &str) -> bool {
 /// Writes the normal form of `text` into `out`; `tmp` is room for the rewriting steps.
 fn normalize_into(text: &str, out: &mut String, tmp: &mut String) {
     out.clear();
-    let trimmed = text.trim_matches(|c: char| c.is_whitespace() || is_wrapping(c));
+    let plain_edge = |b: Option<&u8>| {
+        b.is_some_and(|b| b.is_ascii() && !is_ascii_space(*b) && !is_wrapping(*b as char))
+    };
+    let trimmed = if plain_edge(text.as_bytes().first()) && plain_edge(text.as_bytes().last()) {
+        text
+    } else {
+        text.trim_matches(|c: char| c.is_whitespace() || is_wrapping(c))
+    };
     let mut space = false;
-    if trimmed.is_ascii() {
+    if trimmed.is_ascii() && !trimmed.bytes().any(is_ascii_space) {
+        // A token (no whitespace to collapse): copied whole, then lowercased in place.
+        out.push_str(trimmed);
+        out.make_ascii_lowercase();
+    } else if trimmed.is_ascii() {
         for &b in trimmed.as_bytes() {
             if is_ascii_space(b) {
                 space = true;
@@ -693,7 +779,12 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
             flush(caps, caps_starts, &mut f);
             continue;
         }
-        let capitalised = token.chars().next().is_some_and(char::is_uppercase)
+        // An ASCII first byte is tested without decoding (most words are lowercase).
+        let first_upper = match token.as_bytes().first() {
+            Some(&b) if b < 0x80 => b.is_ascii_uppercase(),
+            _ => token.chars().next().is_some_and(char::is_uppercase),
+        };
+        let capitalised = first_upper
             && token
                 .chars()
                 .all(|c| c.is_alphabetic() || c == '-' || c == '\'');

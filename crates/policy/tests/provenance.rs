@@ -121,6 +121,14 @@ fn fired(
         now: 0,
     };
     let info = b.tool(tool);
+    for &p in &info.candidates {
+        // The verdict and the explanation from one evaluation are those of two.
+        let holds = b.evaluate(p, &ctx, info, states);
+        assert_eq!(
+            b.evaluate_explained(p, &ctx, info, states),
+            holds.then(|| b.explain(p, &ctx, info, states))
+        );
+    }
     info.candidates
         .iter()
         .filter(|&&p| b.evaluate(p, &ctx, info, states))

@@ -347,3 +347,73 @@ pub fn memory_report(engine: &Engine) -> String {
     }
     format!("{} (total {total} B)", parts.join(", "))
 }
+
+/// A session with `n` observed results of ~10 KB each (prose with emails, amounts, ids and
+/// names, as mail bodies hold) under a pack whose policies read provenance.
+pub fn provenance_engine(n: usize) -> (Engine, Vec<truststack_engine::Observation>) {
+    let catalog = r#"
+[tools.send_email]
+classes = ["Send"]
+attributes.Recipient = { from = "/recipients/*" }
+output = "trusted"
+[tools.read_inbox]
+output = "untrusted"
+output_fields = { "/*/sender" = "trusted" }
+"#;
+    let policies = r#"
+POLICY recipient: ACTION: DENY TARGET: session
+  IF Tool_Call('Send') AND Provenance(Arg('Recipient')) IN ['untrusted', 'none']
+POLICY subject: ACTION: DENY TARGET: session
+  IF Tool_Call('Send') AND Arg('/subject') FROM 'untrusted' AND NOT (Arg('/subject') FROM 'user')
+POLICY known: ACTION: REQUIRE_HITL TARGET: session
+  IF Tool_Call('Send') AND NOT (ALL Arg('/recipients/*') IN Results('read_inbox'))
+"#;
+    let sources = [Source::new("p.tsp", policies)];
+    let catalog_parsed = Catalog::from_toml("c.toml", catalog).unwrap();
+    let bundle = truststack_policy::build_bundle(&sources, catalog_parsed, catalog)
+        .unwrap()
+        .0;
+    let engine = Engine::new(bundle, Settings::replay());
+    let observations = (0..n)
+        .map(|i| {
+            let mut body = String::with_capacity(10_240);
+            let mut k = 0;
+            while body.len() < 10_000 {
+                body.push_str(&format!(
+                    "Dear Team, invoice {i}-{k} of EUR {}.{:02} is due; contact person{k}.{i}@corp{}.example or see https://portal.example/inv/{i}/{k}. Project Blue Harbor status is fine and the rest of this line is ordinary prose. ",
+                    (i * 31 + k) % 9000, k % 100, k % 50
+                ));
+                k += 1;
+            }
+            truststack_engine::Observation {
+                id: None,
+                time: Some(format_time(T0_MS + i as i64)),
+                agent: "spiffe://bench/agent/a".into(),
+                session: Some("s".into()),
+                chain: vec!["user:bench".into()],
+                call_id: None,
+                tool: Some("read_inbox".into()),
+                data_sources: Vec::new(),
+                result: Some(json!([{"sender": format!("boss{i}@corp.example"), "body": body}])),
+            }
+        })
+        .collect();
+    (engine, observations)
+}
+
+/// The `i`-th `send_email` of the provenance session: one recipient seen in an untrusted body
+/// (or not at all, past the indexed results), one trusted sender; a subject from the bodies.
+pub fn provenance_call(i: u64) -> ToolCall {
+    ToolCall {
+        id: format!("p{i}"),
+        time: Some(format_time(T0_MS + 10_000 + i as i64)),
+        agent: "spiffe://bench/agent/a".into(),
+        session: Some("s".into()),
+        chain: vec!["user:bench".into()],
+        tool: "send_email".into(),
+        args: json!({
+            "recipients": [format!("person{}.{}@corp{}.example", i % 40, i % 1000, i % 40 % 50), "boss7@corp.example"],
+            "subject": "Project Blue Harbor"
+        }),
+    }
+}

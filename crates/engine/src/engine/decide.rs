@@ -160,11 +160,10 @@ impl Tally {
     }
 }
 
-/// The policies (enforced and shadow) whose condition holds for the call, in bundle order,
-/// with the monitor states of their target scope.
-fn firing<'e>(
+/// The policies (enforced and shadow) that may fire for the call, in bundle order, with the
+/// monitor states of their target scope.
+fn candidates<'e>(
     bundle: &'e Bundle,
-    ctx: &'e CallContext<'e>,
     info: &'e ToolInfo,
     guards: &'e [Option<ScopeGuard>; 4],
 ) -> impl Iterator<Item = (&'e CompiledPolicy, &'e [MonitorState], usize)> + 'e {
@@ -173,9 +172,7 @@ fn firing<'e>(
         let states = guards[cp.policy.target.index()]
             .as_deref()
             .map_or(&[][..], Vec::as_slice);
-        bundle
-            .evaluate(pid, ctx, info, states)
-            .then_some((cp, states, pid))
+        Some((cp, states, pid))
     })
 }
 
@@ -192,13 +189,16 @@ impl Engine {
             fired: Vec::new(),
             shadow: Vec::new(),
         };
-        for (cp, states, pid) in firing(bundle, ctx, info, guards) {
+        for (cp, states, pid) in candidates(bundle, info, guards) {
+            let Some(monitors) = bundle.evaluate_explained(pid, ctx, info, states) else {
+                continue;
+            };
             let mut fired = FiredPolicy {
                 id: cp.policy.id.clone(),
                 action: cp.policy.action,
                 mode: cp.policy.mode,
                 reason: cp.policy.reason.clone(),
-                monitors: bundle.explain(pid, ctx, info, states),
+                monitors,
                 lease_until: None,
             };
             if cp.policy.mode == Mode::Shadow {
@@ -221,7 +221,10 @@ impl Engine {
         guards: &[Option<ScopeGuard>; 4],
     ) -> Tally {
         let mut t = Tally::default();
-        for (cp, _, _) in firing(bundle, ctx, info, guards) {
+        for (cp, states, pid) in candidates(bundle, info, guards) {
+            if !bundle.evaluate(pid, ctx, info, states) {
+                continue;
+            }
             let policy = &cp.policy;
             if policy.mode == Mode::Shadow {
                 continue;
@@ -257,16 +260,25 @@ impl Engine {
         verdict: Verdict,
         fired: &[FiredPolicy],
     ) -> String {
+        // `id (reason or held predicates), …`, written into one string.
         let describe = |action: Action| {
-            fired
+            let mut out = String::new();
+            for f in fired
                 .iter()
                 .filter(|f| f.action == action && f.lease_until.is_none())
-                .map(|f| match &f.reason {
-                    Some(r) => format!("{} ({r})", f.id),
-                    None => format!("{} ({})", f.id, held_atoms(f)),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+            {
+                if !out.is_empty() {
+                    out.push_str(", ");
+                }
+                out.push_str(&f.id);
+                out.push_str(" (");
+                match &f.reason {
+                    Some(r) => out.push_str(r),
+                    None => held_atoms(f, &mut out),
+                }
+                out.push(')');
+            }
+            out
         };
         match verdict {
             Verdict::Deny
@@ -494,23 +506,40 @@ impl Engine {
     }
 }
 
-/// The predicates of a fired policy that held, with their values: `Count > 100 (= 101)`.
-fn held_atoms(f: &FiredPolicy) -> String {
-    let held: Vec<String> = f
-        .monitors
-        .iter()
-        .filter_map(|(label, v)| match v {
-            Value::Bool(true) => Some(label.clone()),
-            Value::Object(o) if o.get("holds") == Some(&Value::Bool(true)) => {
-                match o.get("value") {
-                    Some(Value::Number(n)) => Some(format!("{label} [= {n}]")),
-                    _ => Some(label.clone()),
+/// The predicates of a fired policy that held, with their values: `Count > 100 [= 101]`,
+/// joined by ` and `, written to `out`.
+fn held_atoms(f: &FiredPolicy, out: &mut String) {
+    let mut first = true;
+    for (label, v) in &f.monitors {
+        let number = match v {
+            Value::Bool(true) => None,
+            Value::Object(o) if member(o, "holds") == Some(&Value::Bool(true)) => {
+                match member(o, "value") {
+                    Some(Value::Number(n)) => Some(n),
+                    _ => None,
                 }
             }
-            _ => None,
-        })
-        .collect();
-    held.join(" and ")
+            _ => continue,
+        };
+        if !first {
+            out.push_str(" and ");
+        }
+        first = false;
+        out.push_str(label);
+        if let Some(n) = number {
+            use std::fmt::Write;
+            // Writing to a String cannot fail.
+            let _ = write!(out, " [= {n}]");
+        }
+    }
+}
+
+/// A member of an explanation's `{holds, value}` pair, found without hashing its name (the
+/// pair's map hashes with SipHash).
+fn member<'o>(pair: &'o serde_json::Map<String, Value>, name: &str) -> Option<&'o Value> {
+    pair.iter()
+        .find(|(k, _)| k.as_str() == name)
+        .map(|(_, v)| v)
 }
 
 /// The ledger record of a decision: the call (its arguments kept as the catalog's `record` mode
