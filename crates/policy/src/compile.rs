@@ -838,10 +838,7 @@ impl Bundle {
         else {
             return self.plain(atom, call, info, states).0;
         };
-        let index = index.and_then(|m| match states.get(m) {
-            Some(MonitorState::Provenance(ix)) => Some(&**ix),
-            _ => None,
-        });
+        let index = provenance_index(*index, states);
         let values = self.values(value, call, info, index);
         let one = |v: &Cow<Value>| match test {
             CValueTest::Test(t) => test_value(t, Some(v)),
@@ -952,10 +949,7 @@ impl Bundle {
             let (holds, value) = self.plain(atom, call, info, states);
             return Outcome::Plain(holds, value);
         };
-        let index = index.and_then(|m| match states.get(m) {
-            Some(MonitorState::Provenance(ix)) => Some(&**ix),
-            _ => None,
-        });
+        let index = provenance_index(*index, states);
         let values = self.values(value, call, info, index);
         let (mut any, mut all) = (false, true);
         let mut shown = Vec::with_capacity(values.len());
@@ -1340,4 +1334,12 @@ fn every(value: &Value, pass: &dyn Fn(&Value) -> bool) -> bool {
 
 fn is_empty_list(value: &Value) -> bool {
     matches!(value, Value::Array(items) if items.is_empty())
+}
+
+/// The provenance index a value atom reads: its monitor's state, when it has one.
+fn provenance_index(monitor: Option<usize>, states: &[MonitorState]) -> Option<&ProvenanceIndex> {
+    monitor.and_then(|m| match states.get(m) {
+        Some(MonitorState::Provenance(ix)) => Some(&**ix),
+        _ => None,
+    })
 }
