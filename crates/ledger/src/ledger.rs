@@ -19,7 +19,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::depth::{self, ReadRecord};
 use crate::merkle::{self, Frontier, Hash, MerkleError};
 use crate::note::{LogKey, NoteError, VerifierKey};
-use crate::sqlite::SqliteStore;
+use crate::location::LedgerLocation;
 use crate::store::{
     with_nodes, LedgerStore, NodeCache, Prefetch, StoreError, StoredCheckpoint, StoredEntry,
 };
@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -52,6 +52,8 @@ pub const MAX_BATCH: usize = 16_384;
 pub enum LedgerError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     #[error("log key: {0}")]
     Key(#[from] NoteError),
     #[error(transparent)]
@@ -360,26 +362,23 @@ fn now_us() -> i64 {
 }
 
 impl Ledger {
-    /// Opens (or creates) the SQLite ledger at `path` for appending, with the log key from
-    /// `config.key_file` (created if absent). A ledger stays bound to the key it was created
-    /// with: opening it with another key fails with [`LedgerError::WrongKey`].
-    pub fn open(path: &Path, config: &LedgerConfig) -> Result<Self, LedgerError> {
+    /// Opens (or creates) the ledger at `location` (a SQLite file, or a PostgreSQL database)
+    /// for appending, with the log key from `config.key_file` (created if absent). A ledger
+    /// stays bound to the key it was created with: opening it with another key fails with
+    /// [`LedgerError::WrongKey`].
+    pub fn open(
+        location: impl Into<LedgerLocation>,
+        config: &LedgerConfig,
+    ) -> Result<Self, LedgerError> {
         let key = LogKey::load_or_create(&config.key_file, &config.origin)?;
-        let writer = SqliteStore::open(path)?;
-        let reader = SqliteStore::open_reader(path)?;
-        Ledger::with_stores(
-            Box::new(writer),
-            Box::new(reader),
-            key,
-            config.checkpoint_every,
-        )
+        let (writer, reader) = location.into().open_for_writing()?;
+        Ledger::with_stores(writer, reader, key, config.checkpoint_every)
     }
 
-    /// Opens an existing SQLite ledger read-only, as of now: `len`, `root` and every read see
-    /// the entries committed when it was opened. Appending fails with [`LedgerError::ReadOnly`].
-    pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
-        let store = SqliteStore::open_read_only(path)?.with_mmap();
-        Ledger::read_only(Box::new(store))
+    /// Opens an existing ledger read-only, as of now: `len`, `root` and every read see the
+    /// entries committed when it was opened. Appending fails with [`LedgerError::ReadOnly`].
+    pub fn open_read_only(location: impl Into<LedgerLocation>) -> Result<Self, LedgerError> {
+        Ledger::read_only(location.into().open_read_only()?)
     }
 
     /// A read-only ledger over any store.

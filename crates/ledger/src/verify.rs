@@ -16,11 +16,10 @@ use crate::canonical::{check_canonical, CanonicalError};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::merkle::{self, Frontier, Hash, MerkleError};
 use crate::note::{NoteError, VerifierKey};
-use crate::sqlite::SqliteStore;
+use crate::location::LedgerLocation;
 use crate::store::{with_nodes, LedgerStore, NodeCache, StoreError, StoredCheckpoint, StoredEntry};
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 /// How many entries are read per store call.
@@ -222,15 +221,16 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// Verifies the SQLite ledger at `path`; see [`verify`].
+/// Verifies the ledger at `location` (a SQLite file, or a PostgreSQL database); see [`verify`].
 pub fn verify_file(
-    path: &Path,
+    location: impl Into<LedgerLocation>,
     trusted: Option<&VerifierKey>,
 ) -> Result<VerifyReport, VerifyError> {
-    let store = SqliteStore::open_read_only(path)
-        .map_err(VerifyError::Open)?
-        .with_mmap();
-    verify(&store, trusted)
+    let store = location
+        .into()
+        .open_read_only()
+        .map_err(VerifyError::Open)?;
+    verify(store.as_ref(), trusted)
 }
 
 /// A stored checkpoint with what its note says, if the note is trustworthy.
