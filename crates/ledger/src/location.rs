@@ -45,7 +45,7 @@ impl PostgresUrl {
     pub fn parse(url: &str) -> Result<Self, LocationError> {
         let config = postgres::Config::from_str(url).map_err(|e| LocationError::BadUrl {
             url: redact(url),
-            reason: e.to_string(),
+            reason: crate::postgres::describe(&e),
         })?;
         Ok(PostgresUrl {
             url: url.to_string(),

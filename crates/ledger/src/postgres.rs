@@ -229,6 +229,19 @@ impl PostgresStore {
     }
 }
 
+/// The error with its causes: the client's own message is only its kind ("db error"), the
+/// server's message (and detail, and hint) is in the cause.
+pub(crate) fn describe(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string().replace('\n', "; "));
+        cause = c.source();
+    }
+    text
+}
+
 fn supported_version() -> i32 {
     i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX)
 }

@@ -32,13 +32,13 @@ pub enum StoreError {
     UnsupportedFormat { found: String, expected: String },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{location}: {source}")]
+    #[error("{location}: {}", crate::postgres::describe(.source))]
     PostgresOpen {
         location: String,
         #[source]
         source: postgres::Error,
     },
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", crate::postgres::describe(.0))]
     Postgres(#[from] postgres::Error),
     #[error(
         "{location}: ledger schema version {found} is newer than this build of truststack \
