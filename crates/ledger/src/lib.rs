@@ -30,6 +30,7 @@ pub mod depth;
 pub mod ledger;
 pub mod location;
 pub mod merkle;
+pub mod migrate;
 pub mod note;
 pub mod postgres;
 pub mod privacy;
