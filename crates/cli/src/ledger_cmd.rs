@@ -211,7 +211,7 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn open(file: &LedgerLocation) -> anyhow::Result<Ledger> {
-    Ledger::open_read_only(file).with_context(|| format!("cannot open {file}"))
+    Ledger::open_read_only_at(file).with_context(|| format!("cannot open {file}"))
 }
 
 fn print_json(value: &Value) -> anyhow::Result<ExitCode> {
@@ -317,7 +317,7 @@ fn verify(
             bail!("{}: no such file", path.display());
         }
     }
-    match truststack_ledger::verify_file(file, trusted.as_ref()) {
+    match truststack_ledger::verify_at(file, trusted.as_ref()) {
         Ok(report) => {
             say!("{report}");
             Ok(ExitCode::SUCCESS)

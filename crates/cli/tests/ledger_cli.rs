@@ -692,7 +692,15 @@ fn views(db: &str) -> Vec<String> {
         vec!["ledger", "export", db],
         vec!["ledger", "proof", "inclusion", db, "--index", "114"],
         vec!["ledger", "proof", "consistency", db, "--old", "7"],
-        vec!["ledger", "replay", db, "--policy", &policy, "--catalog", &catalog],
+        vec![
+            "ledger",
+            "replay",
+            db,
+            "--policy",
+            &policy,
+            "--catalog",
+            &catalog,
+        ],
     ]
     .iter()
     .map(|args| ok(&truststack(args)))

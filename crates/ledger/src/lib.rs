@@ -53,7 +53,7 @@ pub use privacy::{prove_disclosure, stored_payload, PayloadMode};
 pub use proof_view::{ConsistencyView, InclusionView};
 pub use settings::LedgerSettings;
 pub use store::LedgerStore;
-pub use verify::{verify, verify_file, VerifyError, VerifyReport};
+pub use verify::{verify, verify_at, verify_file, VerifyError, VerifyReport};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;

@@ -11,6 +11,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+/// A writable ledger's stores: the writer's, and the one its reads go through.
+pub(crate) type WriterAndReader = (Box<dyn LedgerStore>, Box<dyn LedgerStore>);
+
 /// The URL schemes that name a PostgreSQL ledger.
 const POSTGRES_SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
 
@@ -28,7 +31,8 @@ pub enum LedgerLocation {
 #[derive(Clone)]
 pub struct PostgresUrl {
     url: String,
-    config: postgres::Config,
+    /// Boxed: the settings are large, and a location is mostly a path.
+    config: Box<postgres::Config>,
 }
 
 /// Why a ledger location is not usable.
@@ -49,7 +53,7 @@ impl PostgresUrl {
         })?;
         Ok(PostgresUrl {
             url: url.to_string(),
-            config,
+            config: Box::new(config),
         })
     }
 
@@ -125,8 +129,10 @@ impl LedgerLocation {
         if text.is_empty() {
             return Err(LocationError::Empty);
         }
-        let head: String = text.chars().take(16).collect::<String>().to_ascii_lowercase();
-        if POSTGRES_SCHEMES.iter().any(|scheme| head.starts_with(scheme)) {
+        if POSTGRES_SCHEMES
+            .iter()
+            .any(|scheme| text.starts_with(scheme))
+        {
             return Ok(LedgerLocation::Postgres(PostgresUrl::parse(text)?));
         }
         Ok(LedgerLocation::Sqlite(PathBuf::from(text)))
@@ -141,9 +147,7 @@ impl LedgerLocation {
     }
 
     /// Opens the store for writing: the writer's view and a reader's.
-    pub(crate) fn open_for_writing(
-        &self,
-    ) -> Result<(Box<dyn LedgerStore>, Box<dyn LedgerStore>), StoreError> {
+    pub(crate) fn open_for_writing(&self) -> Result<WriterAndReader, StoreError> {
         Ok(match self {
             LedgerLocation::Sqlite(path) => (
                 Box::new(SqliteStore::open(path)?),
@@ -159,7 +163,9 @@ impl LedgerLocation {
     /// Opens an existing ledger's store read-only.
     pub fn open_read_only(&self) -> Result<Box<dyn LedgerStore>, StoreError> {
         Ok(match self {
-            LedgerLocation::Sqlite(path) => Box::new(SqliteStore::open_read_only(path)?.with_mmap()),
+            LedgerLocation::Sqlite(path) => {
+                Box::new(SqliteStore::open_read_only(path)?.with_mmap())
+            }
             LedgerLocation::Postgres(url) => Box::new(PostgresStore::open_read_only(url)?),
         })
     }
@@ -198,31 +204,6 @@ impl fmt::Debug for LedgerLocation {
     }
 }
 
-// A path given to the library is a file: only text is read as a possible URL.
-impl From<&Path> for LedgerLocation {
-    fn from(path: &Path) -> Self {
-        LedgerLocation::Sqlite(path.to_path_buf())
-    }
-}
-
-impl From<&PathBuf> for LedgerLocation {
-    fn from(path: &PathBuf) -> Self {
-        LedgerLocation::Sqlite(path.clone())
-    }
-}
-
-impl From<PathBuf> for LedgerLocation {
-    fn from(path: PathBuf) -> Self {
-        LedgerLocation::Sqlite(path)
-    }
-}
-
-impl From<&LedgerLocation> for LedgerLocation {
-    fn from(location: &LedgerLocation) -> Self {
-        location.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -241,12 +222,16 @@ mod tests {
         for url in [
             "postgres://ts@db.example:5433/ledger",
             "postgresql://ts@db.example/ledger?connect_timeout=5",
-            "POSTGRES://ts@db.example/ledger",
         ] {
             let parsed = LedgerLocation::parse(url).unwrap();
             assert!(matches!(parsed, LedgerLocation::Postgres(_)), "{url}");
             assert_eq!(parsed.to_string(), url);
         }
+        // As libpq reads them: the scheme is lower case.
+        assert_eq!(
+            LedgerLocation::parse("POSTGRES://x").unwrap(),
+            LedgerLocation::Sqlite("POSTGRES://x".into())
+        );
         assert!(matches!(
             LedgerLocation::parse(""),
             Err(LocationError::Empty)
@@ -258,7 +243,10 @@ mod tests {
         let url = "postgres://ts:s3cret@db.example:5432/ledger?sslmode=disable&password=other";
         let parsed = LedgerLocation::parse(url).unwrap();
         let shown = format!("{parsed} {parsed:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("other"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("other"),
+            "{shown}"
+        );
         assert_eq!(
             parsed.to_string(),
             "postgres://ts:***@db.example:5432/ledger?sslmode=disable&password=***"
@@ -266,7 +254,10 @@ mod tests {
         let err = LedgerLocation::parse("postgres://ts:s3cret@db.example:notaport/ledger")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("postgres://ts:***@db.example:notaport/ledger: "), "{err}");
+        assert!(
+            err.starts_with("postgres://ts:***@db.example:notaport/ledger: "),
+            "{err}"
+        );
         assert!(!err.contains("s3cret"), "{err}");
     }
 }

@@ -23,7 +23,7 @@ pub enum MigrateError {
     Open {
         location: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("{location} does not verify, so it was not copied: {source}")]
     SourceInvalid {
@@ -50,7 +50,7 @@ pub enum MigrateError {
         copied: u64,
         total: u64,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("the copy in {location} does not verify: {source}")]
     CopyInvalid {
@@ -85,15 +85,17 @@ pub fn migrate(from: &LedgerLocation, to: &LedgerLocation) -> Result<Migrated, M
     }
     let opened = |location: &LedgerLocation| {
         let location = location.to_string();
-        move |source| MigrateError::Open { location, source }
+        move |source| MigrateError::Open {
+            location,
+            source: Box::new(source),
+        }
     };
     let source_store = from.open_read_only().map_err(opened(from))?;
-    let source = verify(source_store.as_ref(), None).map_err(|source| {
-        MigrateError::SourceInvalid {
+    let source =
+        verify(source_store.as_ref(), None).map_err(|source| MigrateError::SourceInvalid {
             location: from.to_string(),
             source,
-        }
-    })?;
+        })?;
     let mut target = to.open_writable().map_err(opened(to))?;
     check_empty(target.as_ref(), to)?;
     let total = source.entries;
@@ -102,7 +104,7 @@ pub fn migrate(from: &LedgerLocation, to: &LedgerLocation) -> Result<Migrated, M
             location: to.to_string(),
             copied,
             total,
-            source,
+            source: Box::new(source),
         }
     })?;
     drop(target);
@@ -134,7 +136,7 @@ fn check_empty(target: &dyn LedgerStore, to: &LedgerLocation) -> Result<(), Migr
     };
     let (entries, checkpoints, has_key) = read().map_err(|source| MigrateError::Open {
         location: to.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     if entries > 0 || checkpoints > 0 || has_key {
         return Err(MigrateError::TargetNotEmpty {

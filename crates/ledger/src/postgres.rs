@@ -88,10 +88,12 @@ impl PostgresStore {
     /// Opens an existing ledger read-only: the session refuses writes, and nothing is created.
     pub fn open_read_only(url: &PostgresUrl) -> Result<Self, StoreError> {
         let store = Self::connect(url, true)?;
-        let version = store.schema_version()?.ok_or_else(|| StoreError::NotALedger {
-            path: url.to_string(),
-            reason: "the database has no schema_version table".into(),
-        })?;
+        let version = store
+            .schema_version()?
+            .ok_or_else(|| StoreError::NotALedger {
+                path: url.to_string(),
+                reason: "the database has no schema_version table".into(),
+            })?;
         store.check_version(version)?;
         store.check_format()?;
         Ok(store)
@@ -181,14 +183,14 @@ impl PostgresStore {
         )
         .map_err(|e| self.opened(e))?;
         let current: i32 = tx
-            .query_one(
-                "SELECT coalesce(max(version), 0) FROM schema_version",
-                &[],
-            )
+            .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
             .map_err(|e| self.opened(e))?
             .try_get(0)?;
         self.check_version(current)?;
-        for (version, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(current).unwrap_or(0)) {
+        for (version, sql) in (1..)
+            .zip(MIGRATIONS)
+            .skip(usize::try_from(current).unwrap_or(0))
+        {
             tx.batch_execute(sql).map_err(|e| self.opened(e))?;
             tx.execute(
                 "INSERT INTO schema_version (version) VALUES ($1)",

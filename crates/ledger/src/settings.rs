@@ -89,8 +89,8 @@ impl LedgerSettings {
     /// Opens (or creates) the ledger these settings describe, for appending.
     pub fn open(&self) -> Result<Ledger, LedgerError> {
         let location = self.location().map_err(SettingsError::from)?;
-        Ledger::open(
-            location,
+        Ledger::open_at(
+            &location,
             &LedgerConfig {
                 key_file: self.key_file()?,
                 origin: self.origin.clone(),

@@ -166,7 +166,7 @@ pub(crate) fn decode_entry(
             what: "leaf hash",
             detail: format!("{} bytes, expected 32", leaf.len()),
         })?;
-    if nodes.len() % 32 != 0 {
+    if !nodes.len().is_multiple_of(32) {
         return Err(StoreError::Malformed {
             index,
             what: "tree nodes",

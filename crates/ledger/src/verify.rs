@@ -14,12 +14,13 @@
 use crate::base64_hash;
 use crate::canonical::{check_canonical, CanonicalError};
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::location::LedgerLocation;
 use crate::merkle::{self, Frontier, Hash, MerkleError};
 use crate::note::{NoteError, VerifierKey};
-use crate::location::LedgerLocation;
 use crate::store::{with_nodes, LedgerStore, NodeCache, StoreError, StoredCheckpoint, StoredEntry};
 use std::fmt;
 use std::ops::Range;
+use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 /// How many entries are read per store call.
@@ -221,15 +222,20 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// Verifies the ledger at `location` (a SQLite file, or a PostgreSQL database); see [`verify`].
+/// Verifies the SQLite ledger at `path`; see [`verify`].
 pub fn verify_file(
-    location: impl Into<LedgerLocation>,
+    path: &Path,
     trusted: Option<&VerifierKey>,
 ) -> Result<VerifyReport, VerifyError> {
-    let store = location
-        .into()
-        .open_read_only()
-        .map_err(VerifyError::Open)?;
+    verify_at(&LedgerLocation::Sqlite(path.to_path_buf()), trusted)
+}
+
+/// Verifies the ledger at `location` (a SQLite file, or a PostgreSQL database); see [`verify`].
+pub fn verify_at(
+    location: &LedgerLocation,
+    trusted: Option<&VerifierKey>,
+) -> Result<VerifyReport, VerifyError> {
+    let store = location.open_read_only().map_err(VerifyError::Open)?;
     verify(store.as_ref(), trusted)
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier};
 use truststack_ledger::merkle::{leaf_hash, Frontier, Hash};
 use truststack_ledger::postgres::PostgresStore;
 use truststack_ledger::store::{LedgerStore, StoreError, StoredCheckpoint, StoredEntry};
-use truststack_ledger::verify::{verify_file, Location, VerifyError};
+use truststack_ledger::verify::{verify_at, verify_file, Location, VerifyError};
 use truststack_ledger::{Ledger, LedgerLocation, PostgresUrl};
 use truststack_testkit::assert_contains;
 use truststack_testkit::postgres::{database, TestDatabase};
@@ -73,9 +73,15 @@ fn appended_entries_nodes_and_checkpoints_read_back_as_stored() {
     assert_eq!(store.scan(0, 100).unwrap(), all);
     assert_eq!(store.scan(5, 3).unwrap(), all[5..8]);
     assert_eq!(store.scan(20, 3).unwrap(), vec![]);
-    assert_eq!(store.checkpoints().unwrap(), vec![checkpoint(1, 8), checkpoint(2, 20)]);
+    assert_eq!(
+        store.checkpoints().unwrap(),
+        vec![checkpoint(1, 8), checkpoint(2, 20)]
+    );
     assert_eq!(store.latest_checkpoint().unwrap(), Some(checkpoint(2, 20)));
-    assert_eq!(store.verifier_key().unwrap().as_deref(), Some("log+01020304+AAAA"));
+    assert_eq!(
+        store.verifier_key().unwrap().as_deref(),
+        Some("log+01020304+AAAA")
+    );
 
     // Every perfect subtree, as the tree of the 20 leaves has it.
     let leaves: Vec<Hash> = all.iter().map(|e| e.leaf).collect();
@@ -107,7 +113,13 @@ fn a_failed_append_rolls_back_whole_and_the_next_one_commits() {
     // Refused before any insert: the log has 1 entry, not 2.
     let err = store.append(&all[2..], None).unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict { expected: 2, found: 1 }),
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 2,
+                found: 1
+            }
+        ),
         "{err}"
     );
     // Refused by the primary key: the batch repeats an index. Nothing of it stays.
@@ -136,7 +148,13 @@ fn of_two_writers_on_two_connections_the_second_is_told_of_the_first() {
     // The second writer still thinks the log has no entries.
     let err = second.append(&all[..1], None).unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict { expected: 0, found: 2 }),
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 0,
+                found: 2
+            }
+        ),
         "{err}"
     );
     assert_eq!(
@@ -188,7 +206,7 @@ fn appends_are_durable_across_connections_and_reopening() {
     let db = database();
     let f = Fixture::new();
     let config = f.config(7);
-    let ledger = Ledger::open(location(&db), &config).unwrap();
+    let ledger = Ledger::open_at(&location(&db), &config).unwrap();
     for i in 0..30 {
         ledger.append(&record(i)).unwrap();
     }
@@ -198,13 +216,13 @@ fn appends_are_durable_across_connections_and_reopening() {
     let root = ledger.root();
     ledger.close();
 
-    let reopened = Ledger::open(location(&db), &config).unwrap();
+    let reopened = Ledger::open_at(&location(&db), &config).unwrap();
     assert_eq!((reopened.len(), reopened.root()), (30, root));
     reopened.append(&record(30)).unwrap();
     let c = reopened.checkpoint().unwrap();
     assert_eq!(c.checkpoint.size, 31);
     reopened.close();
-    let report = verify_file(location(&db), None).unwrap();
+    let report = verify_at(&location(&db), None).unwrap();
     assert_eq!(report.entries, 31);
     // Checkpoints at 7, 14, 21, 28, and the one asked for at 31 (closing at 30 signed one too).
     assert_eq!(report.checkpoints, 6);
@@ -275,7 +293,7 @@ fn an_unreachable_server_is_named_without_its_password() {
     let port = truststack_testkit::net::free_port();
     let text = format!("postgres://ts:s3cret@127.0.0.1:{port}/ledger?connect_timeout=2");
     let f = Fixture::new();
-    let err = Ledger::open(LedgerLocation::parse(&text).unwrap(), &f.config(0))
+    let err = Ledger::open_at(&LedgerLocation::parse(&text).unwrap(), &f.config(0))
         .unwrap_err()
         .to_string();
     assert!(
@@ -292,8 +310,8 @@ fn an_unreachable_server_is_named_without_its_password() {
 fn two_ledgers_with_different_keys_cannot_share_a_database() {
     let db = database();
     let (a, b) = (Fixture::new(), Fixture::new());
-    drop(Ledger::open(location(&db), &a.config(0)).unwrap());
-    let err = Ledger::open(location(&db), &b.config(0)).unwrap_err();
+    drop(Ledger::open_at(&location(&db), &a.config(0)).unwrap());
+    let err = Ledger::open_at(&location(&db), &b.config(0)).unwrap_err();
     assert_contains!(err.to_string(), "the ledger was created with key");
     // The store itself refuses a second key.
     let mut store = PostgresStore::open(&url(&db)).unwrap();
@@ -335,7 +353,7 @@ fn the_same_records_make_the_same_log_in_sqlite_and_postgres() {
     let f = Fixture::new();
     let config = f.config(16);
     let sqlite = Ledger::open(&f.db, &config).unwrap();
-    let postgres = Ledger::open(location(&db), &config).unwrap();
+    let postgres = Ledger::open_at(&location(&db), &config).unwrap();
     let from_sqlite = fill(&sqlite);
     let from_postgres = fill(&postgres);
     assert_eq!(from_sqlite.1.len(), 3, "checkpoints at 16, 32 and 75");
@@ -352,20 +370,23 @@ fn the_same_records_make_the_same_log_in_sqlite_and_postgres() {
     postgres.close();
     let (a, b) = (
         verify_file(&f.db, None).unwrap(),
-        verify_file(location(&db), None).unwrap(),
+        verify_at(&location(&db), None).unwrap(),
     );
-    assert_eq!((a.entries, a.checkpoints, a.root), (b.entries, b.checkpoints, b.root));
+    assert_eq!(
+        (a.entries, a.checkpoints, a.root),
+        (b.entries, b.checkpoints, b.root)
+    );
 }
 
 /// A verified ledger of 40 records in `db`, checkpoints every 8.
 fn filled(db: &TestDatabase) -> Fixture {
     let f = Fixture::new();
-    let ledger = Ledger::open(location(db), &f.config(8)).unwrap();
+    let ledger = Ledger::open_at(&location(db), &f.config(8)).unwrap();
     for i in 0..40 {
         ledger.append(&record(i)).unwrap();
     }
     ledger.close();
-    verify_file(location(db), None).unwrap();
+    verify_at(&location(db), None).unwrap();
     f
 }
 
@@ -379,7 +400,7 @@ fn a_tampered_row_is_caught_and_named_as_for_sqlite() {
         &[],
     )
     .unwrap();
-    let err = verify_file(location(&db), None).unwrap_err();
+    let err = verify_at(&location(&db), None).unwrap_err();
     assert_eq!(err.location(), Location::Entry(17), "{err}");
     assert_eq!(
         err.to_string(),
@@ -392,10 +413,13 @@ fn a_tampered_row_is_caught_and_named_as_for_sqlite() {
         &[],
     )
     .unwrap();
-    let err = verify_file(location(&db), None).unwrap_err();
+    let err = verify_at(&location(&db), None).unwrap_err();
     assert!(matches!(err, VerifyError::NodeMismatch { .. }), "{err}");
     assert_eq!(err.first_bad_index(), Some(16), "{err}");
-    assert_contains!(err.to_string(), "entries 16..=17: stored tree node (level 1, index 8)");
+    assert_contains!(
+        err.to_string(),
+        "entries 16..=17: stored tree node (level 1, index 8)"
+    );
 }
 
 #[test]
@@ -403,15 +427,20 @@ fn deleted_rows_are_named_as_for_sqlite() {
     let db = database();
     let _f = filled(&db);
     let mut sql = db.connect();
-    sql.execute("DELETE FROM entries WHERE idx = 20", &[]).unwrap();
-    let err = verify_file(location(&db), None).unwrap_err();
-    assert_eq!(err.to_string(), "entry 20 missing: indices jump from 19 to 21");
+    sql.execute("DELETE FROM entries WHERE idx = 20", &[])
+        .unwrap();
+    let err = verify_at(&location(&db), None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "entry 20 missing: indices jump from 19 to 21"
+    );
 
     let db = database();
     let _f = filled(&db);
     let mut sql = db.connect();
-    sql.execute("DELETE FROM entries WHERE idx >= 30", &[]).unwrap();
-    let err = verify_file(location(&db), None).unwrap_err();
+    sql.execute("DELETE FROM entries WHERE idx >= 30", &[])
+        .unwrap();
+    let err = verify_at(&location(&db), None).unwrap_err();
     assert_eq!(
         err.to_string(),
         "checkpoint at size 32 (checkpoint 4): the log has only 30 entries; entries 30..32 \
@@ -421,11 +450,62 @@ fn deleted_rows_are_named_as_for_sqlite() {
     let db = database();
     let _f = filled(&db);
     let mut sql = db.connect();
-    sql.execute("DELETE FROM checkpoints WHERE seq = 2", &[]).unwrap();
-    let err = verify_file(location(&db), None).unwrap_err();
+    sql.execute("DELETE FROM checkpoints WHERE seq = 2", &[])
+        .unwrap();
+    let err = verify_at(&location(&db), None).unwrap_err();
     assert_eq!(err.location(), Location::Checkpoint(2), "{err}");
     assert_eq!(
         err.to_string(),
         "checkpoint 2 missing: sequence numbers jump from 1 to 3"
     );
+}
+
+#[test]
+fn two_ledgers_writing_one_database_take_turns_and_the_log_verifies() {
+    // Two writers (as two replicas would be) with the same key, appending at once: each one
+    // that finds the other appended first places its batch after the other's, signs its
+    // checkpoints at the log's real end, and every record lands exactly once.
+    let db = database();
+    let f = Fixture::new();
+    let config = f.config(10);
+    let writers: Vec<Arc<Ledger>> = (0..2)
+        .map(|_| Arc::new(Ledger::open_at(&location(&db), &config).unwrap()))
+        .collect();
+    let start = Arc::new(Barrier::new(4));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (ledger, start) = (Arc::clone(&writers[(t % 2) as usize]), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                (0..25)
+                    .map(|i| {
+                        let n = t * 1000 + i;
+                        (ledger.append(&record(n)).unwrap(), n)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut placed: Vec<(u64, u64)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    placed.sort();
+    assert_eq!(
+        placed.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (0..100).collect::<Vec<_>>(),
+        "every index once"
+    );
+    for ledger in &writers {
+        ledger.checkpoint().unwrap();
+    }
+    drop(writers);
+    let reader = Ledger::open_read_only_at(&location(&db)).unwrap();
+    assert_eq!(reader.len(), 100);
+    for (index, n) in placed {
+        assert_eq!(reader.entry(index).unwrap().record().unwrap(), record(n));
+    }
+    let report = verify_at(&location(&db), None).unwrap();
+    assert_eq!(report.entries, 100);
+    assert!(report.checkpoints >= 10, "{report}");
 }

@@ -84,9 +84,8 @@ impl Server {
             NEXT.fetch_add(1, Ordering::Relaxed),
             rand::random::<u32>()
         );
-        let mut admin = Client::connect(&self.admin_url, NoTls).unwrap_or_else(|e| {
-            panic!("connecting to the test server {}: {e}", self.admin_url)
-        });
+        let mut admin = Client::connect(&self.admin_url, NoTls)
+            .unwrap_or_else(|e| panic!("connecting to the test server {}: {e}", self.admin_url));
         admin
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .unwrap_or_else(|e| panic!("creating the test database {name}: {e}"));
@@ -292,7 +291,10 @@ rm -rf "$2"
             Ok(()) => return Ok(cluster),
             Err(e) if Instant::now() > until => {
                 let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                return Err(format!("the cluster in {} did not start: {e}\n{log}", dir.display()));
+                return Err(format!(
+                    "the cluster in {} did not start: {e}\n{log}",
+                    dir.display()
+                ));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
@@ -318,10 +320,7 @@ mod tests {
         assert_ne!(first.url(), second.url());
         let mut c = first.connect();
         c.batch_execute("CREATE TABLE t (x INT)").unwrap();
-        assert!(second
-            .connect()
-            .query("SELECT * FROM t", &[])
-            .is_err());
+        assert!(second.connect().query("SELECT * FROM t", &[]).is_err());
         let name = first.name.clone();
         let mut admin = Client::connect(first.admin_url, NoTls).unwrap();
         drop(first);
@@ -335,10 +334,7 @@ mod tests {
     fn a_throwaway_cluster_starts_answers_and_is_removed() {
         let cluster = start_cluster().unwrap();
         let mut c = Client::connect(cluster.url(), NoTls).unwrap();
-        let dir: String = c
-            .query_one("SHOW data_directory", &[])
-            .unwrap()
-            .get(0);
+        let dir: String = c.query_one("SHOW data_directory", &[]).unwrap().get(0);
         drop(c);
         drop(cluster);
         assert!(!Path::new(&dir).exists(), "{dir} is left behind");
