@@ -281,13 +281,14 @@ fn to_sql_index(index: u64, what: &'static str) -> Result<i64, StoreError> {
     })
 }
 
-/// An index as read back: negative values cannot be stored (a CHECK forbids them).
-fn from_sql_index(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
+/// A number read back as an index or a size: the schema's CHECKs keep them from being negative,
+/// so a negative one was written around the schema.
+fn from_sql_index(value: i64, what: &'static str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Negative { what, value })
 }
 
 fn read_entry(row: &Row) -> Result<StoredEntry, StoreError> {
-    let index = from_sql_index(row.try_get(0)?);
+    let index = from_sql_index(row.try_get(0)?, "entry index")?;
     let record: &str = row.try_get(1)?;
     let leaf: &[u8] = row.try_get(2)?;
     let nodes: &[u8] = row.try_get(3)?;
@@ -302,8 +303,8 @@ fn read_entry(row: &Row) -> Result<StoredEntry, StoreError> {
 
 fn read_checkpoint(row: &Row) -> Result<StoredCheckpoint, StoreError> {
     Ok(StoredCheckpoint {
-        seq: from_sql_index(row.try_get(0)?),
-        size: from_sql_index(row.try_get(1)?),
+        seq: from_sql_index(row.try_get(0)?, "checkpoint sequence number")?,
+        size: from_sql_index(row.try_get(1)?, "checkpoint size")?,
         note: row.try_get(2)?,
         time_us: row.try_get(3)?,
     })
@@ -314,7 +315,10 @@ fn size_of(client: &mut impl postgres::GenericClient) -> Result<u64, StoreError>
     let max: Option<i64> = client
         .query_one("SELECT max(idx) FROM entries", &[])?
         .try_get(0)?;
-    Ok(max.map_or(0, |m| from_sql_index(m).saturating_add(1)))
+    Ok(max
+        .map(|m| from_sql_index(m, "entry index"))
+        .transpose()?
+        .map_or(0, |m| m.saturating_add(1)))
 }
 
 /// The inserts of one append, inside the transaction [`PostgresStore::append`] opened, which
@@ -444,7 +448,7 @@ impl LedgerStore for PostgresStore {
         )?;
         let mut found: Vec<Option<Hash>> = vec![None; wanted.len()];
         for row in &rows {
-            let idx = from_sql_index(row.try_get(0)?);
+            let idx = from_sql_index(row.try_get(0)?, "entry index")?;
             let leaf: &[u8] = row.try_get(1)?;
             let nodes: &[u8] = row.try_get(2)?;
             for ((slot, &holder), &(level, _)) in found.iter_mut().zip(&holders).zip(wanted) {

@@ -49,6 +49,8 @@ pub enum StoreError {
         found: i32,
         supported: i32,
     },
+    #[error("a stored {what} is negative ({value})")]
+    Negative { what: &'static str, value: i64 },
     #[error("the ledger already records verifier key {stored}")]
     VerifierKeyTaken { stored: String },
     #[error("entry {index} is not stored")]
