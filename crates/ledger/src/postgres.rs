@@ -233,7 +233,7 @@ impl PostgresStore {
 
 /// The error with its causes: the client's own message is only its kind ("db error"), the
 /// server's message (and detail, and hint) is in the cause.
-pub(crate) fn describe(error: &postgres::Error) -> String {
+pub fn describe(error: &postgres::Error) -> String {
     let mut text = error.to_string();
     let mut cause = std::error::Error::source(error);
     while let Some(c) = cause {

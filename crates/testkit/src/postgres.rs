@@ -18,6 +18,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use truststack_ledger::postgres::describe;
+use truststack_ledger::PostgresUrl;
 
 /// The variable naming the server the tests use (a `postgres://` URL with rights to create
 /// databases).
@@ -41,8 +43,13 @@ impl TestDatabase {
 
     /// A connection to it.
     pub fn connect(&self) -> Client {
-        Client::connect(&self.url, NoTls)
-            .unwrap_or_else(|e| panic!("connecting to the test database {}: {e}", self.name))
+        Client::connect(&self.url, NoTls).unwrap_or_else(|e| {
+            panic!(
+                "connecting to the test database {}: {}",
+                self.name,
+                describe(&e)
+            )
+        })
     }
 }
 
@@ -84,11 +91,17 @@ impl Server {
             NEXT.fetch_add(1, Ordering::Relaxed),
             rand::random::<u32>()
         );
-        let mut admin = Client::connect(&self.admin_url, NoTls)
-            .unwrap_or_else(|e| panic!("connecting to the test server {}: {e}", self.admin_url));
+        let mut admin = Client::connect(&self.admin_url, NoTls).unwrap_or_else(|e| {
+            let shown = PostgresUrl::parse(&self.admin_url).map(|u| u.to_string());
+            panic!(
+                "connecting to the test server {}: {}",
+                shown.unwrap_or_default(),
+                describe(&e)
+            )
+        });
         admin
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .unwrap_or_else(|e| panic!("creating the test database {name}: {e}"));
+            .unwrap_or_else(|e| panic!("creating the test database {name}: {}", describe(&e)));
         TestDatabase {
             url: with_database(&self.admin_url, &name),
             name,
@@ -128,14 +141,16 @@ fn find_server() -> Result<Server, String> {
     })
 }
 
-/// Whether a server answers at `url` (and lets us in).
+/// Whether a server answers at `url` (and lets us in); why not, with the URL shown without its
+/// password.
 fn answers(url: &str) -> Result<(), String> {
-    let mut config: postgres::Config = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let parsed = PostgresUrl::parse(url).map_err(|e| e.to_string())?;
+    let mut config = parsed.config().clone();
     config.connect_timeout(Duration::from_secs(3));
     config
         .connect(NoTls)
         .map(drop)
-        .map_err(|e| format!("{url}: {e}"))
+        .map_err(|e| format!("{parsed}: {}", describe(&e)))
 }
 
 /// `url` with its database replaced by `name`.
