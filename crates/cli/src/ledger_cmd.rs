@@ -11,7 +11,10 @@ use std::process::ExitCode;
 use truststack_engine::replay::{divergences, Replayed};
 use truststack_engine::Settings;
 use truststack_ledger::query::{field, parse_time, RecordFilter};
-use truststack_ledger::{base64_hash, Entry, Ledger, LedgerLocation, LogKey, VerifierKey};
+use truststack_ledger::store::StoreError;
+use truststack_ledger::{
+    base64_hash, Entry, Ledger, LedgerLocation, LogKey, VerifierKey, VerifyError,
+};
 
 /// Entries read per store call when walking the whole log.
 const PAGE: u64 = 1024;
@@ -322,6 +325,8 @@ fn verify(
             say!("{report}");
             Ok(ExitCode::SUCCESS)
         }
+        // An unreachable database, like a missing file, is not a ledger that failed: exit 2.
+        Err(VerifyError::Open(err @ StoreError::PostgresOpen { .. })) => Err(err.into()),
         Err(err) => {
             say!("FAILED: {err}");
             Ok(ExitCode::from(1))
