@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs every peer the test suite talks to, into the project and idempotently (a second run
 # with nothing changed does nothing):
-#   - Debian packages the tests need (python3-venv, curl, jq, chromium and chromium-driver;
-#     apt-get only when missing);
+#   - Debian packages the tests need (python3-venv, curl, jq, chromium and chromium-driver, and
+#     postgresql when no PostgreSQL server answers on 127.0.0.1:5432 and initdb is missing, so
+#     the tests can start a throwaway cluster; apt-get only when missing);
 #   - a project-local Python virtual environment `.venv` with the pinned packages of
 #     .ci/peers/requirements.txt (the official `mcp` SDK, PyJWT, cryptography): never the system
 #     interpreter, whose pip Debian refuses (PEP 668); and `.venv-2026` with the `mcp` SDK of
@@ -31,6 +32,13 @@ done
 # The console's browser tests drive Debian's Chromium (through playwright-core, from npm below).
 command -v chromium >/dev/null || apt_missing+=(chromium)
 command -v chromedriver >/dev/null || apt_missing+=(chromium-driver)
+# The PostgreSQL ledger's tests need a server: TRUSTSTACK_TEST_DATABASE_URL, the local one on
+# 127.0.0.1:5432, or a throwaway cluster they start with initdb (see crates/testkit/src/postgres.rs).
+postgres_answers() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+have_initdb() { command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
+if [ -z "${TRUSTSTACK_TEST_DATABASE_URL:-}" ] && ! postgres_answers && ! have_initdb; then
+  apt_missing+=(postgresql)
+fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "debian packages: installing ${apt_missing[*]}"
   sudo_cmd=()

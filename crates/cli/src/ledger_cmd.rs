@@ -1,5 +1,6 @@
 //! `truststack ledger verify|show|proof|checkpoint|export|key|replay`: read-only views of a
-//! ledger file.
+//! ledger (a SQLite file, or a PostgreSQL database by `postgres://` URL); `ledger migrate`
+//! copies one into another.
 
 use crate::policy_cmd::{load_engine, Choice};
 use anyhow::{bail, Context};
@@ -10,7 +11,10 @@ use std::process::ExitCode;
 use truststack_engine::replay::{divergences, Replayed};
 use truststack_engine::Settings;
 use truststack_ledger::query::{field, parse_time, RecordFilter};
-use truststack_ledger::{base64_hash, Entry, Ledger, LogKey, VerifierKey};
+use truststack_ledger::store::StoreError;
+use truststack_ledger::{
+    base64_hash, Entry, Ledger, LedgerLocation, LogKey, VerifierKey, VerifyError,
+};
 
 /// Entries read per store call when walking the whole log.
 const PAGE: u64 = 1024;
@@ -23,8 +27,8 @@ pub enum LedgerCommand {
     /// Recompute every hash and check every checkpoint; exit 0 if all is well, 1 naming the
     /// first bad index otherwise (2 if the file cannot be read at all).
     Verify {
-        /// The ledger file.
-        file: PathBuf,
+        /// The ledger: a SQLite file, or a postgres:// URL.
+        file: LedgerLocation,
         /// The log's verifier key (`<name>+<id>+<key>`), to check checkpoints against a key
         /// you trust rather than the one the file records.
         #[arg(long, conflicts_with = "key_file")]
@@ -40,19 +44,19 @@ pub enum LedgerCommand {
     Proof(ProofCommand),
     /// Print the latest signed checkpoint (a C2SP signed note), verbatim.
     Checkpoint {
-        /// The ledger file.
-        file: PathBuf,
+        /// The ledger: a SQLite file, or a postgres:// URL.
+        file: LedgerLocation,
     },
     /// Write every entry covered by the latest checkpoint as JSON lines, each with its leaf
     /// hash and inclusion proof, then the checkpoint itself.
     Export {
-        /// The ledger file.
-        file: PathBuf,
+        /// The ledger: a SQLite file, or a postgres:// URL.
+        file: LedgerLocation,
     },
     /// Print the verifier key the ledger records (publish it; pass it to `verify --key`).
     Key {
-        /// The ledger file.
-        file: PathBuf,
+        /// The ledger: a SQLite file, or a postgres:// URL.
+        file: LedgerLocation,
     },
     /// Re-decide every recorded call under other policies and report the decisions that would
     /// change: what this policy change would have done to last week's traffic.
@@ -61,12 +65,24 @@ pub enum LedgerCommand {
         truststack ledger replay ledger.db --catalog catalog.toml          # no policies at all\n\n\
         Exit status: 0 when the report was made (whether or not decisions change), 2 on bad input.")]
     Replay(ReplayArgs),
+    /// Copy a ledger into an empty one: a SQLite file into a PostgreSQL database, or back.
+    /// Entries keep their indexes, checkpoints their signatures; both sides are verified.
+    #[command(after_help = "Examples:\n  \
+        truststack ledger migrate truststack.db postgres://truststack@db.example/truststack\n  \
+        truststack ledger migrate postgres://truststack@db.example/truststack copy.db\n\n\
+        Stop the servers writing to FROM first: entries appended during the copy are not copied.")]
+    Migrate {
+        /// The ledger to copy: a SQLite file, or a postgres:// URL.
+        from: LedgerLocation,
+        /// The empty ledger to copy into (a SQLite file is created).
+        to: LedgerLocation,
+    },
 }
 
 #[derive(Args)]
 pub struct ReplayArgs {
-    /// The ledger file.
-    file: PathBuf,
+    /// The ledger: a SQLite file, or a postgres:// URL.
+    file: LedgerLocation,
     /// A policy file of the candidate bundle; repeat for several (none: no policies at all).
     #[arg(long = "policy")]
     policies: Vec<PathBuf>,
@@ -86,8 +102,8 @@ pub struct ReplayArgs {
 
 #[derive(Args)]
 pub struct ShowArgs {
-    /// The ledger file.
-    file: PathBuf,
+    /// The ledger: a SQLite file, or a postgres:// URL.
+    file: LedgerLocation,
     /// Only records of this acting agent.
     #[arg(long)]
     agent: Option<String>,
@@ -133,8 +149,8 @@ pub enum ProofCommand {
     /// record's canonical JSON and, when SIZE is a checkpoint's, the signed checkpoint: with
     /// the log's published key, that is all an independent verifier needs.
     Inclusion {
-        /// The ledger file.
-        file: PathBuf,
+        /// The ledger: a SQLite file, or a postgres:// URL.
+        file: LedgerLocation,
         #[arg(long)]
         index: u64,
         /// The tree size (default: the latest checkpoint's, if it covers the entry; else the
@@ -144,8 +160,8 @@ pub enum ProofCommand {
     },
     /// Prove that the tree of the first OLD entries is a prefix of the tree of the first NEW.
     Consistency {
-        /// The ledger file.
-        file: PathBuf,
+        /// The ledger: a SQLite file, or a postgres:// URL.
+        file: LedgerLocation,
         #[arg(long)]
         old: u64,
         /// The newer tree size (default: the latest checkpoint's, if it is at least OLD; else
@@ -174,9 +190,8 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<ExitCode> {
             let ledger = open(&file)?;
             let Some(c) = ledger.latest_checkpoint() else {
                 bail!(
-                    "{} has no checkpoint yet (one is signed every `checkpoint_every` records \
-                     and when a `policy eval --ledger` run ends)",
-                    file.display()
+                    "{file} has no checkpoint yet (one is signed every `checkpoint_every` records \
+                     and when a `policy eval --ledger` run ends)"
                 );
             };
             if ledger.len() > c.checkpoint.size {
@@ -190,6 +205,7 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LedgerCommand::Export { file } => export(&file),
+        LedgerCommand::Migrate { from, to } => migrate(&from, &to),
         LedgerCommand::Key { file } => {
             say!("{}", open(&file)?.verifier_key());
             Ok(ExitCode::SUCCESS)
@@ -197,8 +213,8 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open(file: &Path) -> anyhow::Result<Ledger> {
-    Ledger::open_read_only(file).with_context(|| format!("cannot open {}", file.display()))
+fn open(file: &LedgerLocation) -> anyhow::Result<Ledger> {
+    Ledger::open_read_only_at(file).with_context(|| format!("cannot open {file}"))
 }
 
 fn print_json(value: &Value) -> anyhow::Result<ExitCode> {
@@ -216,7 +232,7 @@ fn checkpoint_at(ledger: &Ledger, size: u64) -> anyhow::Result<Option<String>> {
         .map(|c| c.note))
 }
 
-fn inclusion(file: &Path, index: u64, size: Option<u64>) -> anyhow::Result<ExitCode> {
+fn inclusion(file: &LedgerLocation, index: u64, size: Option<u64>) -> anyhow::Result<ExitCode> {
     let ledger = open(file)?;
     if index >= ledger.len() {
         bail!(
@@ -249,7 +265,7 @@ fn inclusion(file: &Path, index: u64, size: Option<u64>) -> anyhow::Result<ExitC
     print_json(&out)
 }
 
-fn consistency(file: &Path, old: u64, new: Option<u64>) -> anyhow::Result<ExitCode> {
+fn consistency(file: &LedgerLocation, old: u64, new: Option<u64>) -> anyhow::Result<ExitCode> {
     let ledger = open(file)?;
     if old > ledger.len() {
         bail!("--old {old}: the log has only {} entries", ledger.len());
@@ -293,16 +309,24 @@ fn trusted_key(key: Option<&str>, key_file: Option<&Path>) -> anyhow::Result<Opt
     })?))
 }
 
-fn verify(file: &Path, key: Option<&str>, key_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn verify(
+    file: &LedgerLocation,
+    key: Option<&str>,
+    key_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let trusted = trusted_key(key, key_file)?;
-    if !file.is_file() {
-        bail!("{}: no such file", file.display());
+    if let LedgerLocation::Sqlite(path) = file {
+        if !path.is_file() {
+            bail!("{}: no such file", path.display());
+        }
     }
-    match truststack_ledger::verify_file(file, trusted.as_ref()) {
+    match truststack_ledger::verify_at(file, trusted.as_ref()) {
         Ok(report) => {
             say!("{report}");
             Ok(ExitCode::SUCCESS)
         }
+        // An unreachable database, like a missing file, is not a ledger that failed: exit 2.
+        Err(VerifyError::Open(err @ StoreError::PostgresOpen { .. })) => Err(err.into()),
         Err(err) => {
             say!("FAILED: {err}");
             Ok(ExitCode::from(1))
@@ -536,13 +560,18 @@ fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn export(file: &Path) -> anyhow::Result<ExitCode> {
+fn migrate(from: &LedgerLocation, to: &LedgerLocation) -> anyhow::Result<ExitCode> {
+    let migrated = truststack_ledger::migrate::migrate(from, to)?;
+    say!("copied {from} to {to}");
+    say!("source {}", migrated.source);
+    say!("copy   {}", migrated.copy);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(file: &LedgerLocation) -> anyhow::Result<ExitCode> {
     let ledger = open(file)?;
     let Some(checkpoint) = ledger.latest_checkpoint() else {
-        bail!(
-            "{} has no checkpoint to prove entries against",
-            file.display()
-        );
+        bail!("{file} has no checkpoint to prove entries against");
     };
     let size = checkpoint.checkpoint.size;
     if ledger.len() > size {

@@ -39,9 +39,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async { survive_file_size_limit() });
     let mut ledger_settings = config.ledger.clone();
     ledger_settings.resolve(&config.base);
+    let ledger_location = ledger_settings.location()?;
     let ledger = ledger_settings
         .open()
-        .with_context(|| format!("opening the ledger {}", ledger_settings.path.display()))?;
+        .with_context(|| format!("opening the ledger {ledger_location}"))?;
     let identity = crate::identity_service::open(&config)?;
     let telemetry = truststack_server::telemetry::Telemetry::from_env("truststack-serve")?;
     let tracing_on = telemetry.is_some();
@@ -56,7 +57,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "truststack: serving on http://{} (ledger {}, {} policies, credentials {}{})",
             listener.local_addr()?,
-            ledger_settings.path.display(),
+            ledger_location,
             state.engine().bundle().policies.len(),
             if config.require_credentials {
                 "required"

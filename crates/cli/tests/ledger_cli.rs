@@ -679,3 +679,159 @@ fn bad_input_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).starts_with("FAILED: cannot read the ledger"));
 }
+
+/// What every read-only command prints for ledger `db`: the same for a copy, wherever it is.
+fn views(db: &str) -> Vec<String> {
+    let catalog = example("catalog.toml");
+    let policy = example("policies/seed.tsp");
+    [
+        vec!["ledger", "key", db],
+        vec!["ledger", "checkpoint", db],
+        vec!["ledger", "show", db],
+        vec!["ledger", "show", db, "--json", "--decision", "deny"],
+        vec!["ledger", "export", db],
+        vec!["ledger", "proof", "inclusion", db, "--index", "114"],
+        vec!["ledger", "proof", "consistency", db, "--old", "7"],
+        vec![
+            "ledger",
+            "replay",
+            db,
+            "--policy",
+            &policy,
+            "--catalog",
+            &catalog,
+        ],
+    ]
+    .iter()
+    .map(|args| ok(&truststack(args)))
+    .collect()
+}
+
+#[test]
+fn a_ledger_migrates_to_postgres_and_back_and_reads_the_same_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = campaign_ledger(tmp.path());
+    let pg = truststack_testkit::postgres::database();
+    let url = pg.url();
+
+    let out = ok(&truststack(&["ledger", "migrate", &db, url]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("copied {db} to {url}"));
+    let verified = ok(&truststack(&["ledger", "verify", &db]));
+    assert_eq!(lines[1], format!("source {}", verified.trim()));
+    // The copy is checked against the source's key, not the key it records.
+    assert_eq!(
+        lines[2],
+        format!(
+            "copy   {}",
+            verified.trim().replace(", as recorded in the ledger", "")
+        )
+    );
+
+    // The PostgreSQL ledger verifies against the published key, and reads as the file does.
+    let key = published_key(&db).to_string();
+    let on_postgres = ok(&truststack(&["ledger", "verify", url, "--key", &key]));
+    assert!(
+        on_postgres.starts_with(&format!(
+            "ok: {ENTRIES} entries, 1 checkpoint verified, root "
+        )),
+        "{on_postgres}"
+    );
+    let expected = views(&db);
+    assert_eq!(views(url), expected);
+
+    // And back, into a new file.
+    let back = tmp.path().join("back.db");
+    let back = back.to_str().unwrap();
+    ok(&truststack(&["ledger", "migrate", url, back]));
+    ok(&truststack(&["ledger", "verify", back, "--key", &key]));
+    assert_eq!(views(back), expected);
+
+    // Neither copy is overwritten: a target must be empty.
+    let out = truststack(&["ledger", "migrate", &db, url]);
+    refused(
+        &out,
+        &format!(
+            "{url} is not empty (entries: {ENTRIES}, checkpoints: 1, verifier key: yes): a \
+             ledger is copied into an empty one only"
+        ),
+    );
+    refused(
+        &truststack(&["ledger", "migrate", url, back]),
+        &format!("{back} is not empty"),
+    );
+    refused(
+        &truststack(&["ledger", "migrate", &db, &db]),
+        "are the same ledger",
+    );
+}
+
+#[test]
+fn a_tampered_postgres_ledger_fails_verification_at_its_index_and_is_not_migrated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = campaign_ledger(tmp.path());
+    let pg = truststack_testkit::postgres::database();
+    ok(&truststack(&["ledger", "migrate", &db, pg.url()]));
+
+    // The exfiltration denial turned into an allow, in its row.
+    pg.connect()
+        .batch_execute(&format!(
+            "UPDATE entries SET record = regexp_replace(record, '\"deny\"', '\"allow\"') \
+             WHERE idx = {EXFIL}"
+        ))
+        .unwrap();
+    assert_eq!(
+        fails(pg.url()).trim(),
+        format!("FAILED: entry {EXFIL}: stored record does not hash to its leaf")
+    );
+    // Rehashed: the stored tree disagrees.
+    pg.connect()
+        .batch_execute(&format!(
+            "UPDATE entries SET leaf = sha256('\\x00'::bytea || convert_to(record, 'UTF8')) \
+             WHERE idx = {EXFIL}"
+        ))
+        .unwrap();
+    assert!(
+        fails(pg.url()).starts_with("FAILED: entries 114..=115: stored tree node"),
+        "{}",
+        fails(pg.url())
+    );
+
+    // Evidence stays where it is: a ledger that does not verify is not copied.
+    let copy = tmp.path().join("copy.db");
+    refused(
+        &truststack(&["ledger", "migrate", pg.url(), copy.to_str().unwrap()]),
+        &format!(
+            "{} does not verify, so it was not copied: entries 114..=115",
+            pg.url()
+        ),
+    );
+}
+
+#[test]
+fn a_postgres_url_is_named_without_its_password() {
+    let port = truststack_testkit::net::free_port();
+    let url = format!("postgres://ts:s3cret@127.0.0.1:{port}/ledger");
+    for args in [
+        vec!["ledger", "verify", &url],
+        vec!["ledger", "show", &url],
+        vec!["ledger", "migrate", &url, "copy.db"],
+    ] {
+        // Like a missing file: bad input (exit 2), not a ledger that failed verification.
+        let out = truststack(&args);
+        refused(
+            &out,
+            &format!(
+                "postgres://ts:***@127.0.0.1:{port}/ledger: error connecting to server: \
+                 Connection refused"
+            ),
+        );
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+    refused(
+        &truststack(&["ledger", "show", "postgres://ts:s3cret@host:port/ledger"]),
+        "postgres://ts:***@host:port/ledger: not a valid PostgreSQL connection URL: invalid \
+         connection string: invalid value for option `port`",
+    );
+}

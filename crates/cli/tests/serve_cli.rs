@@ -194,3 +194,56 @@ fn waiters_slow_neither_a_grant_nor_shutdown() {
         }
     });
 }
+
+/// Two replicas with one PostgreSQL ledger (and one signing key): their decisions land in one
+/// log, each at its own index, and the log verifies.
+#[test]
+fn two_replicas_write_one_postgres_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = truststack_testkit::postgres::database();
+    let key = dir.path().join("ledger.key");
+    let config = config(
+        dir.path(),
+        &format!(
+            "[ledger]\npath = {:?}\nkey = {:?}\ncheckpoint_every = 5\n",
+            pg.url(),
+            key
+        ),
+    );
+    let (mut first, first_base) = serve(&config, "true");
+    let (mut second, second_base) = serve(&config, "true");
+    let client = reqwest::blocking::Client::new();
+    let mut indexes = Vec::new();
+    for i in 0..20 {
+        let base = if i % 2 == 0 {
+            &first_base
+        } else {
+            &second_base
+        };
+        let answer: Value = client
+            .post(format!("{base}/v1/decide"))
+            .json(&json!({"id": format!("c-{i}"), "tool": "nmap_scan", "agent": AGENT, "chain": ["user:op@acme.example"], "args": {"target": "10.0.0.1"}}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(answer["decision"], "allow", "{answer}");
+        indexes.push(answer["ledger_index"].as_u64().unwrap());
+    }
+    let mut sorted = indexes.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 20, "one index per decision: {indexes:?}");
+    for child in [&mut first, &mut second] {
+        sigterm(child);
+        assert!(wait_exit(child, Duration::from_secs(10)).success());
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_truststack"))
+        .args(["ledger", "verify", pg.url()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // Two policy activations (one per replica) and the twenty decisions.
+    assert!(text.starts_with("ok: 22 entries, "), "{text}");
+}

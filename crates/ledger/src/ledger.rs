@@ -13,13 +13,17 @@
 //!
 //! Reads (entries, proofs, checkpoints) go through a second, read-only connection and see only
 //! committed data.
+//!
+//! On a shared database several ledgers (one per server replica) may write the same log: when
+//! the store says another writer appended first, the writer reads the log's new end from the
+//! store and places its batch after it.
 
 use crate::canonical::{canonicalize, CanonicalError};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::depth::{self, ReadRecord};
+use crate::location::LedgerLocation;
 use crate::merkle::{self, Frontier, Hash, MerkleError};
 use crate::note::{LogKey, NoteError, VerifierKey};
-use crate::sqlite::SqliteStore;
 use crate::store::{
     with_nodes, LedgerStore, NodeCache, Prefetch, StoreError, StoredCheckpoint, StoredEntry,
 };
@@ -52,6 +56,8 @@ pub const MAX_BATCH: usize = 16_384;
 pub enum LedgerError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     #[error("log key: {0}")]
     Key(#[from] NoteError),
     #[error(transparent)]
@@ -360,26 +366,30 @@ fn now_us() -> i64 {
 }
 
 impl Ledger {
-    /// Opens (or creates) the SQLite ledger at `path` for appending, with the log key from
-    /// `config.key_file` (created if absent). A ledger stays bound to the key it was created
-    /// with: opening it with another key fails with [`LedgerError::WrongKey`].
+    /// Opens (or creates) the SQLite ledger at `path` for appending; see [`Ledger::open_at`].
     pub fn open(path: &Path, config: &LedgerConfig) -> Result<Self, LedgerError> {
-        let key = LogKey::load_or_create(&config.key_file, &config.origin)?;
-        let writer = SqliteStore::open(path)?;
-        let reader = SqliteStore::open_reader(path)?;
-        Ledger::with_stores(
-            Box::new(writer),
-            Box::new(reader),
-            key,
-            config.checkpoint_every,
-        )
+        Ledger::open_at(&LedgerLocation::Sqlite(path.to_path_buf()), config)
     }
 
-    /// Opens an existing SQLite ledger read-only, as of now: `len`, `root` and every read see
-    /// the entries committed when it was opened. Appending fails with [`LedgerError::ReadOnly`].
+    /// Opens (or creates) the ledger at `location` (a SQLite file, or a PostgreSQL database)
+    /// for appending, with the log key from `config.key_file` (created if absent). A ledger
+    /// stays bound to the key it was created with: opening it with another key fails with
+    /// [`LedgerError::WrongKey`].
+    pub fn open_at(location: &LedgerLocation, config: &LedgerConfig) -> Result<Self, LedgerError> {
+        let key = LogKey::load_or_create(&config.key_file, &config.origin)?;
+        let (writer, reader) = location.open_for_writing()?;
+        Ledger::with_stores(writer, reader, key, config.checkpoint_every)
+    }
+
+    /// Opens an existing SQLite ledger read-only; see [`Ledger::open_read_only_at`].
     pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
-        let store = SqliteStore::open_read_only(path)?.with_mmap();
-        Ledger::read_only(Box::new(store))
+        Ledger::open_read_only_at(&LedgerLocation::Sqlite(path.to_path_buf()))
+    }
+
+    /// Opens an existing ledger read-only, as of now: `len`, `root` and every read see the
+    /// entries committed when it was opened. Appending fails with [`LedgerError::ReadOnly`].
+    pub fn open_read_only_at(location: &LedgerLocation) -> Result<Self, LedgerError> {
+        Ledger::read_only(location.open_read_only()?)
     }
 
     /// A read-only ledger over any store.
@@ -684,6 +694,17 @@ impl Drop for Ledger {
     }
 }
 
+/// How many times one group commit is placed again after another writer appended first.
+const CONFLICT_RETRIES: u32 = 32;
+
+/// Why a write failed.
+enum Failure {
+    /// Another writer appended first; nothing was stored (the batch can be placed again).
+    Conflict(String),
+    /// Anything else, said as the appenders are told.
+    Other(String),
+}
+
 /// The writer thread's state.
 struct WriterState {
     store: Box<dyn LedgerStore>,
@@ -713,44 +734,87 @@ impl WriterState {
             self.commit(batch);
         }
         // Closing: sign what was appended since the last checkpoint, so the final state of the
-        // log is covered by a signature.
-        let size = self.frontier.size();
-        if size > 0 && self.latest.as_ref().map(|c| c.checkpoint.size) != Some(size) {
-            let _ = self.write(&[], true, now_us());
+        // log is covered by a signature (the log's end as the store has it, if another writer
+        // appended since).
+        for _ in 0..2 {
+            let size = self.frontier.size();
+            if size == 0 || self.latest.as_ref().map(|c| c.checkpoint.size) == Some(size) {
+                break;
+            }
+            match self.write(&[], true, now_us()) {
+                Err(Failure::Conflict(_)) if self.resync().is_ok() => {}
+                _ => break,
+            }
         }
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
         let mut appended: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
         let mut checkpoint_replies: Vec<Reply<SignedCheckpoint>> = Vec::new();
-        let before = self.frontier.clone();
         let time_us = now_us();
         let mut entries = Vec::new();
         for request in batch {
             match request {
                 Request::Append { records, reply } => {
-                    appended.push((reply, self.frontier.size()));
-                    for (data, leaf) in records {
-                        let index = self.frontier.size();
-                        let mut nodes = Vec::new();
-                        self.frontier.push(leaf, &mut nodes);
-                        entries.push(StoredEntry {
-                            index,
-                            data,
-                            leaf,
-                            time_us,
-                            nodes,
-                        });
-                    }
+                    appended.push((reply, records.len() as u64));
+                    entries.extend(records.into_iter().map(|(data, leaf)| StoredEntry {
+                        index: 0,
+                        data,
+                        leaf,
+                        time_us,
+                        nodes: Vec::new(),
+                    }));
                 }
                 Request::Checkpoint { reply } => checkpoint_replies.push(reply),
             }
         }
-        let result = self.write(&entries, !checkpoint_replies.is_empty(), time_us);
+        let requested = !checkpoint_replies.is_empty();
+        let mut conflicts = 0;
+        let result = loop {
+            let before = self.frontier.clone();
+            let first = self.frontier.size();
+            for e in &mut entries {
+                e.index = self.frontier.size();
+                e.nodes.clear();
+                self.frontier.push(e.leaf, &mut e.nodes);
+            }
+            match self.write(&entries, requested, time_us) {
+                Ok(()) => break Ok(first),
+                Err(Failure::Conflict(message)) => {
+                    // Another writer (another replica on a shared database) appended first:
+                    // take the log's end from the store and place the batch after it.
+                    self.frontier = before;
+                    conflicts += 1;
+                    if conflicts > CONFLICT_RETRIES {
+                        break Err(message);
+                    }
+                    // A random pause, longer after each lost race: without it, a writer with a
+                    // steady stream of appends could win every race against this one.
+                    let ceiling = 1u64 << conflicts.min(7);
+                    std::thread::sleep(std::time::Duration::from_micros(
+                        rand::random::<u64>() % (ceiling * 500),
+                    ));
+                    if let Err(e) = self.resync() {
+                        let message = format!(
+                            "another writer appended to the ledger, and its new end cannot be \
+                             read ({e}); reopen the ledger"
+                        );
+                        self.failed = Some(message.clone());
+                        break Err(message);
+                    }
+                }
+                Err(Failure::Other(message)) => {
+                    self.frontier = before;
+                    break Err(message);
+                }
+            }
+        };
         match result {
-            Ok(()) => {
-                for (reply, first) in appended {
-                    let _ = reply.send(Ok(first));
+            Ok(first) => {
+                let mut next = first;
+                for (reply, count) in appended {
+                    let _ = reply.send(Ok(next));
+                    next += count;
                 }
                 for reply in checkpoint_replies {
                     let answer = self
@@ -761,7 +825,6 @@ impl WriterState {
                 }
             }
             Err(message) => {
-                self.frontier = before;
                 for (reply, _) in appended {
                     let _ = reply.send(Err(message.clone()));
                 }
@@ -772,20 +835,37 @@ impl WriterState {
         }
     }
 
+    /// Takes the log's end (size, frontier, latest checkpoint) from the store, after another
+    /// writer appended to it.
+    fn resync(&mut self) -> Result<(), LedgerError> {
+        // The checkpoint first: the log only grows, so the size read after it covers it.
+        let latest = self
+            .store
+            .latest_checkpoint()?
+            .map(|c| SignedCheckpoint::from_stored(c, self.key.verifier()))
+            .transpose()?;
+        let size = self.store.size()?;
+        self.frontier = with_nodes(self.store.as_ref(), &mut NodeCache::default(), |nodes| {
+            Frontier::from_source(nodes, size)
+        })?;
+        self.latest = latest;
+        Ok(())
+    }
+
     /// Writes the entries and, if one is due or requested, a checkpoint, in one transaction.
     fn write(
         &mut self,
         entries: &[StoredEntry],
         requested: bool,
         time_us: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         if let Some(failed) = &self.failed {
-            return Err(failed.clone());
+            return Err(Failure::Other(failed.clone()));
         }
         let size = self.frontier.size();
         let last = self.latest.as_ref().map(|c| c.checkpoint.size);
         let due = self.checkpoint_every > 0
-            && size - last.unwrap_or(0) >= self.checkpoint_every
+            && size.saturating_sub(last.unwrap_or(0)) >= self.checkpoint_every
             && last != Some(size);
         let checkpoint = if (requested && last != Some(size)) || due {
             let checkpoint = Checkpoint {
@@ -793,7 +873,9 @@ impl WriterState {
                 size,
                 root: self.frontier.root(),
             };
-            let note = checkpoint.sign(&self.key).map_err(|e| e.to_string())?;
+            let note = checkpoint
+                .sign(&self.key)
+                .map_err(|e| Failure::Other(e.to_string()))?;
             Some(SignedCheckpoint {
                 seq: self.latest.as_ref().map_or(1, |c| c.seq + 1),
                 checkpoint,
@@ -814,6 +896,9 @@ impl WriterState {
         });
         if let Err(e) = self.store.append(entries, stored.as_ref()) {
             let message = e.to_string();
+            if matches!(e, StoreError::Conflict { .. }) {
+                return Err(Failure::Conflict(message));
+            }
             // The transaction should have rolled back; if the store disagrees, stop writing.
             let start = entries.first().map_or(size, |e| e.index);
             if !matches!(self.store.size(), Ok(s) if s == start) {
@@ -822,7 +907,7 @@ impl WriterState {
                      ({message}); reopen the ledger"
                 ));
             }
-            return Err(message);
+            return Err(Failure::Other(message));
         }
         if checkpoint.is_some() {
             self.latest = checkpoint;

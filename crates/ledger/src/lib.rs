@@ -6,7 +6,8 @@
 //! - Checkpoints are C2SP `tlog-checkpoint` notes ([`checkpoint`]) signed as C2SP signed notes
 //!   with the log's Ed25519 key ([`note`]), so anyone with the public key can check them.
 //! - [`Ledger`] appends durably with group commit over a [`LedgerStore`]; the embedded store is
-//!   one SQLite file ([`sqlite`]).
+//!   one SQLite file ([`sqlite`]), the shared one a PostgreSQL database ([`postgres`]); a
+//!   [`LedgerLocation`] names either.
 //! - [`verify()`] recomputes everything from the stored bytes and reports the first bad index.
 //! - [`privacy`] decides how much of a payload is kept; [`query`] selects records.
 //!
@@ -27,8 +28,11 @@ pub mod canonical;
 pub mod checkpoint;
 pub mod depth;
 pub mod ledger;
+pub mod location;
 pub mod merkle;
+pub mod migrate;
 pub mod note;
+pub mod postgres;
 pub mod privacy;
 pub mod proof_view;
 pub mod query;
@@ -42,13 +46,14 @@ pub use ledger::{
     AppendTicket, ConsistencyProof, Entry, InclusionProof, Ledger, LedgerConfig, LedgerError,
     SignedCheckpoint, DEFAULT_CHECKPOINT_EVERY, DEFAULT_ORIGIN,
 };
+pub use location::{LedgerLocation, LocationError, PostgresUrl};
 pub use merkle::Hash;
 pub use note::{LogKey, VerifierKey};
 pub use privacy::{prove_disclosure, stored_payload, PayloadMode};
 pub use proof_view::{ConsistencyView, InclusionView};
 pub use settings::LedgerSettings;
 pub use store::LedgerStore;
-pub use verify::{verify, verify_file, VerifyError, VerifyReport};
+pub use verify::{verify, verify_at, verify_file, VerifyError, VerifyReport};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;

@@ -3,13 +3,16 @@
 //!
 //! ```toml
 //! [ledger]
-//! path = "truststack.db"             # one SQLite file (WAL), created on first use
+//! path = "truststack.db"             # one SQLite file (WAL), created on first use,
+//!                                    # or a postgres:// URL (a PostgreSQL database)
 //! key = "truststack.key"             # default: the path with the extension .key
+//!                                    # (required with a postgres:// URL)
 //! origin = "truststack.local/ledger" # the checkpoint origin and key name
 //! checkpoint_every = 1000            # sign a checkpoint every N records (and on demand)
 //! ```
 
 use crate::ledger::{Ledger, LedgerConfig, LedgerError, DEFAULT_CHECKPOINT_EVERY, DEFAULT_ORIGIN};
+use crate::location::{LedgerLocation, LocationError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -17,10 +20,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerSettings {
-    /// The SQLite file.
+    /// The SQLite file, or a `postgres://` / `postgresql://` URL.
     pub path: PathBuf,
     /// The checkpoint signing key (Ed25519, created on first use, mode 0600). Default: `path`
-    /// with the extension `.key`.
+    /// with the extension `.key`; a PostgreSQL ledger names it (every replica signs with it).
     pub key: Option<PathBuf>,
     /// The checkpoint origin, which is also the key's name.
     pub origin: String,
@@ -39,17 +42,41 @@ impl Default for LedgerSettings {
     }
 }
 
+/// Why the `[ledger]` table does not name a usable ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("[ledger] path: {0}")]
+    Location(#[from] LocationError),
+    #[error(
+        "[ledger] path is the PostgreSQL database {location}: set `key` to the checkpoint \
+         signing key's file (every replica signs with the same key)"
+    )]
+    NoKey { location: String },
+}
+
 impl LedgerSettings {
+    /// Where the ledger is: `path` as a file, or as a PostgreSQL URL.
+    pub fn location(&self) -> Result<LedgerLocation, LocationError> {
+        LedgerLocation::from_path(&self.path)
+    }
+
     /// The signing key's file.
-    pub fn key_file(&self) -> PathBuf {
-        self.key
-            .clone()
-            .unwrap_or_else(|| self.path.with_extension("key"))
+    pub fn key_file(&self) -> Result<PathBuf, SettingsError> {
+        if let Some(key) = &self.key {
+            return Ok(key.clone());
+        }
+        match self.location()? {
+            LedgerLocation::Sqlite(path) => Ok(path.with_extension("key")),
+            LedgerLocation::Postgres(url) => Err(SettingsError::NoKey {
+                location: url.to_string(),
+            }),
+        }
     }
 
     /// Makes relative paths relative to `base` (the configuration file's directory).
     pub fn resolve(&mut self, base: &Path) {
-        if self.path.is_relative() {
+        let is_file = matches!(self.location(), Ok(LedgerLocation::Sqlite(_)));
+        if is_file && self.path.is_relative() {
             self.path = base.join(&self.path);
         }
         if let Some(key) = &mut self.key {
@@ -61,10 +88,11 @@ impl LedgerSettings {
 
     /// Opens (or creates) the ledger these settings describe, for appending.
     pub fn open(&self) -> Result<Ledger, LedgerError> {
-        Ledger::open(
-            &self.path,
+        let location = self.location().map_err(SettingsError::from)?;
+        Ledger::open_at(
+            &location,
             &LedgerConfig {
-                key_file: self.key_file(),
+                key_file: self.key_file()?,
                 origin: self.origin.clone(),
                 checkpoint_every: self.checkpoint_every,
             },
@@ -80,11 +108,27 @@ mod tests {
     #[test]
     fn defaults_and_resolution() {
         let mut s: LedgerSettings = toml::from_str("path = \"l.db\"").unwrap();
-        assert_eq!(s.key_file(), PathBuf::from("l.key"));
+        assert_eq!(s.key_file().unwrap(), PathBuf::from("l.key"));
         assert_eq!(s.checkpoint_every, DEFAULT_CHECKPOINT_EVERY);
         s.resolve(Path::new("/etc/ts"));
-        assert_eq!(s.key_file(), PathBuf::from("/etc/ts/l.key"));
+        assert_eq!(s.key_file().unwrap(), PathBuf::from("/etc/ts/l.key"));
         let e = toml::from_str::<LedgerSettings>("pathh = \"x\"").unwrap_err();
         assert!(e.to_string().contains("unknown field `pathh`"), "{e}");
+    }
+
+    #[test]
+    fn a_postgres_ledger_is_not_a_relative_path_and_names_its_key() {
+        let mut s: LedgerSettings =
+            toml::from_str("path = \"postgres://ts:pw@db.example/ledger\"").unwrap();
+        s.resolve(Path::new("/etc/ts"));
+        assert!(matches!(s.location().unwrap(), LedgerLocation::Postgres(_)));
+        let e = s.key_file().unwrap_err().to_string();
+        assert!(
+            e.starts_with("[ledger] path is the PostgreSQL database postgres://ts:***@db.example/ledger: set `key`"),
+            "{e}"
+        );
+        s.key = Some("ledger.key".into());
+        s.resolve(Path::new("/etc/ts"));
+        assert_eq!(s.key_file().unwrap(), PathBuf::from("/etc/ts/ledger.key"));
     }
 }

@@ -26,7 +26,10 @@
 //! proofs at O(log n) lookups, and a verifier reads everything in one pass over `entries`.
 
 use crate::merkle::Hash;
-use crate::store::{LedgerStore, StoreError, StoredCheckpoint, StoredEntry};
+use crate::store::{
+    completing_entry, decode_entry, encode_nodes, stored_node, LedgerStore, StoreError,
+    StoredCheckpoint, StoredEntry,
+};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::path::Path;
@@ -297,82 +300,27 @@ fn size_of(conn: &Connection) -> Result<u64, StoreError> {
     Ok(max.map_or(0, |m| m.saturating_add(1)))
 }
 
-fn hash_at(bytes: &[u8], at: usize) -> Option<Hash> {
-    bytes.get(at..at.checked_add(32)?)?.try_into().ok()
-}
-
 fn read_entry(row: &Row<'_>) -> Result<StoredEntry, StoreError> {
     let index: u64 = row.get(0)?;
-    // Borrowed from the row, so only the record is copied out.
-    let bytes = |col: usize, what: &'static str| -> Result<&[u8], StoreError> {
-        match row.get_ref(col)? {
-            ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b),
-            other => Err(StoreError::Malformed {
-                index,
-                what,
-                detail: format!("holds {:?}, not bytes", other.data_type()),
-            }),
-        }
-    };
-    let data = bytes(1, "record")?.to_vec();
-    let leaf = bytes(2, "leaf hash")?;
-    let leaf = hash_at(leaf, 0)
-        .filter(|_| leaf.len() == 32)
-        .ok_or_else(|| StoreError::Malformed {
-            index,
-            what: "leaf hash",
-            detail: format!("{} bytes, expected 32", leaf.len()),
-        })?;
-    let nodes = bytes(3, "tree nodes")?;
-    if nodes.len() % 32 != 0 {
-        return Err(StoreError::Malformed {
-            index,
-            what: "tree nodes",
-            detail: format!("{} bytes, not a multiple of 32", nodes.len()),
-        });
-    }
-    let nodes = (0..nodes.len() / 32)
-        .filter_map(|k| hash_at(nodes, k * 32))
-        .collect();
-    let time_us: i64 = row.get(4)?;
-    Ok(StoredEntry {
-        index,
-        data,
-        leaf,
-        time_us,
-        nodes,
-    })
+    let data = column_bytes(row, 1, index, "record")?.to_vec();
+    let leaf = column_bytes(row, 2, index, "leaf hash")?;
+    let nodes = column_bytes(row, 3, index, "tree nodes")?;
+    decode_entry(index, data, leaf, nodes, row.get(4)?)
 }
 
-/// The entry that stores the perfect subtree (`level`, `index`): the last one it covers.
-fn completing_entry(level: u32, index: u64) -> Result<u64, StoreError> {
-    index
-        .checked_add(1)
-        .and_then(|n| n.checked_mul(1u64.checked_shl(level)?))
-        .and_then(|n| n.checked_sub(1))
-        .ok_or(StoreError::MissingNode { level, index })
-}
-
-/// The hash of the perfect subtree of `level` that entry `idx` (the current row of a query for
-/// `idx, leaf, nodes`) completes.
-fn stored_node(row: &Row<'_>, idx: u64, level: u32) -> Result<Hash, StoreError> {
-    let (column, what, offset) = if level == 0 {
-        (1, "leaf", 0)
-    } else {
-        (2, "nodes", 32 * (level as usize - 1))
-    };
-    match row.get_ref(column)? {
-        ValueRef::Blob(b) | ValueRef::Text(b) => {
-            hash_at(b, offset).ok_or_else(|| StoreError::Malformed {
-                index: idx,
-                what,
-                detail: format!("{} bytes, too short for level {level}", b.len()),
-            })
-        }
-        _ => Err(StoreError::Malformed {
-            index: idx,
+/// Column `col` of entry `index`'s row, borrowed from the row (text or blob).
+fn column_bytes<'r>(
+    row: &'r Row<'_>,
+    col: usize,
+    index: u64,
+    what: &'static str,
+) -> Result<&'r [u8], StoreError> {
+    match row.get_ref(col)? {
+        ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b),
+        other => Err(StoreError::Malformed {
+            index,
             what,
-            detail: "not bytes".into(),
+            detail: format!("holds {:?}, not bytes", other.data_type()),
         }),
     }
 }
@@ -401,10 +349,7 @@ fn write_entries(
                 what: "record",
                 detail: err.to_string(),
             })?;
-            nodes.clear();
-            for n in &e.nodes {
-                nodes.extend_from_slice(n);
-            }
+            encode_nodes(&e.nodes, &mut nodes);
             insert.execute(params![e.index, record, &e.leaf[..], &nodes[..], e.time_us])?;
         }
     }
@@ -493,9 +438,11 @@ impl LedgerStore for SqliteStore {
         let mut found: Vec<Option<Hash>> = vec![None; wanted.len()];
         while let Some(row) = rows.next()? {
             let idx: u64 = row.get(0)?;
+            let leaf = column_bytes(row, 1, idx, "leaf")?;
+            let nodes = column_bytes(row, 2, idx, "nodes")?;
             for ((slot, &holder), &(level, _)) in found.iter_mut().zip(&holders).zip(wanted) {
                 if holder == idx {
-                    *slot = Some(stored_node(row, idx, level)?);
+                    *slot = Some(stored_node(idx, level, leaf, nodes)?);
                 }
             }
         }

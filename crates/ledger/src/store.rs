@@ -32,6 +32,27 @@ pub enum StoreError {
     UnsupportedFormat { found: String, expected: String },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("{location}: {}", crate::postgres::describe(.source))]
+    PostgresOpen {
+        location: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("postgres: {}", crate::postgres::describe(.0))]
+    Postgres(#[from] postgres::Error),
+    #[error(
+        "{location}: ledger schema version {found} is newer than this build of truststack \
+         supports ({supported})"
+    )]
+    SchemaTooNew {
+        location: String,
+        found: i32,
+        supported: i32,
+    },
+    #[error("a stored {what} is negative ({value})")]
+    Negative { what: &'static str, value: i64 },
+    #[error("the ledger already records verifier key {stored}")]
+    VerifierKeyTaken { stored: String },
     #[error("entry {index} is not stored")]
     MissingEntry { index: u64 },
     #[error("tree node (level {level}, index {index}) is not stored")]
@@ -124,6 +145,83 @@ pub trait LedgerStore: Send {
 
     /// Records the log's verifier key (once, when the log is created).
     fn set_verifier_key(&mut self, key: &str) -> Result<(), StoreError>;
+}
+
+/// The 32-byte hash at byte `at` of `bytes`, if there is one.
+pub(crate) fn hash_at(bytes: &[u8], at: usize) -> Option<Hash> {
+    bytes.get(at..at.checked_add(32)?)?.try_into().ok()
+}
+
+/// An entry from its stored columns: the leaf hash and the concatenated subtree hashes are
+/// checked for length, not for content (that is [`crate::verify`]'s work).
+pub(crate) fn decode_entry(
+    index: u64,
+    data: Vec<u8>,
+    leaf: &[u8],
+    nodes: &[u8],
+    time_us: i64,
+) -> Result<StoredEntry, StoreError> {
+    let leaf_hash = hash_at(leaf, 0)
+        .filter(|_| leaf.len() == 32)
+        .ok_or_else(|| StoreError::Malformed {
+            index,
+            what: "leaf hash",
+            detail: format!("{} bytes, expected 32", leaf.len()),
+        })?;
+    if !nodes.len().is_multiple_of(32) {
+        return Err(StoreError::Malformed {
+            index,
+            what: "tree nodes",
+            detail: format!("{} bytes, not a multiple of 32", nodes.len()),
+        });
+    }
+    let nodes = (0..nodes.len() / 32)
+        .filter_map(|k| hash_at(nodes, k * 32))
+        .collect();
+    Ok(StoredEntry {
+        index,
+        data,
+        leaf: leaf_hash,
+        time_us,
+        nodes,
+    })
+}
+
+/// The subtree hashes of an entry as one column: 32 bytes each, level 1 first.
+pub(crate) fn encode_nodes(nodes: &[Hash], out: &mut Vec<u8>) {
+    out.clear();
+    for n in nodes {
+        out.extend_from_slice(n);
+    }
+}
+
+/// The entry that stores the perfect subtree (`level`, `index`): the last one it covers.
+pub(crate) fn completing_entry(level: u32, index: u64) -> Result<u64, StoreError> {
+    index
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(1u64.checked_shl(level)?))
+        .and_then(|n| n.checked_sub(1))
+        .ok_or(StoreError::MissingNode { level, index })
+}
+
+/// The hash of the perfect subtree of `level` that entry `idx` completes, from that entry's
+/// stored leaf hash (level 0) or subtree hashes.
+pub(crate) fn stored_node(
+    idx: u64,
+    level: u32,
+    leaf: &[u8],
+    nodes: &[u8],
+) -> Result<Hash, StoreError> {
+    let (bytes, what, offset) = if level == 0 {
+        (leaf, "leaf", 0)
+    } else {
+        (nodes, "nodes", 32 * (level as usize - 1))
+    };
+    hash_at(bytes, offset).ok_or_else(|| StoreError::Malformed {
+        index: idx,
+        what,
+        detail: format!("{} bytes, too short for level {level}", bytes.len()),
+    })
 }
 
 /// Perfect subtrees of this level and above (2^8 entries and more) are worth keeping in memory:

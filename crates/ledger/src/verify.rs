@@ -14,9 +14,9 @@
 use crate::base64_hash;
 use crate::canonical::{check_canonical, CanonicalError};
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::location::LedgerLocation;
 use crate::merkle::{self, Frontier, Hash, MerkleError};
 use crate::note::{NoteError, VerifierKey};
-use crate::sqlite::SqliteStore;
 use crate::store::{with_nodes, LedgerStore, NodeCache, StoreError, StoredCheckpoint, StoredEntry};
 use std::fmt;
 use std::ops::Range;
@@ -227,10 +227,16 @@ pub fn verify_file(
     path: &Path,
     trusted: Option<&VerifierKey>,
 ) -> Result<VerifyReport, VerifyError> {
-    let store = SqliteStore::open_read_only(path)
-        .map_err(VerifyError::Open)?
-        .with_mmap();
-    verify(&store, trusted)
+    verify_at(&LedgerLocation::Sqlite(path.to_path_buf()), trusted)
+}
+
+/// Verifies the ledger at `location` (a SQLite file, or a PostgreSQL database); see [`verify`].
+pub fn verify_at(
+    location: &LedgerLocation,
+    trusted: Option<&VerifierKey>,
+) -> Result<VerifyReport, VerifyError> {
+    let store = location.open_read_only().map_err(VerifyError::Open)?;
+    verify(store.as_ref(), trusted)
 }
 
 /// A stored checkpoint with what its note says, if the note is trustworthy.

@@ -1,7 +1,7 @@
 //! Support shared by TrustStack's tests and benchmarks (never shipped).
 //!
 //! The tests talk to real peers: the official MCP servers and SDK clients from npm, the Python
-//! `mcp` SDK, PyJWT and `cryptography`. `bash scripts/install-peers.sh` installs them into the
+//! `mcp` SDK, PyJWT and `cryptography`, and PostgreSQL ([`postgres`]). `bash scripts/install-peers.sh` installs them into the
 //! project (`.ci/peers/node_modules`, the virtual environments `.venv` and `.venv-2026`, the
 //! latter with the SDK of protocol revision 2026-07-28); `bash scripts/test.sh`
 //! installs them and runs the whole suite. A test whose peer is missing fails here, naming that
@@ -15,6 +15,7 @@ pub mod examples;
 pub mod independent_verifier;
 pub mod net;
 pub mod peers;
+pub mod postgres;
 
 /// Writes `contents` to `name` in `dir`; the file's path.
 pub fn write_file(
