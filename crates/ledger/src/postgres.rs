@@ -34,8 +34,8 @@ use crate::location::PostgresUrl;
 use crate::merkle::Hash;
 use crate::sqlite::FORMAT;
 use crate::store::{
-    completing_entry, decode_entry, encode_nodes, stored_node, LedgerStore, StoreError,
-    StoredCheckpoint, StoredEntry,
+    check_format_marker, check_placement, decode_entry, encode_nodes, LedgerStore, StoreError,
+    StoredCheckpoint, StoredEntry, WantedNodes,
 };
 use parking_lot::{Mutex, MutexGuard};
 use postgres::error::SqlState;
@@ -217,17 +217,7 @@ impl PostgresStore {
             })?
             .map(|r| r.try_get(0))
             .transpose()?;
-        match format {
-            Some(f) if f == FORMAT => Ok(()),
-            Some(f) => Err(StoreError::UnsupportedFormat {
-                found: f,
-                expected: FORMAT.into(),
-            }),
-            None => Err(StoreError::NotALedger {
-                path: self.url.to_string(),
-                reason: "no format marker".into(),
-            }),
-        }
+        check_format_marker(|| self.url.to_string(), format)
     }
 }
 
@@ -328,14 +318,8 @@ fn write_entries(
     entries: &[StoredEntry],
     checkpoint: Option<&StoredCheckpoint>,
 ) -> Result<(), StoreError> {
-    if let Some(first) = entries.first() {
-        let found = size_of(tx)?;
-        if found != first.index {
-            return Err(StoreError::Conflict {
-                expected: first.index,
-                found,
-            });
-        }
+    if !entries.is_empty() {
+        check_placement(size_of(tx)?, entries)?;
         let mut idx = Vec::with_capacity(entries.len());
         let mut records = Vec::with_capacity(entries.len());
         let mut leaves = Vec::with_capacity(entries.len());
@@ -343,13 +327,7 @@ fn write_entries(
         let mut times = Vec::with_capacity(entries.len());
         for e in entries {
             idx.push(to_sql_index(e.index, "index")?);
-            records.push(
-                std::str::from_utf8(&e.data).map_err(|err| StoreError::Malformed {
-                    index: e.index,
-                    what: "record",
-                    detail: err.to_string(),
-                })?,
-            );
+            records.push(e.record_text()?);
             leaves.push(&e.leaf[..]);
             let mut column = Vec::with_capacity(e.nodes.len() * 32);
             encode_nodes(&e.nodes, &mut column);
@@ -425,20 +403,12 @@ impl LedgerStore for PostgresStore {
         rows.iter().map(read_entry).collect()
     }
 
-    fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
-        self.nodes(&[(level, index)])?
-            .pop()
-            .ok_or(StoreError::MissingNode { level, index })
-    }
-
     /// One query for all of them: a proof costs one round trip.
     fn nodes(&self, wanted: &[(u32, u64)]) -> Result<Vec<Hash>, StoreError> {
-        let holders = wanted
-            .iter()
-            .map(|&(level, index)| completing_entry(level, index))
-            .collect::<Result<Vec<u64>, _>>()?;
+        let mut nodes = WantedNodes::new(wanted)?;
         // A holder beyond BIGINT is simply not stored.
-        let keys: Vec<i64> = holders
+        let keys: Vec<i64> = nodes
+            .holders
             .iter()
             .filter_map(|&h| i64::try_from(h).ok())
             .collect();
@@ -446,22 +416,11 @@ impl LedgerStore for PostgresStore {
             "SELECT idx, leaf, nodes FROM entries WHERE idx = ANY($1)",
             &[&keys],
         )?;
-        let mut found: Vec<Option<Hash>> = vec![None; wanted.len()];
         for row in &rows {
             let idx = from_sql_index(row.try_get(0)?, "entry index")?;
-            let leaf: &[u8] = row.try_get(1)?;
-            let nodes: &[u8] = row.try_get(2)?;
-            for ((slot, &holder), &(level, _)) in found.iter_mut().zip(&holders).zip(wanted) {
-                if holder == idx {
-                    *slot = Some(stored_node(idx, level, leaf, nodes)?);
-                }
-            }
+            nodes.row(idx, row.try_get(1)?, row.try_get(2)?)?;
         }
-        found
-            .into_iter()
-            .zip(wanted)
-            .map(|(hash, &(level, index))| hash.ok_or(StoreError::MissingNode { level, index }))
-            .collect()
+        nodes.hashes()
     }
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {

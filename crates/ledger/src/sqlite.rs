@@ -27,8 +27,8 @@
 
 use crate::merkle::Hash;
 use crate::store::{
-    completing_entry, decode_entry, encode_nodes, stored_node, LedgerStore, StoreError,
-    StoredCheckpoint, StoredEntry,
+    check_format_marker, check_placement, decode_entry, encode_nodes, LedgerStore, StoreError,
+    StoredCheckpoint, StoredEntry, WantedNodes,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -272,17 +272,7 @@ impl SqliteStore {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-        match format {
-            Some(f) if f == FORMAT => Ok(()),
-            Some(f) => Err(StoreError::UnsupportedFormat {
-                found: f,
-                expected: FORMAT.into(),
-            }),
-            None => Err(StoreError::NotALedger {
-                path: path.display().to_string(),
-                reason: "no format marker".into(),
-            }),
-        }
+        check_format_marker(|| path.display().to_string(), format)
     }
 
     /// The underlying connection (tests use it to tamper with a ledger).
@@ -331,24 +321,14 @@ fn write_entries(
     entries: &[StoredEntry],
     checkpoint: Option<&StoredCheckpoint>,
 ) -> Result<(), StoreError> {
-    if let Some(first) = entries.first() {
-        let found = size_of(conn)?;
-        if found != first.index {
-            return Err(StoreError::Conflict {
-                expected: first.index,
-                found,
-            });
-        }
+    if !entries.is_empty() {
+        check_placement(size_of(conn)?, entries)?;
         let mut insert = conn.prepare_cached(
             "INSERT INTO entries (idx, record, leaf, nodes, time) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut nodes = Vec::with_capacity(64 * 32);
         for e in entries {
-            let record = std::str::from_utf8(&e.data).map_err(|err| StoreError::Malformed {
-                index: e.index,
-                what: "record",
-                detail: err.to_string(),
-            })?;
+            let record = e.record_text()?;
             encode_nodes(&e.nodes, &mut nodes);
             insert.execute(params![e.index, record, &e.leaf[..], &nodes[..], e.time_us])?;
         }
@@ -413,20 +393,12 @@ impl LedgerStore for SqliteStore {
         Ok(out)
     }
 
-    fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
-        self.nodes(&[(level, index)])?
-            .pop()
-            .ok_or(StoreError::MissingNode { level, index })
-    }
-
     /// One query for all of them, so a proof costs one statement (and one read lock) rather than
     /// one per node.
     fn nodes(&self, wanted: &[(u32, u64)]) -> Result<Vec<Hash>, StoreError> {
-        let holders = wanted
-            .iter()
-            .map(|&(level, index)| completing_entry(level, index))
-            .collect::<Result<Vec<u64>, _>>()?;
-        let list = holders
+        let mut nodes = WantedNodes::new(wanted)?;
+        let list = nodes
+            .holders
             .iter()
             .map(u64::to_string)
             .collect::<Vec<_>>()
@@ -435,22 +407,15 @@ impl LedgerStore for SqliteStore {
             "SELECT idx, leaf, nodes FROM entries WHERE idx IN (SELECT value FROM json_each(?1))",
         )?;
         let mut rows = stmt.query([format!("[{list}]")])?;
-        let mut found: Vec<Option<Hash>> = vec![None; wanted.len()];
         while let Some(row) = rows.next()? {
             let idx: u64 = row.get(0)?;
-            let leaf = column_bytes(row, 1, idx, "leaf")?;
-            let nodes = column_bytes(row, 2, idx, "nodes")?;
-            for ((slot, &holder), &(level, _)) in found.iter_mut().zip(&holders).zip(wanted) {
-                if holder == idx {
-                    *slot = Some(stored_node(idx, level, leaf, nodes)?);
-                }
-            }
+            nodes.row(
+                idx,
+                column_bytes(row, 1, idx, "leaf")?,
+                column_bytes(row, 2, idx, "nodes")?,
+            )?;
         }
-        found
-            .into_iter()
-            .zip(wanted)
-            .map(|(hash, &(level, index))| hash.ok_or(StoreError::MissingNode { level, index }))
-            .collect()
+        nodes.hashes()
     }
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {

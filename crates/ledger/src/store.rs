@@ -123,16 +123,15 @@ pub trait LedgerStore: Send {
     fn scan(&self, from: u64, limit: usize) -> Result<Vec<StoredEntry>, StoreError>;
 
     /// The hash of the perfect subtree (`level`, `index`); level 0 is a leaf hash.
-    fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError>;
-
-    /// The hashes of the perfect subtrees `wanted`, (`level`, `index`) each, in that order. A
-    /// proof needs O(log n) of them; a store that can read them in one go should.
-    fn nodes(&self, wanted: &[(u32, u64)]) -> Result<Vec<Hash>, StoreError> {
-        wanted
-            .iter()
-            .map(|&(level, index)| self.node(level, index))
-            .collect()
+    fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
+        self.nodes(&[(level, index)])?
+            .pop()
+            .ok_or(StoreError::MissingNode { level, index })
     }
+
+    /// The hashes of the perfect subtrees `wanted`, (`level`, `index`) each, in that order, read
+    /// in one go ([`WantedNodes`] matches the rows): a proof needs O(log n) of them.
+    fn nodes(&self, wanted: &[(u32, u64)]) -> Result<Vec<Hash>, StoreError>;
 
     /// Every checkpoint, by sequence number.
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
@@ -195,6 +194,46 @@ pub(crate) fn encode_nodes(nodes: &[Hash], out: &mut Vec<u8>) {
     }
 }
 
+/// Checks the format marker a store at `location` holds (`None`: no marker).
+pub(crate) fn check_format_marker(
+    location: impl FnOnce() -> String,
+    format: Option<String>,
+) -> Result<(), StoreError> {
+    match format {
+        Some(f) if f == crate::sqlite::FORMAT => Ok(()),
+        Some(f) => Err(StoreError::UnsupportedFormat {
+            found: f,
+            expected: crate::sqlite::FORMAT.into(),
+        }),
+        None => Err(StoreError::NotALedger {
+            path: location(),
+            reason: "no format marker".into(),
+        }),
+    }
+}
+
+/// An append starts where the store ends (`found`): else another writer appended first.
+pub(crate) fn check_placement(found: u64, entries: &[StoredEntry]) -> Result<(), StoreError> {
+    match entries.first() {
+        Some(first) if first.index != found => Err(StoreError::Conflict {
+            expected: first.index,
+            found,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl StoredEntry {
+    /// The record as stored: canonical JSON, so UTF-8.
+    pub(crate) fn record_text(&self) -> Result<&str, StoreError> {
+        std::str::from_utf8(&self.data).map_err(|err| StoreError::Malformed {
+            index: self.index,
+            what: "record",
+            detail: err.to_string(),
+        })
+    }
+}
+
 /// The entry that stores the perfect subtree (`level`, `index`): the last one it covers.
 pub(crate) fn completing_entry(level: u32, index: u64) -> Result<u64, StoreError> {
     index
@@ -204,14 +243,52 @@ pub(crate) fn completing_entry(level: u32, index: u64) -> Result<u64, StoreError
         .ok_or(StoreError::MissingNode { level, index })
 }
 
+/// The perfect subtrees a store was asked for, found as the rows of the entries that hold them
+/// (their [`completing_entry`]) come back, in any order.
+pub(crate) struct WantedNodes<'a> {
+    wanted: &'a [(u32, u64)],
+    /// The entry holding each wanted subtree.
+    pub holders: Vec<u64>,
+    found: Vec<Option<Hash>>,
+}
+
+impl<'a> WantedNodes<'a> {
+    pub fn new(wanted: &'a [(u32, u64)]) -> Result<Self, StoreError> {
+        Ok(WantedNodes {
+            wanted,
+            holders: wanted
+                .iter()
+                .map(|&(level, index)| completing_entry(level, index))
+                .collect::<Result<_, _>>()?,
+            found: vec![None; wanted.len()],
+        })
+    }
+
+    /// Takes entry `idx`'s stored leaf hash and subtree hashes.
+    pub fn row(&mut self, idx: u64, leaf: &[u8], nodes: &[u8]) -> Result<(), StoreError> {
+        for ((slot, &holder), &(level, _)) in
+            self.found.iter_mut().zip(&self.holders).zip(self.wanted)
+        {
+            if holder == idx {
+                *slot = Some(stored_node(idx, level, leaf, nodes)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The wanted hashes, in the order asked; a subtree no row held is missing.
+    pub fn hashes(self) -> Result<Vec<Hash>, StoreError> {
+        self.found
+            .into_iter()
+            .zip(self.wanted)
+            .map(|(hash, &(level, index))| hash.ok_or(StoreError::MissingNode { level, index }))
+            .collect()
+    }
+}
+
 /// The hash of the perfect subtree of `level` that entry `idx` completes, from that entry's
 /// stored leaf hash (level 0) or subtree hashes.
-pub(crate) fn stored_node(
-    idx: u64,
-    level: u32,
-    leaf: &[u8],
-    nodes: &[u8],
-) -> Result<Hash, StoreError> {
+fn stored_node(idx: u64, level: u32, leaf: &[u8], nodes: &[u8]) -> Result<Hash, StoreError> {
     let (bytes, what, offset) = if level == 0 {
         (leaf, "leaf", 0)
     } else {
