@@ -34,7 +34,7 @@ use truststack_policy::{Action, Mode, Target};
 /// What the moves of one search can still do to each goal, per progress slot.
 pub(crate) struct Liveness {
     /// Per progress slot: its goal.
-    pub goal: Vec<usize>,
+    goal: Vec<usize>,
     /// Per progress slot, per progress value below its goal's target: whether the slot can still
     /// reach the target through any path (`[0]`), through paths without a grant (`[1]`).
     can: Vec<[Vec<bool>; 2]>,
@@ -162,7 +162,7 @@ impl Liveness {
     }
 
     /// Whether slot `i` at `progress` can still complete its goal (`unguarded`: without a grant).
-    pub fn alive(&self, i: usize, progress: u8, unguarded: bool) -> bool {
+    fn alive(&self, i: usize, progress: u8, unguarded: bool) -> bool {
         self.can
             .get(i)
             .and_then(|c| c[usize::from(unguarded)].get(usize::from(progress)))
