@@ -82,8 +82,8 @@ pub(crate) fn exploration_line(a: &Analysis) -> String {
         "stopped once every goal was reached unguarded".to_string()
     } else if e.decided {
         format!(
-            "decided at depth {}: no state left to expand can reach a goal it has not reached \
-             (the policies stop every remaining way), within {} calls",
+            "decided at depth {} of {}: no state left to expand can still reach a goal \
+             unguarded, nor one not reached at all through a gate",
             e.depth, e.max_depth
         )
     } else if e.exhaustive {
