@@ -3,9 +3,9 @@
 //! decisions per second.
 //!
 //! Remediation at scale: `prove` and `prove --fix` (no Monte Carlo) of generated manifests —
-//! 30 tools × 6 agents with and without time windows, 50 × 8 — in the same run, so the fix is
-//! read as a ratio to plain `prove`. Peak memory needs a process of its own: the `scale`
-//! example under `/usr/bin/time -v` (docs/benchmarks.md).
+//! 30 tools × 6 agents and 50 × 8 with and without time windows, 30 × 6 with goals per agent
+//! identity — in the same run, so the fix is read as a ratio to plain `prove`. Peak memory needs
+//! a process of its own: the `scale` example under `/usr/bin/time -v` (docs/benchmarks.md).
 //!
 //! `cargo bench -p truststack-sim --bench prove`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -89,20 +89,30 @@ fn montecarlo(c: &mut Criterion) {
 fn remediation(c: &mut Criterion) {
     let mut g = c.benchmark_group("fix");
     g.sample_size(10).measurement_time(Duration::from_secs(3));
-    for (tools, agents, windows) in [(30, 6, false), (30, 6, true), (50, 8, false)] {
+    for (tools, agents, windows, per_identity) in [
+        (30, 6, false, false),
+        (30, 6, true, false),
+        (50, 8, false, false),
+        (50, 8, true, false),
+        (30, 6, false, true),
+    ] {
         let shape = Shape {
             tools,
             agents,
             seed: 7,
             windows,
             max_depth: None,
-            per_identity: false,
+            per_identity,
         };
         let Ok(m) = Manifest::parse(Path::new("synthetic.toml"), &generate(&shape)) else {
             continue;
         };
         let Ok(w) = World::build(m) else { continue };
-        let label = format!("{tools}x{agents}{}", if windows { "-windows" } else { "" });
+        let label = format!(
+            "{tools}x{agents}{}{}",
+            if windows { "-windows" } else { "" },
+            if per_identity { "-identity" } else { "" }
+        );
         for fix in [false, true] {
             let opts = ProveOptions {
                 runs: Some(0),

@@ -1,10 +1,15 @@
 //! One `prove` (or `prove --fix`) of a generated manifest, timed, for measuring time and memory
 //! with `/usr/bin/time -v` (criterion cannot report a process's peak memory):
 //!
-//! `cargo run --release -p truststack-sim --example scale -- TOOLS AGENTS [windows] [identity] [depth=N] [fix]`
+//! `cargo run --release -p truststack-sim --example scale -- TOOLS AGENTS [windows] [identity] [depth=N] [fix] [states]`
+//!
+//! `states` (with `fix`): afterwards, untimed, how the reduced search `--fix` runs explores
+//! each fixed manifest (the fix's and every alternative's).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
+use truststack_sim::analysis::goal_search;
+use truststack_sim::explore::explore;
 use truststack_sim::synth::{generate, Shape};
 use truststack_sim::{prove_world, Manifest, ProveOptions, Status, World};
 
@@ -22,6 +27,7 @@ fn main() {
         per_identity: args.iter().any(|a| a == "identity"),
     };
     let fix = args.iter().any(|a| a == "fix");
+    let states = args.iter().any(|a| a == "states");
     let text = generate(&shape);
     let world = World::build(Manifest::parse(Path::new("synthetic.toml"), &text).unwrap()).unwrap();
     let started = std::time::Instant::now();
@@ -36,11 +42,12 @@ fn main() {
     .unwrap();
     let count = |s| a.goals.iter().filter(|g| g.status == s).count();
     println!(
-        "{shape:?} fix={fix}: {:.2} s; states {}, depth {}, exhaustive {}; unguarded {} gated {} unreachable {} unknown {}{}",
+        "{shape:?} fix={fix}: {:.2} s; states {}, depth {}, exhaustive {}, decided {}; unguarded {} gated {} unreachable {} unknown {}{}",
         started.elapsed().as_secs_f64(),
         a.exploration.states,
         a.exploration.depth,
         a.exploration.exhaustive,
+        a.exploration.decided,
         count(Status::Unguarded),
         count(Status::Gated),
         count(Status::Unreachable),
@@ -58,4 +65,23 @@ fn main() {
             ))
             .unwrap_or_default()
     );
+    let Some(f) = a.fix.as_ref().filter(|_| states) else {
+        return;
+    };
+    let fixed = std::iter::once(("fix", &f.manifest_text)).chain(
+        f.alternatives
+            .iter()
+            .map(|x| (x.id.as_str(), &x.manifest_text)),
+    );
+    for (id, text) in fixed {
+        let w = World::build(Manifest::parse(Path::new("fixed.toml"), text).unwrap()).unwrap();
+
+        let mut search = goal_search(&w);
+        search.reduce = Some(0);
+        let e = explore(&w, &search);
+        println!(
+            "  {id}: states {}, depth {}, exhaustive {}, decided {}, bound {:?}",
+            e.states, e.depth, e.exhaustive, e.decided, e.bound
+        );
+    }
 }

@@ -130,6 +130,10 @@ pub struct ExplorationSummary {
     pub bound: Option<String>,
     /// Stopped once every goal had an unguarded witness.
     pub early: bool,
+    /// Stopped once no state left to expand could give a goal a witness it lacks (the policies
+    /// certainly stop what is left): every goal not reached is settled.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub decided: bool,
     pub actors: usize,
     pub moves: usize,
     pub step_ms: i64,
@@ -406,6 +410,7 @@ pub fn analyse_explored(
             exhaustive: explored.exhaustive,
             bound: explored.bound.clone(),
             early: explored.early,
+            decided: explored.decided,
             actors: world.actors.len(),
             moves: world.moves.len(),
             step_ms: manifest.settings.step_ms,

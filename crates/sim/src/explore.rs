@@ -23,12 +23,17 @@
 //! - **Goal progress that no longer matters is forgotten.** States are compared on the goal
 //!   automata's progress only where it can still change a verdict: a goal already reached
 //!   unguarded (breadth-first, its shortest witness is found) or not tracked by this search
-//!   drops out of the comparison, and in a scope whose actors hold no tools that could complete
-//!   the goal from where it stands (a sequence step none of them can match, a data flow with no
-//!   sink left), every progress value is the same *dead* one.
-//! - **A goal nobody can still complete is settled at the depth bound.** When the search stops
-//!   at `max_depth`, a goal not reached is unreachable, not unknown, if in every state left to
-//!   expand every scope's progress on it is dead: no longer trajectory can reach it either.
+//!   drops out of the comparison, and a progress value from which the moves acting in its scope
+//!   cannot complete the goal is the same *dead* value. The liveness reads the policies (see
+//!   the `liveness` module): a call an enforced `DENY` certainly stops — by what is known of the
+//!   call and by what the progress says of the scope's history, such as a source read that
+//!   taints it — completes nothing; behind no grant, once a goal has a gated witness, a call a
+//!   `REQUIRE_HITL` certainly holds completes nothing either.
+//! - **A goal nobody can still complete is settled.** A goal not reached is unreachable, not
+//!   unknown, when every state left to expand is dead on it: no longer trajectory can reach it
+//!   either. When every goal is settled so (or reached unguarded, or reached through a gate and
+//!   dead behind no grant), the search stops there (*decided*), before its fixpoint or bound;
+//!   at the depth bound, the goals dead in every state left are settled.
 //! - **Monitors keep only the windows that read them** (see [`crate::abstraction`]): a
 //!   `Trajectory_Contains('X')` monitor no predicate reads through `WITHIN` keeps presence only,
 //!   even when another monitor is read through a window.
@@ -36,6 +41,7 @@
 //!   one actor with the same catalog entry but the name, named by no policy, with the same
 //!   argument variants and workload, are decided alike in every state and do the same to every goal.
 
+use crate::liveness::Liveness;
 use crate::world::{Lease, Move, World};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -121,105 +127,6 @@ impl Search {
     }
 }
 
-/// What the moves of one search can still do to each goal, per progress slot.
-struct Liveness {
-    /// Per progress slot: its goal.
-    goal: Vec<usize>,
-    /// Per progress slot: the union of the effects of the moves acting in it.
-    reach: Vec<crate::goal::Effect>,
-    /// Per goal: it drops out of state comparison (untracked, or reached unguarded).
-    settled: Vec<bool>,
-    /// Per goal: it drops out of the comparison of states behind a grant (untracked, or
-    /// reached at all): such states can only add gated witnesses, and its shortest is found.
-    witnessed: Vec<bool>,
-}
-
-impl Liveness {
-    fn new(world: &World, search: &Search) -> Liveness {
-        let mut goal = vec![usize::MAX; world.progress_len];
-        for g in 0..world.goals.len() {
-            for a in 0..world.actors.len() {
-                if let Some(x) = goal.get_mut(world.slot(g, a)) {
-                    *x = g;
-                }
-            }
-        }
-        let mut reach = vec![crate::goal::Effect::default(); world.progress_len];
-        for m in &search.moves {
-            for g in 0..world.goals.len() {
-                let e = world.variant_effects[m.tool][m.variant][g];
-                if let Some(r) = reach.get_mut(world.slot(g, m.actor)) {
-                    r.steps |= e.steps;
-                    r.source |= e.source;
-                    r.sink |= e.sink;
-                }
-            }
-        }
-        let settled: Vec<bool> = (0..world.goals.len())
-            .map(|g| !search.goals.contains(&g))
-            .collect();
-        Liveness {
-            goal,
-            reach,
-            witnessed: settled.clone(),
-            settled,
-        }
-    }
-
-    /// Whether slot `i` at `progress` can still complete its goal.
-    fn alive(&self, world: &World, i: usize, progress: u8) -> bool {
-        match (self.goal.get(i), self.reach.get(i)) {
-            (Some(&g), Some(r)) if g < world.goals.len() => {
-                world.goals[g].can_complete(progress, *r)
-            }
-            _ => false,
-        }
-    }
-
-    /// Rewrites the kept states' keys after goals dropped out of the comparison, so that a state
-    /// met again is still recognised. The progress vector ends every key; a state kept only
-    /// behind a grant was compared with the goals reached at all dropped, the others with the
-    /// goals reached unguarded dropped.
-    fn rekey(&self, visited: &mut HashMap<Vec<u8>, bool>) {
-        let len = self.goal.len();
-        for (mut k, ungated) in std::mem::take(visited) {
-            let dropped = if ungated {
-                &self.settled
-            } else {
-                &self.witnessed
-            };
-            let base = k.len().saturating_sub(len);
-            for (i, b) in k.iter_mut().skip(base).enumerate() {
-                let g = self.goal.get(i).copied().unwrap_or(usize::MAX);
-                if dropped.get(g).copied().unwrap_or(true) {
-                    *b = 0xFF;
-                }
-            }
-            let entry = visited.entry(k).or_insert(ungated);
-            *entry |= ungated;
-        }
-    }
-
-    /// The progress vector as states are compared on it (`gated`: of a state behind a grant).
-    fn key(&self, world: &World, progress: &[u8], gated: bool, out: &mut Vec<u8>) {
-        let settled = if gated {
-            &self.witnessed
-        } else {
-            &self.settled
-        };
-        for (i, p) in progress.iter().enumerate() {
-            let g = self.goal.get(i).copied().unwrap_or(usize::MAX);
-            if settled.get(g).copied().unwrap_or(true) {
-                out.push(0xFF);
-            } else if !self.alive(world, i, *p) {
-                out.push(0xFE);
-            } else {
-                out.push(*p);
-            }
-        }
-    }
-}
-
 /// The shortest paths found to one goal.
 #[derive(Debug, Clone, Default)]
 pub struct Witnesses {
@@ -283,6 +190,10 @@ pub struct Explored {
     pub settled: Vec<bool>,
     /// The reduced search gave this answer (the plain one stopped at a bound, or was skipped).
     pub reduced: bool,
+    /// The reduced search stopped before its fixpoint and bounds because no state left to
+    /// expand could give any goal a witness it lacks: every goal not reached unguarded is
+    /// settled.
+    pub decided: bool,
     pub elapsed: std::time::Duration,
 }
 
@@ -358,7 +269,7 @@ fn explore_once(world: &World, search: &Search, reduce: bool) -> Explored {
         plain = crate::abstraction::Abstraction::per_kind_only(&world.base.bundle());
         &plain
     };
-    let mut live = Liveness::new(world, search);
+    let mut live = Liveness::new(world, &search.moves, &search.goals);
     // A goal just settled or witnessed: the states already kept are compared anew.
     let mut rekey = false;
     let key = |f: &Frontier, remaining: usize, live: &Liveness| {
@@ -366,7 +277,7 @@ fn explore_once(world: &World, search: &Search, reduce: bool) -> Explored {
         abstraction.key(&f.engine.snapshot(), f.now, remaining, step_ms, &mut k);
         crate::abstraction::Abstraction::lease_key(&f.leases, f.now, &mut k);
         if reduce {
-            live.key(world, &f.progress, f.gated, &mut k);
+            live.key(&f.progress, f.gated, &mut k);
         } else {
             k.extend_from_slice(&f.progress);
         }
@@ -388,7 +299,27 @@ fn explore_once(world: &World, search: &Search, reduce: bool) -> Explored {
     let mut done = false;
     let waits_enabled = settings.waits && abstraction.has_windows();
     let mut completed = Vec::new();
+    // Per tracked goal: whether a witness it lacks can still come from the states left to
+    // expand (an unguarded one, or any when it has none).
+    let open = |frontier: &[Frontier], live: &Liveness, witnesses: &[Witnesses]| -> Vec<bool> {
+        search
+            .goals
+            .iter()
+            .zip(witnesses)
+            .map(|(&g, w)| {
+                w.unguarded.is_none()
+                    && frontier
+                        .iter()
+                        .any(|f| live.open_in(g, &f.progress, f.gated))
+            })
+            .collect()
+    };
+    let mut decided = false;
     while !frontier.is_empty() && !done {
+        if reduce && !open(&frontier, &live, &witnesses).contains(&true) {
+            decided = true;
+            break;
+        }
         if depth >= search.max_depth {
             bound = Some(format!(
                 "depth bound: trajectories longer than {} steps were not explored",
@@ -621,23 +552,13 @@ fn explore_once(world: &World, search: &Search, reduce: bool) -> Explored {
         depth += 1;
     }
     let early = done && bound.is_none();
-    let exhaustive = bound.is_none() && !done;
-    // At the depth bound, a goal is settled when every state left to expand is dead on it.
+    let exhaustive = bound.is_none() && !done && !decided;
+    // At the depth bound, a goal is settled when no state left to expand can reach it.
     let depth_bound = matches!(bound_kind, Some(BoundKind::Depth(_)));
-    let settled = search
-        .goals
+    let still = open(&frontier, &live, &witnesses);
+    let settled = still
         .iter()
-        .map(|&g| {
-            exhaustive
-                || (reduce
-                    && depth_bound
-                    && frontier.iter().all(|f| {
-                        f.progress
-                            .iter()
-                            .enumerate()
-                            .all(|(i, p)| live.goal.get(i) != Some(&g) || !live.alive(world, i, *p))
-                    }))
-        })
+        .map(|open| exhaustive || decided || (reduce && depth_bound && !open))
         .collect();
     Explored {
         states: kept,
@@ -658,6 +579,7 @@ fn explore_once(world: &World, search: &Search, reduce: bool) -> Explored {
         witnesses,
         settled,
         reduced: reduce,
+        decided,
         elapsed: started.elapsed(),
     }
 }

@@ -256,19 +256,6 @@ impl Goal {
         }
     }
 
-    /// Whether calls with the effects in `reach` (their union) can still take `progress` to the
-    /// target: every step left matched by some call, or a sink (and the source) left to call.
-    pub fn can_complete(&self, progress: u8, reach: Effect) -> bool {
-        let target = self.target();
-        if progress >= target {
-            return false;
-        }
-        match &self.kind {
-            GoalKind::Sequence { .. } => (progress..target).all(|k| reach.steps & (1u64 << k) != 0),
-            GoalKind::DataFlow { .. } => reach.sink && (progress >= 1 || reach.source),
-        }
-    }
-
     /// Advances a progress value by an admitted call with `effect`.
     pub fn advance(&self, progress: u8, effect: Effect) -> u8 {
         match &self.kind {

@@ -24,6 +24,7 @@ pub mod clock;
 pub mod explore;
 pub mod fix;
 pub mod goal;
+mod liveness;
 pub mod manifest;
 pub mod montecarlo;
 pub mod quant;

@@ -80,6 +80,12 @@ pub(crate) fn exploration_line(a: &Analysis) -> String {
     let e = &a.exploration;
     let how = if e.early {
         "stopped once every goal was reached unguarded".to_string()
+    } else if e.decided {
+        format!(
+            "decided at depth {} of {}: no state left to expand can still reach a goal \
+             unguarded, nor one not reached at all through a gate",
+            e.depth, e.max_depth
+        )
     } else if e.exhaustive {
         format!(
             "exhaustive: every trajectory of up to {} calls, fixpoint at depth {}",
