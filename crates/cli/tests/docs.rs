@@ -1014,19 +1014,6 @@ fn check_command(
                 _ => Err("a `cargo` form the checker does not know".to_string()),
             }
         }
-        // Instruction counts of a benchmark binary cargo built (`target/release/deps/NAME-<hash>`).
-        ["valgrind", opts @ ..] => {
-            let program = opts
-                .iter()
-                .find(|a| !a.starts_with('-'))
-                .ok_or("`valgrind` names no program")?;
-            let bench = program
-                .strip_prefix("target/release/deps/")
-                .and_then(|p| p.strip_suffix("-<hash>"))
-                .ok_or_else(|| format!("`{program}` is not a benchmark binary cargo builds"))?;
-            ws.target(None, "bench", bench).map(|_| ())
-        }
-        ["callgrind_annotate", ..] => Ok(()),
         ["truststack", ..] => Err(
             "a `truststack` command runs in seconds: show it in a ```text transcript".to_string(),
         ),
