@@ -432,13 +432,7 @@ impl Ledger {
             None if size == 0 => writer.set_verifier_key(&configured)?,
             None => return Err(LedgerError::NoVerifierKey),
         }
-        let frontier = with_nodes(writer.as_ref(), &mut NodeCache::default(), |nodes| {
-            Frontier::from_source(nodes, size)
-        })?;
-        let latest = writer
-            .latest_checkpoint()?
-            .map(|c| SignedCheckpoint::from_stored(c, key.verifier()))
-            .transpose()?;
+        let (frontier, latest) = log_end(writer.as_ref(), key.verifier())?;
         let committed = Arc::new(Mutex::new(Committed {
             frontier: frontier.clone(),
             latest: latest.clone(),
@@ -694,6 +688,24 @@ impl Drop for Ledger {
     }
 }
 
+/// The log's end as `store` has it: the frontier of its entries and its latest checkpoint.
+fn log_end(
+    store: &dyn LedgerStore,
+    verifier: &VerifierKey,
+) -> Result<(Frontier, Option<SignedCheckpoint>), LedgerError> {
+    // The checkpoint first: the log only grows (another writer may append meanwhile), so the
+    // size read after it covers it.
+    let latest = store
+        .latest_checkpoint()?
+        .map(|c| SignedCheckpoint::from_stored(c, verifier))
+        .transpose()?;
+    let size = store.size()?;
+    let frontier = with_nodes(store, &mut NodeCache::default(), |nodes| {
+        Frontier::from_source(nodes, size)
+    })?;
+    Ok((frontier, latest))
+}
+
 /// How many times one group commit is placed again after another writer appended first.
 const CONFLICT_RETRIES: u32 = 32;
 
@@ -838,17 +850,7 @@ impl WriterState {
     /// Takes the log's end (size, frontier, latest checkpoint) from the store, after another
     /// writer appended to it.
     fn resync(&mut self) -> Result<(), LedgerError> {
-        // The checkpoint first: the log only grows, so the size read after it covers it.
-        let latest = self
-            .store
-            .latest_checkpoint()?
-            .map(|c| SignedCheckpoint::from_stored(c, self.key.verifier()))
-            .transpose()?;
-        let size = self.store.size()?;
-        self.frontier = with_nodes(self.store.as_ref(), &mut NodeCache::default(), |nodes| {
-            Frontier::from_source(nodes, size)
-        })?;
-        self.latest = latest;
+        (self.frontier, self.latest) = log_end(self.store.as_ref(), self.key.verifier())?;
         Ok(())
     }
 

@@ -83,13 +83,6 @@ pub fn migrate(from: &LedgerLocation, to: &LedgerLocation) -> Result<Migrated, M
             to: to.to_string(),
         });
     }
-    let opened = |location: &LedgerLocation| {
-        let location = location.to_string();
-        move |source| MigrateError::Open {
-            location,
-            source: Box::new(source),
-        }
-    };
     let source_store = from.open_read_only().map_err(opened(from))?;
     let source =
         verify(source_store.as_ref(), None).map_err(|source| MigrateError::SourceInvalid {
@@ -126,6 +119,15 @@ pub fn migrate(from: &LedgerLocation, to: &LedgerLocation) -> Result<Migrated, M
     Ok(Migrated { source, copy })
 }
 
+/// The error of a store at `location` that cannot be opened or read.
+fn opened(location: &LedgerLocation) -> impl FnOnce(StoreError) -> MigrateError {
+    let location = location.to_string();
+    move |source| MigrateError::Open {
+        location,
+        source: Box::new(source),
+    }
+}
+
 fn check_empty(target: &dyn LedgerStore, to: &LedgerLocation) -> Result<(), MigrateError> {
     let read = || -> Result<_, StoreError> {
         Ok((
@@ -134,10 +136,7 @@ fn check_empty(target: &dyn LedgerStore, to: &LedgerLocation) -> Result<(), Migr
             target.verifier_key()?.is_some(),
         ))
     };
-    let (entries, checkpoints, has_key) = read().map_err(|source| MigrateError::Open {
-        location: to.to_string(),
-        source: Box::new(source),
-    })?;
+    let (entries, checkpoints, has_key) = read().map_err(opened(to))?;
     if entries > 0 || checkpoints > 0 || has_key {
         return Err(MigrateError::TargetNotEmpty {
             location: to.to_string(),

@@ -422,37 +422,30 @@ fn a_tampered_row_is_caught_and_named_as_for_sqlite() {
     );
 }
 
-#[test]
-fn deleted_rows_are_named_as_for_sqlite() {
+/// What `verify` says of a filled ledger after `sql` ran on it.
+fn verified_after(sql: &str) -> VerifyError {
     let db = database();
     let _f = filled(&db);
-    let mut sql = db.connect();
-    sql.execute("DELETE FROM entries WHERE idx = 20", &[])
-        .unwrap();
-    let err = verify_at(&location(&db), None).unwrap_err();
+    db.connect().execute(sql, &[]).unwrap();
+    verify_at(&location(&db), None).unwrap_err()
+}
+
+#[test]
+fn deleted_rows_are_named_as_for_sqlite() {
+    let err = verified_after("DELETE FROM entries WHERE idx = 20");
     assert_eq!(
         err.to_string(),
         "entry 20 missing: indices jump from 19 to 21"
     );
 
-    let db = database();
-    let _f = filled(&db);
-    let mut sql = db.connect();
-    sql.execute("DELETE FROM entries WHERE idx >= 30", &[])
-        .unwrap();
-    let err = verify_at(&location(&db), None).unwrap_err();
+    let err = verified_after("DELETE FROM entries WHERE idx >= 30");
     assert_eq!(
         err.to_string(),
         "checkpoint at size 32 (checkpoint 4): the log has only 30 entries; entries 30..32 \
          are missing (truncated)"
     );
 
-    let db = database();
-    let _f = filled(&db);
-    let mut sql = db.connect();
-    sql.execute("DELETE FROM checkpoints WHERE seq = 2", &[])
-        .unwrap();
-    let err = verify_at(&location(&db), None).unwrap_err();
+    let err = verified_after("DELETE FROM checkpoints WHERE seq = 2");
     assert_eq!(err.location(), Location::Checkpoint(2), "{err}");
     assert_eq!(
         err.to_string(),

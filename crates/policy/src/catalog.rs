@@ -383,10 +383,10 @@ fn pointer<'v>(args: &'v Value, from: &str) -> Option<&'v Value> {
     Some(value)
 }
 
-/// The member `key` of an object (`None` for any other value). Arguments keep their members
+/// The member `key` of an object (`None` for any other value). JSON objects keep their members
 /// in order in a map hashed with SipHash: a few comparisons find a key in a small object
 /// faster than hashing it.
-fn member<'v>(object: &'v Value, key: &str) -> Option<&'v Value> {
+pub fn member<'v>(object: &'v Value, key: &str) -> Option<&'v Value> {
     const SCAN_MAX: usize = 8;
     let map = object.as_object()?;
     if map.len() > SCAN_MAX {

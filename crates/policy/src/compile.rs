@@ -130,6 +130,24 @@ enum CValueTest {
     InResults(u64),
 }
 
+impl CValueTest {
+    /// Whether one value passes, and what the index knows of it when the test read the index.
+    fn on(&self, v: &Value, index: Option<&ProvenanceIndex>) -> (bool, Option<Seen>) {
+        match self {
+            CValueTest::Test(t) => (test_value(t, Some(v)), None),
+            CValueTest::From { mask, none } => {
+                let seen = lookup(index, v);
+                let holds = seen.sources & mask != 0 || (*none && seen.sources == 0);
+                (holds, Some(seen))
+            }
+            CValueTest::InResults(bits) => {
+                let seen = lookup(index, v);
+                (seen.results & bits != 0, Some(seen))
+            }
+        }
+    }
+}
+
 /// How many distinct `Results('X')` patterns a bundle may use (one bit each).
 pub const MAX_RESULT_PATTERNS: usize = 64;
 
@@ -840,14 +858,7 @@ impl Bundle {
         };
         let index = provenance_index(*index, states);
         let values = self.values(value, call, info, index);
-        let one = |v: &Cow<Value>| match test {
-            CValueTest::Test(t) => test_value(t, Some(v)),
-            CValueTest::From { mask, none } => {
-                let seen = lookup(index, v);
-                seen.sources & mask != 0 || (*none && seen.sources == 0)
-            }
-            CValueTest::InResults(bits) => lookup(index, v).results & bits != 0,
-        };
+        let one = |v: &Cow<Value>| test.on(v, index).0;
         match quant {
             Quant::Any => values.iter().any(one),
             Quant::All => values.iter().all(one),
@@ -954,18 +965,7 @@ impl Bundle {
         let (mut any, mut all) = (false, true);
         let mut shown = Vec::with_capacity(values.len());
         for v in values {
-            let (holds, seen) = match test {
-                CValueTest::Test(t) => (test_value(t, Some(&v)), None),
-                CValueTest::From { mask, none } => {
-                    let seen = lookup(index, &v);
-                    let holds = seen.sources & mask != 0 || (*none && seen.sources == 0);
-                    (holds, Some(seen))
-                }
-                CValueTest::InResults(bits) => {
-                    let seen = lookup(index, &v);
-                    (seen.results & bits != 0, Some(seen))
-                }
-            };
+            let (holds, seen) = test.on(&v, index);
             any |= holds;
             all &= holds;
             shown.push((v, seen));

@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use truststack_ledger::depth::{value_depth, MAX_INPUT_DEPTH};
+use truststack_policy::catalog::member;
 use truststack_policy::compile::CallContext;
 use truststack_policy::compile::CompiledPolicy;
 use truststack_policy::monitor::MonitorState;
@@ -513,8 +514,8 @@ fn held_atoms(f: &FiredPolicy, out: &mut String) {
     for (label, v) in &f.monitors {
         let number = match v {
             Value::Bool(true) => None,
-            Value::Object(o) if member(o, "holds") == Some(&Value::Bool(true)) => {
-                match member(o, "value") {
+            Value::Object(_) if member(v, "holds") == Some(&Value::Bool(true)) => {
+                match member(v, "value") {
                     Some(Value::Number(n)) => Some(n),
                     _ => None,
                 }
@@ -532,14 +533,6 @@ fn held_atoms(f: &FiredPolicy, out: &mut String) {
             let _ = write!(out, " [= {n}]");
         }
     }
-}
-
-/// A member of an explanation's `{holds, value}` pair, found without hashing its name (the
-/// pair's map hashes with SipHash).
-fn member<'o>(pair: &'o serde_json::Map<String, Value>, name: &str) -> Option<&'o Value> {
-    pair.iter()
-        .find(|(k, _)| k.as_str() == name)
-        .map(|(_, v)| v)
 }
 
 /// The ledger record of a decision: the call (its arguments kept as the catalog's `record` mode
