@@ -76,9 +76,14 @@ pub struct Engine {
 impl Engine {
     pub fn new(mut bundle: Bundle, settings: Settings) -> Self {
         bundle.provenance_bound = settings.provenance_bound;
+        Engine::on_bundle(Arc::new(bundle), Arc::new(settings))
+    }
+
+    /// An engine with no state on a bundle already set up for `settings`.
+    fn on_bundle(bundle: Arc<Bundle>, settings: Arc<Settings>) -> Self {
         Engine {
-            bundle: RwLock::new(Arc::new(bundle)),
-            settings: Arc::new(settings),
+            bundle: RwLock::new(bundle),
+            settings,
             scopes: Default::default(),
             approvals: Mutex::default(),
             leases: Mutex::default(),

@@ -258,6 +258,8 @@ struct Committed {
     /// commit (a few dozen hashes for a log of millions of entries).
     frontier: Frontier,
     latest: Option<SignedCheckpoint>,
+    /// How many appends were refused since the ledger was opened.
+    failed_appends: u64,
 }
 
 type Reply<T> = SyncSender<Result<T, String>>;
@@ -270,13 +272,17 @@ enum Request {
     Checkpoint {
         reply: Reply<SignedCheckpoint>,
     },
+    /// Take the log's end from the store (what other writers appended).
+    Follow {
+        reply: Reply<u64>,
+    },
 }
 
 impl Request {
     fn records(&self) -> usize {
         match self {
             Request::Append { records, .. } => records.len(),
-            Request::Checkpoint { .. } => 0,
+            Request::Checkpoint { .. } | Request::Follow { .. } => 0,
         }
     }
 }
@@ -411,7 +417,11 @@ impl Ledger {
         Ok(Ledger {
             reader,
             verifier,
-            committed: Arc::new(Mutex::new(Committed { frontier, latest })),
+            committed: Arc::new(Mutex::new(Committed {
+                frontier,
+                latest,
+                failed_appends: 0,
+            })),
             writer: None,
         })
     }
@@ -436,6 +446,7 @@ impl Ledger {
         let committed = Arc::new(Mutex::new(Committed {
             frontier: frontier.clone(),
             latest: latest.clone(),
+            failed_appends: 0,
         }));
         let verifier = key.verifier().clone();
         let (queue, requests) = mpsc::channel();
@@ -521,6 +532,23 @@ impl Ledger {
             .map_err(LedgerError::Write)
     }
 
+    /// Takes the log's end from the store, after the appends queued before: entries that other
+    /// writers (replicas sharing a database) committed become readable here, and this ledger's
+    /// next append goes after them. Returns the log's size.
+    pub fn follow(&self) -> Result<u64, LedgerError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Request::Follow { reply })?;
+        answer
+            .recv()
+            .map_err(|_| LedgerError::WriterGone)?
+            .map_err(LedgerError::Write)
+    }
+
+    /// How many group commits failed since the ledger was opened (their appenders were told).
+    pub fn failed_appends(&self) -> u64 {
+        self.committed.lock().failed_appends
+    }
+
     /// The number of committed entries.
     pub fn len(&self) -> u64 {
         self.committed.lock().frontier.size()
@@ -571,8 +599,13 @@ impl Ledger {
     /// cut ([`Entry::record`]), and an entry that is not JSON is given as an
     /// [`unreadable_record`] at its position. Only a storage failure is an error.
     pub fn records(&self) -> Result<Vec<Value>, LedgerError> {
+        self.records_in(0..self.len())
+    }
+
+    /// The records in `range`, read as [`Ledger::records`] reads them.
+    pub fn records_in(&self, range: Range<u64>) -> Result<Vec<Value>, LedgerError> {
         Ok(self
-            .entries(0..self.len())?
+            .entries(range)?
             .iter()
             .map(|e| {
                 e.record()
@@ -763,6 +796,7 @@ impl WriterState {
     fn commit(&mut self, batch: Vec<Request>) {
         let mut appended: Vec<(oneshot::Sender<Result<u64, String>>, u64)> = Vec::new();
         let mut checkpoint_replies: Vec<Reply<SignedCheckpoint>> = Vec::new();
+        let mut follow_replies: Vec<Reply<u64>> = Vec::new();
         let time_us = now_us();
         let mut entries = Vec::new();
         for request in batch {
@@ -778,6 +812,14 @@ impl WriterState {
                     }));
                 }
                 Request::Checkpoint { reply } => checkpoint_replies.push(reply),
+                Request::Follow { reply } => follow_replies.push(reply),
+            }
+        }
+        if !follow_replies.is_empty() {
+            // Before this batch's entries: they are placed after whatever the store holds.
+            let end = self.follow().map(|()| self.frontier.size());
+            for reply in follow_replies {
+                let _ = reply.send(end.clone());
             }
         }
         let requested = !checkpoint_replies.is_empty();
@@ -809,7 +851,7 @@ impl WriterState {
                     if let Err(e) = self.resync() {
                         let message = format!(
                             "another writer appended to the ledger, and its new end cannot be \
-                             read ({e}); reopen the ledger"
+                             read ({e}); writing resumes once it can be"
                         );
                         self.failed = Some(message.clone());
                         break Err(message);
@@ -837,6 +879,9 @@ impl WriterState {
                 }
             }
             Err(message) => {
+                if !appended.is_empty() {
+                    self.committed.lock().failed_appends += 1;
+                }
                 for (reply, _) in appended {
                     let _ = reply.send(Err(message.clone()));
                 }
@@ -854,6 +899,33 @@ impl WriterState {
         Ok(())
     }
 
+    /// [`WriterState::resync`] for a reader that asked, published to the readers.
+    fn follow(&mut self) -> Result<(), String> {
+        self.recover().map_err(|(Failure::Conflict(m) | Failure::Other(m))| m)?;
+        self.resync().map_err(|e| e.to_string())?;
+        let mut committed = self.committed.lock();
+        committed.frontier.clone_from(&self.frontier);
+        committed.latest.clone_from(&self.latest);
+        Ok(())
+    }
+
+    /// After a write whose outcome is unknown (the storage went away mid-commit), reads the
+    /// log's end again before writing more: the store says whether that commit happened, so
+    /// writing resumes once the store answers, without reopening the ledger.
+    fn recover(&mut self) -> Result<(), Failure> {
+        let Some(failed) = self.failed.clone() else {
+            return Ok(());
+        };
+        match self.resync() {
+            Ok(()) => {
+                tracing::info!("ledger storage answers again: writing resumes");
+                self.failed = None;
+                Ok(())
+            }
+            Err(e) => Err(Failure::Other(format!("{failed}; still: {e}"))),
+        }
+    }
+
     /// Writes the entries and, if one is due or requested, a checkpoint, in one transaction.
     fn write(
         &mut self,
@@ -861,9 +933,7 @@ impl WriterState {
         requested: bool,
         time_us: i64,
     ) -> Result<(), Failure> {
-        if let Some(failed) = &self.failed {
-            return Err(Failure::Other(failed.clone()));
-        }
+        self.recover()?;
         let size = self.frontier.size();
         let last = self.latest.as_ref().map(|c| c.checkpoint.size);
         let due = self.checkpoint_every > 0
@@ -906,7 +976,7 @@ impl WriterState {
             if !matches!(self.store.size(), Ok(s) if s == start) {
                 self.failed = Some(format!(
                     "the ledger's storage is in an unknown state after a failed write \
-                     ({message}); reopen the ledger"
+                     ({message}); writing resumes once its end can be read again"
                 ));
             }
             return Err(Failure::Other(message));

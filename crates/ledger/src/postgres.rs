@@ -37,7 +37,7 @@ use crate::store::{
     check_format_marker, check_placement, decode_entry, encode_nodes, LedgerStore, StoreError,
     StoredCheckpoint, StoredEntry, WantedNodes,
 };
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row};
 use std::time::Duration;
@@ -68,12 +68,50 @@ const MIGRATION_LOCK: i64 = 0x7473_6c67_6d69_6772;
 /// How long connecting may take when the URL does not say (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A blocking client that is closed on a thread of its own when dropped: closing runs the
+/// client's own runtime, which cannot start on a thread that drives an async runtime (a server
+/// whose ledger is dropped on one of its workers).
+struct Connection(Option<Client>);
+
+impl std::ops::Deref for Connection {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match &self.0 {
+            Some(client) => client,
+            None => unreachable!("a connection is taken only when it is dropped"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut Client {
+        match &mut self.0 {
+            Some(client) => client,
+            None => unreachable!("a connection is taken only when it is dropped"),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            let closing = std::thread::Builder::new()
+                .name("postgres-close".into())
+                .spawn(move || drop(client));
+            if let Err(e) = closing {
+                // The server sees the socket close instead.
+                tracing::debug!(error = %e, "cannot close a database connection on its own thread");
+            }
+        }
+    }
+}
+
 /// A ledger in a PostgreSQL database.
 pub struct PostgresStore {
     url: PostgresUrl,
     read_only: bool,
     /// The connection; the blocking client needs `&mut` for every statement.
-    client: Mutex<Client>,
+    client: Mutex<Connection>,
 }
 
 impl PostgresStore {
@@ -104,23 +142,23 @@ impl PostgresStore {
         Ok(PostgresStore {
             url: url.clone(),
             read_only,
-            client: Mutex::new(client),
+            client: Mutex::new(Connection(Some(client))),
         })
     }
 
     /// The connection, connected again if the server closed it (a restart): each statement and
     /// each append stands alone, so nothing is lost between connections.
-    fn client(&self) -> Result<MutexGuard<'_, Client>, StoreError> {
+    fn client(&self) -> Result<MappedMutexGuard<'_, Client>, StoreError> {
         let mut client = self.client.lock();
         if client.is_closed() {
-            *client = connect_client(&self.url, self.read_only)?;
+            *client = Connection(Some(connect_client(&self.url, self.read_only)?));
         }
-        Ok(client)
+        Ok(MutexGuard::map(client, |c| &mut **c))
     }
 
     /// The underlying connection (tests use it to tamper with a ledger).
     #[doc(hidden)]
-    pub fn connection(&self) -> Result<MutexGuard<'_, Client>, StoreError> {
+    pub fn connection(&self) -> Result<MappedMutexGuard<'_, Client>, StoreError> {
         self.client()
     }
 
@@ -468,5 +506,67 @@ impl LedgerStore for PostgresStore {
             return Err(StoreError::VerifierKeyTaken { stored });
         }
         Ok(())
+    }
+}
+
+/// The advisory lock replicas take turns on ("tsturn").
+const TURN_LOCK: i64 = 0x7473_7475_726e_0000;
+
+/// How long a replica waits for its turn before it gives up (and denies, failing closed).
+const TURN_WAIT: &str = "10s";
+
+/// Replicas' turns at their shared state: a session-level advisory lock, on a connection of its
+/// own. A replica holds it while it reads what the others appended, decides and appends, so
+/// every decision sees every record committed before it, whichever replica wrote it. A replica
+/// that dies loses its turn with its connection.
+pub struct TurnLock {
+    url: PostgresUrl,
+    client: Option<Connection>,
+}
+
+impl TurnLock {
+    /// A lock on the database at `url`; it connects when first taken.
+    pub fn new(url: &PostgresUrl) -> Self {
+        TurnLock {
+            url: url.clone(),
+            client: None,
+        }
+    }
+
+    /// Waits for this replica's turn (at most 10 s, then fails), connecting again if the
+    /// connection was lost.
+    pub fn acquire(&mut self) -> Result<(), StoreError> {
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            self.client = None;
+        }
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => {
+                let mut client = connect_client(&self.url, false)?;
+                client
+                    .batch_execute(&format!("SET lock_timeout = '{TURN_WAIT}'"))
+                    .map_err(StoreError::Postgres)?;
+                self.client.insert(Connection(Some(client)))
+            }
+        };
+        if let Err(e) = client.execute("SELECT pg_advisory_lock($1)", &[&TURN_LOCK]) {
+            // A connection in an unknown state is not reused: closing it drops any lock it held.
+            self.client = None;
+            return Err(StoreError::Postgres(e));
+        }
+        Ok(())
+    }
+
+    /// Ends this replica's turn. If the database cannot be told, the connection is closed,
+    /// which ends the turn as surely.
+    pub fn release(&mut self) {
+        if let Some(client) = &mut self.client {
+            if client
+                .execute("SELECT pg_advisory_unlock($1)", &[&TURN_LOCK])
+                .is_err()
+            {
+                self.client = None;
+            }
+        }
     }
 }

@@ -206,6 +206,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     let mut req: DecideRequest = parse_body(&body)?;
     let caller = state.caller(&headers, req.agent.take(), std::mem::take(&mut req.chain))?;
     let call = req.into_call(&caller, || response_id().replacen("r-", "c-", 1));
+    let turn = state.turn().await?;
     // The usual path decides on this worker (microseconds, under the engine's read side so a
     // reload waits for the record to be queued), then awaits the record's durability without
     // tying up a thread.
@@ -233,6 +234,7 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
             .await?
         }
     };
+    drop(turn);
     let verdict = decision.decision.as_str();
     state.metrics.decisions.with_label_values(&[verdict]).inc();
     for p in &decision.policies {
@@ -328,6 +330,7 @@ impl AppState {
 }
 
 async fn record_observation(state: Shared, obs: Observation) -> ApiResult {
+    let _turn = state.turn().await?;
     let st = Arc::clone(&state);
     let index = blocking(move || st.engine.read().observe(&obs))
         .await?
@@ -344,6 +347,7 @@ async fn observe(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
 /// so the agent and its chain (and so the human) come from the verified credential.
 async fn input(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let input: Input = state.reported(&headers, &body)?;
+    let _turn = state.turn().await?;
     let st = Arc::clone(&state);
     let index = blocking(move || st.engine.read().input(&input)).await??;
     Ok(reply(json!({"recorded": true, "ledger_index": index})))
@@ -353,6 +357,7 @@ async fn input(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> 
 /// caller declares grants only for its own sessions, on behalf of a human of its chain.
 async fn grant_task(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let grant: Grant = state.reported(&headers, &body)?;
+    let _turn = state.turn().await?;
     let st = Arc::clone(&state);
     let declared = blocking(move || st.engine.read().declare_grant(&grant)).await??;
     Ok(reply(json!({
@@ -444,6 +449,7 @@ async fn list_approvals(
     Query(f): Query<ApprovalFilter>,
 ) -> ApiResult {
     state.human(&headers, "approver", f.approver.as_deref())?;
+    state.caught_up().await?;
     let pending: Vec<Value> = state
         .engine()
         .pending()
@@ -484,6 +490,7 @@ async fn show_approval(
 /// A held call with the recent trajectory of its orchestration from the ledger: what the API
 /// and the console show an approver.
 pub(crate) async fn approval_view(state: &Shared, id: &str) -> Result<Value, ApiError> {
+    state.caught_up().await?;
     let pending = state
         .engine()
         .pending()
@@ -597,8 +604,10 @@ pub(crate) async fn answer_as(
         lease,
         time,
     };
+    let turn = state.turn().await?;
     let st = Arc::clone(state);
     let outcome = blocking(move || st.engine.read().answer(&ans)).await??;
+    drop(turn);
     state.count_pending();
     state.notify.answered(&outcome);
     Ok(outcome)
@@ -650,9 +659,11 @@ async fn cancel(
         parse_body(&body)?
     };
     let caller = state.caller(&headers, req.agent, req.chain)?;
+    let turn = state.turn().await?;
     let st = Arc::clone(&state);
     let outcome =
         blocking(move || st.engine.read().cancel(&id, &caller, req.time.as_deref())).await??;
+    drop(turn);
     state.count_pending();
     state.notify.answered(&outcome);
     let body = serde_json::to_value(&outcome).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -740,6 +751,7 @@ async fn wait(
         None => Duration::from_secs(30),
     }
     .min(cap);
+    state.caught_up().await?;
     let engine = state.engine();
     let caller = state.waiter(&headers, &engine, &id)?;
     let _slot = state.waiters.enter(&caller)?;
@@ -941,6 +953,7 @@ async fn revoke(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         map.insert("by".into(), Value::String(admin.principal));
     }
     // Recorded first, then applied: a revocation the ledger cannot take is not made at all.
+    let _turn = state.turn().await?;
     let mut index = None;
     let record = state
         .identity()?
@@ -1014,6 +1027,7 @@ async fn policies(State(state): State<Shared>) -> ApiResult {
 
 async fn reload(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
     let admin = state.human(&headers, "admin", Some("user:local-admin"))?;
+    let _turn = state.turn().await?;
     let st = Arc::clone(&state);
     let by = admin.principal.clone();
     let result = blocking(move || st.reload(&by)).await?;
@@ -1048,10 +1062,16 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Shared>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        "ready".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    if !state.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    match state.replicas.as_ref().and_then(|r| r.database_error()) {
+        None => "ready".into_response(),
+        Some(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the shared database is unavailable: {e}"),
+        )
+            .into_response(),
     }
 }
 

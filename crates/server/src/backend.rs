@@ -20,6 +20,12 @@ pub trait LedgerBackend: Send + Sync {
     fn size(&self) -> u64;
     /// Every record, in order (to rebuild the engine's state at start-up).
     fn records(&self) -> Result<Vec<Value>, LedgerError>;
+    /// The records `[start, end)`, in order.
+    fn records_in(&self, start: u64, end: u64) -> Result<Vec<Value>, LedgerError>;
+    /// Takes the log's end from the storage (what other replicas appended); returns the size.
+    fn follow(&self) -> Result<u64, LedgerError>;
+    /// How many appends failed since the ledger was opened.
+    fn failed_appends(&self) -> u64;
     /// Records `[start, end)` with their index and leaf hash.
     fn entries(&self, start: u64, end: u64) -> Result<Vec<Value>, LedgerError>;
     /// The latest signed checkpoint (a C2SP signed note), signing one if the log has grown.

@@ -38,6 +38,18 @@ impl LedgerBackend for Ledger {
         Ledger::records(self)
     }
 
+    fn records_in(&self, start: u64, end: u64) -> Result<Vec<Value>, LedgerError> {
+        Ledger::records_in(self, start..end)
+    }
+
+    fn follow(&self) -> Result<u64, LedgerError> {
+        Ledger::follow(self)
+    }
+
+    fn failed_appends(&self) -> u64 {
+        Ledger::failed_appends(self)
+    }
+
     fn entries(&self, start: u64, end: u64) -> Result<Vec<Value>, LedgerError> {
         Ledger::entries(self, start..end)?
             .iter()

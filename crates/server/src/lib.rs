@@ -15,6 +15,7 @@ pub mod identity_backend;
 pub mod ledger_backend;
 pub mod metrics;
 pub mod notify;
+pub mod replicas;
 pub mod state;
 pub mod telemetry;
 pub mod waiters;
@@ -51,6 +52,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Some(replicas) = &state.replicas {
+        replicas.start(&state)?;
+    }
     let expiry = tokio::spawn(expire_held_calls(Arc::clone(&state)));
     let notifications = state.notify.start();
     let draining = Arc::clone(&state);
@@ -63,6 +67,9 @@ pub async fn serve(
         })
         .await;
     expiry.abort();
+    if let Some(replicas) = &state.replicas {
+        replicas.stop();
+    }
     // Wait for the task to go, so the state (and the ledger's writer) can be released.
     let _ = expiry.await;
     if let Some(n) = notifications {
@@ -77,6 +84,14 @@ async fn expire_held_calls(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     loop {
         tick.tick().await;
+        let now = truststack_engine::engine::system_now();
+        if !state.engine().overdue(now) {
+            continue;
+        }
+        // With replicas, in a turn: the call may have been answered on another replica.
+        let Ok(_turn) = state.turn().await else {
+            continue;
+        };
         let st = Arc::clone(&state);
         let expired = tokio::task::spawn_blocking(move || {
             st.engine

@@ -4,11 +4,14 @@
 use crate::backend::{IdentityService, LedgerBackend};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::replicas::Replicas;
 use parking_lot::RwLock;
 use serde_json::{json, Value};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+use truststack_engine::ledger::postgres::TurnLock;
+use truststack_engine::ledger::{LedgerError, LedgerLocation};
 use truststack_engine::{Engine, Recorded, Recorder, Recording};
 use truststack_policy::load::{load_files, LoadError, Loaded};
 
@@ -84,6 +87,9 @@ pub struct AppState {
     pub notify: crate::notify::Notifier,
     /// The console's signed-in sessions.
     pub sessions: crate::console::session::Sessions,
+    /// This replica's turns at the state it shares with other replicas, when the ledger is a
+    /// PostgreSQL database.
+    pub replicas: Option<Arc<crate::replicas::Replicas>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +117,23 @@ impl AppState {
     ) -> Result<AppState, StateError> {
         let metrics = Arc::new(Metrics::new()?);
         let loaded = load_bundle(&config)?;
-        let engine = build_engine(&config, loaded, &ledger, &metrics)?;
+        let (engine, replicas) = match config.ledger.location() {
+            Ok(LedgerLocation::Postgres(url)) => {
+                // Other replicas may be appending: rebuild and record the activation in a turn,
+                // so this replica knows exactly which records its engine applied.
+                let mut turn = TurnLock::new(&url);
+                turn.acquire()
+                    .map_err(|e| StateError::Ledger(LedgerError::Store(e)))?;
+                let built = ledger
+                    .follow()
+                    .map_err(StateError::Ledger)
+                    .and_then(|_| build_engine(&config, loaded, &ledger, &metrics));
+                turn.release();
+                let (engine, applied) = built?;
+                (engine, Some(Replicas::new(url, applied)))
+            }
+            _ => (build_engine(&config, loaded, &ledger, &metrics)?.0, None),
+        };
         metrics
             .ledger_size
             .set(i64::try_from(ledger.size()).unwrap_or(i64::MAX));
@@ -134,6 +156,7 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(true),
             telemetry: None,
+            replicas,
         })
     }
 
@@ -144,7 +167,24 @@ impl AppState {
         self
     }
 
-    /// The active engine.
+    /// This request's place in the replicas' turn, when replicas share the state: held until
+    /// the request's records are committed. `None` for a server alone on its ledger.
+    pub async fn turn(&self) -> Result<Option<crate::replicas::Pass>, crate::error::ApiError> {
+        match &self.replicas {
+            None => Ok(None),
+            Some(replicas) => replicas.enter().await.map(Some).map_err(|e| {
+                crate::error::ApiError::unavailable(format!("not decided (failing closed): {e}"))
+            }),
+        }
+    }
+
+    /// Returns once this replica's state holds every change committed so far, on any replica
+    /// (at once for a server alone on its ledger): for reads that must not miss one, such as
+    /// an approver's queue.
+    pub async fn caught_up(&self) -> Result<(), crate::error::ApiError> {
+        self.turn().await.map(drop)
+    }
+
     /// Sets the pending-approvals gauge from the engine: after anything that holds, answers,
     /// withdraws or expires a call.
     pub fn count_pending(&self) {
@@ -153,6 +193,7 @@ impl AppState {
             .set(i64::try_from(self.engine().pending_count()).unwrap_or(0));
     }
 
+    /// The active engine.
     pub fn engine(&self) -> Arc<Engine> {
         Arc::clone(&self.engine.read())
     }
@@ -164,7 +205,7 @@ impl AppState {
         let mut active = self.engine.write();
         // Decisions queued on the old engine are in the ledger before the new one reads it.
         self.ledger.sync()?;
-        let engine = build_engine(&self.config, loaded, &self.ledger, &self.metrics)?;
+        let (engine, _) = build_engine(&self.config, loaded, &self.ledger, &self.metrics)?;
         let hash = engine.bundle().hash.clone();
         *active = Arc::new(engine);
         tracing::info!(%hash, %by, "policy bundle reloaded");
@@ -183,7 +224,7 @@ fn build_engine(
     loaded: Loaded,
     ledger: &Arc<dyn LedgerBackend>,
     metrics: &Arc<Metrics>,
-) -> Result<Engine, StateError> {
+) -> Result<(Engine, u64), StateError> {
     let warnings = loaded.render_warnings();
     if !warnings.is_empty() {
         tracing::warn!("policy warnings:\n{warnings}");
@@ -196,5 +237,5 @@ fn build_engine(
     let records = ledger.records()?;
     let engine = Engine::new(loaded.bundle, config.engine_settings())
         .resume(recorder, &records, &sources)?;
-    Ok(engine)
+    Ok((engine, records.len() as u64))
 }

@@ -36,9 +36,21 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The database's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A connection to the server's administrative database, which outlives this one (to
+    /// refuse this database's connections, and allow them again).
+    pub fn admin(&self) -> Client {
+        Client::connect(self.admin_url, NoTls)
+            .unwrap_or_else(|e| panic!("connecting to the test server: {}", describe(&e)))
     }
 
     /// A connection to it.

@@ -174,7 +174,7 @@ impl Engine {
     }
 
     /// Remembers an outcome for waiters and wakes them.
-    fn resolve(&self, outcome: &ApprovalOutcome) {
+    pub(super) fn resolve(&self, outcome: &ApprovalOutcome) {
         let mut approvals = self.approvals.lock();
         if let Some(agent) = approvals.answering.remove(&outcome.approval_id) {
             approvals
@@ -478,6 +478,15 @@ impl Engine {
             }
         }
         Ok(outcome)
+    }
+
+    /// Whether a held call's deadline has passed at `now` ([`Engine::expire`] has work to do).
+    pub fn overdue(&self, now: i64) -> bool {
+        self.approvals
+            .lock()
+            .by_id
+            .values()
+            .any(|p| p.deadline_ms < now)
     }
 
     /// Refuses every held call whose deadline is before `now` (epoch ms).

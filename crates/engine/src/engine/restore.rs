@@ -22,9 +22,19 @@ impl Engine {
         records: &[Value],
         sources: &[(String, usize)],
     ) -> Result<Engine, WriteError> {
+        let restored = self.catch_up(0, records);
+        tracing::info!(restored, "engine state rebuilt from the ledger");
+        recorder.record(self.activation_record(sources))?;
+        Ok(self.with_recorder(recorder))
+    }
+
+    /// Applies ledger records this engine did not make (those another replica sharing the
+    /// ledger wrote), in order: `records` are the ledger's entries from index `first`. Returns
+    /// how many were restored; one that cannot be is logged and skipped, as at start-up.
+    pub fn catch_up(&self, first: u64, records: &[Value]) -> usize {
         let mut restored = 0usize;
         let (decoded, unreadable) = decode_all(
-            (0u64..)
+            (first..)
                 .zip(records.iter())
                 .inspect(|(i, r)| report_truncated(*i, r)),
         );
@@ -39,9 +49,17 @@ impl Engine {
                 }
             }
         }
-        tracing::info!(restored, "engine state rebuilt from the ledger");
-        recorder.record(self.activation_record(sources))?;
-        Ok(self.with_recorder(recorder))
+        restored
+    }
+
+    /// A new engine on this one's bundle, settings and recorder, with its state rebuilt from
+    /// `records` (the whole ledger) alone: after a write failed part-way, this engine may hold
+    /// what the ledger does not.
+    pub fn rebuilt(&self, records: &[Value]) -> Engine {
+        let mut engine = Engine::on_bundle(self.bundle(), Arc::clone(&self.settings));
+        engine.recorder = Arc::clone(&self.recorder);
+        engine.catch_up(0, records);
+        engine
     }
 
     /// The record that says this engine's bundle became active (`sources`: the policy files).
@@ -105,12 +123,16 @@ impl Engine {
             }
             Record::Approval { outcome } => {
                 let pending = self.approvals.lock().take(&outcome.approval_id);
-                if let (Some(pending), Verdict::Allow) = (pending, outcome.decision) {
-                    let now = parse_time(&outcome.time)?;
-                    self.admit_at(&pending.call, now);
-                    if let Some(until) = outcome.lease_until.as_deref() {
-                        self.add_leases(&pending, parse_time(until)?);
+                if let Some(pending) = &pending {
+                    if outcome.decision == Verdict::Allow {
+                        let now = parse_time(&outcome.time)?;
+                        self.admit_at(&pending.call, now);
+                        if let Some(until) = outcome.lease_until.as_deref() {
+                            self.add_leases(pending, parse_time(until)?);
+                        }
                     }
+                    // Answered on another replica: whoever waits here learns the outcome.
+                    self.resolve(outcome);
                 }
             }
             Record::Observation { time, observation } => {

@@ -22,8 +22,8 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// The server's state, to see it gone after `stop`.
     state: std::sync::Weak<AppState>,
-    /// The ledger's writer lock, to see it released after `stop`.
-    writer_lock: PathBuf,
+    /// The SQLite ledger's writer lock, to see it released after `stop`.
+    writer_lock: Option<PathBuf>,
 }
 
 pub async fn start(
@@ -39,6 +39,25 @@ pub async fn start(
         .unwrap(),
     );
     let state = Arc::new(AppState::new(config, ledger, identity).unwrap());
+    let mut server = serve_state(state).await;
+    server.writer_lock = Some(dir.join("ledger.db.lock"));
+    server
+}
+
+/// A server on the ledger `config.ledger` names, opened as `truststack serve` opens it (a
+/// PostgreSQL database shared with other replicas, for one), off the async workers as the
+/// blocking database client needs.
+pub async fn start_replica(config: ServerConfig) -> TestServer {
+    let state = tokio::task::spawn_blocking(move || {
+        let ledger = Arc::new(config.ledger.open().unwrap());
+        Arc::new(AppState::new(config, ledger, None).unwrap())
+    })
+    .await
+    .unwrap();
+    serve_state(state).await
+}
+
+async fn serve_state(state: Arc<AppState>) -> TestServer {
     let weak = Arc::downgrade(&state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -52,7 +71,7 @@ pub async fn start(
         shutdown: Some(tx),
         handle: Some(handle),
         state: weak,
-        writer_lock: dir.join("ledger.db.lock"),
+        writer_lock: None,
     }
 }
 
@@ -79,7 +98,9 @@ impl TestServer {
 
     /// Whether another writer could open the ledger now.
     fn writer_released(&self) -> bool {
-        std::fs::File::open(&self.writer_lock).is_ok_and(|f| f.try_lock().is_ok())
+        self.writer_lock
+            .as_ref()
+            .is_none_or(|lock| std::fs::File::open(lock).is_ok_and(|f| f.try_lock().is_ok()))
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
