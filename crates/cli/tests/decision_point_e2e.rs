@@ -102,11 +102,18 @@ fn credentials(dir: &Path) -> Credentials {
 
 /// `truststack serve` on a free port with the seed policies: (process, base URL, ledger file).
 fn serve(dir: &Path, creds: &Credentials) -> (Bg, String, PathBuf) {
-    let port = free_port();
     let ledger = dir.join("server.db");
+    let (server, url) = serve_on(dir, "truststack.toml", creds, &ledger.display().to_string());
+    (server, url, ledger)
+}
+
+/// `truststack serve` on a free port with the seed policies, configured in `dir/name`, on the
+/// ledger at `ledger` (a file, or a database that replicas share).
+fn serve_on(dir: &Path, name: &str, creds: &Credentials, ledger: &str) -> (Bg, String) {
+    let port = free_port();
     let config = write_file(
         dir,
-        "truststack.toml",
+        name,
         format!(
             "listen = \"127.0.0.1:{port}\"\npolicies = [{:?}]\ncatalog = {:?}\n\
              issuer_dir = {:?}\ntrust_domain = \"acme.example\"\napproval_deadline = \"15min\"\n\
@@ -114,7 +121,7 @@ fn serve(dir: &Path, creds: &Credentials) -> (Bg, String, PathBuf) {
             example("policies/seed.tsp"),
             example("catalog.toml"),
             creds.issuer.display().to_string(),
-            ledger.display().to_string(),
+            ledger,
             dir.join("server.key").display().to_string(),
         ),
     );
@@ -129,7 +136,7 @@ fn serve(dir: &Path, creds: &Credentials) -> (Bg, String, PathBuf) {
         assert!(Instant::now() < until, "truststack serve did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Bg(child), format!("http://127.0.0.1:{port}"), ledger)
+    (Bg(child), format!("http://127.0.0.1:{port}"))
 }
 
 /// The configuration of a gateway with its own engine: the seed policies, the test issuer.
@@ -163,10 +170,10 @@ const SPLIT: [(&str, &str); 3] = [
     ("ops", "exploit_runner,http_upload"),
 ];
 
-/// The gateway command lines of the three servers; `decide` is the gateway's own arguments.
-fn gateways(decide: &[String]) -> Value {
+/// The gateway command lines of the three servers; `decide` is each gateway's own arguments.
+fn gateways(decide: [&[String]; 3]) -> Value {
     let mut out = serde_json::Map::new();
-    for (name, tools) in SPLIT {
+    for ((name, tools), decide) in SPLIT.into_iter().zip(decide) {
         let mut argv = vec![BIN.to_string(), "gateway".into()];
         argv.extend(decide.iter().cloned());
         argv.push("--".into());
@@ -361,8 +368,38 @@ fn three_gateways_one_decision_point_see_the_whole_campaign() {
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials(dir.path());
     let (_server, url, ledger) = serve(dir.path(), &creds);
-    let decide = vec!["--decider".to_string(), url.clone()];
-    let mut campaign = Campaign::start(&gateways(&decide), &creds.agent);
+    the_whole_campaign(
+        &creds,
+        [&url, &url, &url],
+        &url,
+        &ledger.display().to_string(),
+    );
+}
+
+/// Two replicas on one database are one decision point: the same campaign, with the gateways,
+/// the approver and the other clients spread over both, ends as it ends with one server.
+#[test]
+fn three_gateways_two_replicas_see_the_whole_campaign_as_one_server() {
+    let (dir, db) = (
+        tempfile::tempdir().unwrap(),
+        truststack_testkit::postgres::database(),
+    );
+    let creds = credentials(dir.path());
+    let (_a, a) = serve_on(dir.path(), "a.toml", &creds, db.url());
+    let (_b, b) = serve_on(dir.path(), "b.toml", &creds, db.url());
+    the_whole_campaign(&creds, [&a, &b, &a], &b, db.url());
+}
+
+/// The split campaign through gateways deciding at `deciders` (one per MCP server), with the
+/// approver, a plain HTTP client and a second agent's gateway at `other`; `ledger` is where
+/// the decision point's ledger is, for `truststack ledger verify`.
+fn the_whole_campaign(creds: &Credentials, deciders: [&str; 3], other: &str, ledger: &str) {
+    let decide = deciders.map(|url| vec!["--decider".to_string(), url.to_string()]);
+    let mut campaign = Campaign::start(
+        &gateways([&decide[0], &decide[1], &decide[2]]),
+        &creds.agent,
+    );
+    let url = other.to_string();
 
     let connected = campaign.next_event();
     assert_eq!(connected["event"], "connected", "{connected}");
@@ -451,7 +488,9 @@ fn three_gateways_one_decision_point_see_the_whole_campaign() {
     });
 
     let calls = campaign.finish();
-    // Every call is in the server's ledger, decided once, and the ledger verifies.
+    // Every call is in the server's ledger, decided once, and the ledger verifies. (Listing
+    // the queue first: a replica reads what the others appended before it answers.)
+    pending(&url, &creds.approver);
     let records = ledger_records(&url);
     let decided: Vec<&Value> = records.iter().filter(|r| r["kind"] == "decision").collect();
     // The campaign's calls, the plain HTTP decision, and the second agent's four calls.
@@ -467,11 +506,7 @@ fn three_gateways_one_decision_point_see_the_whole_campaign() {
         .map(|r| r["outcome"]["result"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, ["granted", "cancelled", "cancelled"]);
-    let verified = cli()
-        .args(["ledger", "verify"])
-        .arg(&ledger)
-        .output()
-        .unwrap();
+    let verified = cli().args(["ledger", "verify", ledger]).output().unwrap();
     ok(&verified);
 }
 
@@ -480,7 +515,7 @@ fn embedded_gateways_see_only_their_own_process() {
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials(dir.path());
     let own = vec!["--config".to_string(), embedded_config(dir.path(), &creds)];
-    let mut campaign = Campaign::start(&gateways(&own), &creds.agent);
+    let mut campaign = Campaign::start(&gateways([&own, &own, &own]), &creds.agent);
     assert_eq!(campaign.next_event()["event"], "connected");
     let done = campaign.next_event();
     // No hold: the exploitation gateway never saw the scans or the code analysis.

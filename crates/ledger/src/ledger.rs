@@ -101,6 +101,9 @@ pub struct LedgerConfig {
     /// Sign a checkpoint automatically once this many entries were appended since the last one
     /// (0: only when [`Ledger::checkpoint`] is called).
     pub checkpoint_every: u64,
+    /// Also sign one with the first append once the latest is this old, in microseconds
+    /// (`None`: by count only). Replicas sharing a database set a second.
+    pub checkpoint_interval_us: Option<i64>,
 }
 
 impl LedgerConfig {
@@ -111,6 +114,7 @@ impl LedgerConfig {
             key_file: key_file.into(),
             origin: DEFAULT_ORIGIN.to_string(),
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval_us: None,
         }
     }
 }
@@ -384,7 +388,11 @@ impl Ledger {
     pub fn open_at(location: &LedgerLocation, config: &LedgerConfig) -> Result<Self, LedgerError> {
         let key = LogKey::load_or_create(&config.key_file, &config.origin)?;
         let (writer, reader) = location.open_for_writing()?;
-        Ledger::with_stores(writer, reader, key, config.checkpoint_every)
+        let signing = Signing {
+            every: config.checkpoint_every,
+            interval_us: config.checkpoint_interval_us,
+        };
+        Ledger::with_stores(writer, reader, key, signing)
     }
 
     /// Opens an existing SQLite ledger read-only; see [`Ledger::open_read_only_at`].
@@ -432,7 +440,7 @@ impl Ledger {
         mut writer: Box<dyn LedgerStore>,
         reader: Box<dyn LedgerStore>,
         key: LogKey,
-        checkpoint_every: u64,
+        signing: Signing,
     ) -> Result<Self, LedgerError> {
         let size = writer.size()?;
         let configured = key.verifier().to_string();
@@ -455,7 +463,7 @@ impl Ledger {
             key,
             frontier,
             latest,
-            checkpoint_every,
+            signing,
             committed: Arc::clone(&committed),
             failed: None,
         };
@@ -739,6 +747,15 @@ fn log_end(
     Ok((frontier, latest))
 }
 
+/// When the writer signs checkpoints by itself (besides [`Ledger::checkpoint`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signing {
+    /// Once this many entries were appended since the last checkpoint (0: never by count).
+    pub every: u64,
+    /// With the first append once the last checkpoint is this old (µs), if any.
+    pub interval_us: Option<i64>,
+}
+
 /// How many times one group commit is placed again after another writer appended first.
 const CONFLICT_RETRIES: u32 = 32;
 
@@ -756,7 +773,7 @@ struct WriterState {
     key: LogKey,
     frontier: Frontier,
     latest: Option<SignedCheckpoint>,
-    checkpoint_every: u64,
+    signing: Signing,
     committed: Arc<Mutex<Committed>>,
     /// Set when the store may disagree with `frontier`; every later request fails with it.
     failed: Option<String>,
@@ -901,7 +918,8 @@ impl WriterState {
 
     /// [`WriterState::resync`] for a reader that asked, published to the readers.
     fn follow(&mut self) -> Result<(), String> {
-        self.recover().map_err(|(Failure::Conflict(m) | Failure::Other(m))| m)?;
+        self.recover()
+            .map_err(|(Failure::Conflict(m) | Failure::Other(m))| m)?;
         self.resync().map_err(|e| e.to_string())?;
         let mut committed = self.committed.lock();
         committed.frontier.clone_from(&self.frontier);
@@ -936,9 +954,15 @@ impl WriterState {
         self.recover()?;
         let size = self.frontier.size();
         let last = self.latest.as_ref().map(|c| c.checkpoint.size);
-        let due = self.checkpoint_every > 0
-            && size.saturating_sub(last.unwrap_or(0)) >= self.checkpoint_every
-            && last != Some(size);
+        let every = self.signing.every;
+        let stale = self.signing.interval_us.is_some_and(|interval| {
+            self.latest
+                .as_ref()
+                .is_none_or(|c| time_us.saturating_sub(c.time_us) >= interval)
+        });
+        let due = last != Some(size)
+            && size > 0
+            && ((every > 0 && size.saturating_sub(last.unwrap_or(0)) >= every) || stale);
         let checkpoint = if (requested && last != Some(size)) || due {
             let checkpoint = Checkpoint {
                 origin: self.key.name().to_string(),

@@ -44,7 +44,7 @@ pub mod verify;
 pub use checkpoint::Checkpoint;
 pub use ledger::{
     AppendTicket, ConsistencyProof, Entry, InclusionProof, Ledger, LedgerConfig, LedgerError,
-    SignedCheckpoint, DEFAULT_CHECKPOINT_EVERY, DEFAULT_ORIGIN,
+    SignedCheckpoint, Signing, DEFAULT_CHECKPOINT_EVERY, DEFAULT_ORIGIN,
 };
 pub use location::{LedgerLocation, LocationError, PostgresUrl};
 pub use merkle::Hash;

@@ -502,3 +502,32 @@ fn two_ledgers_writing_one_database_take_turns_and_the_log_verifies() {
     assert_eq!(report.entries, 100);
     assert!(report.checkpoints >= 10, "{report}");
 }
+
+#[test]
+fn a_shared_ledger_is_signed_at_least_every_second_while_it_grows() {
+    let (f, db) = (Fixture::new(), database());
+    // As `[ledger]` settings open a database: no checkpoints by count here, only the time since
+    // the last one makes one due.
+    let config = truststack_ledger::LedgerConfig {
+        checkpoint_interval_us: Some(1_000_000),
+        ..f.config(0)
+    };
+    let ledger = Ledger::open_at(&location(&db), &config).unwrap();
+    ledger.append(&record(0)).unwrap();
+    let first = ledger
+        .latest_checkpoint()
+        .expect("the first append is signed");
+    assert_eq!(first.checkpoint.size, 1);
+    ledger.append(&record(1)).unwrap();
+    assert_eq!(
+        ledger.latest_checkpoint().unwrap().seq,
+        first.seq,
+        "not again within the second"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ledger.append(&record(2)).unwrap();
+    let next = ledger.latest_checkpoint().unwrap();
+    assert_eq!((next.seq, next.checkpoint.size), (first.seq + 1, 3));
+    ledger.close();
+    verify_at(&location(&db), None).unwrap();
+}
