@@ -521,6 +521,21 @@ impl Issuer {
         Ok(revocation)
     }
 
+    /// Takes up a revocation another process recorded (a replica sharing the ledger, whose
+    /// issuer directory may be its own copy): in force here from now on, and kept in this
+    /// directory's list. Returns whether it was new here.
+    pub fn learn_revocation(&self, revocation: Revocation) -> Result<bool, IssuerError> {
+        let _guard = self.revocation_lock.lock();
+        let path = self.dir.join(REVOCATIONS_FILE);
+        let mut list = RevocationList::load(&path)?;
+        if !list.learn(revocation) {
+            return Ok(false);
+        }
+        list.save(&path)?;
+        self.verifier.set_revocations(list);
+        Ok(true)
+    }
+
     /// Re-reads `revocations.json` (revocations made by another process).
     pub fn reload_revocations(&self) -> Result<(), IssuerError> {
         let _guard = self.revocation_lock.lock();

@@ -92,6 +92,27 @@ pub struct Revocation {
 }
 
 impl Revocation {
+    /// The revocation an `identity_revoked` ledger record says was made (`None` for any other
+    /// record): how a process learns of a revocation another one recorded.
+    pub fn from_record(record: &Value) -> Option<Revocation> {
+        if record.get("kind")?.as_str()? != "identity_revoked" {
+            return None;
+        }
+        let text = |key: &str| record.get(key).and_then(Value::as_str);
+        let (kind, id) = match (text("jti"), text("identity")) {
+            (Some(jti), None) => (RevocationKind::Jti, jti),
+            (None, Some(identity)) => (RevocationKind::Identity, identity),
+            _ => return None,
+        };
+        Some(Revocation {
+            kind,
+            id: id.to_string(),
+            revoked_at: record.get("revoked_at")?.as_u64()?,
+            by: text("by")?.to_string(),
+            reason: text("reason").map(String::from),
+        })
+    }
+
     /// The `identity_revoked` ledger record: who revoked what, when, and why.
     pub fn record(&self) -> Value {
         let mut record = json!({
@@ -241,6 +262,15 @@ impl RevocationList {
         };
         self.insert(r.clone());
         Ok(r)
+    }
+
+    /// Adds a revocation made elsewhere; `false` if the list has it already.
+    pub fn learn(&mut self, r: Revocation) -> bool {
+        if self.already(r.kind, &r.id).is_err() {
+            return false;
+        }
+        self.insert(r);
+        true
     }
 
     /// Whether the credential `jti` is revoked (by itself, not through an ancestor).

@@ -204,9 +204,10 @@ async fn decide(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
     let mut req: DecideRequest = parse_body(&body)?;
+    // With replicas, the turn first: a credential revoked on another replica is refused here.
+    let turn = state.turn().await?;
     let caller = state.caller(&headers, req.agent.take(), std::mem::take(&mut req.chain))?;
     let call = req.into_call(&caller, || response_id().replacen("r-", "c-", 1));
-    let turn = state.turn().await?;
     // The usual path decides on this worker (microseconds, under the engine's read side so a
     // reload waits for the record to be queued), then awaits the record's durability without
     // tying up a thread.

@@ -85,4 +85,7 @@ pub trait IdentityService: Authenticator {
     ) -> Result<Value, RevokeError>;
     /// The JWKS document of the issuer's public keys.
     fn jwks(&self) -> Value;
+    /// Takes up a revocation another replica recorded in the shared ledger (`record`, an
+    /// `identity_revoked` record).
+    fn learn_revocation(&self, record: &Value) -> Result<(), String>;
 }

@@ -176,4 +176,20 @@ impl IdentityService for IssuerService {
     fn jwks(&self) -> Value {
         self.issuer.jwks()
     }
+
+    fn learn_revocation(&self, record: &Value) -> Result<(), String> {
+        let Some(revocation) =
+            truststack_engine::identity::revocation::Revocation::from_record(record)
+        else {
+            return Err("not a revocation record".into());
+        };
+        if self
+            .issuer
+            .learn_revocation(revocation)
+            .map_err(|e| e.to_string())?
+        {
+            tracing::info!("a revocation recorded by another replica is in force here");
+        }
+        Ok(())
+    }
 }

@@ -13,6 +13,7 @@
 //! not starve the others. Between turns, a replica follows the log every [`FOLLOW_EVERY`], so a
 //! call held here learns soon that it was answered on another replica.
 
+use crate::backend::IdentityService;
 use crate::state::AppState;
 use parking_lot::{Condvar, Mutex};
 use std::sync::{Arc, Weak};
@@ -281,6 +282,7 @@ impl Follower {
                 .records_in(self.applied, size)
                 .map_err(|e| e.to_string())?;
             state.engine().catch_up(self.applied, &records);
+            learn_revocations(state.identity.as_deref(), &records)?;
             self.applied = size;
         } else {
             return Ok(());
@@ -298,4 +300,24 @@ impl Follower {
         }
         self.applied = state.ledger.size();
     }
+}
+
+/// Puts revocations the other replicas recorded in force here: a revoked credential is refused
+/// by every replica, whether or not they share the issuer's directory. One that cannot be kept
+/// stops the catch-up (and so this replica's decisions) until it can.
+pub(crate) fn learn_revocations(
+    identity: Option<&dyn IdentityService>,
+    records: &[serde_json::Value],
+) -> Result<(), String> {
+    let Some(identity) = identity else {
+        return Ok(());
+    };
+    for record in records {
+        if record.get("kind").and_then(serde_json::Value::as_str) == Some("identity_revoked") {
+            identity
+                .learn_revocation(record)
+                .map_err(|e| format!("cannot take up a revocation: {e}"))?;
+        }
+    }
+    Ok(())
 }

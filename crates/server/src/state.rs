@@ -105,6 +105,8 @@ pub enum StateError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyError),
+    #[error("{0}")]
+    Revocations(String),
 }
 
 impl AppState {
@@ -129,7 +131,11 @@ impl AppState {
                     .map_err(StateError::Ledger)
                     .and_then(|_| build_engine(&config, loaded, &ledger, &metrics));
                 turn.release();
-                let (engine, applied) = built?;
+                let (engine, records) = built?;
+                // Revocations other replicas made, whatever this replica's issuer files say.
+                crate::replicas::learn_revocations(identity.as_deref(), &records)
+                    .map_err(StateError::Revocations)?;
+                let applied = records.len() as u64;
                 (engine, Some(Replicas::new(url, applied)))
             }
             _ => (build_engine(&config, loaded, &ledger, &metrics)?.0, None),
@@ -224,7 +230,7 @@ fn build_engine(
     loaded: Loaded,
     ledger: &Arc<dyn LedgerBackend>,
     metrics: &Arc<Metrics>,
-) -> Result<(Engine, u64), StateError> {
+) -> Result<(Engine, Vec<Value>), StateError> {
     let warnings = loaded.render_warnings();
     if !warnings.is_empty() {
         tracing::warn!("policy warnings:\n{warnings}");
@@ -237,5 +243,5 @@ fn build_engine(
     let records = ledger.records()?;
     let engine = Engine::new(loaded.bundle, config.engine_settings())
         .resume(recorder, &records, &sources)?;
-    Ok((engine, records.len() as u64))
+    Ok((engine, records))
 }

@@ -1,9 +1,10 @@
 //! Several replicas on one real PostgreSQL database (`truststack_testkit::postgres`): every
 //! guarantee one server gives holds for the fleet — limits, taint, held calls.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::{open_config, start_replica, TestServer};
+use common::{identity_service, open_config, start_replica, start_replica_with, TestServer};
 use serde_json::{json, Value};
 use truststack_engine::ledger::{verify_at, LedgerLocation};
 use truststack_server::ServerConfig;
@@ -284,5 +285,57 @@ fn a_replica_that_loses_the_database_fails_closed_and_recovers_without_a_restart
         server.stop().await;
         let report = verified(&db);
         assert!(report.entries >= 3, "{report:?}");
+    });
+}
+
+#[test]
+fn a_credential_revoked_on_one_replica_is_refused_by_another_with_its_own_issuer_files() {
+    let (db, dir) = (database(), tempfile::tempdir().unwrap());
+    let (issuer_a, admin) = identity_service(dir.path());
+    let agent = issuer_a
+        .issue(&json!({"agent": "recon", "owner": USER, "tools": ["*"]}))
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Replica B has a copy of the issuer's directory, not a share of it.
+    let copy = dir.path().join("issuer-b");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(dir.path().join("issuer"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let issuer_b: std::sync::Arc<dyn truststack_server::backend::IdentityService> =
+        std::sync::Arc::new(truststack_server::identity_backend::IssuerService::new(
+            truststack_engine::identity::Issuer::open(&copy).unwrap(),
+        ));
+    let mut config = replica_config(&db, dir.path(), &["policies/seed.tsp"]);
+    config.require_credentials = true;
+    run(async {
+        let a = start_replica_with(config.clone(), Some(issuer_a)).await;
+        let b = start_replica_with(config, Some(issuer_b)).await;
+        let call = json!({"tool": "read_docs", "args": {"page": "intro"}});
+        let (status, d) = b.decide(Some(&agent), call.clone()).await;
+        assert_eq!(
+            (status, d["decision"].as_str()),
+            (200, Some("allow")),
+            "{d}"
+        );
+
+        let (status, body) = a
+            .post(
+                "/v1/identities/revoke",
+                Some(&admin),
+                json!({"agent": "spiffe://acme.example/agent/recon", "reason": "compromised"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = b.decide(Some(&agent), call).await;
+        assert_eq!(status, 401, "revoked on A, refused on B at once: {body}");
+        assert_contains!(body.to_string(), "revoked");
+        a.stop().await;
+        b.stop().await;
     });
 }

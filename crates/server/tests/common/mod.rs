@@ -48,9 +48,17 @@ pub async fn start(
 /// PostgreSQL database shared with other replicas, for one), off the async workers as the
 /// blocking database client needs.
 pub async fn start_replica(config: ServerConfig) -> TestServer {
+    start_replica_with(config, None).await
+}
+
+/// [`start_replica`] with `identity` as its identity service.
+pub async fn start_replica_with(
+    config: ServerConfig,
+    identity: Option<Arc<dyn IdentityService>>,
+) -> TestServer {
     let state = tokio::task::spawn_blocking(move || {
         let ledger = Arc::new(config.ledger.open().unwrap());
-        Arc::new(AppState::new(config, ledger, None).unwrap())
+        Arc::new(AppState::new(config, ledger, identity).unwrap())
     })
     .await
     .unwrap();
