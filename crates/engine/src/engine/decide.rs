@@ -261,14 +261,15 @@ impl Engine {
         verdict: Verdict,
         fired: &[FiredPolicy],
     ) -> String {
-        // `id (reason or held predicates), …`, written into one string.
-        let describe = |action: Action| {
-            let mut out = String::new();
+        // `lead id (reason or held predicates), …`, written into one string.
+        let describe = |lead: &str, action: Action| {
+            let mut out = String::with_capacity(128);
+            out.push_str(lead);
             for f in fired
                 .iter()
                 .filter(|f| f.action == action && f.lease_until.is_none())
             {
-                if !out.is_empty() {
+                if out.len() > lead.len() {
                     out.push_str(", ");
                 }
                 out.push_str(&f.id);
@@ -291,18 +292,17 @@ impl Engine {
                 )
             }
             Verdict::Deny if fired.iter().any(|f| f.action == Action::Deny) => {
-                format!("denied by policy {}", describe(Action::Deny))
+                describe("denied by policy ", Action::Deny)
             }
             Verdict::Deny => "no policy allows this call and the default is deny".into(),
-            Verdict::RequireApproval => format!(
-                "held for human approval by policy {}",
-                describe(Action::RequireHitl)
-            ),
+            Verdict::RequireApproval => {
+                describe("held for human approval by policy ", Action::RequireHitl)
+            }
             Verdict::Allow if fired.iter().any(|f| f.lease_until.is_some()) => {
                 "allowed under an approver's lease".into()
             }
             Verdict::Allow if fired.iter().any(|f| f.action == Action::Allow) => {
-                format!("allowed by policy {}", describe(Action::Allow))
+                describe("allowed by policy ", Action::Allow)
             }
             Verdict::Allow => "allowed: no policy objects".into(),
         }
