@@ -132,19 +132,50 @@ enum CValueTest {
 
 impl CValueTest {
     /// Whether one value passes, and what the index knows of it when the test read the index.
-    fn on(&self, v: &Value, index: Option<&ProvenanceIndex>) -> (bool, Option<Seen>) {
+    fn on(
+        &self,
+        v: &Cow<Value>,
+        index: Option<&ProvenanceIndex>,
+        lookups: &mut Lookups,
+    ) -> (bool, Option<Seen>) {
         match self {
             CValueTest::Test(t) => (test_value(t, Some(v)), None),
             CValueTest::From { mask, none } => {
-                let seen = lookup(index, v);
+                let seen = lookups.seen(v, index);
                 let holds = seen.sources & mask != 0 || (*none && seen.sources == 0);
                 (holds, Some(seen))
             }
             CValueTest::InResults(bits) => {
-                let seen = lookup(index, v);
+                let seen = lookups.seen(v, index);
                 (seen.results & bits != 0, Some(seen))
             }
         }
+    }
+}
+
+/// What the provenance index knew of each argument value one decision looked up, so that a
+/// value several atoms test (of one policy or of several) is looked up once. Kept for one call:
+/// a value is known by its place in the call's arguments and the index by its address, both
+/// fixed while the call is decided (its scopes are locked); values computed from arguments
+/// (a domain, a host) are looked up each time.
+#[derive(Debug, Default)]
+pub struct Lookups(Vec<(usize, usize, Seen)>);
+
+impl Lookups {
+    fn seen(&mut self, v: &Cow<Value>, index: Option<&ProvenanceIndex>) -> Seen {
+        let (Cow::Borrowed(value), Some(ix)) = (v, index) else {
+            return lookup(index, v);
+        };
+        let key = (
+            std::ptr::from_ref::<Value>(value) as usize,
+            std::ptr::from_ref(ix) as usize,
+        );
+        if let Some(&(_, _, seen)) = self.0.iter().find(|(v, i, _)| (*v, *i) == key) {
+            return seen;
+        }
+        let seen = ix.lookup(value);
+        self.0.push((key.0, key.1, seen));
+        seen
     }
 }
 
@@ -818,17 +849,18 @@ impl Bundle {
         info: &ToolInfo,
         states: &[MonitorState],
         memo: &mut [Option<Outcome<'c>>],
+        lookups: &mut Lookups,
     ) -> bool {
         match e {
             CExpr::And(items) => items
                 .iter()
-                .all(|i| self.eval_memo(i, call, info, states, memo)),
+                .all(|i| self.eval_memo(i, call, info, states, memo, lookups)),
             CExpr::Or(items) => items
                 .iter()
-                .any(|i| self.eval_memo(i, call, info, states, memo)),
-            CExpr::Not(inner) => !self.eval_memo(inner, call, info, states, memo),
+                .any(|i| self.eval_memo(i, call, info, states, memo, lookups)),
+            CExpr::Not(inner) => !self.eval_memo(inner, call, info, states, memo, lookups),
             CExpr::Atom(atom, _, place) => {
-                let outcome = self.outcome(atom, call, info, states);
+                let outcome = self.outcome(atom, call, info, states, lookups);
                 let holds = outcome.holds();
                 if let Some(slot) = memo.get_mut(*place) {
                     *slot = Some(outcome);
@@ -858,10 +890,11 @@ impl Bundle {
         };
         let index = provenance_index(*index, states);
         let values = self.values(value, call, info, index);
-        let one = |v: &Cow<Value>| test.on(v, index).0;
+        let mut lookups = Lookups::default();
+        let mut one = |v: &Cow<Value>| test.on(v, index, &mut lookups).0;
         match quant {
-            Quant::Any => values.iter().any(one),
-            Quant::All => values.iter().all(one),
+            Quant::Any => values.iter().any(&mut one),
+            Quant::All => values.iter().all(&mut one),
         }
     }
 
@@ -875,19 +908,22 @@ impl Bundle {
     ) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
         if let Some(p) = self.policies.get(policy) {
-            self.explain_expr(&p.expr, call, info, states, &mut [], &mut out);
+            let mut lookups = Lookups::default();
+            self.explain_expr(&p.expr, call, info, states, &mut [], &mut lookups, &mut out);
         }
         out
     }
 
     /// Whether `policy`'s condition holds for `call` ([`Bundle::evaluate`]) and, when it does,
-    /// its explanation ([`Bundle::explain`]), with each atom evaluated once for both.
+    /// its explanation ([`Bundle::explain`]), with each atom evaluated once for both. Give every
+    /// policy evaluated for one call the same `lookups`.
     pub fn evaluate_explained(
         &self,
         policy: usize,
         call: &CallContext,
         info: &ToolInfo,
         states: &[MonitorState],
+        lookups: &mut Lookups,
     ) -> Option<BTreeMap<String, Value>> {
         let p = self.policies.get(policy)?;
         if self.provenance_unknown {
@@ -896,11 +932,11 @@ impl Bundle {
                 .then(|| self.explain(policy, call, info, states));
         }
         let mut memo: Vec<Option<Outcome>> = (0..p.atoms).map(|_| None).collect();
-        if !self.eval_memo(&p.expr, call, info, states, &mut memo) {
+        if !self.eval_memo(&p.expr, call, info, states, &mut memo, lookups) {
             return None;
         }
         let mut out = BTreeMap::new();
-        self.explain_expr(&p.expr, call, info, states, &mut memo, &mut out);
+        self.explain_expr(&p.expr, call, info, states, &mut memo, lookups, &mut out);
         Some(out)
     }
 
@@ -913,19 +949,20 @@ impl Bundle {
         info: &ToolInfo,
         states: &[MonitorState],
         memo: &mut [Option<Outcome>],
+        lookups: &mut Lookups,
         out: &mut BTreeMap<String, Value>,
     ) {
         match e {
             CExpr::And(items) | CExpr::Or(items) => {
                 for i in items {
-                    self.explain_expr(i, call, info, states, memo, out);
+                    self.explain_expr(i, call, info, states, memo, lookups, out);
                 }
             }
-            CExpr::Not(inner) => self.explain_expr(inner, call, info, states, memo, out),
+            CExpr::Not(inner) => self.explain_expr(inner, call, info, states, memo, lookups, out),
             CExpr::Atom(atom, label, place) => {
                 let outcome = match memo.get_mut(*place).and_then(Option::take) {
                     Some(outcome) => outcome,
-                    None => self.outcome(atom, call, info, states),
+                    None => self.outcome(atom, call, info, states, lookups),
                 };
                 let value = match outcome.explained() {
                     (holds, Some(v)) => {
@@ -949,6 +986,7 @@ impl Bundle {
         call: &CallContext<'c>,
         info: &ToolInfo,
         states: &[MonitorState],
+        lookups: &mut Lookups,
     ) -> Outcome<'c> {
         let Atom::Value {
             quant,
@@ -965,7 +1003,7 @@ impl Bundle {
         let (mut any, mut all) = (false, true);
         let mut shown = Vec::with_capacity(values.len());
         for v in values {
-            let (holds, seen) = test.on(&v, index);
+            let (holds, seen) = test.on(&v, index, lookups);
             any |= holds;
             all &= holds;
             shown.push((v, seen));

@@ -121,11 +121,13 @@ fn fired(
         now: 0,
     };
     let info = b.tool(tool);
+    // One call's lookups, shared by its policies as the engine shares them.
+    let mut lookups = truststack_policy::compile::Lookups::default();
     for &p in &info.candidates {
         // The verdict and the explanation from one evaluation are those of two.
         let holds = b.evaluate(p, &ctx, info, states);
         assert_eq!(
-            b.evaluate_explained(p, &ctx, info, states),
+            b.evaluate_explained(p, &ctx, info, states, &mut lookups),
             holds.then(|| b.explain(p, &ctx, info, states))
         );
     }

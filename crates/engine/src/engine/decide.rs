@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use truststack_ledger::depth::{value_depth, MAX_INPUT_DEPTH};
 use truststack_policy::catalog::member;
 use truststack_policy::compile::CallContext;
-use truststack_policy::compile::CompiledPolicy;
+use truststack_policy::compile::{CompiledPolicy, Lookups};
 use truststack_policy::monitor::MonitorState;
 use truststack_policy::{Action, Bundle, Mode, ToolInfo};
 
@@ -190,8 +190,10 @@ impl Engine {
             fired: Vec::new(),
             shadow: Vec::new(),
         };
+        let mut lookups = Lookups::default();
         for (cp, states, pid) in candidates(bundle, info, guards) {
-            let Some(monitors) = bundle.evaluate_explained(pid, ctx, info, states) else {
+            let Some(monitors) = bundle.evaluate_explained(pid, ctx, info, states, &mut lookups)
+            else {
                 continue;
             };
             let mut fired = FiredPolicy {
