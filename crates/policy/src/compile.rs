@@ -134,12 +134,12 @@ impl CValueTest {
     /// Whether one value passes, and what the index knows of it when the test read the index.
     fn on(
         &self,
-        v: &Cow<Value>,
+        v: Arg<'_>,
         index: Option<&ProvenanceIndex>,
         lookups: &mut Lookups,
     ) -> (bool, Option<Seen>) {
         match self {
-            CValueTest::Test(t) => (test_value(t, Some(v)), None),
+            CValueTest::Test(t) => (test_value(t, Some(v.value())), None),
             CValueTest::From { mask, none } => {
                 let seen = lookups.seen(v, index);
                 let holds = seen.sources & mask != 0 || (*none && seen.sources == 0);
@@ -161,10 +161,36 @@ impl CValueTest {
 #[derive(Debug, Default)]
 pub struct Lookups(Vec<(usize, usize, Seen)>);
 
+/// A value a test reads: one of the call's arguments (at a place fixed for the call), or one
+/// computed from them.
+#[derive(Clone, Copy)]
+enum Arg<'v> {
+    InCall(&'v Value),
+    Computed(&'v Value),
+}
+
+impl<'v> From<&'v Cow<'_, Value>> for Arg<'v> {
+    /// The values of a value expression borrow the call's arguments, or are computed.
+    fn from(v: &'v Cow<'_, Value>) -> Self {
+        match v {
+            Cow::Borrowed(value) => Arg::InCall(value),
+            Cow::Owned(value) => Arg::Computed(value),
+        }
+    }
+}
+
+impl<'v> Arg<'v> {
+    fn value(self) -> &'v Value {
+        match self {
+            Arg::InCall(v) | Arg::Computed(v) => v,
+        }
+    }
+}
+
 impl Lookups {
-    fn seen(&mut self, v: &Cow<Value>, index: Option<&ProvenanceIndex>) -> Seen {
-        let (Cow::Borrowed(value), Some(ix)) = (v, index) else {
-            return lookup(index, v);
+    fn seen(&mut self, v: Arg<'_>, index: Option<&ProvenanceIndex>) -> Seen {
+        let (Arg::InCall(value), Some(ix)) = (v, index) else {
+            return lookup(index, v.value());
         };
         let key = (
             std::ptr::from_ref::<Value>(value) as usize,
@@ -198,6 +224,13 @@ pub struct CompiledPolicy {
     expr: CExpr,
     /// How many atoms `expr` holds.
     atoms: usize,
+}
+
+/// What evaluating one policy for one call keeps for its explanation: each atom's outcome, by
+/// its place among the policy's atoms, and the call's index lookups.
+struct Kept<'c, 'l> {
+    outcomes: Vec<Option<Outcome<'c>>>,
+    lookups: &'l mut Lookups,
 }
 
 /// An atom's value for one call, kept from evaluating a condition for its explanation.
@@ -848,21 +881,20 @@ impl Bundle {
         call: &CallContext<'c>,
         info: &ToolInfo,
         states: &[MonitorState],
-        memo: &mut [Option<Outcome<'c>>],
-        lookups: &mut Lookups,
+        kept: &mut Kept<'c, '_>,
     ) -> bool {
         match e {
             CExpr::And(items) => items
                 .iter()
-                .all(|i| self.eval_memo(i, call, info, states, memo, lookups)),
+                .all(|i| self.eval_memo(i, call, info, states, kept)),
             CExpr::Or(items) => items
                 .iter()
-                .any(|i| self.eval_memo(i, call, info, states, memo, lookups)),
-            CExpr::Not(inner) => !self.eval_memo(inner, call, info, states, memo, lookups),
+                .any(|i| self.eval_memo(i, call, info, states, kept)),
+            CExpr::Not(inner) => !self.eval_memo(inner, call, info, states, kept),
             CExpr::Atom(atom, _, place) => {
-                let outcome = self.outcome(atom, call, info, states, lookups);
+                let outcome = self.outcome(atom, call, info, states, kept.lookups);
                 let holds = outcome.holds();
-                if let Some(slot) = memo.get_mut(*place) {
+                if let Some(slot) = kept.outcomes.get_mut(*place) {
                     *slot = Some(outcome);
                 }
                 holds
@@ -891,7 +923,7 @@ impl Bundle {
         let index = provenance_index(*index, states);
         let values = self.values(value, call, info, index);
         let mut lookups = Lookups::default();
-        let mut one = |v: &Cow<Value>| test.on(v, index, &mut lookups).0;
+        let mut one = |v: &Cow<Value>| test.on(v.into(), index, &mut lookups).0;
         match quant {
             Quant::Any => values.iter().any(&mut one),
             Quant::All => values.iter().all(&mut one),
@@ -909,7 +941,11 @@ impl Bundle {
         let mut out = BTreeMap::new();
         if let Some(p) = self.policies.get(policy) {
             let mut lookups = Lookups::default();
-            self.explain_expr(&p.expr, call, info, states, &mut [], &mut lookups, &mut out);
+            let mut kept = Kept {
+                outcomes: Vec::new(),
+                lookups: &mut lookups,
+            };
+            self.explain_expr(&p.expr, call, info, states, &mut kept, &mut out);
         }
         out
     }
@@ -931,38 +967,40 @@ impl Bundle {
                 .evaluate(policy, call, info, states)
                 .then(|| self.explain(policy, call, info, states));
         }
-        let mut memo: Vec<Option<Outcome>> = (0..p.atoms).map(|_| None).collect();
-        if !self.eval_memo(&p.expr, call, info, states, &mut memo, lookups) {
+        let mut kept = Kept {
+            outcomes: (0..p.atoms).map(|_| None).collect(),
+            lookups,
+        };
+        if !self.eval_memo(&p.expr, call, info, states, &mut kept) {
             return None;
         }
         let mut out = BTreeMap::new();
-        self.explain_expr(&p.expr, call, info, states, &mut memo, lookups, &mut out);
+        self.explain_expr(&p.expr, call, info, states, &mut kept, &mut out);
         Some(out)
     }
 
     /// Explains every atom of `e` into `out`, taking an atom's outcome from `memo` where the
     /// evaluation left one.
-    fn explain_expr(
+    fn explain_expr<'c>(
         &self,
         e: &CExpr,
-        call: &CallContext,
+        call: &CallContext<'c>,
         info: &ToolInfo,
         states: &[MonitorState],
-        memo: &mut [Option<Outcome>],
-        lookups: &mut Lookups,
+        kept: &mut Kept<'c, '_>,
         out: &mut BTreeMap<String, Value>,
     ) {
         match e {
             CExpr::And(items) | CExpr::Or(items) => {
                 for i in items {
-                    self.explain_expr(i, call, info, states, memo, lookups, out);
+                    self.explain_expr(i, call, info, states, kept, out);
                 }
             }
-            CExpr::Not(inner) => self.explain_expr(inner, call, info, states, memo, lookups, out),
+            CExpr::Not(inner) => self.explain_expr(inner, call, info, states, kept, out),
             CExpr::Atom(atom, label, place) => {
-                let outcome = match memo.get_mut(*place).and_then(Option::take) {
+                let outcome = match kept.outcomes.get_mut(*place).and_then(Option::take) {
                     Some(outcome) => outcome,
-                    None => self.outcome(atom, call, info, states, lookups),
+                    None => self.outcome(atom, call, info, states, kept.lookups),
                 };
                 let value = match outcome.explained() {
                     (holds, Some(v)) => {
@@ -1003,7 +1041,7 @@ impl Bundle {
         let (mut any, mut all) = (false, true);
         let mut shown = Vec::with_capacity(values.len());
         for v in values {
-            let (holds, seen) = test.on(&v, index, lookups);
+            let (holds, seen) = test.on((&v).into(), index, lookups);
             any |= holds;
             all &= holds;
             shown.push((v, seen));
