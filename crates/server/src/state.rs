@@ -10,8 +10,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
-use truststack_engine::ledger::postgres::TurnLock;
-use truststack_engine::ledger::{LedgerError, LedgerLocation};
+use truststack_engine::ledger::LedgerLocation;
 use truststack_engine::{Engine, Recorded, Recorder, Recording};
 use truststack_policy::load::{load_files, LoadError, Loaded};
 
@@ -121,17 +120,11 @@ impl AppState {
         let loaded = load_bundle(&config)?;
         let (engine, replicas) = match config.ledger.location() {
             Ok(LedgerLocation::Postgres(url)) => {
-                // Other replicas may be appending: rebuild and record the activation in a turn,
-                // so this replica knows exactly which records its engine applied.
-                let mut turn = TurnLock::new(&url);
-                turn.acquire()
-                    .map_err(|e| StateError::Ledger(LedgerError::Store(e)))?;
-                let built = ledger
-                    .follow()
-                    .map_err(StateError::Ledger)
-                    .and_then(|_| build_engine(&config, loaded, &ledger, &metrics));
-                turn.release();
-                let (engine, records) = built?;
+                // Rebuilt from the log as it ends now, without the replicas' turn (a large log
+                // would stall the fleet): what the others append meanwhile, this replica's
+                // first turn applies before it decides anything.
+                ledger.follow()?;
+                let (engine, records) = build_engine(&config, loaded, &ledger, &metrics)?;
                 // Revocations other replicas made, whatever this replica's issuer files say.
                 crate::replicas::learn_revocations(identity.as_deref(), &records)
                     .map_err(StateError::Revocations)?;
