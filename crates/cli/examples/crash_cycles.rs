@@ -2,14 +2,19 @@
 //! load (decisions, observations, approvals granted and refused, policy reloads). After every
 //! restart it checks that `truststack ledger verify` passes, that every decision the server
 //! acknowledged is in the ledger with the same verdict, that no scan limit was exceeded across
-//! restarts, and that the server answers again. Not part of CI (one test runs three cycles).
+//! restarts, and that the server answers again. With `--replicas N`, N servers share one
+//! PostgreSQL database: each cycle kills one and restarts it while the others answer, and no
+//! request to those others may fail. Not part of CI: tests run it for three cycles, and for
+//! fifty on three replicas.
 //!
 //! ```sh
 //! cargo run --release -p truststack --example crash_cycles                  # 1,000 cycles
 //! cargo run --release -p truststack --example crash_cycles -- --cycles 3
+//! cargo run --release -p truststack --example crash_cycles -- --replicas 3  # on PostgreSQL
 //! ```
 
 use truststack_testkit::crash_cycles as harness;
+use truststack_testkit::postgres::TestDatabase;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -20,9 +25,18 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(about = "kill -9 cycles of `truststack serve` under mixed load")]
 struct Args {
-    /// How many times the server is killed.
+    /// How many times a server is killed.
     #[arg(long, default_value_t = 1000)]
     cycles: u64,
+    /// How many servers share the ledger, a PostgreSQL database when more than one; each
+    /// cycle kills the next.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// The ledger's PostgreSQL database, empty (default with --replicas above 1: a new
+    /// database on the tests' server, see `truststack_testkit::postgres`, dropped when the
+    /// run passes).
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
     /// The `truststack` binary (default: built by cargo beside this example).
     #[arg(long, env = "TRUSTSTACK_BIN")]
     bin: Option<PathBuf>,
@@ -100,14 +114,26 @@ fn main() -> anyhow::Result<ExitCode> {
     });
     let temp = tempfile::tempdir()?;
     let dir = args.dir.unwrap_or_else(|| temp.path().join("run"));
+    let made: Option<TestDatabase> =
+        (args.replicas > 1 && args.database.is_none()).then(truststack_testkit::postgres::database);
+    let database = args
+        .database
+        .or_else(|| made.as_ref().map(|db| db.url().to_string()));
+    let ledger = match &database {
+        Some(url) => truststack_ledger::LedgerLocation::parse(url)?.to_string(),
+        None => dir.join("ledger.db").display().to_string(),
+    };
     eprintln!(
-        "crash cycles: {} kills of {} (seed {seed}, ledger in {})",
+        "crash cycles: {} kills of {} (seed {seed}, {} server(s), ledger {ledger}, files in {})",
         args.cycles,
         bin.display(),
+        args.replicas,
         dir.display()
     );
     let report = harness::run(&harness::Options {
         cycles: args.cycles,
+        replicas: args.replicas,
+        database,
         bin,
         dir: dir.clone(),
         seed,
@@ -123,5 +149,13 @@ fn main() -> anyhow::Result<ExitCode> {
     // Keep the evidence: the ledger the failure is about.
     let _kept = temp.keep();
     eprintln!("the run's files are kept in {}", dir.display());
+    if let Some(db) = made {
+        eprintln!(
+            "its ledger stays in the database {} of the tests' PostgreSQL server, unless that \
+             was a throwaway cluster (pass --database to choose where)",
+            db.name()
+        );
+        std::mem::forget(db);
+    }
     Ok(ExitCode::FAILURE)
 }

@@ -9,6 +9,8 @@ fn three_kill_cycles_lose_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let report = harness::run(&harness::Options {
         cycles: 3,
+        replicas: 1,
+        database: None,
         bin: env!("CARGO_BIN_EXE_truststack").into(),
         dir: dir.path().join("run"),
         seed: 14,

@@ -46,6 +46,7 @@
 //!   its clap arguments and every bare word (`[windows]`) a string its source compares with. The
 //!   examples are not run: the suite does not build them (and builds nothing in release);
 //! - `cargo run --release -- SUB` → `truststack SUB --help` succeeds;
+//! - `cargo test -p P --test T` → package P has the test target T;
 //! - `cargo fuzz run T` → `fuzz/fuzz_targets/T.rs` exists and `fuzz/Cargo.toml` declares T;
 //!   `cargo fuzz build` → `fuzz/` is a cargo-fuzz crate; `cargo install cargo-fuzz` is accepted;
 //! - `bash S`, `python3 S`, `python S`, `DIR/bin/python S` → the script S exists; `DIR/bin/pip
@@ -995,6 +996,11 @@ fn check_command(
             let bench = option(w, &["--bench"]).ok_or("`cargo bench` without --bench")?;
             let src = ws.target(Some(package), "bench", bench)?;
             bench_filters(src, program_args(w))
+        }
+        ["cargo", "test", ..] => {
+            let package = option(w, &["-p", "--package"]).ok_or("`cargo test` without -p")?;
+            let test = option(w, &["--test"]).ok_or("`cargo test` without --test")?;
+            ws.target(Some(package), "test", test).map(drop)
         }
         ["cargo", "build" | "run", ..] => {
             let package = option(w, &["-p", "--package"]);

@@ -1,13 +1,63 @@
-//! Reading back what the killed server left in the ledger, through the restarted server's
-//! public API, and checking every acknowledgement against it.
+//! Reading back what the killed server left in the ledger (through the restarted server's
+//! public API, or from the database the replicas share) and checking every acknowledgement
+//! against it.
 
 use super::load::Acks;
 use anyhow::{bail, Context};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use truststack_ledger::{Ledger, LedgerLocation};
 
 /// Entries asked for per request (the API's page cap).
 const PAGE: u64 = 1000;
+
+/// Where an audit reads the ledger.
+pub enum Source<'a> {
+    /// `GET /v1/ledger/entries` of a running server: a server alone on its ledger serves it
+    /// whole.
+    Api {
+        http: &'a reqwest::blocking::Client,
+        base: &'a str,
+    },
+    /// The ledger itself, read-only: a replica serves only the entries it has followed.
+    Ledger(&'a LedgerLocation),
+}
+
+impl Source<'_> {
+    /// The entries from `start` (at most [`PAGE`]), as the API serves them; none at the end.
+    fn page(&self, ledger: Option<&Ledger>, start: u64) -> anyhow::Result<Vec<Value>> {
+        match self {
+            Source::Api { http, base } => {
+                let url = format!(
+                    "{base}/v1/ledger/entries?start={start}&end={}",
+                    start + PAGE
+                );
+                let resp = http
+                    .get(&url)
+                    .send()
+                    .with_context(|| format!("GET {url}"))?;
+                let status = resp.status().as_u16();
+                let page: Value = resp
+                    .json()
+                    .with_context(|| format!("GET {url}: not JSON"))?;
+                if status != 200 {
+                    bail!("GET {url}: {status} {page}");
+                }
+                Ok(page["entries"].as_array().cloned().unwrap_or_default())
+            }
+            Source::Ledger(location) => {
+                let ledger = ledger.context("the ledger is not open")?;
+                let end = ledger.len().min(start + PAGE);
+                ledger
+                    .entries(start..end.max(start))
+                    .with_context(|| format!("{location}: reading entries {start}..{end}"))?
+                    .iter()
+                    .map(|e| Ok(e.to_json()?))
+                    .collect()
+            }
+        }
+    }
+}
 
 /// One scan the ledger records as admitted.
 struct Admitted {
@@ -53,6 +103,8 @@ pub struct Findings {
     pub lost_observations: u64,
     pub lost_reloads: u64,
     pub lost_held: u64,
+    /// Requests that got no answer from a server that was not killed, or an answer but 200.
+    pub failed_requests: u64,
     /// One precise line per failure.
     pub failures: Vec<String>,
 }
@@ -67,6 +119,7 @@ impl Findings {
         self.lost_observations += f.lost_observations;
         self.lost_reloads += f.lost_reloads;
         self.lost_held += f.lost_held;
+        self.failed_requests += f.failed_requests;
         self.failures.extend(f.failures);
     }
 }
@@ -90,37 +143,30 @@ impl LedgerView {
         self.next
     }
 
-    /// Reads the entries written since the previous audit from `GET /v1/ledger/entries`.
-    pub fn read_new(&mut self, http: &reqwest::blocking::Client, base: &str) -> anyhow::Result<()> {
+    /// Reads the entries written since the previous audit.
+    pub fn read_new(&mut self, source: &Source<'_>) -> anyhow::Result<()> {
         self.decisions.clear();
         self.observations.clear();
+        // A read-only ledger sees the entries committed when it was opened: all of them, as
+        // the audit runs when nothing is writing.
+        let ledger = match source {
+            Source::Ledger(location) => Some(
+                Ledger::open_read_only_at(location)
+                    .with_context(|| format!("{location}: opening the ledger read-only"))?,
+            ),
+            Source::Api { .. } => None,
+        };
         loop {
-            let url = format!(
-                "{base}/v1/ledger/entries?start={}&end={}",
-                self.next,
-                self.next + PAGE
-            );
-            let resp = http
-                .get(&url)
-                .send()
-                .with_context(|| format!("GET {url}"))?;
-            let status = resp.status().as_u16();
-            let page: Value = resp
-                .json()
-                .with_context(|| format!("GET {url}: not JSON"))?;
-            if status != 200 {
-                bail!("GET {url}: {status} {page}");
-            }
-            let entries = page["entries"].as_array().cloned().unwrap_or_default();
+            let entries = source.page(ledger.as_ref(), self.next)?;
             if entries.is_empty() {
                 return Ok(());
             }
             for entry in &entries {
                 let index = entry["index"]
                     .as_u64()
-                    .with_context(|| format!("GET {url}: an entry without an index: {entry}"))?;
+                    .with_context(|| format!("an entry without an index: {entry}"))?;
                 if index != self.next {
-                    bail!("GET {url}: entry {index} where {} was expected", self.next);
+                    bail!("entry {index} where {} was expected", self.next);
                 }
                 self.take(&entry["record"])
                     .with_context(|| format!("ledger entry {index}"))?;

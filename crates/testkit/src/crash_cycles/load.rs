@@ -1,13 +1,15 @@
-//! The mixed load of one cycle: client threads that call the public HTTP API until the server
-//! is killed, and remember every answer they got (an acknowledgement).
+//! The mixed load of one cycle: client threads that call the public HTTP API of every replica
+//! until one of them is killed (and, with others left to answer, restarted), and remember every
+//! answer they got (an acknowledgement).
 
+use parking_lot::{Mutex, RwLock};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The human every agent of the load acts for.
 pub const USER: &str = "user:ops@acme.example";
@@ -34,6 +36,8 @@ pub struct DecisionAck {
     pub tool: String,
     pub verdict: String,
     pub approval_id: Option<String>,
+    /// The replica that answered.
+    pub replica: usize,
 }
 
 /// An approval answer the server answered 200.
@@ -76,32 +80,154 @@ impl Acks {
     }
 }
 
-/// A thin client of the public HTTP API.
+/// The failed requests a cycle reports one by one (the rest are only counted).
+const FAILURES_SHOWN: usize = 10;
+
+/// The replicas of one cycle, which the load's requests go to in turn (as a round-robin load
+/// balancer sends them), and what became of those requests.
+pub struct Fleet {
+    /// `http://127.0.0.1:port` of each replica; the killed one's changes when it restarts.
+    bases: RwLock<Vec<String>>,
+    next: AtomicUsize,
+    /// The replica killed in this cycle: its requests may go unanswered.
+    victim: usize,
+    /// 200 answers per replica.
+    answered: Vec<AtomicU64>,
+    failed: AtomicU64,
+    /// The first failed requests, described.
+    failures: Mutex<Vec<String>>,
+}
+
+impl Fleet {
+    pub fn new(bases: Vec<String>, victim: usize) -> Self {
+        Fleet {
+            answered: bases.iter().map(|_| AtomicU64::new(0)).collect(),
+            bases: RwLock::new(bases),
+            next: AtomicUsize::new(0),
+            victim,
+            failed: AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends the next requests for `replica` to its new address (it was restarted).
+    pub fn moved(&self, replica: usize, base: String) {
+        self.bases.write()[replica] = base;
+    }
+
+    /// 200 answers per replica.
+    pub fn answered(&self) -> Vec<u64> {
+        self.answered
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The requests that failed though they must not have: no answer from a replica that was
+    /// not killed, or an answer other than 200 from any. Their count, and the first few.
+    pub fn failures(&self) -> (u64, Vec<String>) {
+        (
+            self.failed.load(Ordering::Relaxed),
+            self.failures.lock().clone(),
+        )
+    }
+
+    /// How many replicas there are.
+    pub fn len(&self) -> usize {
+        self.answered.len()
+    }
+
+    fn pick(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.len()
+    }
+
+    fn base(&self, replica: usize) -> String {
+        self.bases.read()[replica].clone()
+    }
+
+    fn fail(&self, replica: usize, path: &str, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut failures = self.failures.lock();
+        if failures.len() < FAILURES_SHOWN {
+            let killed = if replica == self.victim {
+                "the replica killed in this cycle"
+            } else {
+                "a replica not killed in this cycle"
+            };
+            failures.push(format!(
+                "POST {path} to replica {replica} ({killed}, {}): {what}",
+                self.base(replica)
+            ));
+        }
+    }
+
+    /// A request got no answer: expected of the killed replica only.
+    fn unanswered(&self, replica: usize, path: &str, error: &reqwest::Error) {
+        if replica == self.victim {
+            return;
+        }
+        let mut what = format!("no answer: {error}");
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            what.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        self.fail(replica, path, what);
+    }
+}
+
+/// A thin client of the public HTTP API of the fleet.
 #[derive(Clone)]
 pub struct Api {
     pub http: reqwest::blocking::Client,
-    pub base: String,
+    pub fleet: Arc<Fleet>,
+    /// The replica every request goes to; `None`: each request to the next replica.
+    pub pinned: Option<usize>,
 }
 
 impl Api {
-    /// POSTs `body`; `Some` only for a 200 answer with a JSON body: an acknowledgement.
-    fn post(&self, path: &str, body: &Value) -> Option<Value> {
-        self.post_status(path, body).ok()
+    /// This client with every request sent to `replica`.
+    pub fn on(&self, replica: usize) -> Api {
+        Api {
+            pinned: Some(replica),
+            ..self.clone()
+        }
     }
 
-    /// POSTs `body`: the JSON of a 200 answer, else the status (`None`: no answer at all).
-    fn post_status(&self, path: &str, body: &Value) -> Result<Value, Option<u16>> {
-        let resp = self
+    /// POSTs `body`; `Some` only for a 200 answer with a JSON body: an acknowledgement.
+    fn post(&self, path: &str, body: &Value) -> Option<Value> {
+        self.post_status(path, body).ok().map(|(_, json)| json)
+    }
+
+    /// POSTs `body`: the replica that answered 200 and the JSON of its answer, else the status
+    /// (`None`: no answer at all).
+    fn post_status(&self, path: &str, body: &Value) -> Result<(usize, Value), Option<u16>> {
+        let replica = self.pinned.unwrap_or_else(|| self.fleet.pick());
+        let fleet = &self.fleet;
+        let answer = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", fleet.base(replica)))
             .json(body)
             .send()
-            .map_err(|_| None)?;
-        let status = resp.status().as_u16();
+            .and_then(|resp| Ok((resp.status().as_u16(), resp.text()?)));
+        let (status, text) = answer.map_err(|e| {
+            fleet.unanswered(replica, path, &e);
+            None
+        })?;
         if status != 200 {
+            fleet.fail(replica, path, format!("answered {status}: {text}"));
             return Err(Some(status));
         }
-        resp.json().map_err(|_| None)
+        let json = serde_json::from_str(&text).map_err(|e| {
+            fleet.fail(
+                replica,
+                path,
+                format!("answered 200 with no JSON ({e}): {text}"),
+            );
+            None
+        })?;
+        fleet.answered[replica].fetch_add(1, Ordering::Relaxed);
+        Ok((replica, json))
     }
 
     /// Asks for a decision; the acknowledgement, if the server answered.
@@ -114,7 +240,7 @@ impl Api {
     ) -> Option<DecisionAck> {
         let body = json!({"id": call_id, "tool": tool, "args": args, "session": "crash-cycles",
             "agent": agent, "chain": [USER]});
-        let answer = self.post("/v1/decide", &body)?;
+        let (replica, answer) = self.post_status("/v1/decide", &body).ok()?;
         Some(DecisionAck {
             decision_id: answer["decision_id"].as_str()?.to_string(),
             call_id: call_id.to_string(),
@@ -122,6 +248,7 @@ impl Api {
             tool: tool.to_string(),
             verdict: answer["decision"].as_str()?.to_string(),
             approval_id: answer["approval_id"].as_str().map(str::to_string),
+            replica,
         })
     }
 
@@ -147,7 +274,8 @@ impl Api {
         if let Some(lease) = lease {
             body["lease"] = json!(lease);
         }
-        let answer = self.post_status(&format!("/v1/approvals/{approval_id}/{verb}"), &body)?;
+        let (_, answer) =
+            self.post_status(&format!("/v1/approvals/{approval_id}/{verb}"), &body)?;
         let field = |name: &str| answer[name].as_str().map(str::to_string).ok_or(Some(200));
         Ok(ApprovalAck {
             approval_id: approval_id.to_string(),
@@ -251,8 +379,9 @@ fn analyst_load(api: &Api, cycle: u64, stop: &AtomicBool) -> Acks {
     acks
 }
 
-/// Makes held calls and answers them: grants, refusals, now and then a lease, and some left
-/// held across the kill. First answers the calls the previous cycle left held.
+/// Makes held calls and answers them (on the next replica): grants, refusals, now and then a
+/// lease, and some left held across the kill. First answers the calls the previous cycle left
+/// held.
 fn approvals(api: &Api, cycle: u64, seed: u64, stop: &AtomicBool, pending: Vec<String>) -> Acks {
     let mut acks = Acks::default();
     let mut rng = StdRng::seed_from_u64(seed ^ 0xa5a5);
@@ -283,6 +412,8 @@ fn approvals(api: &Api, cycle: u64, seed: u64, stop: &AtomicBool, pending: Vec<S
             continue;
         };
         let approval_id = ack.approval_id.clone();
+        // Answered on another replica than the one that held it, when there is another.
+        let approver = api.on((ack.replica + 1) % api.fleet.len());
         acks.decisions.push(ack);
         let Some(approval_id) = approval_id else {
             continue; // allowed under a lease
@@ -293,7 +424,7 @@ fn approvals(api: &Api, cycle: u64, seed: u64, stop: &AtomicBool, pending: Vec<S
         }
         let grant = rng.gen_bool(0.5);
         let lease = (grant && rng.gen_bool(0.25)).then_some("1s");
-        match api.answer(&approval_id, grant, lease) {
+        match approver.answer(&approval_id, grant, lease) {
             Ok(ack) => acks.approvals.push(ack),
             Err(_) => acks.held.push(approval_id),
         }
@@ -305,8 +436,15 @@ fn approvals(api: &Api, cycle: u64, seed: u64, stop: &AtomicBool, pending: Vec<S
 fn reloads(api: &Api, seed: u64, stop: &AtomicBool, policies: &Path) -> Acks {
     let mut acks = Acks::default();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5a5a);
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(rng.gen_range(100..400)));
+    loop {
+        // A pause that ends with the load, so the cycle does not wait for it.
+        let until = Instant::now() + Duration::from_millis(rng.gen_range(100..400));
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         if super::write_policies(policies, rng.gen_bool(0.5)).is_err() {
             continue;
         }

@@ -1,18 +1,22 @@
 //! Kill -9 cycles of `truststack serve` under mixed load, checking after every restart that
-//! nothing acknowledged was lost. Real processes, real HTTP on loopback, only the public API
-//! and the CLI, so the harness holds whatever the server's internals become.
+//! nothing acknowledged was lost. Real processes, real HTTP on loopback, only the public API,
+//! the CLI and the ledger's reader, so the harness holds whatever the server's internals become.
+//!
+//! One server on a SQLite file, or several replicas on one PostgreSQL database: then the load
+//! goes to every replica in turn, each cycle kills one of them (in turn) and restarts it while
+//! the others go on answering, and no request to those others may fail.
 
 mod audit;
 mod load;
 mod server;
 
 use anyhow::{bail, Context};
-use audit::{LedgerView, Limit};
+use audit::{LedgerView, Limit, Source};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use load::Api;
+use load::{Api, Fleet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use serde_json::{json, Value};
 use server::Server;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use truststack_ledger::LedgerLocation;
 
 /// The scan limit every scanner agent races against.
 const LIMIT: Limit = Limit {
@@ -29,11 +34,18 @@ const LIMIT: Limit = Limit {
 
 /// What to run.
 pub struct Options {
-    /// How many times the server is killed.
+    /// How many times a server is killed.
     pub cycles: u64,
+    /// How many `truststack serve` processes share the ledger (more than one needs
+    /// `database`); each cycle kills the next one.
+    pub replicas: usize,
+    /// The ledger's PostgreSQL database (a `postgres://` URL, of an empty database) instead of
+    /// a SQLite file in `dir`.
+    pub database: Option<String>,
     /// The `truststack` binary.
     pub bin: PathBuf,
-    /// Where the config, policies and ledger live (created; must not hold a ledger yet).
+    /// Where the config, policies, signing key and SQLite ledger live (created; must not hold
+    /// a ledger yet).
     pub dir: PathBuf,
     /// Seeds the load's random choices and the moment of each kill.
     pub seed: u64,
@@ -51,6 +63,9 @@ pub struct Options {
 #[derive(Default)]
 pub struct Report {
     pub cycles: u64,
+    pub replicas: usize,
+    /// 200 answers per replica, over the run.
+    pub answered: Vec<u64>,
     pub decisions: u64,
     pub allowed: u64,
     pub denied: u64,
@@ -93,11 +108,12 @@ impl Report {
 
     fn summary(&self) -> String {
         format!(
-            "acked {} · lost {} · mismatched {} · over limit {}",
+            "acked {} · lost {} · mismatched {} · over limit {} · failed requests {}",
             self.decisions,
             self.found.lost_decisions,
             self.found.verdict_mismatches,
-            self.found.limit_violations
+            self.found.limit_violations,
+            self.found.failed_requests
         )
     }
 }
@@ -106,6 +122,15 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let per_cycle = self.elapsed.as_secs_f64() / self.cycles.max(1) as f64;
         writeln!(f, "kill -9 cycles:            {}", self.cycles)?;
+        if self.replicas > 1 {
+            let answered: Vec<String> = self.answered.iter().map(u64::to_string).collect();
+            writeln!(
+                f,
+                "replicas:                  {} (requests answered: {})",
+                self.replicas,
+                answered.join(" / ")
+            )?;
+        }
         writeln!(
             f,
             "decisions acknowledged:    {} (allow {}, deny {}, require_approval {})",
@@ -136,6 +161,11 @@ impl fmt::Display for Report {
             self.found.lost_observations,
             self.found.lost_reloads,
             self.found.lost_held
+        )?;
+        writeln!(
+            f,
+            "failed requests:           {} (no answer from a server not killed, or not 200)",
+            self.found.failed_requests
         )?;
         writeln!(f, "taint lost across restart: {}", self.taint_lost)?;
         writeln!(f, "ledger entries at the end: {}", self.ledger_entries)?;
@@ -189,37 +219,56 @@ data_source = { name = "Internal_Prod_DB", mode = "read" }
 classes = ["Benign"]
 "#;
 
-/// The server's config: an OS-chosen loopback port, credentials off (the load names its
-/// agents), a checkpoint every 100 records, and deadlines longer than any run.
-const CONFIG: &str = r#"listen = "127.0.0.1:0"
+/// The server's config, with the ledger at `ledger` (a file or a URL): an OS-chosen loopback
+/// port, credentials off (the load names its agents), a checkpoint every 100 records, and
+/// deadlines longer than any run. Every replica runs with the same one.
+fn config_text(ledger: &str) -> String {
+    format!(
+        r#"listen = "127.0.0.1:0"
 policies = ["policies.tsp"]
 catalog = "catalog.toml"
 require_credentials = false
 approval_deadline = "7d"
 
 [ledger]
-path = "ledger.db"
+path = {}
 key = "ledger.key"
 checkpoint_every = 100
-"#;
+"#,
+        Value::from(ledger)
+    )
+}
 
 /// Runs the cycles. `Err` only when the harness itself cannot run; failed checks are in the
 /// report.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
+    let n = options.replicas;
+    if n == 0 || (n > 1 && options.database.is_none()) {
+        bail!("{n} replicas: one server runs on a SQLite file, several need a PostgreSQL database");
+    }
     std::fs::create_dir_all(&options.dir)
         .with_context(|| format!("{}: cannot create", options.dir.display()))?;
-    let db = options.dir.join("ledger.db");
-    if db.exists() {
-        bail!(
-            "{}: a ledger is already there; give an empty directory",
-            db.display()
-        );
+    let ledger = match &options.database {
+        Some(url) => url.clone(),
+        None => options.dir.join("ledger.db").display().to_string(),
+    };
+    let location = LedgerLocation::parse(&ledger)?;
+    let occupied = match &location {
+        LedgerLocation::Sqlite(db) => db.exists(),
+        // A database without the ledger's tables cannot be opened: it is empty.
+        LedgerLocation::Postgres(_) => {
+            truststack_ledger::Ledger::open_read_only_at(&location).is_ok_and(|l| !l.is_empty())
+        }
+    };
+    if occupied {
+        bail!("{location}: a ledger is already there; give an empty one");
     }
     let config = options.dir.join("truststack.toml");
-    std::fs::write(&config, CONFIG)?;
+    std::fs::write(&config, config_text(&ledger))?;
     std::fs::write(options.dir.join("catalog.toml"), CATALOG)?;
     let policies = options.dir.join("policies.tsp");
     write_policies(&policies, false)?;
+    let key = options.dir.join("ledger.key");
 
     let http = reqwest::blocking::Client::builder()
         .no_proxy()
@@ -239,50 +288,49 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
 
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut view = LedgerView::new(LIMIT);
-    let mut report = Report::default();
+    let mut report = Report {
+        replicas: n,
+        answered: vec![0; n],
+        ..Report::default()
+    };
     let mut acks = load::Acks::default();
     let started = Instant::now();
-    for cycle in 0..=options.cycles {
-        // Restart, and read back what the killed process left.
-        let t0 = Instant::now();
-        let server = match Server::start(&options.bin, &config, &http) {
-            Ok(server) => server,
+    // One after another: the first creates the signing key the others share.
+    let mut servers = Vec::new();
+    for replica in 0..n {
+        match Server::start(&options.bin, &config, &http) {
+            Ok(server) => servers.push(server),
             Err(e) => {
-                report.found.failures.push(format!(
-                    "cycle {cycle}: the server does not answer again after the kill: {e:#}"
-                ));
-                break;
+                report
+                    .found
+                    .failures
+                    .push(format!("server {replica} does not start: {e:#}"));
+                return Ok(report);
             }
-        };
-        let took = t0.elapsed();
-        if cycle == 1 {
-            report.first_start = took;
         }
-        report.last_start = took;
-        if let Err(e) = view.read_new(&http, &server.base) {
-            report.found.failures.push(format!(
-                "cycle {cycle}: reading the ledger back through the restarted server: {e:#}"
-            ));
+    }
+    for cycle in 0..options.cycles {
+        if options.budget.is_some_and(|b| started.elapsed() >= b) {
             break;
         }
-        if cycle > 0 {
-            report.add(view.check(cycle - 1, &acks));
-        }
-        let out_of_time = options.budget.is_some_and(|b| started.elapsed() >= b);
-        if !report.passed() || cycle == options.cycles || out_of_time {
-            break;
-        }
-
+        let victim = (cycle % n as u64) as usize;
+        let fleet = Arc::new(Fleet::new(
+            servers.iter().map(|s| s.base.clone()).collect(),
+            victim,
+        ));
         let api = Api {
             http: http.clone(),
-            base: server.base.clone(),
+            fleet: Arc::clone(&fleet),
+            pinned: None,
         };
         let mut next = load::Acks::default();
-        // Taint is state too: the previous analyst, tainted before the kill, stays refused.
+        // Taint is state too: the previous analyst, tainted before the kill, stays refused by
+        // the server restarted since.
         if cycle > 0 && acks.analyst_tainted {
             let agent = load::analyst(cycle - 1);
             let call = format!("taint-probe-{cycle}");
-            match api.decide(
+            let restarted = ((cycle - 1) % n as u64) as usize;
+            match api.on(restarted).decide(
                 &call,
                 &agent,
                 "http_upload",
@@ -292,7 +340,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
                 answer => {
                     report.taint_lost += 1;
                     report.found.failures.push(format!(
-                        "cycle {cycle}: {agent} read Internal_Prod_DB before the kill, yet its upload {call} was answered {answer:?}"
+                        "cycle {cycle}: {agent} read Internal_Prod_DB before the kill, yet its upload {call} was answered {answer:?} by server {restarted}, restarted since"
                     ));
                     break;
                 }
@@ -314,19 +362,40 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             std::thread::spawn(move || load::run(&api, cycle, seed, &stop, pending, &policies))
         };
         std::thread::sleep(load_for);
-        server.kill()?;
+        servers[victim].kill()?;
+        report.cycles += 1;
+        // With others left to answer, the killed replica comes back under load; a server alone
+        // comes back after its ledger is verified, as after a crash.
+        let restarted = if n > 1 {
+            let restarted = restart(options, &config, &http, cycle, victim, &mut report);
+            if let Some(server) = &restarted {
+                fleet.moved(victim, server.base.clone());
+            }
+            Some(restarted)
+        } else {
+            None
+        };
         stop.store(true, Ordering::Relaxed);
         let Ok(cycle_acks) = workers.join() else {
             bail!("cycle {cycle}: a load thread panicked");
         };
         next.merge(cycle_acks);
         report.count(&next);
+        for (total, answered) in report.answered.iter_mut().zip(fleet.answered()) {
+            *total += answered;
+        }
+        let (failed, described) = fleet.failures();
+        report.found.failed_requests += failed;
+        report
+            .found
+            .failures
+            .extend(described.into_iter().map(|f| format!("cycle {cycle}: {f}")));
         acks = next;
 
-        // The killed process's ledger, as an auditor would check it.
+        // The ledger as the killed process left it, as an auditor would check it.
         let verify = Command::new(&options.bin)
-            .args(["ledger", "verify"])
-            .arg(&db)
+            .args(["ledger", "verify", &ledger, "--key-file"])
+            .arg(&key)
             .env("NO_COLOR", "1")
             .output()
             .context("running `truststack ledger verify`")?;
@@ -338,10 +407,35 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             ));
             break;
         }
-        report.cycles += 1;
+        let restarted = match restarted {
+            Some(restarted) => restarted,
+            None => restart(options, &config, &http, cycle, victim, &mut report),
+        };
+        let Some(server) = restarted else { break };
+        servers[victim] = server;
+
+        // Read back what the cycle left: through the restarted server when it is alone on its
+        // ledger, else from the database.
+        let source = match &location {
+            LedgerLocation::Sqlite(_) => Source::Api {
+                http: &http,
+                base: &servers[victim].base,
+            },
+            LedgerLocation::Postgres(_) => Source::Ledger(&location),
+        };
+        if let Err(e) = view.read_new(&source) {
+            report.found.failures.push(format!(
+                "cycle {cycle}: reading the ledger back after the restart: {e:#}"
+            ));
+            break;
+        }
+        report.add(view.check(cycle, &acks));
         bar.set_position(report.cycles);
         bar.set_message(report.summary());
-        if !options.progress && options.log_every > 0 && report.cycles % options.log_every == 0 {
+        if !options.progress
+            && options.log_every > 0
+            && report.cycles.is_multiple_of(options.log_every)
+        {
             eprintln!(
                 "{} cycles in {:.0} s: {}",
                 report.cycles,
@@ -349,9 +443,41 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
                 report.summary()
             );
         }
+        if !report.passed() {
+            break;
+        }
     }
     bar.finish_and_clear();
     report.ledger_entries = view.size();
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Starts the killed server `victim` again, timing its start-up; `None` when it does not
+/// answer (the report says why).
+fn restart(
+    options: &Options,
+    config: &Path,
+    http: &reqwest::blocking::Client,
+    cycle: u64,
+    victim: usize,
+    report: &mut Report,
+) -> Option<Server> {
+    let t0 = Instant::now();
+    match Server::start(&options.bin, config, http) {
+        Ok(server) => {
+            let took = t0.elapsed();
+            if cycle == 0 {
+                report.first_start = took;
+            }
+            report.last_start = took;
+            Some(server)
+        }
+        Err(e) => {
+            report.found.failures.push(format!(
+                "cycle {cycle}: server {victim} does not answer again after the kill: {e:#}"
+            ));
+            None
+        }
+    }
 }

@@ -102,7 +102,7 @@ impl Server {
     }
 
     /// SIGKILL: no drain, no flush, no goodbye.
-    pub fn kill(mut self) -> anyhow::Result<()> {
+    pub fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill().context("kill -9 of the server")?;
         self.child.wait().context("reaping the killed server")?;
         Ok(())
