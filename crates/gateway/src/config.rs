@@ -282,6 +282,7 @@ impl GatewayConfig {
             message: e.to_string(),
         };
         config.check_decider().map_err(invalid)?;
+        config.check_ledger().map_err(invalid)?;
         config
             .pinning
             .check()
@@ -334,6 +335,22 @@ impl GatewayConfig {
                 d.url,
                 set.join(", ")
             )))
+        }
+    }
+
+    /// A gateway's own engine keeps its state in its process, and takes no turns with the
+    /// `truststack serve` replicas a PostgreSQL ledger is for: writing their log, it would
+    /// decide without what they decided, and they without its decisions. So it is refused.
+    pub fn check_ledger(&self) -> Result<(), ConfigError> {
+        match self.ledger.as_ref().map(LedgerSettings::location) {
+            Some(Ok(truststack_engine::ledger::LedgerLocation::Postgres(url))) => {
+                Err(ConfigError::Invalid(format!(
+                    "[ledger] path is the PostgreSQL database {url}: a gateway's own engine \
+                     does not share state with the replicas on it; decide through them \
+                     ([decider] url = a replica or their load balancer), or give [ledger] a file"
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -533,6 +550,13 @@ mod tests {
         assert_eq!(c.policies[0], dir.path().join("p.tsp"));
         assert_eq!(c.limits.max_message_bytes, 10);
         assert_eq!(c.limits.progress_interval.ms(), 1000);
+        std::fs::write(
+            &path,
+            "[ledger]\npath = \"postgres://ts@db.internal/truststack\"\nkey = \"k\"\n",
+        )
+        .unwrap();
+        let err = GatewayConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("does not share state"), "{err}");
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(GatewayConfig::load(&path)
             .unwrap_err()
