@@ -12,43 +12,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 secs="${1:-10}"
-command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-if [ -n "${TRUSTSTACK_BIN:-}" ]; then
-  bin="$TRUSTSTACK_BIN"
-else
-  cargo build --release -p truststack >&2
-  bin="${CARGO_TARGET_DIR:-target}/release/truststack"
-fi
-work="$(mktemp -d)"
+source crates/server/benches/common.sh
 ledger_dir="$(mktemp -d "${LEDGER_DIR:-$work}/ledger.XXXXXX")"
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work" "$ledger_dir"' EXIT
-port=$((20000 + RANDOM % 20000))
-cat > "$work/truststack.toml" <<TOML
-listen = "127.0.0.1:$port"
-policies = ["$PWD/examples/gtg1002/policies/seed.tsp"]
-catalog = "$PWD/examples/gtg1002/catalog.toml"
-require_credentials = ${REQUIRE_CREDENTIALS:-false}
-
-[ledger]
-path = "$ledger_dir/ledger.db"
-key = "$work/ledger.key"
-TOML
-"$bin" serve --config "$work/truststack.toml" 2> "$work/server.log" &
-server=$!
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-
-# Each request decides a benign call for one of 1000 agents (so no limit interferes), in a
-# different session: the full decision path, ledger write included.
-cat > "$work/decide.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local n = 0
-request = function()
-  n = n + 1
-  local body = string.format('{"tool":"read_docs","args":{"page":"p%d"},"session":"s-%d","agent":"spiffe://acme.example/agent/a%d","chain":["user:load@acme.example"]}', n, n % 97, n % 1000)
-  return wrk.format(nil, "/v1/decide", nil, body)
-end
-LUA
+cleanups+=("rm -rf '$ledger_dir'")
+start_server server "$ledger_dir/ledger.db"
+port=$server_port
 
 run() { # name connections path [script]
   local out
