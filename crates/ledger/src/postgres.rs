@@ -557,6 +557,21 @@ impl TurnLock {
         Ok(())
     }
 
+    /// Whether another replica is waiting for the turn: a replica that holds it and still has
+    /// requests keeps it while none is (handing it on costs a round trip or two for nothing).
+    pub fn others_waiting(&mut self) -> Result<bool, StoreError> {
+        let Some(client) = &mut self.client else {
+            return Ok(false);
+        };
+        // An advisory lock on a bigint key is listed by its high and low 32 bits.
+        let row = client.query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1)",
+            &[&(TURN_LOCK >> 32), &(TURN_LOCK & 0xffff_ffff)],
+        )?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Ends this replica's turn. If the database cannot be told, the connection is closed,
     /// which ends the turn as surely.
     pub fn release(&mut self) {

@@ -9,8 +9,8 @@
 //! decisions are linearizable per scope, and across scopes too.
 //!
 //! The requests that arrive while a replica holds the turn share it, and their records share
-//! group commits; the turn is handed on after at most [`SLICE`] so that a busy replica does
-//! not starve the others. Between turns, a replica follows the log every [`FOLLOW_EVERY`], so a
+//! group commits; the turn is handed on after at most [`SLICE`] when another replica waits for
+//! it, so that a busy replica does not starve the others (alone, a replica keeps it). Between turns, a replica follows the log every [`FOLLOW_EVERY`], so a
 //! call held here learns soon that it was answered on another replica.
 
 use crate::backend::IdentityService;
@@ -173,6 +173,8 @@ impl Replicas {
             failed_appends: state.upgrade().map_or(0, |s| s.ledger.failed_appends()),
             stale: false,
         };
+        // Whether this replica still holds the turn from its last slice.
+        let mut holding = false;
         loop {
             let wanted = {
                 let mut gate = self.gate.lock();
@@ -180,10 +182,26 @@ impl Replicas {
                     self.keeper.wait_for(&mut gate, FOLLOW_EVERY);
                 }
                 if gate.stopping {
+                    if holding {
+                        lock.release();
+                    }
                     return;
                 }
                 gate.waiting > 0
             };
+            if holding && (!wanted || log.stale) {
+                lock.release();
+                holding = false;
+            }
+            if holding {
+                // Kept since the last slice: no other replica appended in between.
+                self.hold_turn();
+                if let Some(state) = state.upgrade() {
+                    log.turn_ended(&state);
+                }
+                holding = self.keep_turn(&mut lock);
+                continue;
+            }
             if !wanted {
                 // Nothing to decide here: apply what the others appended, without a turn.
                 let Some(state) = state.upgrade() else { return };
@@ -214,8 +232,19 @@ impl Replicas {
             if let Some(state) = state.upgrade() {
                 log.turn_ended(&state);
             }
-            lock.release();
+            holding = self.keep_turn(&mut lock);
         }
+    }
+
+    /// After a slice: keeps the turn when requests are still waiting here and no other replica
+    /// waits for it; otherwise hands it on (and returns `false`).
+    fn keep_turn(&self, lock: &mut TurnLock) -> bool {
+        let wanted = self.gate.lock().waiting > 0;
+        if wanted && matches!(lock.others_waiting(), Ok(false)) {
+            return true;
+        }
+        lock.release();
+        false
     }
 
     /// Lets requests in until none is left or the slice is over, then waits for those inside
