@@ -7,10 +7,6 @@
 //! which lets a stream fix its rate and so its verdicts; on the system clock they are ignored.
 #![allow(dead_code)]
 
-/// The allocator the `truststack` binary ships with: the benches measure what runs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request};
 use serde_json::json;
 use std::str::FromStr;
