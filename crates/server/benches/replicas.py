@@ -196,6 +196,24 @@ def segments(store, pids):
     return found
 
 
+def snapshot(store, pids):
+    """The counters a window is measured by, read at its start and at its end."""
+    pg_all = processes("postgres")
+    backends = store.backends()
+    busy, total = machine()
+    return {
+        "own": {pid: cpu_seconds(pid) or 0.0 for pid in pids},
+        "pg_all": pg_all,
+        "backends": backends,
+        "pg_ours": {pid: pg_all.get(pid, 0.0) for pid, _, _ in backends.values()},
+        "segs": segments(store, pids),
+        "others": store.others(),
+        "size": store.end()[0],
+        "busy": busy,
+        "total": total,
+    }
+
+
 def roles(backends, connections):
     """Each server connection's part: the turn lock (its statements are advisory locks), then
     the ledger's writer and reader, which the server opens in that order."""
@@ -257,14 +275,7 @@ def measure(args):
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
 
-    own = {pid: cpu_seconds(pid) or 0.0 for pid in pids}
-    pg_all = processes("postgres")
-    backends = store.backends()
-    pg_ours = {pid: pg_all.get(pid, 0.0) for pid, _, _ in backends.values()}
-    segs = segments(store, pids)
-    others = store.others()
-    size_before = store.end()[0]
-    busy, total = machine()
+    before = snapshot(store, pids)
 
     # One wrk per server; the connections spread evenly (the first ones take the remainder).
     n = len(servers)
@@ -317,15 +328,8 @@ def measure(args):
 
     # The window ends when the load does (wrk then takes a while to write its histogram).
     time.sleep(max(0.0, end + 0.1 - time.monotonic()))
-    busy2, total2 = machine()
-    own2 = {pid: cpu_seconds(pid) or 0.0 for pid in pids}
+    after = snapshot(store, pids)
     wrk_cpu = sum(cpu_seconds(proc.pid) or 0.0 for proc, _, _ in runs)
-    pg_all2 = processes("postgres")
-    backends2 = store.backends()
-    pg_ours2 = {pid: pg_all2.get(pid, 0.0) for pid, _, _ in backends2.values()}
-    segs2 = segments(store, pids)
-    others2 = store.others()
-    size_after = store.end()[0]
     for proc, _, _ in runs:
         proc.wait()
 
@@ -337,11 +341,11 @@ def measure(args):
                 value, count = (int(float(v)) for v in line.split())
                 histogram[value] = histogram.get(value, 0) + count
     decisions = sum(w["requests"] - w["non2xx"] for w in wrks)
-    named = roles(backends2, segs2)
+    named = roles(after["backends"], after["segs"])
     by_role = {}
-    for key, count in segs2.items():
+    for key, count in after["segs"].items():
         role = named.get(key, "other")
-        by_role[role] = by_role.get(role, 0) + count - segs.get(key, 0)
+        by_role[role] = by_role.get(role, 0) + count - before["segs"].get(key, 0)
 
     result = {
         "label": args.label,
@@ -356,18 +360,18 @@ def measure(args):
         "socket_errors": sum(w["socket_errors"] for w in wrks),
         "p50_us": percentile(histogram, 50),
         "p99_us": percentile(histogram, 99),
-        "ledger_entries": size_after - size_before,
+        "ledger_entries": after["size"] - before["size"],
         "cpu": {
-            "servers": sum(own2.values()) - sum(own.values()),
-            "postgres_backends": grown(pg_ours, pg_ours2),
-            "postgres_all": grown(pg_all, pg_all2),
+            "servers": sum(after["own"].values()) - sum(before["own"].values()),
+            "postgres_backends": grown(before["pg_ours"], after["pg_ours"]),
+            "postgres_all": grown(before["pg_all"], after["pg_all"]),
             "wrk": wrk_cpu,
-            "machine": (busy2 - busy) / TICK,
-            "machine_capacity": (total2 - total) / TICK,
+            "machine": (after["busy"] - before["busy"]) / TICK,
+            "machine_capacity": (after["total"] - before["total"]) / TICK,
         },
         "db_requests": by_role,
-        "group_commits": store.commits(size_before, size_after),
-        "other_db_transactions": others2 - others,
+        "group_commits": store.commits(before["size"], after["size"]),
+        "other_db_transactions": after["others"] - before["others"],
         "lag_entries": sorted(e for e, _ in lag),
         "lag_ms": sorted(t for _, t in lag),
         "proof_ms": sorted(proofs),

@@ -135,35 +135,17 @@ async fn a_held_call_waits_for_an_approver_and_is_then_admitted() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // The operator who launched the agent is refused...
-    let (status, body) = server
-        .post(
-            &format!("/v1/approvals/{approval}/grant"),
-            None,
-            json!({"approver": "user:operator@acme.example"}),
-        )
-        .await;
+    let (status, body) = server.grant(&approval, "user:operator@acme.example").await;
     assert_eq!(status, 403, "{body}");
     // ...a member of the policy's approver group is not.
-    let (status, body) = server
-        .post(
-            &format!("/v1/approvals/{approval}/grant"),
-            None,
-            json!({"approver": "user:oncall@acme.example"}),
-        )
-        .await;
+    let (status, body) = server.grant(&approval, "user:oncall@acme.example").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["decision"], "allow");
     let waited = waiter.await.unwrap();
     assert_eq!(waited["status"], "answered");
     assert_eq!(waited["outcome"]["result"], "granted");
     // An approval is used once.
-    let (status, _) = server
-        .post(
-            &format!("/v1/approvals/{approval}/grant"),
-            None,
-            json!({"approver": "user:oncall@acme.example"}),
-        )
-        .await;
+    let (status, _) = server.grant(&approval, "user:oncall@acme.example").await;
     assert_eq!(status, 404);
     server.stop().await;
 }
@@ -187,13 +169,7 @@ async fn a_deadline_turns_a_held_call_into_a_refusal() {
     assert_eq!(waited["status"], "answered", "{waited}");
     assert_eq!(waited["outcome"]["result"], "expired");
     assert_eq!(waited["outcome"]["decision"], "deny");
-    let (status, _) = server
-        .post(
-            &format!("/v1/approvals/{approval}/grant"),
-            None,
-            json!({"approver": "user:oncall@acme.example"}),
-        )
-        .await;
+    let (status, _) = server.grant(&approval, "user:oncall@acme.example").await;
     assert_eq!(status, 404, "a late answer finds nothing to approve");
     server.stop().await;
 }

@@ -203,24 +203,14 @@ fn a_call_held_on_one_replica_is_granted_on_another_and_runs() {
             approval.as_str(),
             "{listed}"
         );
-        let (status, body) = c
-            .post(
-                &format!("/v1/approvals/{approval}/grant"),
-                None,
-                json!({"approver": "user:oncall@acme.example"}),
-            )
-            .await;
+        let (status, body) = c.grant(&approval, "user:oncall@acme.example").await;
         assert_eq!(status, 200, "{body}");
         let waited: Value = waiter.await.unwrap();
         assert_eq!(waited["status"], "answered", "{waited}");
         assert_eq!(waited["outcome"]["result"], "granted", "{waited}");
         // Used once, fleet-wide: B cannot grant it again.
         let (status, _) = servers[1]
-            .post(
-                &format!("/v1/approvals/{approval}/grant"),
-                None,
-                json!({"approver": "user:oncall@acme.example"}),
-            )
+            .grant(&approval, "user:oncall@acme.example")
             .await;
         assert_eq!(status, 404);
         stop_all(servers).await;

@@ -124,6 +124,16 @@ impl TestServer {
         self.post("/v1/decide", token, call).await
     }
 
+    /// Grants held call `approval` as `approver` (a server without required credentials).
+    pub async fn grant(&self, approval: &str, approver: &str) -> (u16, Value) {
+        self.post(
+            &format!("/v1/approvals/{approval}/grant"),
+            None,
+            serde_json::json!({"approver": approver}),
+        )
+        .await
+    }
+
     /// POSTs a request that issues or delegates a credential; asserts it succeeded and gives
     /// the new token.
     pub async fn issued(&self, path: &str, token: Option<&str>, body: Value) -> String {
