@@ -169,7 +169,7 @@ async fn a_deadline_turns_a_held_call_into_a_refusal() {
     assert_eq!(waited["status"], "answered", "{waited}");
     assert_eq!(waited["outcome"]["result"], "expired");
     assert_eq!(waited["outcome"]["decision"], "deny");
-    let (status, _) = server.grant(&approval, "user:oncall@acme.example").await;
+    let (status, _) = server.grant(approval, "user:oncall@acme.example").await;
     assert_eq!(status, 404, "a late answer finds nothing to approve");
     server.stop().await;
 }
