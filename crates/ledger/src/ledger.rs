@@ -532,20 +532,20 @@ impl Ledger {
     /// Signs a checkpoint of everything committed so far and stores it; when the latest
     /// checkpoint already covers the whole log, returns that one instead.
     pub fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.send(Request::Checkpoint { reply })?;
-        answer
-            .recv()
-            .map_err(|_| LedgerError::WriterGone)?
-            .map_err(LedgerError::Write)
+        self.ask(|reply| Request::Checkpoint { reply })
     }
 
     /// Takes the log's end from the store, after the appends queued before: entries that other
     /// writers (replicas sharing a database) committed become readable here, and this ledger's
     /// next append goes after them. Returns the log's size.
     pub fn follow(&self) -> Result<u64, LedgerError> {
+        self.ask(|reply| Request::Follow { reply })
+    }
+
+    /// Sends the writer a request that answers, and waits for the answer.
+    fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, LedgerError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.send(Request::Follow { reply })?;
+        self.send(request(reply))?;
         answer
             .recv()
             .map_err(|_| LedgerError::WriterGone)?
@@ -916,11 +916,15 @@ impl WriterState {
         Ok(())
     }
 
-    /// [`WriterState::resync`] for a reader that asked, published to the readers.
+    /// [`WriterState::resync`] for a reader that asked, published to the readers (a writer
+    /// whose last write's outcome was unknown recovers by the same resync).
     fn follow(&mut self) -> Result<(), String> {
-        self.recover()
-            .map_err(|(Failure::Conflict(m) | Failure::Other(m))| m)?;
-        self.resync().map_err(|e| e.to_string())?;
+        if self.failed.is_some() {
+            self.recover()
+                .map_err(|(Failure::Conflict(m) | Failure::Other(m))| m)?;
+        } else {
+            self.resync().map_err(|e| e.to_string())?;
+        }
         let mut committed = self.committed.lock();
         committed.frontier.clone_from(&self.frontier);
         committed.latest.clone_from(&self.latest);

@@ -193,39 +193,15 @@ impl Replicas {
                 lock.release();
                 holding = false;
             }
-            if holding {
-                // Kept since the last slice: no other replica appended in between.
-                self.hold_turn();
-                if let Some(state) = state.upgrade() {
-                    log.turn_ended(&state);
-                }
-                holding = self.keep_turn(&mut lock);
-                continue;
-            }
-            if !wanted {
+            if !holding && !wanted {
                 // Nothing to decide here: apply what the others appended, without a turn.
                 let Some(state) = state.upgrade() else { return };
                 let followed = log.follow(&state);
                 self.report(followed);
                 continue;
             }
-            let taken = lock.acquire().map_err(|e| e.to_string()).and_then(|()| {
-                let Some(state) = state.upgrade() else {
-                    return Err("the server is stopping".to_string());
-                };
-                log.follow(&state)
-            });
-            self.report(taken.clone());
-            if let Err(error) = taken {
-                lock.release();
-                tracing::warn!(%error, "cannot take this replica's turn: requests are refused");
-                {
-                    let mut gate = self.gate.lock();
-                    gate.attempts_failed += 1;
-                    gate.error = format!("the shared database is unavailable: {error}");
-                }
-                self.entrants.notify_waiters();
-                std::thread::sleep(RETRY_AFTER);
+            // A turn kept since the last slice needs no catching up: no other replica appended.
+            if !holding && !self.take_turn(&mut lock, &mut log, state) {
                 continue;
             }
             self.hold_turn();
@@ -234,6 +210,31 @@ impl Replicas {
             }
             holding = self.keep_turn(&mut lock);
         }
+    }
+
+    /// Takes the turn and applies what the others appended. When either fails, the requests
+    /// waiting for the turn fail with the reason, and it returns `false` after a pause.
+    fn take_turn(&self, lock: &mut TurnLock, log: &mut Follower, state: &Weak<AppState>) -> bool {
+        let taken = lock.acquire().map_err(|e| e.to_string()).and_then(|()| {
+            let Some(state) = state.upgrade() else {
+                return Err("the server is stopping".to_string());
+            };
+            log.follow(&state)
+        });
+        self.report(taken.clone());
+        let Err(error) = taken else {
+            return true;
+        };
+        lock.release();
+        tracing::warn!(%error, "cannot take this replica's turn: requests are refused");
+        {
+            let mut gate = self.gate.lock();
+            gate.attempts_failed += 1;
+            gate.error = format!("the shared database is unavailable: {error}");
+        }
+        self.entrants.notify_waiters();
+        std::thread::sleep(RETRY_AFTER);
+        false
     }
 
     /// After a slice: keeps the turn when requests are still waiting here and no other replica
