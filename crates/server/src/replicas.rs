@@ -293,30 +293,36 @@ struct Follower {
 }
 
 impl Follower {
-    /// Applies the records appended since the engine last applied one.
+    /// Applies the records appended since the engine last applied one (all of them, into a
+    /// new engine, when a failed write left this one stale), and takes up the revocations
+    /// among the new ones.
     fn follow(&mut self, state: &AppState) -> Result<(), String> {
         let size = state.ledger.follow().map_err(|e| e.to_string())?;
-        if self.stale {
-            let records = state.ledger.records().map_err(|e| e.to_string())?;
-            let engine = state.engine().rebuilt(&records);
-            *state.engine.write() = Arc::new(engine);
-            self.applied = records.len() as u64;
-            self.stale = false;
-            tracing::info!(
-                records = self.applied,
-                "engine state rebuilt from the shared ledger after a failed write"
-            );
-        } else if size > self.applied {
-            let records = state
-                .ledger
-                .records_in(self.applied, size)
-                .map_err(|e| e.to_string())?;
-            state.engine().catch_up(self.applied, &records);
-            learn_revocations(state.identity.as_deref(), &records)?;
-            self.applied = size;
-        } else {
+        if !self.stale && size <= self.applied {
             return Ok(());
         }
+        let from = if self.stale { 0 } else { self.applied };
+        let records = state
+            .ledger
+            .records_in(from, size)
+            .map_err(|e| e.to_string())?;
+        let new = usize::try_from(self.applied.saturating_sub(from)).unwrap_or(usize::MAX);
+        learn_revocations(
+            state.identity.as_deref(),
+            records.get(new..).unwrap_or_default(),
+        )?;
+        if self.stale {
+            let rebuilt = state.engine().rebuilt(&records);
+            *state.engine.write() = Arc::new(rebuilt);
+            tracing::info!(
+                records = records.len(),
+                "engine state rebuilt from the shared ledger after a failed write"
+            );
+            self.stale = false;
+        } else {
+            state.engine().catch_up(from, &records);
+        }
+        self.applied = size;
         state.count_pending();
         Ok(())
     }
