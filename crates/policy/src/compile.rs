@@ -132,21 +132,27 @@ enum CValueTest {
 
 impl CValueTest {
     /// Whether one value passes, and what the index knows of it when the test read the index.
+    /// `lookups`, when given, keeps what the index said of each argument for the rest of the
+    /// call.
     fn on(
         &self,
         v: Arg<'_>,
         index: Option<&ProvenanceIndex>,
-        lookups: &mut Lookups,
+        lookups: Option<&mut Lookups>,
     ) -> (bool, Option<Seen>) {
+        let seen = || match lookups {
+            Some(lookups) => lookups.seen(v, index),
+            None => lookup(index, v.value()),
+        };
         match self {
             CValueTest::Test(t) => (test_value(t, Some(v.value())), None),
             CValueTest::From { mask, none } => {
-                let seen = lookups.seen(v, index);
+                let seen = seen();
                 let holds = seen.sources & mask != 0 || (*none && seen.sources == 0);
                 (holds, Some(seen))
             }
             CValueTest::InResults(bits) => {
-                let seen = lookups.seen(v, index);
+                let seen = seen();
                 (seen.results & bits != 0, Some(seen))
             }
         }
@@ -231,6 +237,14 @@ pub struct CompiledPolicy {
 struct Kept<'c, 'l> {
     outcomes: Vec<Option<Outcome<'c>>>,
     lookups: &'l mut Lookups,
+}
+
+/// A value atom's parts for one call: what its truth and its explanation are made of.
+struct ValueAtom<'a, 'c> {
+    quant: Quant,
+    test: &'a CValueTest,
+    index: Option<&'a ProvenanceIndex>,
+    values: Vec<Cow<'c, Value>>,
 }
 
 /// An atom's value for one call, kept from evaluating a condition for its explanation.
@@ -911,22 +925,19 @@ impl Bundle {
         info: &ToolInfo,
         states: &[MonitorState],
     ) -> bool {
-        let Atom::Value {
+        let Some(ValueAtom {
             quant,
-            value,
             test,
             index,
-        } = atom
+            values,
+        }) = self.value_atom(atom, call, info, states)
         else {
             return self.plain(atom, call, info, states).0;
         };
-        let index = provenance_index(*index, states);
-        let values = self.values(value, call, info, index);
-        let mut lookups = Lookups::default();
-        let mut one = |v: &Cow<Value>| test.on(v.into(), index, &mut lookups).0;
+        let one = |v: &Cow<Value>| test.on(v.into(), index, None).0;
         match quant {
-            Quant::Any => values.iter().any(&mut one),
-            Quant::All => values.iter().all(&mut one),
+            Quant::Any => values.iter().any(one),
+            Quant::All => values.iter().all(one),
         }
     }
 
@@ -1026,22 +1037,20 @@ impl Bundle {
         states: &[MonitorState],
         lookups: &mut Lookups,
     ) -> Outcome<'c> {
-        let Atom::Value {
+        let Some(ValueAtom {
             quant,
-            value,
             test,
             index,
-        } = atom
+            values,
+        }) = self.value_atom(atom, call, info, states)
         else {
             let (holds, value) = self.plain(atom, call, info, states);
             return Outcome::Plain(holds, value);
         };
-        let index = provenance_index(*index, states);
-        let values = self.values(value, call, info, index);
         let (mut any, mut all) = (false, true);
         let mut shown = Vec::with_capacity(values.len());
         for v in values {
-            let (holds, seen) = test.on((&v).into(), index, lookups);
+            let (holds, seen) = test.on((&v).into(), index, Some(&mut *lookups));
             any |= holds;
             all &= holds;
             shown.push((v, seen));
@@ -1051,6 +1060,33 @@ impl Bundle {
             Quant::All => all,
         };
         Outcome::Values(holds, shown)
+    }
+
+    /// A value atom's quantifier, test, provenance index and values for `call`; `None` for an
+    /// atom of any other kind.
+    fn value_atom<'a, 'c>(
+        &self,
+        atom: &'a Atom,
+        call: &CallContext<'c>,
+        info: &ToolInfo,
+        states: &'a [MonitorState],
+    ) -> Option<ValueAtom<'a, 'c>> {
+        let Atom::Value {
+            quant,
+            value,
+            test,
+            index,
+        } = atom
+        else {
+            return None;
+        };
+        let index = provenance_index(*index, states);
+        Some(ValueAtom {
+            quant: *quant,
+            test,
+            index,
+            values: self.values(value, call, info, index),
+        })
     }
 
     /// The truth and, where it has one, the monitor value behind an atom that is not a value
