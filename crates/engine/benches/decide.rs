@@ -126,22 +126,33 @@ fn benches(c: &mut Criterion) {
 }
 
 fn provenance_benches(c: &mut Criterion) {
-    let (engine, observations) = provenance_engine(1000);
+    let (_, observations) = provenance_engine(1000);
     let bytes: usize = observations
         .iter()
         .map(|o| o.result.as_ref().map_or(0, |r| r.to_string().len()))
         .sum();
-    let start = Instant::now();
-    for o in &observations {
-        engine.observe(o).unwrap();
+    // The results indexed into a fresh session, five times: one pass takes about a tenth of a
+    // second, short enough for one pass to show the machine's noise, so the median is reported.
+    let mut rates = Vec::new();
+    let mut indexed = None;
+    for _ in 0..5 {
+        let (fresh, _) = provenance_engine(0);
+        let start = Instant::now();
+        for o in &observations {
+            fresh.observe(o).unwrap();
+        }
+        rates.push(bytes as f64 / 1e6 / start.elapsed().as_secs_f64());
+        indexed = Some(fresh);
     }
-    let took = start.elapsed();
+    let engine = indexed.unwrap();
+    rates.sort_by(f64::total_cmp);
     println!(
-        "provenance: indexed {} observations, {:.1} MB in {:.3} s = {:.1} MB/s (target >= 100); session index {} bytes (bound {})",
+        "provenance: indexed {} observations ({:.1} MB) into 5 fresh sessions: median {:.1} MB/s, range {:.1}-{:.1} (target >= 100); session index {} bytes (bound {})",
         observations.len(),
         bytes as f64 / 1e6,
-        took.as_secs_f64(),
-        bytes as f64 / 1e6 / took.as_secs_f64(),
+        rates[2],
+        rates[0],
+        rates[4],
         {
             // The session's scope key, qualified by its chain as the engine keys it.
             let chain = ["user:bench".to_string()];
@@ -167,21 +178,29 @@ fn provenance_benches(c: &mut Criterion) {
         })
     });
     group.finish();
-    // Per-call percentiles, building the call outside the timed part.
-    let mut samples: Vec<u128> = (0..20_000u64)
-        .map(|i| {
-            let c = provenance_call(1_000_000 + i);
-            let t = Instant::now();
-            black_box(engine.queue(&c).wait());
-            t.elapsed().as_nanos()
+    // Per-call percentiles, building the call outside the timed part: five rounds of 20 000
+    // calls, a tenth of a second each, and the median round's p50 and p99 (a moment of the
+    // machine's noise moves one round, not the median).
+    let mut rounds: Vec<(f64, f64)> = (0..5u64)
+        .map(|round| {
+            let mut samples: Vec<u128> = (0..20_000u64)
+                .map(|i| {
+                    let c = provenance_call(1_000_000 + round * 20_000 + i);
+                    let t = Instant::now();
+                    black_box(engine.queue(&c).wait());
+                    t.elapsed().as_nanos()
+                })
+                .collect();
+            samples.sort_unstable();
+            let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize] as f64 / 1e3;
+            (pct(0.5), pct(0.99))
         })
         .collect();
-    samples.sort_unstable();
-    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (p50, p99) = rounds[2];
     println!(
-        "provenance decide: p50 {:.2} us (target <= 3), p99 {:.2} us (target <= 15)",
-        pct(0.5),
-        pct(0.99)
+        "provenance decide: p50 {p50:.2} us (target <= 3), p99 {p99:.2} us (target <= 15); median of 5 rounds of 20000 calls, p50 range {:.2}-{:.2} us",
+        rounds[0].0, rounds[4].0
     );
 }
 

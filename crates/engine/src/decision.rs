@@ -1,9 +1,7 @@
 //! What the engine answers.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use std::collections::BTreeMap;
-use truststack_policy::{Action, Mode};
+use truststack_policy::{Action, Explanation, Mode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -32,7 +30,7 @@ pub struct FiredPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Each predicate of the policy with its value for this call (counts, attributes).
-    pub monitors: BTreeMap<String, Value>,
+    pub monitors: Explanation,
     /// Set when a REQUIRE_HITL policy was waved through by an approver's lease.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<String>,

@@ -159,7 +159,15 @@ impl Engine {
 
     pub(crate) fn next_id(&self, prefix: &str, now: i64) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}-{now:x}-{n}")
+        // Written piece by piece: an id is taken for every decision.
+        let mut id = String::with_capacity(prefix.len() + 32);
+        id.push_str(prefix);
+        id.push('-');
+        // `{:x}` of an `i64` writes its bits.
+        push_digits(&mut id, now as u64, 16);
+        id.push('-');
+        push_digits(&mut id, n, 10);
+        id
     }
 
     fn scope(&self, target: Target, key: &str) -> ScopeCell {
@@ -436,4 +444,49 @@ pub fn system_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `n` in base `radix` (at most 16), lowercase, as `{}` and `{:x}` write it, without the
+/// formatting machinery.
+fn push_digits(out: &mut String, n: u64, radix: u64) {
+    let mut digits = [b'0'; 64];
+    let mut at = digits.len();
+    let mut rest = n;
+    while let Some(slot) = at.checked_sub(1).and_then(|i| digits.get_mut(i)) {
+        *slot = b"0123456789abcdef"[(rest % radix) as usize];
+        at -= 1;
+        rest /= radix;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend(digits.iter().skip(at).map(|&d| d as char));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_digits;
+    use proptest::prelude::*;
+
+    fn digits(n: u64, radix: u64) -> String {
+        let mut out = String::new();
+        push_digits(&mut out, n, radix);
+        out
+    }
+
+    #[test]
+    fn the_edges_are_written_as_format_writes_them() {
+        assert_eq!(digits(0, 10), "0");
+        assert_eq!(digits(0, 16), "0");
+        assert_eq!(digits(u64::MAX, 10), u64::MAX.to_string());
+        assert_eq!(digits(-1i64 as u64, 16), format!("{:x}", -1i64));
+    }
+
+    proptest! {
+        #[test]
+        fn digits_are_written_as_format_writes_them(now: i64, n: u64) {
+            prop_assert_eq!(digits(now as u64, 16), format!("{now:x}"));
+            prop_assert_eq!(digits(n, 10), n.to_string());
+        }
+    }
 }

@@ -60,7 +60,7 @@ fn call(id: String, agent: &str, chain: &[&str], tool: &str) -> ToolCall {
 fn probe(d: &Decision, policy: &str) -> Option<u64> {
     let fired = d.shadow.iter().find(|p| p.id == policy)?;
     let (_, v) = fired.monitors.iter().next()?;
-    v.get("value").and_then(Value::as_u64)
+    v.number()?.as_u64()
 }
 
 fn agent(name: &str) -> String {

@@ -118,16 +118,20 @@ pub fn check_depth(text: &[u8], limit: usize) -> Result<(), TooDeep> {
 /// How many levels a value nests (a scalar is 0, `[]` is 1), without recursion.
 pub fn value_depth(value: &Value) -> usize {
     let mut deepest = 0;
-    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    // Only containers go on the stack: a scalar is as deep as the container that holds it.
+    let nested = |v: &&Value| matches!(v, Value::Array(_) | Value::Object(_));
+    let mut stack: Vec<(&Value, usize)> = Vec::new();
+    if nested(&value) {
+        stack.push((value, 0));
+    }
     while let Some((v, depth)) = stack.pop() {
+        deepest = deepest.max(depth + 1);
         match v {
             Value::Array(items) => {
-                deepest = deepest.max(depth + 1);
-                stack.extend(items.iter().map(|x| (x, depth + 1)));
+                stack.extend(items.iter().filter(nested).map(|x| (x, depth + 1)));
             }
             Value::Object(map) => {
-                deepest = deepest.max(depth + 1);
-                stack.extend(map.values().map(|x| (x, depth + 1)));
+                stack.extend(map.values().filter(nested).map(|x| (x, depth + 1)));
             }
             _ => {}
         }

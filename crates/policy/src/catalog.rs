@@ -291,21 +291,23 @@ impl Catalog {
         arg: &str,
         args: &'v Value,
     ) -> Vec<Cow<'v, Value>> {
+        let mut out = Vec::new();
         if arg.starts_with('/') {
-            return select(args, arg).into_iter().map(Cow::Borrowed).collect();
+            each_selected(args, arg, &mut |v| out.push(Cow::Borrowed(v)));
+            return out;
         }
         match tool.and_then(|t| t.attributes.get(arg)) {
-            Some(spec) => select(args, &spec.from)
-                .into_iter()
-                .map(|raw| match spec.classify {
+            Some(spec) => each_selected(args, &spec.from, &mut |raw| {
+                out.push(match spec.classify {
                     Some(Classifier::IpRange) => Cow::Owned(Value::String(
                         classify_value(raw, &self.network).to_string(),
                     )),
                     None => Cow::Borrowed(raw),
                 })
-                .collect(),
-            None => member(args, arg).map(Cow::Borrowed).into_iter().collect(),
+            }),
+            None => out.extend(member(args, arg).map(Cow::Borrowed)),
         }
+        out
     }
 
     /// Every data source the catalog knows.
@@ -336,51 +338,89 @@ impl Catalog {
 /// Every value a pointer selects, where a `*` token stands for every element of a list or
 /// member of an object (`/recipients/*`). Without `*` it is [`pointer`]'s one value.
 pub fn select<'v>(args: &'v Value, from: &str) -> Vec<&'v Value> {
-    if !from.split('/').any(|t| t == "*") {
-        return pointer(args, from).into_iter().collect();
+    let mut out = Vec::new();
+    each_selected(args, from, &mut |v| out.push(v));
+    out
+}
+
+/// Calls `f` with each value [`select`] gives, in the same order, without building the lists
+/// of the values each token reaches (a decision selects arguments for every value predicate).
+pub fn each_selected<'v>(args: &'v Value, from: &str, f: &mut impl FnMut(&'v Value)) {
+    let b = from.as_bytes();
+    let wildcard = (0..b.len()).any(|i| {
+        b.get(i) == Some(&b'*')
+            && (i == 0 || b.get(i - 1) == Some(&b'/'))
+            && b.get(i + 1).is_none_or(|&n| n == b'/')
+    });
+    if !wildcard {
+        if let Some(v) = pointer(args, from) {
+            f(v);
+        }
+        return;
     }
-    let mut current = vec![args];
-    for token in from.split('/').skip(1) {
-        let mut next = Vec::new();
-        for v in current {
-            match (token, v) {
-                ("*", Value::Array(items)) => next.extend(items.iter()),
-                ("*", Value::Object(map)) => next.extend(map.values()),
-                (t, v) => {
-                    // Unescaped only when it holds an escape: most tokens do not.
-                    let t: Cow<str> = if t.contains('~') {
-                        t.replace("~1", "/").replace("~0", "~").into()
-                    } else {
-                        t.into()
-                    };
-                    let child = match v {
-                        Value::Object(_) => member(v, &t),
-                        Value::Array(items) => t.parse::<usize>().ok().and_then(|i| items.get(i)),
-                        _ => None,
-                    };
-                    next.extend(child);
-                }
+    // As `split('/').skip(1)`: the text before the first `/` is not a token.
+    let tokens = from
+        .split_at(b.iter().position(|&c| c == b'/').unwrap_or(b.len()))
+        .1;
+    select_tokens(args, tokens, f);
+}
+
+/// The first token of a pointer's path (after its `/`) and the rest of the path, from its next
+/// `/` on. Pointers are short: a byte loop finds the `/` faster than a general search.
+fn first_token(path: &str) -> (&str, &str) {
+    path.split_at(path.bytes().position(|c| c == b'/').unwrap_or(path.len()))
+}
+
+/// The values `tokens` (`/a/*/b`, or empty for `v` itself) reach from `v`.
+fn select_tokens<'v>(v: &'v Value, tokens: &str, f: &mut impl FnMut(&'v Value)) {
+    let Some(rest) = tokens.strip_prefix('/') else {
+        f(v);
+        return;
+    };
+    let (token, tail) = first_token(rest);
+    match (token, v) {
+        ("*", Value::Array(items)) => items.iter().for_each(|i| select_tokens(i, tail, f)),
+        ("*", Value::Object(map)) => map.values().for_each(|i| select_tokens(i, tail, f)),
+        (t, v) => {
+            // Unescaped only when it holds an escape: most tokens do not.
+            let t: Cow<str> = if t.contains('~') {
+                t.replace("~1", "/").replace("~0", "~").into()
+            } else {
+                t.into()
+            };
+            let child = match v {
+                Value::Object(_) => member(v, &t),
+                Value::Array(items) => t.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            };
+            if let Some(child) = child {
+                select_tokens(child, tail, f);
             }
         }
-        current = next;
     }
-    current
 }
 
 /// `args.pointer(from)`, without serde_json's fresh `String` for every token: attributes are
 /// read on every call, through objects, with pointers that escape nothing.
 fn pointer<'v>(args: &'v Value, from: &str) -> Option<&'v Value> {
-    let Some(path) = from.strip_prefix('/').filter(|p| !p.contains('~')) else {
+    let Some(mut path) = from
+        .strip_prefix('/')
+        .filter(|p| !p.bytes().any(|c| c == b'~'))
+    else {
         return args.pointer(from);
     };
     let mut value = args;
-    for token in path.split('/') {
+    loop {
+        let (token, rest) = first_token(path);
         match value {
             Value::Object(_) => value = member(value, token)?,
             _ => return args.pointer(from),
         }
+        match rest.strip_prefix('/') {
+            Some(rest) => path = rest,
+            None => return Some(value),
+        }
     }
-    Some(value)
 }
 
 /// The member `key` of an object (`None` for any other value). JSON objects keep their members
@@ -412,8 +452,9 @@ pub fn toml_message(text: &str, err: &toml::de::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::pointer;
+    use super::{pointer, select};
     use serde_json::json;
+    use serde_json::Value;
 
     #[test]
     fn pointer_agrees_with_serde_json() {
@@ -439,6 +480,72 @@ mod tests {
             "target",
         ] {
             assert_eq!(pointer(&args, from), args.pointer(from), "{from}");
+        }
+    }
+
+    /// `select` as its definition reads: a `*` token is every element or member, any other
+    /// token a member or an index; without a `*` token, serde_json's pointer.
+    fn select_by_definition<'v>(args: &'v Value, from: &str) -> Vec<&'v Value> {
+        if !from.split('/').any(|t| t == "*") {
+            return args.pointer(from).into_iter().collect();
+        }
+        let mut current = vec![args];
+        for token in from.split('/').skip(1) {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            current = current
+                .into_iter()
+                .flat_map(|v| match (token.as_str(), v) {
+                    ("*", Value::Array(items)) => items.iter().collect(),
+                    ("*", Value::Object(map)) => map.values().collect(),
+                    (t, Value::Object(map)) => map.get(t).into_iter().collect(),
+                    (t, Value::Array(items)) => t
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| items.get(i))
+                        .into_iter()
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .collect();
+        }
+        current
+    }
+
+    #[test]
+    fn select_agrees_with_its_definition() {
+        let args = json!({
+            "to": ["a@x.example", "b@y.example"],
+            "net": {"hosts": [{"ip": "1"}, {"ip": "2"}, {"name": "n"}], "a/b": [4], "*": 5},
+            "m": {"k": {"v": 1}, "l": {"v": 2}},
+            "": [6]
+        });
+        for from in [
+            "",
+            "*",
+            "/*",
+            "x/*",
+            "/to/*",
+            "/to/*/x",
+            "/net/hosts/*/ip",
+            "/net/*",
+            "/net/*/*",
+            "/net/a~1b/*",
+            "/m/*/v",
+            "/*/*",
+            "/**",
+            "/a*",
+            "/to/1",
+            "/to/*/",
+            "//*",
+            "/net/~0",
+            "/to/+1/*",
+            "/to/01",
+        ] {
+            assert_eq!(
+                select(&args, from),
+                select_by_definition(&args, from),
+                "{from}"
+            );
         }
     }
 }

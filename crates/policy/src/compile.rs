@@ -7,13 +7,15 @@ use crate::ast::{
     ValueFn, ValueTest,
 };
 use crate::catalog::{Catalog, ToolSpec, UNKNOWN_CLASS};
+use crate::explanation::{Explained, Explanation};
 use crate::glob::glob_match;
 use crate::ip_class;
 use crate::monitor::{MonitorId, MonitorSpec, MonitorState};
 use crate::provenance::{self, ProvenanceIndex, Seen};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// An interned tool name or class.
 pub type Sym = u32;
@@ -140,10 +142,7 @@ impl CValueTest {
         index: Option<&ProvenanceIndex>,
         lookups: Option<&mut Lookups>,
     ) -> (bool, Option<Seen>) {
-        let seen = || match lookups {
-            Some(lookups) => lookups.seen(v, index),
-            None => lookup(index, v.value()),
-        };
+        let seen = || seen(v, index, lookups);
         match self {
             CValueTest::Test(t) => (test_value(t, Some(v.value())), None),
             CValueTest::From { mask, none } => {
@@ -220,7 +219,7 @@ enum CExpr {
     Or(Vec<CExpr>),
     Not(Box<CExpr>),
     /// An atom, its source text (for explanations) and its place among the policy's atoms.
-    Atom(Box<Atom>, String, usize),
+    Atom(Box<Atom>, Arc<str>, usize),
 }
 
 /// A policy ready to evaluate.
@@ -265,21 +264,22 @@ impl Outcome<'_> {
 
     /// The truth and the value an explanation shows: a value atom's values, each with its
     /// strongest source where the test read the index.
-    fn explained(self) -> (bool, Option<Value>) {
+    fn explained(self) -> Explained {
         match self {
-            Outcome::Plain(holds, value) => (holds, value),
-            Outcome::Values(holds, values) => {
-                let shown = values
+            Outcome::Plain(holds, None) => Explained::Holds(holds),
+            Outcome::Plain(holds, Some(value)) => Explained::Value { holds, value },
+            Outcome::Values(holds, values) => Explained::Values {
+                holds,
+                values: values
                     .into_iter()
-                    .map(|(v, seen)| match seen {
-                        Some(seen) => {
-                            json_pair(v.into_owned(), provenance::strongest(seen.sources))
-                        }
-                        None => v.into_owned(),
+                    .map(|(v, seen)| {
+                        (
+                            v.into_owned(),
+                            seen.map(|s| provenance::strongest(s.sources)),
+                        )
                     })
-                    .collect();
-                (holds, Some(Value::Array(shown)))
-            }
+                    .collect(),
+            },
         }
     }
 }
@@ -355,7 +355,7 @@ impl Compiler<'_> {
             Expr::Not(inner) => CExpr::Not(Box::new(self.expr(target, inner, text, offset))),
             Expr::Pred(p, span) => {
                 let range = span.start.saturating_sub(offset)..span.end.saturating_sub(offset);
-                let label = text.get(range).unwrap_or("").to_string();
+                let label = Arc::from(text.get(range).unwrap_or(""));
                 self.atoms += 1;
                 CExpr::Atom(Box::new(self.atom(target, p)), label, self.atoms - 1)
             }
@@ -795,7 +795,7 @@ impl Bundle {
         let info = tool.map_or(&self.unknown, |t| self.tool(t));
         let (trust, fields) = match info.spec() {
             Some(spec) => (spec.output.source(), &spec.output_fields),
-            None => (provenance::UNTRUSTED, &BTreeMap::new()),
+            None => (provenance::UNTRUSTED, &std::collections::BTreeMap::new()),
         };
         let bits = info.result_bits;
         if fields.is_empty() {
@@ -930,7 +930,7 @@ impl Bundle {
             test,
             index,
             values,
-        }) = self.value_atom(atom, call, info, states)
+        }) = self.value_atom(atom, call, info, states, None)
         else {
             return self.plain(atom, call, info, states).0;
         };
@@ -948,8 +948,8 @@ impl Bundle {
         call: &CallContext,
         info: &ToolInfo,
         states: &[MonitorState],
-    ) -> BTreeMap<String, Value> {
-        let mut out = BTreeMap::new();
+    ) -> Explanation {
+        let mut out = Vec::new();
         if let Some(p) = self.policies.get(policy) {
             let mut lookups = Lookups::default();
             let mut kept = Kept {
@@ -958,7 +958,7 @@ impl Bundle {
             };
             self.explain_expr(&p.expr, call, info, states, &mut kept, &mut out);
         }
-        out
+        Explanation::new(out)
     }
 
     /// Whether `policy`'s condition holds for `call` ([`Bundle::evaluate`]) and, when it does,
@@ -971,7 +971,7 @@ impl Bundle {
         info: &ToolInfo,
         states: &[MonitorState],
         lookups: &mut Lookups,
-    ) -> Option<BTreeMap<String, Value>> {
+    ) -> Option<Explanation> {
         let p = self.policies.get(policy)?;
         if self.provenance_unknown {
             return self
@@ -985,12 +985,12 @@ impl Bundle {
         if !self.eval_memo(&p.expr, call, info, states, &mut kept) {
             return None;
         }
-        let mut out = BTreeMap::new();
+        let mut out = Vec::with_capacity(p.atoms);
         self.explain_expr(&p.expr, call, info, states, &mut kept, &mut out);
-        Some(out)
+        Some(Explanation::new(out))
     }
 
-    /// Explains every atom of `e` into `out`, taking an atom's outcome from `memo` where the
+    /// Explains every atom of `e` into `out`, taking an atom's outcome from `kept` where the
     /// evaluation left one.
     fn explain_expr<'c>(
         &self,
@@ -999,7 +999,7 @@ impl Bundle {
         info: &ToolInfo,
         states: &[MonitorState],
         kept: &mut Kept<'c, '_>,
-        out: &mut BTreeMap<String, Value>,
+        out: &mut Vec<(Arc<str>, Explained)>,
     ) {
         match e {
             CExpr::And(items) | CExpr::Or(items) => {
@@ -1013,17 +1013,7 @@ impl Bundle {
                     Some(outcome) => outcome,
                     None => self.outcome(atom, call, info, states, kept.lookups),
                 };
-                let value = match outcome.explained() {
-                    (holds, Some(v)) => {
-                        // Built in place: `json!` would serialise `v` into a copy.
-                        let mut pair = serde_json::Map::with_capacity(2);
-                        pair.insert("holds".into(), Value::Bool(holds));
-                        pair.insert("value".into(), v);
-                        Value::Object(pair)
-                    }
-                    (holds, None) => Value::Bool(holds),
-                };
-                out.insert(label.clone(), value);
+                out.push((label.clone(), outcome.explained()));
             }
         }
     }
@@ -1042,7 +1032,7 @@ impl Bundle {
             test,
             index,
             values,
-        }) = self.value_atom(atom, call, info, states)
+        }) = self.value_atom(atom, call, info, states, Some(&mut *lookups))
         else {
             let (holds, value) = self.plain(atom, call, info, states);
             return Outcome::Plain(holds, value);
@@ -1070,6 +1060,7 @@ impl Bundle {
         call: &CallContext<'c>,
         info: &ToolInfo,
         states: &'a [MonitorState],
+        lookups: Option<&mut Lookups>,
     ) -> Option<ValueAtom<'a, 'c>> {
         let Atom::Value {
             quant,
@@ -1085,7 +1076,7 @@ impl Bundle {
             quant: *quant,
             test,
             index,
-            values: self.values(value, call, info, index),
+            values: self.values(value, call, info, index, lookups),
         })
     }
 
@@ -1197,19 +1188,21 @@ impl Bundle {
         }
     }
 
-    /// The values of a value expression for the call being decided.
+    /// The values of a value expression for the call being decided. `lookups`, when given,
+    /// keeps what the index says of each argument for the rest of the call.
     fn values<'c>(
         &self,
         value: &ValueExpr,
         call: &CallContext<'c>,
         info: &ToolInfo,
         index: Option<&ProvenanceIndex>,
+        mut lookups: Option<&mut Lookups>,
     ) -> Vec<Cow<'c, Value>> {
         match value {
             ValueExpr::Arg(arg) => self.catalog.arg_values_in(info.spec(), arg, call.args),
             ValueExpr::Call(ValueFn::Tokens, inner) => {
                 let mut out = Vec::new();
-                for v in self.values(inner, call, info, index) {
+                for v in self.values(inner, call, info, index, lookups) {
                     match v.as_ref() {
                         Value::String(s) => {
                             provenance::each_value(s, |t| out.push(Cow::Owned(Value::from(t))));
@@ -1221,11 +1214,14 @@ impl Bundle {
                 }
                 out
             }
-            ValueExpr::Call(f, inner) => self
-                .values(inner, call, info, index)
-                .into_iter()
-                .filter_map(|v| apply(*f, &v, index).map(Cow::Owned))
-                .collect(),
+            ValueExpr::Call(f, inner) => {
+                let inner = self.values(inner, call, info, index, lookups.as_deref_mut());
+                let mut out = Vec::with_capacity(inner.len());
+                for v in &inner {
+                    out.extend(apply(*f, v.into(), index, lookups.as_deref_mut()).map(Cow::Owned));
+                }
+                out
+            }
         }
     }
 
@@ -1280,28 +1276,36 @@ impl Bundle {
 }
 
 /// What the index knows of a value; without an index (no policy of the scope reads one), a
-/// value has been seen nowhere.
+/// value has been seen nowhere. `lookups`, when given, keeps it for the rest of the call.
+fn seen(v: Arg<'_>, index: Option<&ProvenanceIndex>, lookups: Option<&mut Lookups>) -> Seen {
+    match lookups {
+        Some(lookups) => lookups.seen(v, index),
+        None => lookup(index, v.value()),
+    }
+}
+
 fn lookup(index: Option<&ProvenanceIndex>, v: &Value) -> Seen {
     index.map(|ix| ix.lookup(v)).unwrap_or_default()
 }
 
-fn json_pair(v: Value, source: &str) -> Value {
-    let mut pair = serde_json::Map::with_capacity(2);
-    pair.insert("value".into(), v);
-    pair.insert("from".into(), Value::from(source));
-    Value::Object(pair)
-}
-
 /// A value function applied to one value; `None` when it has no answer (the domain of a text
 /// that is not an email), which makes every test on it fail.
-fn apply(f: ValueFn, v: &Value, index: Option<&ProvenanceIndex>) -> Option<Value> {
+fn apply(
+    f: ValueFn,
+    arg: Arg<'_>,
+    index: Option<&ProvenanceIndex>,
+    lookups: Option<&mut Lookups>,
+) -> Option<Value> {
+    let v = arg.value();
     let text = || match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
         _ => None,
     };
     match f {
-        ValueFn::Provenance => Some(Value::from(provenance::strongest(lookup(index, v).sources))),
+        ValueFn::Provenance => Some(Value::from(provenance::strongest(
+            seen(arg, index, lookups).sources,
+        ))),
         ValueFn::EmailDomain => provenance::email_domain(&text()?).map(Value::String),
         ValueFn::UrlHost => provenance::url_host(&text()?).map(Value::String),
         ValueFn::Length => Some(Value::from(match v {

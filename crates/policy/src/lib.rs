@@ -16,6 +16,7 @@ pub mod check;
 pub mod compile;
 pub mod diagnostic;
 pub mod duration;
+pub mod explanation;
 pub mod glob;
 pub mod ip_class;
 pub mod lexer;
@@ -32,6 +33,7 @@ pub use ast::{Action, Mode, Policy, Target};
 pub use catalog::{Catalog, CatalogError, RecordMode, ToolSpec};
 pub use compile::{Bundle, CallContext, ToolInfo};
 pub use diagnostic::{Diagnostic, Severity};
+pub use explanation::{Explained, Explanation};
 pub use source::{Source, Span};
 
 use sha2::{Digest, Sha256};

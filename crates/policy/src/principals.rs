@@ -53,7 +53,7 @@ impl<'a> Principals<'a> {
             // A call without a session is its agent's session.
             Target::Session if self.session.is_empty() => qualified(self.chain, self.agent),
             Target::Session if self.chain.is_empty() => Cow::Borrowed(self.session),
-            Target::Session => Cow::Owned(format!("{} {SEP} {}", self.user, self.session)),
+            Target::Session => Cow::Owned([self.user, " ", SEP, " ", self.session].concat()),
             Target::User => Cow::Borrowed(self.user),
             Target::DelegationRoot => {
                 // The chain up to the root agent; the whole chain when the actor is the root.

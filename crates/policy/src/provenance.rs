@@ -18,12 +18,13 @@
 //! on a value it has not seen counts as [`UNTRUSTED`] — never as [`USER`]: provenance degrades
 //! toward the side that holds calls, never toward the side that lets them through.
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
 /// The index's hasher: keyed per process like std's, and several times faster on short keys.
 /// Indexed values come from untrusted content, so the hash must not be predictable.
-type Hasher = foldhash::quality::RandomState;
+type Hasher = foldhash::fast::RandomState;
 
 /// Seen in an input of a human principal of the chain.
 pub const USER: u8 = 1;
@@ -84,27 +85,41 @@ pub struct Seen {
     pub results: u64,
 }
 
-/// One indexed value: where its text is in the index's buffer, its hash, what is known of it.
+/// One indexed value: where its text is in the index's chunks, its hash, what is known of it.
 #[derive(Debug, Clone)]
-struct Entry {
-    start: usize,
-    end: usize,
+struct Indexed {
+    chunk: u32,
+    start: u32,
+    len: u32,
     hash: u64,
     seen: Seen,
 }
 
+impl Indexed {
+    fn text<'c>(&self, chunks: &'c [String]) -> Option<&'c str> {
+        let start = self.start as usize;
+        chunks
+            .get(self.chunk as usize)?
+            .get(start..start + self.len as usize)
+    }
+}
+
+/// The size of the chunks values' texts are appended to. A value's text never moves once
+/// written: one growing buffer was copied at every doubling by allocators that do not remap
+/// (mimalloc, which the binary links), which halved the indexing rate.
+const CHUNK: usize = 64 * 1024;
+
 /// The provenance index of one scope.
 ///
-/// The values' texts are kept one after another in one buffer, and a table of positions finds
-/// them by hash: indexing a new value appends it and hashes it once, with no allocation of
-/// its own.
+/// The values' texts are kept one after another in chunks, and a table of entries finds them by
+/// hash: indexing a new value appends it and hashes it once, with no allocation of its own. The
+/// entries live in the table itself, so a lookup reads the table and then the text, no third
+/// place.
 #[derive(Debug, Clone)]
 pub struct ProvenanceIndex {
     /// The indexed values' texts, one after another.
-    text: String,
-    entries: Vec<Entry>,
-    /// Positions in `entries`, by the hash of their text.
-    table: HashTable<usize>,
+    chunks: Vec<String>,
+    table: HashTable<Indexed>,
     hasher: Hasher,
     /// Normalised input texts, for phrase lookups.
     inputs: Vec<Box<str>>,
@@ -117,8 +132,7 @@ pub struct ProvenanceIndex {
 impl ProvenanceIndex {
     pub fn new(bound: usize) -> Self {
         ProvenanceIndex {
-            text: String::new(),
-            entries: Vec::new(),
+            chunks: Vec::new(),
             table: HashTable::new(),
             hasher: Hasher::default(),
             inputs: Vec::new(),
@@ -140,25 +154,19 @@ impl ProvenanceIndex {
 
     /// How many distinct values are indexed.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.table.is_empty()
     }
 
-    /// The entry of a normalised value, if indexed, and the value's hash.
-    fn find(&self, value: &str) -> (Option<usize>, u64) {
+    /// The entry of a normalised value, if indexed.
+    fn find(&self, value: &str) -> Option<&Indexed> {
         let hash = self.hasher.hash_one(value);
-        let found = self
-            .table
-            .find(hash, |&i| {
-                self.entries
-                    .get(i)
-                    .is_some_and(|e| self.text.get(e.start..e.end) == Some(value))
-            })
-            .copied();
-        (found, hash)
+        self.table.find(hash, |e| {
+            e.hash == hash && e.text(&self.chunks) == Some(value)
+        })
     }
 
     /// Adds one normalised value. Past the bound a new value is dropped (and the index marked
@@ -167,29 +175,60 @@ impl ProvenanceIndex {
         if value.is_empty() {
             return;
         }
-        let (found, hash) = self.find(value);
-        if let Some(e) = found.and_then(|i| self.entries.get_mut(i)) {
-            e.seen.sources |= sources;
-            e.seen.results |= results;
-            return;
-        }
+        let hash = self.hasher.hash_one(value);
+        let Self {
+            chunks,
+            table,
+            bytes,
+            bound,
+            saturated,
+            ..
+        } = self;
+        // One probe finds the value or the slot it goes in.
+        let slot = match table.entry(
+            hash,
+            |e| e.hash == hash && e.text(chunks) == Some(value),
+            |e| e.hash,
+        ) {
+            Entry::Occupied(mut known) => {
+                let seen = &mut known.get_mut().seen;
+                seen.sources |= sources;
+                seen.results |= results;
+                return;
+            }
+            Entry::Vacant(slot) => slot,
+        };
         let cost = value.len() + ENTRY_OVERHEAD;
-        if self.bytes.saturating_add(cost) > self.bound {
-            self.saturated = true;
+        if bytes.saturating_add(cost) > *bound {
+            *saturated = true;
             return;
         }
-        self.bytes += cost;
-        let start = self.text.len();
-        self.text.push_str(value);
-        self.entries.push(Entry {
+        let room = chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= value.len());
+        if !room {
+            chunks.push(String::with_capacity(CHUNK.max(value.len())));
+        }
+        let chunk = chunks.len() - 1;
+        let Some(text) = chunks.last_mut() else {
+            return;
+        };
+        let (Ok(chunk), Ok(start), Ok(len)) = (
+            u32::try_from(chunk),
+            u32::try_from(text.len()),
+            u32::try_from(value.len()),
+        ) else {
+            *saturated = true;
+            return;
+        };
+        text.push_str(value);
+        *bytes += cost;
+        slot.insert(Indexed {
+            chunk,
             start,
-            end: self.text.len(),
+            len,
             hash,
             seen: Seen { sources, results },
-        });
-        let entries = &self.entries;
-        self.table.insert_unique(hash, entries.len() - 1, |&i| {
-            entries.get(i).map_or(0, |e| e.hash)
         });
     }
 
@@ -221,12 +260,7 @@ impl ProvenanceIndex {
     /// What is known of an already normalised value. A value not seen counts as untrusted once
     /// the index has turned values away.
     pub fn lookup_normalized(&self, norm: &str) -> Seen {
-        let mut seen = self
-            .find(norm)
-            .0
-            .and_then(|i| self.entries.get(i))
-            .map(|e| e.seen)
-            .unwrap_or_default();
+        let mut seen = self.find(norm).map(|e| e.seen).unwrap_or_default();
         if seen.sources & USER == 0 && !norm.is_empty() && self.in_inputs(norm) {
             seen.sources |= USER;
         }
@@ -267,13 +301,9 @@ impl PartialEq for ProvenanceIndex {
             && self.bound == other.bound
             && self.saturated == other.saturated
             && self.inputs == other.inputs
-            && self.entries.len() == other.entries.len()
-            && self.entries.iter().all(|e| {
-                let theirs = self
-                    .text
-                    .get(e.start..e.end)
-                    .and_then(|v| other.find(v).0)
-                    .and_then(|i| other.entries.get(i));
+            && self.table.len() == other.table.len()
+            && self.table.iter().all(|e| {
+                let theirs = e.text(&self.chunks).and_then(|v| other.find(v));
                 theirs.is_some_and(|t| t.seen == e.seen)
             })
     }
@@ -442,8 +472,14 @@ fn normalize_into(text: &str, out: &mut String, tmp: &mut String) {
         text.trim_matches(|c: char| c.is_whitespace() || is_wrapping(c))
     };
     let mut space = false;
-    if trimmed.is_ascii() && !trimmed.bytes().any(is_ascii_space) {
-        // A token (no whitespace to collapse): copied whole, then lowercased in place.
+    let single_spaces = |t: &str| {
+        !t.as_bytes().windows(2).any(
+            |w| matches!(w, [a, b] if is_ascii_space(*a) && (*a != b' ' || is_ascii_space(*b))),
+        )
+    };
+    if trimmed.is_ascii() && single_spaces(trimmed) {
+        // Nothing to collapse (a token, or words apart by one space; the ends are trimmed):
+        // copied whole, then lowercased in place.
         out.push_str(trimmed);
         out.make_ascii_lowercase();
     } else if trimmed.is_ascii() {

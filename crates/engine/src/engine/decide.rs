@@ -12,7 +12,6 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use truststack_ledger::depth::{value_depth, MAX_INPUT_DEPTH};
-use truststack_policy::catalog::member;
 use truststack_policy::compile::CallContext;
 use truststack_policy::compile::{CompiledPolicy, Lookups};
 use truststack_policy::monitor::MonitorState;
@@ -265,7 +264,8 @@ impl Engine {
     ) -> String {
         // `lead id (reason or held predicates), …`, written into one string.
         let describe = |lead: &str, action: Action| {
-            let mut out = String::with_capacity(128);
+            // Room for a lead and two policies' predicates, so it rarely grows.
+            let mut out = String::with_capacity(256);
             out.push_str(lead);
             for f in fired
                 .iter()
@@ -509,27 +509,17 @@ impl Engine {
     }
 }
 
-/// The predicates of a fired policy that held, with their values: `Count > 100 [= 101]`,
+/// The predicates of a fired policy that held, with their numbers: `Count > 100 [= 101]`,
 /// joined by ` and `, written to `out`.
 fn held_atoms(f: &FiredPolicy, out: &mut String) {
     let mut first = true;
-    for (label, v) in &f.monitors {
-        let number = match v {
-            Value::Bool(true) => None,
-            Value::Object(_) if member(v, "holds") == Some(&Value::Bool(true)) => {
-                match member(v, "value") {
-                    Some(Value::Number(n)) => Some(n),
-                    _ => None,
-                }
-            }
-            _ => continue,
-        };
+    for (label, e) in f.monitors.iter().filter(|(_, e)| e.holds()) {
         if !first {
             out.push_str(" and ");
         }
         first = false;
         out.push_str(label);
-        if let Some(n) = number {
+        if let Some(n) = e.number() {
             use std::fmt::Write;
             // Writing to a String cannot fail.
             let _ = write!(out, " [= {n}]");

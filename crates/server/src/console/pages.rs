@@ -211,8 +211,8 @@ pub fn call(viewer: &Viewer, p: &PendingApproval, view: &Value, error: Option<&s
                     @if let Some(r) = &fired.reason { p { (r) } }
                     @if !fired.monitors.is_empty() {
                         ul.monitors {
-                            @for (name, value) in &fired.monitors {
-                                li { code { (name) } " " (monitor_value(value)) }
+                            @for (name, value) in fired.monitors.iter() {
+                                li { code { (name) } " " (monitor_value(&value.to_value())) }
                             }
                         }
                     }
