@@ -460,8 +460,10 @@ fn is_plain_integer(s: &str) -> bool {
         && b.iter().all(u8::is_ascii_digit)
 }
 
-/// Writes the normal form of `text` into `out`; `tmp` is room for the rewriting steps.
-fn normalize_into(text: &str, out: &mut String, tmp: &mut String) {
+/// Writes the normal form of `text` into `out`; `tmp` is room for the rewriting steps. `true`
+/// when `out` is known to be its own normal form (ASCII, copied and lowercased, and no URL,
+/// number or IBAN rule rewrote it), so that normalising it again can be skipped.
+fn normalize_into(text: &str, out: &mut String, tmp: &mut String) -> bool {
     out.clear();
     let plain_edge = |b: Option<&u8>| {
         b.is_some_and(|b| b.is_ascii() && !is_ascii_space(*b) && !is_wrapping(*b as char))
@@ -477,7 +479,8 @@ fn normalize_into(text: &str, out: &mut String, tmp: &mut String) {
             |w| matches!(w, [a, b] if is_ascii_space(*a) && (*a != b' ' || is_ascii_space(*b))),
         )
     };
-    if trimmed.is_ascii() && single_spaces(trimmed) {
+    let copied = trimmed.is_ascii() && single_spaces(trimmed);
+    if copied {
         // Nothing to collapse (a token, or words apart by one space; the ends are trimmed):
         // copied whole, then lowercased in place.
         out.push_str(trimmed);
@@ -513,11 +516,13 @@ fn normalize_into(text: &str, out: &mut String, tmp: &mut String) {
     }
     if normalize_url_into(out, tmp) || normalize_number_into(out, tmp) {
         std::mem::swap(out, tmp);
-        return;
+        return false;
     }
     if looks_like_iban(out) {
         out.retain(|c| c != ' ');
+        return false;
     }
+    copied
 }
 
 /// The normal form of a JSON scalar; `None` for null, lists and objects.
@@ -682,7 +687,11 @@ pub fn email_domain(s: &str) -> Option<String> {
 /// [`email_domain`] in `out` (with `tmp` as room).
 fn domain_in<'o>(s: &str, out: &'o mut String, tmp: &mut String) -> Option<&'o str> {
     normalize_into(s, out, tmp);
-    let norm: &'o str = out;
+    domain_of(out)
+}
+
+/// The domain of an email address already in normal form.
+fn domain_of(norm: &str) -> Option<&str> {
     let (local, domain) = norm.rsplit_once('@')?;
     (!local.is_empty() && domain.contains('.') && !domain.contains(' ')).then_some(domain)
 }
@@ -840,22 +849,28 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
             flush(caps, caps_starts, &mut f);
         }
         // A phrase ends at punctuation that ends a clause.
-        if raw.ends_with([',', '.', ';', ':', '!', '?']) {
+        if raw.as_bytes().last().is_some_and(|b| b",.;:!?".contains(b)) {
             flush(caps, caps_starts, &mut f);
         }
-        let (mut has_at, mut has_digit) = (false, false);
+        let (mut has_at, mut has_digit, mut has_dot) = (false, false, false);
         for &b in token.as_bytes() {
             has_at |= b == b'@';
             has_digit |= b.is_ascii_digit();
+            has_dot |= b == b'.';
         }
         let urlish = token.starts_with("http://")
             || token.starts_with("https://")
             || token.starts_with("www.");
         if has_at || has_digit || urlish {
-            normalize_into(token, norm, tmp);
+            let settled = normalize_into(token, norm, tmp);
             f(norm);
             if has_at {
-                if let Some(d) = domain_in(norm, derived, tmp) {
+                let domain = if settled {
+                    domain_of(norm)
+                } else {
+                    domain_in(norm, derived, tmp)
+                };
+                if let Some(d) = domain {
                     f(d);
                 }
             }
@@ -864,7 +879,7 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
                     f(h);
                 }
             }
-        } else if token.contains('.') && !capitalised {
+        } else if has_dot && !capitalised {
             // A bare host or file name: `example.com`, `report.pdf`.
             emit(token, norm, tmp, &mut f);
         }
