@@ -14,7 +14,7 @@ use crate::monitor::{MonitorId, MonitorSpec, MonitorState};
 use crate::provenance::{self, ProvenanceIndex, Seen};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// An interned tool name or class.
@@ -795,7 +795,7 @@ impl Bundle {
         let info = tool.map_or(&self.unknown, |t| self.tool(t));
         let (trust, fields) = match info.spec() {
             Some(spec) => (spec.output.source(), &spec.output_fields),
-            None => (provenance::UNTRUSTED, &std::collections::BTreeMap::new()),
+            None => (provenance::UNTRUSTED, &BTreeMap::new()),
         };
         let bits = info.result_bits;
         if fields.is_empty() {
