@@ -104,10 +104,12 @@ impl Indexed {
     }
 }
 
-/// The size of the chunks values' texts are appended to. A value's text never moves once
+/// The largest of the chunks values' texts are appended to. A value's text never moves once
 /// written: one growing buffer was copied at every doubling by allocators that do not remap
 /// (mimalloc, which the binary links), which halved the indexing rate.
 const CHUNK: usize = 64 * 1024;
+/// The first chunk's size; each next one is twice the last, up to [`CHUNK`].
+const FIRST_CHUNK: usize = 256;
 
 /// The provenance index of one scope.
 ///
@@ -203,11 +205,15 @@ impl ProvenanceIndex {
             *saturated = true;
             return;
         }
+        let last = chunks.last().map_or(0, String::capacity);
         let room = chunks
             .last()
             .is_some_and(|c| c.capacity() - c.len() >= value.len());
         if !room {
-            chunks.push(String::with_capacity(CHUNK.max(value.len())));
+            // Each chunk twice the last, up to `CHUNK`: a session that indexes a few values
+            // keeps a few hundred bytes, not a whole chunk.
+            let size = (last * 2).clamp(FIRST_CHUNK, CHUNK).max(value.len());
+            chunks.push(String::with_capacity(size));
         }
         let chunk = chunks.len() - 1;
         let Some(text) = chunks.last_mut() else {
@@ -925,6 +931,31 @@ mod tests {
         let mut got = Vec::new();
         each(text, &mut |v| got.push(v.to_string()));
         got
+    }
+
+    #[test]
+    fn a_small_index_holds_little_and_a_large_one_grows_in_chunks_that_stay() {
+        let held = |ix: &ProvenanceIndex| ix.chunks.iter().map(String::capacity).sum::<usize>();
+        let mut ix = ProvenanceIndex::new(DEFAULT_BOUND);
+        ix.index_text("mail anna@example.com about invoice 4711", UNTRUSTED, 0);
+        assert!(
+            held(&ix) < 1024,
+            "{} bytes held for three values",
+            held(&ix)
+        );
+        let first = ix.chunks.first().map(|c| c.as_ptr());
+        for i in 0..20_000 {
+            ix.index_text(&format!("id-{i}-{i}"), UNTRUSTED, 0);
+        }
+        assert!(ix.chunks.iter().all(|c| c.capacity() <= CHUNK));
+        assert!(ix.chunks.len() > 2);
+        assert_eq!(
+            ix.chunks.first().map(|c| c.as_ptr()),
+            first,
+            "a chunk moved"
+        );
+        assert_eq!(ix.lookup(&json!("anna@example.com")).sources, UNTRUSTED);
+        assert_eq!(ix.lookup(&json!("id-19999-19999")).sources, UNTRUSTED);
     }
 
     /// Texts built from the pieces the scan treats specially: words in both cases (also
