@@ -347,8 +347,8 @@ pub fn select<'v>(args: &'v Value, from: &str) -> Vec<&'v Value> {
 /// of the values each token reaches (a decision selects arguments for every value predicate).
 pub fn each_selected<'v>(args: &'v Value, from: &str, f: &mut impl FnMut(&'v Value)) {
     let b = from.as_bytes();
-    let wildcard = (0..b.len()).any(|i| {
-        b.get(i) == Some(&b'*')
+    let wildcard = b.iter().enumerate().any(|(i, &c)| {
+        c == b'*'
             && (i == 0 || b.get(i - 1) == Some(&b'/'))
             && b.get(i + 1).is_none_or(|&n| n == b'/')
     });
@@ -359,10 +359,7 @@ pub fn each_selected<'v>(args: &'v Value, from: &str, f: &mut impl FnMut(&'v Val
         return;
     }
     // As `split('/').skip(1)`: the text before the first `/` is not a token.
-    let tokens = from
-        .split_at(b.iter().position(|&c| c == b'/').unwrap_or(b.len()))
-        .1;
-    select_tokens(args, tokens, f);
+    select_tokens(args, first_token(from).1, f);
 }
 
 /// The first token of a pointer's path (after its `/`) and the rest of the path, from its next

@@ -142,17 +142,16 @@ impl CValueTest {
         index: Option<&ProvenanceIndex>,
         lookups: Option<&mut Lookups>,
     ) -> (bool, Option<Seen>) {
-        let seen = || seen(v, index, lookups);
         match self {
             CValueTest::Test(t) => (test_value(t, Some(v.value())), None),
             CValueTest::From { mask, none } => {
-                let seen = seen();
-                let holds = seen.sources & mask != 0 || (*none && seen.sources == 0);
-                (holds, Some(seen))
+                let known = seen(v, index, lookups);
+                let holds = known.sources & mask != 0 || (*none && known.sources == 0);
+                (holds, Some(known))
             }
             CValueTest::InResults(bits) => {
-                let seen = seen();
-                (seen.results & bits != 0, Some(seen))
+                let known = seen(v, index, lookups);
+                (known.results & bits != 0, Some(known))
             }
         }
     }

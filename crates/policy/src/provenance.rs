@@ -205,14 +205,11 @@ impl ProvenanceIndex {
             *saturated = true;
             return;
         }
-        let last = chunks.last().map_or(0, String::capacity);
-        let room = chunks
-            .last()
-            .is_some_and(|c| c.capacity() - c.len() >= value.len());
-        if !room {
+        let (capacity, used) = chunks.last().map_or((0, 0), |c| (c.capacity(), c.len()));
+        if capacity - used < value.len() {
             // Each chunk twice the last, up to `CHUNK`: a session that indexes a few values
             // keeps a few hundred bytes, not a whole chunk.
-            let size = (last * 2).clamp(FIRST_CHUNK, CHUNK).max(value.len());
+            let size = (capacity * 2).clamp(FIRST_CHUNK, CHUNK).max(value.len());
             chunks.push(String::with_capacity(size));
         }
         let chunk = chunks.len() - 1;

@@ -10,8 +10,9 @@
 //!
 //! The requests that arrive while a replica holds the turn share it, and their records share
 //! group commits; the turn is handed on after at most [`SLICE`] when another replica waits for
-//! it, so that a busy replica does not starve the others (alone, a replica keeps it). Between turns, a replica follows the log every [`FOLLOW_EVERY`], so a
-//! call held here learns soon that it was answered on another replica.
+//! it, so that a busy replica does not starve the others (alone, a replica keeps it). Between
+//! turns, a replica follows the log every [`FOLLOW_EVERY`], so a call held here learns soon
+//! that it was answered on another replica.
 
 use crate::backend::IdentityService;
 use crate::state::AppState;
