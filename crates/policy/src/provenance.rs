@@ -360,7 +360,7 @@ pub fn contains_phrase(hay: &str, needle: &str) -> bool {
 }
 
 /// Punctuation that ends a sentence or wraps a token rather than belonging to a value.
-fn is_wrapping(c: char) -> bool {
+const fn is_wrapping(c: char) -> bool {
     matches!(
         c,
         '.' | ','
@@ -391,7 +391,7 @@ fn is_wrapping(c: char) -> bool {
 /// `char::is_whitespace` for one ASCII byte (it counts the vertical tab, unlike
 /// `u8::is_ascii_whitespace`).
 #[inline(always)]
-fn is_ascii_space(b: u8) -> bool {
+const fn is_ascii_space(b: u8) -> bool {
     // Bits 9 to 13 (tab, line feed, vertical tab, form feed, carriage return) and 32 (space).
     b <= b' ' && (0x1_0000_3E00u64 >> b) & 1 == 1
 }
@@ -432,6 +432,18 @@ pub fn normalize_cow(text: &str) -> std::borrow::Cow<'_, str> {
 /// A cheap, conservative test that [`normalize`] would return `s` unchanged: `true` only for
 /// ASCII text with nothing to trim, collapse, lowercase or rewrite.
 fn is_normal(s: &str) -> bool {
+    use byte_class::{LETTER, NON_ASCII, SPACE, UPPER, WRAPPING};
+    let (classes, _) = byte_class::of_str(s);
+    if classes & (SPACE | NON_ASCII) == 0 {
+        // One ASCII word (most arguments): lowercase, nothing to trim, and no URL or number
+        // rule that would rewrite it.
+        let edge = |b: Option<&u8>| b.is_some_and(|b| of_byte(*b) & WRAPPING == 0);
+        return edge(s.as_bytes().first())
+            && edge(s.as_bytes().last())
+            && classes & UPPER == 0
+            && !(s.starts_with("http://") || s.starts_with("https://") || s.starts_with("www."))
+            && (classes & LETTER != 0 || is_plain_integer(s) || number_core(s).is_none());
+    }
     let b = s.as_bytes();
     let edge_ok =
         |c: Option<&u8>| c.is_some_and(|c| !is_ascii_space(*c) && !is_wrapping(*c as char));
@@ -467,6 +479,17 @@ fn is_plain_integer(s: &str) -> bool {
 /// when `out` is known to be its own normal form (ASCII, copied and lowercased, and no URL,
 /// number or IBAN rule rewrote it), so that normalising it again can be skipped.
 fn normalize_into(text: &str, out: &mut String, tmp: &mut String) -> bool {
+    let (classes, _) = byte_class::of_str(text);
+    if classes & (byte_class::SPACE | byte_class::NON_ASCII) == 0 {
+        // One ASCII word (a token, an argument): trimmed, it takes the word's shorter path.
+        let word = text.trim_matches(is_wrapping);
+        let classes = if word.len() == text.len() {
+            classes
+        } else {
+            byte_class::of_str(word).0
+        };
+        return normalize_word_into(word, classes, out, tmp);
+    }
     out.clear();
     let plain_edge = |b: Option<&u8>| {
         b.is_some_and(|b| b.is_ascii() && !is_ascii_space(*b) && !is_wrapping(*b as char))
@@ -528,6 +551,25 @@ fn normalize_into(text: &str, out: &mut String, tmp: &mut String) -> bool {
     copied
 }
 
+/// [`normalize_into`] for a word of ASCII text that the scan has trimmed, given its byte
+/// classes: there is nothing to trim or collapse, so it is copied and lowercased, and only the
+/// rules its classes allow are tried (an URL starts with `h` or `w`, a number has no letter,
+/// and the IBAN rule only removes spaces, which a word has none of).
+fn normalize_word_into(word: &str, classes: u16, out: &mut String, tmp: &mut String) -> bool {
+    out.clear();
+    out.push_str(word);
+    if classes & byte_class::UPPER != 0 {
+        out.make_ascii_lowercase();
+    }
+    let rewritten = (matches!(out.as_bytes().first(), Some(b'h' | b'w'))
+        && normalize_url_into(out, tmp))
+        || (classes & byte_class::LETTER == 0 && normalize_number_into(out, tmp));
+    if rewritten {
+        std::mem::swap(out, tmp);
+    }
+    !rewritten
+}
+
 /// The normal form of a JSON scalar; `None` for null, lists and objects.
 pub fn normalize_value(value: &serde_json::Value) -> Option<String> {
     use serde_json::Value;
@@ -561,9 +603,14 @@ fn write_number(f: f64, out: &mut String) {
 /// The number part of `1,000.50`, `$120`, `-3`, `12.5%` (currency and percent signs off), if
 /// `s` looks like a number at all.
 fn number_core(s: &str) -> Option<&str> {
-    let core = s
-        .trim_start_matches(['$', '€', '£', '+'])
-        .trim_end_matches(['%', '€', '$', '£']);
+    let numeric = |b: Option<&u8>| b.is_some_and(|b| matches!(b, b'0'..=b'9' | b',' | b'.' | b'-'));
+    let core = if numeric(s.as_bytes().first()) && numeric(s.as_bytes().last()) {
+        // No sign to strip at either end (most numbers).
+        s
+    } else {
+        s.trim_start_matches(['$', '€', '£', '+'])
+            .trim_end_matches(['%', '€', '$', '£'])
+    };
     let b = core.as_bytes();
     (!b.is_empty()
         && b.iter().any(u8::is_ascii_digit)
@@ -597,6 +644,15 @@ fn normalize_number_into(s: &str, out: &mut String) -> bool {
             }
             return true;
         }
+    }
+    // A minus sign anywhere but first (commas aside), as in `12-34`, is no number.
+    if core
+        .bytes()
+        .filter(|b| *b != b',')
+        .skip(1)
+        .any(|b| b == b'-')
+    {
+        return false;
     }
     let parsed = if core.contains(',') {
         out.extend(core.chars().filter(|c| *c != ','));
@@ -637,19 +693,23 @@ fn normalize_url_into(s: &str, out: &mut String) -> bool {
     else {
         return false;
     };
-    if rest.is_empty() || rest.contains(' ') {
+    if rest.is_empty() || rest.as_bytes().contains(&b' ') {
         return false;
     }
     let rest = rest.strip_prefix("www.").unwrap_or(rest);
-    let (host, path) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    // The delimiters are ASCII, so their byte positions split the text between characters.
+    let at = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let (Some(host), Some(path)) = (rest.get(..at), rest.get(at..)) else {
+        return false;
     };
     let host = host
         .strip_suffix(":443")
         .or_else(|| host.strip_suffix(":80"))
         .unwrap_or(host);
-    let path = path.split('#').next().unwrap_or("");
+    let path = path.split_once('#').map_or(path, |(path, _)| path);
     let path = path.trim_end_matches('/');
     out.clear();
     out.push_str(host);
@@ -670,14 +730,13 @@ fn host_in<'o>(s: &str, out: &'o mut String, tmp: &mut String) -> Option<&'o str
         std::mem::swap(out, tmp);
     }
     let candidate: &'o str = out;
-    let host = candidate
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or("")
-        .split(':')
-        .next()
-        .unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or(host);
+    // Up to the path, query, fragment or port; after the user.
+    let end = candidate
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#' | b':'))
+        .unwrap_or(candidate.len());
+    let host = candidate.get(..end)?;
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
     (host.contains('.') && !host.contains(' ')).then_some(host)
 }
 
@@ -699,25 +758,115 @@ fn domain_of(norm: &str) -> Option<&str> {
     (!local.is_empty() && domain.contains('.') && !domain.contains(' ')).then_some(domain)
 }
 
-/// `s.trim_matches(is_wrapping)`, without decoding characters when both ends are ASCII that
-/// wraps nothing (most words).
-fn trim_wrapping(s: &str) -> &str {
-    let plain = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii() && !is_wrapping(*b as char));
-    if plain(s.as_bytes().first()) && plain(s.as_bytes().last()) {
-        s
-    } else {
-        s.trim_matches(is_wrapping)
+/// What the scan needs to know of a byte, one table lookup per byte: the classes of a word's
+/// bytes, or-ed and and-ed together, answer the per-word questions (an `@`, a digit, only
+/// letters) without another pass over the word.
+mod byte_class {
+    /// ASCII whitespace, as `char::is_whitespace` has it.
+    pub const SPACE: u16 = 1;
+    /// A byte of a character outside ASCII.
+    pub const NON_ASCII: u16 = 1 << 1;
+    pub const DIGIT: u16 = 1 << 2;
+    pub const AT: u16 = 1 << 3;
+    pub const DOT: u16 = 1 << 4;
+    /// May be part of a capitalised word: a letter, `-` or `'`.
+    pub const NAME: u16 = 1 << 5;
+    pub const UPPER: u16 = 1 << 6;
+    /// Wrapping punctuation (see `is_wrapping`).
+    pub const WRAPPING: u16 = 1 << 7;
+    /// Ends a clause: `,` `.` `;` `:` `!` `?`.
+    pub const CLAUSE_END: u16 = 1 << 8;
+    pub const LETTER: u16 = 1 << 9;
+    /// A straight quote, single or double: the text may hold quoted strings.
+    pub const QUOTE: u16 = 1 << 10;
+
+    const fn of(b: u8) -> u16 {
+        if b >= 0x80 {
+            return NON_ASCII;
+        }
+        let mut class = 0;
+        if super::is_ascii_space(b) {
+            class |= SPACE;
+        }
+        if b.is_ascii_digit() {
+            class |= DIGIT;
+        }
+        if b.is_ascii_alphabetic() {
+            class |= LETTER | NAME;
+        }
+        if b.is_ascii_uppercase() {
+            class |= UPPER;
+        }
+        if super::is_wrapping(b as char) {
+            class |= WRAPPING;
+        }
+        match b {
+            b'@' => class |= AT,
+            b'.' => class |= DOT | CLAUSE_END,
+            b'-' => class |= NAME,
+            b'\'' => class |= NAME | QUOTE,
+            b'"' => class |= QUOTE,
+            b',' | b';' | b':' | b'!' | b'?' => class |= CLAUSE_END,
+            _ => {}
+        }
+        class
+    }
+
+    pub static TABLE: [u16; 256] = {
+        let mut table = [0; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = of(b as u8);
+            b += 1;
+        }
+        table
+    };
+
+    #[inline(always)]
+    pub fn of_byte(b: u8) -> u16 {
+        TABLE[b as usize]
+    }
+
+    /// The classes of every byte of `s`, or-ed (what some byte is) and and-ed (what all are).
+    pub fn of_str(s: &str) -> (u16, u16) {
+        s.bytes().fold((0, u16::MAX), |(any, all), b| {
+            (any | of_byte(b), all & of_byte(b))
+        })
     }
 }
 
-/// The words of a text as `str::split_whitespace` has them, one byte at a time where the text
-/// is ASCII.
+use byte_class::of_byte;
+
+/// One word of a text (as `str::split_whitespace` has it), with its bytes' classes.
+struct Word<'t> {
+    raw: &'t str,
+    any: u16,
+    all: u16,
+}
+
+impl<'t> Word<'t> {
+    /// The word without wrapping punctuation at its ends, and that part's classes.
+    fn trimmed(&self) -> (&'t str, u16, u16) {
+        let edge = |b: Option<&u8>| b.map_or(0, |b| of_byte(*b));
+        let bytes = self.raw.as_bytes();
+        let edges = edge(bytes.first()) | edge(bytes.last());
+        if edges & (byte_class::WRAPPING | byte_class::NON_ASCII) == 0 {
+            return (self.raw, self.any, self.all);
+        }
+        let token = self.raw.trim_matches(is_wrapping);
+        let (any, all) = byte_class::of_str(token);
+        (token, any, all)
+    }
+}
+
+/// The words of a text, one table lookup per byte where the text is ASCII.
 struct Words<'t> {
     text: &'t str,
     pos: usize,
 }
 
 impl<'t> Words<'t> {
+    /// Whether the character at byte `i` (outside ASCII) is whitespace, and its length.
     #[cold]
     fn non_ascii_at(&self, i: usize) -> (bool, usize) {
         match self.text.get(i..).and_then(|s| s.chars().next()) {
@@ -728,17 +877,19 @@ impl<'t> Words<'t> {
 }
 
 impl<'t> Iterator for Words<'t> {
-    type Item = &'t str;
+    type Item = Word<'t>;
 
-    fn next(&mut self) -> Option<&'t str> {
+    #[inline(always)]
+    fn next(&mut self) -> Option<Word<'t>> {
+        use byte_class::{NON_ASCII, SPACE};
         let bytes = self.text.as_bytes();
         let mut i = self.pos;
         while let Some(&b) = bytes.get(i) {
-            if b < 0x80 {
-                if !is_ascii_space(b) {
-                    break;
-                }
+            let class = of_byte(b);
+            if class & SPACE != 0 {
                 i += 1;
+            } else if class & NON_ASCII == 0 {
+                break;
             } else {
                 let (space, n) = self.non_ascii_at(i);
                 if !space {
@@ -747,28 +898,43 @@ impl<'t> Iterator for Words<'t> {
                 i += n;
             }
         }
-        if i >= bytes.len() {
-            self.pos = i;
-            return None;
-        }
         let start = i;
+        let (mut any, mut all) = (0, u16::MAX);
         while let Some(&b) = bytes.get(i) {
-            if b < 0x80 {
-                if is_ascii_space(b) {
-                    break;
-                }
+            let class = of_byte(b);
+            if class & (SPACE | NON_ASCII) == 0 {
+                any |= class;
+                all &= class;
                 i += 1;
+            } else if class & SPACE != 0 {
+                break;
             } else {
                 let (space, n) = self.non_ascii_at(i);
                 if space {
                     break;
                 }
+                any |= NON_ASCII;
+                all &= NON_ASCII;
                 i += n;
             }
         }
         self.pos = i;
-        self.text.get(start..i)
+        if i == start {
+            return None;
+        }
+        Some(Word {
+            raw: self.text.get(start..i)?,
+            any,
+            all,
+        })
     }
+}
+
+/// Whether a text has lines or labels (`Phone: 555`) to index apart.
+fn has_lines_or_labels(text: &str) -> bool {
+    let b = text.as_bytes();
+    memchr::memchr2_iter(b'\n', b':', b)
+        .any(|i| b.get(i) == Some(&b'\n') || b.get(i + 1) == Some(&b' '))
 }
 
 /// Calls `f` with every normalised value a text yields (see the module documentation).
@@ -793,7 +959,7 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
         emit(text, norm, tmp, &mut f);
     }
     // Lines of a listing ("Hotel Names: A\nB\n"), and the value after a label ("Phone: 555").
-    if text.contains('\n') || text.contains(": ") {
+    if has_lines_or_labels(text) {
         for line in text.lines() {
             let line = line.trim();
             if !line.is_empty() && line.len() <= WHOLE_MAX && line.len() < text.len() {
@@ -821,30 +987,41 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
         caps.clear();
         starts.clear();
     };
-    for raw in (Words { text, pos: 0 }) {
-        let token = trim_wrapping(raw);
+    use byte_class::{AT, CLAUSE_END, DIGIT, DOT, NAME, NON_ASCII, QUOTE, UPPER};
+    let mut text_classes = 0;
+    for word in (Words { text, pos: 0 }) {
+        text_classes |= word.any;
+        let (token, any, all) = word.trimmed();
         if token.is_empty() {
             flush(caps, caps_starts, &mut f);
             continue;
         }
-        // An ASCII first byte is tested without decoding (most words are lowercase).
-        let first_upper = match token.as_bytes().first() {
-            Some(&b) if b < 0x80 => b.is_ascii_uppercase(),
-            _ => token.chars().next().is_some_and(char::is_uppercase),
+        let ascii = any & NON_ASCII == 0;
+        let capitalised = if ascii {
+            token
+                .as_bytes()
+                .first()
+                .is_some_and(|b| of_byte(*b) & UPPER != 0)
+                && all & NAME != 0
+        } else {
+            token.chars().next().is_some_and(char::is_uppercase)
+                && token
+                    .chars()
+                    .all(|c| c.is_alphabetic() || c == '-' || c == '\'')
         };
-        let capitalised = first_upper
-            && token
-                .chars()
-                .all(|c| c.is_alphabetic() || c == '-' || c == '\'');
         if capitalised && caps_starts.len() < 6 {
             if !caps.is_empty() {
                 caps.push(' ');
             }
-            caps_starts.push(caps.len());
-            for c in token.chars() {
-                if c.is_ascii() {
-                    caps.push(c.to_ascii_lowercase());
-                } else {
+            let start = caps.len();
+            caps_starts.push(start);
+            if ascii {
+                caps.push_str(token);
+                if let Some(added) = caps.get_mut(start..) {
+                    added.make_ascii_lowercase();
+                }
+            } else {
+                for c in token.chars() {
                     caps.extend(c.to_lowercase());
                 }
             }
@@ -852,20 +1029,28 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
             flush(caps, caps_starts, &mut f);
         }
         // A phrase ends at punctuation that ends a clause.
-        if raw.as_bytes().last().is_some_and(|b| b",.;:!?".contains(b)) {
+        if word
+            .raw
+            .as_bytes()
+            .last()
+            .is_some_and(|b| of_byte(*b) & CLAUSE_END != 0)
+        {
             flush(caps, caps_starts, &mut f);
         }
-        let (mut has_at, mut has_digit, mut has_dot) = (false, false, false);
-        for &b in token.as_bytes() {
-            has_at |= b == b'@';
-            has_digit |= b.is_ascii_digit();
-            has_dot |= b == b'.';
-        }
-        let urlish = token.starts_with("http://")
-            || token.starts_with("https://")
-            || token.starts_with("www.");
+        let (has_at, has_digit) = (any & AT != 0, any & DIGIT != 0);
+        let urlish = matches!(token.as_bytes().first(), Some(b'h' | b'w'))
+            && (token.starts_with("http://")
+                || token.starts_with("https://")
+                || token.starts_with("www."));
+        let normalize_token = |norm: &mut String, tmp: &mut String| {
+            if ascii {
+                normalize_word_into(token, any, norm, tmp)
+            } else {
+                normalize_into(token, norm, tmp)
+            }
+        };
         if has_at || has_digit || urlish {
-            let settled = normalize_into(token, norm, tmp);
+            let settled = normalize_token(norm, tmp);
             f(norm);
             if has_at {
                 let domain = if settled {
@@ -882,13 +1067,17 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
                     f(h);
                 }
             }
-        } else if has_dot && !capitalised {
+        } else if any & DOT != 0 && !capitalised {
             // A bare host or file name: `example.com`, `report.pdf`.
-            emit(token, norm, tmp, &mut f);
+            normalize_token(norm, tmp);
+            f(norm);
         }
     }
     flush(caps, caps_starts, &mut f);
-    each_quoted(text, &mut |s| emit(s, norm, tmp, &mut f));
+    // Only a text with a quote in it has quoted strings (`“` is outside ASCII).
+    if text_classes & (QUOTE | NON_ASCII) != 0 {
+        each_quoted(text, &mut |s| emit(s, norm, tmp, &mut f));
+    }
 }
 
 /// Strings between matching quotes (straight or typographic), up to [`QUOTED_MAX`] bytes.
@@ -972,6 +1161,7 @@ mod tests {
             Just("https://www.Example.com:443/a/b/".to_string()),
             Just("http://x.example/p?q=1#frag".to_string()),
             Just("www.host.example".to_string()),
+            Just("HTTP://WWW.Host.Example/A/./".to_string()),
             Just("report.pdf".to_string()),
             Just("$1,000.50".to_string()),
             Just("0042".to_string()),
@@ -1034,10 +1224,28 @@ mod tests {
         /// Normal forms, hosts and domains are those of the first version; a text found already
         /// normal is.
         #[test]
-        fn numbers_match_the_reference(n in "[-+$]?[0-9,]{0,9}[.]?[0-9]{0,9}[%€]?", f in any::<f64>()) {
+        fn numbers_match_the_reference(n in "[-+$£]?[0-9,-]{0,9}[.]?[0-9-]{0,9}[%€]?", f in any::<f64>()) {
             prop_assert_eq!(normalize(&n), reference::normalize(&n));
             let shown = format!("{f}");
             prop_assert_eq!(normalize(&shown), reference::normalize(&shown));
+        }
+
+        /// A word the scan trimmed normalises as any text does, and one reported settled is its
+        /// own normal form.
+        #[test]
+        fn a_word_normalises_as_any_text(word in "[!-~]{1,24}") {
+            let word = word.trim_matches(is_wrapping);
+            prop_assume!(!word.is_empty());
+            let (classes, _) = byte_class::of_str(word);
+            let (mut out, mut tmp) = (String::new(), String::new());
+            let settled = normalize_word_into(word, classes, &mut out, &mut tmp);
+            prop_assert_eq!(&out, &normalize(word));
+            if settled {
+                prop_assert_eq!(normalize(&out), out.clone());
+            }
+            if is_normal(word) {
+                prop_assert_eq!(out.as_str(), word);
+            }
         }
 
         #[test]
