@@ -454,7 +454,7 @@ fn is_normal(s: &str) -> bool {
         return edge(s.as_bytes().first())
             && edge(s.as_bytes().last())
             && classes & UPPER == 0
-            && !(s.starts_with("http://") || s.starts_with("https://") || s.starts_with("www."))
+            && !url_prefixed(s)
             && (classes & LETTER != 0 || is_plain_integer(s) || number_core(s).is_none());
     }
     let b = s.as_bytes();
@@ -470,13 +470,19 @@ fn is_normal(s: &str) -> bool {
         }
         prev_space = c == b' ';
     }
-    if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("www.") {
+    if url_prefixed(s) {
         return false;
     }
     if is_plain_integer(s) {
         return true;
     }
     number_core(s).is_none() && !(s.contains(' ') && looks_like_iban(s))
+}
+
+/// Starts as an URL the normal form rewrites: `http://`, `https://` or `www.`.
+fn url_prefixed(s: &str) -> bool {
+    matches!(s.as_bytes().first(), Some(b'h' | b'w'))
+        && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("www."))
 }
 
 /// Digits only, no leading zero, short enough to be exact: its own normal form as a number.
@@ -956,6 +962,7 @@ fn has_lines_or_labels(text: &str) -> bool {
 /// text: the values and their order are those of the first version (kept in
 /// `provenance/reference.rs` and checked against it), without an allocation per value.
 pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
+    use byte_class::{AT, CLAUSE_END, DIGIT, DOT, NAME, NON_ASCII, QUOTE, UPPER};
     let mut sc = Scratch::default();
     let Scratch {
         norm,
@@ -1000,7 +1007,6 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
         caps.clear();
         starts.clear();
     };
-    use byte_class::{AT, CLAUSE_END, DIGIT, DOT, NAME, NON_ASCII, QUOTE, UPPER};
     let mut text_classes = 0;
     for word in (Words { text, pos: 0 }) {
         text_classes |= word.any;
@@ -1051,10 +1057,7 @@ pub fn each_value(text: &str, mut f: impl FnMut(&str)) {
             flush(caps, caps_starts, &mut f);
         }
         let (has_at, has_digit) = (any & AT != 0, any & DIGIT != 0);
-        let urlish = matches!(token.as_bytes().first(), Some(b'h' | b'w'))
-            && (token.starts_with("http://")
-                || token.starts_with("https://")
-                || token.starts_with("www."));
+        let urlish = url_prefixed(token);
         let normalize_token = |norm: &mut String, tmp: &mut String| {
             if ascii {
                 normalize_word_into(token, any, norm, tmp)
